@@ -1,0 +1,209 @@
+//! The `fedbroker` command line (contract §1).
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::app::{AppState, serve};
+use crate::config;
+use crate::signing::{Signer, write_new_key};
+
+/// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Parser, Debug)]
+#[command(name = "fedbroker", version, about = "Workload identity federation broker: trade a home-cloud token for a target-cloud JWT (RFC 8693)")]
+pub struct Cli {
+    /// Log format on stderr; default: text on a terminal, JSON lines otherwise.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the broker.
+    Serve {
+        /// The configuration file.
+        #[arg(long, required_unless_present = "dev", conflicts_with = "dev")]
+        config: Option<PathBuf>,
+        /// Built-in development configuration: dev issuer at /dev/issuer, one example rule, keys in memory. Loopback only.
+        #[arg(long)]
+        dev: bool,
+        /// Listen address, overriding server.listen (with --dev: default 127.0.0.1:8080, public_url follows it).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Validate the configuration and every rule file without network access; print every error.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Manage signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Write a new signing key (PKCS#8 PEM, mode 0600) into DIR; the newest key signs.
+    Generate {
+        #[arg(long)]
+        dir: PathBuf,
+        /// RS256, ES256, PS256 or EdDSA.
+        #[arg(long, default_value = "RS256")]
+        algorithm: String,
+    },
+}
+
+fn init_logging(format: Option<LogFormat>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = match format {
+        Some(LogFormat::Json) => true,
+        Some(LogFormat::Text) => false,
+        None => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Keys {
+            command: KeysCommand::Generate { dir, algorithm },
+        } => keys_generate(&dir, &algorithm),
+        Command::Serve { config, dev, listen } => {
+            init_logging(cli.log_format);
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("fedbroker: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run_serve(config, dev, listen)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("fedbroker: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(c) => {
+            println!(
+                "{}: ok ({} issuer(s), {} rule(s))",
+                path.display(),
+                c.issuers.len(),
+                c.rules.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            eprintln!("{} error(s)", errors.0.len());
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn keys_generate(dir: &std::path::Path, algorithm: &str) -> ExitCode {
+    let alg = match config::parse_signing_algorithm(algorithm) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("fedbroker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match write_new_key(dir, alg) {
+        Ok(path) => {
+            println!("{}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fedbroker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+async fn run_serve(config_path: Option<PathBuf>, dev: bool, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    // reqwest/rustls: one crypto provider for the whole process.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let (config, signer, dev_issuer) = if dev {
+        let addr = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let (config, signer, dev_issuer) = crate::dev::config(addr).map_err(anyhow::Error::msg)?;
+        (config, signer, Some(dev_issuer))
+    } else {
+        let path = config_path.ok_or_else(|| anyhow::anyhow!("--config FILE or --dev is required"))?;
+        let mut config = config::load(&path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+        if let Some(addr) = listen {
+            config.server.listen = addr;
+        }
+        let signer = match &config.signing.key_dir {
+            Some(dir) => Signer::load_or_generate(dir, config.signing.algorithm)?,
+            None => Signer::ephemeral(config.signing.algorithm)?,
+        };
+        (config, signer, None)
+    };
+    let addr = config.server.listen;
+    let public_url = config.server.public_url.clone();
+    let issuers = config.issuers.len();
+    let rules = config.rules.len();
+    let state = AppState::build(config, signer, dev_issuer)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    tracing::info!(%addr, %public_url, issuers, rules, kid = state.signer.kid(), dev, "fedbroker listening");
+    if dev {
+        tracing::info!(
+            "development mode: mint a token with `curl -s -X POST {public_url}/dev/issuer/token -d '{{\"sub\":\"me\"}}'`"
+        );
+    }
+    serve(listener, state, shutdown_signal(), DRAIN_TIMEOUT).await?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,1178 @@
+//! The configuration file (contract §2): YAML, `version: 1`, unknown keys rejected,
+//! `${ENV}` substitution, rule files by glob, every error with file, line and field.
+//!
+//! `parse_*` functions are pure (text in, values or errors out); [`load`] does the file
+//! I/O around them. No network is touched while loading.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use federation_rules::{CompileContext, RawRule, RuleSet};
+use issuers::{Algorithm, IssuerPolicy, KeySet};
+use marked_yaml::loader::LoaderOptions;
+use marked_yaml::{LoadError, Node};
+use reqwest::Url;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use federation_rules::duration::parse_duration;
+use crate::netguard;
+
+/// One problem in a configuration or rule file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if self.field.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// Every problem found while loading; never just the first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Without a trailing slash.
+    pub public_url: String,
+    pub max_body_bytes: usize,
+    pub clock_skew: u64,
+    pub max_issued_lifetime: u64,
+}
+
+impl ServerConfig {
+    /// The path part of `public_url` ("" or "/sts"): every route is served under it.
+    pub fn path_prefix(&self) -> String {
+        Url::parse(&self.public_url)
+            .map(|u| u.path().trim_end_matches('/').to_string())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SigningConfig {
+    pub algorithm: Algorithm,
+    /// `None`: an in-memory key (development mode only).
+    pub key_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnavailable {
+    FailClosed,
+    FailOpen,
+}
+
+#[derive(Debug, Clone)]
+pub enum ReplayBackend {
+    Memory,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplayConfig {
+    pub backend: ReplayBackend,
+    pub on_unavailable: OnUnavailable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayMode {
+    OneTime,
+    Reusable,
+}
+
+/// Where an issuer's verification keys come from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// `{issuer}/.well-known/openid-configuration`, then its `jwks_uri`.
+    Discovery,
+    JwksUri(Url),
+    Static(Arc<KeySet>),
+    /// Static keys read from a file at load time.
+    File(PathBuf, Arc<KeySet>),
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    pub name: String,
+    pub policy: IssuerPolicy,
+    pub keys: KeySource,
+    pub replay: ReplayMode,
+    pub danger_allow_insecure: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditConfig {
+    pub path: Option<PathBuf>,
+}
+
+/// A whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub signing: SigningConfig,
+    pub replay: ReplayConfig,
+    pub issuers: Vec<IssuerConfig>,
+    pub rules: Arc<RuleSet>,
+    pub audit: AuditConfig,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_MAX_BODY_BYTES: usize = 65536;
+pub const DEFAULT_CLOCK_SKEW: u64 = 60;
+pub const DEFAULT_MAX_ISSUED_LIFETIME: u64 = 3600;
+pub const DEFAULT_MAX_TOKEN_LIFETIME: u64 = 24 * 3600;
+pub const DEFAULT_ALGORITHMS: [Algorithm; 2] = [Algorithm::RS256, Algorithm::ES256];
+
+// ---------------------------------------------------------------------------
+// Raw (serde) shapes
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    public_url: Option<String>,
+    max_body_bytes: Option<usize>,
+    clock_skew: Option<String>,
+    max_issued_lifetime: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSigning {
+    algorithm: Option<String>,
+    key_dir: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplay {
+    backend: Option<String>,
+    redis_url: Option<String>,
+    on_unavailable: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuer {
+    name: String,
+    issuer: String,
+    #[serde(default)]
+    audiences: Vec<String>,
+    jwks_uri: Option<String>,
+    jwks: Option<serde_json::Value>,
+    jwks_file: Option<String>,
+    algorithms: Option<Vec<String>>,
+    replay: Option<String>,
+    max_token_lifetime: Option<String>,
+    #[serde(default)]
+    danger_allow_insecure: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    path: Option<String>,
+}
+
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "version",
+    "server",
+    "signing",
+    "replay",
+    "issuers",
+    "rules_files",
+    "rules",
+    "audit",
+];
+
+/// A rule as parsed, with the YAML node it came from (to turn field paths into lines).
+pub struct SourcedRule {
+    pub file: PathBuf,
+    pub node: Node,
+    pub rule: RawRule,
+}
+
+/// The config file parsed, before rule files are read and rules compiled.
+pub struct Draft {
+    file: PathBuf,
+    server: ServerConfig,
+    signing: SigningConfig,
+    replay: ReplayConfig,
+    issuers: Vec<(Node, RawIssuer)>,
+    pub rules_files: Vec<String>,
+    rules: Vec<SourcedRule>,
+    audit: AuditConfig,
+    base_dir: PathBuf,
+}
+
+/// A collector that turns YAML positions into [`ConfigError`]s.
+struct Errors<'a> {
+    file: &'a Path,
+    list: Vec<ConfigError>,
+}
+
+impl<'a> Errors<'a> {
+    fn new(file: &'a Path) -> Self {
+        Errors {
+            file,
+            list: Vec::new(),
+        }
+    }
+    fn at(&mut self, node: Option<&Node>, field: impl Into<String>, message: impl Into<String>) {
+        self.list.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line: node.and_then(line_of),
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// An empty value, `~` or `null`: YAML's ways of writing nothing.
+fn is_null(s: &marked_yaml::types::MarkedScalarNode) -> bool {
+    s.may_coerce() && matches!(s.as_str(), "" | "~" | "null" | "Null" | "NULL")
+}
+
+fn line_of(node: &Node) -> Option<usize> {
+    node.span().start().map(|m| m.line())
+}
+
+fn load_error(file: &Path, e: &LoadError) -> ConfigError {
+    use LoadError::*;
+    let (marker, message) = match e {
+        TopLevelMustBeMapping(m) => (Some(*m), "the top level must be a mapping".to_string()),
+        TopLevelMustBeSequence(m) => (Some(*m), "the top level must be a list".to_string()),
+        UnexpectedAnchor(m) => (Some(*m), "YAML anchors and aliases are not supported".into()),
+        MappingKeyMustBeScalar(m) => (Some(*m), "mapping keys must be plain strings".into()),
+        UnexpectedTag(m) => (Some(*m), "YAML tags are not supported".into()),
+        ScanError(m, se) => (Some(*m), format!("invalid YAML: {}", se.info())),
+        DuplicateKey(inner) => (
+            inner.key.span().start().copied(),
+            format!(
+                "duplicate key `{}` (first defined on line {})",
+                inner.key.as_str(),
+                inner
+                    .prev_key
+                    .span()
+                    .start()
+                    .map(|m| m.line())
+                    .unwrap_or_default()
+            ),
+        ),
+    };
+    ConfigError {
+        file: file.to_path_buf(),
+        line: marker.map(|m| m.line()),
+        field: String::new(),
+        message,
+    }
+}
+
+fn parse_yaml(file: &Path, text: &str) -> Result<Node, ConfigError> {
+    let options = LoaderOptions::default().error_on_duplicate_keys(true);
+    if text.trim().is_empty() {
+        return Err(ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            field: String::new(),
+            message: "the file is empty".into(),
+        });
+    }
+    marked_yaml::parse_yaml_with_options(0, text, options).map_err(|e| load_error(file, &e))
+}
+
+/// Deserialize one node, reporting a failure with its line and field path.
+fn from_node<T: DeserializeOwned>(node: &Node, section: &str, errors: &mut Errors) -> Option<T> {
+    match marked_yaml::from_node::<T>(node) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let line = e
+                .start_mark()
+                .map(|m| m.line())
+                .or_else(|| line_of(node));
+            let path = e.path().unwrap_or("").trim_matches('.');
+            let field = match (section.is_empty(), path.is_empty()) {
+                (_, true) => section.to_string(),
+                (true, false) => path.to_string(),
+                (false, false) => format!("{section}.{path}"),
+            };
+            let message = inner_message(&e);
+            errors.list.push(ConfigError {
+                file: errors.file.to_path_buf(),
+                line,
+                field,
+                message,
+            });
+            None
+        }
+    }
+}
+
+fn inner_message(e: &marked_yaml::FromNodeError) -> String {
+    use marked_yaml::Error;
+    match &**e {
+        Error::UnknownFieldError(field, expected, _) => {
+            format!("unknown field `{field}`, expected one of: {}", expected.join(", "))
+        }
+        Error::NotBoolean(_) => "expected true or false".into(),
+        Error::IntegerParseFailure(err, _) => format!("expected a whole number ({err})"),
+        Error::FloatParseFailure(err, _) => format!("expected a number ({err})"),
+        Error::Other(msg, _) => msg.clone(),
+    }
+}
+
+/// Replace `${NAME}` in every scalar from the environment. A missing variable is an error.
+fn substitute_env(node: &mut Node, path: &str, errors: &mut Errors, env: &dyn Fn(&str) -> Option<String>) {
+    match node {
+        Node::Scalar(s) => {
+            let text = s.as_str();
+            if !text.contains("${") {
+                return;
+            }
+            match expand_env(text, env) {
+                Ok(expanded) => {
+                    let coerce = s.may_coerce();
+                    let mut replaced = marked_yaml::types::MarkedScalarNode::new(*s.span(), expanded);
+                    replaced.set_coerce(coerce);
+                    *s = replaced;
+                }
+                Err(name) => {
+                    let line = s.span().start().map(|m| m.line());
+                    errors.list.push(ConfigError {
+                        file: errors.file.to_path_buf(),
+                        line,
+                        field: path.to_string(),
+                        message: format!("environment variable `{name}` is not set"),
+                    });
+                }
+            }
+        }
+        Node::Mapping(m) => {
+            for (k, v) in m.iter_mut() {
+                let child = join_path(path, k.as_str());
+                substitute_env(v, &child, errors, env);
+            }
+        }
+        Node::Sequence(seq) => {
+            for (i, v) in seq.iter_mut().enumerate() {
+                substitute_env(v, &format!("{path}[{i}]"), errors, env);
+            }
+        }
+    }
+}
+
+fn join_path(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// `${NAME}` → value; `NAME` is `[A-Za-z_][A-Za-z0-9_]*`. Err(name) when unset.
+pub fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let name = &after[..end];
+        let valid = !name.is_empty()
+            && name.chars().enumerate().all(|(i, c)| {
+                c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
+            });
+        if valid {
+            match env(name) {
+                Some(v) => out.push_str(&v),
+                None => return Err(name.to_string()),
+            }
+        } else {
+            out.push_str(&rest[start..start + 2 + end + 1]);
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn duration_field(value: Option<&str>, default: u64, node: Option<&Node>, field: &str, errors: &mut Errors) -> u64 {
+    match value {
+        None => default,
+        Some(text) => match parse_duration(text) {
+            Ok(secs) => secs,
+            Err(e) => {
+                errors.at(node, field, e);
+                default
+            }
+        },
+    }
+}
+
+fn child<'n>(node: &'n Node, key: &str) -> Option<&'n Node> {
+    node.as_mapping().and_then(|m| m.get_node(key))
+}
+
+/// Parse the config file's text. Pure: `env` supplies `${NAME}` values.
+pub fn parse_config(
+    file: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Draft, ConfigErrors> {
+    let mut errors = Errors::new(file);
+    let mut root = parse_yaml(file, text).map_err(|e| ConfigErrors(vec![e]))?;
+    substitute_env(&mut root, "", &mut errors, env);
+    let Some(map) = root.as_mapping() else {
+        errors.at(Some(&root), "", "the configuration must be a mapping");
+        return Err(ConfigErrors(errors.list));
+    };
+
+    let mut version_seen = false;
+    let mut server = RawServer::default();
+    let mut signing = RawSigning::default();
+    let mut replay = RawReplay::default();
+    let mut raw_issuers = Vec::new();
+    let mut rules_files = Vec::new();
+    let mut rules = Vec::new();
+    let mut audit = RawAudit::default();
+
+    for (key, value) in map.iter() {
+        match key.as_str() {
+            "version" => {
+                version_seen = true;
+                if value.as_scalar().map(|s| s.as_str()) != Some("1") {
+                    errors.at(Some(value), "version", "only `version: 1` is supported");
+                }
+            }
+            "server" => server = from_node(value, "server", &mut errors).unwrap_or_default(),
+            "signing" => signing = from_node(value, "signing", &mut errors).unwrap_or_default(),
+            "replay" => replay = from_node(value, "replay", &mut errors).unwrap_or_default(),
+            "audit" => audit = from_node(value, "audit", &mut errors).unwrap_or_default(),
+            "rules_files" => {
+                rules_files = from_node(value, "rules_files", &mut errors).unwrap_or_default()
+            }
+            "issuers" => match value.as_sequence() {
+                Some(seq) => {
+                    for (i, item) in seq.iter().enumerate() {
+                        if let Some(raw) = from_node::<RawIssuer>(item, &format!("issuers[{i}]"), &mut errors) {
+                            raw_issuers.push((item.clone(), raw));
+                        }
+                    }
+                }
+                None if value.as_scalar().is_some_and(is_null) => {}
+                None => errors.at(Some(value), "issuers", "expected a list of issuers"),
+            },
+            "rules" => rules.extend(parse_rule_list(file, value, "rules", &mut errors)),
+            other => {
+                let k = Node::Scalar(key.clone());
+                let message = if other == "admin" {
+                    "the admin API is not available in this release yet".to_string()
+                } else {
+                    format!("unknown field `{other}`, expected one of: {}", TOP_LEVEL_KEYS.join(", "))
+                };
+                errors.at(Some(&k), other, message);
+            }
+        }
+    }
+    if !version_seen {
+        errors.at(Some(&root), "version", "missing `version: 1`");
+    }
+
+    let server_node = child(&root, "server");
+    let server = build_server(server, server_node, &mut errors);
+    let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let signing = build_signing(signing, child(&root, "signing"), &base_dir, &mut errors);
+    let replay = build_replay(replay, child(&root, "replay"), &mut errors);
+    let audit = AuditConfig {
+        path: audit.path.map(|p| base_dir.join(p)),
+    };
+
+    if errors.list.is_empty() {
+        Ok(Draft {
+            file: file.to_path_buf(),
+            server,
+            signing,
+            replay,
+            issuers: raw_issuers,
+            rules_files,
+            rules,
+            audit,
+            base_dir,
+        })
+    } else {
+        // Keep going far enough to report issuer and rule errors as well.
+        let draft = Draft {
+            file: file.to_path_buf(),
+            server,
+            signing,
+            replay,
+            issuers: raw_issuers,
+            rules_files,
+            rules,
+            audit,
+            base_dir,
+        };
+        Err(ConfigErrors(
+            errors
+                .list
+                .into_iter()
+                .chain(draft.partial_errors())
+                .collect(),
+        ))
+    }
+}
+
+impl Draft {
+    /// Issuer errors of a draft that already failed elsewhere (so `check` shows them all).
+    fn partial_errors(&self) -> Vec<ConfigError> {
+        let mut errors = Errors::new(&self.file);
+        let _ = build_issuers(&self.issuers, &self.base_dir, &mut errors, &|_| Err("not read".into()));
+        errors.list
+    }
+
+    pub fn base_dir(&self) -> &Path {
+        &self.base_dir
+    }
+}
+
+fn build_server(raw: RawServer, node: Option<&Node>, errors: &mut Errors) -> ServerConfig {
+    let field_node = |k: &str| node.and_then(|n| child(n, k));
+    let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = match listen_text.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            errors.at(field_node("listen"), "server.listen", "expected address:port, e.g. 127.0.0.1:8080");
+            DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+        }
+    };
+    let public_url = match raw.public_url {
+        None => format!("http://{listen}"),
+        Some(text) => match validate_public_url(&text) {
+            Ok(u) => u,
+            Err(e) => {
+                errors.at(field_node("public_url"), "server.public_url", e);
+                format!("http://{listen}")
+            }
+        },
+    };
+    let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    if max_body_bytes < 1024 {
+        errors.at(field_node("max_body_bytes"), "server.max_body_bytes", "must be at least 1024");
+    }
+    let clock_skew = duration_field(raw.clock_skew.as_deref(), DEFAULT_CLOCK_SKEW, field_node("clock_skew"), "server.clock_skew", errors);
+    if clock_skew > 600 {
+        errors.at(field_node("clock_skew"), "server.clock_skew", "must be at most 10m");
+    }
+    let max_issued_lifetime = duration_field(
+        raw.max_issued_lifetime.as_deref(),
+        DEFAULT_MAX_ISSUED_LIFETIME,
+        field_node("max_issued_lifetime"),
+        "server.max_issued_lifetime",
+        errors,
+    );
+    if max_issued_lifetime == 0 || max_issued_lifetime > 12 * 3600 {
+        errors.at(field_node("max_issued_lifetime"), "server.max_issued_lifetime", "must be between 1s and 12h");
+    }
+    ServerConfig {
+        listen,
+        public_url,
+        max_body_bytes,
+        clock_skew,
+        max_issued_lifetime,
+    }
+}
+
+fn validate_public_url(text: &str) -> Result<String, String> {
+    let url = Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+    if url.scheme() != "https" && url.scheme() != "http" {
+        return Err("must be an http:// or https:// URL".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err("must not have a query, fragment or credentials".into());
+    }
+    if url.host_str().is_none() {
+        return Err("must name a host".into());
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
+/// The signing algorithms fedbroker issues with (contract §2).
+pub const SIGNING_ALGORITHMS: [Algorithm; 4] = [Algorithm::RS256, Algorithm::ES256, Algorithm::PS256, Algorithm::EdDSA];
+
+pub fn parse_signing_algorithm(text: &str) -> Result<Algorithm, String> {
+    match text.parse::<Algorithm>() {
+        Ok(a) if SIGNING_ALGORITHMS.contains(&a) => Ok(a),
+        _ => Err(format!("`{text}` is not supported for signing; use RS256, ES256, PS256 or EdDSA")),
+    }
+}
+
+fn build_signing(raw: RawSigning, node: Option<&Node>, base: &Path, errors: &mut Errors) -> SigningConfig {
+    let algorithm = match raw.algorithm.as_deref() {
+        None => Algorithm::RS256,
+        Some(text) => parse_signing_algorithm(text).unwrap_or_else(|e| {
+            errors.at(node.and_then(|n| child(n, "algorithm")), "signing.algorithm", e);
+            Algorithm::RS256
+        }),
+    };
+    let key_dir = Some(base.join(raw.key_dir.as_deref().unwrap_or("./data/keys")));
+    SigningConfig { algorithm, key_dir }
+}
+
+fn build_replay(raw: RawReplay, node: Option<&Node>, errors: &mut Errors) -> ReplayConfig {
+    let at = |k: &str| node.and_then(|n| child(n, k));
+    match raw.backend.as_deref() {
+        None | Some("memory") => {}
+        Some("redis") => errors.at(
+            at("backend"),
+            "replay.backend",
+            "the redis backend is not available in this release yet; use `memory`",
+        ),
+        Some(other) => errors.at(at("backend"), "replay.backend", format!("unknown backend `{other}`; expected memory or redis")),
+    }
+    if raw.redis_url.is_some() && raw.backend.as_deref() != Some("redis") {
+        errors.at(at("redis_url"), "replay.redis_url", "only used with `backend: redis`");
+    }
+    let on_unavailable = match raw.on_unavailable.as_deref() {
+        None | Some("fail_closed") => OnUnavailable::FailClosed,
+        Some("fail_open") => OnUnavailable::FailOpen,
+        Some(other) => {
+            errors.at(at("on_unavailable"), "replay.on_unavailable", format!("unknown value `{other}`; expected fail_closed or fail_open"));
+            OnUnavailable::FailClosed
+        }
+    };
+    ReplayConfig {
+        backend: ReplayBackend::Memory,
+        on_unavailable,
+    }
+}
+
+/// Validate raw issuers into [`IssuerConfig`]s. `read_file` reads `jwks_file`s (relative to `base`).
+fn build_issuers(
+    raw: &[(Node, RawIssuer)],
+    base: &Path,
+    errors: &mut Errors,
+    read_file: &dyn Fn(&Path) -> Result<Vec<u8>, String>,
+) -> Vec<IssuerConfig> {
+    let mut names = HashSet::new();
+    let mut urls = HashSet::new();
+    let mut out = Vec::new();
+    for (i, (node, r)) in raw.iter().enumerate() {
+        let field = |k: &str| format!("issuers[{i}].{k}");
+        let at = |k: &str| child(node, k).or(Some(node));
+        let before = errors.list.len();
+        if r.name.is_empty() {
+            errors.at(at("name"), field("name"), "must not be empty");
+        } else if !names.insert(r.name.clone()) {
+            errors.at(at("name"), field("name"), format!("duplicate issuer name `{}`", r.name));
+        }
+        if !urls.insert(r.issuer.clone()) {
+            errors.at(at("issuer"), field("issuer"), "another issuer has the same `issuer` URL");
+        }
+        let issuer_url = match check_fetch_url(&r.issuer, r.danger_allow_insecure) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                errors.at(at("issuer"), field("issuer"), e);
+                None
+            }
+        };
+        if r.audiences.is_empty() || r.audiences.iter().any(String::is_empty) {
+            errors.at(at("audiences"), field("audiences"), "required: a non-empty list of accepted `aud` values");
+        }
+        let sources = [r.jwks_uri.is_some(), r.jwks.is_some(), r.jwks_file.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if sources > 1 {
+            errors.at(Some(node), field("jwks_uri"), "give at most one of jwks_uri, jwks and jwks_file");
+        }
+        let keys = if let Some(uri) = &r.jwks_uri {
+            match check_fetch_url(uri, r.danger_allow_insecure) {
+                Ok(u) => KeySource::JwksUri(u),
+                Err(e) => {
+                    errors.at(at("jwks_uri"), field("jwks_uri"), e);
+                    KeySource::Discovery
+                }
+            }
+        } else if let Some(jwks) = &r.jwks {
+            match KeySet::from_jwks_value(jwks) {
+                Ok(set) if !set.is_empty() => KeySource::Static(Arc::new(set)),
+                Ok(_) => {
+                    errors.at(at("jwks"), field("jwks"), "no usable key in this key set");
+                    KeySource::Discovery
+                }
+                Err(e) => {
+                    errors.at(at("jwks"), field("jwks"), format!("invalid key set: {e}"));
+                    KeySource::Discovery
+                }
+            }
+        } else if let Some(path) = &r.jwks_file {
+            let path = base.join(path);
+            match read_file(&path) {
+                Ok(bytes) => match KeySet::from_jwks_json(&bytes) {
+                    Ok(set) if !set.is_empty() => KeySource::File(path, Arc::new(set)),
+                    Ok(_) => {
+                        errors.at(at("jwks_file"), field("jwks_file"), format!("{}: no usable key", path.display()));
+                        KeySource::Discovery
+                    }
+                    Err(e) => {
+                        errors.at(at("jwks_file"), field("jwks_file"), format!("{}: invalid key set: {e}", path.display()));
+                        KeySource::Discovery
+                    }
+                },
+                Err(e) => {
+                    errors.at(at("jwks_file"), field("jwks_file"), format!("{}: {e}", path.display()));
+                    KeySource::Discovery
+                }
+            }
+        } else {
+            KeySource::Discovery
+        };
+        let algorithms = match &r.algorithms {
+            None => DEFAULT_ALGORITHMS.to_vec(),
+            Some(list) => {
+                let mut algs = Vec::new();
+                for a in list {
+                    match a.parse::<Algorithm>() {
+                        Ok(alg) => algs.push(alg),
+                        Err(e) => errors.at(at("algorithms"), field("algorithms"), e.to_string()),
+                    }
+                }
+                if list.is_empty() {
+                    errors.at(at("algorithms"), field("algorithms"), "must list at least one algorithm");
+                }
+                algs
+            }
+        };
+        let replay = match r.replay.as_deref() {
+            None | Some("one_time") => ReplayMode::OneTime,
+            Some("reusable") => ReplayMode::Reusable,
+            Some(other) => {
+                errors.at(at("replay"), field("replay"), format!("unknown value `{other}`; expected one_time or reusable"));
+                ReplayMode::OneTime
+            }
+        };
+        let max_token_lifetime = duration_field(
+            r.max_token_lifetime.as_deref(),
+            DEFAULT_MAX_TOKEN_LIFETIME,
+            at("max_token_lifetime"),
+            &field("max_token_lifetime"),
+            errors,
+        );
+        if errors.list.len() == before && issuer_url.is_some() {
+            out.push(IssuerConfig {
+                name: r.name.clone(),
+                policy: IssuerPolicy {
+                    issuer: r.issuer.clone(),
+                    audiences: r.audiences.clone(),
+                    algorithms,
+                    max_token_lifetime: Some(max_token_lifetime),
+                    clock_skew: 0,
+                },
+                keys,
+                replay,
+                danger_allow_insecure: r.danger_allow_insecure,
+            });
+        }
+    }
+    out
+}
+
+/// An issuer or JWKS URL must be https and must not name a loopback, private or
+/// link-local address (or `localhost`) unless `danger_allow_insecure`.
+pub fn check_fetch_url(text: &str, danger_allow_insecure: bool) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if danger_allow_insecure => {}
+        "http" => return Err("must be https:// (set danger_allow_insecure: true for development)".into()),
+        other => return Err(format!("unsupported scheme `{other}`")),
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err("must not have a query, fragment or credentials".into());
+    }
+    let Some(host) = url.host() else {
+        return Err("must name a host".into());
+    };
+    if !danger_allow_insecure {
+        let blocked = match host {
+            url::Host::Domain(d) => {
+                let d = d.trim_end_matches('.').to_ascii_lowercase();
+                d == "localhost" || d.ends_with(".localhost")
+            }
+            url::Host::Ipv4(ip) => !netguard::is_public(IpAddr::V4(ip)),
+            url::Host::Ipv6(ip) => !netguard::is_public(IpAddr::V6(ip)),
+        };
+        if blocked {
+            return Err("names a loopback, private or link-local address (set danger_allow_insecure: true for development)".into());
+        }
+    }
+    Ok(url)
+}
+
+/// Parse a YAML list of rules (a rule file's top level, or the config's `rules:`).
+fn parse_rule_list(file: &Path, value: &Node, section: &str, errors: &mut Errors) -> Vec<SourcedRule> {
+    let seq = match value {
+        Node::Sequence(seq) => seq,
+        Node::Scalar(s) if is_null(s) => return Vec::new(),
+        _ => {
+            errors.at(Some(value), section, "expected a list of rules");
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for (i, item) in seq.iter().enumerate() {
+        let label = match child(item, "name").and_then(Node::as_scalar) {
+            Some(name) => format!("rule `{}`", name.as_str()),
+            None => format!("{section}[{i}]"),
+        };
+        if let Some(rule) = from_node::<RawRule>(item, &label, errors) {
+            out.push(SourcedRule {
+                file: file.to_path_buf(),
+                node: item.clone(),
+                rule,
+            });
+        }
+    }
+    out
+}
+
+/// Parse a rule file: a list of rules, or `{rules: [...]}`.
+pub fn parse_rules_file(file: &Path, text: &str) -> Result<Vec<SourcedRule>, Vec<ConfigError>> {
+    let mut errors = Errors::new(file);
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let root = parse_yaml(file, text).map_err(|e| vec![e])?;
+    let rules = match &root {
+        Node::Mapping(m) => {
+            let mut rules = Vec::new();
+            for (k, v) in m.iter() {
+                if k.as_str() == "rules" {
+                    rules = parse_rule_list(file, v, "rules", &mut errors);
+                } else {
+                    let key = Node::Scalar(k.clone());
+                    errors.at(Some(&key), k.as_str(), format!("unknown field `{}`, expected `rules`", k.as_str()));
+                }
+            }
+            rules
+        }
+        other => parse_rule_list(file, other, "rules", &mut errors),
+    };
+    if errors.list.is_empty() {
+        Ok(rules)
+    } else {
+        Err(errors.list)
+    }
+}
+
+/// Follow a rule-relative field path ("match.claims.environment") to its YAML node.
+/// Keys may themselves contain dots, so at each level the longest matching key wins.
+fn node_at<'n>(node: &'n Node, path: &str) -> &'n Node {
+    let mut current = node;
+    let mut rest = path;
+    'outer: while !rest.is_empty() {
+        let Some(map) = current.as_mapping() else { break };
+        let mut best: Option<(&Node, usize)> = None;
+        for (k, v) in map.iter() {
+            let key = k.as_str();
+            if rest == key || (rest.starts_with(key) && rest[key.len()..].starts_with('.')) {
+                if best.is_none_or(|(_, len)| key.len() > len) {
+                    best = Some((v, key.len()));
+                }
+            }
+        }
+        match best {
+            Some((v, len)) => {
+                current = v;
+                rest = rest[len..].trim_start_matches('.');
+                continue 'outer;
+            }
+            None => break,
+        }
+    }
+    current
+}
+
+/// Put a config file and its rule files together: issuers validated, rules compiled.
+pub fn assemble(
+    draft: Draft,
+    rule_files: Vec<SourcedRule>,
+    read_file: &dyn Fn(&Path) -> Result<Vec<u8>, String>,
+) -> Result<Config, ConfigErrors> {
+    let mut errors = Errors::new(&draft.file);
+    let mut issuers = build_issuers(&draft.issuers, &draft.base_dir, &mut errors, read_file);
+    for i in &mut issuers {
+        i.policy.clock_skew = draft.server.clock_skew;
+    }
+    let known: BTreeSet<String> = draft.issuers.iter().map(|(_, r)| r.name.clone()).collect();
+    let mut sourced = draft.rules;
+    sourced.extend(rule_files);
+    let raws: Vec<RawRule> = sourced.iter().map(|s| s.rule.clone()).collect();
+    let is_known = |name: &str| known.contains(name);
+    let ctx = CompileContext {
+        issuers: &is_known,
+        max_lifetime: draft.server.max_issued_lifetime,
+    };
+    let mut list = errors.list;
+    let rules = match RuleSet::compile(raws, &ctx) {
+        Ok(set) => Some(set),
+        Err(rule_errors) => {
+            for e in rule_errors {
+                let (file, line) = match sourced.get(e.index) {
+                    Some(s) => (s.file.clone(), line_of(node_at(&s.node, &e.field))),
+                    None => (draft.file.clone(), None),
+                };
+                let who = e.rule.clone().map(|n| format!("rule `{n}`")).unwrap_or_else(|| format!("rule #{}", e.index + 1));
+                list.push(ConfigError {
+                    file,
+                    line,
+                    field: format!("{who}: {}", e.field),
+                    message: e.message.clone(),
+                });
+            }
+            None
+        }
+    };
+    match rules {
+        Some(rules) if list.is_empty() => Ok(Config {
+            server: draft.server,
+            signing: draft.signing,
+            replay: draft.replay,
+            issuers,
+            rules: Arc::new(rules),
+            audit: draft.audit,
+        }),
+        _ => Err(ConfigErrors(list)),
+    }
+}
+
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        field: String::new(),
+        message: format!("cannot read: {e}"),
+    })
+}
+
+/// Load a config file and every rule file it names. File I/O only; no network.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = read_text(path).map_err(|e| ConfigErrors(vec![e]))?;
+    let env = |name: &str| std::env::var(name).ok();
+    let read_file = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read: {e}"));
+    let (draft, mut errors) = match parse_config(path, &text, &env) {
+        Ok(d) => (Some(d), Vec::new()),
+        Err(e) => (None, e.0),
+    };
+    // Rule files are read even when the config has errors, so `check` reports them too.
+    let globs = match &draft {
+        Some(d) => d.rules_files.clone(),
+        None => Vec::new(),
+    };
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut rules = Vec::new();
+    for pattern in &globs {
+        let full = base.join(pattern);
+        let full_text = full.to_string_lossy().to_string();
+        match glob::glob(&full_text) {
+            Ok(paths) => {
+                let mut matched: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+                matched.sort();
+                for p in matched {
+                    match read_text(&p) {
+                        Ok(t) => match parse_rules_file(&p, &t) {
+                            Ok(r) => rules.extend(r),
+                            Err(e) => errors.extend(e),
+                        },
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
+            Err(e) => errors.push(ConfigError {
+                file: path.to_path_buf(),
+                line: None,
+                field: "rules_files".into(),
+                message: format!("invalid glob `{pattern}`: {e}"),
+            }),
+        }
+    }
+    let Some(draft) = draft else {
+        return Err(ConfigErrors(errors));
+    };
+    match assemble(draft, rules, &read_file) {
+        Ok(config) if errors.is_empty() => Ok(config),
+        Ok(_) => Err(ConfigErrors(errors)),
+        Err(e) => {
+            errors.extend(e.0);
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// Used by `serve --dev` and tests: a config assembled in code.
+pub fn from_parts(
+    server: ServerConfig,
+    signing: SigningConfig,
+    issuers: Vec<IssuerConfig>,
+    rules: Vec<RawRule>,
+) -> Result<Config, String> {
+    let names: BTreeSet<String> = issuers.iter().map(|i| i.name.clone()).collect();
+    let is_known = |n: &str| names.contains(n);
+    let ctx = CompileContext {
+        issuers: &is_known,
+        max_lifetime: server.max_issued_lifetime,
+    };
+    let rules = RuleSet::compile(rules, &ctx).map_err(|errs| {
+        errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    })?;
+    Ok(Config {
+        server,
+        signing,
+        replay: ReplayConfig {
+            backend: ReplayBackend::Memory,
+            on_unavailable: OnUnavailable::FailClosed,
+        },
+        issuers,
+        rules: Arc::new(rules),
+        audit: AuditConfig::default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        let file = Path::new("/etc/fedbroker/config.yaml");
+        let draft = parse_config(file, text, &|n| (n == "SECRET").then(|| "s3cret".to_string()))?;
+        assemble(draft, Vec::new(), &|_| Err("no files in tests".into()))
+    }
+
+    const MINIMAL: &str = "version: 1\nserver:\n  public_url: https://broker.example.com\nissuers:\n  - name: gha\n    issuer: https://token.actions.githubusercontent.com\n    audiences: [https://broker.example.com]\n";
+
+    #[test]
+    fn minimal_config_parses_with_defaults() {
+        let c = parse(MINIMAL).expect("valid");
+        assert_eq!(c.server.public_url, "https://broker.example.com");
+        assert_eq!(c.server.max_body_bytes, 65536);
+        assert_eq!(c.server.clock_skew, 60);
+        assert_eq!(c.server.max_issued_lifetime, 3600);
+        assert_eq!(c.signing.algorithm, Algorithm::RS256);
+        assert_eq!(c.issuers.len(), 1);
+        assert_eq!(c.issuers[0].replay, ReplayMode::OneTime);
+        assert_eq!(c.issuers[0].policy.clock_skew, 60);
+        assert!(matches!(c.issuers[0].keys, KeySource::Discovery));
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_line_and_field() {
+        let text = format!("{MINIMAL}server2: {{}}\n");
+        let e = parse(&text).expect_err("unknown key");
+        assert_eq!(e.0.len(), 1);
+        assert_eq!(e.0[0].line, Some(8));
+        assert_eq!(e.0[0].field, "server2");
+        assert!(e.to_string().contains("/etc/fedbroker/config.yaml:8"), "{e}");
+    }
+
+    #[test]
+    fn nested_unknown_key_is_reported_with_its_line() {
+        let text = "version: 1\nserver:\n  listen: 127.0.0.1:9000\n  lisen: 1\n";
+        let e = parse(text).expect_err("unknown key");
+        assert_eq!(e.0[0].line, Some(4), "{e}");
+        assert!(e.0[0].message.contains("lisen"), "{e}");
+        assert!(e.0[0].field.starts_with("server"), "{e}");
+    }
+
+    #[test]
+    fn every_error_is_reported() {
+        let text = "version: 2\nserver:\n  clock_skew: soon\n  max_issued_lifetime: 48h\nsigning:\n  algorithm: HS256\nissuers:\n  - name: a\n    issuer: http://example.com\n    audiences: []\nbogus: 1\n";
+        let e = parse(text).expect_err("invalid");
+        let fields: Vec<&str> = e.0.iter().map(|e| e.field.as_str()).collect();
+        for f in ["version", "server.clock_skew", "server.max_issued_lifetime", "signing.algorithm", "issuers[0].issuer", "issuers[0].audiences", "bogus"] {
+            assert!(fields.contains(&f), "missing {f} in {fields:?}");
+        }
+    }
+
+    #[test]
+    fn env_substitution_and_missing_variable() {
+        assert_eq!(expand_env("a${SECRET}b", &|_| Some("x".into())), Ok("axb".into()));
+        assert_eq!(expand_env("${NOPE}", &no_env), Err("NOPE".into()));
+        assert_eq!(expand_env("$notavar ${ bad}", &no_env), Ok("$notavar ${ bad}".into()));
+        let text = "version: 1\nserver:\n  public_url: https://${SECRET}.example.com\n";
+        assert_eq!(parse(text).expect("ok").server.public_url, "https://s3cret.example.com");
+        let text = "version: 1\nserver:\n  public_url: https://${MISSING}.example.com\n";
+        let e = parse(text).expect_err("missing env");
+        assert_eq!(e.0[0].line, Some(3));
+        assert!(e.0[0].message.contains("MISSING"));
+    }
+
+    #[test]
+    fn issuer_urls_naming_private_addresses_are_refused() {
+        for url in ["https://localhost/x", "https://127.0.0.1", "https://10.1.2.3", "https://[::1]", "https://169.254.169.254", "http://example.com"] {
+            assert!(check_fetch_url(url, false).is_err(), "{url}");
+        }
+        assert!(check_fetch_url("https://token.actions.githubusercontent.com", false).is_ok());
+        assert!(check_fetch_url("http://127.0.0.1:9000", true).is_ok());
+    }
+
+    #[test]
+    fn rule_errors_point_at_the_rule_file_line() {
+        let file = Path::new("/r/rules.yaml");
+        let rules = parse_rules_file(file, "- name: r1\n  match:\n    issuer: nope\n    audiences: [x]\n").expect("parses");
+        let draft = parse_config(Path::new("/c.yaml"), MINIMAL, &no_env).expect("ok");
+        let e = assemble(draft, rules, &|_| Err("x".into())).expect_err("unknown issuer");
+        assert_eq!(e.0[0].file, PathBuf::from("/r/rules.yaml"));
+        assert_eq!(e.0[0].line, Some(3), "{e}");
+    }
+
+    #[test]
+    fn rule_file_unknown_field_has_line() {
+        let e = parse_rules_file(Path::new("/r.yaml"), "- name: r1\n  match:\n    issuer: gha\n    subjekt: x\n").err().expect("error");
+        assert_eq!(e[0].line, Some(4), "{e:?}");
+        assert!(e[0].message.contains("subjekt"));
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors() {
+        let e = parse("version: 1\nversion: 1\n").expect_err("dup");
+        assert_eq!(e.0[0].line, Some(2));
+    }
+}

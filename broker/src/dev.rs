@@ -1,0 +1,164 @@
+//! `serve --dev` (contract §7): a built-in development issuer at `/dev/issuer` that mints
+//! test tokens, one example rule granting them the audience `example-target`, keys in
+//! memory, memory replay. No files, no network, loopback only.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use federation_rules::RawRule;
+use issuers::{Algorithm, IssuerPolicy, KeySet};
+use serde_json::{Value, json};
+
+use crate::app::{AppState, now};
+use crate::config::{
+    self, Config, DEFAULT_CLOCK_SKEW, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_ISSUED_LIFETIME, IssuerConfig, KeySource,
+    ReplayMode, ServerConfig, SigningConfig,
+};
+use crate::signing::Signer;
+
+pub const DEV_ISSUER_NAME: &str = "dev";
+pub const EXAMPLE_TARGET: &str = "example-target";
+/// Lifetime of minted development tokens unless the body gives `exp`.
+pub const DEV_TOKEN_LIFETIME: u64 = 600;
+
+/// The development issuer: its own in-memory key, its `iss`, its default `aud`.
+pub struct DevIssuer {
+    pub iss: String,
+    pub default_audience: String,
+    signer: Signer,
+}
+
+impl DevIssuer {
+    pub fn mint(&self, mut claims: serde_json::Map<String, Value>) -> Result<String, String> {
+        let now = now();
+        claims.entry("iss").or_insert_with(|| Value::String(self.iss.clone()));
+        claims.entry("aud").or_insert_with(|| Value::String(self.default_audience.clone()));
+        claims.entry("iat").or_insert_with(|| json!(now));
+        claims.entry("exp").or_insert_with(|| json!(now + DEV_TOKEN_LIFETIME));
+        claims.entry("jti").or_insert_with(|| Value::String(random_id()));
+        self.signer.sign_jwt("JWT", &Value::Object(claims)).map_err(|e| e.to_string())
+    }
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 12];
+    let _ = aws_lc_rs::rand::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The development configuration for `listen`, which must be a loopback address.
+pub fn config(listen: SocketAddr) -> Result<(Config, Signer, Arc<DevIssuer>), String> {
+    if !listen.ip().is_loopback() {
+        return Err(format!("--dev refuses to listen on {listen}: development mode is loopback only"));
+    }
+    let public_url = format!("http://{listen}");
+    let dev_signer = Signer::ephemeral(Algorithm::ES256).map_err(|e| e.to_string())?;
+    let dev_keys = KeySet::from_jwks_value(dev_signer.jwks()).map_err(|e| e.to_string())?;
+    let dev = Arc::new(DevIssuer {
+        iss: format!("{public_url}/dev/issuer"),
+        default_audience: public_url.clone(),
+        signer: dev_signer,
+    });
+    let issuer = IssuerConfig {
+        name: DEV_ISSUER_NAME.into(),
+        policy: IssuerPolicy {
+            issuer: dev.iss.clone(),
+            audiences: vec![public_url.clone()],
+            algorithms: vec![Algorithm::ES256],
+            max_token_lifetime: Some(24 * 3600),
+            clock_skew: DEFAULT_CLOCK_SKEW,
+        },
+        keys: KeySource::Static(Arc::new(dev_keys)),
+        replay: ReplayMode::OneTime,
+        danger_allow_insecure: true,
+    };
+    let rule: RawRule = serde_json::from_value(json!({
+        "name": "dev-example",
+        "description": "Development: any token from the dev issuer may be exchanged for example-target",
+        "match": {
+            "issuer": DEV_ISSUER_NAME,
+            "subject_pattern": "*",
+            "audiences": [EXAMPLE_TARGET],
+        },
+        "issue": {
+            "lifetime": "15m",
+            "claims": {"dev_subject": "{sub}"},
+        },
+    }))
+    .map_err(|e| e.to_string())?;
+    let server = ServerConfig {
+        listen,
+        public_url,
+        max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        clock_skew: DEFAULT_CLOCK_SKEW,
+        max_issued_lifetime: DEFAULT_MAX_ISSUED_LIFETIME,
+    };
+    let signing = SigningConfig {
+        algorithm: Algorithm::RS256,
+        key_dir: None,
+    };
+    let config = config::from_parts(server, signing, vec![issuer], vec![rule])?;
+    let signer = Signer::ephemeral(Algorithm::RS256).map_err(|e| e.to_string())?;
+    Ok((config, signer, dev))
+}
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/dev/issuer/token", post(mint))
+        .route("/dev/issuer/.well-known/openid-configuration", get(discovery))
+        .route("/dev/issuer/jwks.json", get(jwks))
+}
+
+async fn mint(State(st): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+    let Some(dev) = &st.dev else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let claims = if body.is_empty() {
+        serde_json::Map::new()
+    } else {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(m)) => m,
+            _ => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"error": "invalid_request", "error_description": "the body must be a JSON object of claims"})),
+                )
+                    .into_response();
+            }
+        }
+    };
+    match dev.mint(claims) {
+        Ok(token) => Json(json!({ "token": token })).into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": "server_error", "error_description": "could not sign"})),
+        )
+            .into_response(),
+    }
+}
+
+async fn discovery(State(st): State<Arc<AppState>>) -> Response {
+    let Some(dev) = &st.dev else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    Json(json!({
+        "issuer": dev.iss,
+        "jwks_uri": format!("{}/jwks.json", dev.iss),
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["ES256"],
+    }))
+    .into_response()
+}
+
+async fn jwks(State(st): State<Arc<AppState>>) -> Response {
+    match &st.dev {
+        Some(dev) => Json(dev.signer.jwks().clone()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}

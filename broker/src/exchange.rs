@@ -1,0 +1,540 @@
+//! `POST /token`: RFC 8693 token exchange, one pipeline, cheapest checks first:
+//! form → peek → issuer → keys → verify → replay mark → rules → mint → audit.
+//!
+//! Errors are mapped to RFC 6749/8693 codes here and only here ([`Failure`]): a fixed
+//! description goes to the client, the full reason to the audit log. Tokens never
+//! appear in either.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{MethodRouter, post};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use federation_rules::{Actor, Claims, Decision, DenialKind, Grant};
+use issuers::{VerifiedToken, VerifyError};
+use serde_json::{Map, Value, json};
+
+use crate::app::{AppState, Issuer, now};
+use crate::audit::{AuditRecord, rfc3339};
+use crate::config::{OnUnavailable, ReplayMode};
+use crate::replay::{replay_key, token_digest};
+
+pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const TT_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+pub const TT_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+pub const TT_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+const SINGLETONS: [&str; 7] = [
+    "grant_type",
+    "subject_token",
+    "subject_token_type",
+    "scope",
+    "requested_token_type",
+    "actor_token",
+    "actor_token_type",
+];
+
+pub fn routes() -> MethodRouter<Arc<AppState>> {
+    post(token).fallback(method_not_allowed)
+}
+
+async fn method_not_allowed() -> Response {
+    let mut resp = Failure::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request", "use POST").into_response();
+    resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+    resp
+}
+
+/// An error answer: status, RFC error code, a fixed description for the client, and the
+/// full reason for the audit log.
+#[derive(Debug)]
+pub struct Failure {
+    status: StatusCode,
+    code: &'static str,
+    description: String,
+    reason: String,
+    retry_after: Option<u64>,
+}
+
+impl Failure {
+    fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
+        let description = description.into();
+        Failure {
+            status,
+            code,
+            reason: description.clone(),
+            description,
+            retry_after: None,
+        }
+    }
+    fn invalid_request(description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+    fn unavailable(reason: impl Into<String>) -> Self {
+        let mut f = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the service is temporarily unavailable; retry later",
+        );
+        f.reason = reason.into();
+        f.retry_after = Some(5);
+        f
+    }
+    fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = reason.into();
+        self
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let body = json!({"error": self.code, "error_description": self.description});
+        let mut resp = (self.status, Json(body)).into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        if let Some(secs) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+/// A parsed, well-formed token request.
+struct TokenRequest {
+    subject_token: String,
+    targets: Vec<String>,
+    scope: Option<String>,
+    scopes: Vec<String>,
+    access_token: bool,
+    actor: Option<(String, String)>,
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+}
+
+fn supported_token_type(t: &str) -> bool {
+    matches!(t, TT_JWT | TT_ID_TOKEN | TT_ACCESS_TOKEN)
+}
+
+fn parse_form(body: &[u8]) -> Result<TokenRequest, Failure> {
+    let mut params: HashMap<String, Vec<String>> = HashMap::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        params.entry(k.into_owned()).or_default().push(v.into_owned());
+    }
+    for name in SINGLETONS {
+        if params.get(name).is_some_and(|v| v.len() > 1) {
+            return Err(Failure::invalid_request(format!("parameter `{name}` must not be repeated")));
+        }
+    }
+    let one = |name: &str| -> Option<String> {
+        params.get(name).and_then(|v| v.first()).filter(|s| !s.is_empty()).cloned()
+    };
+    match one("grant_type") {
+        None => return Err(Failure::invalid_request("missing parameter `grant_type`")),
+        Some(g) if g != GRANT_TYPE => {
+            return Err(Failure::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                format!("only {GRANT_TYPE} is supported"),
+            ));
+        }
+        Some(_) => {}
+    }
+    let subject_token = one("subject_token").ok_or_else(|| Failure::invalid_request("missing parameter `subject_token`"))?;
+    let subject_token_type =
+        one("subject_token_type").ok_or_else(|| Failure::invalid_request("missing parameter `subject_token_type`"))?;
+    if !supported_token_type(&subject_token_type) {
+        return Err(Failure::invalid_request("unsupported `subject_token_type`"));
+    }
+    let mut targets: Vec<String> = Vec::new();
+    for name in ["audience", "resource"] {
+        for v in params.get(name).into_iter().flatten() {
+            if v.is_empty() {
+                return Err(Failure::invalid_request(format!("parameter `{name}` must not be empty")));
+            }
+            if !targets.contains(v) {
+                targets.push(v.clone());
+            }
+        }
+    }
+    if targets.is_empty() {
+        return Err(Failure::invalid_request("`audience` or `resource` is required"));
+    }
+    let access_token = match one("requested_token_type").as_deref() {
+        None | Some(TT_JWT) => false,
+        Some(TT_ACCESS_TOKEN) => true,
+        Some(_) => return Err(Failure::invalid_request("unsupported `requested_token_type`")),
+    };
+    let actor = match (one("actor_token"), one("actor_token_type")) {
+        (None, None) => None,
+        (Some(_), None) => return Err(Failure::invalid_request("`actor_token` requires `actor_token_type`")),
+        (None, Some(_)) => return Err(Failure::invalid_request("`actor_token_type` requires `actor_token`")),
+        (Some(t), Some(ty)) => {
+            if !supported_token_type(&ty) {
+                return Err(Failure::invalid_request("unsupported `actor_token_type`"));
+            }
+            Some((t, ty))
+        }
+    };
+    let scope = one("scope");
+    let mut scopes: Vec<String> = Vec::new();
+    for s in scope.iter().flat_map(|s| s.split(' ')).filter(|s| !s.is_empty()) {
+        if !scopes.iter().any(|x| x == s) {
+            scopes.push(s.to_string());
+        }
+    }
+    Ok(TokenRequest {
+        subject_token,
+        targets,
+        scope,
+        scopes,
+        access_token,
+        actor,
+    })
+}
+
+/// What the audit line says, filled in as the pipeline learns it.
+#[derive(Default)]
+struct Trail {
+    issuer: Option<String>,
+    iss: Option<String>,
+    subject: Option<String>,
+    targets: Vec<String>,
+    jti: Option<String>,
+    rule: Option<String>,
+    issued_jti: Option<String>,
+    actor: Option<String>,
+    actor_issuer: Option<String>,
+    replay: Option<&'static str>,
+}
+
+async fn token(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    let mut trail = Trail::default();
+    let result = exchange(&st, req, &mut trail).await;
+    let target = match trail.targets.len() {
+        0 => Value::Null,
+        1 => Value::String(trail.targets[0].clone()),
+        _ => json!(trail.targets),
+    };
+    let (outcome, code, reason) = match &result {
+        Ok(_) => ("allow", "", None),
+        Err(f) => ("deny", f.code, Some(f.reason.as_str())),
+    };
+    st.metrics.exchange(outcome, code);
+    st.audit.record(&AuditRecord {
+        time: rfc3339(std::time::SystemTime::now()),
+        event: "token_exchange",
+        outcome,
+        rule: trail.rule.as_deref(),
+        issuer: trail.issuer.as_deref(),
+        iss: trail.iss.as_deref(),
+        subject: trail.subject.as_deref(),
+        target,
+        error: (!code.is_empty()).then_some(code),
+        reason,
+        jti: trail.jti.as_deref(),
+        issued_jti: trail.issued_jti.as_deref(),
+        actor: trail.actor.as_deref(),
+        actor_issuer: trail.actor_issuer.as_deref(),
+        replay: trail.replay,
+    });
+    match result {
+        Ok(resp) => resp,
+        Err(f) => {
+            tracing::info!(error = f.code, reason = %f.reason, issuer = ?trail.issuer, subject = ?trail.subject, "token exchange denied");
+            f.into_response()
+        }
+    }
+}
+
+async fn read_body(st: &AppState, req: Request) -> Result<axum::body::Bytes, Failure> {
+    let (parts, body) = req.into_parts();
+    if parts.method != Method::POST {
+        return Err(Failure::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request", "use POST"));
+    }
+    let limit = st.server.max_body_bytes;
+    let too_large = || Failure::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", format!("the request body exceeds {limit} bytes"));
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    if !is_form(&parts.headers) {
+        return Err(Failure::invalid_request("Content-Type must be application/x-www-form-urlencoded"));
+    }
+    let bytes = axum::body::to_bytes(Body::new(body), limit).await.map_err(|_| too_large())?;
+    Ok(bytes)
+}
+
+async fn exchange(st: &AppState, req: Request, trail: &mut Trail) -> Result<Response, Failure> {
+    let body = read_body(st, req).await?;
+    let request = parse_form(&body)?;
+    trail.targets = request.targets.clone();
+
+    let (issuer, subject) = verify_token(st, &request.subject_token, "subject_token").await?;
+    trail.issuer = Some(issuer.config.name.clone());
+    trail.iss = Some(subject.issuer.clone());
+    trail.subject = Some(subject.subject.clone());
+    trail.jti = Some(subject.jti.clone().unwrap_or_else(|| token_digest(&request.subject_token)));
+
+    let actor = match &request.actor {
+        Some((token, _ty)) => {
+            let (actor_issuer, verified) = verify_token(st, token, "actor_token").await?;
+            trail.actor = Some(verified.subject.clone());
+            trail.actor_issuer = Some(actor_issuer.config.name.clone());
+            Some((actor_issuer, verified))
+        }
+        None => None,
+    };
+
+    // Replay: only after the signature and claims verified.
+    if issuer.config.replay == ReplayMode::OneTime {
+        let key = replay_key(&subject.issuer, subject.jti.as_deref(), &request.subject_token);
+        let expires_at = subject.expires_at.saturating_add(st.server.clock_skew);
+        match st.replay.mark(&key, expires_at, now()).await {
+            Ok(true) => trail.replay = Some("recorded"),
+            Ok(false) => {
+                return Err(Failure::invalid_request("subject_token has already been used"));
+            }
+            Err(e) => {
+                st.metrics.replay_error();
+                match st.on_unavailable {
+                    OnUnavailable::FailClosed => return Err(Failure::unavailable(format!("replay store: {e}"))),
+                    OnUnavailable::FailOpen => {
+                        tracing::error!(error = %e, "replay store unavailable; issuing WITHOUT replay protection (fail_open)");
+                        trail.replay = Some("unrecorded_fail_open");
+                    }
+                }
+            }
+        }
+    }
+
+    let claims = Claims(subject.claims.clone());
+    let actor_claims = actor.as_ref().map(|(_, v)| Claims(v.claims.clone()));
+    let rule_request = federation_rules::Request {
+        issuer: &issuer.config.name,
+        claims: &claims,
+        targets: &request.targets,
+        scopes: &request.scopes,
+        requested_token_type: if request.access_token { TT_ACCESS_TOKEN } else { TT_JWT },
+        actor: match (&actor, &actor_claims) {
+            (Some((ai, _)), Some(ac)) => Some(Actor {
+                issuer: &ai.config.name,
+                claims: ac,
+            }),
+            _ => None,
+        },
+    };
+    let grant = match st.rules.evaluate(&rule_request) {
+        Decision::Allow(grant) => grant,
+        Decision::Deny(denial) => {
+            trail.rule = denial.rule.clone();
+            let f = match denial.kind {
+                DenialKind::NoRuleForTarget => Failure::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_target",
+                    "no rule grants the requested target",
+                ),
+                DenialKind::DeniedByPolicy => Failure::invalid_request("denied by policy"),
+                DenialKind::ScopeNotAllowed => Failure::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_scope",
+                    "the requested scope is not allowed",
+                ),
+            };
+            return Err(f.with_reason(denial.reason));
+        }
+    };
+    trail.rule = Some(grant.rule.clone());
+
+    let jti = random_jti();
+    let claims = mint_claims(st, &grant, &subject, actor.as_ref().map(|(_, v)| v), &jti);
+    let typ = if request.access_token { "at+jwt" } else { "JWT" };
+    let token = st
+        .signer
+        .sign_jwt(typ, &claims)
+        .map_err(|e| Failure::unavailable(format!("signing: {e}")))?;
+    trail.issued_jti = Some(jti);
+
+    let mut body = json!({
+        "access_token": token,
+        "issued_token_type": if request.access_token { TT_ACCESS_TOKEN } else { TT_JWT },
+        "token_type": if request.access_token { "Bearer" } else { "N_A" },
+        "expires_in": grant.lifetime.min(st.server.max_issued_lifetime),
+    });
+    let granted_scope = grant.scopes.join(" ");
+    if request.scope.as_deref().is_some_and(|s| s != granted_scope) && !granted_scope.is_empty() {
+        body["scope"] = Value::String(granted_scope);
+    }
+    let mut resp = (StatusCode::OK, Json(body)).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}
+
+/// peek → issuer → keys (cache, one coalesced refetch on an unknown kid) → verify.
+async fn verify_token(st: &AppState, token: &str, which: &str) -> Result<(Arc<Issuer>, VerifiedToken), Failure> {
+    let peeked = issuers::peek(token).map_err(|e| Failure::invalid_request(format!("{which} is malformed")).with_reason(format!("{which}: {e}")))?;
+    let iss = peeked
+        .unverified_issuer()
+        .ok_or_else(|| Failure::invalid_request(format!("{which} has no issuer")))?;
+    let issuer = st
+        .issuers
+        .get(iss)
+        .cloned()
+        .ok_or_else(|| Failure::invalid_request(format!("{which} is from an unknown issuer")))?;
+    let keys = issuer
+        .keys
+        .for_request()
+        .await
+        .ok_or_else(|| Failure::unavailable(format!("no keys available for issuer {}", issuer.config.name)))?;
+    let now = now();
+    let verified = match issuers::verify(&peeked, &issuer.config.policy, &keys, now) {
+        Err(e) if e.needs_key_refresh() => {
+            let fresh = issuer.keys.refresh(false).await.unwrap_or(keys);
+            issuers::verify(&peeked, &issuer.config.policy, &fresh, now)
+        }
+        other => other,
+    };
+    let verified = verified.map_err(|e| rejected(which, &e))?;
+    Ok((issuer, verified))
+}
+
+fn rejected(which: &str, e: &VerifyError) -> Failure {
+    let what = match e {
+        VerifyError::Expired => "is expired",
+        VerifyError::NotYetValid | VerifyError::IssuedInFuture => "is not yet valid",
+        VerifyError::AudienceMismatch => "has an audience this broker does not accept",
+        VerifyError::BadSignature | VerifyError::UnknownKey { .. } | VerifyError::KeyAlgorithmMismatch { .. } => {
+            "has an invalid signature"
+        }
+        VerifyError::AlgorithmNotAllowed { .. } => "uses an algorithm this issuer is not allowed",
+        _ => "is invalid",
+    };
+    Failure::invalid_request(format!("{which} {what}")).with_reason(format!("{which}: {e}"))
+}
+
+fn random_jti() -> String {
+    let mut bytes = [0u8; 16];
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        // aws-lc's RNG does not fail in practice; fall back to the clock and a counter.
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        bytes[..8].copy_from_slice(&n.to_le_bytes());
+        bytes[8..].copy_from_slice(&now().to_le_bytes());
+    }
+    B64.encode(bytes)
+}
+
+/// The issued token's claims (contract §4).
+fn mint_claims(st: &AppState, grant: &Grant, subject: &VerifiedToken, actor: Option<&VerifiedToken>, jti: &str) -> Value {
+    let now = now();
+    let lifetime = grant.lifetime.min(st.server.max_issued_lifetime);
+    let mut c = Map::new();
+    c.insert("iss".into(), Value::String(st.server.public_url.clone()));
+    c.insert("sub".into(), Value::String(grant.subject.clone()));
+    let aud = match grant.audience.as_slice() {
+        [one] => Value::String(one.clone()),
+        many => json!(many),
+    };
+    c.insert("aud".into(), aud);
+    c.insert("iat".into(), json!(now));
+    c.insert("nbf".into(), json!(now));
+    c.insert("exp".into(), json!(now + lifetime));
+    c.insert("jti".into(), Value::String(jti.to_string()));
+    if !grant.scopes.is_empty() {
+        c.insert("scope".into(), Value::String(grant.scopes.join(" ")));
+    }
+    for (k, v) in &grant.claims {
+        c.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    if let Some(actor) = actor {
+        let mut act = Map::new();
+        act.insert("sub".into(), Value::String(actor.subject.clone()));
+        act.insert("iss".into(), Value::String(actor.issuer.clone()));
+        // RFC 8693 §4.1: prior actors of the subject token nest inside the current one.
+        if let Some(prior) = subject.claims.get("act").filter(|v| v.is_object()) {
+            act.insert("act".into(), prior.clone());
+        }
+        c.insert("act".into(), Value::Object(act));
+    }
+    Value::Object(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut s = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in pairs {
+            s.append_pair(k, v);
+        }
+        s.finish().into_bytes()
+    }
+
+    const BASE: [(&str, &str); 4] = [
+        ("grant_type", GRANT_TYPE),
+        ("subject_token", "a.b.c"),
+        ("subject_token_type", TT_JWT),
+        ("audience", "x"),
+    ];
+
+    #[test]
+    fn parses_a_complete_request() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("resource", "y"));
+        pairs.push(("audience", "x"));
+        pairs.push(("scope", "a b a"));
+        let r = parse_form(&form(&pairs)).expect("valid");
+        assert_eq!(r.targets, vec!["x", "y"]);
+        assert_eq!(r.scopes, vec!["a", "b"]);
+        assert!(!r.access_token);
+    }
+
+    #[test]
+    fn maps_request_errors_to_rfc_codes() {
+        let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+            (BASE[1..].to_vec(), "invalid_request"),
+            (vec![("grant_type", "client_credentials")], "unsupported_grant_type"),
+            ([BASE.to_vec(), vec![("grant_type", GRANT_TYPE)]].concat(), "invalid_request"),
+            (vec![BASE[0], BASE[2], BASE[3]], "invalid_request"),
+            (vec![BASE[0], BASE[1], BASE[3]], "invalid_request"),
+            (vec![BASE[0], BASE[1], ("subject_token_type", "urn:x"), BASE[3]], "invalid_request"),
+            (BASE[..3].to_vec(), "invalid_request"),
+            ([BASE.to_vec(), vec![("actor_token", "a.b.c")]].concat(), "invalid_request"),
+            ([BASE.to_vec(), vec![("actor_token_type", TT_JWT)]].concat(), "invalid_request"),
+            ([BASE.to_vec(), vec![("requested_token_type", "urn:x")]].concat(), "invalid_request"),
+            ([BASE.to_vec(), vec![("scope", "a"), ("scope", "b")]].concat(), "invalid_request"),
+        ];
+        for (pairs, code) in cases {
+            let err = parse_form(&form(&pairs)).err().unwrap_or_else(|| panic!("{pairs:?} must fail"));
+            assert_eq!(err.code, code, "{pairs:?}");
+            assert!(!err.description.contains("a.b.c"));
+        }
+    }
+
+    #[test]
+    fn content_type_must_be_form() {
+        let mut h = HeaderMap::new();
+        assert!(!is_form(&h));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded; charset=UTF-8"));
+        assert!(is_form(&h));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        assert!(!is_form(&h));
+    }
+}

@@ -1,0 +1,27 @@
+//! fedbroker: trade a workload's home-cloud identity token for a short-lived JWT scoped
+//! to a target cloud, by OAuth 2.0 Token Exchange (RFC 8693).
+//!
+//! All I/O lives here; verification (`issuers`) and policy (`federation_rules`) are pure.
+//!
+//! - [`config`]: the YAML configuration and rule files, every error with file and line.
+//! - [`app`]: shared state, the router, `serve(listener, state, shutdown)`.
+//! - [`exchange`]: `POST /token`, the one pipeline, and the RFC error mapping.
+//! - [`issuer_keys`]: discovery and JWKS fetching, caching, coalesced refetch.
+//! - [`netguard`]: which addresses outbound fetches may reach.
+//! - [`signing`]: signing keys on disk, the published JWKS, minting.
+//! - [`replay`]: the `ReplayStore` seam and its in-memory implementation.
+//! - [`audit`], [`metrics`]: the audit stream and Prometheus metrics.
+//! - [`dev`]: `serve --dev`'s development issuer and example rule.
+//! - [`cli`]: the `fedbroker` command line.
+
+pub mod app;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod exchange;
+pub mod issuer_keys;
+pub mod metrics;
+pub mod netguard;
+pub mod replay;
+pub mod signing;

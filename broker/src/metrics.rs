@@ -1,0 +1,99 @@
+//! Prometheus metrics (`GET /metrics`), text exposition format.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    exchanges: Family<Labels, Counter>,
+    jwks_fetches: Family<Labels, Counter>,
+    replay_errors: Counter,
+    issuer_keys: Family<Labels, Gauge>,
+    rules_loaded: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("fedbroker");
+        let exchanges = Family::<Labels, Counter>::default();
+        registry.register("token_exchanges", "Token exchange requests by outcome and error code", exchanges.clone());
+        let jwks_fetches = Family::<Labels, Counter>::default();
+        registry.register("jwks_fetches", "Issuer discovery/JWKS fetches by issuer and result", jwks_fetches.clone());
+        let replay_errors = Counter::default();
+        registry.register("replay_store_errors", "Replay store operations that failed", replay_errors.clone());
+        let issuer_keys = Family::<Labels, Gauge>::default();
+        registry.register("issuer_keys", "Usable verification keys cached per issuer", issuer_keys.clone());
+        let rules_loaded = Gauge::default();
+        registry.register("rules_loaded", "Rules in the active rule set", rules_loaded.clone());
+        Metrics {
+            registry,
+            exchanges,
+            jwks_fetches,
+            replay_errors,
+            issuer_keys,
+            rules_loaded,
+        }
+    }
+
+    pub fn exchange(&self, outcome: &'static str, error: &'static str) {
+        self.exchanges
+            .get_or_create(&vec![("outcome", outcome.to_string()), ("error", error.to_string())])
+            .inc();
+    }
+
+    pub fn jwks_fetch(&self, issuer: &str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.jwks_fetches
+            .get_or_create(&vec![("issuer", issuer.to_string()), ("result", result.to_string())])
+            .inc();
+    }
+
+    pub fn replay_error(&self) {
+        self.replay_errors.inc();
+    }
+
+    pub fn set_issuer_keys(&self, issuer: &str, n: usize) {
+        self.issuer_keys
+            .get_or_create(&vec![("issuer", issuer.to_string())])
+            .set(n as i64);
+    }
+
+    pub fn set_rules_loaded(&self, n: usize) {
+        self.rules_loaded.set(n as i64);
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters() {
+        let m = Metrics::new();
+        m.exchange("allow", "");
+        m.jwks_fetch("gha", false);
+        let text = m.render();
+        assert!(text.contains("fedbroker_token_exchanges_total{outcome=\"allow\",error=\"\"} 1"), "{text}");
+        assert!(text.contains("fedbroker_jwks_fetches_total{issuer=\"gha\",result=\"error\"} 1"), "{text}");
+        assert!(text.trim_end().ends_with("# EOF"));
+    }
+}

@@ -1,0 +1,578 @@
+//! The real `fedbroker` binary, spawned as a child process.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+
+use crate::tokens::{GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_JWT};
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Path of the `fedbroker` executable, built once per test process.
+///
+/// `FEDBROKER_BIN` names a prebuilt binary. Otherwise this runs
+/// `$CARGO build -p broker --bin fedbroker` in the workspace (same profile as
+/// this test binary) and takes the path from cargo's artifact message. Cargo
+/// releases its build-directory lock before it runs test binaries, so the
+/// nested build does not deadlock under `cargo test`; it may wait for another
+/// build's lock ("Blocking waiting for file lock"), which is only slow.
+pub fn fedbroker_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(path) = std::env::var_os("FEDBROKER_BIN") {
+            return PathBuf::from(path);
+        }
+        build_fedbroker()
+    })
+}
+
+fn build_fedbroker() -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("integration-tests sits in the workspace");
+    let mut command = Command::new(&cargo);
+    command.current_dir(workspace).args([
+        "build",
+        "-p",
+        "broker",
+        "--bin",
+        "fedbroker",
+        "--message-format=json-render-diagnostics",
+    ]);
+    // Same profile as this test binary: target/<profile>/deps/main-HASH.
+    let profile = std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            exe.parent()?
+                .parent()?
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default();
+    match profile.as_str() {
+        "release" => {
+            command.arg("--release");
+        }
+        "debug" | "" => {}
+        other => {
+            command.args(["--profile", other]);
+        }
+    }
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cargo:?} build: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let executable = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "fedbroker")
+        .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .last();
+    match executable {
+        Some(path) if output.status.success() => path,
+        _ => panic!(
+            "building fedbroker failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    }
+}
+
+/// Bind port 0 on loopback, read the port, let it go.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// An HTTP answer: status, headers, body text and (when it parses) JSON.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub text: String,
+    /// The body as JSON; `Value::Null` when it is not JSON.
+    pub json: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `access_token` of a 200 answer; panics with the answer otherwise.
+    pub fn access_token(&self) -> &str {
+        assert_eq!(self.status, 200, "expected a token, got {self:?}");
+        self.json["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no access_token in {}", self.text))
+    }
+
+    /// Assert an error answer per RFC 6749 §5.2: the status, `error`, a string
+    /// `error_description`, and no trace of `secret` (a token) in the body.
+    pub fn assert_error(&self, status: u16, error: &str, secret: &str) {
+        assert_eq!(
+            (self.status, self.json["error"].as_str()),
+            (status, Some(error)),
+            "unexpected answer: {} {}",
+            self.status,
+            self.text
+        );
+        assert!(
+            self.json["error_description"].is_string(),
+            "error_description missing: {}",
+            self.text
+        );
+        if !secret.is_empty() {
+            assert!(!self.text.contains(secret), "the error answer echoes the token: {}", self.text);
+        }
+    }
+}
+
+async fn reply(response: reqwest::Response) -> Reply {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("response body");
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Reply {
+        status,
+        headers,
+        text,
+        json,
+    }
+}
+
+/// Files, environment and arguments for a broker to start with.
+#[derive(Default)]
+pub struct BrokerBuilder {
+    files: Vec<(String, String)>,
+    env: Vec<(String, String)>,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl BrokerBuilder {
+    /// Write `contents` (placeholders substituted) to `relative_path` in the tempdir.
+    pub fn file(mut self, relative_path: &str, contents: &str) -> Self {
+        self.files.push((relative_path.to_owned(), contents.to_owned()));
+        self
+    }
+
+    /// Set an environment variable for the broker process.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Use this directory (e.g. one holding keys from `keys generate`) instead of a fresh one.
+    pub fn dir(mut self, dir: tempfile::TempDir) -> Self {
+        self.dir = Some(dir);
+        self
+    }
+
+    /// Start `fedbroker serve --config <dir>/fedbroker.yaml` with `config_yaml`
+    /// after replacing `@PORT@` and `@DIR@`, and wait for `/healthz` (under
+    /// the config's `public_url` path).
+    pub async fn start(self, config_yaml: &str) -> Broker {
+        let mut dir = match self.dir {
+            Some(dir) => dir,
+            None => tempfile::tempdir().expect("tempdir"),
+        };
+        fs::create_dir_all(dir.path().join("keys")).expect("key dir");
+        let config_path = dir.path().join("fedbroker.yaml");
+        let dir_text = dir.path().to_str().expect("UTF-8 tempdir").to_owned();
+        let config_arg = config_path.to_str().expect("UTF-8 path").to_owned();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = free_port();
+            let fill = |text: &str| {
+                text.replace("@PORT@", &port.to_string())
+                    .replace("@DIR@", &dir_text)
+            };
+            let config = fill(config_yaml);
+            fs::write(&config_path, &config).expect("write config");
+            for (path, contents) in &self.files {
+                let path = dir.path().join(path);
+                if let Some(parent) = path.parent() {
+                    fs::create_dir_all(parent).expect("create dirs");
+                }
+                fs::write(path, fill(contents)).expect("write file");
+            }
+            let public_url =
+                public_url_of(&config).unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
+            let args = ["serve", "--config", config_arg.as_str()];
+            match Broker::spawn(dir, port, public_url, &args, &self.env).await {
+                Ok(broker) => return broker,
+                Err((returned, stderr)) => {
+                    // A port picked free can be taken before the broker binds it.
+                    if attempt < 3 && stderr.to_lowercase().contains("in use") {
+                        dir = returned;
+                        continue;
+                    }
+                    panic!(
+                        "fedbroker did not start\n--- config ---\n{config}\n--- stderr ---\n{stderr}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The `public_url:` value in a config text, if written plainly.
+fn public_url_of(config: &str) -> Option<String> {
+    config.lines().find_map(|line| {
+        let value = line.trim().strip_prefix("public_url:")?.trim();
+        Some(value.trim_matches(|c| c == '"' || c == '\'').trim_end_matches('/').to_owned())
+    })
+}
+
+/// A running `fedbroker serve`. Dropping it kills the process.
+pub struct Broker {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+    public_url: String,
+    client: reqwest::Client,
+}
+
+impl Broker {
+    /// `BrokerBuilder::default().start(config_yaml)`.
+    pub async fn start(config_yaml: &str) -> Broker {
+        BrokerBuilder::default().start(config_yaml).await
+    }
+
+    pub fn builder() -> BrokerBuilder {
+        BrokerBuilder::default()
+    }
+
+    /// `fedbroker serve --dev --listen 127.0.0.1:PORT`.
+    pub async fn start_dev() -> Broker {
+        let mut attempt = 0;
+        let mut dir = tempfile::tempdir().expect("tempdir");
+        loop {
+            attempt += 1;
+            let port = free_port();
+            let listen = format!("127.0.0.1:{port}");
+            let args = ["serve", "--dev", "--listen", listen.as_str()];
+            match Broker::spawn(dir, port, format!("http://{listen}"), &args, &[]).await {
+                Ok(broker) => return broker,
+                Err((returned, stderr)) => {
+                    if attempt < 3 && stderr.to_lowercase().contains("in use") {
+                        dir = returned;
+                        continue;
+                    }
+                    panic!("fedbroker serve --dev did not start\n--- stderr ---\n{stderr}");
+                }
+            }
+        }
+    }
+
+    /// Spawn with stdout/stderr to files in `dir`, then poll `/healthz`.
+    /// On failure the process is gone and `dir` comes back with the stderr text.
+    async fn spawn(
+        dir: tempfile::TempDir,
+        port: u16,
+        public_url: String,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Result<Broker, (tempfile::TempDir, String)> {
+        let stdout = fs::File::create(dir.path().join("stdout.log")).expect("stdout file");
+        let stderr = fs::File::create(dir.path().join("stderr.log")).expect("stderr file");
+        let child = Command::new(fedbroker_bin())
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", fedbroker_bin().display()));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("HTTP client");
+        let mut broker = Broker {
+            child,
+            dir,
+            port,
+            public_url,
+            client,
+        };
+        let health = broker.endpoint("/healthz");
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = broker.child.try_wait() {
+                let stderr = format!("(exited: {status})\n{}", broker.stderr());
+                return Err((broker.into_dir(), stderr));
+            }
+            let ok = broker
+                .client
+                .get(&health)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ok {
+                // The 200 must come from our child, not from whoever holds the port.
+                if let Ok(Some(status)) = broker.child.try_wait() {
+                    let stderr = format!("(exited: {status})\n{}", broker.stderr());
+                    return Err((broker.into_dir(), stderr));
+                }
+                return Ok(broker);
+            }
+            if Instant::now() > deadline {
+                let _ = broker.child.kill();
+                let _ = broker.child.wait();
+                let stderr = format!("(no 200 from {health} in {STARTUP_TIMEOUT:?})\n{}", broker.stderr());
+                return Err((broker.into_dir(), stderr));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn into_dir(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let placeholder = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.dir, placeholder)
+    }
+
+    /// The public URL (`server.public_url`): `iss` of issued tokens, base of every path.
+    pub fn url(&self) -> &str {
+        &self.public_url
+    }
+
+    /// `http://127.0.0.1:PORT`, without the public URL's path.
+    pub fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `url() + path`.
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.public_url)
+    }
+
+    /// The broker's tempdir (config, keys/, audit.jsonl, stderr.log).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// POST form `pairs` (repeats allowed) to `/token`.
+    pub async fn token_request(&self, pairs: &[(&str, &str)]) -> Reply {
+        self.post_form("/token", pairs).await
+    }
+
+    /// A plain exchange: JWT subject token for one audience.
+    pub async fn exchange(&self, subject_token: &str, audience: &str) -> Reply {
+        self.token_request(&exchange_form(subject_token, audience)).await
+    }
+
+    pub async fn post_form(&self, path: &str, pairs: &[(&str, &str)]) -> Reply {
+        let response = self
+            .client
+            .post(self.endpoint(path))
+            .form(pairs)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}\n{}", self.stderr()));
+        reply(response).await
+    }
+
+    /// POST an arbitrary body with an arbitrary content type (none when `None`).
+    pub async fn post_raw(&self, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Reply {
+        let mut request = self.client.post(self.endpoint(path)).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}\n{}", self.stderr()));
+        reply(response).await
+    }
+
+    /// Any method on `url() + path`.
+    pub async fn request(&self, method: reqwest::Method, path: &str) -> Reply {
+        let response = self
+            .client
+            .request(method, self.endpoint(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}\n{}", self.stderr()));
+        reply(response).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request(reqwest::Method::GET, path).await
+    }
+
+    /// `GET /jwks.json`, parsed by jsonwebtoken.
+    pub async fn jwks(&self) -> JwkSet {
+        let reply = self.get("/jwks.json").await;
+        assert_eq!(reply.status, 200, "GET /jwks.json: {reply:?}");
+        serde_json::from_str(&reply.text)
+            .unwrap_or_else(|e| panic!("jsonwebtoken cannot read the JWKS ({e}): {}", reply.text))
+    }
+
+    pub fn audit_path(&self) -> PathBuf {
+        self.dir.path().join("audit.jsonl")
+    }
+
+    /// Every line of the audit file as JSON (panics on a line that is not JSON).
+    pub fn audit_lines(&self) -> Vec<Value> {
+        let text = fs::read_to_string(self.audit_path()).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}"))
+            })
+            .collect()
+    }
+
+    /// The raw audit file.
+    pub fn audit_text(&self) -> String {
+        fs::read_to_string(self.audit_path()).unwrap_or_default()
+    }
+
+    /// Poll the audit file until it has at least `n` lines (10 s).
+    pub async fn wait_for_audit_lines(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = self.audit_lines();
+            if lines.len() >= n || Instant::now() > deadline {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What the broker wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Send `signal` (`"TERM"`, `"INT"`) and wait (30 s) for the process to exit.
+    pub async fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for broker") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!("fedbroker did not exit within 30 s of SIG{signal}\n{}", self.stderr());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The form of a plain exchange: token-exchange grant, a JWT subject token, one audience.
+pub fn exchange_form<'a>(subject_token: &'a str, audience: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("grant_type", GRANT_TYPE_TOKEN_EXCHANGE),
+        ("subject_token", subject_token),
+        ("subject_token_type", TOKEN_TYPE_JWT),
+        ("audience", audience),
+    ]
+}
+
+/// The outcome of a CLI run.
+#[derive(Debug)]
+pub struct CliOutput {
+    /// `None` when killed by a signal or by the timeout.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    /// stdout and stderr together.
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// Run `fedbroker ARGS` (60 s timeout) in a fresh tempdir.
+pub fn run_cli(args: &[&str]) -> CliOutput {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run_cli_in(dir.path(), args, &[])
+}
+
+/// Run `fedbroker ARGS` in `dir` with extra environment; killed after 60 s.
+pub fn run_cli_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
+    run_cli_with_timeout(dir, args, env, CLI_TIMEOUT)
+}
+
+/// Run `fedbroker ARGS` in `dir`; killed after `timeout` (then `code` is `None`).
+pub fn run_cli_with_timeout(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> CliOutput {
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let stdout_path = out_dir.path().join("stdout");
+    let stderr_path = out_dir.path().join("stderr");
+    let mut child = Command::new(fedbroker_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&stdout_path).expect("stdout file"))
+        .stderr(fs::File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", fedbroker_bin().display()));
+    let deadline = Instant::now() + timeout;
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait for fedbroker") {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    CliOutput {
+        code,
+        stdout: fs::read_to_string(&stdout_path).unwrap_or_default(),
+        stderr: fs::read_to_string(&stderr_path).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,22 @@
+//! Support for fedbroker's end-to-end tests (`tests/main.rs`).
+//!
+//! - [`fake_issuer`]: an OIDC issuer on a loopback port with real keys: serves
+//!   discovery and JWKS, mints tokens, counts fetches, rotates keys, fails on demand.
+//! - [`broker`]: builds and spawns the real `fedbroker` binary on a free port with a
+//!   config in its own tempdir, and talks HTTP to it; [`broker::run_cli`] runs the
+//!   other subcommands.
+//! - [`config`]: composes broker configuration YAML from issuer and rule blocks.
+//! - [`tokens`]: protocol constants, JWT plumbing (unverified decoding, hand-made
+//!   compact tokens) and verification of issued tokens against the broker's JWKS
+//!   with an independent library (jsonwebtoken).
+
+pub mod broker;
+pub mod config;
+pub mod fake_issuer;
+pub mod tokens;
+
+pub use broker::{
+    Broker, BrokerBuilder, CliOutput, Reply, exchange_form, run_cli, run_cli_in, run_cli_with_timeout,
+};
+pub use config::{BrokerConfig, dedent};
+pub use fake_issuer::{FakeIssuer, KeyKind, SigningKey};

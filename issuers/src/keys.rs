@@ -1,0 +1,743 @@
+//! Public verification keys, parsed from a JWKS document (RFC 7517).
+//!
+//! A key set is built once per fetch and then only read. Keys this crate cannot or
+//! must not use are left out and listed in [`KeySet::skipped`] with a reason, so one
+//! odd key (an encryption key, a P-521 key) does not make an issuer unusable.
+
+use std::collections::HashSet;
+
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaParameters, RsaPublicKeyComponents, UnparsedPublicKey};
+use base64::Engine as _;
+use serde_json::{Map, Value};
+
+use crate::alg::Algorithm;
+use crate::jose::{BASE64URL, StrictJsonError, parse_json_strict};
+
+/// Most keys accepted in one JWKS document; more is refused outright.
+pub const MAX_KEYS: usize = 100;
+
+const RSA_MIN_BITS: usize = 2048;
+const RSA_MAX_BITS: usize = 8192;
+/// AWS-LC refuses public exponents wider than this when verifying, so such a key
+/// would fail every signature; refuse it at load where the reason can be logged.
+const RSA_MAX_EXPONENT_BITS: usize = 33;
+
+/// JWK members that only a private (or symmetric) key has.
+const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Curve {
+    P256,
+    P384,
+}
+
+impl Curve {
+    fn coordinate_len(self) -> usize {
+        match self {
+            Curve::P256 => 32,
+            Curve::P384 => 48,
+        }
+    }
+
+    fn verification_algorithm(self) -> &'static signature::EcdsaVerificationAlgorithm {
+        match self {
+            Curve::P256 => &signature::ECDSA_P256_SHA256_FIXED,
+            Curve::P384 => &signature::ECDSA_P384_SHA384_FIXED,
+        }
+    }
+
+    fn algorithm(self) -> Algorithm {
+        match self {
+            Curve::P256 => Algorithm::ES256,
+            Curve::P384 => Algorithm::ES384,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum KeyMaterial {
+    /// Big-endian, without leading zero bytes (as AWS-LC requires).
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+        bits: usize,
+    },
+    /// SEC 1 uncompressed point `0x04 || x || y`, checked to be on the curve.
+    Ec {
+        curve: Curve,
+        point: Vec<u8>,
+    },
+    Ed25519(Vec<u8>),
+}
+
+/// One public key usable for signature verification.
+#[derive(Debug, Clone)]
+pub struct VerifyingKey {
+    kid: Option<String>,
+    alg: Option<Algorithm>,
+    material: KeyMaterial,
+}
+
+impl VerifyingKey {
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// The JWK's `alg` member, if it named one.
+    pub fn alg(&self) -> Option<Algorithm> {
+        self.alg
+    }
+
+    /// The modulus size of an RSA key, `None` for other key types.
+    pub fn rsa_bits(&self) -> Option<usize> {
+        match self.material {
+            KeyMaterial::Rsa { bits, .. } => Some(bits),
+            KeyMaterial::Ec { .. } | KeyMaterial::Ed25519(_) => None,
+        }
+    }
+
+    /// Whether this key may verify `alg`: its type and curve can, and its own `alg`
+    /// member, if set, names exactly `alg`.
+    pub fn supports(&self, alg: Algorithm) -> bool {
+        self.alg.is_none_or(|own| own == alg) && self.material_supports(alg)
+    }
+
+    fn material_supports(&self, alg: Algorithm) -> bool {
+        match (&self.material, alg) {
+            (
+                KeyMaterial::Rsa { .. },
+                Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::PS384
+                | Algorithm::PS512,
+            ) => true,
+            (KeyMaterial::Ec { curve, .. }, alg) => curve.algorithm() == alg,
+            (KeyMaterial::Ed25519(_), Algorithm::EdDSA) => true,
+            _ => false,
+        }
+    }
+
+    /// Checks `signature` over `message` with `alg`. False for a key that does not
+    /// [`support`](Self::supports) `alg`, whatever the signature.
+    pub(crate) fn verify_signature(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        if !self.supports(alg) {
+            return false;
+        }
+        match &self.material {
+            KeyMaterial::Rsa { n, e, .. } => {
+                let params: &'static RsaParameters = match alg {
+                    Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+                    Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+                    Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+                    Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
+                    Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
+                    Algorithm::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
+                    Algorithm::ES256 | Algorithm::ES384 | Algorithm::EdDSA => return false,
+                };
+                RsaPublicKeyComponents { n, e }
+                    .verify(params, message, signature)
+                    .is_ok()
+            }
+            KeyMaterial::Ec { curve, point } => UnparsedPublicKey::new(curve.verification_algorithm(), point)
+                .verify(message, signature)
+                .is_ok(),
+            KeyMaterial::Ed25519(x) => UnparsedPublicKey::new(&signature::ED25519, x)
+                .verify(message, signature)
+                .is_ok(),
+        }
+    }
+}
+
+/// A key from the document that is not in the set, and why (for logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedKey {
+    pub kid: Option<String>,
+    pub reason: String,
+}
+
+/// The usable keys of one issuer's JWKS.
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    keys: Vec<VerifyingKey>,
+    skipped: Vec<SkippedKey>,
+}
+
+/// Why a JWKS document was refused as a whole.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JwksError {
+    #[error("JWKS is not valid JSON")]
+    InvalidJson,
+    /// The repeated name is in the field, not the message.
+    #[error("JWKS repeats a JSON member name")]
+    DuplicateMember { name: String },
+    #[error("JWKS nests JSON too deeply")]
+    TooDeep,
+    #[error("JWKS is not an object with a `keys` array")]
+    NotAJwks,
+    #[error("JWKS has {count} keys; at most {max} are accepted")]
+    TooManyKeys { count: usize, max: usize },
+    #[error("JWKS has more than one usable key with kid {0:?}")]
+    DuplicateKid(String),
+}
+
+impl KeySet {
+    /// Parses a `{"keys": [...]}` document, rejecting repeated JSON member names.
+    pub fn from_jwks_json(bytes: &[u8]) -> Result<KeySet, JwksError> {
+        let value = parse_json_strict(bytes).map_err(|e| match e {
+            StrictJsonError::Syntax => JwksError::InvalidJson,
+            StrictJsonError::TooDeep => JwksError::TooDeep,
+            StrictJsonError::DuplicateMember(name) => JwksError::DuplicateMember { name },
+        })?;
+        KeySet::from_jwks_value(&value)
+    }
+
+    /// Builds a key set from an already-parsed `{"keys": [...]}` document (for
+    /// example keys written inline in configuration).
+    pub fn from_jwks_value(v: &Value) -> Result<KeySet, JwksError> {
+        let entries = v
+            .as_object()
+            .and_then(|doc| doc.get("keys"))
+            .and_then(Value::as_array)
+            .ok_or(JwksError::NotAJwks)?;
+        if entries.len() > MAX_KEYS {
+            return Err(JwksError::TooManyKeys {
+                count: entries.len(),
+                max: MAX_KEYS,
+            });
+        }
+        let mut set = KeySet::default();
+        let mut seen = HashSet::new();
+        for entry in entries {
+            match parse_jwk(entry) {
+                Ok(key) => {
+                    // Only usable keys can make a kid ambiguous; an encryption key
+                    // sharing a kid with a signing key is skipped and harmless.
+                    if let Some(kid) = key.kid()
+                        && !seen.insert(kid.to_owned())
+                    {
+                        return Err(JwksError::DuplicateKid(kid.to_owned()));
+                    }
+                    set.keys.push(key);
+                }
+                Err(skipped) => set.skipped.push(skipped),
+            }
+        }
+        Ok(set)
+    }
+
+    /// Number of usable keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn contains_kid(&self, kid: &str) -> bool {
+        self.get(kid).is_some()
+    }
+
+    /// The usable key with this `kid`.
+    pub fn get(&self, kid: &str) -> Option<&VerifyingKey> {
+        self.keys.iter().find(|key| key.kid() == Some(kid))
+    }
+
+    /// The kid of every usable key (`None` for keys without one).
+    pub fn kids(&self) -> impl Iterator<Item = Option<&str>> {
+        self.keys.iter().map(VerifyingKey::kid)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &VerifyingKey> {
+        self.keys.iter()
+    }
+
+    /// Keys in the document that were left out, with the reason.
+    pub fn skipped(&self) -> &[SkippedKey] {
+        &self.skipped
+    }
+}
+
+fn parse_jwk(entry: &Value) -> Result<VerifyingKey, SkippedKey> {
+    let Some(jwk) = entry.as_object() else {
+        return Err(SkippedKey {
+            kid: None,
+            reason: "key is not a JSON object".into(),
+        });
+    };
+    let kid = match jwk.get("kid") {
+        None => None,
+        Some(Value::String(kid)) => Some(kid.clone()),
+        Some(_) => {
+            return Err(SkippedKey {
+                kid: None,
+                reason: "kid is not a string".into(),
+            });
+        }
+    };
+    parse_jwk_members(jwk, kid.clone()).map_err(|reason| SkippedKey { kid, reason })
+}
+
+fn parse_jwk_members(jwk: &Map<String, Value>, kid: Option<String>) -> Result<VerifyingKey, String> {
+    if PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m)) {
+        return Err("contains private key material".into());
+    }
+    match jwk.get("use") {
+        None => {}
+        Some(Value::String(u)) if u == "sig" => {}
+        Some(Value::String(_)) => return Err("use is not \"sig\"".into()),
+        Some(_) => return Err("use is not a string".into()),
+    }
+    match jwk.get("key_ops") {
+        None => {}
+        Some(Value::Array(ops)) => {
+            if ops.iter().any(|op| !op.is_string()) {
+                return Err("key_ops is not an array of strings".into());
+            }
+            if !ops.iter().any(|op| op.as_str() == Some("verify")) {
+                return Err("key_ops does not include \"verify\"".into());
+            }
+        }
+        Some(_) => return Err("key_ops is not an array".into()),
+    }
+    let alg = match jwk.get("alg") {
+        None => None,
+        Some(Value::String(name)) => Some(
+            name.parse::<Algorithm>()
+                .map_err(|_| format!("alg {name:?} is not a supported signature algorithm"))?,
+        ),
+        Some(_) => return Err("alg is not a string".into()),
+    };
+    let material = match jwk.get("kty").and_then(Value::as_str) {
+        Some("RSA") => rsa_material(jwk)?,
+        Some("EC") => ec_material(jwk)?,
+        Some("OKP") => okp_material(jwk)?,
+        Some(other) => return Err(format!("kty {other:?} is not supported")),
+        None => return Err("kty is missing or not a string".into()),
+    };
+    let key = VerifyingKey { kid, alg, material };
+    if let Some(alg) = alg
+        && !key.material_supports(alg)
+    {
+        return Err(format!("alg {alg} does not fit the key type"));
+    }
+    Ok(key)
+}
+
+fn b64_member(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
+    let text = jwk
+        .get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("{name} is missing or not a string"))?;
+    BASE64URL
+        .decode(text)
+        .map_err(|_| format!("{name} is not unpadded canonical base64url"))
+}
+
+fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
+    let first = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+    &bytes[first..]
+}
+
+/// Bit length of a big-endian integer without leading zero bytes.
+fn bit_len(be: &[u8]) -> usize {
+    match be.first() {
+        None => 0,
+        Some(&top) => (be.len() - 1) * 8 + (8 - top.leading_zeros() as usize),
+    }
+}
+
+fn rsa_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, String> {
+    let n_raw = b64_member(jwk, "n")?;
+    let e_raw = b64_member(jwk, "e")?;
+    let n = strip_leading_zeros(&n_raw);
+    let e = strip_leading_zeros(&e_raw);
+    let bits = bit_len(n);
+    if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
+        return Err(format!(
+            "RSA modulus is {bits} bits; {RSA_MIN_BITS} to {RSA_MAX_BITS} required"
+        ));
+    }
+    if n.last().is_none_or(|b| b & 1 == 0) {
+        return Err("RSA modulus is even".into());
+    }
+    let e_odd = e.last().is_some_and(|b| b & 1 == 1);
+    if !e_odd || e == [1] {
+        return Err("RSA exponent must be odd and greater than 1".into());
+    }
+    if bit_len(e) > RSA_MAX_EXPONENT_BITS {
+        return Err(format!("RSA exponent is wider than {RSA_MAX_EXPONENT_BITS} bits"));
+    }
+    RsaPublicKeyComponents { n, e }
+        .to_parsed_public_key(&signature::RSA_PKCS1_2048_8192_SHA256)
+        .map_err(|_| "RSA key rejected by the crypto library".to_owned())?;
+    Ok(KeyMaterial::Rsa {
+        n: n.to_vec(),
+        e: e.to_vec(),
+        bits,
+    })
+}
+
+fn ec_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, String> {
+    let curve = match jwk.get("crv").and_then(Value::as_str) {
+        Some("P-256") => Curve::P256,
+        Some("P-384") => Curve::P384,
+        Some(other) => return Err(format!("EC curve {other:?} is not supported")),
+        None => return Err("crv is missing or not a string".into()),
+    };
+    let x = b64_member(jwk, "x")?;
+    let y = b64_member(jwk, "y")?;
+    let len = curve.coordinate_len();
+    if x.len() != len || y.len() != len {
+        return Err(format!("EC coordinates must be exactly {len} bytes"));
+    }
+    let mut point = Vec::with_capacity(1 + 2 * len);
+    point.push(0x04);
+    point.extend_from_slice(&x);
+    point.extend_from_slice(&y);
+    ParsedPublicKey::new(curve.verification_algorithm(), &point)
+        .map_err(|_| "EC point is not on the curve".to_owned())?;
+    Ok(KeyMaterial::Ec { curve, point })
+}
+
+fn okp_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, String> {
+    match jwk.get("crv").and_then(Value::as_str) {
+        Some("Ed25519") => {}
+        Some(other) => return Err(format!("OKP curve {other:?} is not supported")),
+        None => return Err("crv is missing or not a string".into()),
+    }
+    let x = b64_member(jwk, "x")?;
+    if x.len() != signature::ED25519_PUBLIC_KEY_LEN {
+        return Err(format!(
+            "Ed25519 x must be exactly {} bytes",
+            signature::ED25519_PUBLIC_KEY_LEN
+        ));
+    }
+    ParsedPublicKey::new(&signature::ED25519, &x)
+        .map_err(|_| "Ed25519 key rejected by the crypto library".to_owned())?;
+    Ok(KeyMaterial::Ed25519(x))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{self, b64};
+    use serde_json::json;
+
+    fn one(jwk: Value) -> Result<KeySet, JwksError> {
+        KeySet::from_jwks_value(&json!({ "keys": [jwk] }))
+    }
+
+    fn skip_reason(jwk: Value) -> String {
+        let set = one(jwk).expect("document is valid");
+        assert!(set.is_empty(), "key should have been skipped");
+        assert_eq!(set.skipped().len(), 1);
+        set.skipped()[0].reason.clone()
+    }
+
+    #[test]
+    fn loads_every_supported_key_type() {
+        let keys = test_support::all_keys();
+        let jwks = json!({ "keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() });
+        let bytes = serde_json::to_vec(&jwks).expect("json");
+        let set = KeySet::from_jwks_json(&bytes).expect("jwks");
+        assert_eq!(set.len(), keys.len());
+        assert!(set.skipped().is_empty(), "{:?}", set.skipped());
+        for key in &keys {
+            assert!(set.contains_kid(&key.kid));
+        }
+        assert!(!set.contains_kid("nope"));
+        let kids: Vec<_> = set.kids().collect();
+        assert_eq!(kids.len(), keys.len());
+        assert!(kids.iter().all(Option::is_some));
+    }
+
+    #[test]
+    fn supports_matches_key_type_and_alg_member() {
+        let rsa = one(test_support::rsa_2048().jwk.clone()).expect("jwks");
+        let rsa = rsa.get("rsa-2048").expect("key");
+        for alg in Algorithm::ALL {
+            let want = matches!(
+                alg,
+                Algorithm::RS256
+                    | Algorithm::RS384
+                    | Algorithm::RS512
+                    | Algorithm::PS256
+                    | Algorithm::PS384
+                    | Algorithm::PS512
+            );
+            assert_eq!(rsa.supports(alg), want, "{alg}");
+        }
+        let mut pinned = test_support::rsa_2048().jwk.clone();
+        pinned["alg"] = json!("PS256");
+        let set = one(pinned).expect("jwks");
+        let key = set.get("rsa-2048").expect("key");
+        assert_eq!(key.alg(), Some(Algorithm::PS256));
+        assert!(key.supports(Algorithm::PS256));
+        assert!(!key.supports(Algorithm::RS256));
+
+        let cases = [
+            (test_support::ec_p256(), Algorithm::ES256),
+            (test_support::ec_p384(), Algorithm::ES384),
+            (test_support::ed25519(), Algorithm::EdDSA),
+        ];
+        for (tk, only) in cases {
+            let set = one(tk.jwk.clone()).expect("jwks");
+            let key = set.get(&tk.kid).expect("key");
+            for alg in Algorithm::ALL {
+                assert_eq!(key.supports(alg), alg == only, "{} {alg}", tk.kid);
+            }
+        }
+    }
+
+    #[test]
+    fn strips_leading_zeros_from_rsa_members() {
+        let tk = test_support::rsa_2048();
+        let mut jwk = tk.jwk.clone();
+        jwk["n"] = json!(b64(&[&[0u8, 0][..], &tk.rsa_n()].concat()));
+        jwk["e"] = json!(b64(&[0, 1, 0, 1]));
+        let set = one(jwk).expect("jwks");
+        assert_eq!(set.get("rsa-2048").and_then(VerifyingKey::rsa_bits), Some(2048));
+        assert_eq!(set.len(), 1);
+    }
+
+    #[test]
+    fn skips_unusable_keys_with_a_reason() {
+        let rsa = test_support::rsa_2048().jwk.clone();
+        let ec = test_support::ec_p256().jwk.clone();
+        let ed = test_support::ed25519().jwk.clone();
+        let with = |base: &Value, name: &str, v: Value| {
+            let mut jwk = base.clone();
+            jwk[name] = v;
+            jwk
+        };
+        let without = |base: &Value, name: &str| {
+            let mut jwk = base.clone();
+            jwk.as_object_mut().expect("object").remove(name);
+            jwk
+        };
+        // An off-curve point: the real x with y + 1 in its last byte.
+        let mut bad_y = BASE64URL.decode(ec["y"].as_str().expect("y")).expect("b64");
+        if let Some(last) = bad_y.last_mut() {
+            *last ^= 1;
+        }
+        let cases: Vec<(&str, Value, &str)> = vec![
+            ("rsa 1024", test_support::rsa_1024_jwk(), "1024 bits"),
+            (
+                "rsa 8200 bits",
+                with(&rsa, "n", json!(b64(&[0xffu8; 1025]))),
+                "8200 bits",
+            ),
+            (
+                "rsa even modulus",
+                with(&rsa, "n", json!(b64(&[0xf0u8; 256]))),
+                "even",
+            ),
+            ("rsa e = 1", with(&rsa, "e", json!("AQ")), "odd"),
+            ("rsa e even", with(&rsa, "e", json!("AQAA")), "odd"),
+            ("rsa e empty", with(&rsa, "e", json!("AA")), "odd"),
+            (
+                "rsa e too wide",
+                with(&rsa, "e", json!(b64(&[1, 0, 0, 0, 0, 1]))),
+                "wider",
+            ),
+            ("rsa n missing", without(&rsa, "n"), "n is missing"),
+            ("rsa n number", with(&rsa, "n", json!(5)), "n is missing"),
+            (
+                "rsa n padded",
+                with(&rsa, "e", json!("AQAB=".to_owned())),
+                "base64url",
+            ),
+            (
+                "rsa n standard alphabet",
+                with(&rsa, "n", json!(rsa["n"].as_str().expect("n").replace('_', "/"))),
+                "base64url",
+            ),
+            (
+                "private rsa",
+                with(&rsa, "d", json!("AQAB")),
+                "private key material",
+            ),
+            (
+                "private ec",
+                with(&ec, "d", json!("AQAB")),
+                "private key material",
+            ),
+            (
+                "symmetric",
+                json!({"kty":"oct","k":"c2VjcmV0"}),
+                "private key material",
+            ),
+            ("oct without k", json!({"kty":"oct"}), "kty \"oct\""),
+            ("no kty", without(&rsa, "kty"), "kty is missing"),
+            ("use enc", with(&rsa, "use", json!("enc")), "use is not"),
+            (
+                "use not string",
+                with(&rsa, "use", json!(1)),
+                "use is not a string",
+            ),
+            (
+                "key_ops without verify",
+                with(&rsa, "key_ops", json!(["encrypt"])),
+                "verify",
+            ),
+            (
+                "key_ops not array",
+                with(&rsa, "key_ops", json!("verify")),
+                "not an array",
+            ),
+            ("alg none", with(&rsa, "alg", json!("none")), "not a supported"),
+            ("alg HS256", with(&rsa, "alg", json!("HS256")), "not a supported"),
+            (
+                "alg RSA-OAEP",
+                with(&rsa, "alg", json!("RSA-OAEP")),
+                "not a supported",
+            ),
+            (
+                "alg not string",
+                with(&rsa, "alg", json!(256)),
+                "alg is not a string",
+            ),
+            (
+                "alg wrong type",
+                with(&rsa, "alg", json!("ES256")),
+                "does not fit",
+            ),
+            (
+                "ec alg wrong curve",
+                with(&ec, "alg", json!("ES384")),
+                "does not fit",
+            ),
+            ("ec P-521", with(&ec, "crv", json!("P-521")), "\"P-521\""),
+            (
+                "ec secp256k1",
+                with(&ec, "crv", json!("secp256k1")),
+                "not supported",
+            ),
+            ("ec crv missing", without(&ec, "crv"), "crv is missing"),
+            ("ec short x", with(&ec, "x", json!(b64(&[7u8; 31]))), "exactly 32"),
+            ("ec y missing", without(&ec, "y"), "y is missing"),
+            (
+                "ec off curve",
+                with(&ec, "y", json!(b64(&bad_y))),
+                "not on the curve",
+            ),
+            (
+                "ec p-256 point labelled p-384",
+                with(&ec, "crv", json!("P-384")),
+                "exactly 48",
+            ),
+            ("ed X25519", with(&ed, "crv", json!("X25519")), "not supported"),
+            ("ed short", with(&ed, "x", json!(b64(&[1u8; 31]))), "exactly 32"),
+            ("not an object", json!("RSA"), "not a JSON object"),
+            (
+                "kid not a string",
+                with(&rsa, "kid", json!(1)),
+                "kid is not a string",
+            ),
+        ];
+        for (name, jwk, want) in cases {
+            let reason = skip_reason(jwk);
+            assert!(reason.contains(want), "{name}: {reason:?}");
+        }
+    }
+
+    #[test]
+    fn skipped_key_keeps_its_kid() {
+        let set = one(test_support::rsa_1024_jwk()).expect("jwks");
+        assert_eq!(set.skipped()[0].kid.as_deref(), Some("rsa-1024"));
+        assert!(!set.contains_kid("rsa-1024"));
+    }
+
+    #[test]
+    fn use_sig_and_key_ops_verify_are_accepted() {
+        let mut jwk = test_support::rsa_2048().jwk.clone();
+        jwk["use"] = json!("sig");
+        jwk["key_ops"] = json!(["verify"]);
+        jwk["x5c"] = json!(["ignored"]);
+        assert_eq!(one(jwk).expect("jwks").len(), 1);
+    }
+
+    #[test]
+    fn rejects_bad_documents() {
+        let rsa = test_support::rsa_2048().jwk.clone();
+        let mut other = test_support::ec_p256().jwk.clone();
+        other["kid"] = rsa["kid"].clone();
+        let many: Vec<Value> = (0..=MAX_KEYS)
+            .map(|i| {
+                let mut k = rsa.clone();
+                k["kid"] = json!(format!("k{i}"));
+                k
+            })
+            .collect();
+        let cases: Vec<(&str, Value, JwksError)> = vec![
+            ("array", json!([rsa]), JwksError::NotAJwks),
+            ("no keys", json!({"key": [rsa]}), JwksError::NotAJwks),
+            ("keys object", json!({"keys": rsa}), JwksError::NotAJwks),
+            (
+                "duplicate kid",
+                json!({"keys": [rsa, other]}),
+                JwksError::DuplicateKid("rsa-2048".into()),
+            ),
+            (
+                "too many keys",
+                json!({ "keys": many }),
+                JwksError::TooManyKeys {
+                    count: MAX_KEYS + 1,
+                    max: MAX_KEYS,
+                },
+            ),
+        ];
+        for (name, doc, want) in cases {
+            assert_eq!(KeySet::from_jwks_value(&doc).expect_err(name), want, "{name}");
+        }
+        // Exactly MAX_KEYS is fine.
+        let ok = json!({ "keys": many[..MAX_KEYS] });
+        assert_eq!(KeySet::from_jwks_value(&ok).expect("jwks").len(), MAX_KEYS);
+        // Empty is a valid (if useless) set.
+        assert!(
+            KeySet::from_jwks_value(&json!({"keys": []}))
+                .expect("jwks")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn kid_shared_with_a_skipped_key_is_not_a_duplicate() {
+        let rsa = test_support::rsa_2048().jwk.clone();
+        let mut enc = rsa.clone();
+        enc["use"] = json!("enc");
+        let set = KeySet::from_jwks_value(&json!({"keys": [rsa, enc]})).expect("jwks");
+        assert_eq!(set.len(), 1);
+        assert_eq!(set.skipped().len(), 1);
+    }
+
+    #[test]
+    fn from_json_is_strict() {
+        let cases: Vec<(&[u8], JwksError)> = vec![
+            (b"{", JwksError::InvalidJson),
+            (b"{\"keys\":[]} x", JwksError::InvalidJson),
+            (b"\xff", JwksError::InvalidJson),
+            (
+                br#"{"keys":[],"keys":[]}"#,
+                JwksError::DuplicateMember { name: "keys".into() },
+            ),
+            (
+                br#"{"keys":[{"kty":"RSA","n":"AQAB","n":"AQAB","e":"AQAB"}]}"#,
+                JwksError::DuplicateMember { name: "n".into() },
+            ),
+            (b"[]", JwksError::NotAJwks),
+        ];
+        for (doc, want) in cases {
+            assert_eq!(KeySet::from_jwks_json(doc).expect_err("bad"), want);
+        }
+        let deep = format!(r#"{{"keys":[],"x":{}{}}}"#, "[".repeat(40), "]".repeat(40));
+        assert_eq!(
+            KeySet::from_jwks_json(deep.as_bytes()).expect_err("deep"),
+            JwksError::TooDeep
+        );
+    }
+}

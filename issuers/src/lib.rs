@@ -1,0 +1,29 @@
+//! Pure verification of incoming workload-identity tokens (JWS/JWT, RFC 7515/7519).
+//!
+//! - [`alg`]: the signature algorithms an issuer may accept; `none` and HMAC cannot
+//!   be expressed.
+//! - [`jose`]: [`peek`], an unverified, strict parse of a compact JWS used only to
+//!   choose the issuer, plus the duplicate-rejecting JSON and canonical base64url
+//!   decoders everything else uses.
+//! - [`keys`]: [`KeySet`], the usable public keys of one issuer, parsed from a JWKS.
+//! - [`verify`](mod@verify): [`verify()`], the signature and claims checks against an
+//!   [`IssuerPolicy`], producing a [`VerifiedToken`].
+//! - [`registry`]: [`IssuerRegistry`], configured issuers indexed by exact `iss`.
+//!
+//! Nothing here does I/O or reads the clock: fetching keys is the broker's job, and
+//! time is passed in as `now` (unix seconds).
+
+pub mod alg;
+pub mod jose;
+pub mod keys;
+pub mod registry;
+pub mod verify;
+
+#[cfg(test)]
+mod test_support;
+
+pub use alg::{Algorithm, UnsupportedAlgorithm};
+pub use jose::{DEFAULT_MAX_TOKEN_BYTES, Header, PeekError, Peeked, peek, peek_with_limit};
+pub use keys::{JwksError, KeySet, MAX_KEYS, SkippedKey, VerifyingKey};
+pub use registry::{DuplicateIssuer, IssuerRegistry};
+pub use verify::{IssuerPolicy, VerifiedToken, VerifyError, verify};
