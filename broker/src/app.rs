@@ -62,7 +62,11 @@ pub enum StartError {
 impl AppState {
     /// Build the state from a validated config. Starts background key fetching for
     /// remote issuers (the broker starts even when an issuer is unreachable).
-    pub fn build(config: Config, signer: Signer, dev: Option<Arc<DevIssuer>>) -> Result<Arc<AppState>, StartError> {
+    pub fn build(
+        config: Config,
+        signer: Signer,
+        dev: Option<Arc<DevIssuer>>,
+    ) -> Result<Arc<AppState>, StartError> {
         let metrics = Arc::new(Metrics::new());
         let clients = FetchClients::new()?;
         let mut registry = IssuerRegistry::new();
@@ -105,7 +109,10 @@ impl AppState {
 
 /// Seconds since the epoch: the broker's one clock.
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The router, with every path under `public_url`'s path.
@@ -211,16 +218,24 @@ async fn readyz(State(st): State<Arc<AppState>>) -> Response {
         "rules": st.rules.len(),
         "issuers": issuers,
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     for (_, issuer) in st.issuers.iter() {
-        st.metrics.set_issuer_keys(&issuer.config.name, issuer.keys.status().keys);
+        st.metrics
+            .set_issuer_keys(&issuer.config.name, issuer.keys.status().keys);
     }
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         st.metrics.render(),
     )
         .into_response()

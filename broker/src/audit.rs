@@ -100,10 +100,23 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a/audit.jsonl");
         let log = AuditLog::file(&path).expect("open");
-        log.record(&AuditRecord { outcome: "allow", event: "token_exchange", rule: Some("r"), ..Default::default() });
-        log.record(&AuditRecord { outcome: "deny", event: "token_exchange", reason: Some("x"), ..Default::default() });
+        log.record(&AuditRecord {
+            outcome: "allow",
+            event: "token_exchange",
+            rule: Some("r"),
+            ..Default::default()
+        });
+        log.record(&AuditRecord {
+            outcome: "deny",
+            event: "token_exchange",
+            reason: Some("x"),
+            ..Default::default()
+        });
         let text = std::fs::read_to_string(&path).expect("read");
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["outcome"], "allow");
         assert_eq!(lines[1]["reason"], "x");

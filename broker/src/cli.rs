@@ -16,7 +16,11 @@ use crate::signing::{Signer, write_new_key};
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Parser, Debug)]
-#[command(name = "fedbroker", version, about = "Workload identity federation broker: trade a home-cloud token for a target-cloud JWT (RFC 8693)")]
+#[command(
+    name = "fedbroker",
+    version,
+    about = "Workload identity federation broker: trade a home-cloud token for a target-cloud JWT (RFC 8693)"
+)]
 pub struct Cli {
     /// Log format on stderr; default: text on a terminal, JSON lines otherwise.
     #[arg(long, global = true, value_enum)]
@@ -77,7 +81,9 @@ fn init_logging(format: Option<LogFormat>) {
         Some(LogFormat::Text) => false,
         None => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().flatten_event(true).init();
     } else {
@@ -170,7 +176,11 @@ async fn shutdown_signal() {
     }
 }
 
-async fn run_serve(config_path: Option<PathBuf>, dev: bool, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+async fn run_serve(
+    config_path: Option<PathBuf>,
+    dev: bool,
+    listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     // reqwest/rustls: one crypto provider for the whole process.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let (config, signer, dev_issuer) = if dev {

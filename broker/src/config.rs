@@ -18,8 +18,8 @@ use reqwest::Url;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use federation_rules::duration::parse_duration;
 use crate::netguard;
+use federation_rules::duration::parse_duration;
 
 /// One problem in a configuration or rule file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,6 +234,8 @@ pub struct Draft {
     rules: Vec<SourcedRule>,
     audit: AuditConfig,
     base_dir: PathBuf,
+    /// Problems found in the config file itself.
+    errors: Vec<ConfigError>,
 }
 
 /// A collector that turns YAML positions into [`ConfigError`]s.
@@ -299,8 +301,8 @@ fn load_error(file: &Path, e: &LoadError) -> ConfigError {
     }
 }
 
+/// Parse YAML whose top level is a mapping or (for rule files) a list.
 fn parse_yaml(file: &Path, text: &str) -> Result<Node, ConfigError> {
-    let options = LoaderOptions::default().error_on_duplicate_keys(true);
     if text.trim().is_empty() {
         return Err(ConfigError {
             file: file.to_path_buf(),
@@ -309,7 +311,14 @@ fn parse_yaml(file: &Path, text: &str) -> Result<Node, ConfigError> {
             message: "the file is empty".into(),
         });
     }
-    marked_yaml::parse_yaml_with_options(0, text, options).map_err(|e| load_error(file, &e))
+    let options = || LoaderOptions::default().error_on_duplicate_keys(true);
+    match marked_yaml::parse_yaml_with_options(0, text, options()) {
+        Err(LoadError::TopLevelMustBeMapping(_)) => {
+            marked_yaml::parse_yaml_with_options(0, text, options().toplevel_sequence())
+                .map_err(|e| load_error(file, &e))
+        }
+        other => other.map_err(|e| load_error(file, &e)),
+    }
 }
 
 /// Deserialize one node, reporting a failure with its line and field path.
@@ -317,10 +326,7 @@ fn from_node<T: DeserializeOwned>(node: &Node, section: &str, errors: &mut Error
     match marked_yaml::from_node::<T>(node) {
         Ok(v) => Some(v),
         Err(e) => {
-            let line = e
-                .start_mark()
-                .map(|m| m.line())
-                .or_else(|| line_of(node));
+            let line = e.start_mark().map(|m| m.line()).or_else(|| line_of(node));
             let path = e.path().unwrap_or("").trim_matches('.');
             let field = match (section.is_empty(), path.is_empty()) {
                 (_, true) => section.to_string(),
@@ -343,7 +349,10 @@ fn inner_message(e: &marked_yaml::FromNodeError) -> String {
     use marked_yaml::Error;
     match &**e {
         Error::UnknownFieldError(field, expected, _) => {
-            format!("unknown field `{field}`, expected one of: {}", expected.join(", "))
+            format!(
+                "unknown field `{field}`, expected one of: {}",
+                expected.join(", ")
+            )
         }
         Error::NotBoolean(_) => "expected true or false".into(),
         Error::IntegerParseFailure(err, _) => format!("expected a whole number ({err})"),
@@ -413,9 +422,10 @@ pub fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<St
         };
         let name = &after[..end];
         let valid = !name.is_empty()
-            && name.chars().enumerate().all(|(i, c)| {
-                c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
-            });
+            && name
+                .chars()
+                .enumerate()
+                .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
         if valid {
             match env(name) {
                 Some(v) => out.push_str(&v),
@@ -430,7 +440,13 @@ pub fn expand_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<St
     Ok(out)
 }
 
-fn duration_field(value: Option<&str>, default: u64, node: Option<&Node>, field: &str, errors: &mut Errors) -> u64 {
+fn duration_field(
+    value: Option<&str>,
+    default: u64,
+    node: Option<&Node>,
+    field: &str,
+    errors: &mut Errors,
+) -> u64 {
     match value {
         None => default,
         Some(text) => match parse_duration(text) {
@@ -482,13 +498,12 @@ pub fn parse_config(
             "signing" => signing = from_node(value, "signing", &mut errors).unwrap_or_default(),
             "replay" => replay = from_node(value, "replay", &mut errors).unwrap_or_default(),
             "audit" => audit = from_node(value, "audit", &mut errors).unwrap_or_default(),
-            "rules_files" => {
-                rules_files = from_node(value, "rules_files", &mut errors).unwrap_or_default()
-            }
+            "rules_files" => rules_files = from_node(value, "rules_files", &mut errors).unwrap_or_default(),
             "issuers" => match value.as_sequence() {
                 Some(seq) => {
                     for (i, item) in seq.iter().enumerate() {
-                        if let Some(raw) = from_node::<RawIssuer>(item, &format!("issuers[{i}]"), &mut errors) {
+                        if let Some(raw) = from_node::<RawIssuer>(item, &format!("issuers[{i}]"), &mut errors)
+                        {
                             raw_issuers.push((item.clone(), raw));
                         }
                     }
@@ -502,7 +517,10 @@ pub fn parse_config(
                 let message = if other == "admin" {
                     "the admin API is not available in this release yet".to_string()
                 } else {
-                    format!("unknown field `{other}`, expected one of: {}", TOP_LEVEL_KEYS.join(", "))
+                    format!(
+                        "unknown field `{other}`, expected one of: {}",
+                        TOP_LEVEL_KEYS.join(", ")
+                    )
                 };
                 errors.at(Some(&k), other, message);
             }
@@ -521,49 +539,23 @@ pub fn parse_config(
         path: audit.path.map(|p| base_dir.join(p)),
     };
 
-    if errors.list.is_empty() {
-        Ok(Draft {
-            file: file.to_path_buf(),
-            server,
-            signing,
-            replay,
-            issuers: raw_issuers,
-            rules_files,
-            rules,
-            audit,
-            base_dir,
-        })
-    } else {
-        // Keep going far enough to report issuer and rule errors as well.
-        let draft = Draft {
-            file: file.to_path_buf(),
-            server,
-            signing,
-            replay,
-            issuers: raw_issuers,
-            rules_files,
-            rules,
-            audit,
-            base_dir,
-        };
-        Err(ConfigErrors(
-            errors
-                .list
-                .into_iter()
-                .chain(draft.partial_errors())
-                .collect(),
-        ))
-    }
+    // Errors so far are kept in the draft, so that rule files and issuers are still
+    // checked and `check` reports every problem at once.
+    Ok(Draft {
+        file: file.to_path_buf(),
+        server,
+        signing,
+        replay,
+        issuers: raw_issuers,
+        rules_files,
+        rules,
+        audit,
+        base_dir,
+        errors: errors.list,
+    })
 }
 
 impl Draft {
-    /// Issuer errors of a draft that already failed elsewhere (so `check` shows them all).
-    fn partial_errors(&self) -> Vec<ConfigError> {
-        let mut errors = Errors::new(&self.file);
-        let _ = build_issuers(&self.issuers, &self.base_dir, &mut errors, &|_| Err("not read".into()));
-        errors.list
-    }
-
     pub fn base_dir(&self) -> &Path {
         &self.base_dir
     }
@@ -575,8 +567,14 @@ fn build_server(raw: RawServer, node: Option<&Node>, errors: &mut Errors) -> Ser
     let listen = match listen_text.parse::<SocketAddr>() {
         Ok(a) => a,
         Err(_) => {
-            errors.at(field_node("listen"), "server.listen", "expected address:port, e.g. 127.0.0.1:8080");
-            DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+            errors.at(
+                field_node("listen"),
+                "server.listen",
+                "expected address:port, e.g. 127.0.0.1:8080",
+            );
+            DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
         }
     };
     let public_url = match raw.public_url {
@@ -591,11 +589,25 @@ fn build_server(raw: RawServer, node: Option<&Node>, errors: &mut Errors) -> Ser
     };
     let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if max_body_bytes < 1024 {
-        errors.at(field_node("max_body_bytes"), "server.max_body_bytes", "must be at least 1024");
+        errors.at(
+            field_node("max_body_bytes"),
+            "server.max_body_bytes",
+            "must be at least 1024",
+        );
     }
-    let clock_skew = duration_field(raw.clock_skew.as_deref(), DEFAULT_CLOCK_SKEW, field_node("clock_skew"), "server.clock_skew", errors);
+    let clock_skew = duration_field(
+        raw.clock_skew.as_deref(),
+        DEFAULT_CLOCK_SKEW,
+        field_node("clock_skew"),
+        "server.clock_skew",
+        errors,
+    );
     if clock_skew > 600 {
-        errors.at(field_node("clock_skew"), "server.clock_skew", "must be at most 10m");
+        errors.at(
+            field_node("clock_skew"),
+            "server.clock_skew",
+            "must be at most 10m",
+        );
     }
     let max_issued_lifetime = duration_field(
         raw.max_issued_lifetime.as_deref(),
@@ -605,7 +617,11 @@ fn build_server(raw: RawServer, node: Option<&Node>, errors: &mut Errors) -> Ser
         errors,
     );
     if max_issued_lifetime == 0 || max_issued_lifetime > 12 * 3600 {
-        errors.at(field_node("max_issued_lifetime"), "server.max_issued_lifetime", "must be between 1s and 12h");
+        errors.at(
+            field_node("max_issued_lifetime"),
+            "server.max_issued_lifetime",
+            "must be between 1s and 12h",
+        );
     }
     ServerConfig {
         listen,
@@ -631,12 +647,19 @@ fn validate_public_url(text: &str) -> Result<String, String> {
 }
 
 /// The signing algorithms fedbroker issues with (contract §2).
-pub const SIGNING_ALGORITHMS: [Algorithm; 4] = [Algorithm::RS256, Algorithm::ES256, Algorithm::PS256, Algorithm::EdDSA];
+pub const SIGNING_ALGORITHMS: [Algorithm; 4] = [
+    Algorithm::RS256,
+    Algorithm::ES256,
+    Algorithm::PS256,
+    Algorithm::EdDSA,
+];
 
 pub fn parse_signing_algorithm(text: &str) -> Result<Algorithm, String> {
     match text.parse::<Algorithm>() {
         Ok(a) if SIGNING_ALGORITHMS.contains(&a) => Ok(a),
-        _ => Err(format!("`{text}` is not supported for signing; use RS256, ES256, PS256 or EdDSA")),
+        _ => Err(format!(
+            "`{text}` is not supported for signing; use RS256, ES256, PS256 or EdDSA"
+        )),
     }
 }
 
@@ -661,16 +684,28 @@ fn build_replay(raw: RawReplay, node: Option<&Node>, errors: &mut Errors) -> Rep
             "replay.backend",
             "the redis backend is not available in this release yet; use `memory`",
         ),
-        Some(other) => errors.at(at("backend"), "replay.backend", format!("unknown backend `{other}`; expected memory or redis")),
+        Some(other) => errors.at(
+            at("backend"),
+            "replay.backend",
+            format!("unknown backend `{other}`; expected memory or redis"),
+        ),
     }
     if raw.redis_url.is_some() && raw.backend.as_deref() != Some("redis") {
-        errors.at(at("redis_url"), "replay.redis_url", "only used with `backend: redis`");
+        errors.at(
+            at("redis_url"),
+            "replay.redis_url",
+            "only used with `backend: redis`",
+        );
     }
     let on_unavailable = match raw.on_unavailable.as_deref() {
         None | Some("fail_closed") => OnUnavailable::FailClosed,
         Some("fail_open") => OnUnavailable::FailOpen,
         Some(other) => {
-            errors.at(at("on_unavailable"), "replay.on_unavailable", format!("unknown value `{other}`; expected fail_closed or fail_open"));
+            errors.at(
+                at("on_unavailable"),
+                "replay.on_unavailable",
+                format!("unknown value `{other}`; expected fail_closed or fail_open"),
+            );
             OnUnavailable::FailClosed
         }
     };
@@ -697,10 +732,18 @@ fn build_issuers(
         if r.name.is_empty() {
             errors.at(at("name"), field("name"), "must not be empty");
         } else if !names.insert(r.name.clone()) {
-            errors.at(at("name"), field("name"), format!("duplicate issuer name `{}`", r.name));
+            errors.at(
+                at("name"),
+                field("name"),
+                format!("duplicate issuer name `{}`", r.name),
+            );
         }
         if !urls.insert(r.issuer.clone()) {
-            errors.at(at("issuer"), field("issuer"), "another issuer has the same `issuer` URL");
+            errors.at(
+                at("issuer"),
+                field("issuer"),
+                "another issuer has the same `issuer` URL",
+            );
         }
         let issuer_url = match check_fetch_url(&r.issuer, r.danger_allow_insecure) {
             Ok(u) => Some(u),
@@ -710,14 +753,22 @@ fn build_issuers(
             }
         };
         if r.audiences.is_empty() || r.audiences.iter().any(String::is_empty) {
-            errors.at(at("audiences"), field("audiences"), "required: a non-empty list of accepted `aud` values");
+            errors.at(
+                at("audiences"),
+                field("audiences"),
+                "required: a non-empty list of accepted `aud` values",
+            );
         }
         let sources = [r.jwks_uri.is_some(), r.jwks.is_some(), r.jwks_file.is_some()]
             .iter()
             .filter(|b| **b)
             .count();
         if sources > 1 {
-            errors.at(Some(node), field("jwks_uri"), "give at most one of jwks_uri, jwks and jwks_file");
+            errors.at(
+                Some(node),
+                field("jwks_uri"),
+                "give at most one of jwks_uri, jwks and jwks_file",
+            );
         }
         let keys = if let Some(uri) = &r.jwks_uri {
             match check_fetch_url(uri, r.danger_allow_insecure) {
@@ -745,16 +796,28 @@ fn build_issuers(
                 Ok(bytes) => match KeySet::from_jwks_json(&bytes) {
                     Ok(set) if !set.is_empty() => KeySource::File(path, Arc::new(set)),
                     Ok(_) => {
-                        errors.at(at("jwks_file"), field("jwks_file"), format!("{}: no usable key", path.display()));
+                        errors.at(
+                            at("jwks_file"),
+                            field("jwks_file"),
+                            format!("{}: no usable key", path.display()),
+                        );
                         KeySource::Discovery
                     }
                     Err(e) => {
-                        errors.at(at("jwks_file"), field("jwks_file"), format!("{}: invalid key set: {e}", path.display()));
+                        errors.at(
+                            at("jwks_file"),
+                            field("jwks_file"),
+                            format!("{}: invalid key set: {e}", path.display()),
+                        );
                         KeySource::Discovery
                     }
                 },
                 Err(e) => {
-                    errors.at(at("jwks_file"), field("jwks_file"), format!("{}: {e}", path.display()));
+                    errors.at(
+                        at("jwks_file"),
+                        field("jwks_file"),
+                        format!("{}: {e}", path.display()),
+                    );
                     KeySource::Discovery
                 }
             }
@@ -772,7 +835,11 @@ fn build_issuers(
                     }
                 }
                 if list.is_empty() {
-                    errors.at(at("algorithms"), field("algorithms"), "must list at least one algorithm");
+                    errors.at(
+                        at("algorithms"),
+                        field("algorithms"),
+                        "must list at least one algorithm",
+                    );
                 }
                 algs
             }
@@ -781,7 +848,11 @@ fn build_issuers(
             None | Some("one_time") => ReplayMode::OneTime,
             Some("reusable") => ReplayMode::Reusable,
             Some(other) => {
-                errors.at(at("replay"), field("replay"), format!("unknown value `{other}`; expected one_time or reusable"));
+                errors.at(
+                    at("replay"),
+                    field("replay"),
+                    format!("unknown value `{other}`; expected one_time or reusable"),
+                );
                 ReplayMode::OneTime
             }
         };
@@ -885,7 +956,11 @@ pub fn parse_rules_file(file: &Path, text: &str) -> Result<Vec<SourcedRule>, Vec
                     rules = parse_rule_list(file, v, "rules", &mut errors);
                 } else {
                     let key = Node::Scalar(k.clone());
-                    errors.at(Some(&key), k.as_str(), format!("unknown field `{}`, expected `rules`", k.as_str()));
+                    errors.at(
+                        Some(&key),
+                        k.as_str(),
+                        format!("unknown field `{}`, expected `rules`", k.as_str()),
+                    );
                 }
             }
             rules
@@ -909,10 +984,9 @@ fn node_at<'n>(node: &'n Node, path: &str) -> &'n Node {
         let mut best: Option<(&Node, usize)> = None;
         for (k, v) in map.iter() {
             let key = k.as_str();
-            if rest == key || (rest.starts_with(key) && rest[key.len()..].starts_with('.')) {
-                if best.is_none_or(|(_, len)| key.len() > len) {
-                    best = Some((v, key.len()));
-                }
+            let prefix = rest == key || (rest.starts_with(key) && rest[key.len()..].starts_with('.'));
+            if prefix && best.is_none_or(|(_, len)| key.len() > len) {
+                best = Some((v, key.len()));
             }
         }
         match best {
@@ -934,6 +1008,7 @@ pub fn assemble(
     read_file: &dyn Fn(&Path) -> Result<Vec<u8>, String>,
 ) -> Result<Config, ConfigErrors> {
     let mut errors = Errors::new(&draft.file);
+    errors.list.extend(draft.errors.iter().cloned());
     let mut issuers = build_issuers(&draft.issuers, &draft.base_dir, &mut errors, read_file);
     for i in &mut issuers {
         i.policy.clock_skew = draft.server.clock_skew;
@@ -956,7 +1031,11 @@ pub fn assemble(
                     Some(s) => (s.file.clone(), line_of(node_at(&s.node, &e.field))),
                     None => (draft.file.clone(), None),
                 };
-                let who = e.rule.clone().map(|n| format!("rule `{n}`")).unwrap_or_else(|| format!("rule #{}", e.index + 1));
+                let who = e
+                    .rule
+                    .clone()
+                    .map(|n| format!("rule `{n}`"))
+                    .unwrap_or_else(|| format!("rule #{}", e.index + 1));
                 list.push(ConfigError {
                     file,
                     line,
@@ -994,15 +1073,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let text = read_text(path).map_err(|e| ConfigErrors(vec![e]))?;
     let env = |name: &str| std::env::var(name).ok();
     let read_file = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read: {e}"));
-    let (draft, mut errors) = match parse_config(path, &text, &env) {
-        Ok(d) => (Some(d), Vec::new()),
-        Err(e) => (None, e.0),
-    };
-    // Rule files are read even when the config has errors, so `check` reports them too.
-    let globs = match &draft {
-        Some(d) => d.rules_files.clone(),
-        None => Vec::new(),
-    };
+    let draft = parse_config(path, &text, &env)?;
+    let mut errors = Vec::new();
+    let globs = draft.rules_files.clone();
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut rules = Vec::new();
     for pattern in &globs {
@@ -1010,7 +1083,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let full_text = full.to_string_lossy().to_string();
         match glob::glob(&full_text) {
             Ok(paths) => {
-                let mut matched: Vec<PathBuf> = paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+                let mut matched: Vec<PathBuf> =
+                    paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
                 matched.sort();
                 for p in matched {
                     match read_text(&p) {
@@ -1030,9 +1104,6 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             }),
         }
     }
-    let Some(draft) = draft else {
-        return Err(ConfigErrors(errors));
-    };
     match assemble(draft, rules, &read_file) {
         Ok(config) if errors.is_empty() => Ok(config),
         Ok(_) => Err(ConfigErrors(errors)),
@@ -1057,7 +1128,10 @@ pub fn from_parts(
         max_lifetime: server.max_issued_lifetime,
     };
     let rules = RuleSet::compile(rules, &ctx).map_err(|errs| {
-        errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        errs.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
     })?;
     Ok(Config {
         server,
@@ -1126,7 +1200,15 @@ mod tests {
         let text = "version: 2\nserver:\n  clock_skew: soon\n  max_issued_lifetime: 48h\nsigning:\n  algorithm: HS256\nissuers:\n  - name: a\n    issuer: http://example.com\n    audiences: []\nbogus: 1\n";
         let e = parse(text).expect_err("invalid");
         let fields: Vec<&str> = e.0.iter().map(|e| e.field.as_str()).collect();
-        for f in ["version", "server.clock_skew", "server.max_issued_lifetime", "signing.algorithm", "issuers[0].issuer", "issuers[0].audiences", "bogus"] {
+        for f in [
+            "version",
+            "server.clock_skew",
+            "server.max_issued_lifetime",
+            "signing.algorithm",
+            "issuers[0].issuer",
+            "issuers[0].audiences",
+            "bogus",
+        ] {
             assert!(fields.contains(&f), "missing {f} in {fields:?}");
         }
     }
@@ -1135,9 +1217,15 @@ mod tests {
     fn env_substitution_and_missing_variable() {
         assert_eq!(expand_env("a${SECRET}b", &|_| Some("x".into())), Ok("axb".into()));
         assert_eq!(expand_env("${NOPE}", &no_env), Err("NOPE".into()));
-        assert_eq!(expand_env("$notavar ${ bad}", &no_env), Ok("$notavar ${ bad}".into()));
+        assert_eq!(
+            expand_env("$notavar ${ bad}", &no_env),
+            Ok("$notavar ${ bad}".into())
+        );
         let text = "version: 1\nserver:\n  public_url: https://${SECRET}.example.com\n";
-        assert_eq!(parse(text).expect("ok").server.public_url, "https://s3cret.example.com");
+        assert_eq!(
+            parse(text).expect("ok").server.public_url,
+            "https://s3cret.example.com"
+        );
         let text = "version: 1\nserver:\n  public_url: https://${MISSING}.example.com\n";
         let e = parse(text).expect_err("missing env");
         assert_eq!(e.0[0].line, Some(3));
@@ -1146,7 +1234,14 @@ mod tests {
 
     #[test]
     fn issuer_urls_naming_private_addresses_are_refused() {
-        for url in ["https://localhost/x", "https://127.0.0.1", "https://10.1.2.3", "https://[::1]", "https://169.254.169.254", "http://example.com"] {
+        for url in [
+            "https://localhost/x",
+            "https://127.0.0.1",
+            "https://10.1.2.3",
+            "https://[::1]",
+            "https://169.254.169.254",
+            "http://example.com",
+        ] {
             assert!(check_fetch_url(url, false).is_err(), "{url}");
         }
         assert!(check_fetch_url("https://token.actions.githubusercontent.com", false).is_ok());
@@ -1156,7 +1251,11 @@ mod tests {
     #[test]
     fn rule_errors_point_at_the_rule_file_line() {
         let file = Path::new("/r/rules.yaml");
-        let rules = parse_rules_file(file, "- name: r1\n  match:\n    issuer: nope\n    audiences: [x]\n").expect("parses");
+        let rules = parse_rules_file(
+            file,
+            "- name: r1\n  match:\n    issuer: nope\n    audiences: [x]\n",
+        )
+        .expect("parses");
         let draft = parse_config(Path::new("/c.yaml"), MINIMAL, &no_env).expect("ok");
         let e = assemble(draft, rules, &|_| Err("x".into())).expect_err("unknown issuer");
         assert_eq!(e.0[0].file, PathBuf::from("/r/rules.yaml"));
@@ -1165,7 +1264,12 @@ mod tests {
 
     #[test]
     fn rule_file_unknown_field_has_line() {
-        let e = parse_rules_file(Path::new("/r.yaml"), "- name: r1\n  match:\n    issuer: gha\n    subjekt: x\n").err().expect("error");
+        let e = parse_rules_file(
+            Path::new("/r.yaml"),
+            "- name: r1\n  match:\n    issuer: gha\n    subjekt: x\n",
+        )
+        .err()
+        .expect("error");
         assert_eq!(e[0].line, Some(4), "{e:?}");
         assert!(e[0].message.contains("subjekt"));
     }

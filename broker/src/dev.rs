@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 
 use crate::app::{AppState, now};
 use crate::config::{
-    self, Config, DEFAULT_CLOCK_SKEW, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_ISSUED_LIFETIME, IssuerConfig, KeySource,
-    ReplayMode, ServerConfig, SigningConfig,
+    self, Config, DEFAULT_CLOCK_SKEW, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_ISSUED_LIFETIME, IssuerConfig,
+    KeySource, ReplayMode, ServerConfig, SigningConfig,
 };
 use crate::signing::Signer;
 
@@ -36,12 +36,20 @@ pub struct DevIssuer {
 impl DevIssuer {
     pub fn mint(&self, mut claims: serde_json::Map<String, Value>) -> Result<String, String> {
         let now = now();
-        claims.entry("iss").or_insert_with(|| Value::String(self.iss.clone()));
-        claims.entry("aud").or_insert_with(|| Value::String(self.default_audience.clone()));
+        claims
+            .entry("iss")
+            .or_insert_with(|| Value::String(self.iss.clone()));
+        claims
+            .entry("aud")
+            .or_insert_with(|| Value::String(self.default_audience.clone()));
         claims.entry("iat").or_insert_with(|| json!(now));
-        claims.entry("exp").or_insert_with(|| json!(now + DEV_TOKEN_LIFETIME));
+        claims
+            .entry("exp")
+            .or_insert_with(|| json!(now + DEV_TOKEN_LIFETIME));
         claims.entry("jti").or_insert_with(|| Value::String(random_id()));
-        self.signer.sign_jwt("JWT", &Value::Object(claims)).map_err(|e| e.to_string())
+        self.signer
+            .sign_jwt("JWT", &Value::Object(claims))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -54,7 +62,9 @@ fn random_id() -> String {
 /// The development configuration for `listen`, which must be a loopback address.
 pub fn config(listen: SocketAddr) -> Result<(Config, Signer, Arc<DevIssuer>), String> {
     if !listen.ip().is_loopback() {
-        return Err(format!("--dev refuses to listen on {listen}: development mode is loopback only"));
+        return Err(format!(
+            "--dev refuses to listen on {listen}: development mode is loopback only"
+        ));
     }
     let public_url = format!("http://{listen}");
     let dev_signer = Signer::ephemeral(Algorithm::ES256).map_err(|e| e.to_string())?;

@@ -44,8 +44,10 @@ pub fn routes() -> MethodRouter<Arc<AppState>> {
 }
 
 async fn method_not_allowed() -> Response {
-    let mut resp = Failure::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request", "use POST").into_response();
-    resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+    let mut resp =
+        Failure::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request", "use POST").into_response();
+    resp.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
     resp
 }
 
@@ -133,11 +135,17 @@ fn parse_form(body: &[u8]) -> Result<TokenRequest, Failure> {
     }
     for name in SINGLETONS {
         if params.get(name).is_some_and(|v| v.len() > 1) {
-            return Err(Failure::invalid_request(format!("parameter `{name}` must not be repeated")));
+            return Err(Failure::invalid_request(format!(
+                "parameter `{name}` must not be repeated"
+            )));
         }
     }
     let one = |name: &str| -> Option<String> {
-        params.get(name).and_then(|v| v.first()).filter(|s| !s.is_empty()).cloned()
+        params
+            .get(name)
+            .and_then(|v| v.first())
+            .filter(|s| !s.is_empty())
+            .cloned()
     };
     match one("grant_type") {
         None => return Err(Failure::invalid_request("missing parameter `grant_type`")),
@@ -150,9 +158,10 @@ fn parse_form(body: &[u8]) -> Result<TokenRequest, Failure> {
         }
         Some(_) => {}
     }
-    let subject_token = one("subject_token").ok_or_else(|| Failure::invalid_request("missing parameter `subject_token`"))?;
-    let subject_token_type =
-        one("subject_token_type").ok_or_else(|| Failure::invalid_request("missing parameter `subject_token_type`"))?;
+    let subject_token =
+        one("subject_token").ok_or_else(|| Failure::invalid_request("missing parameter `subject_token`"))?;
+    let subject_token_type = one("subject_token_type")
+        .ok_or_else(|| Failure::invalid_request("missing parameter `subject_token_type`"))?;
     if !supported_token_type(&subject_token_type) {
         return Err(Failure::invalid_request("unsupported `subject_token_type`"));
     }
@@ -160,7 +169,9 @@ fn parse_form(body: &[u8]) -> Result<TokenRequest, Failure> {
     for name in ["audience", "resource"] {
         for v in params.get(name).into_iter().flatten() {
             if v.is_empty() {
-                return Err(Failure::invalid_request(format!("parameter `{name}` must not be empty")));
+                return Err(Failure::invalid_request(format!(
+                    "parameter `{name}` must not be empty"
+                )));
             }
             if !targets.contains(v) {
                 targets.push(v.clone());
@@ -177,8 +188,16 @@ fn parse_form(body: &[u8]) -> Result<TokenRequest, Failure> {
     };
     let actor = match (one("actor_token"), one("actor_token_type")) {
         (None, None) => None,
-        (Some(_), None) => return Err(Failure::invalid_request("`actor_token` requires `actor_token_type`")),
-        (None, Some(_)) => return Err(Failure::invalid_request("`actor_token_type` requires `actor_token`")),
+        (Some(_), None) => {
+            return Err(Failure::invalid_request(
+                "`actor_token` requires `actor_token_type`",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(Failure::invalid_request(
+                "`actor_token_type` requires `actor_token`",
+            ));
+        }
         (Some(t), Some(ty)) => {
             if !supported_token_type(&ty) {
                 return Err(Failure::invalid_request("unsupported `actor_token_type`"));
@@ -260,10 +279,20 @@ async fn token(State(st): State<Arc<AppState>>, req: Request) -> Response {
 async fn read_body(st: &AppState, req: Request) -> Result<axum::body::Bytes, Failure> {
     let (parts, body) = req.into_parts();
     if parts.method != Method::POST {
-        return Err(Failure::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request", "use POST"));
+        return Err(Failure::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request",
+            "use POST",
+        ));
     }
     let limit = st.server.max_body_bytes;
-    let too_large = || Failure::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", format!("the request body exceeds {limit} bytes"));
+    let too_large = || {
+        Failure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            format!("the request body exceeds {limit} bytes"),
+        )
+    };
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -273,9 +302,13 @@ async fn read_body(st: &AppState, req: Request) -> Result<axum::body::Bytes, Fai
         return Err(too_large());
     }
     if !is_form(&parts.headers) {
-        return Err(Failure::invalid_request("Content-Type must be application/x-www-form-urlencoded"));
+        return Err(Failure::invalid_request(
+            "Content-Type must be application/x-www-form-urlencoded",
+        ));
     }
-    let bytes = axum::body::to_bytes(Body::new(body), limit).await.map_err(|_| too_large())?;
+    let bytes = axum::body::to_bytes(Body::new(body), limit)
+        .await
+        .map_err(|_| too_large())?;
     Ok(bytes)
 }
 
@@ -288,7 +321,12 @@ async fn exchange(st: &AppState, req: Request, trail: &mut Trail) -> Result<Resp
     trail.issuer = Some(issuer.config.name.clone());
     trail.iss = Some(subject.issuer.clone());
     trail.subject = Some(subject.subject.clone());
-    trail.jti = Some(subject.jti.clone().unwrap_or_else(|| token_digest(&request.subject_token)));
+    trail.jti = Some(
+        subject
+            .jti
+            .clone()
+            .unwrap_or_else(|| token_digest(&request.subject_token)),
+    );
 
     let actor = match &request.actor {
         Some((token, _ty)) => {
@@ -312,7 +350,9 @@ async fn exchange(st: &AppState, req: Request, trail: &mut Trail) -> Result<Resp
             Err(e) => {
                 st.metrics.replay_error();
                 match st.on_unavailable {
-                    OnUnavailable::FailClosed => return Err(Failure::unavailable(format!("replay store: {e}"))),
+                    OnUnavailable::FailClosed => {
+                        return Err(Failure::unavailable(format!("replay store: {e}")));
+                    }
                     OnUnavailable::FailOpen => {
                         tracing::error!(error = %e, "replay store unavailable; issuing WITHOUT replay protection (fail_open)");
                         trail.replay = Some("unrecorded_fail_open");
@@ -329,7 +369,11 @@ async fn exchange(st: &AppState, req: Request, trail: &mut Trail) -> Result<Resp
         claims: &claims,
         targets: &request.targets,
         scopes: &request.scopes,
-        requested_token_type: if request.access_token { TT_ACCESS_TOKEN } else { TT_JWT },
+        requested_token_type: if request.access_token {
+            TT_ACCESS_TOKEN
+        } else {
+            TT_JWT
+        },
         actor: match (&actor, &actor_claims) {
             (Some((ai, _)), Some(ac)) => Some(Actor {
                 issuer: &ai.config.name,
@@ -387,8 +431,14 @@ async fn exchange(st: &AppState, req: Request, trail: &mut Trail) -> Result<Resp
 }
 
 /// peek → issuer → keys (cache, one coalesced refetch on an unknown kid) → verify.
-async fn verify_token(st: &AppState, token: &str, which: &str) -> Result<(Arc<Issuer>, VerifiedToken), Failure> {
-    let peeked = issuers::peek(token).map_err(|e| Failure::invalid_request(format!("{which} is malformed")).with_reason(format!("{which}: {e}")))?;
+async fn verify_token(
+    st: &AppState,
+    token: &str,
+    which: &str,
+) -> Result<(Arc<Issuer>, VerifiedToken), Failure> {
+    let peeked = issuers::peek(token).map_err(|e| {
+        Failure::invalid_request(format!("{which} is malformed")).with_reason(format!("{which}: {e}"))
+    })?;
     let iss = peeked
         .unverified_issuer()
         .ok_or_else(|| Failure::invalid_request(format!("{which} has no issuer")))?;
@@ -397,11 +447,9 @@ async fn verify_token(st: &AppState, token: &str, which: &str) -> Result<(Arc<Is
         .get(iss)
         .cloned()
         .ok_or_else(|| Failure::invalid_request(format!("{which} is from an unknown issuer")))?;
-    let keys = issuer
-        .keys
-        .for_request()
-        .await
-        .ok_or_else(|| Failure::unavailable(format!("no keys available for issuer {}", issuer.config.name)))?;
+    let keys = issuer.keys.for_request().await.ok_or_else(|| {
+        Failure::unavailable(format!("no keys available for issuer {}", issuer.config.name))
+    })?;
     let now = now();
     let verified = match issuers::verify(&peeked, &issuer.config.policy, &keys, now) {
         Err(e) if e.needs_key_refresh() => {
@@ -419,9 +467,9 @@ fn rejected(which: &str, e: &VerifyError) -> Failure {
         VerifyError::Expired => "is expired",
         VerifyError::NotYetValid | VerifyError::IssuedInFuture => "is not yet valid",
         VerifyError::AudienceMismatch => "has an audience this broker does not accept",
-        VerifyError::BadSignature | VerifyError::UnknownKey { .. } | VerifyError::KeyAlgorithmMismatch { .. } => {
-            "has an invalid signature"
-        }
+        VerifyError::BadSignature
+        | VerifyError::UnknownKey { .. }
+        | VerifyError::KeyAlgorithmMismatch { .. } => "has an invalid signature",
         VerifyError::AlgorithmNotAllowed { .. } => "uses an algorithm this issuer is not allowed",
         _ => "is invalid",
     };
@@ -441,7 +489,13 @@ fn random_jti() -> String {
 }
 
 /// The issued token's claims (contract §4).
-fn mint_claims(st: &AppState, grant: &Grant, subject: &VerifiedToken, actor: Option<&VerifiedToken>, jti: &str) -> Value {
+fn mint_claims(
+    st: &AppState,
+    grant: &Grant,
+    subject: &VerifiedToken,
+    actor: Option<&VerifiedToken>,
+    jti: &str,
+) -> Value {
     let now = now();
     let lifetime = grant.lifetime.min(st.server.max_issued_lifetime);
     let mut c = Map::new();
@@ -510,19 +564,42 @@ mod tests {
     fn maps_request_errors_to_rfc_codes() {
         let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
             (BASE[1..].to_vec(), "invalid_request"),
-            (vec![("grant_type", "client_credentials")], "unsupported_grant_type"),
-            ([BASE.to_vec(), vec![("grant_type", GRANT_TYPE)]].concat(), "invalid_request"),
+            (
+                vec![("grant_type", "client_credentials")],
+                "unsupported_grant_type",
+            ),
+            (
+                [BASE.to_vec(), vec![("grant_type", GRANT_TYPE)]].concat(),
+                "invalid_request",
+            ),
             (vec![BASE[0], BASE[2], BASE[3]], "invalid_request"),
             (vec![BASE[0], BASE[1], BASE[3]], "invalid_request"),
-            (vec![BASE[0], BASE[1], ("subject_token_type", "urn:x"), BASE[3]], "invalid_request"),
+            (
+                vec![BASE[0], BASE[1], ("subject_token_type", "urn:x"), BASE[3]],
+                "invalid_request",
+            ),
             (BASE[..3].to_vec(), "invalid_request"),
-            ([BASE.to_vec(), vec![("actor_token", "a.b.c")]].concat(), "invalid_request"),
-            ([BASE.to_vec(), vec![("actor_token_type", TT_JWT)]].concat(), "invalid_request"),
-            ([BASE.to_vec(), vec![("requested_token_type", "urn:x")]].concat(), "invalid_request"),
-            ([BASE.to_vec(), vec![("scope", "a"), ("scope", "b")]].concat(), "invalid_request"),
+            (
+                [BASE.to_vec(), vec![("actor_token", "a.b.c")]].concat(),
+                "invalid_request",
+            ),
+            (
+                [BASE.to_vec(), vec![("actor_token_type", TT_JWT)]].concat(),
+                "invalid_request",
+            ),
+            (
+                [BASE.to_vec(), vec![("requested_token_type", "urn:x")]].concat(),
+                "invalid_request",
+            ),
+            (
+                [BASE.to_vec(), vec![("scope", "a"), ("scope", "b")]].concat(),
+                "invalid_request",
+            ),
         ];
         for (pairs, code) in cases {
-            let err = parse_form(&form(&pairs)).err().unwrap_or_else(|| panic!("{pairs:?} must fail"));
+            let err = parse_form(&form(&pairs))
+                .err()
+                .unwrap_or_else(|| panic!("{pairs:?} must fail"));
             assert_eq!(err.code, code, "{pairs:?}");
             assert!(!err.description.contains("a.b.c"));
         }
@@ -532,7 +609,10 @@ mod tests {
     fn content_type_must_be_form() {
         let mut h = HeaderMap::new();
         assert!(!is_form(&h));
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded; charset=UTF-8"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded; charset=UTF-8"),
+        );
         assert!(is_form(&h));
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         assert!(!is_form(&h));

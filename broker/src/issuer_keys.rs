@@ -70,7 +70,10 @@ struct State {
 
 enum Source {
     Static(Arc<KeySet>),
-    Remote { jwks_uri: Option<Url>, discovery: Option<Url> },
+    Remote {
+        jwks_uri: Option<Url>,
+        discovery: Option<Url>,
+    },
 }
 
 /// Keys of one issuer, shared by every request for it.
@@ -227,11 +230,15 @@ impl IssuerKeys {
             (Some(u), _) => u.clone(),
             (None, Some(discovery)) => {
                 let body = self.get(discovery).await.map_err(|e| format!("discovery: {e}"))?;
-                let doc: serde_json::Value =
-                    serde_json::from_slice(&body).map_err(|_| "discovery: not a JSON document".to_string())?;
+                let doc: serde_json::Value = serde_json::from_slice(&body)
+                    .map_err(|_| "discovery: not a JSON document".to_string())?;
                 match doc.get("issuer").and_then(|v| v.as_str()) {
                     Some(iss) if iss == self.issuer => {}
-                    Some(_) => return Err("discovery: the document's `issuer` differs from the configured issuer".into()),
+                    Some(_) => {
+                        return Err(
+                            "discovery: the document's `issuer` differs from the configured issuer".into(),
+                        );
+                    }
                     None => return Err("discovery: no `issuer` in the document".into()),
                 }
                 let uri = doc
@@ -261,7 +268,10 @@ impl IssuerKeys {
         if !resp.status().is_success() {
             return Err(format!("HTTP {}", resp.status().as_u16()));
         }
-        if resp.content_length().is_some_and(|n| n as usize > MAX_DOCUMENT_BYTES) {
+        if resp
+            .content_length()
+            .is_some_and(|n| n as usize > MAX_DOCUMENT_BYTES)
+        {
             return Err(format!("larger than {MAX_DOCUMENT_BYTES} bytes"));
         }
         let mut body = Vec::new();
@@ -284,7 +294,12 @@ impl IssuerKeys {
             let mut backoff = Duration::from_secs(1);
             loop {
                 me.refresh(true).await;
-                let ok = me.state.read().unwrap_or_else(|e| e.into_inner()).last_error.is_none();
+                let ok = me
+                    .state
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .last_error
+                    .is_none();
                 let wait = if ok {
                     backoff = Duration::from_secs(1);
                     REFRESH_INTERVAL

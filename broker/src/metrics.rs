@@ -27,15 +27,35 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("fedbroker");
         let exchanges = Family::<Labels, Counter>::default();
-        registry.register("token_exchanges", "Token exchange requests by outcome and error code", exchanges.clone());
+        registry.register(
+            "token_exchanges",
+            "Token exchange requests by outcome and error code",
+            exchanges.clone(),
+        );
         let jwks_fetches = Family::<Labels, Counter>::default();
-        registry.register("jwks_fetches", "Issuer discovery/JWKS fetches by issuer and result", jwks_fetches.clone());
+        registry.register(
+            "jwks_fetches",
+            "Issuer discovery/JWKS fetches by issuer and result",
+            jwks_fetches.clone(),
+        );
         let replay_errors = Counter::default();
-        registry.register("replay_store_errors", "Replay store operations that failed", replay_errors.clone());
+        registry.register(
+            "replay_store_errors",
+            "Replay store operations that failed",
+            replay_errors.clone(),
+        );
         let issuer_keys = Family::<Labels, Gauge>::default();
-        registry.register("issuer_keys", "Usable verification keys cached per issuer", issuer_keys.clone());
+        registry.register(
+            "issuer_keys",
+            "Usable verification keys cached per issuer",
+            issuer_keys.clone(),
+        );
         let rules_loaded = Gauge::default();
-        registry.register("rules_loaded", "Rules in the active rule set", rules_loaded.clone());
+        registry.register(
+            "rules_loaded",
+            "Rules in the active rule set",
+            rules_loaded.clone(),
+        );
         Metrics {
             registry,
             exchanges,
@@ -48,14 +68,20 @@ impl Metrics {
 
     pub fn exchange(&self, outcome: &'static str, error: &'static str) {
         self.exchanges
-            .get_or_create(&vec![("outcome", outcome.to_string()), ("error", error.to_string())])
+            .get_or_create(&vec![
+                ("outcome", outcome.to_string()),
+                ("error", error.to_string()),
+            ])
             .inc();
     }
 
     pub fn jwks_fetch(&self, issuer: &str, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.jwks_fetches
-            .get_or_create(&vec![("issuer", issuer.to_string()), ("result", result.to_string())])
+            .get_or_create(&vec![
+                ("issuer", issuer.to_string()),
+                ("result", result.to_string()),
+            ])
             .inc();
     }
 
@@ -92,8 +118,14 @@ mod tests {
         m.exchange("allow", "");
         m.jwks_fetch("gha", false);
         let text = m.render();
-        assert!(text.contains("fedbroker_token_exchanges_total{outcome=\"allow\",error=\"\"} 1"), "{text}");
-        assert!(text.contains("fedbroker_jwks_fetches_total{issuer=\"gha\",result=\"error\"} 1"), "{text}");
+        assert!(
+            text.contains("fedbroker_token_exchanges_total{outcome=\"allow\",error=\"\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fedbroker_jwks_fetches_total{issuer=\"gha\",result=\"error\"} 1"),
+            "{text}"
+        );
         assert!(text.trim_end().ends_with("# EOF"));
     }
 }

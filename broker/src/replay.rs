@@ -105,10 +105,12 @@ pub fn token_digest(token: &str) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 #[cfg(test)]
@@ -159,6 +161,9 @@ mod tests {
         assert_ne!(replay_key("a", Some("1"), "t"), replay_key("b", Some("1"), "t"));
         assert_ne!(replay_key("a", None, "t1"), replay_key("a", None, "t2"));
         assert_eq!(replay_key("a", Some("1"), "t1"), replay_key("a", Some("1"), "t2"));
-        assert_eq!(token_digest("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            token_digest("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

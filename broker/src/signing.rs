@@ -101,9 +101,11 @@ impl SigningKey {
                 let der = k.as_der().map_err(|_| SigningError::Generate("RSA"))?;
                 Ok(der.as_ref().to_vec())
             }
-            Algorithm::ES256 => EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-                .map(|d| d.as_ref().to_vec())
-                .map_err(|_| SigningError::Generate("EC P-256")),
+            Algorithm::ES256 => {
+                EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                    .map(|d| d.as_ref().to_vec())
+                    .map_err(|_| SigningError::Generate("EC P-256"))
+            }
             Algorithm::EdDSA => Ed25519KeyPair::generate_pkcs8(&rng)
                 .map(|d| d.as_ref().to_vec())
                 .map_err(|_| SigningError::Generate("Ed25519")),
@@ -130,12 +132,14 @@ impl SigningKey {
                     &signature::RSA_PKCS1_SHA256
                 };
                 let mut sig = vec![0u8; k.public_modulus_len()];
-                k.sign(padding, &rng, message, &mut sig).map_err(|_| SigningError::Sign)?;
+                k.sign(padding, &rng, message, &mut sig)
+                    .map_err(|_| SigningError::Sign)?;
                 Ok(sig)
             }
-            (Material::P256(k), Algorithm::ES256) => {
-                k.sign(&rng, message).map(|s| s.as_ref().to_vec()).map_err(|_| SigningError::Sign)
-            }
+            (Material::P256(k), Algorithm::ES256) => k
+                .sign(&rng, message)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| SigningError::Sign),
             (Material::Ed25519(k), Algorithm::EdDSA) => Ok(k.sign(message).as_ref().to_vec()),
             _ => Err(SigningError::Sign),
         }
@@ -154,7 +158,10 @@ fn public_jwk(material: &Material) -> Map<String, Value> {
         }
         Material::P256(k) => {
             let point = k.public_key().as_ref();
-            let (x, y) = point.get(1..).unwrap_or_default().split_at(32.min(point.len().saturating_sub(1)));
+            let (x, y) = point
+                .get(1..)
+                .unwrap_or_default()
+                .split_at(32.min(point.len().saturating_sub(1)));
             m.insert("crv".into(), Value::String("P-256".into()));
             m.insert("kty".into(), Value::String("EC".into()));
             m.insert("x".into(), Value::String(B64.encode(x)));
@@ -170,7 +177,10 @@ fn public_jwk(material: &Material) -> Map<String, Value> {
 }
 
 fn strip_zeros(b: &[u8]) -> &[u8] {
-    let first = b.iter().position(|&x| x != 0).unwrap_or(b.len().saturating_sub(1));
+    let first = b
+        .iter()
+        .position(|&x| x != 0)
+        .unwrap_or(b.len().saturating_sub(1));
     &b[first..]
 }
 
@@ -202,7 +212,11 @@ impl Signer {
         let jwks_keys: Vec<Value> = keys
             .iter()
             .map(|k| {
-                let alg = if k.fits(algorithm) { algorithm } else { k.default_alg() };
+                let alg = if k.fits(algorithm) {
+                    algorithm
+                } else {
+                    k.default_alg()
+                };
                 k.public_jwk(alg)
             })
             .collect();
@@ -229,10 +243,13 @@ impl Signer {
             found = read_keys(dir)?;
         }
         // Newest first: the newest fitting key signs.
-        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.sort_by_key(|k| std::cmp::Reverse(k.0));
         found.truncate(MAX_PUBLISHED_KEYS);
         let keys: Vec<SigningKey> = found.into_iter().map(|(_, k)| k).collect();
-        let active = keys.iter().position(|k| k.fits(algorithm)).ok_or(SigningError::Generate("fitting"))?;
+        let active = keys
+            .iter()
+            .position(|k| k.fits(algorithm))
+            .ok_or(SigningError::Generate("fitting"))?;
         Ok(Signer::from_keys(algorithm, keys, active))
     }
 
@@ -253,9 +270,15 @@ impl Signer {
         let key = &self.keys[self.active];
         let header = json!({"alg": self.algorithm.as_str(), "kid": key.kid(), "typ": typ});
         let mut out = String::with_capacity(1024);
-        B64.encode_string(serde_json::to_vec(&header).map_err(|_| SigningError::Sign)?, &mut out);
+        B64.encode_string(
+            serde_json::to_vec(&header).map_err(|_| SigningError::Sign)?,
+            &mut out,
+        );
         out.push('.');
-        B64.encode_string(serde_json::to_vec(claims).map_err(|_| SigningError::Sign)?, &mut out);
+        B64.encode_string(
+            serde_json::to_vec(claims).map_err(|_| SigningError::Sign)?,
+            &mut out,
+        );
         let sig = key.sign(self.algorithm, out.as_bytes())?;
         out.push('.');
         B64.encode_string(sig, &mut out);
@@ -283,7 +306,8 @@ fn read_keys(dir: &Path) -> Result<Vec<(std::time::SystemTime, SigningKey)>, Sig
         if parsed.tag() != "PRIVATE KEY" {
             return Err(SigningError::BadKey { path });
         }
-        let key = SigningKey::from_pkcs8(parsed.contents()).ok_or_else(|| SigningError::BadKey { path: path.clone() })?;
+        let key = SigningKey::from_pkcs8(parsed.contents())
+            .ok_or_else(|| SigningError::BadKey { path: path.clone() })?;
         let modified = entry
             .metadata()
             .and_then(|m| m.modified())
@@ -338,12 +362,21 @@ mod tests {
         let path = dir.path().join(format!("{}.pem", a.kid()));
         let mode = fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert!(fs::read_to_string(&path).expect("read").starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert!(
+            fs::read_to_string(&path)
+                .expect("read")
+                .starts_with("-----BEGIN PRIVATE KEY-----")
+        );
     }
 
     #[test]
     fn signs_with_every_algorithm_and_publishes_the_key() {
-        for alg in [Algorithm::RS256, Algorithm::PS256, Algorithm::ES256, Algorithm::EdDSA] {
+        for alg in [
+            Algorithm::RS256,
+            Algorithm::PS256,
+            Algorithm::ES256,
+            Algorithm::EdDSA,
+        ] {
             let s = Signer::ephemeral(alg).expect("key");
             let jwt = s.sign_jwt("JWT", &json!({"sub": "x"})).expect("sign");
             assert_eq!(jwt.split('.').count(), 3);
@@ -362,14 +395,26 @@ mod tests {
         write_new_key(dir.path(), Algorithm::ES256).expect("rotate");
         let second = Signer::load_or_generate(dir.path(), Algorithm::ES256).expect("reload");
         assert_ne!(first.kid(), second.kid());
-        let kids: Vec<&str> = second.jwks()["keys"].as_array().expect("keys").iter().filter_map(|k| k["kid"].as_str()).collect();
+        let kids: Vec<&str> = second.jwks()["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .filter_map(|k| k["kid"].as_str())
+            .collect();
         assert!(kids.contains(&first.kid()) && kids.contains(&second.kid()));
     }
 
     #[test]
     fn a_non_key_pem_is_an_error() {
         let dir = tempfile::tempdir().expect("tempdir");
-        fs::write(dir.path().join("x.pem"), "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").expect("write");
-        assert!(matches!(Signer::load_or_generate(dir.path(), Algorithm::RS256), Err(SigningError::BadKey { .. })));
+        fs::write(
+            dir.path().join("x.pem"),
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .expect("write");
+        assert!(matches!(
+            Signer::load_or_generate(dir.path(), Algorithm::RS256),
+            Err(SigningError::BadKey { .. })
+        ));
     }
 }

@@ -496,10 +496,7 @@ fn compile_issue(raw: Option<RawIssue>, ctx: &CompileContext<'_>, errs: &mut Err
     for (key, value) in raw.claims {
         let field = format!("issue.claims.{key}");
         if let Some((_, why)) = RESERVED_CLAIMS.iter().find(|(name, _)| *name == key) {
-            errs.push(
-                &field,
-                format!("`{key}` cannot be set in issue.claims: it {why}"),
-            );
+            errs.push(&field, format!("`{key}` cannot be set in issue.claims: it {why}"));
             continue;
         }
         claims.push((key, compile_issue_value(&field, value, errs)));
@@ -597,9 +594,24 @@ mod tests {
         let cases: Vec<(&str, Value, &str, &str)> = vec![
             ("empty name", json!({"name": ""}), "name", "must not be empty"),
             ("blank name", json!({"name": "  "}), "name", "must not be empty"),
-            ("control in name", json!({"name": "a\nb"}), "name", "control characters"),
-            ("unknown issuer", json!({"match": {"issuer": "nope"}}), "match.issuer", "unknown issuer `nope`"),
-            ("empty issuer", json!({"match": {"issuer": ""}}), "match.issuer", "must name a configured issuer"),
+            (
+                "control in name",
+                json!({"name": "a\nb"}),
+                "name",
+                "control characters",
+            ),
+            (
+                "unknown issuer",
+                json!({"match": {"issuer": "nope"}}),
+                "match.issuer",
+                "unknown issuer `nope`",
+            ),
+            (
+                "empty issuer",
+                json!({"match": {"issuer": ""}}),
+                "match.issuer",
+                "must name a configured issuer",
+            ),
             (
                 "unknown actor issuer",
                 json!({"match": {"actor": {"issuer": "ghost"}}}),
@@ -618,9 +630,24 @@ mod tests {
                 "match.actor.subject",
                 "not both",
             ),
-            ("empty subject", json!({"match": {"subject": ""}}), "match.subject", "must not be empty"),
-            ("empty pattern", json!({"match": {"subject_pattern": ""}}), "match.subject_pattern", "must not be empty"),
-            ("long pattern", json!({"match": {"subject_pattern": long}}), "match.subject_pattern", "at most 1024"),
+            (
+                "empty subject",
+                json!({"match": {"subject": ""}}),
+                "match.subject",
+                "must not be empty",
+            ),
+            (
+                "empty pattern",
+                json!({"match": {"subject_pattern": ""}}),
+                "match.subject_pattern",
+                "must not be empty",
+            ),
+            (
+                "long pattern",
+                json!({"match": {"subject_pattern": long}}),
+                "match.subject_pattern",
+                "at most 1024",
+            ),
             (
                 "empty claim pattern",
                 json!({"match": {"claim_patterns": {"ref": ""}}}),
@@ -657,8 +684,18 @@ mod tests {
                 "match.actor.claims.a b",
                 "unexpected ` `",
             ),
-            ("empty value list", json!({"match": {"claims": {"env": []}}}), "match.claims.env", "at least one value"),
-            ("empty value", json!({"match": {"claims": {"env": ["prod", ""]}}}), "match.claims.env", "must not be empty"),
+            (
+                "empty value list",
+                json!({"match": {"claims": {"env": []}}}),
+                "match.claims.env",
+                "at least one value",
+            ),
+            (
+                "empty value",
+                json!({"match": {"claims": {"env": ["prod", ""]}}}),
+                "match.claims.env",
+                "must not be empty",
+            ),
             (
                 "condition",
                 json!({"match": {"condition": "claims.x == \"y\""}}),
@@ -671,38 +708,115 @@ mod tests {
                 "match.actor.condition",
                 "CEL conditions are not yet supported",
             ),
-            ("allow without audiences", json!({"match": {"audiences": null}}), "match.audiences", "must list the targets"),
-            ("allow with empty audiences", json!({"match": {"audiences": []}}), "match.audiences", "must list the targets"),
-            ("empty audience", json!({"match": {"audiences": ["a", ""]}}), "match.audiences[1]", "must not be empty"),
-            ("empty scope", json!({"match": {"scopes": [""]}}), "match.scopes[0]", "must not be empty"),
-            ("scope with space", json!({"match": {"scopes": ["read write"]}}), "match.scopes[0]", "whitespace"),
-            ("issue on deny", json!({"effect": "deny", "issue": {"lifetime": "5m"}}), "issue", "deny rule issues nothing"),
-            ("lifetime unparsable", json!({"issue": {"lifetime": "soon"}}), "issue.lifetime", "invalid duration `soon`"),
-            ("lifetime without unit", json!({"issue": {"lifetime": "900"}}), "issue.lifetime", "missing unit"),
-            ("lifetime zero", json!({"issue": {"lifetime": "0s"}}), "issue.lifetime", "longer than zero"),
+            (
+                "allow without audiences",
+                json!({"match": {"audiences": null}}),
+                "match.audiences",
+                "must list the targets",
+            ),
+            (
+                "allow with empty audiences",
+                json!({"match": {"audiences": []}}),
+                "match.audiences",
+                "must list the targets",
+            ),
+            (
+                "empty audience",
+                json!({"match": {"audiences": ["a", ""]}}),
+                "match.audiences[1]",
+                "must not be empty",
+            ),
+            (
+                "empty scope",
+                json!({"match": {"scopes": [""]}}),
+                "match.scopes[0]",
+                "must not be empty",
+            ),
+            (
+                "scope with space",
+                json!({"match": {"scopes": ["read write"]}}),
+                "match.scopes[0]",
+                "whitespace",
+            ),
+            (
+                "issue on deny",
+                json!({"effect": "deny", "issue": {"lifetime": "5m"}}),
+                "issue",
+                "deny rule issues nothing",
+            ),
+            (
+                "lifetime unparsable",
+                json!({"issue": {"lifetime": "soon"}}),
+                "issue.lifetime",
+                "invalid duration `soon`",
+            ),
+            (
+                "lifetime without unit",
+                json!({"issue": {"lifetime": "900"}}),
+                "issue.lifetime",
+                "missing unit",
+            ),
+            (
+                "lifetime zero",
+                json!({"issue": {"lifetime": "0s"}}),
+                "issue.lifetime",
+                "longer than zero",
+            ),
             (
                 "lifetime above cap",
                 json!({"issue": {"lifetime": "2h"}}),
                 "issue.lifetime",
                 "2h is longer than server.max_issued_lifetime (1h)",
             ),
-            ("audience template", json!({"issue": {"audience": "{nope}"}}), "issue.audience", "unknown placeholder"),
-            ("empty audience template", json!({"issue": {"audience": ""}}), "issue.audience", "must not be empty"),
-            ("subject template", json!({"issue": {"subject": "gha:{claims.repository"}}), "issue.subject", "unclosed `{`"),
-            ("subject stray brace", json!({"issue": {"subject": "a}b"}}), "issue.subject", "unmatched `}`"),
-            ("empty subject template", json!({"issue": {"subject": ""}}), "issue.subject", "must not be empty"),
+            (
+                "audience template",
+                json!({"issue": {"audience": "{nope}"}}),
+                "issue.audience",
+                "unknown placeholder",
+            ),
+            (
+                "empty audience template",
+                json!({"issue": {"audience": ""}}),
+                "issue.audience",
+                "must not be empty",
+            ),
+            (
+                "subject template",
+                json!({"issue": {"subject": "gha:{claims.repository"}}),
+                "issue.subject",
+                "unclosed `{`",
+            ),
+            (
+                "subject stray brace",
+                json!({"issue": {"subject": "a}b"}}),
+                "issue.subject",
+                "unmatched `}`",
+            ),
+            (
+                "empty subject template",
+                json!({"issue": {"subject": ""}}),
+                "issue.subject",
+                "must not be empty",
+            ),
             (
                 "nested claim template",
                 json!({"issue": {"claims": {"https://aws.amazon.com/tags": {"principal_tags": {"repo": ["{claims.}"]}}}}}),
                 "issue.claims.https://aws.amazon.com/tags.principal_tags.repo[0]",
                 "expected a claim name",
             ),
-            ("top claim template", json!({"issue": {"claims": {"team": "{claims}"}}}), "issue.claims.team", "needs a claim path"),
+            (
+                "top claim template",
+                json!({"issue": {"claims": {"team": "{claims}"}}}),
+                "issue.claims.team",
+                "needs a claim path",
+            ),
         ];
         for (what, patch, field, message) in cases {
             let errors = errors_of(json!([rule(patch)]));
             assert!(
-                errors.iter().any(|e| e.field == field && e.message.contains(message)),
+                errors
+                    .iter()
+                    .any(|e| e.field == field && e.message.contains(message)),
                 "{what}: expected {field}: {message}, got {errors:#?}"
             );
             assert!(errors.iter().all(|e| e.index == 0), "{what}: {errors:#?}");
@@ -725,17 +839,23 @@ mod tests {
         ];
         for (claim, hint) in hints {
             let errors = errors_of(json!([rule(json!({"issue": {"claims": {*claim: "x"}}}))]));
-            let [error] = errors.as_slice() else { panic!("{claim}: {errors:#?}") };
+            let [error] = errors.as_slice() else {
+                panic!("{claim}: {errors:#?}")
+            };
             assert_eq!(error.field, format!("issue.claims.{claim}"));
             assert!(error.message.contains(hint), "{claim}: {}", error.message);
         }
         // Nested keys with those names are ordinary data.
-        compile(json!([rule(json!({"issue": {"claims": {"tags": {"sub": "x", "aud": ["y"]}}}}))]));
+        compile(json!([rule(
+            json!({"issue": {"claims": {"tags": {"sub": "x", "aud": ["y"]}}}})
+        )]));
     }
 
     #[test]
     fn deny_rules_may_omit_audiences_and_issue() {
-        let set = compile(json!([rule(json!({"effect": "deny", "match": {"audiences": null}}))]));
+        let set = compile(json!([rule(
+            json!({"effect": "deny", "match": {"audiences": null}})
+        )]));
         assert_eq!(set.len(), 1);
     }
 
@@ -780,9 +900,15 @@ mod tests {
             field: "match.subject_pattern".into(),
             message: "pattern must not be empty".into(),
         };
-        assert_eq!(error.to_string(), "rule `x`: match.subject_pattern: pattern must not be empty");
+        assert_eq!(
+            error.to_string(),
+            "rule `x`: match.subject_pattern: pattern must not be empty"
+        );
         let unnamed = RuleError { rule: None, ..error };
-        assert_eq!(unnamed.to_string(), "rule at index 2: match.subject_pattern: pattern must not be empty");
+        assert_eq!(
+            unnamed.to_string(),
+            "rule at index 2: match.subject_pattern: pattern must not be empty"
+        );
     }
 
     #[test]
@@ -796,7 +922,10 @@ mod tests {
         let lifetime = set.rules[0].issue.as_ref().map(|i| i.lifetime);
         assert_eq!(lifetime, Some(300));
         let set = compile(json!([rule(json!({}))]));
-        assert_eq!(set.rules[0].issue.as_ref().map(|i| i.lifetime), Some(DEFAULT_LIFETIME));
+        assert_eq!(
+            set.rules[0].issue.as_ref().map(|i| i.lifetime),
+            Some(DEFAULT_LIFETIME)
+        );
     }
 
     #[test]

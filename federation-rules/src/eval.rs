@@ -174,7 +174,11 @@ impl RuleSet {
             );
         };
         if req.targets.is_empty() {
-            return denial(DenialKind::NoRuleForTarget, None, "the request names no target".to_owned());
+            return denial(
+                DenialKind::NoRuleForTarget,
+                None,
+                "the request names no target".to_owned(),
+            );
         }
 
         let allow = self.allow_candidates(issuer_rules, req.targets);
@@ -193,7 +197,9 @@ impl RuleSet {
             if let Some(trace) = trace.as_deref_mut() {
                 let reason = match (result, denied_by) {
                     (Err(reason), _) => Some(reason),
-                    (Ok(()), Some(first)) => Some(format!("matched, but deny rule `{}` comes first", first.name)),
+                    (Ok(()), Some(first)) => {
+                        Some(format!("matched, but deny rule `{}` comes first", first.name))
+                    }
                     (Ok(()), None) => None,
                 };
                 trace.push((i, outcome(rule, matched, reason)));
@@ -234,9 +240,10 @@ impl RuleSet {
                             true,
                             Some(format!("matched, but deny rule `{}` takes precedence", deny.name)),
                         ),
-                        (None, Some((_, first))) => {
-                            (true, Some(format!("matched, but rule `{}` comes first", first.name)))
-                        }
+                        (None, Some((_, first))) => (
+                            true,
+                            Some(format!("matched, but rule `{}` comes first", first.name)),
+                        ),
                         (None, None) => {
                             decided = Some((i, rule));
                             (true, None)
@@ -258,10 +265,12 @@ impl RuleSet {
             return match grant(rule, req) {
                 Ok(grant) => Decision::Allow(grant),
                 Err(problem) => {
-                    if let Some(trace) = trace {
-                        if let Some((_, entry)) = trace.iter_mut().find(|(j, _)| *j == i) {
-                            entry.reason = Some(problem.clone());
-                        }
+                    if let Some((_, entry)) = trace
+                        .into_iter()
+                        .flat_map(|t| t.iter_mut())
+                        .find(|(j, _)| *j == i)
+                    {
+                        entry.reason = Some(problem.clone());
                     }
                     denial(
                         DenialKind::DeniedByPolicy,
@@ -283,7 +292,11 @@ impl RuleSet {
 
     /// Allow rules of the issuer whose `audiences` hold every requested target, in input
     /// order. Walks only the shortest per-target list.
-    fn allow_candidates<'s>(&'s self, issuer_rules: &'s IssuerRules, targets: &[String]) -> Vec<(usize, &'s Rule)> {
+    fn allow_candidates<'s>(
+        &'s self,
+        issuer_rules: &'s IssuerRules,
+        targets: &[String],
+    ) -> Vec<(usize, &'s Rule)> {
         let mut shortest: Option<&Vec<usize>> = None;
         for target in targets {
             match issuer_rules.allow_by_target.get(target) {
@@ -301,7 +314,11 @@ impl RuleSet {
     }
 
     /// Deny rules of the issuer for every target or for any requested one, in input order.
-    fn deny_candidates<'s>(&'s self, issuer_rules: &'s IssuerRules, targets: &[String]) -> Vec<(usize, &'s Rule)> {
+    fn deny_candidates<'s>(
+        &'s self,
+        issuer_rules: &'s IssuerRules,
+        targets: &[String],
+    ) -> Vec<(usize, &'s Rule)> {
         let mut indexes: Vec<usize> = issuer_rules.deny_any_target.clone();
         for target in targets {
             if let Some(list) = issuer_rules.deny_by_target.get(target) {
@@ -343,14 +360,20 @@ impl RuleSet {
 
     fn no_rule_for_target(&self, issuer_rules: &IssuerRules, req: &Request<'_>) -> Decision {
         let reason = match req.targets {
-            [one] => format!("no allow rule for issuer `{}` grants the target `{one}`", req.issuer),
+            [one] => format!(
+                "no allow rule for issuer `{}` grants the target `{one}`",
+                req.issuer
+            ),
             many => {
                 let mut reason = format!(
                     "no allow rule for issuer `{}` grants all of the targets [{}]",
                     req.issuer,
                     many.join(", ")
                 );
-                if let Some(t) = many.iter().find(|t| !issuer_rules.allow_by_target.contains_key(*t)) {
+                if let Some(t) = many
+                    .iter()
+                    .find(|t| !issuer_rules.allow_by_target.contains_key(*t))
+                {
                     let _ = write!(reason, " (none grants `{t}`)");
                 }
                 reason
@@ -392,7 +415,12 @@ fn summarise_misses(misses: &[(&Rule, String)]) -> String {
             let _ = write!(out, "; and {} more", misses.len() - n);
             break;
         }
-        let _ = write!(out, "{} rule `{}`: {reason}", if n == 0 { ":" } else { ";" }, rule.name);
+        let _ = write!(
+            out,
+            "{} rule `{}`: {reason}",
+            if n == 0 { ":" } else { ";" },
+            rule.name
+        );
     }
     out
 }
@@ -466,11 +494,14 @@ fn check_scopes(rule: &Rule, scopes: &[String]) -> Result<(), String> {
     }
 }
 
-fn check_token(conditions: &TokenConditions, claims: &Map<String, Value>, prefix: &str) -> Result<(), String> {
+fn check_token(
+    conditions: &TokenConditions,
+    claims: &Map<String, Value>,
+    prefix: &str,
+) -> Result<(), String> {
     if let Some(test) = &conditions.subject {
         // `sub` is a single value: an array never matches a subject condition.
-        check_value(test, claims.get("sub"), false)
-            .map_err(|problem| format!("{prefix}sub: {problem}"))?;
+        check_value(test, claims.get("sub"), false).map_err(|problem| format!("{prefix}sub: {problem}"))?;
     }
     for condition in &conditions.claims {
         check_value(&condition.test, condition.path.lookup(claims), true)
@@ -549,7 +580,10 @@ fn grant(rule: &Rule, req: &Request<'_>) -> Result<Grant, String> {
     };
     let subject = issue.subject.render(claims).map_err(|e| {
         if issue.subject_is_default {
-            format!("the subject cannot be taken from the token: {} {}", e.placeholder, e.problem)
+            format!(
+                "the subject cannot be taken from the token: {} {}",
+                e.placeholder, e.problem
+            )
         } else {
             cannot_render("issue.subject", &e)
         }
@@ -592,4 +626,1006 @@ fn render_value(value: &IssueValue, claims: &Map<String, Value>) -> Result<Value
             Value::Object(map)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{Req, compile};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const TARGET: &str = "sts.amazonaws.com";
+
+    fn gha_claims() -> Value {
+        json!({
+            "iss": "https://token.actions.githubusercontent.com",
+            "sub": "repo:acme/api:ref:refs/heads/main",
+            "aud": "https://broker.example.com",
+            "repository": "acme/api",
+            "repository_owner": "acme",
+            "environment": "prod",
+            "run_attempt": 1,
+            "run_id": 1.0,
+            "ref_protected": true,
+            "groups": ["dev", "ops", 7, true, ["nested"]],
+            "nothing": null,
+            "object": {"a": "b"},
+            "kubernetes.io": {"namespace": "prod", "serviceaccount": {"name": "deployer"}},
+            "kubernetes": {"io": "dotted"},
+            "job_workflow_ref": "acme/workflows/.github/workflows/deploy.yml@refs/heads/main",
+        })
+    }
+
+    fn deny_of(decision: &Decision) -> &Denial {
+        match decision {
+            Decision::Deny(denial) => denial,
+            Decision::Allow(grant) => panic!("expected a denial, got {grant:#?}"),
+        }
+    }
+
+    fn grant_of(decision: &Decision) -> &Grant {
+        match decision {
+            Decision::Allow(grant) => grant,
+            Decision::Deny(denial) => panic!("expected a grant, got {denial:#?}"),
+        }
+    }
+
+    /// One allow rule for github-actions → TARGET with the given `match` additions.
+    fn allow_with(matcher: Value) -> RuleSet {
+        let mut m = json!({"issuer": "github-actions", "audiences": [TARGET]});
+        if let (Value::Object(m), Value::Object(extra)) = (&mut m, matcher) {
+            m.extend(extra);
+        }
+        compile(json!([{"name": "r", "match": m}]))
+    }
+
+    #[test]
+    fn matchers() {
+        // (what, match additions, expected: None = allowed, Some(reason fragment) = denied)
+        let cases: Vec<(&str, Value, Option<&str>)> = vec![
+            (
+                "subject exact",
+                json!({"subject": "repo:acme/api:ref:refs/heads/main"}),
+                None,
+            ),
+            (
+                "subject differs in case",
+                json!({"subject": "repo:acme/API:ref:refs/heads/main"}),
+                Some(
+                    r#"sub: expected "repo:acme/API:ref:refs/heads/main", got "repo:acme/api:ref:refs/heads/main""#,
+                ),
+            ),
+            (
+                "subject prefix only",
+                json!({"subject": "repo:acme/api"}),
+                Some("sub: expected"),
+            ),
+            (
+                "subject pattern",
+                json!({"subject_pattern": "repo:acme/*:ref:refs/heads/main"}),
+                None,
+            ),
+            (
+                "subject pattern ?",
+                json!({"subject_pattern": "repo:acme/ap?:ref:refs/heads/main"}),
+                None,
+            ),
+            (
+                "subject pattern anchored",
+                json!({"subject_pattern": "repo:acme/*:ref:refs/heads/mai"}),
+                Some(
+                    r#"sub: "repo:acme/api:ref:refs/heads/main" does not match pattern "repo:acme/*:ref:refs/heads/mai""#,
+                ),
+            ),
+            (
+                "claim string",
+                json!({"claims": {"repository_owner": "acme"}}),
+                None,
+            ),
+            (
+                "claim one of",
+                json!({"claims": {"environment": ["staging", "prod"]}}),
+                None,
+            ),
+            (
+                "claim none of",
+                json!({"claims": {"environment": ["dev", "staging"]}}),
+                Some(r#"claims.environment: expected one of [dev, staging], got "prod""#),
+            ),
+            (
+                "claim case",
+                json!({"claims": {"repository_owner": "Acme"}}),
+                Some(r#"expected "Acme", got "acme""#),
+            ),
+            ("number claim", json!({"claims": {"run_attempt": 1}}), None),
+            (
+                "number claim as string",
+                json!({"claims": {"run_attempt": "1"}}),
+                None,
+            ),
+            (
+                "number claim mismatch",
+                json!({"claims": {"run_attempt": "01"}}),
+                Some(r#"expected "01", got 1"#),
+            ),
+            ("float claim text", json!({"claims": {"run_id": "1.0"}}), None),
+            (
+                "float claim is not integer text",
+                json!({"claims": {"run_id": "1"}}),
+                Some("got 1.0"),
+            ),
+            ("bool claim", json!({"claims": {"ref_protected": true}}), None),
+            (
+                "bool claim as string",
+                json!({"claims": {"ref_protected": "true"}}),
+                None,
+            ),
+            (
+                "bool claim case",
+                json!({"claims": {"ref_protected": "True"}}),
+                Some("got true"),
+            ),
+            (
+                "array claim any element",
+                json!({"claims": {"groups": "ops"}}),
+                None,
+            ),
+            (
+                "array claim number element",
+                json!({"claims": {"groups": "7"}}),
+                None,
+            ),
+            (
+                "array claim bool element",
+                json!({"claims": {"groups": "true"}}),
+                None,
+            ),
+            (
+                "array claim nested arrays ignored",
+                json!({"claims": {"groups": "nested"}}),
+                Some("claims.groups: expected \"nested\", got ["),
+            ),
+            (
+                "array claim no element",
+                json!({"claims": {"groups": "admin"}}),
+                Some("claims.groups"),
+            ),
+            (
+                "null claim",
+                json!({"claims": {"nothing": "null"}}),
+                Some("claims.nothing: expected \"null\", got null"),
+            ),
+            (
+                "object claim",
+                json!({"claims": {"object": "{\"a\":\"b\"}"}}),
+                Some("claims.object: expected"),
+            ),
+            (
+                "missing claim",
+                json!({"claims": {"team": "x"}}),
+                Some("claims.team: expected \"x\", but the claim is missing"),
+            ),
+            (
+                "bracket path",
+                json!({"claims": {"[\"kubernetes.io\"].namespace": "prod"}}),
+                None,
+            ),
+            (
+                "bracket path all brackets",
+                json!({"claims": {"[\"kubernetes.io\"][\"serviceaccount\"][\"name\"]": "deployer"}}),
+                None,
+            ),
+            (
+                "dotted path nests",
+                json!({"claims": {"kubernetes.io": "dotted"}}),
+                None,
+            ),
+            (
+                "bracket path mismatch",
+                json!({"claims": {"[\"kubernetes.io\"].namespace": "dev"}}),
+                Some(r#"claims["kubernetes.io"].namespace: expected "dev", got "prod""#),
+            ),
+            (
+                "claim pattern",
+                json!({"claim_patterns": {"job_workflow_ref": "acme/workflows/.github/workflows/*@refs/heads/main"}}),
+                None,
+            ),
+            (
+                "claim pattern anchored",
+                json!({"claim_patterns": {"job_workflow_ref": "acme/workflows/*@refs/heads/ma"}}),
+                Some(
+                    "claims.job_workflow_ref: \"acme/workflows/.github/workflows/deploy.yml@refs/heads/main\" does not match pattern",
+                ),
+            ),
+            (
+                "claim pattern number",
+                json!({"claim_patterns": {"run_attempt": "?"}}),
+                None,
+            ),
+            (
+                "claim pattern bool",
+                json!({"claim_patterns": {"ref_protected": "t*"}}),
+                None,
+            ),
+            (
+                "claim pattern array",
+                json!({"claim_patterns": {"groups": "o*"}}),
+                None,
+            ),
+            (
+                "claim pattern null",
+                json!({"claim_patterns": {"nothing": "*"}}),
+                Some("claims.nothing: null does not match"),
+            ),
+            (
+                "claim pattern object",
+                json!({"claim_patterns": {"object": "*"}}),
+                Some("claims.object"),
+            ),
+            (
+                "claim pattern missing",
+                json!({"claim_patterns": {"team": "*"}}),
+                Some("claims.team: the claim is missing"),
+            ),
+            (
+                "all conditions, first failure reported",
+                json!({"subject_pattern": "repo:acme/*", "claims": {"environment": "dev", "repository_owner": "evil"}}),
+                Some("claims.environment"),
+            ),
+        ];
+        let req = Req::new("github-actions", gha_claims(), &[TARGET]);
+        for (what, matcher, expected) in cases {
+            let set = allow_with(matcher);
+            let decision = set.evaluate(&req.request());
+            match expected {
+                None => assert!(decision.is_allow(), "{what}: {decision:#?}"),
+                Some(fragment) => {
+                    let denial = deny_of(&decision);
+                    assert_eq!(denial.kind, DenialKind::DeniedByPolicy, "{what}");
+                    assert_eq!(denial.rule, None, "{what}");
+                    assert!(denial.reason.contains(fragment), "{what}: {}", denial.reason);
+                    let explained = set.explain(&req.request());
+                    assert_eq!(explained.decision, decision, "{what}");
+                    let reason = explained.rules[0].reason.as_deref().unwrap_or_default();
+                    assert!(reason.contains(fragment), "{what}: {reason}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sub_must_be_a_single_value() {
+        let set = allow_with(json!({"subject": "a"}));
+        let req = Req::new("github-actions", json!({"sub": ["a"]}), &[TARGET]);
+        assert!(!set.evaluate(&req.request()).is_allow());
+        let req = Req::new("github-actions", json!({}), &[TARGET]);
+        let reason = deny_of(&set.evaluate(&req.request())).reason.clone();
+        assert!(
+            reason.contains("sub: expected \"a\", but the claim is missing"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn grant_defaults() {
+        let set = allow_with(json!({}));
+        let req = Req::new("github-actions", gha_claims(), &[TARGET]);
+        let decision = set.evaluate(&req.request());
+        assert_eq!(
+            grant_of(&decision),
+            &Grant {
+                rule: "r".into(),
+                audience: vec![TARGET.into()],
+                subject: "repo:acme/api:ref:refs/heads/main".into(),
+                lifetime: crate::DEFAULT_LIFETIME,
+                scopes: vec![],
+                claims: Map::new(),
+            }
+        );
+    }
+
+    #[test]
+    fn grant_renders_templates() {
+        let set = compile(json!([{
+            "name": "tmpl",
+            "match": {"issuer": "github-actions", "audiences": [TARGET, "other"]},
+            "issue": {
+                "audience": "aws:{claims.repository_owner}",
+                "subject": "gha:{claims.repository}:{{literal}}",
+                "lifetime": "30m",
+                "claims": {
+                    "https://aws.amazon.com/tags": {
+                        "principal_tags": {
+                            "repo": ["{claims.repository}"],
+                            "ns": [r#"{claims["kubernetes.io"].namespace}"#],
+                            "sa": r#"{claims["kubernetes.io"]["serviceaccount"]["name"]}"#,
+                        },
+                        "transitive_tag_keys": ["repo"],
+                    },
+                    "attempt": "{claims.run_attempt}",
+                    "protected": "{claims.ref_protected}",
+                    "from": "{iss} {aud}",
+                    "{sub}": "keys are not templated",
+                    "count": 3,
+                    "flag": false,
+                    "none": null,
+                },
+            },
+        }]));
+        let req = Req::new("github-actions", gha_claims(), &["other", TARGET]);
+        let decision = set.evaluate(&req.request());
+        let grant = grant_of(&decision);
+        assert_eq!(grant.audience, ["aws:acme"]);
+        assert_eq!(grant.subject, "gha:acme/api:{literal}");
+        assert_eq!(grant.lifetime, 1800);
+        assert_eq!(
+            Value::Object(grant.claims.clone()),
+            json!({
+                "https://aws.amazon.com/tags": {
+                    "principal_tags": {"repo": ["acme/api"], "ns": ["prod"], "sa": "deployer"},
+                    "transitive_tag_keys": ["repo"],
+                },
+                "attempt": "1",
+                "protected": "true",
+                "from": "https://token.actions.githubusercontent.com https://broker.example.com",
+                "{sub}": "keys are not templated",
+                "count": 3,
+                "flag": false,
+                "none": null,
+            })
+        );
+        // Key order is kept as written.
+        let keys: Vec<&str> = grant.claims.keys().map(String::as_str).collect();
+        assert_eq!(keys[0], "https://aws.amazon.com/tags");
+        assert_eq!(keys[7], "none");
+    }
+
+    #[test]
+    fn grant_defaults_to_requested_targets_in_order() {
+        let set = compile(
+            json!([{"name": "r", "match": {"issuer": "github-actions", "audiences": ["a", "b", "c"]}}]),
+        );
+        let req = Req::new("github-actions", gha_claims(), &["c", "a"]);
+        assert_eq!(grant_of(&set.evaluate(&req.request())).audience, ["c", "a"]);
+    }
+
+    #[test]
+    fn unrenderable_templates_deny() {
+        let cases: &[(&str, Value, &str)] = &[
+            (
+                "missing claim in subject",
+                json!({"subject": "gha:{claims.team}"}),
+                "issue.subject cannot be rendered: claims.team is missing",
+            ),
+            (
+                "missing nested",
+                json!({"subject": r#"{claims["kubernetes.io"].pod}"#}),
+                r#"claims["kubernetes.io"].pod is missing"#,
+            ),
+            (
+                "null",
+                json!({"audience": "{claims.nothing}"}),
+                "issue.audience cannot be rendered: claims.nothing is null",
+            ),
+            (
+                "object",
+                json!({"subject": "{claims.object}"}),
+                "claims.object is an object",
+            ),
+            (
+                "multi-valued array",
+                json!({"subject": "{claims.groups}"}),
+                "claims.groups has 5 values",
+            ),
+            (
+                "deep claim",
+                json!({"claims": {"tags": {"repo": ["{claims.team}"]}}}),
+                "issue.claims.tags.repo[0] cannot be rendered: claims.team is missing",
+            ),
+        ];
+        for (what, issue, fragment) in cases {
+            let set = compile(json!([{
+                "name": "r",
+                "match": {"issuer": "github-actions", "audiences": [TARGET]},
+                "issue": issue,
+            }]));
+            let req = Req::new("github-actions", gha_claims(), &[TARGET]);
+            let decision = set.evaluate(&req.request());
+            let denial = deny_of(&decision);
+            assert_eq!(denial.kind, DenialKind::DeniedByPolicy, "{what}");
+            assert_eq!(denial.rule.as_deref(), Some("r"), "{what}");
+            assert!(denial.reason.contains(fragment), "{what}: {}", denial.reason);
+            assert!(
+                denial.reason.starts_with("rule `r` matched, but"),
+                "{what}: {}",
+                denial.reason
+            );
+            let explained = set.explain(&req.request());
+            assert_eq!(explained.decision, decision);
+            assert!(explained.rules[0].matched);
+            assert!(
+                explained.rules[0]
+                    .reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains(fragment))
+            );
+        }
+    }
+
+    #[test]
+    fn aud_renders_when_single() {
+        let set = compile(json!([{
+            "name": "r",
+            "match": {"issuer": "github-actions", "audiences": [TARGET]},
+            "issue": {"subject": "{aud}"},
+        }]));
+        for (aud, want) in [
+            (json!("x"), Some("x")),
+            (json!(["y"]), Some("y")),
+            (json!(["a", "b"]), None),
+            (json!([]), None),
+        ] {
+            let req = Req::new("github-actions", json!({"sub": "s", "aud": aud}), &[TARGET]);
+            let decision = set.evaluate(&req.request());
+            match want {
+                Some(want) => assert_eq!(grant_of(&decision).subject, want),
+                None => assert!(deny_of(&decision).reason.contains("aud")),
+            }
+        }
+    }
+
+    #[test]
+    fn missing_sub_without_subject_template_denies() {
+        let set = allow_with(json!({}));
+        let req = Req::new("github-actions", json!({"iss": "x"}), &[TARGET]);
+        let denial = deny_of(&set.evaluate(&req.request())).clone();
+        assert_eq!(denial.kind, DenialKind::DeniedByPolicy);
+        assert!(denial.reason.contains("sub is missing"), "{}", denial.reason);
+    }
+
+    fn policy() -> RuleSet {
+        compile(json!([
+            {"name": "main-deploys", "match": {
+                "issuer": "github-actions", "subject": "repo:acme/api:ref:refs/heads/main",
+                "audiences": [TARGET, "gcp"], "scopes": ["deploy"]}},
+            {"name": "acme-reads", "match": {
+                "issuer": "github-actions", "claims": {"repository_owner": "acme"},
+                "audiences": [TARGET], "scopes": ["read", "deploy"]}},
+            {"name": "no-forks", "effect": "deny", "description": "forks never get credentials",
+                "match": {"issuer": "github-actions", "claims": {"repository_owner": "fork"}}},
+            {"name": "no-dev-to-gcp", "effect": "deny",
+                "match": {"issuer": "github-actions", "claims": {"environment": "dev"}, "audiences": ["gcp"]}},
+            {"name": "no-admin-scope", "effect": "deny",
+                "match": {"issuer": "github-actions", "scopes": ["admin"]}},
+            {"name": "gitlab-any", "match": {"issuer": "gitlab", "audiences": [TARGET]}},
+        ]))
+    }
+
+    fn claims_with(patch: Value) -> Value {
+        let mut base = gha_claims();
+        if let (Value::Object(base), Value::Object(patch)) = (&mut base, patch) {
+            base.extend(patch);
+        }
+        base
+    }
+
+    #[test]
+    fn decisions() {
+        // (what, issuer, claims patch, targets, scopes, expected: Ok(rule) or Err((kind, rule, fragment)))
+        type Expected = Result<&'static str, (DenialKind, Option<&'static str>, &'static str)>;
+        type Case = (
+            &'static str,
+            &'static str,
+            Value,
+            Vec<&'static str>,
+            Vec<&'static str>,
+            Expected,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "first matching allow decides",
+                "github-actions",
+                json!({}),
+                vec![TARGET],
+                vec![],
+                Ok("main-deploys"),
+            ),
+            (
+                "second rule when first misses",
+                "github-actions",
+                json!({"sub": "repo:acme/web:ref:refs/heads/dev"}),
+                vec![TARGET],
+                vec![],
+                Ok("acme-reads"),
+            ),
+            (
+                "multi-target needs one rule granting all",
+                "github-actions",
+                json!({}),
+                vec![TARGET, "gcp"],
+                vec![],
+                Ok("main-deploys"),
+            ),
+            (
+                "no rule for target",
+                "github-actions",
+                json!({}),
+                vec!["azure"],
+                vec![],
+                Err((
+                    DenialKind::NoRuleForTarget,
+                    None,
+                    "no allow rule for issuer `github-actions` grants the target `azure`",
+                )),
+            ),
+            (
+                "targets split across rules",
+                "github-actions",
+                json!({}),
+                vec![TARGET, "gcp", "azure"],
+                vec![],
+                Err((DenialKind::NoRuleForTarget, None, "(none grants `azure`)")),
+            ),
+            (
+                "unknown issuer",
+                "k8s",
+                json!({}),
+                vec![TARGET],
+                vec![],
+                Err((DenialKind::NoRuleForTarget, None, "no rule concerns issuer `k8s`")),
+            ),
+            (
+                "no target",
+                "github-actions",
+                json!({}),
+                vec![],
+                vec![],
+                Err((DenialKind::NoRuleForTarget, None, "names no target")),
+            ),
+            (
+                "target covered but nothing matches",
+                "github-actions",
+                json!({"sub": "repo:other/x", "repository_owner": "other"}),
+                vec![TARGET],
+                vec![],
+                Err((
+                    DenialKind::DeniedByPolicy,
+                    None,
+                    "no allow rule matched: rule `main-deploys`: sub: expected",
+                )),
+            ),
+            (
+                "deny wins over a matching allow",
+                "github-actions",
+                json!({"repository_owner": "fork"}),
+                vec![TARGET],
+                vec![],
+                Err((
+                    DenialKind::DeniedByPolicy,
+                    Some("no-forks"),
+                    "deny rule `no-forks` matched: forks never get credentials",
+                )),
+            ),
+            (
+                "deny for a target applies when that target is requested",
+                "github-actions",
+                json!({"environment": "dev"}),
+                vec![TARGET, "gcp"],
+                vec![],
+                Err((
+                    DenialKind::DeniedByPolicy,
+                    Some("no-dev-to-gcp"),
+                    "deny rule `no-dev-to-gcp` matched",
+                )),
+            ),
+            (
+                "deny for another target does not apply",
+                "github-actions",
+                json!({"environment": "dev"}),
+                vec![TARGET],
+                vec![],
+                Ok("main-deploys"),
+            ),
+            (
+                "allowed scope",
+                "github-actions",
+                json!({}),
+                vec![TARGET],
+                vec!["deploy"],
+                Ok("main-deploys"),
+            ),
+            (
+                "scope only a later rule allows",
+                "github-actions",
+                json!({}),
+                vec![TARGET],
+                vec!["read"],
+                Ok("acme-reads"),
+            ),
+            (
+                "scope no matching rule allows",
+                "github-actions",
+                json!({}),
+                vec![TARGET],
+                vec!["write"],
+                Err((
+                    DenialKind::ScopeNotAllowed,
+                    Some("main-deploys"),
+                    "rule `main-deploys` matched, but scopes: the rule does not allow [write]",
+                )),
+            ),
+            (
+                "scope refusal only for otherwise matching rules",
+                "github-actions",
+                json!({"sub": "x", "repository_owner": "other"}),
+                vec![TARGET],
+                vec!["write"],
+                Err((DenialKind::DeniedByPolicy, None, "no allow rule matched")),
+            ),
+            (
+                "deny rule with scopes",
+                "github-actions",
+                json!({}),
+                vec![TARGET],
+                vec!["deploy", "admin"],
+                Err((
+                    DenialKind::DeniedByPolicy,
+                    Some("no-admin-scope"),
+                    "no-admin-scope",
+                )),
+            ),
+            (
+                "other issuer's rules",
+                "gitlab",
+                json!({"repository_owner": "fork"}),
+                vec![TARGET],
+                vec![],
+                Ok("gitlab-any"),
+            ),
+        ];
+        let set = policy();
+        for (what, issuer, patch, targets, scopes, expected) in cases {
+            let req = Req::new(issuer, claims_with(patch), &targets).scopes(&scopes);
+            let decision = set.evaluate(&req.request());
+            assert_eq!(
+                set.explain(&req.request()).decision,
+                decision,
+                "{what}: explain must agree"
+            );
+            match expected {
+                Ok(rule) => {
+                    let grant = grant_of(&decision);
+                    assert_eq!(grant.rule, rule, "{what}");
+                    assert_eq!(grant.scopes, scopes, "{what}");
+                }
+                Err((kind, rule, fragment)) => {
+                    let denial = deny_of(&decision);
+                    assert_eq!(denial.kind, kind, "{what}: {denial:#?}");
+                    assert_eq!(denial.rule.as_deref(), rule, "{what}: {denial:#?}");
+                    assert!(denial.reason.contains(fragment), "{what}: {}", denial.reason);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn denial_kinds_map_to_oauth_errors() {
+        assert_eq!(DenialKind::NoRuleForTarget.error_code(), "invalid_target");
+        assert_eq!(DenialKind::DeniedByPolicy.error_code(), "invalid_request");
+        assert_eq!(DenialKind::ScopeNotAllowed.error_code(), "invalid_scope");
+    }
+
+    #[test]
+    fn empty_rule_set_denies_everything() {
+        let req = Req::new("github-actions", gha_claims(), &[TARGET]);
+        let denial = deny_of(&RuleSet::empty().evaluate(&req.request())).clone();
+        assert_eq!(denial.kind, DenialKind::NoRuleForTarget);
+    }
+
+    #[test]
+    fn summary_is_bounded() {
+        let rules: Vec<Value> = (0..8)
+            .map(|i| json!({"name": format!("r{i}"), "match": {"issuer": "github-actions", "subject": "nobody", "audiences": [TARGET]}}))
+            .collect();
+        let set = compile(Value::Array(rules));
+        let req = Req::new("github-actions", gha_claims(), &[TARGET]);
+        let reason = deny_of(&set.evaluate(&req.request())).reason.clone();
+        assert!(reason.contains("rule `r4`"), "{reason}");
+        assert!(!reason.contains("rule `r5`"), "{reason}");
+        assert!(reason.ends_with("; and 3 more"), "{reason}");
+    }
+
+    fn delegation_policy() -> RuleSet {
+        compile(json!([
+            {"name": "no-actor", "match": {"issuer": "github-actions", "audiences": [TARGET]}},
+            {"name": "agents-may-act", "match": {
+                "issuer": "github-actions", "audiences": ["delegated"],
+                "actor": {"issuer": "agents", "subject_pattern": "agent:*", "claims": {"tier": "trusted"}}}},
+            {"name": "no-evil", "effect": "deny", "match": {"issuer": "github-actions", "subject": "evil"}},
+        ]))
+    }
+
+    #[test]
+    fn delegation() {
+        let set = delegation_policy();
+        let agent = json!({"sub": "agent:7", "tier": "trusted"});
+        type Case = (
+            &'static str,
+            Vec<&'static str>,
+            Option<(&'static str, Value)>,
+            Result<&'static str, &'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            ("no actor, rule without actor", vec![TARGET], None, Ok("no-actor")),
+            (
+                "actor, rule without actor",
+                vec![TARGET],
+                Some(("agents", agent.clone())),
+                Err("actor: the request carries an actor token, but the rule has no `match.actor`"),
+            ),
+            (
+                "actor, rule with actor",
+                vec!["delegated"],
+                Some(("agents", agent.clone())),
+                Ok("agents-may-act"),
+            ),
+            (
+                "no actor, rule with actor",
+                vec!["delegated"],
+                None,
+                Err("actor: the rule requires an actor token"),
+            ),
+            (
+                "actor from another issuer",
+                vec!["delegated"],
+                Some(("gitlab", agent.clone())),
+                Err("actor.issuer: expected `agents`, got `gitlab`"),
+            ),
+            (
+                "actor subject mismatch",
+                vec!["delegated"],
+                Some(("agents", json!({"sub": "human:1", "tier": "trusted"}))),
+                Err(r#"actor.sub: "human:1" does not match pattern "agent:*""#),
+            ),
+            (
+                "actor claim mismatch",
+                vec!["delegated"],
+                Some(("agents", json!({"sub": "agent:1", "tier": "new"}))),
+                Err(r#"actor.claims.tier: expected "trusted", got "new""#),
+            ),
+        ];
+        for (what, targets, actor, expected) in cases {
+            let mut req = Req::new("github-actions", gha_claims(), &targets);
+            if let Some((issuer, claims)) = actor {
+                req = req.actor(issuer, claims);
+            }
+            let decision = set.evaluate(&req.request());
+            match expected {
+                Ok(rule) => assert_eq!(grant_of(&decision).rule, rule, "{what}"),
+                Err(fragment) => {
+                    let denial = deny_of(&decision);
+                    assert_eq!(denial.kind, DenialKind::DeniedByPolicy, "{what}");
+                    assert!(denial.reason.contains(fragment), "{what}: {}", denial.reason);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn deny_without_actor_applies_to_delegated_requests() {
+        let set = delegation_policy();
+        let req = Req::new("github-actions", json!({"sub": "evil"}), &["delegated"])
+            .actor("agents", json!({"sub": "agent:1", "tier": "trusted"}));
+        let decision = set.evaluate(&req.request());
+        assert_eq!(decision.rule(), Some("no-evil"));
+        assert_eq!(deny_of(&decision).kind, DenialKind::DeniedByPolicy);
+    }
+
+    #[test]
+    fn explain_lists_only_rules_for_the_issuer_and_targets() {
+        let set = policy();
+        let req = Req::new(
+            "github-actions",
+            claims_with(json!({"repository_owner": "fork"})),
+            &[TARGET],
+        );
+        let explanation = set.explain(&req.request());
+        let listed: Vec<(&str, Effect, bool, Option<&str>)> = explanation
+            .rules
+            .iter()
+            .map(|o| (o.rule.as_str(), o.effect, o.matched, o.reason.as_deref()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (
+                    "main-deploys",
+                    Effect::Allow,
+                    true,
+                    Some("matched, but deny rule `no-forks` takes precedence")
+                ),
+                (
+                    "acme-reads",
+                    Effect::Allow,
+                    false,
+                    Some(r#"claims.repository_owner: expected "acme", got "fork""#)
+                ),
+                ("no-forks", Effect::Deny, true, None),
+                (
+                    "no-admin-scope",
+                    Effect::Deny,
+                    false,
+                    Some("scopes: the request asks for none of [admin]")
+                ),
+            ]
+        );
+        // `no-dev-to-gcp` (another target) and `gitlab-any` (another issuer) were never consulted.
+        assert_eq!(explanation.decision.rule(), Some("no-forks"));
+    }
+
+    #[test]
+    fn explain_notes_later_matches_and_partial_targets() {
+        let set = policy();
+        let req = Req::new("github-actions", gha_claims(), &[TARGET, "gcp"]);
+        let explanation = set.explain(&req.request());
+        let reasons: Vec<(&str, Option<&str>)> = explanation
+            .rules
+            .iter()
+            .map(|o| (o.rule.as_str(), o.reason.as_deref()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                ("main-deploys", None),
+                (
+                    "acme-reads",
+                    Some("audiences: does not grant the requested target `gcp`")
+                ),
+                (
+                    "no-forks",
+                    Some(r#"claims.repository_owner: expected "fork", got "acme""#)
+                ),
+                (
+                    "no-dev-to-gcp",
+                    Some(r#"claims.environment: expected "dev", got "prod""#)
+                ),
+                (
+                    "no-admin-scope",
+                    Some("scopes: the request asks for none of [admin]")
+                ),
+            ]
+        );
+        let req = Req::new("github-actions", gha_claims(), &[TARGET]);
+        let explanation = set.explain(&req.request());
+        assert_eq!(
+            explanation.rules[1].reason.as_deref(),
+            Some("matched, but rule `main-deploys` comes first")
+        );
+        assert!(explanation.rules[1].matched);
+    }
+
+    #[test]
+    fn explain_on_no_rule_for_target_still_shows_deny_rules() {
+        let set = policy();
+        let req = Req::new(
+            "github-actions",
+            claims_with(json!({"repository_owner": "fork"})),
+            &["gcp", "azure"],
+        );
+        let explanation = set.explain(&req.request());
+        assert_eq!(set.evaluate(&req.request()), explanation.decision);
+        // A matching deny rule does not turn "no rule grants the target" into a policy denial.
+        assert_eq!(deny_of(&explanation.decision).kind, DenialKind::NoRuleForTarget);
+        let names: Vec<(&str, bool)> = explanation
+            .rules
+            .iter()
+            .map(|o| (o.rule.as_str(), o.matched))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("main-deploys", false),
+                ("no-forks", true),
+                ("no-dev-to-gcp", false),
+                ("no-admin-scope", false)
+            ]
+        );
+    }
+
+    #[test]
+    fn index_keeps_unrelated_rules_out_of_evaluation() {
+        let mut rules = Vec::new();
+        for i in 0..500 {
+            rules.push(
+                json!({"name": format!("gitlab-{i}"), "match": {"issuer": "gitlab", "audiences": [TARGET]}}),
+            );
+            rules.push(json!({"name": format!("other-target-{i}"), "match": {"issuer": "github-actions", "audiences": [format!("t{i}")]}}));
+            rules.push(json!({"name": format!("deny-other-target-{i}"), "effect": "deny",
+                "match": {"issuer": "github-actions", "audiences": [format!("t{i}")]}}));
+            rules.push(
+                json!({"name": format!("deny-gitlab-{i}"), "effect": "deny", "match": {"issuer": "gitlab"}}),
+            );
+        }
+        rules.push(json!({"name": "the-one", "match": {"issuer": "github-actions", "audiences": [TARGET]}}));
+        let set = compile(Value::Array(rules));
+        let req = Req::new("github-actions", gha_claims(), &[TARGET]);
+
+        RULES_CHECKED.with(|c| c.set(0));
+        let decision = set.evaluate(&req.request());
+        assert_eq!(decision.rule(), Some("the-one"));
+        assert_eq!(RULES_CHECKED.with(|c| c.get()), 1);
+
+        let explanation = set.explain(&req.request());
+        assert_eq!(explanation.rules.len(), 1);
+        assert_eq!(explanation.rules[0].rule, "the-one");
+    }
+
+    #[test]
+    fn evaluation_stops_at_the_deciding_rule() {
+        let rules: Vec<Value> = (0..50)
+            .map(|i| json!({"name": format!("r{i}"), "match": {"issuer": "github-actions", "audiences": [TARGET]}}))
+            .collect();
+        let set = compile(Value::Array(rules));
+        let req = Req::new("github-actions", gha_claims(), &[TARGET]);
+        RULES_CHECKED.with(|c| c.set(0));
+        assert_eq!(set.evaluate(&req.request()).rule(), Some("r0"));
+        assert_eq!(RULES_CHECKED.with(|c| c.get()), 1);
+    }
+
+    #[test]
+    fn decisions_serialize_for_explain_json() {
+        let set = policy();
+        let req = Req::new("github-actions", gha_claims(), &["azure"]);
+        let value = serde_json::to_value(set.explain(&req.request())).expect("serializes");
+        assert_eq!(value["decision"]["outcome"], json!("deny"));
+        assert_eq!(value["decision"]["kind"], json!("no_rule_for_target"));
+    }
+
+    proptest! {
+        /// An exact `subject` matches that string and nothing else.
+        #[test]
+        fn exact_subject_never_matches_a_different_string(s in "\\PC{1,30}", t in "\\PC{0,30}") {
+            let set = allow_with(json!({"subject": s}));
+            let same = Req::new("github-actions", json!({"sub": s}), &[TARGET]);
+            prop_assert!(set.evaluate(&same.request()).is_allow());
+            let other = Req::new("github-actions", json!({"sub": t}), &[TARGET]);
+            prop_assert_eq!(set.evaluate(&other.request()).is_allow(), s == t);
+        }
+
+        /// Whatever allow rules exist, in whatever order, a matching deny rule decides.
+        #[test]
+        fn deny_always_wins(
+            allows in proptest::collection::vec((any::<bool>(), any::<bool>()), 0..8),
+            deny_position in 0usize..9,
+            deny_scoped_to_target in any::<bool>(),
+        ) {
+            let mut rules: Vec<Value> = allows
+                .iter()
+                .enumerate()
+                .map(|(i, (matches, with_scope_list))| {
+                    let subject = if *matches { "me" } else { "someone-else" };
+                    let mut m = json!({"issuer": "github-actions", "subject": subject, "audiences": [TARGET]});
+                    if *with_scope_list {
+                        m["scopes"] = json!(["read"]);
+                    }
+                    json!({"name": format!("allow-{i}"), "match": m})
+                })
+                .collect();
+            let mut deny_match = json!({"issuer": "github-actions", "subject_pattern": "m?"});
+            if deny_scoped_to_target {
+                deny_match["audiences"] = json!([TARGET]);
+            }
+            let deny = json!({"name": "the-deny", "effect": "deny", "match": deny_match});
+            rules.insert(deny_position.min(rules.len()), deny);
+            // A target-wide allow so the target is always granted by some rule.
+            rules.push(json!({"name": "catch-all", "match": {"issuer": "github-actions", "audiences": [TARGET]}}));
+            let set = compile(Value::Array(rules));
+            let req = Req::new("github-actions", json!({"sub": "me"}), &[TARGET]);
+            let decision = set.evaluate(&req.request());
+            prop_assert_eq!(decision.rule(), Some("the-deny"));
+            prop_assert_eq!(deny_of(&decision).kind, DenialKind::DeniedByPolicy);
+            prop_assert_eq!(set.explain(&req.request()).decision, decision);
+        }
+    }
 }

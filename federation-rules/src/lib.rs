@@ -100,10 +100,6 @@ mod test_support;
 
 pub use compile::{CompileContext, DEFAULT_LIFETIME, RuleError, RuleSet};
 pub use duration::{format_duration, parse_duration};
-pub use eval::{
-    Actor, Claims, Decision, Denial, DenialKind, Explanation, Grant, Request, RuleOutcome,
-};
+pub use eval::{Actor, Claims, Decision, Denial, DenialKind, Explanation, Grant, Request, RuleOutcome};
 pub use pattern::MAX_PATTERN_CHARS;
-pub use raw::{
-    ClaimValues, Effect, RawActor, RawIssue, RawMatch, RawRule, RawRuleFile, parse_rules_json,
-};
+pub use raw::{ClaimValues, Effect, RawActor, RawIssue, RawMatch, RawRule, RawRuleFile, parse_rules_json};

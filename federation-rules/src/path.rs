@@ -22,7 +22,11 @@ impl ClaimPath {
 
     /// A path from already-split keys; `None` when there are none.
     pub(crate) fn from_keys(keys: Vec<String>) -> Option<ClaimPath> {
-        if keys.is_empty() { None } else { Some(ClaimPath(keys)) }
+        if keys.is_empty() {
+            None
+        } else {
+            Some(ClaimPath(keys))
+        }
     }
 
     /// Parses a whole string as a path relative to the claims root.
@@ -268,7 +272,10 @@ mod tests {
                 &["kubernetes.io", "serviceaccount", "name"],
             ),
             (r#"a["b.c"].d"#, &["a", "b.c", "d"]),
-            (r#"["https://aws.amazon.com/tags"]"#, &["https://aws.amazon.com/tags"]),
+            (
+                r#"["https://aws.amazon.com/tags"]"#,
+                &["https://aws.amazon.com/tags"],
+            ),
             (r#"["say \"hi\" \\ there"]"#, &["say \"hi\" \\ there"]),
             ("x-y_z:1/2", &["x-y_z:1/2"]),
             ("ünïcödé.ключ", &["ünïcödé", "ключ"]),
@@ -308,7 +315,10 @@ mod tests {
     fn displays_canonically() {
         let cases: &[(&str, &str)] = &[
             ("repository", "claims.repository"),
-            (r#"["kubernetes.io"].namespace"#, r#"claims["kubernetes.io"].namespace"#),
+            (
+                r#"["kubernetes.io"].namespace"#,
+                r#"claims["kubernetes.io"].namespace"#,
+            ),
             (r#"["a\"b"]"#, r#"claims["a\"b"]"#),
         ];
         for (input, want) in cases {
@@ -327,11 +337,16 @@ mod tests {
             "kubernetes": {"io": "nested"},
             "list": [{"a": 1}],
         });
-        let Value::Object(claims) = claims else { unreachable!() };
+        let Value::Object(claims) = claims else {
+            unreachable!()
+        };
         let get = |p: &str| ClaimPath::parse(p).expect("valid").lookup(&claims).cloned();
         assert_eq!(get("repository"), Some(json!("acme/api")));
         assert_eq!(get(r#"["kubernetes.io"].namespace"#), Some(json!("prod")));
-        assert_eq!(get(r#"["kubernetes.io"]["serviceaccount"]["name"]"#), Some(json!("deployer")));
+        assert_eq!(
+            get(r#"["kubernetes.io"]["serviceaccount"]["name"]"#),
+            Some(json!("deployer"))
+        );
         assert_eq!(get("kubernetes.io"), Some(json!("nested")));
         assert_eq!(get("repository.x"), None);
         assert_eq!(get("list.a"), None);

@@ -54,10 +54,26 @@ mod tests {
     #[test]
     fn glob_semantics() {
         let cases: &[(&str, &str, bool)] = &[
-            ("repo:acme/*:ref:refs/heads/main", "repo:acme/api:ref:refs/heads/main", true),
-            ("repo:acme/*:ref:refs/heads/main", "repo:acme/a/b:ref:refs/heads/main", true),
-            ("repo:acme/*:ref:refs/heads/main", "repo:acme/api:ref:refs/heads/mainx", false),
-            ("repo:acme/*:ref:refs/heads/main", "xrepo:acme/api:ref:refs/heads/main", false),
+            (
+                "repo:acme/*:ref:refs/heads/main",
+                "repo:acme/api:ref:refs/heads/main",
+                true,
+            ),
+            (
+                "repo:acme/*:ref:refs/heads/main",
+                "repo:acme/a/b:ref:refs/heads/main",
+                true,
+            ),
+            (
+                "repo:acme/*:ref:refs/heads/main",
+                "repo:acme/api:ref:refs/heads/mainx",
+                false,
+            ),
+            (
+                "repo:acme/*:ref:refs/heads/main",
+                "xrepo:acme/api:ref:refs/heads/main",
+                false,
+            ),
             ("repo:acme/*", "repo:acme/", true),
             ("repo:acme/*", "repo:acmeX", false),
             ("a?c", "abc", true),

@@ -231,7 +231,9 @@ impl Serialize for ClaimValues {
 impl<'de> Deserialize<'de> for ClaimValues {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer
-            .deserialize_any(ScalarOrListVisitor("a claim value (string, number or boolean) or a list of them"))
+            .deserialize_any(ScalarOrListVisitor(
+                "a claim value (string, number or boolean) or a list of them",
+            ))
             .map(ClaimValues)
     }
 }
@@ -326,15 +328,11 @@ fn scalar_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D
     deserializer.deserialize_any(ScalarVisitor)
 }
 
-fn opt_scalar_string<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<String>, D::Error> {
+fn opt_scalar_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
     Option::<Scalar>::deserialize(deserializer).map(|o| o.map(|Scalar(s)| s))
 }
 
-fn scalar_string_list<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Vec<String>, D::Error> {
+fn scalar_string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     deserializer.deserialize_any(ScalarOrListVisitor("a string or a list of strings"))
 }
 
@@ -377,12 +375,24 @@ mod tests {
         assert_eq!(rules.len(), 1);
         let rule = &rules[0];
         assert_eq!(rule.effect, Effect::Allow);
-        assert_eq!(rule.matcher.claims["environment"], ClaimValues(vec!["prod".into(), "staging".into()]));
+        assert_eq!(
+            rule.matcher.claims["environment"],
+            ClaimValues(vec!["prod".into(), "staging".into()])
+        );
         assert_eq!(rule.matcher.claims["run_attempt"], ClaimValues(vec!["1".into()]));
-        assert_eq!(rule.matcher.claims["ref_protected"], ClaimValues(vec!["true".into()]));
+        assert_eq!(
+            rule.matcher.claims["ref_protected"],
+            ClaimValues(vec!["true".into()])
+        );
         assert_eq!(rule.matcher.claim_patterns["run_number"], "7");
-        assert_eq!(rule.matcher.actor.as_ref().map(|a| a.issuer.as_str()), Some("agents"));
-        assert_eq!(rule.issue.as_ref().and_then(|i| i.lifetime.as_deref()), Some("15m"));
+        assert_eq!(
+            rule.matcher.actor.as_ref().map(|a| a.issuer.as_str()),
+            Some("agents")
+        );
+        assert_eq!(
+            rule.issue.as_ref().and_then(|i| i.lifetime.as_deref()),
+            Some("15m")
+        );
     }
 
     #[test]
@@ -392,23 +402,31 @@ mod tests {
         assert_eq!(parse_rules_json(&text).expect("reparses"), rules);
         let value = serde_json::to_value(&rules[0]).expect("serializes");
         assert_eq!(value["match"]["claims"]["repository_owner"], json!("acme"));
-        assert_eq!(value["match"]["claims"]["environment"], json!(["prod", "staging"]));
+        assert_eq!(
+            value["match"]["claims"]["environment"],
+            json!(["prod", "staging"])
+        );
         // Absent optional fields are left out rather than written as null.
         assert!(value["match"].get("condition").is_none());
     }
 
     #[test]
     fn accepts_both_file_shapes_and_scalar_forms() {
-        let wrapped = r#"{"rules": [{"name": 7, "match": {"issuer": "x", "audiences": "one", "subject": 12345}}]}"#;
+        let wrapped =
+            r#"{"rules": [{"name": 7, "match": {"issuer": "x", "audiences": "one", "subject": 12345}}]}"#;
         let rules = parse_rules_json(wrapped).expect("valid");
         assert_eq!(rules[0].name, "7");
         assert_eq!(rules[0].effect, Effect::Allow);
         assert_eq!(rules[0].matcher.audiences, ["one"]);
         assert_eq!(rules[0].matcher.subject.as_deref(), Some("12345"));
-        let lifetime = r#"[{"name": "a", "match": {"issuer": "x", "subject": null}, "issue": {"lifetime": 900}}]"#;
+        let lifetime =
+            r#"[{"name": "a", "match": {"issuer": "x", "subject": null}, "issue": {"lifetime": 900}}]"#;
         let rules = parse_rules_json(lifetime).expect("valid");
         assert_eq!(rules[0].matcher.subject, None);
-        assert_eq!(rules[0].issue.as_ref().and_then(|i| i.lifetime.as_deref()), Some("900"));
+        assert_eq!(
+            rules[0].issue.as_ref().and_then(|i| i.lifetime.as_deref()),
+            Some("900")
+        );
         assert_eq!(parse_rules_json("[]").expect("valid"), vec![]);
         assert_eq!(parse_rules_json(r#"{"rules": []}"#).expect("valid"), vec![]);
     }
@@ -416,18 +434,45 @@ mod tests {
     #[test]
     fn rejects_malformed_input() {
         let cases: &[(&str, &str)] = &[
-            (r#"[{"name": "a", "match": {"issuer": "x"}, "extra": 1}]"#, "unknown field `extra`"),
-            (r#"[{"name": "a", "match": {"issuer": "x", "subjct": "s"}}]"#, "unknown field `subjct`"),
-            (r#"[{"name": "a", "match": {"issuer": "x", "actor": {"issuer": "y", "aud": 1}}}]"#, "unknown field `aud`"),
-            (r#"[{"name": "a", "match": {"issuer": "x"}, "issue": {"ttl": "1m"}}]"#, "unknown field `ttl`"),
-            (r#"[{"name": "a", "effect": "permit", "match": {"issuer": "x"}}]"#, "unknown variant `permit`"),
+            (
+                r#"[{"name": "a", "match": {"issuer": "x"}, "extra": 1}]"#,
+                "unknown field `extra`",
+            ),
+            (
+                r#"[{"name": "a", "match": {"issuer": "x", "subjct": "s"}}]"#,
+                "unknown field `subjct`",
+            ),
+            (
+                r#"[{"name": "a", "match": {"issuer": "x", "actor": {"issuer": "y", "aud": 1}}}]"#,
+                "unknown field `aud`",
+            ),
+            (
+                r#"[{"name": "a", "match": {"issuer": "x"}, "issue": {"ttl": "1m"}}]"#,
+                "unknown field `ttl`",
+            ),
+            (
+                r#"[{"name": "a", "effect": "permit", "match": {"issuer": "x"}}]"#,
+                "unknown variant `permit`",
+            ),
             (r#"[{"name": "a"}]"#, "missing field `match`"),
             (r#"[{"match": {"issuer": "x"}}]"#, "missing field `name`"),
             (r#"[{"name": "a", "match": {}}]"#, "missing field `issuer`"),
-            (r#"[{"name": "a", "match": {"issuer": "x", "claims": {"e": {"a": 1}}}}]"#, "a claim value"),
-            (r#"[{"name": "a", "match": {"issuer": "x", "claims": {"e": [["a"]]}}}]"#, "a string, number or boolean"),
-            (r#"[{"name": "a", "match": {"issuer": "x", "claims": {"e": null}}}]"#, "a claim value"),
-            (r#"[{"name": ["a"], "match": {"issuer": "x"}}]"#, "a string, number or boolean"),
+            (
+                r#"[{"name": "a", "match": {"issuer": "x", "claims": {"e": {"a": 1}}}}]"#,
+                "a claim value",
+            ),
+            (
+                r#"[{"name": "a", "match": {"issuer": "x", "claims": {"e": [["a"]]}}}]"#,
+                "a string, number or boolean",
+            ),
+            (
+                r#"[{"name": "a", "match": {"issuer": "x", "claims": {"e": null}}}]"#,
+                "a claim value",
+            ),
+            (
+                r#"[{"name": ["a"], "match": {"issuer": "x"}}]"#,
+                "a string, number or boolean",
+            ),
             (r#"{"rule": []}"#, "unknown field `rule`"),
             (r#"{}"#, "missing field `rules`"),
             (r#""rules""#, "a list of rules"),

@@ -182,7 +182,10 @@ fn substitution(value: Option<&Value>) -> Result<String, String> {
         Some(Value::Array(items)) => match items.as_slice() {
             [single] => scalar_text(single),
             [] => Err("is an empty array".to_owned()),
-            _ => Err(format!("has {} values; a template needs exactly one", items.len())),
+            _ => Err(format!(
+                "has {} values; a template needs exactly one",
+                items.len()
+            )),
         },
         Some(other) => scalar_text(other),
     }
@@ -245,7 +248,10 @@ mod tests {
             ("gha:{claims.repository}", "gha:acme/api"),
             ("{claims.run_number}/{claims.ref_protected}", "42/true"),
             (r#"{claims["kubernetes.io"].namespace}"#, "prod"),
-            (r#"{claims["kubernetes.io"]["serviceaccount"]["name"]}"#, "deployer"),
+            (
+                r#"{claims["kubernetes.io"]["serviceaccount"]["name"]}"#,
+                "deployer",
+            ),
             (r#"{claims["kubernetes.io"].serviceaccount.name}"#, "deployer"),
             ("{claims.one}", "only"),
             ("{{literal}}", "{literal}"),
@@ -270,7 +276,11 @@ mod tests {
             ("{claims.obj}", "claims.obj", "object"),
             ("{claims.no_items}", "claims.no_items", "empty array"),
             ("{claims.nested_list}", "claims.nested_list", "nested array"),
-            (r#"{claims["kubernetes.io"].missing}"#, r#"claims["kubernetes.io"].missing"#, "is missing"),
+            (
+                r#"{claims["kubernetes.io"].missing}"#,
+                r#"claims["kubernetes.io"].missing"#,
+                "is missing",
+            ),
             // A quoted key may contain a brace.
             (r#"{claims["a}b"]}"#, r#"claims["a}b"]"#, "is missing"),
         ];
@@ -310,8 +320,10 @@ mod tests {
 
     #[test]
     fn parses_placeholders_canonically() {
-        let template =
-            Template::parse(r#"{sub}-{claims.a}-{claims["b.c"].d}-{claims["e"]}"#).expect("valid");
-        assert_eq!(template.placeholders(), ["sub", "claims.a", r#"claims["b.c"].d"#, "claims.e"]);
+        let template = Template::parse(r#"{sub}-{claims.a}-{claims["b.c"].d}-{claims["e"]}"#).expect("valid");
+        assert_eq!(
+            template.placeholders(),
+            ["sub", "claims.a", r#"claims["b.c"].d"#, "claims.e"]
+        );
     }
 }

@@ -76,7 +76,10 @@ impl Req {
             targets: &self.targets,
             scopes: &self.scopes,
             requested_token_type: "urn:ietf:params:oauth:token-type:jwt",
-            actor: self.actor.as_ref().map(|(issuer, claims)| Actor { issuer, claims }),
+            actor: self
+                .actor
+                .as_ref()
+                .map(|(issuer, claims)| Actor { issuer, claims }),
         }
     }
 }
