@@ -76,7 +76,7 @@ fn build_fedbroker() -> PathBuf {
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "fedbroker")
         .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .last();
+        .next_back();
     match executable {
         Some(path) if output.status.success() => path,
         _ => panic!(
@@ -134,7 +134,11 @@ impl Reply {
             self.text
         );
         if !secret.is_empty() {
-            assert!(!self.text.contains(secret), "the error answer echoes the token: {}", self.text);
+            assert!(
+                !self.text.contains(secret),
+                "the error answer echoes the token: {}",
+                self.text
+            );
         }
     }
 }
@@ -208,8 +212,7 @@ impl BrokerBuilder {
                 }
                 fs::write(path, fill(contents)).expect("write file");
             }
-            let public_url =
-                public_url_of(&config).unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
+            let public_url = public_url_of(&config).unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
             let args = ["serve", "--config", config_arg.as_str()];
             match Broker::spawn(dir, port, public_url, &args, &self.env).await {
                 Ok(broker) => return broker,
@@ -219,9 +222,7 @@ impl BrokerBuilder {
                         dir = returned;
                         continue;
                     }
-                    panic!(
-                        "fedbroker did not start\n--- config ---\n{config}\n--- stderr ---\n{stderr}"
-                    );
+                    panic!("fedbroker did not start\n--- config ---\n{config}\n--- stderr ---\n{stderr}");
                 }
             }
         }
@@ -232,7 +233,12 @@ impl BrokerBuilder {
 fn public_url_of(config: &str) -> Option<String> {
     config.lines().find_map(|line| {
         let value = line.trim().strip_prefix("public_url:")?.trim();
-        Some(value.trim_matches(|c| c == '"' || c == '\'').trim_end_matches('/').to_owned())
+        Some(
+            value
+                .trim_matches(|c| c == '"' || c == '\'')
+                .trim_end_matches('/')
+                .to_owned(),
+        )
     })
 }
 
@@ -334,11 +340,19 @@ impl Broker {
             if Instant::now() > deadline {
                 let _ = broker.child.kill();
                 let _ = broker.child.wait();
-                let stderr = format!("(no 200 from {health} in {STARTUP_TIMEOUT:?})\n{}", broker.stderr());
+                let stderr = format!(
+                    "(no 200 from {health} in {STARTUP_TIMEOUT:?})\n{}",
+                    broker.stderr()
+                );
                 return Err((broker.into_dir(), stderr));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Kill the process and keep its directory (keys, audit) for another start.
+    pub fn stop_and_keep_dir(self) -> tempfile::TempDir {
+        self.into_dir()
     }
 
     fn into_dir(mut self) -> tempfile::TempDir {
@@ -446,9 +460,7 @@ impl Broker {
         let text = fs::read_to_string(self.audit_path()).unwrap_or_default();
         text.lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}"))
-            })
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
             .collect()
     }
 
@@ -488,7 +500,10 @@ impl Broker {
                 return status;
             }
             if Instant::now() > deadline {
-                panic!("fedbroker did not exit within 30 s of SIG{signal}\n{}", self.stderr());
+                panic!(
+                    "fedbroker did not exit within 30 s of SIG{signal}\n{}",
+                    self.stderr()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -540,12 +555,7 @@ pub fn run_cli_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> CliOutput 
 }
 
 /// Run `fedbroker ARGS` in `dir`; killed after `timeout` (then `code` is `None`).
-pub fn run_cli_with_timeout(
-    dir: &Path,
-    args: &[&str],
-    env: &[(&str, &str)],
-    timeout: Duration,
-) -> CliOutput {
+pub fn run_cli_with_timeout(dir: &Path, args: &[&str], env: &[(&str, &str)], timeout: Duration) -> CliOutput {
     let out_dir = tempfile::tempdir().expect("tempdir");
     let stdout_path = out_dir.path().join("stdout");
     let stderr_path = out_dir.path().join("stderr");

@@ -34,6 +34,7 @@ pub struct BrokerConfig {
     issuers: String,
     rules: String,
     top_level: String,
+    audit_to_stderr: bool,
 }
 
 impl BrokerConfig {
@@ -76,6 +77,12 @@ impl BrokerConfig {
         self
     }
 
+    /// Leave `audit.path` out: audit lines go to stderr with the logs.
+    pub fn audit_to_stderr(mut self) -> Self {
+        self.audit_to_stderr = true;
+        self
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::from("version: 1\nserver:\n  listen: 127.0.0.1:@PORT@\n");
         out.push_str(&format!(
@@ -89,7 +96,9 @@ impl BrokerConfig {
         if let Some(alg) = &self.signing_algorithm {
             out.push_str(&format!("  algorithm: {alg}\n"));
         }
-        out.push_str("audit:\n  path: @DIR@/audit.jsonl\n");
+        if !self.audit_to_stderr {
+            out.push_str("audit:\n  path: @DIR@/audit.jsonl\n");
+        }
         if self.issuers.is_empty() {
             out.push_str("issuers: []\n");
         } else {
@@ -104,16 +113,5 @@ impl BrokerConfig {
         }
         out.push_str(&self.top_level);
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dedent_strips_common_indentation() {
-        let text = "\n    - a: 1\n      b: 2\n\n    - c: 3\n";
-        assert_eq!(dedent(text), "- a: 1\n  b: 2\n\n- c: 3\n");
     }
 }

@@ -70,8 +70,8 @@ impl SigningKey {
             KeyKind::Ec => {
                 let rng = aws_lc_rs::rand::SystemRandom::new();
                 let alg = &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING;
-                let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(alg, &rng)
-                    .expect("generate EC key");
+                let pkcs8 =
+                    aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(alg, &rng).expect("generate EC key");
                 let pair = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref())
                     .expect("EC key parses");
                 let spki = aws_lc_rs::signature::KeyPair::public_key(&pair)
@@ -214,6 +214,10 @@ impl FakeIssuer {
         &self.shared.issuer
     }
 
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     pub fn jwks_uri(&self) -> String {
         format!("{}/jwks.json", self.shared.issuer)
     }
@@ -224,7 +228,11 @@ impl FakeIssuer {
 
     /// The key that signs now.
     pub fn current_key(&self) -> Arc<SigningKey> {
-        self.shared.keys().last().cloned().expect("the fake always has a key")
+        self.shared
+            .keys()
+            .last()
+            .cloned()
+            .expect("the fake always has a key")
     }
 
     /// The published key set, `{"keys": [...]}`.

@@ -1,1 +1,16 @@
+//! fedbroker end to end: the real binary against fake issuers, over HTTP and the CLI.
+//!
+//! One test binary (each extra file would be an extra link); one module per area.
+//! Every test owns its ports, tempdirs, fake issuers and broker processes, so
+//! they run in parallel.
 
+mod support;
+
+mod audit;
+mod cli;
+mod dev_mode;
+mod errors;
+mod exchange;
+mod harness;
+mod keys_fetch;
+mod replay;

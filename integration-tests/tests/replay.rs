@@ -1,0 +1,122 @@
+//! One-time use of subject tokens: the replay store under concurrency, and its
+//! place in the pipeline (after verification, so forgeries cannot burn a jti).
+
+use std::sync::Arc;
+
+use integration_tests::tokens::{decode_unverified, unsigned};
+use integration_tests::{Broker, BrokerConfig, FakeIssuer, SigningKey};
+use serde_json::json;
+
+use crate::support::{ISSUER_NAME, TARGET, default_broker, default_rule};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rejects_replayed_token_under_concurrency() {
+    let fake = FakeIssuer::start();
+    let broker = Arc::new(default_broker(&fake).await);
+    let token = Arc::new(fake.mint(json!({})));
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let broker = broker.clone();
+        let token = token.clone();
+        tasks.spawn(async move { broker.exchange(&token, TARGET).await });
+    }
+    let replies = tasks.join_all().await;
+
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    assert_eq!(
+        ok, 1,
+        "exactly one of 20 concurrent copies may exchange: {replies:#?}"
+    );
+    for reply in replies.iter().filter(|r| r.status != 200) {
+        reply.assert_error(400, "invalid_request", &token);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejects_token_replayed_for_another_audience() {
+    let fake = FakeIssuer::start();
+    let rules = default_rule().replace("[target-a]", "[target-a, target-b]");
+    let broker = Broker::start(&crate::support::config_with_rules(&fake, &rules).render()).await;
+    let token = fake.mint(json!({}));
+
+    assert_eq!(broker.exchange(&token, "target-a").await.status, 200);
+    broker
+        .exchange(&token, "target-b")
+        .await
+        .assert_error(400, "invalid_request", &token);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reusable_issuer_accepts_the_same_token_twice() {
+    let fake = FakeIssuer::start();
+    let config = BrokerConfig::new()
+        .issuer(fake.issuer_yaml_with(ISSUER_NAME, "replay: reusable"))
+        .rules(default_rule());
+    let broker = Broker::start(&config.render()).await;
+    let token = fake.mint(json!({}));
+
+    for attempt in 1..=2 {
+        let reply = broker.exchange(&token, TARGET).await;
+        assert_eq!(reply.status, 200, "attempt {attempt}: {}", reply.text);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_time_is_the_default_and_explicit_one_time_behaves_the_same() {
+    let fake = FakeIssuer::start();
+    let config = BrokerConfig::new()
+        .issuer(fake.issuer_yaml_with(ISSUER_NAME, "replay: one_time"))
+        .rules(default_rule());
+    let broker = Broker::start(&config.render()).await;
+    let token = fake.mint(json!({}));
+
+    assert_eq!(broker.exchange(&token, TARGET).await.status, 200);
+    broker
+        .exchange(&token, TARGET)
+        .await
+        .assert_error(400, "invalid_request", &token);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_tokens_cannot_burn_a_jti() {
+    let fake = FakeIssuer::start();
+    let broker = default_broker(&fake).await;
+    let token = fake.mint(json!({}));
+    let (_, claims) = decode_unverified(&token);
+
+    // Same claims (same jti), no valid signature: rejected before the replay mark.
+    let forged_none = unsigned(&claims);
+    broker
+        .exchange(&forged_none, TARGET)
+        .await
+        .assert_error(400, "invalid_request", &forged_none);
+    let other_key = SigningKey::generate_with_kid(fake.key_kind(), &fake.current_key().kid);
+    let forged_key = fake.mint_with_key(&other_key, json!({}), claims.clone());
+    broker
+        .exchange(&forged_key, TARGET)
+        .await
+        .assert_error(400, "invalid_request", &forged_key);
+
+    let reply = broker.exchange(&token, TARGET).await;
+    assert_eq!(
+        reply.status, 200,
+        "the genuine token still exchanges once: {}",
+        reply.text
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_request_does_not_consume_the_token() {
+    let fake = FakeIssuer::start();
+    let broker = default_broker(&fake).await;
+    let token = fake.mint(json!({}));
+
+    // A malformed request carrying the token (no audience) does not consume it.
+    let reply = broker
+        .token_request(&integration_tests::exchange_form(&token, TARGET)[..3])
+        .await;
+    reply.assert_error(400, "invalid_request", &token);
+
+    assert_eq!(broker.exchange(&token, TARGET).await.status, 200);
+}
