@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -30,11 +31,71 @@ pub struct Issuer {
     pub keys: Arc<IssuerKeys>,
 }
 
-/// Everything a request needs; shared, immutable apart from caches.
-pub struct AppState {
-    pub server: ServerConfig,
+/// The part of the state that a reload replaces whole: issuers and rules. A request
+/// takes one `Arc<Policy>` at its start, so it never sees half a reload.
+pub struct Policy {
+    pub generation: u64,
     pub issuers: IssuerRegistry<Arc<Issuer>>,
     pub rules: Arc<RuleSet>,
+}
+
+impl Policy {
+    /// Issuers from config, reusing the key caches of `previous` issuers whose key
+    /// source did not change (so a reload does not refetch every JWKS).
+    fn build(
+        generation: u64,
+        config: &Config,
+        previous: Option<&Policy>,
+        clients: &FetchClients,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Policy, StartError> {
+        let mut registry = IssuerRegistry::new();
+        for ic in &config.issuers {
+            let reused = previous
+                .and_then(|p| p.issuers.get(&ic.policy.issuer))
+                .filter(|old| old.keys.same_source(ic))
+                .map(|old| old.keys.clone());
+            let keys = match reused {
+                Some(k) => k,
+                None => {
+                    let k = Arc::new(IssuerKeys::new(ic, clients, metrics.clone()));
+                    k.spawn_background();
+                    k
+                }
+            };
+            let issuer = Arc::new(Issuer {
+                config: ic.clone(),
+                keys,
+            });
+            registry
+                .insert(ic.policy.issuer.clone(), issuer)
+                .map_err(|_| StartError::DuplicateIssuer(ic.name.clone()))?;
+        }
+        Ok(Policy {
+            generation,
+            issuers: registry,
+            rules: config.rules.clone(),
+        })
+    }
+}
+
+/// The outcome of the last reload, for `/readyz` and metrics.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReloadStatus {
+    pub generation: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// Everything a request needs; shared, immutable apart from caches and the policy.
+pub struct AppState {
+    pub server: ServerConfig,
+    policy: RwLock<Arc<Policy>>,
+    reload_status: RwLock<ReloadStatus>,
+    /// The config file, when there is one: reloads read it again.
+    pub config_path: Option<PathBuf>,
+    startup: Config,
+    clients: FetchClients,
     pub signer: Arc<Signer>,
     pub replay: Arc<dyn ReplayStore>,
     pub on_unavailable: OnUnavailable,
@@ -64,23 +125,13 @@ impl AppState {
     /// remote issuers (the broker starts even when an issuer is unreachable).
     pub fn build(
         config: Config,
+        config_path: Option<PathBuf>,
         signer: Signer,
         dev: Option<Arc<DevIssuer>>,
     ) -> Result<Arc<AppState>, StartError> {
         let metrics = Arc::new(Metrics::new());
         let clients = FetchClients::new()?;
-        let mut registry = IssuerRegistry::new();
-        for ic in &config.issuers {
-            let keys = Arc::new(IssuerKeys::new(ic, &clients, metrics.clone()));
-            keys.spawn_background();
-            let issuer = Arc::new(Issuer {
-                config: ic.clone(),
-                keys,
-            });
-            registry
-                .insert(ic.policy.issuer.clone(), issuer)
-                .map_err(|_| StartError::DuplicateIssuer(ic.name.clone()))?;
-        }
+        let policy = Policy::build(1, &config, None, &clients, &metrics)?;
         let audit = match &config.audit.path {
             Some(p) => AuditLog::file(p).map_err(|source| StartError::Audit {
                 path: p.display().to_string(),
@@ -89,13 +140,20 @@ impl AppState {
             None => AuditLog::stderr(),
         };
         metrics.set_rules_loaded(config.rules.len());
+        metrics.set_generation(1);
         Ok(Arc::new(AppState {
-            server: config.server,
-            issuers: registry,
-            rules: config.rules,
+            server: config.server.clone(),
+            policy: RwLock::new(Arc::new(policy)),
+            reload_status: RwLock::new(ReloadStatus {
+                generation: 1,
+                last_error: None,
+            }),
+            config_path,
+            on_unavailable: config.replay.on_unavailable,
+            startup: config,
+            clients,
             signer: Arc::new(signer),
             replay: Arc::new(MemoryReplayStore::new()),
-            on_unavailable: config.replay.on_unavailable,
             audit: Arc::new(audit),
             metrics,
             dev,
@@ -104,6 +162,80 @@ impl AppState {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.server.public_url)
+    }
+
+    /// The policy in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.reload_status
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Read the config and rule files again and swap in the new issuers and rules whole.
+    /// On any error the old policy keeps serving and every error is logged.
+    pub fn reload(&self) -> Result<u64, String> {
+        let Some(path) = &self.config_path else {
+            return Err("no configuration file to reload".into());
+        };
+        let result = crate::config::load(path)
+            .map_err(|e| e.to_string())
+            .and_then(|config| {
+                self.warn_on_restart_only_changes(&config);
+                // Hold the write lock while building so two reloads cannot interleave.
+                let mut slot = self.policy.write().unwrap_or_else(|e| e.into_inner());
+                let generation = slot.generation + 1;
+                let policy = Policy::build(generation, &config, Some(&slot), &self.clients, &self.metrics)
+                    .map_err(|e| e.to_string())?;
+                self.metrics.set_rules_loaded(policy.rules.len());
+                *slot = Arc::new(policy);
+                Ok(generation)
+            });
+        let mut status = self.reload_status.write().unwrap_or_else(|e| e.into_inner());
+        match &result {
+            Ok(generation) => {
+                status.generation = *generation;
+                status.last_error = None;
+                self.metrics.set_generation(*generation);
+                self.metrics.reload(true);
+                tracing::info!(generation, "configuration reloaded");
+            }
+            Err(e) => {
+                status.last_error = Some(e.clone());
+                self.metrics.reload(false);
+                for line in e.lines() {
+                    tracing::error!(error = %line, "reload failed; the previous rules and issuers keep serving");
+                }
+            }
+        }
+        result
+    }
+
+    fn warn_on_restart_only_changes(&self, new: &Config) {
+        let old = &self.startup;
+        let changed = old.server.listen != new.server.listen
+            || old.server.public_url != new.server.public_url
+            || old.server.max_body_bytes != new.server.max_body_bytes
+            || old.server.clock_skew != new.server.clock_skew
+            || old.server.max_issued_lifetime != new.server.max_issued_lifetime
+            || old.signing.algorithm != new.signing.algorithm
+            || old.signing.key_dir != new.signing.key_dir
+            || old.audit.path != new.audit.path;
+        if changed {
+            tracing::warn!(
+                "server, signing or audit settings changed: they take effect only after a restart"
+            );
+        }
+    }
+
+    /// Paths whose change should trigger a reload: the config file, rule-file globs and
+    /// `jwks_file`s, resolved against the config file's directory.
+    pub fn watched(&self) -> crate::reload::Watched {
+        crate::reload::Watched::from_config(self.config_path.as_deref(), &self.startup)
     }
 }
 
@@ -200,8 +332,9 @@ async fn healthz() -> Response {
 
 async fn readyz(State(st): State<Arc<AppState>>) -> Response {
     let replay = st.replay.ping().await;
+    let policy = st.policy();
     let mut issuers = HashMap::new();
-    for (_, issuer) in st.issuers.iter() {
+    for (_, issuer) in policy.issuers.iter() {
         let status = issuer.keys.status();
         st.metrics.set_issuer_keys(&issuer.config.name, status.keys);
         issuers.insert(issuer.config.name.clone(), status);
@@ -215,7 +348,11 @@ async fn readyz(State(st): State<Arc<AppState>>) -> Response {
             "ok": replay.is_ok(),
             "error": replay.err().map(|e| e.to_string()),
         },
-        "rules": st.rules.len(),
+        "rules": {
+            "loaded": policy.rules.len(),
+            "generation": policy.generation,
+            "last_reload_error": st.reload_status().last_error,
+        },
         "issuers": issuers,
     });
     let status = if ready {
@@ -227,7 +364,7 @@ async fn readyz(State(st): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    for (_, issuer) in st.issuers.iter() {
+    for (_, issuer) in st.policy().issuers.iter() {
         st.metrics
             .set_issuer_keys(&issuer.config.name, issuer.keys.status().keys);
     }

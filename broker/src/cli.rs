@@ -183,6 +183,7 @@ async fn run_serve(
 ) -> anyhow::Result<()> {
     // reqwest/rustls: one crypto provider for the whole process.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut config_file = None;
     let (config, signer, dev_issuer) = if dev {
         let addr = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
         let (config, signer, dev_issuer) = crate::dev::config(addr).map_err(anyhow::Error::msg)?;
@@ -190,6 +191,7 @@ async fn run_serve(
     } else {
         let path = config_path.ok_or_else(|| anyhow::anyhow!("--config FILE or --dev is required"))?;
         let mut config = config::load(&path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+        config_file = Some(path);
         if let Some(addr) = listen {
             config.server.listen = addr;
         }
@@ -203,7 +205,8 @@ async fn run_serve(
     let public_url = config.server.public_url.clone();
     let issuers = config.issuers.len();
     let rules = config.rules.len();
-    let state = AppState::build(config, signer, dev_issuer)?;
+    let state = AppState::build(config, config_file, signer, dev_issuer)?;
+    crate::reload::spawn(state.clone());
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;

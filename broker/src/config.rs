@@ -144,6 +144,8 @@ pub struct Config {
     pub replay: ReplayConfig,
     pub issuers: Vec<IssuerConfig>,
     pub rules: Arc<RuleSet>,
+    /// The `rules_files` globs as written (relative to the config file).
+    pub rules_files: Vec<String>,
     pub audit: AuditConfig,
 }
 
@@ -941,13 +943,17 @@ fn parse_rule_list(file: &Path, value: &Node, section: &str, errors: &mut Errors
     out
 }
 
-/// Parse a rule file: a list of rules, or `{rules: [...]}`.
-pub fn parse_rules_file(file: &Path, text: &str) -> Result<Vec<SourcedRule>, Vec<ConfigError>> {
+/// Parse a rule file: a list of rules, or `{rules: [...]}`. Returns the rules that
+/// parsed and the errors of those that did not, so the good ones are still checked.
+pub fn parse_rules_file(file: &Path, text: &str) -> (Vec<SourcedRule>, Vec<ConfigError>) {
     let mut errors = Errors::new(file);
     if text.trim().is_empty() {
-        return Ok(Vec::new());
+        return (Vec::new(), Vec::new());
     }
-    let root = parse_yaml(file, text).map_err(|e| vec![e])?;
+    let root = match parse_yaml(file, text) {
+        Ok(root) => root,
+        Err(e) => return (Vec::new(), vec![e]),
+    };
     let rules = match &root {
         Node::Mapping(m) => {
             let mut rules = Vec::new();
@@ -967,11 +973,7 @@ pub fn parse_rules_file(file: &Path, text: &str) -> Result<Vec<SourcedRule>, Vec
         }
         other => parse_rule_list(file, other, "rules", &mut errors),
     };
-    if errors.list.is_empty() {
-        Ok(rules)
-    } else {
-        Err(errors.list)
-    }
+    (rules, errors.list)
 }
 
 /// Follow a rule-relative field path ("match.claims.environment") to its YAML node.
@@ -1053,6 +1055,7 @@ pub fn assemble(
             replay: draft.replay,
             issuers,
             rules: Arc::new(rules),
+            rules_files: draft.rules_files,
             audit: draft.audit,
         }),
         _ => Err(ConfigErrors(list)),
@@ -1088,10 +1091,11 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
                 matched.sort();
                 for p in matched {
                     match read_text(&p) {
-                        Ok(t) => match parse_rules_file(&p, &t) {
-                            Ok(r) => rules.extend(r),
-                            Err(e) => errors.extend(e),
-                        },
+                        Ok(t) => {
+                            let (parsed, problems) = parse_rules_file(&p, &t);
+                            rules.extend(parsed);
+                            errors.extend(problems);
+                        }
                         Err(e) => errors.push(e),
                     }
                 }
@@ -1142,6 +1146,7 @@ pub fn from_parts(
         },
         issuers,
         rules: Arc::new(rules),
+        rules_files: Vec::new(),
         audit: AuditConfig::default(),
     })
 }
@@ -1251,11 +1256,11 @@ mod tests {
     #[test]
     fn rule_errors_point_at_the_rule_file_line() {
         let file = Path::new("/r/rules.yaml");
-        let rules = parse_rules_file(
+        let (rules, problems) = parse_rules_file(
             file,
             "- name: r1\n  match:\n    issuer: nope\n    audiences: [x]\n",
-        )
-        .expect("parses");
+        );
+        assert!(problems.is_empty());
         let draft = parse_config(Path::new("/c.yaml"), MINIMAL, &no_env).expect("ok");
         let e = assemble(draft, rules, &|_| Err("x".into())).expect_err("unknown issuer");
         assert_eq!(e.0[0].file, PathBuf::from("/r/rules.yaml"));
@@ -1264,12 +1269,11 @@ mod tests {
 
     #[test]
     fn rule_file_unknown_field_has_line() {
-        let e = parse_rules_file(
+        let (rules, e) = parse_rules_file(
             Path::new("/r.yaml"),
-            "- name: r1\n  match:\n    issuer: gha\n    subjekt: x\n",
-        )
-        .err()
-        .expect("error");
+            "- name: r1\n  match:\n    issuer: gha\n    subjekt: x\n- name: r2\n  match: {issuer: gha, audiences: [x]}\n",
+        );
+        assert_eq!(rules.len(), 1, "the good rule is kept for checking");
         assert_eq!(e[0].line, Some(4), "{e:?}");
         assert!(e[0].message.contains("subjekt"));
     }

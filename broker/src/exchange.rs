@@ -19,7 +19,7 @@ use federation_rules::{Actor, Claims, Decision, DenialKind, Grant};
 use issuers::{VerifiedToken, VerifyError};
 use serde_json::{Map, Value, json};
 
-use crate::app::{AppState, Issuer, now};
+use crate::app::{AppState, Issuer, Policy, now};
 use crate::audit::{AuditRecord, rfc3339};
 use crate::config::{OnUnavailable, ReplayMode};
 use crate::replay::{replay_key, token_digest};
@@ -315,9 +315,10 @@ async fn read_body(st: &AppState, req: Request) -> Result<axum::body::Bytes, Fai
 async fn exchange(st: &AppState, req: Request, trail: &mut Trail) -> Result<Response, Failure> {
     let body = read_body(st, req).await?;
     let request = parse_form(&body)?;
+    let policy = st.policy();
     trail.targets = request.targets.clone();
 
-    let (issuer, subject) = verify_token(st, &request.subject_token, "subject_token").await?;
+    let (issuer, subject) = verify_token(&policy, &request.subject_token, "subject_token").await?;
     trail.issuer = Some(issuer.config.name.clone());
     trail.iss = Some(subject.issuer.clone());
     trail.subject = Some(subject.subject.clone());
@@ -330,7 +331,7 @@ async fn exchange(st: &AppState, req: Request, trail: &mut Trail) -> Result<Resp
 
     let actor = match &request.actor {
         Some((token, _ty)) => {
-            let (actor_issuer, verified) = verify_token(st, token, "actor_token").await?;
+            let (actor_issuer, verified) = verify_token(&policy, token, "actor_token").await?;
             trail.actor = Some(verified.subject.clone());
             trail.actor_issuer = Some(actor_issuer.config.name.clone());
             Some((actor_issuer, verified))
@@ -382,7 +383,7 @@ async fn exchange(st: &AppState, req: Request, trail: &mut Trail) -> Result<Resp
             _ => None,
         },
     };
-    let grant = match st.rules.evaluate(&rule_request) {
+    let grant = match policy.rules.evaluate(&rule_request) {
         Decision::Allow(grant) => grant,
         Decision::Deny(denial) => {
             trail.rule = denial.rule.clone();
@@ -432,7 +433,7 @@ async fn exchange(st: &AppState, req: Request, trail: &mut Trail) -> Result<Resp
 
 /// peek → issuer → keys (cache, one coalesced refetch on an unknown kid) → verify.
 async fn verify_token(
-    st: &AppState,
+    policy: &Policy,
     token: &str,
     which: &str,
 ) -> Result<(Arc<Issuer>, VerifiedToken), Failure> {
@@ -442,7 +443,7 @@ async fn verify_token(
     let iss = peeked
         .unverified_issuer()
         .ok_or_else(|| Failure::invalid_request(format!("{which} has no issuer")))?;
-    let issuer = st
+    let issuer = policy
         .issuers
         .get(iss)
         .cloned()

@@ -65,6 +65,10 @@ struct State {
     keys: Option<Arc<KeySet>>,
     fetched_at: Option<Instant>,
     last_attempt: Option<Instant>,
+    /// The last fetch a request asked for (unknown kid, or no keys): the cooldown counts
+    /// from here, not from background refreshes, so a rotation right after a scheduled
+    /// fetch is picked up at once.
+    last_on_demand: Option<Instant>,
     last_error: Option<String>,
 }
 
@@ -135,6 +139,20 @@ impl IssuerKeys {
         }
     }
 
+    /// Whether `config` would fetch from the same place as this cache (then a reload
+    /// keeps it). Static key sets are never shared: they are rebuilt from the new config.
+    pub fn same_source(&self, config: &IssuerConfig) -> bool {
+        let Source::Remote { jwks_uri, .. } = &self.source else {
+            return false;
+        };
+        let same_uri = match &config.keys {
+            KeySource::Discovery => jwks_uri.is_none(),
+            KeySource::JwksUri(u) => jwks_uri.as_ref() == Some(u),
+            KeySource::Static(_) | KeySource::File(..) => false,
+        };
+        same_uri && self.issuer == config.policy.issuer && self.insecure == config.danger_allow_insecure
+    }
+
     pub fn is_remote(&self) -> bool {
         matches!(self.source, Source::Remote { .. })
     }
@@ -170,15 +188,29 @@ impl IssuerKeys {
         let asked_at = Instant::now();
         let _guard = self.refresh_lock.lock().await;
         if !force {
-            let last = self.state.read().unwrap_or_else(|e| e.into_inner()).last_attempt;
-            if let Some(last) = last {
-                // Someone fetched while we waited, or one fetch already ran this cooldown.
-                if last >= asked_at || last.elapsed() < self.cooldown {
-                    return self.current();
-                }
+            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+            // Someone fetched while we waited for the lock: use what they got.
+            if state.last_attempt.is_some_and(|last| last >= asked_at) {
+                drop(state);
+                return self.current();
+            }
+            // At most one on-demand fetch per cooldown.
+            if state
+                .last_on_demand
+                .is_some_and(|last| last.elapsed() < self.cooldown)
+            {
+                drop(state);
+                return self.current();
             }
         }
-        self.state.write().unwrap_or_else(|e| e.into_inner()).last_attempt = Some(Instant::now());
+        {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            state.last_attempt = Some(now);
+            if !force {
+                state.last_on_demand = Some(now);
+            }
+        }
         match self.fetch().await {
             Ok(set) => {
                 let set = Arc::new(set);
@@ -285,14 +317,16 @@ impl IssuerKeys {
     }
 
     /// Keep the keys fresh: fetch at start (retrying with backoff), then periodically.
+    /// The task holds only a weak reference and ends once a reload dropped this issuer.
     pub fn spawn_background(self: &Arc<Self>) {
         if !self.is_remote() {
             return;
         }
-        let me = Arc::clone(self);
+        let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut backoff = Duration::from_secs(1);
             loop {
+                let Some(me) = weak.upgrade() else { break };
                 me.refresh(true).await;
                 let ok = me
                     .state
@@ -300,6 +334,7 @@ impl IssuerKeys {
                     .unwrap_or_else(|e| e.into_inner())
                     .last_error
                     .is_none();
+                drop(me);
                 let wait = if ok {
                     backoff = Duration::from_secs(1);
                     REFRESH_INTERVAL

@@ -7,6 +7,7 @@
 //! - [`app`]: shared state, the router, `serve(listener, state, shutdown)`.
 //! - [`exchange`]: `POST /token`, the one pipeline, and the RFC error mapping.
 //! - [`issuer_keys`]: discovery and JWKS fetching, caching, coalesced refetch.
+//! - [`reload`]: hot reload of rules and issuers on file change or SIGHUP.
 //! - [`netguard`]: which addresses outbound fetches may reach.
 //! - [`signing`]: signing keys on disk, the published JWKS, minting.
 //! - [`replay`]: the `ReplayStore` seam and its in-memory implementation.
@@ -23,5 +24,6 @@ pub mod exchange;
 pub mod issuer_keys;
 pub mod metrics;
 pub mod netguard;
+pub mod reload;
 pub mod replay;
 pub mod signing;

@@ -15,6 +15,8 @@ pub struct Metrics {
     replay_errors: Counter,
     issuer_keys: Family<Labels, Gauge>,
     rules_loaded: Gauge,
+    rules_generation: Gauge,
+    reloads: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -56,8 +58,18 @@ impl Metrics {
             "Rules in the active rule set",
             rules_loaded.clone(),
         );
+        let rules_generation = Gauge::default();
+        registry.register(
+            "rules_generation",
+            "Generation of the loaded configuration (1 at start, +1 per successful reload)",
+            rules_generation.clone(),
+        );
+        let reloads = Family::<Labels, Counter>::default();
+        registry.register("reloads", "Configuration reloads by result", reloads.clone());
         Metrics {
             registry,
+            rules_generation,
+            reloads,
             exchanges,
             jwks_fetches,
             replay_errors,
@@ -97,6 +109,17 @@ impl Metrics {
 
     pub fn set_rules_loaded(&self, n: usize) {
         self.rules_loaded.set(n as i64);
+    }
+
+    pub fn set_generation(&self, generation: u64) {
+        self.rules_generation.set(generation as i64);
+    }
+
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads
+            .get_or_create(&vec![("result", result.to_string())])
+            .inc();
     }
 
     pub fn render(&self) -> String {
