@@ -42,12 +42,13 @@ pub struct Policy {
 impl Policy {
     /// Issuers from config, reusing the key caches of `previous` issuers whose key
     /// source did not change (so a reload does not refetch every JWKS).
-    fn build(
+    pub fn build(
         generation: u64,
         config: &Config,
         previous: Option<&Policy>,
         clients: &FetchClients,
         metrics: &Arc<Metrics>,
+        background: bool,
     ) -> Result<Policy, StartError> {
         let mut registry = IssuerRegistry::new();
         for ic in &config.issuers {
@@ -59,7 +60,9 @@ impl Policy {
                 Some(k) => k,
                 None => {
                     let k = Arc::new(IssuerKeys::new(ic, clients, metrics.clone()));
-                    k.spawn_background();
+                    if background {
+                        k.spawn_background();
+                    }
                     k
                 }
             };
@@ -131,7 +134,7 @@ impl AppState {
     ) -> Result<Arc<AppState>, StartError> {
         let metrics = Arc::new(Metrics::new());
         let clients = FetchClients::new()?;
-        let policy = Policy::build(1, &config, None, &clients, &metrics)?;
+        let policy = Policy::build(1, &config, None, &clients, &metrics, true)?;
         let audit = match &config.audit.path {
             Some(p) => AuditLog::file(p).map_err(|source| StartError::Audit {
                 path: p.display().to_string(),
@@ -189,8 +192,15 @@ impl AppState {
                 // Hold the write lock while building so two reloads cannot interleave.
                 let mut slot = self.policy.write().unwrap_or_else(|e| e.into_inner());
                 let generation = slot.generation + 1;
-                let policy = Policy::build(generation, &config, Some(&slot), &self.clients, &self.metrics)
-                    .map_err(|e| e.to_string())?;
+                let policy = Policy::build(
+                    generation,
+                    &config,
+                    Some(&slot),
+                    &self.clients,
+                    &self.metrics,
+                    true,
+                )
+                .map_err(|e| e.to_string())?;
                 self.metrics.set_rules_loaded(policy.rules.len());
                 *slot = Arc::new(policy);
                 Ok(generation)

@@ -53,12 +53,55 @@ pub enum Command {
     Check {
         #[arg(long)]
         config: PathBuf,
+        /// `text` (file:line: field: message, one a line) or `json` (for CI bots).
+        #[arg(long, value_enum, default_value = "text")]
+        format: CheckFormat,
+    },
+    /// Dry run: verify a token as the server would, evaluate every rule, print the decision,
+    /// why each other rule did not match, and the claims the issued token would carry.
+    /// Issues nothing, records no replay. Exit 0 allow, 2 deny, 1 error.
+    Explain {
+        #[arg(long)]
+        config: PathBuf,
+        /// The subject token, or @PATH to read it from a file.
+        #[arg(long, value_name = "TOKEN|@PATH", required_unless_present = "claims")]
+        subject_token: Option<String>,
+        /// A JSON claims document to explain instead of a token (no verification).
+        #[arg(long, value_name = "FILE", conflicts_with = "subject_token")]
+        claims: Option<PathBuf>,
+        /// With --claims: the issuer name, when the document has no `iss`.
+        #[arg(long, value_name = "NAME", requires = "claims")]
+        issuer: Option<String>,
+        /// An actor token (delegation), or @PATH.
+        #[arg(long, value_name = "TOKEN|@PATH")]
+        actor_token: Option<String>,
+        /// A requested audience; may repeat.
+        #[arg(long)]
+        audience: Vec<String>,
+        /// A requested resource; may repeat.
+        #[arg(long)]
+        resource: Vec<String>,
+        /// Space-separated scopes.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Explain a request for an access token (requested_token_type access_token).
+        #[arg(long)]
+        access_token: bool,
+        /// Print a JSON document instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Manage signing keys.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
     },
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+pub enum CheckFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -94,7 +137,40 @@ fn init_logging(format: Option<LogFormat>) {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check { config, format } => check(&config, format),
+        Command::Explain {
+            config,
+            subject_token,
+            claims,
+            issuer,
+            actor_token,
+            audience,
+            resource,
+            scope,
+            access_token,
+            json,
+        } => {
+            init_logging(cli.log_format.or(Some(LogFormat::Text)));
+            let args = crate::explain::ExplainArgs {
+                config,
+                subject_token,
+                claims,
+                issuer,
+                actor_token,
+                audiences: audience,
+                resources: resource,
+                scope,
+                access_token,
+                json,
+            };
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt.block_on(crate::explain::run(args)),
+                Err(e) => {
+                    eprintln!("fedbroker: cannot start the runtime: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Keys {
             command: KeysCommand::Generate { dir, algorithm },
         } => keys_generate(&dir, &algorithm),
@@ -119,24 +195,48 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
-    match config::load(path) {
-        Ok(c) => {
-            println!(
+fn check(path: &std::path::Path, format: CheckFormat) -> ExitCode {
+    let result = config::load(path);
+    match format {
+        CheckFormat::Json => {
+            let doc = match &result {
+                Ok(c) => serde_json::json!({
+                    "valid": true,
+                    "issuers": c.issuers.len(),
+                    "rules": c.rules.len(),
+                    "errors": [],
+                }),
+                Err(errors) => serde_json::json!({
+                    "valid": false,
+                    "errors": errors.0.iter().map(|e| serde_json::json!({
+                        "file": e.file.display().to_string(),
+                        "line": e.line,
+                        "field": e.field,
+                        "message": e.message,
+                    })).collect::<Vec<_>>(),
+                }),
+            };
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        }
+        CheckFormat::Text => match &result {
+            Ok(c) => println!(
                 "{}: ok ({} issuer(s), {} rule(s))",
                 path.display(),
                 c.issuers.len(),
                 c.rules.len()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("{e}");
+            ),
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("{e}");
+                }
+                eprintln!("{} error(s)", errors.0.len());
             }
-            eprintln!("{} error(s)", errors.0.len());
-            ExitCode::from(1)
-        }
+        },
+    }
+    if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -63,6 +63,21 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// The RFC error code (`invalid_request`, ...).
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The full reason, as the audit log has it.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// Whether the server would answer 503 (a transient failure, not a decision).
+    pub fn is_unavailable(&self) -> bool {
+        self.status == StatusCode::SERVICE_UNAVAILABLE
+    }
+
     fn new(status: StatusCode, code: &'static str, description: impl Into<String>) -> Self {
         let description = description.into();
         Failure {
@@ -406,7 +421,17 @@ async fn exchange(st: &AppState, req: Request, trail: &mut Trail) -> Result<Resp
     trail.rule = Some(grant.rule.clone());
 
     let jti = random_jti();
-    let claims = mint_claims(st, &grant, &subject, actor.as_ref().map(|(_, v)| v), &jti);
+    let claims = issued_claims(
+        &st.server.public_url,
+        st.server.max_issued_lifetime,
+        &grant,
+        &subject.claims,
+        actor
+            .as_ref()
+            .map(|(_, v)| (v.subject.as_str(), v.issuer.as_str())),
+        &jti,
+        now(),
+    );
     let typ = if request.access_token { "at+jwt" } else { "JWT" };
     let token = st
         .signer
@@ -432,7 +457,7 @@ async fn exchange(st: &AppState, req: Request, trail: &mut Trail) -> Result<Resp
 }
 
 /// peek → issuer → keys (cache, one coalesced refetch on an unknown kid) → verify.
-async fn verify_token(
+pub(crate) async fn verify_token(
     policy: &Policy,
     token: &str,
     which: &str,
@@ -489,18 +514,19 @@ fn random_jti() -> String {
     B64.encode(bytes)
 }
 
-/// The issued token's claims (contract §4).
-fn mint_claims(
-    st: &AppState,
+/// The issued token's claims (contract §4). Pure: `explain` shows the same claims.
+pub fn issued_claims(
+    public_url: &str,
+    max_lifetime: u64,
     grant: &Grant,
-    subject: &VerifiedToken,
-    actor: Option<&VerifiedToken>,
+    subject: &Map<String, Value>,
+    actor: Option<(&str, &str)>,
     jti: &str,
+    now: u64,
 ) -> Value {
-    let now = now();
-    let lifetime = grant.lifetime.min(st.server.max_issued_lifetime);
+    let lifetime = grant.lifetime.min(max_lifetime);
     let mut c = Map::new();
-    c.insert("iss".into(), Value::String(st.server.public_url.clone()));
+    c.insert("iss".into(), Value::String(public_url.to_string()));
     c.insert("sub".into(), Value::String(grant.subject.clone()));
     let aud = match grant.audience.as_slice() {
         [one] => Value::String(one.clone()),
@@ -517,12 +543,12 @@ fn mint_claims(
     for (k, v) in &grant.claims {
         c.entry(k.clone()).or_insert_with(|| v.clone());
     }
-    if let Some(actor) = actor {
+    if let Some((actor_sub, actor_iss)) = actor {
         let mut act = Map::new();
-        act.insert("sub".into(), Value::String(actor.subject.clone()));
-        act.insert("iss".into(), Value::String(actor.issuer.clone()));
+        act.insert("sub".into(), Value::String(actor_sub.to_string()));
+        act.insert("iss".into(), Value::String(actor_iss.to_string()));
         // RFC 8693 §4.1: prior actors of the subject token nest inside the current one.
-        if let Some(prior) = subject.claims.get("act").filter(|v| v.is_object()) {
+        if let Some(prior) = subject.get("act").filter(|v| v.is_object()) {
             act.insert("act".into(), prior.clone());
         }
         c.insert("act".into(), Value::Object(act));

@@ -6,6 +6,7 @@
 //! - [`config`]: the YAML configuration and rule files, every error with file and line.
 //! - [`app`]: shared state, the router, `serve(listener, state, shutdown)`.
 //! - [`exchange`]: `POST /token`, the one pipeline, and the RFC error mapping.
+//! - [`explain`]: `fedbroker explain`, a dry run of one exchange.
 //! - [`issuer_keys`]: discovery and JWKS fetching, caching, coalesced refetch.
 //! - [`reload`]: hot reload of rules and issuers on file change or SIGHUP.
 //! - [`netguard`]: which addresses outbound fetches may reach.
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod exchange;
+pub mod explain;
 pub mod issuer_keys;
 pub mod metrics;
 pub mod netguard;
