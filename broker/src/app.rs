@@ -98,6 +98,8 @@ pub struct AppState {
     /// The config file, when there is one: reloads read it again.
     pub config_path: Option<PathBuf>,
     startup: Config,
+    /// What the reload watcher watches: from the config last loaded successfully.
+    watched: RwLock<crate::reload::Watched>,
     clients: FetchClients,
     pub signer: Arc<Signer>,
     pub replay: Arc<dyn ReplayStore>,
@@ -144,6 +146,7 @@ impl AppState {
         };
         metrics.set_rules_loaded(config.rules.len());
         metrics.set_generation(1);
+        let watched = crate::reload::Watched::from_config(config_path.as_deref(), &config);
         Ok(Arc::new(AppState {
             server: config.server.clone(),
             policy: RwLock::new(Arc::new(policy)),
@@ -153,6 +156,7 @@ impl AppState {
             }),
             config_path,
             on_unavailable: config.replay.on_unavailable,
+            watched: RwLock::new(watched),
             startup: config,
             clients,
             signer: Arc::new(signer),
@@ -203,6 +207,8 @@ impl AppState {
                 .map_err(|e| e.to_string())?;
                 self.metrics.set_rules_loaded(policy.rules.len());
                 *slot = Arc::new(policy);
+                *self.watched.write().unwrap_or_else(|e| e.into_inner()) =
+                    crate::reload::Watched::from_config(Some(path), &config);
                 Ok(generation)
             });
         let mut status = self.reload_status.write().unwrap_or_else(|e| e.into_inner());
@@ -245,7 +251,7 @@ impl AppState {
     /// Paths whose change should trigger a reload: the config file, rule-file globs and
     /// `jwks_file`s, resolved against the config file's directory.
     pub fn watched(&self) -> crate::reload::Watched {
-        crate::reload::Watched::from_config(self.config_path.as_deref(), &self.startup)
+        self.watched.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 

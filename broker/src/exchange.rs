@@ -124,11 +124,42 @@ impl IntoResponse for Failure {
 /// A parsed, well-formed token request.
 struct TokenRequest {
     subject_token: String,
+    audiences: Vec<String>,
+    resources: Vec<String>,
+    /// `audiences` then `resources`, deduplicated.
     targets: Vec<String>,
     scope: Option<String>,
     scopes: Vec<String>,
     access_token: bool,
     actor: Option<(String, String)>,
+}
+
+fn push_unique(list: &mut Vec<String>, v: &str) {
+    if !list.iter().any(|x| x == v) {
+        list.push(v.to_string());
+    }
+}
+
+/// `a` then the values of `b` not already in it.
+pub(crate) fn union(a: &[String], b: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    for v in a.iter().chain(b) {
+        push_unique(&mut out, v);
+    }
+    out
+}
+
+/// Space-separated scopes, deduplicated, in order.
+pub(crate) fn split_scopes(scope: Option<&str>) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in scope
+        .into_iter()
+        .flat_map(|s| s.split(' '))
+        .filter(|s| !s.is_empty())
+    {
+        push_unique(&mut out, s);
+    }
+    out
 }
 
 fn is_form(headers: &HeaderMap) -> bool {
@@ -180,19 +211,19 @@ fn parse_form(body: &[u8]) -> Result<TokenRequest, Failure> {
     if !supported_token_type(&subject_token_type) {
         return Err(Failure::invalid_request("unsupported `subject_token_type`"));
     }
-    let mut targets: Vec<String> = Vec::new();
-    for name in ["audience", "resource"] {
+    let mut lists: [Vec<String>; 2] = Default::default();
+    for (name, list) in ["audience", "resource"].into_iter().zip(lists.iter_mut()) {
         for v in params.get(name).into_iter().flatten() {
             if v.is_empty() {
                 return Err(Failure::invalid_request(format!(
                     "parameter `{name}` must not be empty"
                 )));
             }
-            if !targets.contains(v) {
-                targets.push(v.clone());
-            }
+            push_unique(list, v);
         }
     }
+    let [audiences, resources] = lists;
+    let targets = union(&audiences, &resources);
     if targets.is_empty() {
         return Err(Failure::invalid_request("`audience` or `resource` is required"));
     }
@@ -221,14 +252,11 @@ fn parse_form(body: &[u8]) -> Result<TokenRequest, Failure> {
         }
     };
     let scope = one("scope");
-    let mut scopes: Vec<String> = Vec::new();
-    for s in scope.iter().flat_map(|s| s.split(' ')).filter(|s| !s.is_empty()) {
-        if !scopes.iter().any(|x| x == s) {
-            scopes.push(s.to_string());
-        }
-    }
+    let scopes = split_scopes(scope.as_deref());
     Ok(TokenRequest {
         subject_token,
+        audiences,
+        resources,
         targets,
         scope,
         scopes,
@@ -285,7 +313,7 @@ async fn token(State(st): State<Arc<AppState>>, req: Request) -> Response {
     match result {
         Ok(resp) => resp,
         Err(f) => {
-            tracing::info!(error = f.code, reason = %f.reason, issuer = ?trail.issuer, subject = ?trail.subject, "token exchange denied");
+            tracing::info!(error = f.code, reason = %f.reason, issuer = trail.issuer.as_deref().unwrap_or(""), subject = trail.subject.as_deref().unwrap_or(""), "token exchange denied");
             f.into_response()
         }
     }

@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 
 use crate::app::{Policy, now};
 use crate::config::{self, Config};
-use crate::exchange::{TT_ACCESS_TOKEN, TT_JWT, issued_claims, verify_token};
+use crate::exchange::{TT_ACCESS_TOKEN, TT_JWT, issued_claims, split_scopes, union, verify_token};
 use crate::issuer_keys::FetchClients;
 use crate::metrics::Metrics;
 
@@ -92,26 +92,13 @@ pub async fn run(args: ExplainArgs) -> ExitCode {
 async fn explain(args: &ExplainArgs) -> Result<u8, String> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let config = config::load(&args.config).map_err(|e| format!("invalid configuration:\n{e}"))?;
-    let mut targets: Vec<String> = Vec::new();
-    for t in args.audiences.iter().chain(&args.resources) {
-        if !targets.contains(t) {
-            targets.push(t.clone());
-        }
-    }
+    let audiences = union(&args.audiences, &[]);
+    let resources = union(&args.resources, &[]);
+    let targets = union(&audiences, &resources);
     if targets.is_empty() {
         return Err("give at least one --audience or --resource".into());
     }
-    let mut scopes: Vec<String> = Vec::new();
-    for s in args
-        .scope
-        .iter()
-        .flat_map(|s| s.split(' '))
-        .filter(|s| !s.is_empty())
-    {
-        if !scopes.iter().any(|x| x == s) {
-            scopes.push(s.to_string());
-        }
-    }
+    let scopes = split_scopes(args.scope.as_deref());
     let clients = FetchClients::new().map_err(|e| e.to_string())?;
     let policy = Policy::build(1, &config, None, &clients, &Arc::new(Metrics::new()), false)
         .map_err(|e| e.to_string())?;

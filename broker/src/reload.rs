@@ -16,9 +16,10 @@ use crate::config::{Config, KeySource};
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// What to watch: directories, and which paths in them matter.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Watched {
-    pub dirs: Vec<PathBuf>,
+    /// Directories, each with whether to watch it recursively (a `**` glob below it).
+    pub dirs: Vec<(PathBuf, bool)>,
     files: Vec<PathBuf>,
     patterns: Vec<glob::Pattern>,
 }
@@ -37,16 +38,17 @@ impl Watched {
             if let Ok(p) = glob::Pattern::new(&full.to_string_lossy()) {
                 w.patterns.push(p);
             }
-            // The deepest directory without glob characters.
+            // The deepest directory without glob characters; recursive when the glob
+            // reaches below it (`**`, or a wildcard in a directory name).
             let mut dir = PathBuf::new();
             for part in full.parent().into_iter().flat_map(Path::components) {
-                let text = part.as_os_str().to_string_lossy();
-                if text.contains(['*', '?', '[']) {
+                if part.as_os_str().to_string_lossy().contains(['*', '?', '[']) {
                     break;
                 }
                 dir.push(part);
             }
-            w.add_dir(dir);
+            let recursive = pattern.contains("**") || full.parent() != Some(dir.as_path());
+            w.add_dir(dir, recursive);
         }
         for issuer in &config.issuers {
             if let KeySource::File(path, _) = &issuer.keys {
@@ -58,14 +60,15 @@ impl Watched {
 
     fn add_file(&mut self, path: PathBuf) {
         if let Some(dir) = path.parent() {
-            self.add_dir(dir.to_path_buf());
+            self.add_dir(dir.to_path_buf(), false);
         }
         self.files.push(path);
     }
 
-    fn add_dir(&mut self, dir: PathBuf) {
-        if !self.dirs.contains(&dir) {
-            self.dirs.push(dir);
+    fn add_dir(&mut self, dir: PathBuf, recursive: bool) {
+        match self.dirs.iter_mut().find(|(d, _)| *d == dir) {
+            Some(entry) => entry.1 |= recursive,
+            None => self.dirs.push((dir, recursive)),
         }
     }
 
@@ -79,57 +82,128 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
+/// Keeps the OS watches in line with a [`Watched`]: a directory that does not exist yet
+/// is covered by watching its nearest existing ancestor until it appears.
+struct Watches {
+    watcher: Option<notify::RecommendedWatcher>,
+    active: Vec<(PathBuf, RecursiveMode)>,
+}
+
+impl Watches {
+    fn sync(&mut self, wanted: &Watched) {
+        let Some(watcher) = self.watcher.as_mut() else {
+            return;
+        };
+        let mut desired: Vec<(PathBuf, RecursiveMode)> = Vec::new();
+        for (dir, recursive) in &wanted.dirs {
+            let mode = if *recursive {
+                RecursiveMode::Recursive
+            } else {
+                RecursiveMode::NonRecursive
+            };
+            let mut target = dir.clone();
+            while !target.is_dir() {
+                match target.parent() {
+                    Some(parent) => target = parent.to_path_buf(),
+                    None => break,
+                }
+            }
+            let mode = if target == *dir {
+                mode
+            } else {
+                RecursiveMode::NonRecursive
+            };
+            if !desired.iter().any(|(d, m)| *d == target && *m == mode) {
+                desired.push((target, mode));
+            }
+        }
+        for (dir, mode) in &self.active {
+            if !desired.contains(&(dir.clone(), *mode)) {
+                let _ = watcher.unwatch(dir);
+            }
+        }
+        let mut active = Vec::new();
+        for (dir, mode) in desired {
+            if self.active.contains(&(dir.clone(), mode)) {
+                active.push((dir, mode));
+                continue;
+            }
+            match watcher.watch(&dir, mode) {
+                Ok(()) => active.push((dir, mode)),
+                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory"),
+            }
+        }
+        self.active = active;
+    }
+}
+
+enum Event {
+    /// A watched file changed, or SIGHUP.
+    Reload,
+    /// A directory appeared: watch again (a rules directory may have been created).
+    Rescan,
+}
+
 /// Watch the files and listen for SIGHUP; reload on either. Runs until the process ends.
 pub fn spawn(state: Arc<AppState>) {
     if state.config_path.is_none() {
         return;
     }
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let watched = state.watched();
-    let dirs = watched.dirs.clone();
-    let file_tx = tx.clone();
-    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            if event.kind.is_access() {
-                return;
-            }
-            if event.paths.iter().any(|p| watched.matters(p)) {
-                let _ = file_tx.send(());
-            }
+    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    // Register SIGHUP now, before returning, so an early SIGHUP never kills the process.
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading");
+                    let _ = tx.send(Event::Reload);
+                }
+            });
         }
-    });
-    let mut watcher = match watcher {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch configuration files; reload with SIGHUP");
-            None
-        }
-    };
-    if let Some(w) = watcher.as_mut() {
-        for dir in &dirs {
-            if let Err(e) = w.watch(dir, RecursiveMode::NonRecursive) {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory");
-            }
-        }
+        Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
     }
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+    let wanted = Arc::new(std::sync::RwLock::new(state.watched()));
+    let filter = wanted.clone();
+    let file_tx = tx;
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if event.kind.is_access() {
             return;
-        };
-        while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading");
-            let _ = tx.send(());
+        }
+        let w = filter.read().unwrap_or_else(|e| e.into_inner());
+        if event.paths.iter().any(|p| w.matters(p)) {
+            let _ = file_tx.send(Event::Reload);
+        } else if matches!(event.kind, notify::EventKind::Create(_)) && event.paths.iter().any(|p| p.is_dir())
+        {
+            let _ = file_tx.send(Event::Rescan);
         }
     });
+    let mut watches = Watches {
+        watcher: match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch configuration files; reload with SIGHUP");
+                None
+            }
+        },
+        active: Vec::new(),
+    };
+    watches.sync(&state.watched());
     tokio::spawn(async move {
-        // The watcher lives as long as this task.
-        let _watcher = watcher;
-        while rx.recv().await.is_some() {
+        while let Some(event) = rx.recv().await {
+            if matches!(event, Event::Rescan) {
+                watches.sync(&wanted.read().unwrap_or_else(|e| e.into_inner()).clone());
+                continue;
+            }
             // Debounce: wait until events stop for DEBOUNCE.
-            while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+            while let Ok(Some(_)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
             let st = state.clone();
             let _ = tokio::task::spawn_blocking(move || st.reload()).await;
+            // The config may name other rule files or key files now.
+            let now_wanted = state.watched();
+            watches.sync(&now_wanted);
+            *wanted.write().unwrap_or_else(|e| e.into_inner()) = now_wanted;
         }
     });
 }
@@ -155,6 +229,6 @@ mod tests {
         assert!(w.matters(&root.join("rules/a.yaml")));
         assert!(!w.matters(&root.join("audit.jsonl")));
         assert!(!w.matters(&root.join("rules/a.yaml.swp")));
-        assert!(w.dirs.contains(&root.join("rules")));
+        assert!(w.dirs.contains(&(root.join("rules"), false)));
     }
 }

@@ -11,6 +11,8 @@ mod cli;
 mod dev_mode;
 mod errors;
 mod exchange;
+mod explain;
 mod harness;
 mod keys_fetch;
+mod reload;
 mod replay;
