@@ -92,7 +92,7 @@ pub fn config(listen: SocketAddr) -> Result<(Config, Signer, Arc<DevIssuer>), St
         "description": "Development: any token from the dev issuer may be exchanged for example-target",
         "match": {
             "issuer": DEV_ISSUER_NAME,
-            "subject_pattern": "*",
+            "allow_any_subject": true,
             "audiences": [EXAMPLE_TARGET],
         },
         "issue": {

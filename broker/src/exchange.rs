@@ -411,6 +411,8 @@ async fn exchange(st: &AppState, req: Request, trail: &mut Trail) -> Result<Resp
     let rule_request = federation_rules::Request {
         issuer: &issuer.config.name,
         claims: &claims,
+        audiences: &request.audiences,
+        resources: &request.resources,
         targets: &request.targets,
         scopes: &request.scopes,
         requested_token_type: if request.access_token {

@@ -182,6 +182,8 @@ async fn explain(args: &ExplainArgs) -> Result<u8, String> {
     let request = federation_rules::Request {
         issuer: &subject.issuer_name,
         claims: &claims,
+        audiences: &audiences,
+        resources: &resources,
         targets: &targets,
         scopes: &scopes,
         requested_token_type: if args.access_token {

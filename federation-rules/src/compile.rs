@@ -2,10 +2,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::duration::{format_duration, parse_duration};
+use crate::expr::{Expression, Runtime};
 use crate::path::ClaimPath;
 use crate::pattern::Pattern;
 use crate::raw::{ClaimValues, Effect, RawActor, RawIssue, RawMatch, RawRule};
@@ -79,10 +81,12 @@ impl fmt::Display for RuleLabel<'_> {
 
 /// A compiled rule set: immutable, cheap to share between threads, indexed by issuer
 /// and target. Build a new one to reload.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RuleSet {
     pub(crate) rules: Vec<Rule>,
     pub(crate) index: HashMap<String, IssuerRules>,
+    /// The functions CEL expressions call; shared by clones.
+    pub(crate) cel: Arc<Runtime>,
 }
 
 /// The rules of one issuer, by requested target. Lists hold indexes into
@@ -115,6 +119,15 @@ pub(crate) struct Rule {
 pub(crate) struct TokenConditions {
     pub(crate) subject: Option<ValueTest>,
     pub(crate) claims: Vec<ClaimCondition>,
+    /// `match.condition` or `match.actor.condition`.
+    pub(crate) condition: Option<Condition>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Condition {
+    /// `match.condition`, for reasons.
+    pub(crate) field: String,
+    pub(crate) expr: Expression,
 }
 
 #[derive(Debug, Clone)]
@@ -141,16 +154,18 @@ pub(crate) struct ActorConditions {
 pub(crate) struct Issue {
     pub(crate) audience: Option<Template>,
     /// `issue.subject`, or `{sub}` when the rule sets none.
-    pub(crate) subject: Template,
+    pub(crate) subject: IssueValue,
     pub(crate) subject_is_default: bool,
     pub(crate) lifetime: u64,
     pub(crate) claims: Vec<(String, IssueValue)>,
 }
 
-/// A value of `issue.claims`: strings are templates, other scalars are copied.
+/// A value of `issue.claims` (or `issue.subject`): strings are templates, `{expr: ...}`
+/// objects CEL expressions, other scalars are copied.
 #[derive(Debug, Clone)]
 pub(crate) enum IssueValue {
     Template { field: String, template: Template },
+    Expr { field: String, expr: Expression },
     Literal(Value),
     Array(Vec<IssueValue>),
     Object(Vec<(String, IssueValue)>),
@@ -171,6 +186,12 @@ impl Errors<'_> {
             field: field.into(),
             message: message.into(),
         });
+    }
+}
+
+impl Default for RuleSet {
+    fn default() -> RuleSet {
+        RuleSet::empty()
     }
 }
 
@@ -210,7 +231,7 @@ impl RuleSet {
 
     /// A rule set without rules: every request is denied.
     pub fn empty() -> RuleSet {
-        RuleSet::default()
+        RuleSet::from_rules(Vec::new())
     }
 
     pub fn len(&self) -> usize {
@@ -252,7 +273,11 @@ impl RuleSet {
                 }
             }
         }
-        RuleSet { rules, index }
+        RuleSet {
+            rules,
+            index,
+            cel: Arc::new(Runtime::new()),
+        }
     }
 }
 
@@ -278,9 +303,25 @@ fn compile_rule(raw: RawRule, ctx: &CompileContext<'_>, errs: &mut Errors<'_>) -
         audiences,
         scopes,
         actor,
+        allow_any_subject,
     } = raw.matcher;
 
     check_issuer(&issuer, "match.issuer", ctx, errs);
+    if raw.effect == Effect::Allow && !allow_any_subject {
+        let constrained = subject.is_some()
+            || subject_pattern.as_deref().is_some_and(|p| !is_wildcard_only(p))
+            || !claims.is_empty()
+            || !claim_patterns.is_empty()
+            || condition.is_some();
+        if !constrained {
+            errs.push(
+                "match",
+                format!(
+                    "a rule that would admit every token of issuer `{issuer}` must say `allow_any_subject: true` (or constrain `subject`, `subject_pattern`, `claims`, `claim_patterns` or `condition`)"
+                ),
+            );
+        }
+    }
     let token = compile_token_conditions(
         "match",
         subject,
@@ -432,18 +473,28 @@ fn compile_token_conditions(
         }
     }
 
-    if condition.is_some() {
-        errs.push(
-            format!("{prefix}.condition"),
-            "CEL conditions are not yet supported; remove `condition` (coming in a later release)",
-        );
+    if let Some(source) = condition {
+        let field = format!("{prefix}.condition");
+        match Expression::compile(&source) {
+            Ok(expr) => conditions.condition = Some(Condition { field, expr }),
+            Err(e) => errs.push(field, e),
+        }
     }
     conditions
 }
 
+/// Whether a glob matches any string at all: only `*` and `?` (`?` still needs
+/// one character, but says nothing about which).
+fn is_wildcard_only(pattern: &str) -> bool {
+    pattern.chars().all(|c| c == '*' || c == '?')
+}
+
 fn compile_issue(raw: Option<RawIssue>, ctx: &CompileContext<'_>, errs: &mut Errors<'_>) -> Issue {
     let default_lifetime = DEFAULT_LIFETIME.min(ctx.max_lifetime);
-    let default_subject = Template::claim("sub");
+    let default_subject = IssueValue::Template {
+        field: "issue.subject".to_owned(),
+        template: Template::claim("sub"),
+    };
     let Some(raw) = raw else {
         return Issue {
             audience: None,
@@ -462,7 +513,21 @@ fn compile_issue(raw: Option<RawIssue>, ctx: &CompileContext<'_>, errs: &mut Err
         Template::parse(text).map_err(|e| errs.push(field, e)).ok()
     };
     let audience = raw.audience.and_then(|t| template("issue.audience", &t));
-    let subject = raw.subject.and_then(|t| template("issue.subject", &t));
+    let subject = match raw.subject {
+        None => None,
+        Some(Value::String(text)) => template("issue.subject", &text).map(|template| IssueValue::Template {
+            field: "issue.subject".to_owned(),
+            template,
+        }),
+        Some(value @ Value::Object(_)) => match compile_issue_value("issue.subject", value, errs) {
+            expr @ IssueValue::Expr { .. } => Some(expr),
+            _ => None, // an error was recorded
+        },
+        Some(_) => {
+            errs.push("issue.subject", "must be a template string or `{expr: '<CEL>'}`");
+            None
+        }
+    };
     let subject_is_default = subject.is_none();
     let subject = subject.unwrap_or(default_subject);
 
@@ -530,6 +595,7 @@ fn compile_issue_value(field: &str, value: Value, errs: &mut Errors<'_>) -> Issu
                 .map(|(i, item)| compile_issue_value(&format!("{field}[{i}]"), item, errs))
                 .collect(),
         ),
+        Value::Object(map) if map.contains_key("expr") => compile_expr_value(field, map, errs),
         Value::Object(map) => IssueValue::Object(
             map.into_iter()
                 .map(|(key, item)| {
@@ -539,6 +605,40 @@ fn compile_issue_value(field: &str, value: Value, errs: &mut Errors<'_>) -> Issu
                 .collect(),
         ),
         scalar => IssueValue::Literal(scalar),
+    }
+}
+
+/// `{expr: '<CEL>'}`: `expr` must be the only key, so that a literal object can never be
+/// mistaken for an expression or the other way round.
+fn compile_expr_value(field: &str, map: serde_json::Map<String, Value>, errs: &mut Errors<'_>) -> IssueValue {
+    let invalid = IssueValue::Literal(Value::Null);
+    if map.len() != 1 {
+        let others: Vec<&str> = map.keys().filter(|k| *k != "expr").map(String::as_str).collect();
+        errs.push(
+            field,
+            format!(
+                "`expr` marks a CEL expression and must be the only key, but the object also has [{}] (to issue such an object, write it as a CEL map literal inside `expr`)",
+                others.join(", ")
+            ),
+        );
+        return invalid;
+    }
+    let field_expr = format!("{field}.expr");
+    match map.get("expr") {
+        Some(Value::String(source)) => match Expression::compile(source) {
+            Ok(expr) => IssueValue::Expr {
+                field: field.to_owned(),
+                expr,
+            },
+            Err(e) => {
+                errs.push(field_expr, e);
+                invalid
+            }
+        },
+        _ => {
+            errs.push(field_expr, "must be a CEL expression (a string)");
+            invalid
+        }
     }
 }
 
@@ -553,7 +653,7 @@ mod tests {
     fn rule(patch: Value) -> Value {
         let mut base = json!({
             "name": "r",
-            "match": {"issuer": "github-actions", "audiences": ["sts.amazonaws.com"]},
+            "match": {"issuer": "github-actions", "audiences": ["sts.amazonaws.com"], "allow_any_subject": true},
         });
         merge(&mut base, patch);
         base
@@ -697,16 +797,136 @@ mod tests {
                 "must not be empty",
             ),
             (
-                "condition",
-                json!({"match": {"condition": "claims.x == \"y\""}}),
+                "condition syntax",
+                json!({"match": {"condition": "claims.x == "}}),
                 "match.condition",
-                "CEL conditions are not yet supported; remove `condition` (coming in a later release)",
+                "invalid CEL at 1:13: Syntax error: mismatched input '<EOF>'",
             ),
             (
-                "actor condition",
-                json!({"match": {"actor": {"issuer": "agents", "condition": "true"}}}),
+                "actor condition syntax",
+                json!({"match": {"actor": {"issuer": "agents", "condition": "(("}}}),
                 "match.actor.condition",
-                "CEL conditions are not yet supported",
+                "invalid CEL",
+            ),
+            (
+                "condition unknown variable",
+                json!({"match": {"condition": "token.sub == \"x\""}}),
+                "match.condition",
+                "unknown variable `token`: expressions can use `claims`, `request` and `actor`",
+            ),
+            (
+                "condition unknown function",
+                json!({"match": {"condition": "claims.sub.frobnicate()"}}),
+                "match.condition",
+                "unknown function `frobnicate`",
+            ),
+            (
+                "condition too long",
+                json!({"match": {"condition": format!("claims.sub == \"{}\"", "a".repeat(4096))}}),
+                "match.condition",
+                "at most 4096 are allowed",
+            ),
+            (
+                "condition empty",
+                json!({"match": {"condition": " "}}),
+                "match.condition",
+                "the CEL expression is empty",
+            ),
+            (
+                "condition nested comprehension",
+                json!({"match": {"condition": "claims.groups.exists(g, claims.teams.exists(t, t == g))"}}),
+                "match.condition",
+                "nested comprehensions",
+            ),
+            (
+                "condition regex from data",
+                json!({"match": {"condition": "claims.sub.matches(claims.pattern)"}}),
+                "match.condition",
+                "must be a string literal",
+            ),
+            (
+                "condition bad regex",
+                json!({"match": {"condition": "claims.sub.matches(\"(unclosed\")"}}),
+                "match.condition",
+                "invalid regular expression in `matches`",
+            ),
+            (
+                "condition message literal",
+                json!({"match": {"condition": "google.Thing{a: 1} == claims"}}),
+                "match.condition",
+                "message construction",
+            ),
+            (
+                "condition comprehension variable out of scope",
+                json!({"match": {"condition": "claims.groups.exists(g, true) && g == \"x\""}}),
+                "match.condition",
+                "unknown variable `g`",
+            ),
+            (
+                "condition deeply nested",
+                json!({"match": {"condition": format!("{}true{}", "[".repeat(40), "]".repeat(40))}}),
+                "match.condition",
+                "invalid CEL",
+            ),
+            (
+                "condition too deep for the depth check",
+                json!({"match": {"condition": format!("claims.a{} > 0", " + 1".repeat(40))}}),
+                "match.condition",
+                "nests deeper than 32 levels",
+            ),
+            (
+                "condition too many parts",
+                json!({"match": {"condition": vec!["claims.a == 1"; 200].join(" || ")}}),
+                "match.condition",
+                "more than 512 parts",
+            ),
+            (
+                "subject expr syntax",
+                json!({"issue": {"subject": {"expr": "claims."}}}),
+                "issue.subject.expr",
+                "invalid CEL",
+            ),
+            (
+                "subject expr not a string",
+                json!({"issue": {"subject": {"expr": 3}}}),
+                "issue.subject.expr",
+                "must be a CEL expression (a string)",
+            ),
+            (
+                "claim expr with other keys",
+                json!({"issue": {"claims": {"tags": {"expr": "claims.a", "other": 1}}}}),
+                "issue.claims.tags",
+                "`expr` marks a CEL expression and must be the only key, but the object also has [other]",
+            ),
+            (
+                "deep claim expr unknown variable",
+                json!({"issue": {"claims": {"tags": {"list": [{"expr": "repository"}]}}}}),
+                "issue.claims.tags.list[0].expr",
+                "unknown variable `repository`",
+            ),
+            (
+                "unknown template root",
+                json!({"issue": {"claims": {"team": "{foo}"}}}),
+                "issue.claims.team",
+                "unknown placeholder `{foo}`",
+            ),
+            (
+                "empty template placeholder",
+                json!({"issue": {"claims": {"team": "x{}"}}}),
+                "issue.claims.team",
+                "empty placeholder `{}`",
+            ),
+            (
+                "rule admitting every token",
+                json!({"match": {"allow_any_subject": null}}),
+                "match",
+                "a rule that would admit every token of issuer `github-actions` must say `allow_any_subject: true`",
+            ),
+            (
+                "wildcard-only subject pattern admits every token",
+                json!({"match": {"allow_any_subject": null, "subject_pattern": "*?*"}}),
+                "match",
+                "must say `allow_any_subject: true`",
             ),
             (
                 "allow without audiences",
@@ -812,7 +1032,9 @@ mod tests {
             ),
         ];
         for (what, patch, field, message) in cases {
-            let errors = errors_of(json!([rule(patch)]));
+            let Err(errors) = try_compile(json!([rule(patch)])) else {
+                panic!("{what}: expected compile errors");
+            };
             assert!(
                 errors
                     .iter()
@@ -863,7 +1085,7 @@ mod tests {
     fn reports_every_error_at_once() {
         let errors = errors_of(json!([
             rule(json!({"name": "dup"})),
-            rule(json!({"name": "dup", "match": {"issuer": "nope", "condition": "x"}})),
+            rule(json!({"name": "dup", "match": {"issuer": "nope", "condition": "x +"}})),
             rule(json!({"name": "fine"})),
             rule(json!({
                 "name": "",

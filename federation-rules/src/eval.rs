@@ -1,11 +1,14 @@
 //! Evaluating a request against a [`RuleSet`]: the decision, and an explanation of it.
 
+use std::cell::OnceCell;
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::ser::{SerializeStruct, Serializer};
+use serde_json::{Map, Value, json};
 
-use crate::compile::{IssueValue, IssuerRules, Rule, RuleSet, TokenConditions, ValueTest};
+use crate::compile::{Condition, IssueValue, IssuerRules, Rule, RuleSet, TokenConditions, ValueTest};
+use crate::expr::{Expression, Runtime, Scope, cel_to_json, type_name};
 use crate::raw::Effect;
 use crate::template::RenderError;
 
@@ -25,7 +28,12 @@ pub struct Request<'a> {
     /// The `name` of the issuer that verified the subject token.
     pub issuer: &'a str,
     pub claims: &'a Claims,
-    /// `audience` and `resource` values, in request order, deduplicated.
+    /// `audience` values, in request order, deduplicated (CEL: `request.audiences`).
+    pub audiences: &'a [String],
+    /// `resource` values, in request order, deduplicated (CEL: `request.resources`).
+    pub resources: &'a [String],
+    /// `audience` and `resource` values together, in request order, deduplicated: what
+    /// rules are selected by (CEL: `request.targets`).
     pub targets: &'a [String],
     pub scopes: &'a [String],
     pub requested_token_type: &'a str,
@@ -40,9 +48,9 @@ pub struct Actor<'a> {
     pub claims: &'a Claims,
 }
 
-/// The outcome of evaluating a request.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "outcome", rename_all = "lowercase")]
+/// The outcome of evaluating a request. Serializes as the `decision` of `explain --json`
+/// (see the crate docs, "explain --json").
+#[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     Allow(Grant),
     Deny(Denial),
@@ -65,6 +73,8 @@ impl Decision {
 /// What the issued token carries, as decided by an allow rule.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Grant {
+    /// Serialized beside the grant, as the decision's `rule`.
+    #[serde(skip_serializing)]
     pub rule: String,
     /// Rendered `issue.audience`, or the requested targets.
     pub audience: Vec<String>,
@@ -131,6 +141,29 @@ pub struct RuleOutcome {
     pub reason: Option<String>,
 }
 
+impl Serialize for Decision {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Decision::Allow(grant) => {
+                let mut out = serializer.serialize_struct("Decision", 3)?;
+                out.serialize_field("outcome", "allow")?;
+                out.serialize_field("rule", &grant.rule)?;
+                out.serialize_field("grant", grant)?;
+                out.end()
+            }
+            Decision::Deny(denial) => {
+                let mut out = serializer.serialize_struct("Decision", 5)?;
+                out.serialize_field("outcome", "deny")?;
+                out.serialize_field("rule", &denial.rule)?;
+                out.serialize_field("kind", &denial.kind)?;
+                out.serialize_field("error", denial.kind.error_code())?;
+                out.serialize_field("reason", &denial.reason)?;
+                out.end()
+            }
+        }
+    }
+}
+
 /// Longest claim value quoted in a reason, in characters.
 const MAX_SHOWN_CHARS: usize = 200;
 /// Rules named in the "no allow rule matched" summary.
@@ -144,6 +177,37 @@ thread_local! {
 }
 
 type Trace = Vec<(usize, RuleOutcome)>;
+
+/// What every rule checked for one request shares: the CEL variables, built the first
+/// time an expression needs them.
+struct Inputs<'s, 'r> {
+    cel: &'s Runtime,
+    req: &'r Request<'r>,
+    scope: OnceCell<Scope<'s>>,
+}
+
+impl<'s> Inputs<'s, '_> {
+    fn scope(&self) -> &Scope<'s> {
+        self.scope.get_or_init(|| {
+            let req = self.req;
+            let request = json!({
+                "audiences": req.audiences,
+                "resources": req.resources,
+                "targets": req.targets,
+                "scope": req.scopes.join(" "),
+                "scopes": req.scopes,
+                "requested_token_type": req.requested_token_type,
+            });
+            self.cel
+                .scope(&req.claims.0, request, req.actor.as_ref().map(|a| &a.claims.0))
+        })
+    }
+
+    /// Evaluates an expression; the error is prefixed with `field`.
+    fn evaluate(&self, field: &str, expr: &Expression) -> Result<cel::Value, String> {
+        expr.evaluate(self.scope()).map_err(|e| format!("{field}: {e}"))
+    }
+}
 
 impl RuleSet {
     /// Decides a request. Deterministic and free of I/O.
@@ -166,6 +230,11 @@ impl RuleSet {
     /// The one decision procedure. With a trace it evaluates every relevant rule instead
     /// of stopping early, but reaches the same decision.
     fn decide(&self, req: &Request<'_>, mut trace: Option<&mut Trace>) -> Decision {
+        let inputs = Inputs {
+            cel: &self.cel,
+            req,
+            scope: OnceCell::new(),
+        };
         let Some(issuer_rules) = self.index.get(req.issuer) else {
             return denial(
                 DenialKind::NoRuleForTarget,
@@ -192,7 +261,7 @@ impl RuleSet {
         // Deny rules first: any match refuses the request, whatever the allow rules say.
         let mut denied_by: Option<&Rule> = None;
         for (i, rule) in self.deny_candidates(issuer_rules, req.targets) {
-            let result = check_deny(rule, req);
+            let result = check_deny(rule, &inputs);
             let matched = result.is_ok();
             if let Some(trace) = trace.as_deref_mut() {
                 let reason = match (result, denied_by) {
@@ -217,13 +286,18 @@ impl RuleSet {
         if let (Some(rule), None) = (denied_by, trace.as_deref()) {
             return deny_rule_matched(rule);
         }
+        // The subject token's own say on who may act for it, whatever the rules allow.
+        let may_act = check_may_act(req).err();
+        if let (Some(reason), None) = (&may_act, trace.as_deref()) {
+            return denial(DenialKind::DeniedByPolicy, None, reason.clone());
+        }
 
         // Then the allow rules granting every target, in input order.
         let mut decided: Option<(usize, &Rule)> = None;
         let mut scope_refusal: Option<(&Rule, String)> = None;
         let mut misses: Vec<(&Rule, String)> = Vec::new();
         for (i, rule) in allow {
-            let (matched, reason) = match check_allow(rule, req) {
+            let (matched, reason) = match check_allow(rule, &inputs) {
                 Err(reason) => {
                     misses.push((rule, reason.clone()));
                     (false, Some(reason))
@@ -239,6 +313,10 @@ impl RuleSet {
                         (Some(deny), _) => (
                             true,
                             Some(format!("matched, but deny rule `{}` takes precedence", deny.name)),
+                        ),
+                        (None, _) if may_act.is_some() => (
+                            true,
+                            may_act.as_ref().map(|reason| format!("matched, but {reason}")),
                         ),
                         (None, Some((_, first))) => (
                             true,
@@ -261,8 +339,11 @@ impl RuleSet {
         if let Some(rule) = denied_by {
             return deny_rule_matched(rule);
         }
+        if let Some(reason) = may_act {
+            return denial(DenialKind::DeniedByPolicy, None, reason);
+        }
         if let Some((i, rule)) = decided {
-            return match grant(rule, req) {
+            return match grant(rule, &inputs) {
                 Ok(grant) => Decision::Allow(grant),
                 Err(problem) => {
                     if let Some((_, entry)) = trace
@@ -431,26 +512,28 @@ fn count_check() {
 }
 
 /// Conditions of an allow rule, except scopes.
-fn check_allow(rule: &Rule, req: &Request<'_>) -> Result<(), String> {
+fn check_allow(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<(), String> {
     count_check();
-    check_token(&rule.token, &req.claims.0, "")?;
+    let req = inputs.req;
+    check_token(&rule.token, &req.claims.0, "", inputs)?;
     match (&rule.actor, &req.actor) {
         (None, None) => Ok(()),
         (None, Some(_)) => Err(
             "actor: the request carries an actor token, but the rule has no `match.actor` (delegation must be granted explicitly)"
                 .to_owned(),
         ),
-        (Some(_), _) => check_actor(rule, req),
+        (Some(_), _) => check_actor(rule, inputs),
     }
 }
 
 /// Conditions of a deny rule. A deny rule without `actor` applies whether or not the
 /// request is delegated, so that an actor token can never be used to slip past it.
-fn check_deny(rule: &Rule, req: &Request<'_>) -> Result<(), String> {
+fn check_deny(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<(), String> {
     count_check();
-    check_token(&rule.token, &req.claims.0, "")?;
+    let req = inputs.req;
+    check_token(&rule.token, &req.claims.0, "", inputs)?;
     if rule.actor.is_some() {
-        check_actor(rule, req)?;
+        check_actor(rule, inputs)?;
     }
     if !rule.scopes.is_empty() && !req.scopes.iter().any(|s| rule.scopes.contains(s)) {
         return Err(format!(
@@ -461,7 +544,8 @@ fn check_deny(rule: &Rule, req: &Request<'_>) -> Result<(), String> {
     Ok(())
 }
 
-fn check_actor(rule: &Rule, req: &Request<'_>) -> Result<(), String> {
+fn check_actor(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<(), String> {
+    let req = inputs.req;
     let Some(conditions) = &rule.actor else {
         return Ok(());
     };
@@ -474,7 +558,45 @@ fn check_actor(rule: &Rule, req: &Request<'_>) -> Result<(), String> {
             conditions.issuer, actor.issuer
         ));
     }
-    check_token(&conditions.token, &actor.claims.0, "actor.")
+    check_token(&conditions.token, &actor.claims.0, "actor.", inputs)
+}
+
+/// RFC 8693 §4.4: a subject token with `may_act` names who may act for it. It is an
+/// object (`sub`, optionally `iss` and other claims), or, as an extension, a list of
+/// them; the actor token must carry every member of one entry with an equal value, and
+/// an entry without `sub` authorizes nobody. Anything else in `may_act` refuses every
+/// actor: a claim meant to restrict must not be ignored because it is malformed.
+fn check_may_act(req: &Request<'_>) -> Result<(), String> {
+    let (Some(actor), Some(may_act)) = (&req.actor, req.claims.0.get("may_act")) else {
+        return Ok(());
+    };
+    let entries: Option<Vec<&Map<String, Value>>> = match may_act {
+        Value::Object(entry) => Some(vec![entry]),
+        Value::Array(items) => items.iter().map(Value::as_object).collect(),
+        _ => None,
+    };
+    let Some(entries) = entries else {
+        return Err(format!(
+            "may_act: the subject token's `may_act` claim is {}, not an object or a list of objects; no actor is authorized",
+            show(may_act)
+        ));
+    };
+    let authorized = entries.iter().any(|entry| {
+        entry.contains_key("sub")
+            && entry
+                .iter()
+                .all(|(key, value)| actor.claims.0.get(key) == Some(value))
+    });
+    if authorized {
+        return Ok(());
+    }
+    let who = match actor.claims.0.get("sub") {
+        Some(sub) => show(sub),
+        None => "without `sub`".to_owned(),
+    };
+    Err(format!(
+        "may_act: actor {who} is not authorized by the subject token"
+    ))
 }
 
 fn check_scopes(rule: &Rule, scopes: &[String]) -> Result<(), String> {
@@ -498,6 +620,7 @@ fn check_token(
     conditions: &TokenConditions,
     claims: &Map<String, Value>,
     prefix: &str,
+    inputs: &Inputs<'_, '_>,
 ) -> Result<(), String> {
     if let Some(test) = &conditions.subject {
         // `sub` is a single value: an array never matches a subject condition.
@@ -507,15 +630,32 @@ fn check_token(
         check_value(&condition.test, condition.path.lookup(claims), true)
             .map_err(|problem| format!("{prefix}{}: {problem}", condition.display))?;
     }
+    if let Some(condition) = &conditions.condition {
+        check_condition(condition, inputs)?;
+    }
     Ok(())
+}
+
+/// A condition holds only when it evaluates to `true`: `false`, any other value and any
+/// error (a missing key, a wrong type) fail it.
+fn check_condition(condition: &Condition, inputs: &Inputs<'_, '_>) -> Result<(), String> {
+    match inputs.evaluate(&condition.field, &condition.expr)? {
+        cel::Value::Bool(true) => Ok(()),
+        cel::Value::Bool(false) => Err(format!("{}: evaluated to false", condition.field)),
+        other => Err(format!(
+            "{}: evaluated to a {}, not a bool",
+            condition.field,
+            type_name(&other)
+        )),
+    }
 }
 
 /// Whether a claim satisfies a test; on failure, what was expected and what was found.
 fn check_value(test: &ValueTest, value: Option<&Value>, any_element: bool) -> Result<(), String> {
     let Some(value) = value else {
         return Err(match test {
-            ValueTest::OneOf(values) => format!("{}, but the claim is missing", expected(values)),
-            ValueTest::Glob(p) => format!("the claim is missing (pattern \"{}\")", p.source()),
+            ValueTest::OneOf(values) => format!("missing ({})", expected(values)),
+            ValueTest::Glob(p) => format!("missing (expected a match for \"{}\")", p.source()),
         });
     };
     let matched = match value {
@@ -527,7 +667,7 @@ fn check_value(test: &ValueTest, value: Option<&Value>, any_element: bool) -> Re
     }
     Err(match test {
         ValueTest::OneOf(values) => format!("{}, got {}", expected(values), show(value)),
-        ValueTest::Glob(p) => format!("{} does not match pattern \"{}\"", show(value), p.source()),
+        ValueTest::Glob(p) => format!("does not match \"{}\" (got {})", p.source(), show(value)),
     })
 }
 
@@ -565,7 +705,8 @@ fn show(value: &Value) -> String {
     }
 }
 
-fn grant(rule: &Rule, req: &Request<'_>) -> Result<Grant, String> {
+fn grant(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<Grant, String> {
+    let req = inputs.req;
     let Some(issue) = &rule.issue else {
         return Err("the rule has no issuance settings".to_owned());
     };
@@ -578,19 +719,29 @@ fn grant(rule: &Rule, req: &Request<'_>) -> Result<Grant, String> {
         ],
         None => req.targets.to_vec(),
     };
-    let subject = issue.subject.render(claims).map_err(|e| {
-        if issue.subject_is_default {
-            format!(
-                "the subject cannot be taken from the token: {} {}",
-                e.placeholder, e.problem
-            )
-        } else {
-            cannot_render("issue.subject", &e)
+    let subject = match &issue.subject {
+        IssueValue::Template { template, .. } => template.render(claims).map_err(|e| {
+            if issue.subject_is_default {
+                format!(
+                    "the subject cannot be taken from the token: {} {}",
+                    e.placeholder, e.problem
+                )
+            } else {
+                cannot_render("issue.subject", &e)
+            }
+        })?,
+        IssueValue::Expr { field, expr } => match evaluate_value(field, expr, inputs)? {
+            Value::String(s) if !s.is_empty() => s,
+            Value::String(_) => return Err(format!("{field}: evaluated to an empty string")),
+            other => return Err(format!("{field}: evaluated to {}, not a string", show(&other))),
+        },
+        IssueValue::Literal(_) | IssueValue::Array(_) | IssueValue::Object(_) => {
+            return Err("issue.subject: not a template or an expression".to_owned());
         }
-    })?;
+    };
     let mut issued = Map::new();
     for (key, value) in &issue.claims {
-        issued.insert(key.clone(), render_value(value, claims)?);
+        issued.insert(key.clone(), render_value(value, claims, inputs)?);
     }
     Ok(Grant {
         rule: rule.name.clone(),
@@ -606,22 +757,33 @@ fn cannot_render(field: &str, e: &RenderError) -> String {
     format!("{field} cannot be rendered: {} {}", e.placeholder, e.problem)
 }
 
-fn render_value(value: &IssueValue, claims: &Map<String, Value>) -> Result<Value, String> {
+/// Evaluates an `{expr: ...}` value and converts the result to JSON.
+fn evaluate_value(field: &str, expr: &Expression, inputs: &Inputs<'_, '_>) -> Result<Value, String> {
+    let value = inputs.evaluate(field, expr)?;
+    cel_to_json(&value).map_err(|e| format!("{field}: {e}"))
+}
+
+fn render_value(
+    value: &IssueValue,
+    claims: &Map<String, Value>,
+    inputs: &Inputs<'_, '_>,
+) -> Result<Value, String> {
     Ok(match value {
         IssueValue::Template { field, template } => {
             Value::String(template.render(claims).map_err(|e| cannot_render(field, &e))?)
         }
+        IssueValue::Expr { field, expr } => evaluate_value(field, expr, inputs)?,
         IssueValue::Literal(v) => v.clone(),
         IssueValue::Array(items) => Value::Array(
             items
                 .iter()
-                .map(|item| render_value(item, claims))
+                .map(|item| render_value(item, claims, inputs))
                 .collect::<Result<_, _>>()?,
         ),
         IssueValue::Object(entries) => {
             let mut map = Map::new();
             for (key, item) in entries {
-                map.insert(key.clone(), render_value(item, claims)?);
+                map.insert(key.clone(), render_value(item, claims, inputs)?);
             }
             Value::Object(map)
         }
@@ -673,7 +835,7 @@ mod tests {
 
     /// One allow rule for github-actions → TARGET with the given `match` additions.
     fn allow_with(matcher: Value) -> RuleSet {
-        let mut m = json!({"issuer": "github-actions", "audiences": [TARGET]});
+        let mut m = json!({"issuer": "github-actions", "allow_any_subject": true, "audiences": [TARGET]});
         if let (Value::Object(m), Value::Object(extra)) = (&mut m, matcher) {
             m.extend(extra);
         }
@@ -715,7 +877,7 @@ mod tests {
                 "subject pattern anchored",
                 json!({"subject_pattern": "repo:acme/*:ref:refs/heads/mai"}),
                 Some(
-                    r#"sub: "repo:acme/api:ref:refs/heads/main" does not match pattern "repo:acme/*:ref:refs/heads/mai""#,
+                    r#"sub: does not match "repo:acme/*:ref:refs/heads/mai" (got "repo:acme/api:ref:refs/heads/main")"#,
                 ),
             ),
             (
@@ -804,7 +966,7 @@ mod tests {
             (
                 "missing claim",
                 json!({"claims": {"team": "x"}}),
-                Some("claims.team: expected \"x\", but the claim is missing"),
+                Some("claims.team: missing (expected \"x\")"),
             ),
             (
                 "bracket path",
@@ -835,7 +997,7 @@ mod tests {
                 "claim pattern anchored",
                 json!({"claim_patterns": {"job_workflow_ref": "acme/workflows/*@refs/heads/ma"}}),
                 Some(
-                    "claims.job_workflow_ref: \"acme/workflows/.github/workflows/deploy.yml@refs/heads/main\" does not match pattern",
+                    "claims.job_workflow_ref: does not match \"acme/workflows/*@refs/heads/ma\" (got \"acme/workflows/.github/workflows/deploy.yml@refs/heads/main\")",
                 ),
             ),
             (
@@ -856,7 +1018,7 @@ mod tests {
             (
                 "claim pattern null",
                 json!({"claim_patterns": {"nothing": "*"}}),
-                Some("claims.nothing: null does not match"),
+                Some("claims.nothing: does not match \"*\" (got null)"),
             ),
             (
                 "claim pattern object",
@@ -866,7 +1028,7 @@ mod tests {
             (
                 "claim pattern missing",
                 json!({"claim_patterns": {"team": "*"}}),
-                Some("claims.team: the claim is missing"),
+                Some("claims.team: missing (expected a match for \"*\")"),
             ),
             (
                 "all conditions, first failure reported",
@@ -901,10 +1063,7 @@ mod tests {
         assert!(!set.evaluate(&req.request()).is_allow());
         let req = Req::new("github-actions", json!({}), &[TARGET]);
         let reason = deny_of(&set.evaluate(&req.request())).reason.clone();
-        assert!(
-            reason.contains("sub: expected \"a\", but the claim is missing"),
-            "{reason}"
-        );
+        assert!(reason.contains("sub: missing (expected \"a\")"), "{reason}");
     }
 
     #[test]
@@ -929,7 +1088,7 @@ mod tests {
     fn grant_renders_templates() {
         let set = compile(json!([{
             "name": "tmpl",
-            "match": {"issuer": "github-actions", "audiences": [TARGET, "other"]},
+            "match": {"issuer": "github-actions", "allow_any_subject": true, "audiences": [TARGET, "other"]},
             "issue": {
                 "audience": "aws:{claims.repository_owner}",
                 "subject": "gha:{claims.repository}:{{literal}}",
@@ -984,7 +1143,7 @@ mod tests {
     #[test]
     fn grant_defaults_to_requested_targets_in_order() {
         let set = compile(
-            json!([{"name": "r", "match": {"issuer": "github-actions", "audiences": ["a", "b", "c"]}}]),
+            json!([{"name": "r", "match": {"issuer": "github-actions", "allow_any_subject": true, "audiences": ["a", "b", "c"]}}]),
         );
         let req = Req::new("github-actions", gha_claims(), &["c", "a"]);
         assert_eq!(grant_of(&set.evaluate(&req.request())).audience, ["c", "a"]);
@@ -1027,7 +1186,7 @@ mod tests {
         for (what, issue, fragment) in cases {
             let set = compile(json!([{
                 "name": "r",
-                "match": {"issuer": "github-actions", "audiences": [TARGET]},
+                "match": {"issuer": "github-actions", "allow_any_subject": true, "audiences": [TARGET]},
                 "issue": issue,
             }]));
             let req = Req::new("github-actions", gha_claims(), &[TARGET]);
@@ -1057,7 +1216,7 @@ mod tests {
     fn aud_renders_when_single() {
         let set = compile(json!([{
             "name": "r",
-            "match": {"issuer": "github-actions", "audiences": [TARGET]},
+            "match": {"issuer": "github-actions", "allow_any_subject": true, "audiences": [TARGET]},
             "issue": {"subject": "{aud}"},
         }]));
         for (aud, want) in [
@@ -1098,7 +1257,7 @@ mod tests {
                 "match": {"issuer": "github-actions", "claims": {"environment": "dev"}, "audiences": ["gcp"]}},
             {"name": "no-admin-scope", "effect": "deny",
                 "match": {"issuer": "github-actions", "scopes": ["admin"]}},
-            {"name": "gitlab-any", "match": {"issuer": "gitlab", "audiences": [TARGET]}},
+            {"name": "gitlab-any", "match": {"issuer": "gitlab", "allow_any_subject": true, "audiences": [TARGET]}},
         ]))
     }
 
@@ -1338,9 +1497,9 @@ mod tests {
 
     fn delegation_policy() -> RuleSet {
         compile(json!([
-            {"name": "no-actor", "match": {"issuer": "github-actions", "audiences": [TARGET]}},
+            {"name": "no-actor", "match": {"issuer": "github-actions", "allow_any_subject": true, "audiences": [TARGET]}},
             {"name": "agents-may-act", "match": {
-                "issuer": "github-actions", "audiences": ["delegated"],
+                "issuer": "github-actions", "allow_any_subject": true, "audiences": ["delegated"],
                 "actor": {"issuer": "agents", "subject_pattern": "agent:*", "claims": {"tier": "trusted"}}}},
             {"name": "no-evil", "effect": "deny", "match": {"issuer": "github-actions", "subject": "evil"}},
         ]))
@@ -1386,7 +1545,7 @@ mod tests {
                 "actor subject mismatch",
                 vec!["delegated"],
                 Some(("agents", json!({"sub": "human:1", "tier": "trusted"}))),
-                Err(r#"actor.sub: "human:1" does not match pattern "agent:*""#),
+                Err(r#"actor.sub: does not match "agent:*" (got "human:1")"#),
             ),
             (
                 "actor claim mismatch",
@@ -1538,16 +1697,16 @@ mod tests {
         let mut rules = Vec::new();
         for i in 0..500 {
             rules.push(
-                json!({"name": format!("gitlab-{i}"), "match": {"issuer": "gitlab", "audiences": [TARGET]}}),
+                json!({"name": format!("gitlab-{i}"), "match": {"issuer": "gitlab", "allow_any_subject": true, "audiences": [TARGET]}}),
             );
-            rules.push(json!({"name": format!("other-target-{i}"), "match": {"issuer": "github-actions", "audiences": [format!("t{i}")]}}));
+            rules.push(json!({"name": format!("other-target-{i}"), "match": {"issuer": "github-actions", "allow_any_subject": true, "audiences": [format!("t{i}")]}}));
             rules.push(json!({"name": format!("deny-other-target-{i}"), "effect": "deny",
-                "match": {"issuer": "github-actions", "audiences": [format!("t{i}")]}}));
+                "match": {"issuer": "github-actions", "allow_any_subject": true, "audiences": [format!("t{i}")]}}));
             rules.push(
                 json!({"name": format!("deny-gitlab-{i}"), "effect": "deny", "match": {"issuer": "gitlab"}}),
             );
         }
-        rules.push(json!({"name": "the-one", "match": {"issuer": "github-actions", "audiences": [TARGET]}}));
+        rules.push(json!({"name": "the-one", "match": {"issuer": "github-actions", "allow_any_subject": true, "audiences": [TARGET]}}));
         let set = compile(Value::Array(rules));
         let req = Req::new("github-actions", gha_claims(), &[TARGET]);
 
@@ -1564,7 +1723,7 @@ mod tests {
     #[test]
     fn evaluation_stops_at_the_deciding_rule() {
         let rules: Vec<Value> = (0..50)
-            .map(|i| json!({"name": format!("r{i}"), "match": {"issuer": "github-actions", "audiences": [TARGET]}}))
+            .map(|i| json!({"name": format!("r{i}"), "match": {"issuer": "github-actions", "allow_any_subject": true, "audiences": [TARGET]}}))
             .collect();
         let set = compile(Value::Array(rules));
         let req = Req::new("github-actions", gha_claims(), &[TARGET]);
@@ -1578,8 +1737,407 @@ mod tests {
         let set = policy();
         let req = Req::new("github-actions", gha_claims(), &["azure"]);
         let value = serde_json::to_value(set.explain(&req.request())).expect("serializes");
-        assert_eq!(value["decision"]["outcome"], json!("deny"));
-        assert_eq!(value["decision"]["kind"], json!("no_rule_for_target"));
+        assert_eq!(
+            value["decision"],
+            json!({
+                "outcome": "deny",
+                "rule": null,
+                "kind": "no_rule_for_target",
+                "error": "invalid_target",
+                "reason": "no allow rule for issuer `github-actions` grants the target `azure`",
+            })
+        );
+        let req = Req::new("github-actions", gha_claims(), &[TARGET]);
+        let value = serde_json::to_value(set.explain(&req.request())).expect("serializes");
+        assert_eq!(
+            value["decision"],
+            json!({
+                "outcome": "allow",
+                "rule": "main-deploys",
+                "grant": {
+                    "audience": [TARGET],
+                    "subject": "repo:acme/api:ref:refs/heads/main",
+                    "lifetime": 900,
+                    "scopes": [],
+                    "claims": {},
+                },
+            })
+        );
+        assert_eq!(
+            value["rules"][1],
+            json!({"rule": "acme-reads", "effect": "allow", "matched": true, "reason": "matched, but rule `main-deploys` comes first"})
+        );
+    }
+
+    #[test]
+    fn conditions() {
+        // (what, condition, expected: None = allowed, Some(reason fragment) = denied)
+        let cases: Vec<(&str, &str, Option<&str>)> = vec![
+            ("true", r#"claims.repository_owner == "acme""#, None),
+            (
+                "false",
+                r#"claims.repository_owner == "evil""#,
+                Some("match.condition: evaluated to false"),
+            ),
+            (
+                "missing key denies",
+                r#"claims.environment_name == "prod""#,
+                Some("match.condition: no such key: environment_name"),
+            ),
+            (
+                "missing key negated still denies",
+                r#"claims.environment_name != "prod""#,
+                Some("match.condition: no such key: environment_name"),
+            ),
+            ("has() tests presence", "!has(claims.environment_name)", None),
+            (
+                "wrong type denies",
+                r#"claims.run_attempt > "1""#,
+                Some("match.condition: found no matching overload"),
+            ),
+            (
+                "non-bool denies",
+                "claims.repository",
+                Some("match.condition: evaluated to a string, not a bool"),
+            ),
+            ("numbers are ints", "claims.run_attempt == 1", None),
+            ("bools", "claims.ref_protected", None),
+            (
+                "nested with brackets",
+                r#"claims["kubernetes.io"].namespace == "prod""#,
+                None,
+            ),
+            ("in list", r#""ops" in claims.groups"#, None),
+            ("exists", r#"claims.groups.exists(g, g == "dev")"#, None),
+            ("regex", r#"claims.repository.matches("^acme/[a-z]+$")"#, None),
+            (
+                "lowerAscii",
+                r#"claims.repository_owner.lowerAscii() == "acme""#,
+                None,
+            ),
+            ("upper", r#"upper(claims.repository_owner) == "ACME""#, None),
+            ("split", r#"claims.repository.split("/")[1] == "api""#, None),
+            (
+                "request audiences",
+                r#"request.audiences == ["sts.amazonaws.com"]"#,
+                None,
+            ),
+            ("request resources", "size(request.resources) == 0", None),
+            (
+                "request targets",
+                r#"request.targets[0] == "sts.amazonaws.com""#,
+                None,
+            ),
+            (
+                "request scope",
+                r#"request.scope == "" && request.scopes == []"#,
+                None,
+            ),
+            (
+                "request token type",
+                r#"request.requested_token_type == "urn:ietf:params:oauth:token-type:jwt""#,
+                None,
+            ),
+            ("no actor is null", "actor == null", None),
+            (
+                "actor field without actor",
+                r#"actor.sub == "x""#,
+                Some("match.condition: field selection on null"),
+            ),
+            (
+                "an error absorbed by || is CEL semantics",
+                r#"claims.nope == "x" || true"#,
+                None,
+            ),
+            (
+                "division by zero",
+                "1 / (claims.run_attempt - 1) == 1",
+                Some("match.condition: Division by zero"),
+            ),
+        ];
+        let req = Req::new("github-actions", gha_claims(), &[TARGET]);
+        for (what, condition, expected) in cases {
+            let set = allow_with(json!({"condition": condition}));
+            let decision = set.evaluate(&req.request());
+            match expected {
+                None => assert!(decision.is_allow(), "{what}: {decision:#?}"),
+                Some(fragment) => {
+                    let denial = deny_of(&decision);
+                    assert_eq!(denial.kind, DenialKind::DeniedByPolicy, "{what}");
+                    assert!(denial.reason.contains(fragment), "{what}: {}", denial.reason);
+                    let explained = set.explain(&req.request());
+                    assert_eq!(explained.decision, decision, "{what}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn conditions_are_checked_after_cheaper_matchers() {
+        let set = allow_with(json!({"subject": "nobody", "condition": "claims.missing"}));
+        let req = Req::new("github-actions", gha_claims(), &[TARGET]);
+        let reason = deny_of(&set.evaluate(&req.request())).reason.clone();
+        assert!(reason.contains("sub: expected \"nobody\""), "{reason}");
+    }
+
+    #[test]
+    fn request_separates_audiences_and_resources() {
+        let set = compile(json!([{"name": "r", "match": {
+            "issuer": "github-actions", "audiences": ["aud-1", "https://api.example.com"],
+            "condition": r#"request.audiences == ["aud-1"] && request.resources == ["https://api.example.com"] && request.scope == "read write""#,
+            "scopes": ["read", "write"],
+        }}]));
+        let req = Req::new("github-actions", gha_claims(), &["aud-1"])
+            .resources(&["https://api.example.com"])
+            .scopes(&["read", "write"]);
+        assert!(set.evaluate(&req.request()).is_allow());
+    }
+
+    #[test]
+    fn actor_conditions_see_both_tokens() {
+        let set = compile(json!([{"name": "r", "match": {
+            "issuer": "github-actions", "allow_any_subject": true, "audiences": [TARGET],
+            "actor": {"issuer": "agents", "condition": r#"actor.tenant == claims.repository_owner"#},
+        }}]));
+        let ok = Req::new("github-actions", gha_claims(), &[TARGET])
+            .actor("agents", json!({"sub": "agent:1", "tenant": "acme"}));
+        assert!(set.evaluate(&ok.request()).is_allow());
+        let other = Req::new("github-actions", gha_claims(), &[TARGET])
+            .actor("agents", json!({"sub": "agent:1", "tenant": "evil"}));
+        let reason = deny_of(&set.evaluate(&other.request())).reason.clone();
+        assert!(
+            reason.contains("match.actor.condition: evaluated to false"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn comprehensions_are_bounded_at_run_time() {
+        let set = allow_with(json!({"condition": "claims.list.exists(x, x == -1)"}));
+        let small = Req::new(
+            "github-actions",
+            json!({"sub": "s", "list": (0..1024).collect::<Vec<_>>()}),
+            &[TARGET],
+        );
+        let reason = deny_of(&set.evaluate(&small.request())).reason.clone();
+        assert!(reason.contains("evaluated to false"), "{reason}");
+        let big = Req::new(
+            "github-actions",
+            json!({"sub": "s", "list": (0..1025).collect::<Vec<_>>()}),
+            &[TARGET],
+        );
+        let reason = deny_of(&set.evaluate(&big.request())).reason.clone();
+        assert!(
+            reason.contains("may iterate over at most 1024 elements, got 1025"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn strings_cannot_grow_without_bound() {
+        let big = "x".repeat(40_000);
+        let cases: &[(&str, &str)] = &[
+            (
+                "claims.big + claims.big != \"\"",
+                "+: result of 80000 bytes exceeds the limit of 65536",
+            ),
+            (
+                "claims.big.replace(\"x\", \"yy\") != \"\"",
+                "replace: result of 80000 bytes exceeds the limit of 65536",
+            ),
+            (
+                "[claims.big, claims.big].join() != \"\"",
+                "join: result of 80000 bytes exceeds the limit of 65536",
+            ),
+            (
+                "claims.list.map(x, claims.big).join(\",\") != \"\"",
+                "join: result of",
+            ),
+        ];
+        for (condition, fragment) in cases {
+            let set = allow_with(json!({"condition": condition}));
+            let req = Req::new(
+                "github-actions",
+                json!({"sub": "s", "big": big, "list": [1, 2, 3]}),
+                &[TARGET],
+            );
+            let reason = deny_of(&set.evaluate(&req.request())).reason.clone();
+            assert!(reason.contains(fragment), "{condition}: {reason}");
+        }
+    }
+
+    #[test]
+    fn expressions_in_issue() {
+        let set = compile(json!([{
+            "name": "r",
+            "match": {"issuer": "github-actions", "allow_any_subject": true, "audiences": [TARGET]},
+            "issue": {
+                "subject": {"expr": r#""gha:" + claims.repository.lowerAscii()"#},
+                "claims": {
+                    "repo": {"expr": "claims.repository.upperAscii()"},
+                    "tags": {
+                        "owner_and_env": [{"expr": r#"claims.repository_owner + "/" + claims.environment"#}],
+                        "count": {"expr": "size(claims.groups)"},
+                        "groups": {"expr": r#"claims.groups.filter(g, type(g) == string).map(g, "team-" + g)"#},
+                        "object": {"expr": r#"{"b": 1, "a": [true, 1.5, null]}"#},
+                    },
+                    "literal": "{claims.repository}",
+                },
+            },
+        }]));
+        let req = Req::new("github-actions", gha_claims(), &[TARGET]);
+        let decision = set.evaluate(&req.request());
+        let grant = grant_of(&decision);
+        assert_eq!(grant.subject, "gha:acme/api");
+        assert_eq!(
+            Value::Object(grant.claims.clone()),
+            json!({
+                "repo": "ACME/API",
+                "tags": {
+                    "owner_and_env": ["acme/prod"],
+                    "count": 5,
+                    "groups": ["team-dev", "team-ops"],
+                    "object": {"a": [true, 1.5, null], "b": 1},
+                },
+                "literal": "acme/api",
+            })
+        );
+        // Map keys are issued in sorted order, whatever CEL's hashing did.
+        let object = &grant.claims["tags"]["object"];
+        assert_eq!(
+            object.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()),
+            Some(vec!["a".to_owned(), "b".to_owned()])
+        );
+    }
+
+    #[test]
+    fn failing_expressions_in_issue_deny() {
+        let cases: Vec<(Value, &str)> = vec![
+            (
+                json!({"subject": {"expr": "claims.team"}}),
+                "issue.subject: no such key: team",
+            ),
+            (
+                json!({"subject": {"expr": "claims.run_attempt"}}),
+                "issue.subject: evaluated to 1, not a string",
+            ),
+            (
+                json!({"subject": {"expr": r#""""#}}),
+                "issue.subject: evaluated to an empty string",
+            ),
+            (
+                json!({"claims": {"tags": {"repo": [{"expr": "claims.team.lowerAscii()"}]}}}),
+                "issue.claims.tags.repo[0]: no such key: team",
+            ),
+            (
+                json!({"claims": {"bytes": {"expr": r#"b"abc""#}}}),
+                "issue.claims.bytes: evaluated to a bytes, which JSON cannot hold",
+            ),
+            (
+                json!({"claims": {"nan": {"expr": "0.0 / 0.0"}}}),
+                "issue.claims.nan: evaluated to NaN, which JSON cannot hold",
+            ),
+        ];
+        for (issue, fragment) in cases {
+            let set = compile(json!([{
+                "name": "r",
+                "match": {"issuer": "github-actions", "allow_any_subject": true, "audiences": [TARGET]},
+                "issue": issue,
+            }]));
+            let req = Req::new("github-actions", gha_claims(), &[TARGET]);
+            let denial = deny_of(&set.evaluate(&req.request())).clone();
+            assert_eq!(denial.rule.as_deref(), Some("r"));
+            assert!(
+                denial.reason.starts_with("rule `r` matched, but ") && denial.reason.contains(fragment),
+                "{fragment}: {}",
+                denial.reason
+            );
+        }
+    }
+
+    #[test]
+    fn may_act_restricts_actors() {
+        let set = compile(json!([{"name": "delegation", "match": {
+            "issuer": "github-actions", "allow_any_subject": true, "audiences": [TARGET],
+            "actor": {"issuer": "agents", "subject_pattern": "agent:*"}}}]));
+        let agent = json!({"iss": "https://agents.example.com", "sub": "agent:7"});
+        type Case = (&'static str, Option<Value>, Result<(), &'static str>);
+        let cases: Vec<Case> = vec![
+            ("no may_act", None, Ok(())),
+            ("object naming the actor", Some(json!({"sub": "agent:7"})), Ok(())),
+            (
+                "object naming the actor and its issuer",
+                Some(json!({"sub": "agent:7", "iss": "https://agents.example.com"})),
+                Ok(()),
+            ),
+            (
+                "another issuer",
+                Some(json!({"sub": "agent:7", "iss": "https://elsewhere.example.com"})),
+                Err(r#"may_act: actor "agent:7" is not authorized by the subject token"#),
+            ),
+            (
+                "another subject",
+                Some(json!({"sub": "agent:8"})),
+                Err(r#"may_act: actor "agent:7" is not authorized by the subject token"#),
+            ),
+            (
+                "list with the actor",
+                Some(json!([{"sub": "agent:1"}, {"sub": "agent:7"}])),
+                Ok(()),
+            ),
+            (
+                "list without the actor",
+                Some(json!([{"sub": "agent:1"}])),
+                Err("may_act: actor \"agent:7\" is not authorized"),
+            ),
+            ("empty list", Some(json!([])), Err("is not authorized")),
+            (
+                "entry without sub",
+                Some(json!({"iss": "https://agents.example.com"})),
+                Err("is not authorized"),
+            ),
+            (
+                "malformed",
+                Some(json!("agent:7")),
+                Err("may_act: the subject token's `may_act` claim is \"agent:7\", not an object"),
+            ),
+        ];
+        for (what, may_act, expected) in cases {
+            let mut claims = gha_claims();
+            if let (Some(may_act), Value::Object(map)) = (may_act, &mut claims) {
+                map.insert("may_act".to_owned(), may_act);
+            }
+            let req = Req::new("github-actions", claims.clone(), &[TARGET]).actor("agents", agent.clone());
+            let decision = set.evaluate(&req.request());
+            match expected {
+                Ok(()) => assert!(decision.is_allow(), "{what}: {decision:#?}"),
+                Err(fragment) => {
+                    let denial = deny_of(&decision);
+                    assert_eq!(denial.kind, DenialKind::DeniedByPolicy, "{what}");
+                    assert_eq!(denial.rule, None, "{what}");
+                    assert!(denial.reason.contains(fragment), "{what}: {}", denial.reason);
+                    let explained = set.explain(&req.request());
+                    assert_eq!(explained.decision, decision, "{what}");
+                    assert_eq!(
+                        explained.rules[0]
+                            .reason
+                            .as_deref()
+                            .map(|r| r.starts_with("matched, but may_act")),
+                        Some(true),
+                        "{what}: {:?}",
+                        explained.rules
+                    );
+                }
+            }
+        }
+        // may_act only restricts delegation: without an actor it is not consulted.
+        let set = allow_with(json!({}));
+        let alone = Req::new(
+            "github-actions",
+            json!({"sub": "s", "may_act": {"sub": "nobody"}}),
+            &[TARGET],
+        );
+        assert!(set.evaluate(&alone.request()).is_allow());
     }
 
     proptest! {
@@ -1619,7 +2177,7 @@ mod tests {
             let deny = json!({"name": "the-deny", "effect": "deny", "match": deny_match});
             rules.insert(deny_position.min(rules.len()), deny);
             // A target-wide allow so the target is always granted by some rule.
-            rules.push(json!({"name": "catch-all", "match": {"issuer": "github-actions", "audiences": [TARGET]}}));
+            rules.push(json!({"name": "catch-all", "match": {"issuer": "github-actions", "allow_any_subject": true, "audiences": [TARGET]}}));
             let set = compile(Value::Array(rules));
             let req = Req::new("github-actions", json!({"sub": "me"}), &[TARGET]);
             let decision = set.evaluate(&req.request());

@@ -96,6 +96,16 @@ pub struct RawMatch {
     pub scopes: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<RawActor>,
+    /// Acknowledges that an allow rule without any condition on the subject token
+    /// (`subject`, a `subject_pattern` with more than wildcards, `claims`,
+    /// `claim_patterns`, `condition`) admits every token of its issuer. Without it such a
+    /// rule does not compile.
+    #[serde(
+        default,
+        deserialize_with = "scalar_bool",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub allow_any_subject: bool,
 }
 
 /// `match.actor`: conditions on the actor token of a delegated exchange.
@@ -147,12 +157,15 @@ pub struct RawIssue {
         skip_serializing_if = "Option::is_none"
     )]
     pub audience: Option<String>,
+    /// A template string (`"gha:{claims.repository}"`; numbers and booleans become
+    /// their text) or a CEL expression `{"expr": "<CEL>"}`. Kept as JSON so that
+    /// [`crate::RuleSet::compile`] can report a malformed object with its field.
     #[serde(
         default,
-        deserialize_with = "opt_scalar_string",
+        deserialize_with = "opt_issue_value",
         skip_serializing_if = "Option::is_none"
     )]
-    pub subject: Option<String>,
+    pub subject: Option<serde_json::Value>,
     #[serde(
         default,
         deserialize_with = "opt_scalar_string",
@@ -332,6 +345,66 @@ fn opt_scalar_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Optio
     Option::<Scalar>::deserialize(deserializer).map(|o| o.map(|Scalar(s)| s))
 }
 
+/// A boolean, or the strings `true` / `false` (the broker's YAML loader delivers every
+/// scalar as a string).
+fn scalar_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    let Scalar(text) = Scalar::deserialize(deserializer)?;
+    match text.as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(de::Error::invalid_value(
+            de::Unexpected::Str(other),
+            &"true or false",
+        )),
+    }
+}
+
+/// `issue.subject`: a scalar (kept as its text) or a mapping (kept as JSON, checked when
+/// compiling).
+fn opt_issue_value<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<serde_json::Value>, D::Error> {
+    struct IssueValueVisitor;
+    impl<'de> Visitor<'de> for IssueValueVisitor {
+        type Value = serde_json::Value;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a template string or `{expr: '<CEL>'}`")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(serde_json::Value::String(v.to_owned()))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(serde_json::Value::String(v))
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            ScalarVisitor.visit_bool(v).map(serde_json::Value::String)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            ScalarVisitor.visit_i64(v).map(serde_json::Value::String)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            ScalarVisitor.visit_u64(v).map(serde_json::Value::String)
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            ScalarVisitor.visit_f64(v).map(serde_json::Value::String)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = serde_json::Map::new();
+            while let Some((key, value)) = map.next_entry::<String, serde_json::Value>()? {
+                out.insert(key, value);
+            }
+            Ok(serde_json::Value::Object(out))
+        }
+    }
+    struct Wrapper(serde_json::Value);
+    impl<'de> Deserialize<'de> for Wrapper {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_any(IssueValueVisitor).map(Wrapper)
+        }
+    }
+    Option::<Wrapper>::deserialize(deserializer).map(|o| o.map(|Wrapper(v)| v))
+}
+
 fn scalar_string_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     deserializer.deserialize_any(ScalarOrListVisitor("a string or a list of strings"))
 }
@@ -481,6 +554,40 @@ mod tests {
             let err = parse_rules_json(input).expect_err(input).to_string();
             assert!(err.contains(want), "input {input}: {err}");
         }
+    }
+
+    #[test]
+    fn accepts_allow_any_subject_and_expressions_as_strings_or_typed() {
+        let rules = parse_rules_json(
+            r#"[{"name": "a", "match": {"issuer": "x", "allow_any_subject": "true"},
+                 "issue": {"subject": {"expr": "claims.sub"}}},
+                {"name": "b", "match": {"issuer": "x", "allow_any_subject": false},
+                 "issue": {"subject": 42}}]"#,
+        )
+        .expect("valid");
+        assert!(rules[0].matcher.allow_any_subject);
+        assert!(!rules[1].matcher.allow_any_subject);
+        assert_eq!(
+            rules[0].issue.as_ref().and_then(|i| i.subject.clone()),
+            Some(json!({"expr": "claims.sub"}))
+        );
+        assert_eq!(
+            rules[1].issue.as_ref().and_then(|i| i.subject.clone()),
+            Some(json!("42"))
+        );
+        // `false` is not written back.
+        let value = serde_json::to_value(&rules[1]).expect("serializes");
+        assert!(value["match"].get("allow_any_subject").is_none());
+        let err =
+            parse_rules_json(r#"[{"name": "a", "match": {"issuer": "x", "allow_any_subject": "yes"}}]"#)
+                .expect_err("not a boolean")
+                .to_string();
+        assert!(err.contains("expected true or false"), "{err}");
+        let err =
+            parse_rules_json(r#"[{"name": "a", "match": {"issuer": "x"}, "issue": {"subject": ["s"]}}]"#)
+                .expect_err("not a subject")
+                .to_string();
+        assert!(err.contains("a template string or `{expr: '<CEL>'}`"), "{err}");
     }
 
     #[test]

@@ -162,8 +162,13 @@ fn parse_placeholder(cursor: &mut Cursor<'_>) -> Result<Placeholder, String> {
             ));
         }
         _ => {
+            // Name what was written when it looks like a placeholder: `{foo}`.
+            let written = match text[start..].find('}') {
+                Some(end) if !root.is_empty() && end <= 64 => format!("`{{{}}}`", &text[start..start + end]),
+                _ => "starting".to_owned(),
+            };
             return Err(format!(
-                "unknown placeholder starting at position {start} in template `{text}`: placeholders are `{{sub}}`, `{{iss}}`, `{{aud}}` or `{{claims.<path>}}` (write `{{{{` for a literal brace)"
+                "unknown placeholder {written} at position {start} in template `{text}`: placeholders are `{{sub}}`, `{{iss}}`, `{{aud}}` or `{{claims.<path>}}` (write `{{{{` for a literal brace)"
             ));
         }
     };

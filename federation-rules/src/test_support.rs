@@ -43,6 +43,8 @@ pub(crate) fn claims(value: Value) -> Claims {
 pub(crate) struct Req {
     pub(crate) issuer: String,
     pub(crate) claims: Claims,
+    pub(crate) audiences: Vec<String>,
+    pub(crate) resources: Vec<String>,
     pub(crate) targets: Vec<String>,
     pub(crate) scopes: Vec<String>,
     pub(crate) actor: Option<(String, Claims)>,
@@ -53,10 +55,23 @@ impl Req {
         Req {
             issuer: issuer.to_owned(),
             claims: claims(claims_json),
+            audiences: targets.iter().map(|t| (*t).to_owned()).collect(),
+            resources: Vec::new(),
             targets: targets.iter().map(|t| (*t).to_owned()).collect(),
             scopes: Vec::new(),
             actor: None,
         }
+    }
+
+    /// Adds `resource` values (targets too).
+    pub(crate) fn resources(mut self, resources: &[&str]) -> Req {
+        for r in resources {
+            self.resources.push((*r).to_owned());
+            if !self.targets.iter().any(|t| t == r) {
+                self.targets.push((*r).to_owned());
+            }
+        }
+        self
     }
 
     pub(crate) fn scopes(mut self, scopes: &[&str]) -> Req {
@@ -73,6 +88,8 @@ impl Req {
         Request {
             issuer: &self.issuer,
             claims: &self.claims,
+            audiences: &self.audiences,
+            resources: &self.resources,
             targets: &self.targets,
             scopes: &self.scopes,
             requested_token_type: "urn:ietf:params:oauth:token-type:jwt",

@@ -1,0 +1,766 @@
+//! CEL expressions: `match.condition`, `match.actor.condition` and `{expr: '<CEL>'}`
+//! values in `issue.subject` / `issue.claims`.
+//!
+//! An expression is parsed and checked once, when its rule compiles, and evaluated
+//! against a [`Scope`] built once per request. The check is the static part of the
+//! contract (see the crate docs, "CEL"): the variables, the functions, the size and the
+//! shape of the expression. What cannot be known before a request arrives (a missing key,
+//! a value of the wrong type) is an evaluation error, and an evaluation error never
+//! allows anything.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cel::common::ast::{CallExpr, EntryExpr, Expr, IdedExpr, LiteralValue, operators};
+use cel::common::types::{CelList, CelString, DYN_TYPE};
+use cel::common::value::{CowVal, Val};
+use cel::extractors::This;
+use cel::objects::{Key, Map as CelMap};
+use cel::{Context, Env, ExecutionError, FunctionContext, Value as CelValue};
+use serde_json::{Map, Number, Value};
+
+/// Longest expression accepted, in characters (Google's limit for attribute conditions).
+pub const MAX_EXPRESSION_CHARS: usize = 4096;
+/// Deepest nesting of an expression's syntax tree.
+pub const MAX_EXPRESSION_DEPTH: usize = 32;
+/// Most nodes in an expression's syntax tree, after macros (`exists`, `map`, ...) expand.
+pub const MAX_EXPRESSION_NODES: usize = 512;
+/// Most elements a comprehension (`all`, `exists`, `exists_one`, `map`, `filter`) may
+/// iterate over; a longer list or map is an evaluation error.
+pub const MAX_ITERATIONS: usize = 1024;
+/// Longest string, in bytes, that `+` or a string function may produce.
+pub const MAX_STRING_BYTES: usize = 64 * 1024;
+/// Longest list that `+` may produce.
+pub const MAX_LIST_ITEMS: usize = 4096;
+
+/// The variables an expression may use.
+const VARIABLES: &[&str] = &["claims", "request", "actor"];
+
+/// Type names usable in `type(x) == string`.
+const TYPE_NAMES: &[&str] = &[
+    "bool",
+    "int",
+    "uint",
+    "double",
+    "string",
+    "bytes",
+    "list",
+    "map",
+    "null_type",
+    "type",
+];
+
+/// Functions of the CEL standard library that expressions may call.
+const STANDARD_FUNCTIONS: &[&str] = &[
+    "size",
+    "contains",
+    "startsWith",
+    "endsWith",
+    "matches",
+    "int",
+    "uint",
+    "double",
+    "string",
+    "type",
+];
+
+/// Functions fedbroker adds; each refuses to build a string over [`MAX_STRING_BYTES`].
+const EXTRA_FUNCTIONS: &[&str] = &[
+    "lowerAscii",
+    "upperAscii",
+    "lower",
+    "upper",
+    "trim",
+    "split",
+    "join",
+    "replace",
+    "substring",
+    "indexOf",
+];
+
+/// Operators and the internal functions macros expand to.
+const OPERATORS: &[&str] = &[
+    operators::CONDITIONAL,
+    operators::LOGICAL_AND,
+    operators::LOGICAL_OR,
+    operators::LOGICAL_NOT,
+    operators::SUBSTRACT,
+    operators::ADD,
+    operators::MULTIPLY,
+    operators::DIVIDE,
+    operators::MODULO,
+    operators::EQUALS,
+    operators::NOT_EQUALS,
+    operators::GREATER_EQUALS,
+    operators::LESS_EQUALS,
+    operators::GREATER,
+    operators::LESS,
+    operators::NEGATE,
+    operators::INDEX,
+    operators::NOT_STRICTLY_FALSE,
+    operators::IN,
+];
+
+/// Wraps every comprehension's range: refuses more than [`MAX_ITERATIONS`] elements.
+const RANGE_GUARD: &str = "@fedbroker_range";
+/// Wraps every user-written `+`: refuses results over the size caps.
+const SIZE_GUARD: &str = "@fedbroker_bounded";
+
+/// A parsed, checked expression.
+#[derive(Debug, Clone)]
+pub(crate) struct Expression {
+    ast: IdedExpr,
+}
+
+impl Expression {
+    /// Parses and checks `source`. The error is one line for a [`crate::RuleError`].
+    pub(crate) fn compile(source: &str) -> Result<Expression, String> {
+        let chars = source.chars().count();
+        if source.trim().is_empty() {
+            return Err("the CEL expression is empty".to_owned());
+        }
+        if chars > MAX_EXPRESSION_CHARS {
+            return Err(format!(
+                "the CEL expression is {chars} characters long; at most {MAX_EXPRESSION_CHARS} are allowed"
+            ));
+        }
+        let mut ast = cel::parser::Parser::new()
+            .max_recursion_depth(MAX_EXPRESSION_DEPTH as u16)
+            .parse(source)
+            .map_err(|e| parse_error(&e.to_string()))?;
+        let mut checker = Checker::default();
+        checker.check(&ast, 1)?;
+        guard(&mut ast, None);
+        Ok(Expression { ast })
+    }
+
+    /// Evaluates against a request's variables.
+    pub(crate) fn evaluate(&self, scope: &Scope<'_>) -> Result<CelValue, String> {
+        CelValue::resolve(&self.ast, &scope.context).map_err(|e| describe(&e))
+    }
+}
+
+/// The functions every expression can call: built once per rule set.
+pub(crate) struct Runtime {
+    root: Context<'static, 'static>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Runtime")
+    }
+}
+
+impl Default for Runtime {
+    fn default() -> Runtime {
+        Runtime::new()
+    }
+}
+
+impl Runtime {
+    pub(crate) fn new() -> Runtime {
+        let mut env = Env::stdlib();
+        // The guards hand their argument back untouched: registered as overloads on
+        // borrowed values, they cost a size check, not a copy.
+        let guards = [
+            env.add_overload(RANGE_GUARD, "fedbroker_range_dyn", vec![DYN_TYPE], range_guard),
+            env.add_overload(SIZE_GUARD, "fedbroker_bounded_dyn", vec![DYN_TYPE], size_guard),
+        ];
+        debug_assert!(guards.iter().all(Result::is_ok), "{guards:?}");
+        let mut root = Context::with_env(Arc::new(env));
+        // The names are fedbroker's own, not the standard library's: these cannot clash.
+        let results = [
+            root.add_function("lowerAscii", lower_ascii),
+            root.add_function("upperAscii", upper_ascii),
+            root.add_function("lower", lower),
+            root.add_function("upper", upper),
+            root.add_function("trim", trim),
+            root.add_function("split", split),
+            root.add_function("join", join),
+            root.add_function("replace", replace),
+            root.add_function("substring", substring),
+            root.add_function("indexOf", index_of),
+        ];
+        debug_assert!(results.iter().all(Result::is_ok), "{results:?}");
+        Runtime { root }
+    }
+
+    /// The variables of one request: `claims`, `request` and `actor`.
+    pub(crate) fn scope(
+        &self,
+        claims: &Map<String, Value>,
+        request: Value,
+        actor: Option<&Map<String, Value>>,
+    ) -> Scope<'_> {
+        let mut context = self.root.new_inner_scope();
+        context.add_variable_from_value("claims", object_to_cel(claims));
+        context.add_variable_from_value("request", json_to_cel(&request));
+        context.add_variable_from_value("actor", actor.map_or(CelValue::Null, object_to_cel));
+        Scope { context }
+    }
+}
+
+/// One request's variables, shared by every expression evaluated for it.
+pub(crate) struct Scope<'r> {
+    context: Context<'r, 'static>,
+}
+
+/// Static checks: variables, functions, size, depth, nesting of comprehensions.
+#[derive(Default)]
+struct Checker<'a> {
+    /// Variables bound by the enclosing comprehensions.
+    bound: Vec<&'a str>,
+    /// Whether we are inside a comprehension's loop body.
+    in_loop: bool,
+    nodes: usize,
+}
+
+impl<'a> Checker<'a> {
+    fn check(&mut self, e: &'a IdedExpr, depth: usize) -> Result<(), String> {
+        if depth > MAX_EXPRESSION_DEPTH {
+            return Err(format!(
+                "the CEL expression nests deeper than {MAX_EXPRESSION_DEPTH} levels"
+            ));
+        }
+        self.nodes += 1;
+        if self.nodes > MAX_EXPRESSION_NODES {
+            return Err(format!(
+                "the CEL expression has more than {MAX_EXPRESSION_NODES} parts; split the rule"
+            ));
+        }
+        let next = depth + 1;
+        match &e.expr {
+            Expr::Unspecified => Err("invalid CEL: empty expression".to_owned()),
+            Expr::Literal(_) => Ok(()),
+            Expr::Ident(name) => {
+                if VARIABLES.contains(&name.as_str())
+                    || TYPE_NAMES.contains(&name.as_str())
+                    || self.bound.contains(&name.as_str())
+                {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "unknown variable `{name}`: expressions can use `claims`, `request` and `actor` (and the variables of `all`, `exists`, `exists_one`, `map`, `filter`)"
+                    ))
+                }
+            }
+            Expr::Select(select) => self.check(&select.operand, next),
+            Expr::Call(call) => {
+                self.check_function(call)?;
+                if let Some(target) = &call.target {
+                    self.check(target, next)?;
+                }
+                for arg in &call.args {
+                    self.check(arg, next)?;
+                }
+                Ok(())
+            }
+            Expr::List(list) => {
+                if !list.optional_indices.is_empty() {
+                    return Err("optional list elements are not supported".to_owned());
+                }
+                list.elements.iter().try_for_each(|item| self.check(item, next))
+            }
+            Expr::Map(map) => map.entries.iter().try_for_each(|entry| match &entry.expr {
+                EntryExpr::MapEntry(entry) if !entry.optional => {
+                    self.check(&entry.key, next)?;
+                    self.check(&entry.value, next)
+                }
+                _ => Err("optional map entries are not supported".to_owned()),
+            }),
+            Expr::Struct(s) => Err(format!(
+                "message construction (`{}{{...}}`) is not supported: there are no message types",
+                s.type_name
+            )),
+            Expr::Comprehension(c) => {
+                if self.in_loop {
+                    return Err(
+                        "nested comprehensions (`all`, `exists`, `exists_one`, `map`, `filter` inside another's body) are not allowed: their cost would grow with the square of the token's size"
+                            .to_owned(),
+                    );
+                }
+                self.check(&c.iter_range, next)?;
+                self.check(&c.accu_init, next)?;
+                let bound_before = self.bound.len();
+                self.bound.push(&c.accu_var);
+                self.bound.push(&c.iter_var);
+                if let Some(var) = &c.iter_var2 {
+                    self.bound.push(var);
+                }
+                self.in_loop = true;
+                let body = self
+                    .check(&c.loop_cond, next)
+                    .and_then(|()| self.check(&c.loop_step, next));
+                self.in_loop = false;
+                self.bound.truncate(bound_before + 1); // only the accumulator is left in `result`
+                let result = body.and_then(|()| self.check(&c.result, next));
+                self.bound.truncate(bound_before);
+                result
+            }
+        }
+    }
+
+    fn check_function(&self, call: &CallExpr) -> Result<(), String> {
+        let name = call.func_name.as_str();
+        if OPERATORS.contains(&name) {
+            return Ok(());
+        }
+        if !STANDARD_FUNCTIONS.contains(&name) && !EXTRA_FUNCTIONS.contains(&name) {
+            return Err(match name {
+                "all" | "exists" | "exists_one" | "map" | "filter" | "has" => format!(
+                    "`{name}` is called with the wrong arguments (e.g. `list.exists(x, x == \"a\"))`, `has(claims.key)`)"
+                ),
+                _ => format!(
+                    "unknown function `{name}`; available: {}, {}",
+                    STANDARD_FUNCTIONS.join(", "),
+                    EXTRA_FUNCTIONS.join(", ")
+                ),
+            });
+        }
+        if name == "matches" {
+            // `s.matches(re)` or `matches(s, re)`: the pattern is the last argument.
+            let pattern = match call.args.last().map(|a| &a.expr) {
+                Some(Expr::Literal(LiteralValue::String(s))) => s.inner().to_owned(),
+                _ => {
+                    return Err(
+                        "the pattern of `matches` must be a string literal (patterns are checked when rules load, never taken from a token)"
+                            .to_owned(),
+                    );
+                }
+            };
+            regex::Regex::new(&pattern).map_err(|e| {
+                format!(
+                    "invalid regular expression in `matches`: {}",
+                    one_line(&e.to_string())
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Inserts the run-time guards: every comprehension's range goes through [`RANGE_GUARD`],
+/// every `+` written by the rule author through [`SIZE_GUARD`]. The `accu + [x]` steps
+/// that `map` and `filter` expand to are left alone: the range guard bounds them, and
+/// the interpreter optimises that exact shape.
+fn guard(e: &mut IdedExpr, accumulator: Option<&str>) {
+    let id = e.id;
+    match &mut e.expr {
+        Expr::Call(call) => {
+            let is_accumulation = call.func_name == operators::ADD
+                && matches!(call.args.first().map(|a| &a.expr), Some(Expr::Ident(name)) if Some(name.as_str()) == accumulator);
+            if let Some(target) = call.target.as_deref_mut() {
+                guard(target, accumulator);
+            }
+            for arg in &mut call.args {
+                guard(arg, accumulator);
+            }
+            if call.func_name == operators::ADD && !is_accumulation {
+                let inner = std::mem::take(&mut e.expr);
+                e.expr = Expr::Call(CallExpr {
+                    func_name: SIZE_GUARD.to_owned(),
+                    target: None,
+                    args: vec![IdedExpr { id, expr: inner }],
+                });
+            }
+        }
+        Expr::Select(select) => guard(&mut select.operand, accumulator),
+        Expr::List(list) => list.elements.iter_mut().for_each(|item| guard(item, accumulator)),
+        Expr::Map(map) => {
+            for entry in &mut map.entries {
+                if let EntryExpr::MapEntry(entry) = &mut entry.expr {
+                    guard(&mut entry.key, accumulator);
+                    guard(&mut entry.value, accumulator);
+                }
+            }
+        }
+        Expr::Comprehension(c) => {
+            guard(&mut c.iter_range, accumulator);
+            let range = std::mem::take(&mut c.iter_range);
+            c.iter_range = IdedExpr {
+                id: range.id,
+                expr: Expr::Call(CallExpr {
+                    func_name: RANGE_GUARD.to_owned(),
+                    target: None,
+                    args: vec![range],
+                }),
+            };
+            guard(&mut c.accu_init, accumulator);
+            let accu = c.accu_var.clone();
+            guard(&mut c.loop_cond, Some(&accu));
+            guard(&mut c.loop_step, Some(&accu));
+            guard(&mut c.result, Some(&accu));
+        }
+        Expr::Unspecified | Expr::Literal(_) | Expr::Ident(_) | Expr::Struct(_) => {}
+    }
+}
+
+/// An evaluation error as one short line: `no such key: environment`.
+fn describe(error: &ExecutionError) -> String {
+    let text = match error {
+        ExecutionError::NoSuchKey(key) => format!("no such key: {key}"),
+        ExecutionError::UndeclaredReference(name) => format!("undeclared reference to `{name}`"),
+        ExecutionError::NoSuchOverload(overload)
+            if overload.function() == "_._" && overload.argument_types().first().is_some_and(|t| t == "null_type") =>
+        {
+            "field selection on null (`actor` is null when the request has no actor token; test `actor != null` first)".to_owned()
+        }
+        ExecutionError::FunctionError { function, message } => format!("{function}: {message}"),
+        other => other.to_string(),
+    };
+    one_line(&text)
+}
+
+/// `ERROR: <input>:1:13: Syntax error: ...` as `invalid CEL at 1:13: syntax error: ...`.
+fn parse_error(text: &str) -> String {
+    let line = one_line(text);
+    match line
+        .strip_prefix("ERROR: <input>:")
+        .and_then(|rest| rest.split_once(": "))
+    {
+        Some((position, message)) => format!("invalid CEL at {position}: {message}"),
+        None => format!("invalid CEL: {line}"),
+    }
+}
+
+/// The first line of a message, at most 300 characters.
+fn one_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    match line.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line.to_owned(),
+    }
+}
+
+/// A JSON value as CEL: integers that fit are `int`, larger ones `uint`, others `double`.
+pub(crate) fn json_to_cel(value: &Value) -> CelValue {
+    match value {
+        Value::Null => CelValue::Null,
+        Value::Bool(b) => CelValue::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => CelValue::Int(i),
+            (None, Some(u)) => CelValue::UInt(u),
+            (None, None) => CelValue::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => CelValue::String(Arc::new(s.clone())),
+        Value::Array(items) => CelValue::List(Arc::new(items.iter().map(json_to_cel).collect())),
+        Value::Object(map) => object_to_cel(map),
+    }
+}
+
+fn object_to_cel(map: &Map<String, Value>) -> CelValue {
+    let entries: HashMap<Key, CelValue> = map
+        .iter()
+        .map(|(k, v)| (Key::String(Arc::new(k.clone())), json_to_cel(v)))
+        .collect();
+    CelValue::Map(CelMap {
+        map: Arc::new(entries),
+    })
+}
+
+/// A CEL result as JSON: strings, numbers, booleans, null, lists and maps (keys written
+/// as text and sorted, so that the issued token does not depend on hashing).
+pub(crate) fn cel_to_json(value: &CelValue) -> Result<Value, String> {
+    Ok(match value {
+        CelValue::Null => Value::Null,
+        CelValue::Bool(b) => Value::Bool(*b),
+        CelValue::Int(i) => Value::from(*i),
+        CelValue::UInt(u) => Value::from(*u),
+        CelValue::Float(f) => Number::from_f64(*f)
+            .map(Value::Number)
+            .ok_or_else(|| format!("evaluated to {f}, which JSON cannot hold"))?,
+        CelValue::String(s) => Value::String(s.to_string()),
+        CelValue::List(items) => Value::Array(items.iter().map(cel_to_json).collect::<Result<_, _>>()?),
+        CelValue::Map(map) => {
+            let mut entries: Vec<(String, &CelValue)> =
+                map.map.iter().map(|(k, v)| (k.to_string(), v)).collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut out = Map::new();
+            for (key, item) in entries {
+                out.insert(key, cel_to_json(item)?);
+            }
+            Value::Object(out)
+        }
+        other => {
+            return Err(format!(
+                "evaluated to a {}, which JSON cannot hold",
+                type_name(other)
+            ));
+        }
+    })
+}
+
+/// The CEL type name of a value, for reasons: `string`, `map`, ...
+pub(crate) fn type_name(value: &CelValue) -> String {
+    value.type_of().to_string()
+}
+
+// ---- fedbroker's functions -------------------------------------------------------
+
+fn checked(s: String) -> Result<CelValue, ExecutionError> {
+    if s.len() > MAX_STRING_BYTES {
+        Err(ExecutionError::function_error(
+            "string",
+            format!(
+                "result of {} bytes exceeds the limit of {MAX_STRING_BYTES}",
+                s.len()
+            ),
+        ))
+    } else {
+        Ok(CelValue::String(Arc::new(s)))
+    }
+}
+
+fn lower_ascii(This(s): This<Arc<String>>) -> CelValue {
+    CelValue::String(Arc::new(s.to_ascii_lowercase()))
+}
+
+fn upper_ascii(This(s): This<Arc<String>>) -> CelValue {
+    CelValue::String(Arc::new(s.to_ascii_uppercase()))
+}
+
+fn lower(This(s): This<Arc<String>>) -> Result<CelValue, ExecutionError> {
+    checked(s.to_lowercase())
+}
+
+fn upper(This(s): This<Arc<String>>) -> Result<CelValue, ExecutionError> {
+    checked(s.to_uppercase())
+}
+
+fn trim(This(s): This<Arc<String>>) -> CelValue {
+    CelValue::String(Arc::new(s.trim().to_owned()))
+}
+
+/// `s.split(sep)` / `split(s, sep)`: an empty separator splits into characters.
+fn split(This(s): This<Arc<String>>, sep: Arc<String>) -> CelValue {
+    let parts: Vec<CelValue> = if sep.is_empty() {
+        s.chars()
+            .map(|c| CelValue::String(Arc::new(c.to_string())))
+            .collect()
+    } else {
+        s.split(sep.as_str())
+            .map(|p| CelValue::String(Arc::new(p.to_owned())))
+            .collect()
+    };
+    CelValue::List(Arc::new(parts))
+}
+
+/// `list.join()` / `list.join(sep)`: the size is checked before anything is built.
+fn join(ftx: &FunctionContext, This(items): This<Arc<Vec<CelValue>>>) -> Result<CelValue, ExecutionError> {
+    let sep = match ftx.args.as_slice() {
+        [] => String::new(),
+        [sep] => match CelValue::try_from(sep.as_ref())? {
+            CelValue::String(s) => s.to_string(),
+            other => {
+                return Err(ftx.error(format!(
+                    "the separator must be a string, not {}",
+                    type_name(&other)
+                )));
+            }
+        },
+        _ => return Err(ftx.error("takes at most one argument, the separator")),
+    };
+    let mut parts = Vec::with_capacity(items.len());
+    let mut total = sep.len().saturating_mul(items.len().saturating_sub(1));
+    for item in items.iter() {
+        match item {
+            CelValue::String(s) => {
+                total = total.saturating_add(s.len());
+                parts.push(s.as_str());
+            }
+            other => return Err(ftx.error(format!("can only join strings, found {}", type_name(other)))),
+        }
+    }
+    if total > MAX_STRING_BYTES {
+        return Err(ftx.error(format!(
+            "result of {total} bytes exceeds the limit of {MAX_STRING_BYTES}"
+        )));
+    }
+    Ok(CelValue::String(Arc::new(parts.join(&sep))))
+}
+
+/// `s.replace(old, new)`: every occurrence; the size is checked before anything is built.
+fn replace(
+    ftx: &FunctionContext,
+    This(s): This<Arc<String>>,
+    old: Arc<String>,
+    new: Arc<String>,
+) -> Result<CelValue, ExecutionError> {
+    if old.is_empty() {
+        return Err(ftx.error("the text to replace must not be empty"));
+    }
+    let count = s.matches(old.as_str()).count();
+    let total = (s.len() - count * old.len()).saturating_add(count.saturating_mul(new.len()));
+    if total > MAX_STRING_BYTES {
+        return Err(ftx.error(format!(
+            "result of {total} bytes exceeds the limit of {MAX_STRING_BYTES}"
+        )));
+    }
+    Ok(CelValue::String(Arc::new(s.replace(old.as_str(), new.as_str()))))
+}
+
+/// `s.substring(start)` / `s.substring(start, end)`, in characters.
+fn substring(
+    ftx: &FunctionContext,
+    This(s): This<Arc<String>>,
+    start: i64,
+) -> Result<CelValue, ExecutionError> {
+    let len = s.chars().count() as i64;
+    let end = match ftx.args.get(1) {
+        None => len,
+        Some(end) => match CelValue::try_from(end.as_ref())? {
+            CelValue::Int(end) => end,
+            other => return Err(ftx.error(format!("the end must be an int, not {}", type_name(&other)))),
+        },
+    };
+    if start < 0 || end < start || end > len {
+        return Err(ftx.error(format!(
+            "range [{start}, {end}) is outside the string of {len} characters"
+        )));
+    }
+    let text: String = s
+        .chars()
+        .skip(start as usize)
+        .take((end - start) as usize)
+        .collect();
+    Ok(CelValue::String(Arc::new(text)))
+}
+
+/// `s.indexOf(sub)`: the character index of the first occurrence, or -1.
+fn index_of(This(s): This<Arc<String>>, sub: Arc<String>) -> CelValue {
+    CelValue::Int(match s.find(sub.as_str()) {
+        Some(byte) => s[..byte].chars().count() as i64,
+        None => -1,
+    })
+}
+
+fn range_guard<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let range = args
+        .pop()
+        .ok_or_else(ExecutionError::missing_argument_or_target)?;
+    let count = range.as_sizer().map_or(0, |s| *s.size().inner());
+    if count > MAX_ITERATIONS as i64 {
+        return Err(ExecutionError::function_error(
+            "comprehension",
+            format!("may iterate over at most {MAX_ITERATIONS} elements, got {count}"),
+        ));
+    }
+    Ok(range)
+}
+
+fn size_guard<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let value = args
+        .pop()
+        .ok_or_else(ExecutionError::missing_argument_or_target)?;
+    if let Some(s) = value.downcast_ref::<CelString>() {
+        let len = s.inner().len();
+        if len > MAX_STRING_BYTES {
+            return Err(ExecutionError::function_error(
+                "+",
+                format!("result of {len} bytes exceeds the limit of {MAX_STRING_BYTES}"),
+            ));
+        }
+    } else if let Some(list) = value.downcast_ref::<CelList>() {
+        let len = list.as_sizer().map_or(0, |s| *s.size().inner());
+        if len > MAX_LIST_ITEMS as i64 {
+            return Err(ExecutionError::function_error(
+                "+",
+                format!("result of {len} elements exceeds the limit of {MAX_LIST_ITEMS}"),
+            ));
+        }
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(source: &str) -> Result<Value, String> {
+        let runtime = Runtime::new();
+        let Value::Object(claims) = json!({"s": "Hello, World", "n": 3, "l": ["a", "b"]}) else {
+            unreachable!()
+        };
+        let scope = runtime.scope(&claims, json!({"scopes": []}), None);
+        let expr = Expression::compile(source)?;
+        cel_to_json(&expr.evaluate(&scope)?)
+    }
+
+    #[test]
+    fn every_listed_function_is_callable() {
+        let cases: &[(&str, Value)] = &[
+            ("size(claims.s)", json!(12)),
+            ("claims.s.size()", json!(12)),
+            ("claims.s.contains(\"World\")", json!(true)),
+            ("claims.s.startsWith(\"Hello\")", json!(true)),
+            ("claims.s.endsWith(\"World\")", json!(true)),
+            ("claims.s.matches(\"^H.*d$\")", json!(true)),
+            ("matches(claims.s, \"o, W\")", json!(true)),
+            ("int(\"42\") + claims.n", json!(45)),
+            ("uint(claims.n)", json!(3)),
+            ("double(claims.n)", json!(3.0)),
+            ("string(claims.n)", json!("3")),
+            ("type(claims.s) == string", json!(true)),
+            ("claims.s.lowerAscii()", json!("hello, world")),
+            ("claims.s.upperAscii()", json!("HELLO, WORLD")),
+            ("lower(\"ÄB\")", json!("äb")),
+            ("upper(claims.s)", json!("HELLO, WORLD")),
+            ("\"  x \".trim()", json!("x")),
+            ("claims.s.split(\", \")", json!(["Hello", "World"])),
+            ("split(\"ab\", \"\")", json!(["a", "b"])),
+            ("claims.l.join()", json!("ab")),
+            ("claims.l.join(\"-\")", json!("a-b")),
+            ("claims.s.replace(\"o\", \"0\")", json!("Hell0, W0rld")),
+            ("claims.s.substring(7)", json!("World")),
+            ("claims.s.substring(0, 5)", json!("Hello")),
+            ("claims.s.indexOf(\"World\")", json!(7)),
+            ("claims.s.indexOf(\"nope\")", json!(-1)),
+            ("claims.l.map(x, x + x)", json!(["aa", "bb"])),
+            ("claims.l.filter(x, x == \"b\")", json!(["b"])),
+            ("claims.l.exists_one(x, x == \"b\")", json!(true)),
+            ("claims.l.all(x, size(x) == 1)", json!(true)),
+            ("has(claims.s) && !has(claims.t)", json!(true)),
+            ("request.scopes == [] ? \"none\" : \"some\"", json!("none")),
+        ];
+        for (source, want) in cases {
+            assert_eq!(run(source).as_ref(), Ok(want), "{source}");
+        }
+        let listed: Vec<&str> = STANDARD_FUNCTIONS
+            .iter()
+            .chain(EXTRA_FUNCTIONS)
+            .copied()
+            .collect();
+        for name in listed {
+            assert!(
+                cases
+                    .iter()
+                    .any(|(source, _)| source.contains(&format!("{name}("))),
+                "{name} is listed but not exercised"
+            );
+        }
+    }
+
+    #[test]
+    fn function_errors_are_reasons() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "claims.s.substring(20)",
+                "substring: range [20, 12) is outside the string of 12 characters",
+            ),
+            (
+                "claims.s.replace(\"\", \"x\")",
+                "replace: the text to replace must not be empty",
+            ),
+            ("[1].join()", "join: can only join strings, found int"),
+            ("claims.missing", "no such key: missing"),
+        ];
+        for (source, want) in cases {
+            assert_eq!(
+                run(source).as_ref().map_err(String::as_str),
+                Err(*want),
+                "{source}"
+            );
+        }
+    }
+}
