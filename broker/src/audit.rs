@@ -39,6 +39,11 @@ pub struct AuditRecord<'a> {
     pub actor_issuer: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replay: Option<&'a str>,
+    /// The issuer's kind, and the claims that kind says are worth recording.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claims: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 enum Sink {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use federation_rules::{CompileContext, RawRule, RuleSet};
-use issuers::{Algorithm, IssuerPolicy, KeySet};
+use issuers::{Algorithm, IssuerKind, IssuerPolicy, KeySet, KindParams};
 use marked_yaml::loader::LoaderOptions;
 use marked_yaml::{LoadError, Node};
 use reqwest::Url;
@@ -125,10 +125,16 @@ pub enum KeySource {
 #[derive(Debug, Clone)]
 pub struct IssuerConfig {
     pub name: String,
+    pub kind: IssuerKind,
+    pub kind_params: KindParams,
+    /// Accept `typ: at+jwt` access tokens (refused by default where ID tokens are expected).
+    pub allow_access_tokens: bool,
     pub policy: IssuerPolicy,
     pub keys: KeySource,
     pub replay: ReplayMode,
     pub danger_allow_insecure: bool,
+    /// PEM CA certificates trusted (besides the system roots) for this issuer's fetches.
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -154,7 +160,6 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 65536;
 pub const DEFAULT_CLOCK_SKEW: u64 = 60;
 pub const DEFAULT_MAX_ISSUED_LIFETIME: u64 = 3600;
 pub const DEFAULT_MAX_TOKEN_LIFETIME: u64 = 24 * 3600;
-pub const DEFAULT_ALGORITHMS: [Algorithm; 2] = [Algorithm::RS256, Algorithm::ES256];
 
 // ---------------------------------------------------------------------------
 // Raw (serde) shapes
@@ -188,7 +193,16 @@ struct RawReplay {
 #[serde(deny_unknown_fields)]
 struct RawIssuer {
     name: String,
+    /// Optional when the kind has a default (github-actions, gitlab, google, azure-entra).
+    #[serde(default)]
     issuer: String,
+    kind: Option<String>,
+    tenant: Option<String>,
+    entra_version: Option<String>,
+    trust_domain: Option<String>,
+    #[serde(default)]
+    allow_access_tokens: bool,
+    tls_ca_file: Option<String>,
     #[serde(default)]
     audiences: Vec<String>,
     jwks_uri: Option<String>,
@@ -731,6 +745,64 @@ fn build_issuers(
         let field = |k: &str| format!("issuers[{i}].{k}");
         let at = |k: &str| child(node, k).or(Some(node));
         let before = errors.list.len();
+        let kind = match r.kind.as_deref().map(str::parse::<IssuerKind>) {
+            None => IssuerKind::Generic,
+            Some(Ok(k)) => k,
+            Some(Err(e)) => {
+                errors.at(at("kind"), field("kind"), e.to_string());
+                IssuerKind::Generic
+            }
+        };
+        let kind_params = KindParams {
+            tenant: r.tenant.clone(),
+            entra_version: r.entra_version.clone(),
+            trust_domain: r.trust_domain.clone(),
+        };
+        let issuer_text = if r.issuer.is_empty() {
+            match kind.default_issuer(&kind_params) {
+                Ok(Some(default)) => default,
+                Ok(None) => {
+                    errors.at(Some(node), field("issuer"), format!("required for kind {kind}"));
+                    String::new()
+                }
+                Err(e) => {
+                    errors.at(Some(node), field("issuer"), e.to_string());
+                    String::new()
+                }
+            }
+        } else {
+            r.issuer.clone()
+        };
+        if let Err(e) = kind.check_config(&issuer_text, &kind_params)
+            && !issuer_text.is_empty()
+        {
+            errors.at(at("kind"), field("kind"), e.to_string());
+        }
+        let tls_ca_pem = match &r.tls_ca_file {
+            None => None,
+            Some(p) => {
+                let path = base.join(p);
+                match read_file(&path) {
+                    Ok(pem) if pem_has_certificate(&pem) => Some(pem),
+                    Ok(_) => {
+                        errors.at(
+                            at("tls_ca_file"),
+                            field("tls_ca_file"),
+                            format!("{}: no PEM certificate", path.display()),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        errors.at(
+                            at("tls_ca_file"),
+                            field("tls_ca_file"),
+                            format!("{}: {e}", path.display()),
+                        );
+                        None
+                    }
+                }
+            }
+        };
         if r.name.is_empty() {
             errors.at(at("name"), field("name"), "must not be empty");
         } else if !names.insert(r.name.clone()) {
@@ -740,14 +812,14 @@ fn build_issuers(
                 format!("duplicate issuer name `{}`", r.name),
             );
         }
-        if !urls.insert(r.issuer.clone()) {
+        if !issuer_text.is_empty() && !urls.insert(issuer_text.clone()) {
             errors.at(
                 at("issuer"),
                 field("issuer"),
                 "another issuer has the same `issuer` URL",
             );
         }
-        let issuer_url = match check_fetch_url(&r.issuer, r.danger_allow_insecure) {
+        let issuer_url = match check_fetch_url(&issuer_text, r.danger_allow_insecure) {
             Ok(u) => Some(u),
             Err(e) => {
                 errors.at(at("issuer"), field("issuer"), e);
@@ -827,7 +899,7 @@ fn build_issuers(
             KeySource::Discovery
         };
         let algorithms = match &r.algorithms {
-            None => DEFAULT_ALGORITHMS.to_vec(),
+            None => kind.default_algorithms(),
             Some(list) => {
                 let mut algs = Vec::new();
                 for a in list {
@@ -868,8 +940,12 @@ fn build_issuers(
         if errors.list.len() == before && issuer_url.is_some() {
             out.push(IssuerConfig {
                 name: r.name.clone(),
+                kind,
+                kind_params,
+                allow_access_tokens: r.allow_access_tokens,
+                tls_ca_pem,
                 policy: IssuerPolicy {
-                    issuer: r.issuer.clone(),
+                    issuer: issuer_text,
                     audiences: r.audiences.clone(),
                     algorithms,
                     max_token_lifetime: Some(max_token_lifetime),
@@ -882,6 +958,10 @@ fn build_issuers(
         }
     }
     out
+}
+
+fn pem_has_certificate(pem: &[u8]) -> bool {
+    pem::parse_many(pem).is_ok_and(|all| all.iter().any(|p| p.tag() == "CERTIFICATE"))
 }
 
 /// An issuer or JWKS URL must be https and must not name a loopback, private or

@@ -76,6 +76,10 @@ pub fn config(listen: SocketAddr) -> Result<(Config, Signer, Arc<DevIssuer>), St
     });
     let issuer = IssuerConfig {
         name: DEV_ISSUER_NAME.into(),
+        kind: issuers::IssuerKind::Generic,
+        kind_params: Default::default(),
+        allow_access_tokens: false,
+        tls_ca_pem: None,
         policy: IssuerPolicy {
             issuer: dev.iss.clone(),
             audiences: vec![public_url.clone()],

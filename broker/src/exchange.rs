@@ -278,6 +278,8 @@ struct Trail {
     actor: Option<String>,
     actor_issuer: Option<String>,
     replay: Option<&'static str>,
+    kind: Option<&'static str>,
+    claims: Option<Map<String, Value>>,
 }
 
 async fn token(State(st): State<Arc<AppState>>, req: Request) -> Response {
@@ -309,6 +311,8 @@ async fn token(State(st): State<Arc<AppState>>, req: Request) -> Response {
         actor: trail.actor.as_deref(),
         actor_issuer: trail.actor_issuer.as_deref(),
         replay: trail.replay,
+        kind: trail.kind,
+        claims: trail.claims.as_ref(),
     });
     match result {
         Ok(resp) => resp,
@@ -363,6 +367,9 @@ async fn exchange(st: &AppState, req: Request, trail: &mut Trail) -> Result<Resp
 
     let (issuer, subject) = verify_token(&policy, &request.subject_token, "subject_token").await?;
     trail.issuer = Some(issuer.config.name.clone());
+    trail.kind = Some(issuer.config.kind.as_str());
+    let fields = issuer.config.kind.audit_fields(&subject.claims);
+    trail.claims = (!fields.is_empty()).then_some(fields);
     trail.iss = Some(subject.issuer.clone());
     trail.subject = Some(subject.subject.clone());
     trail.jti = Some(
@@ -515,6 +522,13 @@ pub(crate) async fn verify_token(
         other => other,
     };
     let verified = verified.map_err(|e| rejected(which, &e))?;
+    let c = &issuer.config;
+    c.kind
+        .check(&verified, &c.kind_params, c.allow_access_tokens)
+        .map_err(|e| {
+            Failure::invalid_request(format!("{which} is not a {} token", c.kind))
+                .with_reason(format!("{which}: {e}"))
+        })?;
     Ok((issuer, verified))
 }
 

@@ -39,6 +39,8 @@ pub struct ExplainArgs {
 /// The subject as explain sees it: verified from a token, or taken from a document.
 struct Subject {
     issuer_name: String,
+    /// The issuer's kind and the claims it calls out.
+    kind: issuers::IssuerKind,
     claims: Map<String, Value>,
     verified: bool,
     /// The verified actor's (sub, iss), for delegation.
@@ -111,6 +113,7 @@ async fn explain(args: &ExplainArgs) -> Result<u8, String> {
             match verify_token(&policy, &token, "subject_token").await {
                 Ok((issuer, verified)) => Subject {
                     issuer_name: issuer.config.name.clone(),
+                    kind: issuer.config.kind,
                     claims: verified.claims,
                     verified: true,
                     actor: None,
@@ -146,8 +149,15 @@ async fn explain(args: &ExplainArgs) -> Result<u8, String> {
                     .ok_or_else(|| format!("no registered issuer has iss `{iss}`; use --issuer NAME"))?,
                 (None, None) => return Err("the claims document has no `iss`; use --issuer NAME".into()),
             };
+            let kind = config
+                .issuers
+                .iter()
+                .find(|i| i.name == issuer_name)
+                .map(|i| i.kind)
+                .unwrap_or_default();
             Subject {
                 issuer_name,
+                kind,
                 claims,
                 verified: false,
                 actor: None,
@@ -256,6 +266,8 @@ fn report(
             "decision": decision_json,
             "subject": subject.map(|s| json!({
                 "issuer": s.issuer_name,
+                "kind": s.kind.as_str(),
+                "kind_claims": s.kind.audit_fields(&s.claims),
                 "iss": s.claims.get("iss"),
                 "sub": s.claims.get("sub"),
                 "verified": s.verified,
@@ -291,6 +303,13 @@ fn print_text(
                 ", from a claims document (not verified)"
             }
         );
+    }
+    if let Some(s) = subject {
+        let fields = s.kind.audit_fields(&s.claims);
+        if !fields.is_empty() {
+            let shown: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("{:<10} {}", format!("{}:", s.kind), shown.join(" "));
+        }
     }
     println!("targets:   {}", targets.join(", "));
     let field = |k: &str| decision.get(k).and_then(Value::as_str).unwrap_or("").to_string();

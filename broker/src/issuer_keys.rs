@@ -10,6 +10,8 @@ use reqwest::Url;
 use serde::Serialize;
 use tokio::sync::Mutex;
 
+use issuers::{IssuerKind, KindParams};
+
 use crate::config::{IssuerConfig, KeySource, check_fetch_url};
 use crate::metrics::Metrics;
 use crate::netguard::PublicOnlyResolver;
@@ -43,20 +45,43 @@ fn same_origin_redirects() -> reqwest::redirect::Policy {
     })
 }
 
+fn client_builder(insecure: bool) -> reqwest::ClientBuilder {
+    let b = reqwest::Client::builder()
+        .timeout(FETCH_TIMEOUT)
+        .connect_timeout(FETCH_TIMEOUT)
+        .no_proxy()
+        .redirect(same_origin_redirects())
+        .user_agent(concat!("fedbroker/", env!("CARGO_PKG_VERSION")));
+    if insecure {
+        b
+    } else {
+        b.https_only(true).dns_resolver(PublicOnlyResolver)
+    }
+}
+
 impl FetchClients {
     pub fn new() -> Result<Self, reqwest::Error> {
-        let base = || {
-            reqwest::Client::builder()
-                .timeout(FETCH_TIMEOUT)
-                .connect_timeout(FETCH_TIMEOUT)
-                .no_proxy()
-                .redirect(same_origin_redirects())
-                .user_agent(concat!("fedbroker/", env!("CARGO_PKG_VERSION")))
-        };
         Ok(FetchClients {
-            public: base().https_only(true).dns_resolver(PublicOnlyResolver).build()?,
-            insecure: base().build()?,
+            public: client_builder(false).build()?,
+            insecure: client_builder(true).build()?,
         })
+    }
+
+    fn pick(&self, insecure: bool) -> reqwest::Client {
+        if insecure {
+            self.insecure.clone()
+        } else {
+            self.public.clone()
+        }
+    }
+
+    /// A client that also trusts the CA certificates in `pem` (`tls_ca_file`).
+    fn with_ca(&self, pem: &[u8], insecure: bool) -> Result<reqwest::Client, reqwest::Error> {
+        let mut b = client_builder(insecure);
+        for cert in reqwest::Certificate::from_pem_bundle(pem)? {
+            b = b.add_root_certificate(cert);
+        }
+        b.build()
     }
 }
 
@@ -84,6 +109,10 @@ enum Source {
 pub struct IssuerKeys {
     name: String,
     issuer: String,
+    kind: IssuerKind,
+    kind_params: KindParams,
+    /// When the next background refresh is due, from the JWKS response's Cache-Control.
+    next_refresh: RwLock<Duration>,
     insecure: bool,
     source: Source,
     state: RwLock<State>,
@@ -121,14 +150,19 @@ impl IssuerKeys {
                 .ok(),
             },
         };
-        let client = if config.danger_allow_insecure {
-            clients.insecure.clone()
-        } else {
-            clients.public.clone()
+        let client = match &config.tls_ca_pem {
+            Some(pem) => clients.with_ca(pem, config.danger_allow_insecure).unwrap_or_else(|e| {
+                tracing::error!(issuer = %config.name, error = %e, "tls_ca_file unusable; using system roots");
+                clients.pick(config.danger_allow_insecure)
+            }),
+            None => clients.pick(config.danger_allow_insecure),
         };
         IssuerKeys {
             name: config.name.clone(),
             issuer: config.policy.issuer.clone(),
+            kind: config.kind,
+            kind_params: config.kind_params.clone(),
+            next_refresh: RwLock::new(REFRESH_INTERVAL),
             insecure: config.danger_allow_insecure,
             source,
             state: RwLock::new(State::default()),
@@ -150,7 +184,12 @@ impl IssuerKeys {
             KeySource::JwksUri(u) => jwks_uri.as_ref() == Some(u),
             KeySource::Static(_) | KeySource::File(..) => false,
         };
-        same_uri && self.issuer == config.policy.issuer && self.insecure == config.danger_allow_insecure
+        same_uri
+            && self.issuer == config.policy.issuer
+            && self.insecure == config.danger_allow_insecure
+            && self.kind == config.kind
+            && self.kind_params == config.kind_params
+            && config.tls_ca_pem.is_none()
     }
 
     pub fn is_remote(&self) -> bool {
@@ -265,7 +304,10 @@ impl IssuerKeys {
                 let doc: serde_json::Value = serde_json::from_slice(&body)
                     .map_err(|_| "discovery: not a JSON document".to_string())?;
                 match doc.get("issuer").and_then(|v| v.as_str()) {
-                    Some(iss) if iss == self.issuer => {}
+                    Some(iss)
+                        if self
+                            .kind
+                            .discovery_issuer_matches(&self.issuer, iss, &self.kind_params) => {}
                     Some(_) => {
                         return Err(
                             "discovery: the document's `issuer` differs from the configured issuer".into(),
@@ -281,8 +323,12 @@ impl IssuerKeys {
             }
             (None, None) => return Err("no key source".into()),
         };
-        let body = self.get(&jwks_uri).await.map_err(|e| format!("jwks: {e}"))?;
+        let (body, max_age) = self
+            .get_with_max_age(&jwks_uri)
+            .await
+            .map_err(|e| format!("jwks: {e}"))?;
         let set = KeySet::from_jwks_json(&body).map_err(|e| format!("jwks: {e}"))?;
+        *self.next_refresh.write().unwrap_or_else(|e| e.into_inner()) = refresh_after(max_age);
         if set.is_empty() {
             return Err("jwks: no usable key".into());
         }
@@ -290,6 +336,11 @@ impl IssuerKeys {
     }
 
     async fn get(&self, url: &Url) -> Result<Vec<u8>, String> {
+        self.get_with_max_age(url).await.map(|(body, _)| body)
+    }
+
+    /// GET with the size cap; also the response's `Cache-Control: max-age`, if any.
+    async fn get_with_max_age(&self, url: &Url) -> Result<(Vec<u8>, Option<u64>), String> {
         let mut resp = self
             .client
             .get(url.clone())
@@ -300,6 +351,11 @@ impl IssuerKeys {
         if !resp.status().is_success() {
             return Err(format!("HTTP {}", resp.status().as_u16()));
         }
+        let max_age = resp
+            .headers()
+            .get(reqwest::header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(cache_control_max_age);
         if resp
             .content_length()
             .is_some_and(|n| n as usize > MAX_DOCUMENT_BYTES)
@@ -313,7 +369,7 @@ impl IssuerKeys {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(body)
+        Ok((body, max_age))
     }
 
     /// Keep the keys fresh: fetch at start (retrying with backoff), then periodically.
@@ -334,10 +390,11 @@ impl IssuerKeys {
                     .unwrap_or_else(|e| e.into_inner())
                     .last_error
                     .is_none();
+                let next = *me.next_refresh.read().unwrap_or_else(|e| e.into_inner());
                 drop(me);
                 let wait = if ok {
                     backoff = Duration::from_secs(1);
-                    REFRESH_INTERVAL
+                    next
                 } else {
                     let w = backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(60));
@@ -347,6 +404,34 @@ impl IssuerKeys {
             }
         });
     }
+}
+
+/// Shortest and longest background refresh interval, whatever `Cache-Control` says.
+pub const MIN_REFRESH: Duration = Duration::from_secs(5 * 60);
+pub const MAX_REFRESH: Duration = Duration::from_secs(6 * 3600);
+
+/// The background refresh interval for a JWKS response's `max-age`: honoured, but
+/// clamped to [`MIN_REFRESH`, `MAX_REFRESH`]; [`REFRESH_INTERVAL`] without one.
+pub fn refresh_after(max_age: Option<u64>) -> Duration {
+    match max_age {
+        Some(secs) => Duration::from_secs(secs).clamp(MIN_REFRESH, MAX_REFRESH),
+        None => REFRESH_INTERVAL,
+    }
+}
+
+/// `max-age` of a Cache-Control header (`no-store`/`no-cache` count as 0).
+fn cache_control_max_age(value: &str) -> Option<u64> {
+    let mut out = None;
+    for directive in value.split(',').map(str::trim) {
+        let lower = directive.to_ascii_lowercase();
+        if lower == "no-store" || lower == "no-cache" {
+            return Some(0);
+        }
+        if let Some(v) = lower.strip_prefix("max-age=") {
+            out = v.trim_matches('"').parse().ok();
+        }
+    }
+    out
 }
 
 /// A fetch error without URLs' query strings or bodies.
@@ -368,5 +453,29 @@ fn describe(e: &reqwest::Error) -> String {
             src = s.source();
         }
         msg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_control_is_honoured_within_bounds() {
+        assert_eq!(cache_control_max_age("public, max-age=3600"), Some(3600));
+        assert_eq!(cache_control_max_age("no-store"), Some(0));
+        assert_eq!(cache_control_max_age("private"), None);
+        assert_eq!(refresh_after(Some(3600)), Duration::from_secs(3600));
+        assert_eq!(refresh_after(Some(0)), MIN_REFRESH);
+        assert_eq!(refresh_after(Some(10 * 24 * 3600)), MAX_REFRESH);
+        assert_eq!(refresh_after(None), REFRESH_INTERVAL);
+    }
+
+    #[tokio::test]
+    async fn the_public_only_resolver_refuses_names_that_resolve_to_loopback() {
+        use reqwest::dns::Resolve;
+        let name: reqwest::dns::Name = "localhost".parse().expect("name");
+        let result = PublicOnlyResolver.resolve(name).await;
+        assert!(result.is_err(), "localhost must not resolve to a usable address");
     }
 }

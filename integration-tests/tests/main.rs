@@ -16,3 +16,4 @@ mod harness;
 mod keys_fetch;
 mod reload;
 mod replay;
+mod rules_e2e;

@@ -287,7 +287,8 @@ fn parse_jwk_members(jwk: &Map<String, Value>, kid: Option<String>) -> Result<Ve
     }
     match jwk.get("use") {
         None => {}
-        Some(Value::String(u)) if u == "sig" => {}
+        // `jwt-svid`: SPIFFE bundles mark JWT signing keys so.
+        Some(Value::String(u)) if u == "sig" || u == "jwt-svid" => {}
         Some(Value::String(_)) => return Err("use is not \"sig\"".into()),
         Some(_) => return Err("use is not a string".into()),
     }

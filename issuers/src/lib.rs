@@ -8,6 +8,8 @@
 //! - [`keys`]: [`KeySet`], the usable public keys of one issuer, parsed from a JWKS.
 //! - [`verify`](mod@verify): [`verify()`], the signature and claims checks against an
 //!   [`IssuerPolicy`], producing a [`VerifiedToken`].
+//! - [`kinds`]: [`IssuerKind`], what `kind:` on an issuer brings: default issuer URL and
+//!   algorithms, the platform's claim shape, accepted `typ`, claims worth auditing.
 //! - [`registry`]: [`IssuerRegistry`], configured issuers indexed by exact `iss`.
 //!
 //! Nothing here does I/O or reads the clock: fetching keys is the broker's job, and
@@ -16,6 +18,7 @@
 pub mod alg;
 pub mod jose;
 pub mod keys;
+pub mod kinds;
 pub mod registry;
 pub mod verify;
 
@@ -25,5 +28,6 @@ mod test_support;
 pub use alg::{Algorithm, UnsupportedAlgorithm};
 pub use jose::{DEFAULT_MAX_TOKEN_BYTES, Header, PeekError, Peeked, peek, peek_with_limit};
 pub use keys::{JwksError, KeySet, MAX_KEYS, SkippedKey, VerifyingKey};
+pub use kinds::{IssuerKind, KindConfigError, KindError, KindParams};
 pub use registry::{DuplicateIssuer, IssuerRegistry};
 pub use verify::{IssuerPolicy, VerifiedToken, VerifyError, verify};
