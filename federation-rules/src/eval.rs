@@ -1967,6 +1967,43 @@ mod tests {
     }
 
     #[test]
+    fn evaluation_has_a_budget() {
+        let cases: &[(&str, Option<&str>)] = &[
+            // 300 iterations scanning 1,000 bytes each: within the budget.
+            (
+                r#"claims.list.exists(x, claims.big.contains("y"))"#,
+                Some("evaluated to false"),
+            ),
+            // 1,024 iterations scanning 1,000 bytes each: over it.
+            (
+                r#"claims.long.exists(x, claims.big.contains("y"))"#,
+                Some("the expression exceeds its evaluation budget of 1000000 units"),
+            ),
+            (
+                "claims.long.exists(x, size(claims.big + claims.big) == 0)",
+                Some("the expression exceeds its evaluation budget"),
+            ),
+            (r#"claims.long.exists(x, x == 1023)"#, None),
+        ];
+        for (condition, expected) in cases {
+            let set = allow_with(json!({"condition": condition}));
+            let req = Req::new(
+                "github-actions",
+                json!({"sub": "s", "big": "x".repeat(1000), "list": vec![0; 300], "long": (0..1024).collect::<Vec<_>>()}),
+                &[TARGET],
+            );
+            let decision = set.evaluate(&req.request());
+            match expected {
+                None => assert!(decision.is_allow(), "{condition}: {decision:#?}"),
+                Some(fragment) => {
+                    let reason = deny_of(&decision).reason.clone();
+                    assert!(reason.contains(fragment), "{condition}: {reason}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn expressions_in_issue() {
         let set = compile(json!([{
             "name": "r",

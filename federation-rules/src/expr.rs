@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cel::common::ast::{CallExpr, EntryExpr, Expr, IdedExpr, LiteralValue, operators};
-use cel::common::types::{CelList, CelString, DYN_TYPE};
+use cel::common::types::{CelInt, CelList, CelString, DYN_TYPE, INT_TYPE};
 use cel::common::value::{CowVal, Val};
 use cel::extractors::This;
 use cel::objects::{Key, Map as CelMap};
@@ -32,6 +32,34 @@ pub const MAX_ITERATIONS: usize = 1024;
 pub const MAX_STRING_BYTES: usize = 64 * 1024;
 /// Longest list that `+` may produce.
 pub const MAX_LIST_ITEMS: usize = 4096;
+/// The work one evaluation may do, in units of one byte built (by `+` or a string
+/// function) or one syntax-tree node evaluated in a comprehension's body per iteration.
+pub const MAX_EVALUATION_COST: u64 = 1_000_000;
+
+thread_local! {
+    /// What is left of the current evaluation's budget. Evaluation is synchronous and
+    /// never re-entrant, and [`Expression::evaluate`] resets it: it is per evaluation, not
+    /// shared state.
+    static BUDGET: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Spends `units` of the current evaluation's budget.
+fn charge(units: usize, function: &str) -> Result<(), ExecutionError> {
+    let units = units as u64;
+    BUDGET.with(|budget| {
+        let left = budget.get();
+        if units > left {
+            budget.set(0);
+            Err(ExecutionError::function_error(
+                function,
+                format!("the expression exceeds its evaluation budget of {MAX_EVALUATION_COST} units"),
+            ))
+        } else {
+            budget.set(left - units);
+            Ok(())
+        }
+    })
+}
 
 /// The variables an expression may use.
 const VARIABLES: &[&str] = &["claims", "request", "actor"];
@@ -105,6 +133,8 @@ const OPERATORS: &[&str] = &[
 const RANGE_GUARD: &str = "@fedbroker_range";
 /// Wraps every user-written `+`: refuses results over the size caps.
 const SIZE_GUARD: &str = "@fedbroker_bounded";
+/// Wraps the operands of functions and operators: charges their size to the budget.
+const COST_GUARD: &str = "@fedbroker_cost";
 
 /// A parsed, checked expression.
 #[derive(Debug, Clone)]
@@ -136,6 +166,7 @@ impl Expression {
 
     /// Evaluates against a request's variables.
     pub(crate) fn evaluate(&self, scope: &Scope<'_>) -> Result<CelValue, String> {
+        BUDGET.with(|budget| budget.set(MAX_EVALUATION_COST));
         CelValue::resolve(&self.ast, &scope.context).map_err(|e| describe(&e))
     }
 }
@@ -163,8 +194,14 @@ impl Runtime {
         // The guards hand their argument back untouched: registered as overloads on
         // borrowed values, they cost a size check, not a copy.
         let guards = [
-            env.add_overload(RANGE_GUARD, "fedbroker_range_dyn", vec![DYN_TYPE], range_guard),
+            env.add_overload(
+                RANGE_GUARD,
+                "fedbroker_range_dyn_int",
+                vec![DYN_TYPE, INT_TYPE],
+                range_guard,
+            ),
             env.add_overload(SIZE_GUARD, "fedbroker_bounded_dyn", vec![DYN_TYPE], size_guard),
+            env.add_overload(COST_GUARD, "fedbroker_cost_dyn", vec![DYN_TYPE], cost_guard),
         ];
         debug_assert!(guards.iter().all(Result::is_ok), "{guards:?}");
         let mut root = Context::with_env(Arc::new(env));
@@ -355,6 +392,18 @@ fn guard(e: &mut IdedExpr, accumulator: Option<&str>) {
             for arg in &mut call.args {
                 guard(arg, accumulator);
             }
+            // Every operand a function or operator reads is charged by its size: that is
+            // the work a scan (`contains`, `==`, `in`, `matches`, ...) does on it.
+            let metered = !is_accumulation
+                && !UNMETERED.contains(&call.func_name.as_str())
+                && call.func_name != SIZE_GUARD
+                && call.func_name != RANGE_GUARD;
+            if metered {
+                if let Some(target) = call.target.as_deref_mut() {
+                    meter(target);
+                }
+                call.args.iter_mut().for_each(meter);
+            }
             if call.func_name == operators::ADD && !is_accumulation {
                 let inner = std::mem::take(&mut e.expr);
                 e.expr = Expr::Call(CallExpr {
@@ -376,22 +425,82 @@ fn guard(e: &mut IdedExpr, accumulator: Option<&str>) {
         }
         Expr::Comprehension(c) => {
             guard(&mut c.iter_range, accumulator);
+            guard(&mut c.accu_init, accumulator);
+            let accu = c.accu_var.clone();
+            guard(&mut c.loop_cond, Some(&accu));
+            guard(&mut c.loop_step, Some(&accu));
+            guard(&mut c.result, Some(&accu));
+            // Each iteration costs the nodes of the body (and the loop itself).
+            let body = count_nodes(&c.loop_cond) + count_nodes(&c.loop_step) + 1;
             let range = std::mem::take(&mut c.iter_range);
             c.iter_range = IdedExpr {
                 id: range.id,
                 expr: Expr::Call(CallExpr {
                     func_name: RANGE_GUARD.to_owned(),
                     target: None,
-                    args: vec![range],
+                    args: vec![
+                        range,
+                        IdedExpr {
+                            id,
+                            expr: Expr::Literal(LiteralValue::Int(CelInt::from(body as i64))),
+                        },
+                    ],
                 }),
             };
-            guard(&mut c.accu_init, accumulator);
-            let accu = c.accu_var.clone();
-            guard(&mut c.loop_cond, Some(&accu));
-            guard(&mut c.loop_step, Some(&accu));
-            guard(&mut c.result, Some(&accu));
         }
         Expr::Unspecified | Expr::Literal(_) | Expr::Ident(_) | Expr::Struct(_) => {}
+    }
+}
+
+/// Operators that only route values (logic, selection by index): their operands cost
+/// nothing beyond evaluating them.
+const UNMETERED: &[&str] = &[
+    operators::LOGICAL_AND,
+    operators::LOGICAL_OR,
+    operators::LOGICAL_NOT,
+    operators::CONDITIONAL,
+    operators::NOT_STRICTLY_FALSE,
+    operators::INDEX,
+];
+
+/// Wraps an operand in [`COST_GUARD`], unless it is a literal (paid for by the length
+/// limit of the expression).
+fn meter(operand: &mut IdedExpr) {
+    if matches!(operand.expr, Expr::Literal(_)) {
+        return;
+    }
+    let id = operand.id;
+    let inner = std::mem::take(&mut operand.expr);
+    operand.expr = Expr::Call(CallExpr {
+        func_name: COST_GUARD.to_owned(),
+        target: None,
+        args: vec![IdedExpr { id, expr: inner }],
+    });
+}
+
+fn count_nodes(e: &IdedExpr) -> usize {
+    1 + match &e.expr {
+        Expr::Call(call) => {
+            call.target.as_deref().map_or(0, count_nodes) + call.args.iter().map(count_nodes).sum::<usize>()
+        }
+        Expr::Select(select) => count_nodes(&select.operand),
+        Expr::List(list) => list.elements.iter().map(count_nodes).sum(),
+        Expr::Map(map) => map
+            .entries
+            .iter()
+            .map(|entry| match &entry.expr {
+                EntryExpr::MapEntry(entry) => count_nodes(&entry.key) + count_nodes(&entry.value),
+                EntryExpr::StructField(field) => count_nodes(&field.value),
+            })
+            .sum(),
+        Expr::Comprehension(c) => {
+            count_nodes(&c.iter_range)
+                + count_nodes(&c.accu_init)
+                + count_nodes(&c.loop_cond)
+                + count_nodes(&c.loop_step)
+                + count_nodes(&c.result)
+        }
+        Expr::Unspecified | Expr::Literal(_) | Expr::Ident(_) | Expr::Struct(_) => 0,
     }
 }
 
@@ -498,6 +607,7 @@ pub(crate) fn type_name(value: &CelValue) -> String {
 // ---- fedbroker's functions -------------------------------------------------------
 
 fn checked(s: String) -> Result<CelValue, ExecutionError> {
+    charge(s.len(), "string")?;
     if s.len() > MAX_STRING_BYTES {
         Err(ExecutionError::function_error(
             "string",
@@ -511,12 +621,12 @@ fn checked(s: String) -> Result<CelValue, ExecutionError> {
     }
 }
 
-fn lower_ascii(This(s): This<Arc<String>>) -> CelValue {
-    CelValue::String(Arc::new(s.to_ascii_lowercase()))
+fn lower_ascii(This(s): This<Arc<String>>) -> Result<CelValue, ExecutionError> {
+    checked(s.to_ascii_lowercase())
 }
 
-fn upper_ascii(This(s): This<Arc<String>>) -> CelValue {
-    CelValue::String(Arc::new(s.to_ascii_uppercase()))
+fn upper_ascii(This(s): This<Arc<String>>) -> Result<CelValue, ExecutionError> {
+    checked(s.to_ascii_uppercase())
 }
 
 fn lower(This(s): This<Arc<String>>) -> Result<CelValue, ExecutionError> {
@@ -527,12 +637,17 @@ fn upper(This(s): This<Arc<String>>) -> Result<CelValue, ExecutionError> {
     checked(s.to_uppercase())
 }
 
-fn trim(This(s): This<Arc<String>>) -> CelValue {
-    CelValue::String(Arc::new(s.trim().to_owned()))
+fn trim(This(s): This<Arc<String>>) -> Result<CelValue, ExecutionError> {
+    checked(s.trim().to_owned())
 }
 
 /// `s.split(sep)` / `split(s, sep)`: an empty separator splits into characters.
-fn split(This(s): This<Arc<String>>, sep: Arc<String>) -> CelValue {
+fn split(This(s): This<Arc<String>>, sep: Arc<String>) -> Result<CelValue, ExecutionError> {
+    // Each part costs its bytes plus a little for the element itself.
+    charge(
+        s.len() + 16 * s.chars().count().min(s.len() / sep.len().max(1) + 1),
+        "split",
+    )?;
     let parts: Vec<CelValue> = if sep.is_empty() {
         s.chars()
             .map(|c| CelValue::String(Arc::new(c.to_string())))
@@ -542,7 +657,7 @@ fn split(This(s): This<Arc<String>>, sep: Arc<String>) -> CelValue {
             .map(|p| CelValue::String(Arc::new(p.to_owned())))
             .collect()
     };
-    CelValue::List(Arc::new(parts))
+    Ok(CelValue::List(Arc::new(parts)))
 }
 
 /// `list.join()` / `list.join(sep)`: the size is checked before anything is built.
@@ -576,6 +691,7 @@ fn join(ftx: &FunctionContext, This(items): This<Arc<Vec<CelValue>>>) -> Result<
             "result of {total} bytes exceeds the limit of {MAX_STRING_BYTES}"
         )));
     }
+    charge(total, "join")?;
     Ok(CelValue::String(Arc::new(parts.join(&sep))))
 }
 
@@ -596,6 +712,7 @@ fn replace(
             "result of {total} bytes exceeds the limit of {MAX_STRING_BYTES}"
         )));
     }
+    charge(s.len() + total, "replace")?;
     Ok(CelValue::String(Arc::new(s.replace(old.as_str(), new.as_str()))))
 }
 
@@ -618,6 +735,7 @@ fn substring(
             "range [{start}, {end}) is outside the string of {len} characters"
         )));
     }
+    charge(s.len(), "substring")?;
     let text: String = s
         .chars()
         .skip(start as usize)
@@ -627,14 +745,20 @@ fn substring(
 }
 
 /// `s.indexOf(sub)`: the character index of the first occurrence, or -1.
-fn index_of(This(s): This<Arc<String>>, sub: Arc<String>) -> CelValue {
-    CelValue::Int(match s.find(sub.as_str()) {
+fn index_of(This(s): This<Arc<String>>, sub: Arc<String>) -> Result<CelValue, ExecutionError> {
+    charge(s.len(), "indexOf")?;
+    Ok(CelValue::Int(match s.find(sub.as_str()) {
         Some(byte) => s[..byte].chars().count() as i64,
         None => -1,
-    })
+    }))
 }
 
+/// `@fedbroker_range(range, body_nodes)`.
 fn range_guard<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let body = args
+        .pop()
+        .and_then(|n| n.downcast_ref::<CelInt>().map(|n| *n.inner()))
+        .ok_or_else(ExecutionError::missing_argument_or_target)?;
     let range = args
         .pop()
         .ok_or_else(ExecutionError::missing_argument_or_target)?;
@@ -645,7 +769,23 @@ fn range_guard<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, 
             format!("may iterate over at most {MAX_ITERATIONS} elements, got {count}"),
         ));
     }
+    charge((count.max(0) * body.max(1)) as usize, "comprehension")?;
     Ok(range)
+}
+
+/// `@fedbroker_cost(operand)`: a string costs its bytes, a list or map its entries.
+fn cost_guard<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let value = args
+        .pop()
+        .ok_or_else(ExecutionError::missing_argument_or_target)?;
+    let units = match value.downcast_ref::<CelString>() {
+        Some(s) => s.inner().len(),
+        None => value
+            .as_sizer()
+            .map_or(1, |s| (*s.size().inner()).max(1) as usize),
+    };
+    charge(units, "cost")?;
+    Ok(value)
 }
 
 fn size_guard<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
@@ -654,6 +794,7 @@ fn size_guard<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, E
         .ok_or_else(ExecutionError::missing_argument_or_target)?;
     if let Some(s) = value.downcast_ref::<CelString>() {
         let len = s.inner().len();
+        charge(len, "+")?;
         if len > MAX_STRING_BYTES {
             return Err(ExecutionError::function_error(
                 "+",
@@ -662,6 +803,7 @@ fn size_guard<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, E
         }
     } else if let Some(list) = value.downcast_ref::<CelList>() {
         let len = list.as_sizer().map_or(0, |s| *s.size().inner());
+        charge(16 * len.max(0) as usize, "+")?;
         if len > MAX_LIST_ITEMS as i64 {
             return Err(ExecutionError::function_error(
                 "+",

@@ -155,19 +155,25 @@
 //! `has(claims.x)` tests for a key without failing. Use `actor != null &&
 //! actor.sub == ...` where the actor may be absent.
 //!
-//! **Cost.** cel-rust has no cost counter, so cost is bounded by construction rather than
-//! metered. The data is bounded: the broker verifies tokens of at most 16 KiB and
-//! request bodies of at most `server.max_body_bytes`, so every list or string a variable
-//! holds is that size at most. The expression is bounded: 4096 characters, 512 nodes,
-//! depth 32. Work per node is linear in its operands, and operands cannot grow without
-//! bound: `+` fails past [`MAX_STRING_BYTES`] (64 KiB) or [`MAX_LIST_ITEMS`] (4096
-//! elements), `join` and `replace` check their result size before building it, and
-//! the other functions never return more than they were given. Comprehensions are the
-//! only loops: each may iterate over at most [`MAX_ITERATIONS`] (1024) elements (a
-//! longer list is an evaluation error, so the request is denied) and none may nest, so
-//! a condition evaluates at most 512 × 1024 nodes on values of at most 64 KiB, and a
-//! realistic one a few dozen nodes on values of a few hundred bytes (see
-//! `BENCHMARKS.md` for measured figures, hostile expression included).
+//! **Cost.** cel-rust has no cost counter, so fedbroker adds one. When an expression
+//! compiles, guards are woven into its syntax tree: every operand a function or
+//! operator reads is charged by its size (a string by its bytes, a list or map by its
+//! entries; that is the work a scan like `contains`, `==`, `in` or `matches` does),
+//! every string `+` or a string function builds by its bytes, and every comprehension
+//! its iterations times the nodes of its body. One evaluation may spend
+//! [`MAX_EVALUATION_COST`] (1,000,000) units; past that it fails (`match.condition:
+//! comprehension: the expression exceeds its evaluation budget of 1000000 units`, the
+//! first word naming what ran out) and, like any error, denies. Besides the budget: `+` fails past [`MAX_STRING_BYTES`] (64 KiB) or
+//! [`MAX_LIST_ITEMS`] (4096 elements); `join` and `replace` check their result size
+//! before building it; a comprehension iterates over at most [`MAX_ITERATIONS`] (1024)
+//! elements and none may nest. Why that bounds the work: the data is bounded (the broker
+//! verifies tokens of at most 16 KiB and request bodies of at most
+//! `server.max_body_bytes`), the expression is bounded (4096 characters, 512 nodes,
+//! depth 32, literals paid for by that length), each node's work is linear in operands
+//! that are metered, and loops are metered per iteration. A typical condition spends a
+//! few hundred units; `BENCHMARKS.md` has measured figures, including expressions
+//! written to exhaust the budget. The budget is kept per evaluation in a thread-local
+//! counter, reset when an evaluation starts (evaluation is synchronous).
 //!
 //! **Reasons.** [`Denial::reason`] and [`RuleOutcome::reason`] name the first condition
 //! that failed and the value found (shortened to 200 characters), for the audit log and
@@ -240,8 +246,8 @@ pub use compile::{CompileContext, DEFAULT_LIFETIME, RuleError, RuleSet};
 pub use duration::{format_duration, parse_duration};
 pub use eval::{Actor, Claims, Decision, Denial, DenialKind, Explanation, Grant, Request, RuleOutcome};
 pub use expr::{
-    MAX_EXPRESSION_CHARS, MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_NODES, MAX_ITERATIONS, MAX_LIST_ITEMS,
-    MAX_STRING_BYTES,
+    MAX_EVALUATION_COST, MAX_EXPRESSION_CHARS, MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_NODES, MAX_ITERATIONS,
+    MAX_LIST_ITEMS, MAX_STRING_BYTES,
 };
 pub use pattern::MAX_PATTERN_CHARS;
 pub use raw::{ClaimValues, Effect, RawActor, RawIssue, RawMatch, RawRule, RawRuleFile, parse_rules_json};
