@@ -579,7 +579,10 @@ async fn allow_any_subject_is_required_for_catch_all_rules() {
     for rule in ["everyone", "only-wildcards", "only-an-actor"] {
         let rule_line = line_of(&text, &format!("name: {rule}"), 1);
         let match_line = line_of(&text, "match:", rule_line);
+        // The error is about the rule's `match` block: its key's line, or the block's
+        // first line (where the mapping node starts).
         let line = report_line(&all, "rules/catch-all.yaml", match_line)
+            .or_else(|| report_line(&all, "rules/catch-all.yaml", match_line + 1))
             .unwrap_or_else(|| panic!("no error at rules/catch-all.yaml:{match_line} for {rule}:\n{all}"));
         assert!(
             line.contains("allow_any_subject") && line.contains(rule),
