@@ -37,6 +37,8 @@ pub struct Policy {
     pub generation: u64,
     pub issuers: IssuerRegistry<Arc<Issuer>>,
     pub rules: Arc<RuleSet>,
+    /// The admin API's issuers and rules included in this policy.
+    pub admin_state: crate::config::AdminState,
 }
 
 impl Policy {
@@ -78,6 +80,7 @@ impl Policy {
             generation,
             issuers: registry,
             rules: config.rules.clone(),
+            admin_state: config.admin_state.clone(),
         })
     }
 }
@@ -107,6 +110,7 @@ pub struct AppState {
     pub audit: Arc<AuditLog>,
     pub metrics: Arc<Metrics>,
     pub dev: Option<Arc<DevIssuer>>,
+    pub admin: Option<Arc<crate::admin::Admin>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +151,10 @@ impl AppState {
         metrics.set_rules_loaded(config.rules.len());
         metrics.set_generation(1);
         let watched = crate::reload::Watched::from_config(config_path.as_deref(), &config);
+        let admin = config
+            .admin
+            .as_ref()
+            .map(|a| Arc::new(crate::admin::Admin::new(a)));
         Ok(Arc::new(AppState {
             server: config.server.clone(),
             policy: RwLock::new(Arc::new(policy)),
@@ -164,6 +172,7 @@ impl AppState {
             audit: Arc::new(audit),
             metrics,
             dev,
+            admin,
         }))
     }
 
@@ -193,24 +202,38 @@ impl AppState {
             .map_err(|e| e.to_string())
             .and_then(|config| {
                 self.warn_on_restart_only_changes(&config);
-                // Hold the write lock while building so two reloads cannot interleave.
-                let mut slot = self.policy.write().unwrap_or_else(|e| e.into_inner());
-                let generation = slot.generation + 1;
-                let policy = Policy::build(
-                    generation,
-                    &config,
-                    Some(&slot),
-                    &self.clients,
-                    &self.metrics,
-                    true,
-                )
-                .map_err(|e| e.to_string())?;
-                self.metrics.set_rules_loaded(policy.rules.len());
-                *slot = Arc::new(policy);
-                *self.watched.write().unwrap_or_else(|e| e.into_inner()) =
-                    crate::reload::Watched::from_config(Some(path), &config);
-                Ok(generation)
+                self.install(&config)
             });
+        self.record_reload(&result);
+        result
+    }
+
+    /// Swap in the issuers and rules of `config` (already validated) as a new policy.
+    pub fn install(&self, config: &Config) -> Result<u64, String> {
+        // Hold the write lock while building so two installs cannot interleave.
+        let mut slot = self.policy.write().unwrap_or_else(|e| e.into_inner());
+        let generation = slot.generation + 1;
+        let policy = Policy::build(
+            generation,
+            config,
+            Some(&slot),
+            &self.clients,
+            &self.metrics,
+            true,
+        )
+        .map_err(|e| e.to_string())?;
+        self.metrics.set_rules_loaded(policy.rules.len());
+        *slot = Arc::new(policy);
+        drop(slot);
+        if let Some(path) = &self.config_path {
+            *self.watched.write().unwrap_or_else(|e| e.into_inner()) =
+                crate::reload::Watched::from_config(Some(path), config);
+        }
+        Ok(generation)
+    }
+
+    /// Record the outcome of a reload or an admin change in `/readyz` and metrics.
+    pub fn record_reload(&self, result: &Result<u64, String>) {
         let mut status = self.reload_status.write().unwrap_or_else(|e| e.into_inner());
         match &result {
             Ok(generation) => {
@@ -228,7 +251,6 @@ impl AppState {
                 }
             }
         }
-        result
     }
 
     fn warn_on_restart_only_changes(&self, new: &Config) {
@@ -276,6 +298,9 @@ pub fn app(state: Arc<AppState>) -> Router {
     if state.dev.is_some() {
         inner = inner.merge(crate::dev::routes());
     }
+    if state.admin.as_ref().is_some_and(|a| a.listen.is_none()) {
+        inner = inner.merge(crate::admin::routes());
+    }
     let inner = inner.with_state(state.clone());
     let prefix = state.server.path_prefix();
     if prefix.is_empty() {
@@ -293,10 +318,30 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> std::io::Result<()> {
-    let (tx, mut rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.changed().await;
-    });
+    };
+    // The admin API on a listener of its own, when `admin.listen` says so.
+    let admin = match state.admin.as_ref().and_then(|a| a.listen) {
+        Some(addr) => {
+            let admin_listener = TcpListener::bind(addr).await?;
+            tracing::info!(%addr, "admin API listening");
+            let router = crate::admin::routes().with_state(state.clone());
+            Some(axum::serve(admin_listener, router).with_graceful_shutdown(stopped(rx.clone())))
+        }
+        None => None,
+    };
+    let main = axum::serve(listener, app(state)).with_graceful_shutdown(stopped(rx));
+    let servers = async move {
+        match admin {
+            Some(admin) => {
+                let (a, b) = tokio::join!(main, admin);
+                a.and(b)
+            }
+            None => main.await,
+        }
+    };
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
@@ -304,7 +349,7 @@ pub async fn serve(
         tokio::time::sleep(drain).await;
     };
     tokio::select! {
-        r = server => r,
+        r = servers => r,
         _ = signal => {
             tracing::warn!(seconds = drain.as_secs(), "drain timeout reached; exiting with requests in flight");
             Ok(())

@@ -71,7 +71,16 @@ impl AuditLog {
     }
 
     pub fn record(&self, rec: &AuditRecord) {
-        let Ok(mut line) = serde_json::to_vec(rec) else {
+        self.write_line(serde_json::to_vec(rec));
+    }
+
+    /// Any other audited event (admin changes), as one JSON line.
+    pub fn record_value(&self, value: &serde_json::Value) {
+        self.write_line(serde_json::to_vec(value));
+    }
+
+    fn write_line(&self, line: serde_json::Result<Vec<u8>>) {
+        let Ok(mut line) = line else {
             return;
         };
         line.push(b'\n');

@@ -153,6 +153,9 @@ pub struct Config {
     /// The `rules_files` globs as written (relative to the config file).
     pub rules_files: Vec<String>,
     pub audit: AuditConfig,
+    pub admin: Option<AdminConfig>,
+    /// The admin API's issuers and rules included in this config.
+    pub admin_state: AdminState,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -221,6 +224,75 @@ struct RawAudit {
     path: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<String>,
+    tokens_file: Option<String>,
+    tokens: Option<Vec<String>>,
+    state_file: Option<String>,
+}
+
+/// The admin API (contract §8): off unless `admin:` is configured.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// A listener of its own; `None`: served on the main listener.
+    pub listen: Option<SocketAddr>,
+    /// Bearer tokens, read from `tokens_file` and/or `tokens` at load time.
+    pub tokens: Vec<String>,
+    pub tokens_file: Option<PathBuf>,
+    /// Where API-made issuers and rules are kept (default `./data/admin-state.json`).
+    pub state_file: PathBuf,
+}
+
+/// The shortest admin token accepted: shorter ones are guessable.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
+/// Issuers and rules created through the admin API, in the YAML schema (as JSON).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, Deserialize)]
+pub struct AdminState {
+    #[serde(default)]
+    pub issuers: std::collections::BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub rules: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl AdminState {
+    /// Read the state file; a missing file is an empty state.
+    pub fn read(path: &Path) -> Result<AdminState, String> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AdminState::default()),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Write atomically: temp file, fsync, rename, fsync the directory.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let dir = path.parent().unwrap_or_else(|| Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(
+            ".{}.tmp",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("admin-state")
+        ));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+/// The pseudo-file admin items are reported under (`admin:rules/NAME`).
+pub fn admin_source(kind: &str, name: &str) -> PathBuf {
+    PathBuf::from(format!("admin:{kind}/{name}"))
+}
+
 const TOP_LEVEL_KEYS: &[&str] = &[
     "version",
     "server",
@@ -230,6 +302,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "rules_files",
     "rules",
     "audit",
+    "admin",
 ];
 
 /// A rule as parsed, with the YAML node it came from (to turn field paths into lines).
@@ -245,8 +318,10 @@ pub struct Draft {
     server: ServerConfig,
     signing: SigningConfig,
     replay: ReplayConfig,
-    issuers: Vec<(Node, RawIssuer)>,
+    /// Each with the file it came from (the config file, or the admin API's state).
+    issuers: Vec<(PathBuf, Node, RawIssuer)>,
     pub rules_files: Vec<String>,
+    admin: Option<AdminConfig>,
     rules: Vec<SourcedRule>,
     audit: AuditConfig,
     base_dir: PathBuf,
@@ -255,15 +330,15 @@ pub struct Draft {
 }
 
 /// A collector that turns YAML positions into [`ConfigError`]s.
-struct Errors<'a> {
-    file: &'a Path,
+struct Errors {
+    file: PathBuf,
     list: Vec<ConfigError>,
 }
 
-impl<'a> Errors<'a> {
-    fn new(file: &'a Path) -> Self {
+impl Errors {
+    fn new(file: &Path) -> Self {
         Errors {
-            file,
+            file: file.to_path_buf(),
             list: Vec::new(),
         }
     }
@@ -351,7 +426,7 @@ fn from_node<T: DeserializeOwned>(node: &Node, section: &str, errors: &mut Error
             };
             let message = inner_message(&e);
             errors.list.push(ConfigError {
-                file: errors.file.to_path_buf(),
+                file: errors.file.clone(),
                 line,
                 field,
                 message,
@@ -395,7 +470,7 @@ fn substitute_env(node: &mut Node, path: &str, errors: &mut Errors, env: &dyn Fn
                 Err(name) => {
                     let line = s.span().start().map(|m| m.line());
                     errors.list.push(ConfigError {
-                        file: errors.file.to_path_buf(),
+                        file: errors.file.clone(),
                         line,
                         field: path.to_string(),
                         message: format!("environment variable `{name}` is not set"),
@@ -501,6 +576,7 @@ pub fn parse_config(
     let mut rules_files = Vec::new();
     let mut rules = Vec::new();
     let mut audit = RawAudit::default();
+    let mut raw_admin: Option<RawAdmin> = None;
 
     for (key, value) in map.iter() {
         match key.as_str() {
@@ -514,13 +590,14 @@ pub fn parse_config(
             "signing" => signing = from_node(value, "signing", &mut errors).unwrap_or_default(),
             "replay" => replay = from_node(value, "replay", &mut errors).unwrap_or_default(),
             "audit" => audit = from_node(value, "audit", &mut errors).unwrap_or_default(),
+            "admin" => raw_admin = from_node(value, "admin", &mut errors),
             "rules_files" => rules_files = from_node(value, "rules_files", &mut errors).unwrap_or_default(),
             "issuers" => match value.as_sequence() {
                 Some(seq) => {
                     for (i, item) in seq.iter().enumerate() {
                         if let Some(raw) = from_node::<RawIssuer>(item, &format!("issuers[{i}]"), &mut errors)
                         {
-                            raw_issuers.push((item.clone(), raw));
+                            raw_issuers.push((file.to_path_buf(), item.clone(), raw));
                         }
                     }
                 }
@@ -530,14 +607,10 @@ pub fn parse_config(
             "rules" => rules.extend(parse_rule_list(file, value, "rules", &mut errors)),
             other => {
                 let k = Node::Scalar(key.clone());
-                let message = if other == "admin" {
-                    "the admin API is not available in this release yet".to_string()
-                } else {
-                    format!(
-                        "unknown field `{other}`, expected one of: {}",
-                        TOP_LEVEL_KEYS.join(", ")
-                    )
-                };
+                let message = format!(
+                    "unknown field `{other}`, expected one of: {}",
+                    TOP_LEVEL_KEYS.join(", ")
+                );
                 errors.at(Some(&k), other, message);
             }
         }
@@ -554,6 +627,43 @@ pub fn parse_config(
     let audit = AuditConfig {
         path: audit.path.map(|p| base_dir.join(p)),
     };
+    let admin = raw_admin.map(|a| {
+        let at = |k: &str| child(&root, "admin").and_then(|n| child(n, k));
+        let listen = a.listen.as_deref().and_then(|l| match l.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                errors.at(
+                    at("listen"),
+                    "admin.listen",
+                    "expected address:port, e.g. 127.0.0.1:8081",
+                );
+                None
+            }
+        });
+        let tokens = a.tokens.unwrap_or_default();
+        if a.tokens_file.is_none() && tokens.is_empty() {
+            errors.at(
+                at("tokens"),
+                "admin",
+                "give `tokens_file` or `tokens`: the admin API is never open",
+            );
+        }
+        for t in &tokens {
+            if t.chars().count() < MIN_ADMIN_TOKEN_CHARS {
+                errors.at(
+                    at("tokens"),
+                    "admin.tokens",
+                    format!("every token needs at least {MIN_ADMIN_TOKEN_CHARS} characters"),
+                );
+            }
+        }
+        AdminConfig {
+            listen,
+            tokens,
+            tokens_file: a.tokens_file.map(|p| base_dir.join(p)),
+            state_file: base_dir.join(a.state_file.as_deref().unwrap_or("./data/admin-state.json")),
+        }
+    });
 
     // Errors so far are kept in the draft, so that rule files and issuers are still
     // checked and `check` reports every problem at once.
@@ -567,6 +677,7 @@ pub fn parse_config(
         rules,
         audit,
         base_dir,
+        admin,
         errors: errors.list,
     })
 }
@@ -733,7 +844,7 @@ fn build_replay(raw: RawReplay, node: Option<&Node>, errors: &mut Errors) -> Rep
 
 /// Validate raw issuers into [`IssuerConfig`]s. `read_file` reads `jwks_file`s (relative to `base`).
 fn build_issuers(
-    raw: &[(Node, RawIssuer)],
+    raw: &[(PathBuf, Node, RawIssuer)],
     base: &Path,
     errors: &mut Errors,
     read_file: &dyn Fn(&Path) -> Result<Vec<u8>, String>,
@@ -741,8 +852,17 @@ fn build_issuers(
     let mut names = HashSet::new();
     let mut urls = HashSet::new();
     let mut out = Vec::new();
-    for (i, (node, r)) in raw.iter().enumerate() {
-        let field = |k: &str| format!("issuers[{i}].{k}");
+    let outer_file = errors.file.clone();
+    for (i, (file, node, r)) in raw.iter().enumerate() {
+        errors.file = file.clone();
+        let from_config = *file == outer_file;
+        let field = |k: &str| {
+            if from_config {
+                format!("issuers[{i}].{k}")
+            } else {
+                format!("issuer `{}`.{k}", r.name)
+            }
+        };
         let at = |k: &str| child(node, k).or(Some(node));
         let before = errors.list.len();
         let kind = match r.kind.as_deref().map(str::parse::<IssuerKind>) {
@@ -957,6 +1077,7 @@ fn build_issuers(
             });
         }
     }
+    errors.file = outer_file;
     out
 }
 
@@ -1095,7 +1216,7 @@ pub fn assemble(
     for i in &mut issuers {
         i.policy.clock_skew = draft.server.clock_skew;
     }
-    let known: BTreeSet<String> = draft.issuers.iter().map(|(_, r)| r.name.clone()).collect();
+    let known: BTreeSet<String> = draft.issuers.iter().map(|(_, _, r)| r.name.clone()).collect();
     let mut sourced = draft.rules;
     sourced.extend(rule_files);
     let raws: Vec<RawRule> = sourced.iter().map(|s| s.rule.clone()).collect();
@@ -1137,6 +1258,8 @@ pub fn assemble(
             rules: Arc::new(rules),
             rules_files: draft.rules_files,
             audit: draft.audit,
+            admin: draft.admin,
+            admin_state: AdminState::default(),
         }),
         _ => Err(ConfigErrors(list)),
     }
@@ -1153,14 +1276,76 @@ fn read_text(path: &Path) -> Result<String, ConfigError> {
 
 /// Load a config file and every rule file it names. File I/O only; no network.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with_admin(path, None)
+}
+
+/// Load a config file, its rule files and the admin API's issuers and rules: `admin`
+/// replaces what the state file holds (to validate a change before it is written).
+pub fn load_with_admin(path: &Path, admin: Option<&AdminState>) -> Result<Config, ConfigErrors> {
     let text = read_text(path).map_err(|e| ConfigErrors(vec![e]))?;
     let env = |name: &str| std::env::var(name).ok();
     let read_file = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read: {e}"));
-    let draft = parse_config(path, &text, &env)?;
+    let mut draft = parse_config(path, &text, &env)?;
     let mut errors = Vec::new();
+    let mut rules = Vec::new();
+    let mut admin_state = AdminState::default();
+    if let Some(settings) = draft.admin.as_mut() {
+        if let Some(tokens_file) = &settings.tokens_file {
+            match std::fs::read_to_string(tokens_file) {
+                Ok(text) => {
+                    for t in text
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    {
+                        if t.chars().count() < MIN_ADMIN_TOKEN_CHARS {
+                            errors.push(ConfigError {
+                                file: tokens_file.clone(),
+                                line: None,
+                                field: "admin.tokens_file".into(),
+                                message: format!(
+                                    "every token needs at least {MIN_ADMIN_TOKEN_CHARS} characters"
+                                ),
+                            });
+                        }
+                        settings.tokens.push(t.to_string());
+                    }
+                }
+                Err(e) => errors.push(ConfigError {
+                    file: tokens_file.clone(),
+                    line: None,
+                    field: "admin.tokens_file".into(),
+                    message: format!("cannot read: {e}"),
+                }),
+            }
+            if settings.tokens.is_empty() && errors.is_empty() {
+                errors.push(ConfigError {
+                    file: tokens_file.clone(),
+                    line: None,
+                    field: "admin.tokens_file".into(),
+                    message: "holds no token".into(),
+                });
+            }
+        }
+        admin_state = match admin {
+            Some(state) => state.clone(),
+            None => AdminState::read(&settings.state_file).unwrap_or_else(|e| {
+                errors.push(ConfigError {
+                    file: settings.state_file.clone(),
+                    line: None,
+                    field: "admin.state_file".into(),
+                    message: e,
+                });
+                AdminState::default()
+            }),
+        };
+        let (issuers, admin_rules, problems) = parse_admin_items(&admin_state);
+        draft.issuers.extend(issuers);
+        rules.extend(admin_rules);
+        errors.extend(problems);
+    }
     let globs = draft.rules_files.clone();
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut rules = Vec::new();
     for pattern in &globs {
         let full = base.join(pattern);
         let full_text = full.to_string_lossy().to_string();
@@ -1189,13 +1374,71 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         }
     }
     match assemble(draft, rules, &read_file) {
-        Ok(config) if errors.is_empty() => Ok(config),
+        Ok(mut config) if errors.is_empty() => {
+            config.admin_state = admin_state;
+            Ok(config)
+        }
         Ok(_) => Err(ConfigErrors(errors)),
         Err(e) => {
             errors.extend(e.0);
             Err(ConfigErrors(errors))
         }
     }
+}
+
+/// The admin API's items as parsed config items: through the same YAML parser and
+/// serde structs as files (JSON is YAML), reported under `admin:issuers/NAME`.
+#[allow(clippy::type_complexity)]
+fn parse_admin_items(
+    state: &AdminState,
+) -> (
+    Vec<(PathBuf, Node, RawIssuer)>,
+    Vec<SourcedRule>,
+    Vec<ConfigError>,
+) {
+    let mut issuers = Vec::new();
+    let mut rules = Vec::new();
+    let mut problems = Vec::new();
+    let parse = |kind: &str, name: &str, value: &serde_json::Value, problems: &mut Vec<ConfigError>| {
+        let file = admin_source(kind, name);
+        let mut errors = Errors::new(&file);
+        if value.get("name").and_then(|v| v.as_str()) != Some(name) {
+            errors.at(None, "name", format!("must be `{name}`, the name in the path"));
+        }
+        let text = serde_json::to_string(value).unwrap_or_default();
+        let node = match parse_yaml(&file, &text) {
+            Ok(node) if node.as_mapping().is_some() => Some(node),
+            Ok(_) => {
+                errors.at(None, "", "must be a JSON object");
+                None
+            }
+            Err(e) => {
+                errors.list.push(e);
+                None
+            }
+        };
+        problems.extend(errors.list);
+        node.map(|n| (file, n))
+    };
+    for (name, value) in &state.issuers {
+        if let Some((file, node)) = parse("issuers", name, value, &mut problems) {
+            let mut errors = Errors::new(&file);
+            if let Some(raw) = from_node::<RawIssuer>(&node, "", &mut errors) {
+                issuers.push((file, node, raw));
+            }
+            problems.extend(errors.list);
+        }
+    }
+    for (name, value) in &state.rules {
+        if let Some((file, node)) = parse("rules", name, value, &mut problems) {
+            let mut errors = Errors::new(&file);
+            if let Some(rule) = from_node::<RawRule>(&node, "", &mut errors) {
+                rules.push(SourcedRule { file, node, rule });
+            }
+            problems.extend(errors.list);
+        }
+    }
+    (issuers, rules, problems)
 }
 
 /// Used by `serve --dev` and tests: a config assembled in code.
@@ -1228,6 +1471,8 @@ pub fn from_parts(
         rules: Arc::new(rules),
         rules_files: Vec::new(),
         audit: AuditConfig::default(),
+        admin: None,
+        admin_state: AdminState::default(),
     })
 }
 

@@ -4,6 +4,7 @@
 //! All I/O lives here; verification (`issuers`) and policy (`federation_rules`) are pure.
 //!
 //! - [`config`]: the YAML configuration and rule files, every error with file and line.
+//! - [`admin`]: the admin API (issuers and rules over HTTP, ETags, state file).
 //! - [`app`]: shared state, the router, `serve(listener, state, shutdown)`.
 //! - [`exchange`]: `POST /token`, the one pipeline, and the RFC error mapping.
 //! - [`explain`]: `fedbroker explain`, a dry run of one exchange.
@@ -16,6 +17,7 @@
 //! - [`dev`]: `serve --dev`'s development issuer and example rule.
 //! - [`cli`]: the `fedbroker` command line.
 
+pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod cli;
