@@ -10,6 +10,7 @@
 //!   compact tokens) and verification of issued tokens against the broker's JWKS
 //!   with an independent library (jsonwebtoken).
 
+pub mod attack_support;
 pub mod broker;
 pub mod config;
 pub mod fake_issuer;

@@ -6,6 +6,8 @@
 
 mod support;
 
+mod admin;
+mod attacks;
 mod audit;
 mod cli;
 mod dev_mode;

@@ -48,7 +48,7 @@ pub struct KindParams {
 /// A token that verified but is not shaped as its issuer's kind requires.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KindError {
-    #[error("{kind}: claim `{claim}` is missing or not a string")]
+    #[error("{kind}: claim `{claim}` is missing or of the wrong type")]
     MissingClaim { kind: IssuerKind, claim: &'static str },
     #[error("{kind}: {message}")]
     Invalid { kind: IssuerKind, message: String },

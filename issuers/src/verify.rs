@@ -45,9 +45,9 @@ pub enum VerifyError {
     /// is in the field, not the message.
     #[error("token algorithm is not allowed for this issuer")]
     AlgorithmNotAllowed { alg: String },
-    #[error("no key for kid {kid:?}")]
+    #[error("no key for kid {}", shown_kid(kid))]
     UnknownKey { kid: Option<String> },
-    #[error("key {kid:?} cannot verify the token's algorithm")]
+    #[error("key {} cannot verify the token's algorithm", shown_kid(kid))]
     KeyAlgorithmMismatch { kid: Option<String> },
     #[error("token signature does not verify")]
     BadSignature,
@@ -69,6 +69,19 @@ pub enum VerifyError {
     LifetimeTooLong,
     #[error("token `aud` does not name an accepted audience")]
     AudienceMismatch,
+}
+
+/// A kid as logs show it: escaped, and cut to 64 characters (a kid comes from the
+/// unverified token, so it can be anything, of any length).
+fn shown_kid(kid: &Option<String>) -> String {
+    match kid {
+        None => "(none)".into(),
+        Some(k) if k.chars().count() > 64 => {
+            let head: String = k.chars().take(64).collect();
+            format!("{head:?}… ({} bytes)", k.len())
+        }
+        Some(k) => format!("{k:?}"),
+    }
 }
 
 impl VerifyError {
