@@ -121,7 +121,13 @@ impl VerifyingKey {
 
     /// Checks `signature` over `message` with `alg`. False for a key that does not
     /// [`support`](Self::supports) `alg`, whatever the signature.
-    pub(crate) fn verify_signature(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+    ///
+    /// This is the exact check [`verify()`](crate::verify()) makes on a token's signing
+    /// input. It is public only so that the Wycheproof tests (which sign arbitrary
+    /// messages, not JWS signing inputs) can drive the same code; it skips every
+    /// policy check, so call [`verify()`](crate::verify()) instead.
+    #[doc(hidden)]
+    pub fn verify_signature(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
         if !self.supports(alg) {
             return false;
         }
