@@ -174,6 +174,13 @@ fn supported_token_type(t: &str) -> bool {
     matches!(t, TT_JWT | TT_ID_TOKEN | TT_ACCESS_TOKEN)
 }
 
+/// The token-request form parser's verdict, for the fuzz target: `Ok(number of
+/// targets)` or the RFC error code. Never panics, whatever the bytes.
+#[doc(hidden)]
+pub fn check_token_form(body: &[u8]) -> Result<usize, &'static str> {
+    parse_form(body).map(|r| r.targets.len()).map_err(|f| f.code)
+}
+
 fn parse_form(body: &[u8]) -> Result<TokenRequest, Failure> {
     let mut params: HashMap<String, Vec<String>> = HashMap::new();
     for (k, v) in form_urlencoded::parse(body) {

@@ -233,6 +233,42 @@ pub fn check_verify(data: &[u8]) -> Option<Result<VerifiedToken, VerifyError>> {
     Some(result)
 }
 
+/// The broker's token-request form parser on arbitrary bytes: never panics; a
+/// request it accepts names at least one target; an error is one of the RFC codes.
+pub fn check_token_form(data: &[u8]) {
+    match broker::exchange::check_token_form(data) {
+        Ok(targets) => assert!(targets >= 1, "an accepted request has a target"),
+        Err(code) => assert!(
+            matches!(code, "invalid_request" | "unsupported_grant_type"),
+            "unexpected error code {code}"
+        ),
+    }
+}
+
+/// Rule loading on arbitrary text: the YAML rule-file parser, then the compiler,
+/// as `fedbroker check` runs them. Never panics; every error carries a message.
+pub fn check_rules(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let path = std::path::Path::new("fuzz.yaml");
+    let (rules, errors) = broker::config::parse_rules_file(path, text);
+    for e in &errors {
+        assert!(!e.message.is_empty(), "an error without a message: {e:?}");
+    }
+    let raws: Vec<_> = rules.into_iter().map(|r| r.rule).collect();
+    let known = |name: &str| matches!(name, "gha" | "k8s" | "agents");
+    let ctx = federation_rules::CompileContext {
+        issuers: &known,
+        max_lifetime: 3600,
+    };
+    if let Err(errors) = federation_rules::RuleSet::compile(raws, &ctx) {
+        for e in &errors {
+            assert!(!e.message.is_empty(), "a rule error without a message: {e:?}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::fs;
@@ -285,6 +321,24 @@ mod tests {
             let result = check_verify(&data);
             let ok = matches!(result, Some(Ok(_)));
             assert_eq!(ok, name.contains("/ok-"), "{name}: {result:?}");
+        }
+    }
+
+    #[test]
+    fn token_form_inputs() {
+        let all = inputs("token_form");
+        assert!(!all.is_empty());
+        for (_, data) in all {
+            check_token_form(&data);
+        }
+    }
+
+    #[test]
+    fn rules_inputs() {
+        let all = inputs("rules");
+        assert!(!all.is_empty());
+        for (_, data) in all {
+            check_rules(&data);
         }
     }
 
