@@ -54,6 +54,8 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     extra: Vec<String>,
+    /// `redis-cli` options this server needs (TLS, password).
+    cli_options: Vec<String>,
 }
 
 impl RedisServer {
@@ -69,6 +71,7 @@ impl RedisServer {
             port: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
             extra: Vec::new(),
+            cli_options: Vec::new(),
         }
     }
 
@@ -79,9 +82,61 @@ impl RedisServer {
             port: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            cli_options: Vec::new(),
         };
         server.spawn();
         server
+    }
+
+    /// A server that speaks only TLS (a certificate for `127.0.0.1` and `localhost`
+    /// from a fresh CA, made with the `openssl` command) and requires `password`.
+    /// `ca_pem()` is the CA to trust (e.g. `SSL_CERT_FILE` for the broker).
+    pub fn start_tls(password: &str) -> RedisServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        make_certificates(dir.path());
+        let file = |name: &str| dir.path().join(name).to_str().expect("UTF-8 tempdir").to_owned();
+        let port = free_port();
+        let extra: Vec<String> = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &file("server.pem"),
+            "--tls-key-file",
+            &file("server.key"),
+            "--tls-ca-cert-file",
+            &file("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            password,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let cli_options = vec![
+            "--tls".to_owned(),
+            "--cacert".to_owned(),
+            file("ca.pem"),
+            "--no-auth-warning".to_owned(),
+            "-a".to_owned(),
+            password.to_owned(),
+        ];
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir,
+            extra,
+            cli_options,
+        };
+        server.spawn();
+        server
+    }
+
+    /// The CA certificate of a [`Self::start_tls`] server.
+    pub fn ca_pem(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     fn spawn(&mut self) {
@@ -89,9 +144,9 @@ impl RedisServer {
         let log = std::fs::File::create(self.dir.path().join("redis.log")).expect("log file");
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
+            .args(&self.extra)
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--dir", self.dir.path().to_str().expect("UTF-8 tempdir")])
-            .args(&self.extra)
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
@@ -100,7 +155,7 @@ impl RedisServer {
             .unwrap_or_else(|e| panic!("cannot spawn redis-server: {e}"));
         self.child = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;
-        while cli(self.port, &["PING"]).trim() != "PONG" {
+        while self.cli(&["PING"]).trim() != "PONG" {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
                 panic!("redis-server exited ({status}):\n{}", self.log());
             }
@@ -159,7 +214,9 @@ impl RedisServer {
 
     /// Run `redis-cli -p PORT ARGS` and return its output.
     pub fn cli(&self, args: &[&str]) -> String {
-        cli(self.port, args)
+        let mut all: Vec<&str> = self.cli_options.iter().map(String::as_str).collect();
+        all.extend_from_slice(args);
+        cli(self.port, &all)
     }
 
     /// The server's log so far.
@@ -178,6 +235,80 @@ impl Drop for RedisServer {
                 .status();
         }
         self.kill();
+    }
+}
+
+/// A CA and a server certificate for `127.0.0.1`/`localhost` signed by it, in `dir`:
+/// `ca.pem`, `server.pem`, `server.key`.
+fn make_certificates(dir: &std::path::Path) {
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").expect("write ext");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let steps: [Vec<&str>; 3] = [
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=fedbroker test CA",
+            ],
+        ]
+        .concat(),
+        [
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    ];
+    for args in steps {
+        let out = Command::new("openssl")
+            .args(&args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run openssl (needed for the Redis TLS test): {e}"));
+        assert!(
+            out.status.success(),
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -300,19 +431,28 @@ impl RedisCluster {
         panic!("no master serves slot {slot}:\n{nodes}");
     }
 
-    /// A replica (index into `nodes`) of the master at `master`.
+    /// A replica (index into `nodes`) of the master at `master`, once the master knows
+    /// one (`CLUSTER NODES`: a `slave` whose master id is the master's).
     pub fn replica_of(&self, master: usize) -> usize {
         let id = self.nodes[master].cli(&["CLUSTER", "MYID"]).trim().to_owned();
-        let replicas = self.nodes[master].cli(&["CLUSTER", "REPLICAS", &id]);
-        let line = replicas
-            .lines()
-            .next()
-            .unwrap_or_else(|| panic!("master {id} has no replica"));
-        let port = node_port(line.split_whitespace().nth(1).expect("address field"));
-        self.nodes
-            .iter()
-            .position(|n| n.port() == port)
-            .expect("replica is one of ours")
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let nodes = self.nodes[master].cli(&["CLUSTER", "NODES"]);
+            let replica = nodes.lines().find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                (fields.len() > 3 && fields[2].contains("slave") && fields[3] == id)
+                    .then(|| node_port(fields[1]))
+            });
+            if let Some(port) = replica {
+                return self
+                    .nodes
+                    .iter()
+                    .position(|n| n.port() == port)
+                    .expect("replica is one of ours");
+            }
+            assert!(Instant::now() < deadline, "master {id} has no replica:\n{nodes}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// `CLUSTER FAILOVER` on `replica` (a coordinated, no-data-loss failover) and wait

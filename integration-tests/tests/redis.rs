@@ -298,6 +298,75 @@ async fn restarted_replica_serves_again_and_still_refuses_used_tokens() {
     assert_eq!(broker.exchange(&fake.mint(json!({})), TARGET).await.status, 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_redis_with_a_password_from_the_environment() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start_tls("tls-s3cret");
+    let fake = FakeIssuer::start();
+    let url = format!(
+        "rediss://:${{FEDBROKER_TEST_REDIS_PASSWORD}}@127.0.0.1:{}/0",
+        redis.port()
+    );
+    let broker = Broker::builder()
+        .env("FEDBROKER_TEST_REDIS_PASSWORD", "tls-s3cret")
+        // rustls-native-certs reads the trusted roots from here.
+        .env("SSL_CERT_FILE", redis.ca_pem().to_str().expect("UTF-8 path"))
+        .start(&config(&fake, &redis_replay(&url, ""), None))
+        .await;
+    eventually(Duration::from_secs(10), "/readyz 200 over TLS", || async {
+        (broker.get("/readyz").await.status == 200).then_some(())
+    })
+    .await;
+    let token = fake.mint(json!({}));
+    assert_eq!(broker.exchange(&token, TARGET).await.status, 200);
+    broker
+        .exchange(&token, TARGET)
+        .await
+        .assert_error(400, "invalid_request", &token);
+    assert_eq!(redis.cli(&["EXISTS", &redis_key(&token)]).trim(), "1");
+    assert!(!broker.stderr().contains("tls-s3cret"), "the password is logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_a_request_in_flight_then_exits_0() {
+    if !redis_available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let fake = FakeIssuer::start();
+    let replay = format!(
+        "replay:\n  backend: redis\n  redis_url: {}\n  command_timeout: 10s\n",
+        redis.url()
+    );
+    let mut broker = Broker::start(&config(&fake, &replay, None)).await;
+    assert_eq!(broker.exchange(&fake.mint(json!({})), TARGET).await.status, 200);
+
+    // A request waits on a paused Redis while SIGTERM arrives; Redis resumes later.
+    redis.pause();
+    let token = fake.mint(json!({}));
+    let pid = broker.pid().to_string();
+    let (reply, ()) = tokio::join!(broker.exchange(&token, TARGET), async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(sent, "kill -TERM");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        redis.resume();
+    });
+    assert_eq!(
+        reply.status, 200,
+        "the request in flight is finished: {}",
+        reply.text
+    );
+    // The process is gone or going: signal_and_wait's own SIGTERM is harmless.
+    let status = broker.signal_and_wait("TERM").await;
+    assert_eq!(status.code(), Some(0), "{}", broker.stderr());
+}
+
 /// One exchange without panicking on a dead broker: `None` for a transport error.
 async fn try_exchange(client: &reqwest::Client, url: &str, token: &str) -> Option<u16> {
     let response = client
