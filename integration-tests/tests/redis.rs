@@ -515,6 +515,35 @@ async fn cluster_refuses_replays_across_replicas_and_after_a_failover() {
     a.exchange(&fresh, TARGET)
         .await
         .assert_error(400, "invalid_request", &fresh);
+
+    // An unplanned failover: the key's master dies (SIGKILL). Until its replica (the old
+    // master) is promoted, marks in its slots answer 503; after, the marks it had
+    // replicated are still refused.
+    let mut cluster = cluster;
+    cluster.nodes[replica].kill();
+    let unavailable = std::sync::atomic::AtomicUsize::new(0);
+    for (token, broker) in [(&token, &a), (&fresh, &b)] {
+        let reply = eventually(
+            Duration::from_secs(30),
+            "the cluster promotes the replica",
+            || async {
+                let reply = broker.exchange(token, TARGET).await;
+                if reply.status == 503 {
+                    unavailable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                (reply.status != 503).then_some(reply)
+            },
+        )
+        .await;
+        reply.assert_error(400, "invalid_request", token);
+    }
+    let unavailable = unavailable.into_inner();
+    eprintln!("cluster: {unavailable} answers of 503 while the killed master's replica took over");
+    assert_eq!(
+        cluster.master_for(&key),
+        master,
+        "the old master serves the slot again"
+    );
 }
 
 #[test]
