@@ -17,12 +17,12 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::audit::AuditLog;
-use crate::config::{Config, IssuerConfig, OnUnavailable, ServerConfig};
+use crate::config::{Config, IssuerConfig, OnUnavailable, ReplayBackend, ServerConfig};
 use crate::dev::DevIssuer;
 use crate::exchange;
 use crate::issuer_keys::{FetchClients, IssuerKeys};
 use crate::metrics::Metrics;
-use crate::replay::{MemoryReplayStore, ReplayStore};
+use crate::replay::{MemoryReplayStore, RedisReplayStore, ReplayStore};
 use crate::signing::Signer;
 
 /// A registered issuer at run time: its config and its keys.
@@ -127,6 +127,8 @@ pub enum StartError {
     Http(#[from] reqwest::Error),
     #[error("issuer {0} is registered twice")]
     DuplicateIssuer(String),
+    #[error("replay store: {0}")]
+    Replay(#[from] crate::replay::ReplayError),
 }
 
 impl AppState {
@@ -150,6 +152,7 @@ impl AppState {
         };
         metrics.set_rules_loaded(config.rules.len());
         metrics.set_generation(1);
+        let replay = build_replay_store(&config, &metrics)?;
         let watched = crate::reload::Watched::from_config(config_path.as_deref(), &config);
         let admin = config
             .admin
@@ -168,7 +171,7 @@ impl AppState {
             startup: config,
             clients,
             signer: Arc::new(signer),
-            replay: Arc::new(MemoryReplayStore::new()),
+            replay,
             audit: Arc::new(audit),
             metrics,
             dev,
@@ -262,10 +265,11 @@ impl AppState {
             || old.server.max_issued_lifetime != new.server.max_issued_lifetime
             || old.signing.algorithm != new.signing.algorithm
             || old.signing.key_dir != new.signing.key_dir
-            || old.audit.path != new.audit.path;
+            || old.audit.path != new.audit.path
+            || old.replay != new.replay;
         if changed {
             tracing::warn!(
-                "server, signing or audit settings changed: they take effect only after a restart"
+                "server, signing, replay or audit settings changed: they take effect only after a restart"
             );
         }
     }
@@ -274,6 +278,28 @@ impl AppState {
     /// `jwks_file`s, resolved against the config file's directory.
     pub fn watched(&self) -> crate::reload::Watched {
         self.watched.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// The configured replay store. Redis is not contacted here: the broker starts (and
+/// `/readyz` answers 503) while Redis is down, and a background monitor connects.
+fn build_replay_store(config: &Config, metrics: &Arc<Metrics>) -> Result<Arc<dyn ReplayStore>, StartError> {
+    match &config.replay.backend {
+        ReplayBackend::Memory => {
+            metrics.set_replay_store_up(true);
+            Ok(Arc::new(MemoryReplayStore::new()))
+        }
+        ReplayBackend::Redis(redis) => {
+            let store = Arc::new(RedisReplayStore::new(redis, metrics.clone())?);
+            store.spawn_monitor();
+            tracing::info!(
+                redis = %redis.target.redacted(),
+                key_prefix = %redis.key_prefix,
+                command_timeout_ms = redis.command_timeout.as_millis() as u64,
+                "replay marks are kept in Redis"
+            );
+            Ok(store)
+        }
     }
 }
 

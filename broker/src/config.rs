@@ -94,16 +94,73 @@ pub enum OnUnavailable {
     FailOpen,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplayBackend {
+    /// One process's memory: a restart forgets every mark, replicas do not share them.
     Memory,
+    Redis(RedisConfig),
 }
 
-#[derive(Debug, Clone)]
+/// Where the shared replay marks live (`replay.backend: redis`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub target: RedisTarget,
+    /// Prepended to every replay key (`replay.key_prefix`).
+    pub key_prefix: String,
+    /// Bound on one Redis round trip, connection waits included (`replay.command_timeout`).
+    pub command_timeout: std::time::Duration,
+}
+
+/// One Redis server (`redis_url`) or a Redis Cluster (`redis_cluster_urls`). The URLs may
+/// carry a password, so `Debug` shows them redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    Standalone(String),
+    Cluster(Vec<String>),
+}
+
+impl RedisTarget {
+    /// The URL(s) with any password replaced by `***`: safe for logs.
+    pub fn redacted(&self) -> String {
+        match self {
+            RedisTarget::Standalone(u) => redact_url(u),
+            RedisTarget::Cluster(us) => us.iter().map(|u| redact_url(u)).collect::<Vec<_>>().join(", "),
+        }
+    }
+}
+
+impl fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RedisTarget::Standalone(_) => write!(f, "Standalone({})", self.redacted()),
+            RedisTarget::Cluster(_) => write!(f, "Cluster([{}])", self.redacted()),
+        }
+    }
+}
+
+fn redact_url(text: &str) -> String {
+    match Url::parse(text) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("***"));
+            }
+            url.to_string()
+        }
+        Err(_) => "<invalid URL>".into(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayConfig {
     pub backend: ReplayBackend,
     pub on_unavailable: OnUnavailable,
+    /// How many `fedbroker serve` processes share this configuration (`replay.replicas`).
+    /// Only checked: with more than one, one-time tokens need a shared (redis) backend.
+    pub replicas: u32,
 }
+
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "fedbroker:replay:";
+pub const DEFAULT_REDIS_COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplayMode {
@@ -189,7 +246,11 @@ struct RawSigning {
 struct RawReplay {
     backend: Option<String>,
     redis_url: Option<String>,
+    redis_cluster_urls: Option<Vec<String>>,
+    key_prefix: Option<String>,
+    command_timeout: Option<String>,
     on_unavailable: Option<String>,
+    replicas: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -318,6 +379,8 @@ pub struct Draft {
     server: ServerConfig,
     signing: SigningConfig,
     replay: ReplayConfig,
+    /// The `replay:` mapping, for the line of errors found once issuers are known.
+    replay_node: Option<Node>,
     /// Each with the file it came from (the config file, or the admin API's state).
     issuers: Vec<(PathBuf, Node, RawIssuer)>,
     pub rules_files: Vec<String>,
@@ -672,6 +735,7 @@ pub fn parse_config(
         server,
         signing,
         replay,
+        replay_node: child(&root, "replay").cloned(),
         issuers: raw_issuers,
         rules_files,
         rules,
@@ -804,26 +868,6 @@ fn build_signing(raw: RawSigning, node: Option<&Node>, base: &Path, errors: &mut
 
 fn build_replay(raw: RawReplay, node: Option<&Node>, errors: &mut Errors) -> ReplayConfig {
     let at = |k: &str| node.and_then(|n| child(n, k));
-    match raw.backend.as_deref() {
-        None | Some("memory") => {}
-        Some("redis") => errors.at(
-            at("backend"),
-            "replay.backend",
-            "the redis backend is not available in this release yet; use `memory`",
-        ),
-        Some(other) => errors.at(
-            at("backend"),
-            "replay.backend",
-            format!("unknown backend `{other}`; expected memory or redis"),
-        ),
-    }
-    if raw.redis_url.is_some() && raw.backend.as_deref() != Some("redis") {
-        errors.at(
-            at("redis_url"),
-            "replay.redis_url",
-            "only used with `backend: redis`",
-        );
-    }
     let on_unavailable = match raw.on_unavailable.as_deref() {
         None | Some("fail_closed") => OnUnavailable::FailClosed,
         Some("fail_open") => OnUnavailable::FailOpen,
@@ -836,9 +880,176 @@ fn build_replay(raw: RawReplay, node: Option<&Node>, errors: &mut Errors) -> Rep
             OnUnavailable::FailClosed
         }
     };
+    let replicas = raw.replicas.unwrap_or(1);
+    if replicas == 0 {
+        errors.at(at("replicas"), "replay.replicas", "must be at least 1");
+    }
+    let backend = match raw.backend.as_deref() {
+        None | Some("memory") => {
+            for (key, given) in [
+                ("redis_url", raw.redis_url.is_some()),
+                ("redis_cluster_urls", raw.redis_cluster_urls.is_some()),
+                ("key_prefix", raw.key_prefix.is_some()),
+                ("command_timeout", raw.command_timeout.is_some()),
+            ] {
+                if given {
+                    errors.at(
+                        at(key),
+                        format!("replay.{key}"),
+                        "only used with `backend: redis`",
+                    );
+                }
+            }
+            ReplayBackend::Memory
+        }
+        Some("redis") => match build_redis(&raw, node, errors) {
+            Some(redis) => ReplayBackend::Redis(redis),
+            None => ReplayBackend::Memory,
+        },
+        Some(other) => {
+            errors.at(
+                at("backend"),
+                "replay.backend",
+                format!("unknown backend `{other}`; expected memory or redis"),
+            );
+            ReplayBackend::Memory
+        }
+    };
     ReplayConfig {
-        backend: ReplayBackend::Memory,
+        backend,
         on_unavailable,
+        replicas: replicas.max(1),
+    }
+}
+
+/// `backend: redis`: exactly one of `redis_url` / `redis_cluster_urls`, URLs that the
+/// client accepts (parsed only: no connection is made while loading).
+fn build_redis(raw: &RawReplay, node: Option<&Node>, errors: &mut Errors) -> Option<RedisConfig> {
+    let at = |k: &str| node.and_then(|n| child(n, k));
+    let before = errors.list.len();
+    let mut check_url = |url: &str, key: &str, field: String| {
+        if let Err(e) = redis_url_problem(url) {
+            errors.at(at(key), field, e);
+        }
+    };
+    let target = match (&raw.redis_url, &raw.redis_cluster_urls) {
+        (Some(url), None) => {
+            check_url(url, "redis_url", "replay.redis_url".into());
+            Some(RedisTarget::Standalone(url.clone()))
+        }
+        (None, Some(urls)) if !urls.is_empty() => {
+            for (i, url) in urls.iter().enumerate() {
+                check_url(
+                    url,
+                    "redis_cluster_urls",
+                    format!("replay.redis_cluster_urls[{i}]"),
+                );
+            }
+            Some(RedisTarget::Cluster(urls.clone()))
+        }
+        (None, Some(_)) => {
+            errors.at(
+                at("redis_cluster_urls"),
+                "replay.redis_cluster_urls",
+                "must list at least one node",
+            );
+            None
+        }
+        (None, None) => {
+            errors.at(
+                node,
+                "replay.redis_url",
+                "`backend: redis` needs `redis_url` (one server) or `redis_cluster_urls` (a Redis Cluster)",
+            );
+            None
+        }
+        (Some(_), Some(_)) => {
+            errors.at(
+                at("redis_cluster_urls"),
+                "replay.redis_cluster_urls",
+                "give either `redis_url` or `redis_cluster_urls`, not both",
+            );
+            None
+        }
+    };
+    let key_prefix = raw
+        .key_prefix
+        .clone()
+        .unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.to_string());
+    if key_prefix.is_empty() {
+        errors.at(at("key_prefix"), "replay.key_prefix", "must not be empty");
+    }
+    let command_timeout = match raw.command_timeout.as_deref() {
+        None => DEFAULT_REDIS_COMMAND_TIMEOUT,
+        Some(text) => match parse_millis(text) {
+            Ok(d) if (10..=30_000).contains(&d.as_millis()) => d,
+            Ok(_) => {
+                errors.at(
+                    at("command_timeout"),
+                    "replay.command_timeout",
+                    "must be between 10ms and 30s",
+                );
+                DEFAULT_REDIS_COMMAND_TIMEOUT
+            }
+            Err(e) => {
+                errors.at(at("command_timeout"), "replay.command_timeout", e);
+                DEFAULT_REDIS_COMMAND_TIMEOUT
+            }
+        },
+    };
+    let target = target?;
+    (errors.list.len() == before).then_some(RedisConfig {
+        target,
+        key_prefix,
+        command_timeout,
+    })
+}
+
+/// Why the redis client would refuse `url`, if it would. The message never repeats the
+/// URL (it may hold a password).
+fn redis_url_problem(url: &str) -> Result<(), String> {
+    let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+    if !matches!(scheme, "redis" | "rediss") {
+        return Err("must be a redis:// or rediss:// (TLS) URL".into());
+    }
+    redis::Client::open(url)
+        .map(|_| ())
+        .map_err(|e| format!("not a usable Redis URL: {e}"))
+}
+
+/// A duration with millisecond precision: `250ms`, or any duration `90s`, `1m` takes.
+fn parse_millis(text: &str) -> Result<std::time::Duration, String> {
+    if let Some(ms) = text.trim().strip_suffix("ms") {
+        return ms
+            .trim()
+            .parse::<u64>()
+            .map(std::time::Duration::from_millis)
+            .map_err(|_| format!("invalid duration `{text}`: write e.g. `250ms` or `2s`"));
+    }
+    parse_duration(text).map(std::time::Duration::from_secs)
+}
+
+/// With more than one replica, a `one_time` issuer needs marks that every replica sees.
+fn check_replicas(replay: &ReplayConfig, issuers: &[IssuerConfig], node: Option<&Node>, errors: &mut Errors) {
+    if replay.replicas <= 1 || replay.backend != ReplayBackend::Memory {
+        return;
+    }
+    let one_time: Vec<&str> = issuers
+        .iter()
+        .filter(|i| i.replay == ReplayMode::OneTime)
+        .map(|i| i.name.as_str())
+        .collect();
+    if !one_time.is_empty() {
+        errors.at(
+            node.and_then(|n| child(n, "replicas")).or(node),
+            "replay.replicas",
+            format!(
+                "{} replicas cannot share the memory backend: a token accepted by one would be accepted again by another. \
+                 Use `backend: redis`, or `replay: reusable` on issuer(s) {}",
+                replay.replicas,
+                one_time.join(", ")
+            ),
+        );
     }
 }
 
@@ -1213,6 +1424,7 @@ pub fn assemble(
     let mut errors = Errors::new(&draft.file);
     errors.list.extend(draft.errors.iter().cloned());
     let mut issuers = build_issuers(&draft.issuers, &draft.base_dir, &mut errors, read_file);
+    check_replicas(&draft.replay, &issuers, draft.replay_node.as_ref(), &mut errors);
     for i in &mut issuers {
         i.policy.clock_skew = draft.server.clock_skew;
     }
@@ -1466,6 +1678,7 @@ pub fn from_parts(
         replay: ReplayConfig {
             backend: ReplayBackend::Memory,
             on_unavailable: OnUnavailable::FailClosed,
+            replicas: 1,
         },
         issuers,
         rules: Arc::new(rules),
@@ -1601,6 +1814,129 @@ mod tests {
         assert_eq!(rules.len(), 1, "the good rule is kept for checking");
         assert_eq!(e[0].line, Some(4), "{e:?}");
         assert!(e[0].message.contains("subjekt"));
+    }
+
+    fn with_replay(replay: &str) -> String {
+        format!("{MINIMAL}replay:\n{replay}")
+    }
+
+    #[test]
+    fn redis_replay_parses_with_defaults() {
+        let c = parse(&with_replay(
+            "  backend: redis\n  redis_url: rediss://fedbroker:${SECRET}@redis.internal:6380/2\n",
+        ))
+        .expect("valid");
+        let ReplayBackend::Redis(r) = &c.replay.backend else {
+            panic!("not redis: {:?}", c.replay.backend)
+        };
+        assert_eq!(
+            r.target,
+            RedisTarget::Standalone("rediss://fedbroker:s3cret@redis.internal:6380/2".into())
+        );
+        assert_eq!(r.key_prefix, "fedbroker:replay:");
+        assert_eq!(r.command_timeout, std::time::Duration::from_millis(250));
+        assert_eq!(c.replay.replicas, 1);
+        assert_eq!(c.replay.on_unavailable, OnUnavailable::FailClosed);
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("s3cret"),
+            "the password leaks into Debug: {debug}"
+        );
+        assert!(debug.contains("fedbroker:***@redis.internal"), "{debug}");
+    }
+
+    #[test]
+    fn redis_cluster_and_options_parse() {
+        let c = parse(&with_replay(
+            "  backend: redis\n  redis_cluster_urls: [redis://10.0.0.1:7000, redis://10.0.0.2:7000]\n  key_prefix: \"x:\"\n  command_timeout: 1s\n  on_unavailable: fail_open\n  replicas: 3\n",
+        ))
+        .expect("valid");
+        let ReplayBackend::Redis(r) = &c.replay.backend else {
+            panic!("not redis")
+        };
+        assert!(matches!(&r.target, RedisTarget::Cluster(urls) if urls.len() == 2));
+        assert_eq!(r.key_prefix, "x:");
+        assert_eq!(r.command_timeout, std::time::Duration::from_secs(1));
+        assert_eq!(c.replay.on_unavailable, OnUnavailable::FailOpen);
+        assert_eq!(c.replay.replicas, 3);
+    }
+
+    #[test]
+    fn redis_replay_errors() {
+        for (replay, field, says) in [
+            ("  backend: redis\n", "replay.redis_url", "needs `redis_url`"),
+            (
+                "  backend: redis\n  redis_url: redis://a\n  redis_cluster_urls: [redis://b]\n",
+                "replay.redis_cluster_urls",
+                "not both",
+            ),
+            (
+                "  backend: redis\n  redis_cluster_urls: []\n",
+                "replay.redis_cluster_urls",
+                "at least one",
+            ),
+            (
+                "  backend: redis\n  redis_url: http://a\n",
+                "replay.redis_url",
+                "redis://",
+            ),
+            (
+                "  backend: redis\n  redis_cluster_urls: [redis://a, \"rediss://\"]\n",
+                "replay.redis_cluster_urls[1]",
+                "Redis URL",
+            ),
+            (
+                "  backend: redis\n  redis_url: redis://a\n  command_timeout: 1ms\n",
+                "replay.command_timeout",
+                "between",
+            ),
+            (
+                "  backend: redis\n  redis_url: redis://a\n  command_timeout: soon\n",
+                "replay.command_timeout",
+                "invalid duration",
+            ),
+            (
+                "  backend: redis\n  redis_url: redis://a\n  key_prefix: \"\"\n",
+                "replay.key_prefix",
+                "empty",
+            ),
+            ("  redis_url: redis://a\n", "replay.redis_url", "only used with"),
+            ("  key_prefix: x\n", "replay.key_prefix", "only used with"),
+            ("  backend: etcd\n", "replay.backend", "unknown backend"),
+            ("  replicas: 0\n", "replay.replicas", "at least 1"),
+        ] {
+            let e = parse(&with_replay(replay)).expect_err(replay);
+            assert!(
+                e.0.iter()
+                    .any(|e| e.field == field && e.message.contains(says) && e.line.is_some()),
+                "{replay}: expected {field}: ...{says}..., got {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn replicas_refuse_the_memory_backend_with_one_time_issuers() {
+        let e = parse(&with_replay("  replicas: 2\n")).expect_err("memory + one_time + 2 replicas");
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].field, "replay.replicas");
+        assert_eq!(e.0[0].line, Some(9), "{e}");
+        assert!(e.0[0].message.contains("gha"), "{e}");
+
+        let reusable = MINIMAL.replace("audiences:", "replay: reusable\n    audiences:");
+        parse(&format!("{reusable}replay:\n  replicas: 2\n")).expect("no one_time issuer: fine");
+        parse(&with_replay(
+            "  backend: redis\n  redis_url: redis://a\n  replicas: 2\n",
+        ))
+        .expect("redis: fine");
+        parse(&with_replay("  replicas: 1\n")).expect("one replica: fine");
+    }
+
+    #[test]
+    fn command_timeout_takes_milliseconds_or_durations() {
+        assert_eq!(parse_millis("250ms"), Ok(std::time::Duration::from_millis(250)));
+        assert_eq!(parse_millis("2s"), Ok(std::time::Duration::from_secs(2)));
+        assert!(parse_millis("ms").is_err());
+        assert!(parse_millis("1.5s").is_err());
     }
 
     #[test]

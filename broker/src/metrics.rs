@@ -13,6 +13,7 @@ pub struct Metrics {
     exchanges: Family<Labels, Counter>,
     jwks_fetches: Family<Labels, Counter>,
     replay_errors: Counter,
+    replay_store_up: Gauge,
     issuer_keys: Family<Labels, Gauge>,
     rules_loaded: Gauge,
     rules_generation: Gauge,
@@ -46,6 +47,12 @@ impl Metrics {
             "Replay store operations that failed",
             replay_errors.clone(),
         );
+        let replay_store_up = Gauge::default();
+        registry.register(
+            "replay_store_up",
+            "1 when the replay store answered its last command or health check, else 0",
+            replay_store_up.clone(),
+        );
         let issuer_keys = Family::<Labels, Gauge>::default();
         registry.register(
             "issuer_keys",
@@ -73,6 +80,7 @@ impl Metrics {
             exchanges,
             jwks_fetches,
             replay_errors,
+            replay_store_up,
             issuer_keys,
             rules_loaded,
         }
@@ -99,6 +107,10 @@ impl Metrics {
 
     pub fn replay_error(&self) {
         self.replay_errors.inc();
+    }
+
+    pub fn set_replay_store_up(&self, up: bool) {
+        self.replay_store_up.set(i64::from(up));
     }
 
     pub fn set_issuer_keys(&self, issuer: &str, n: usize) {
@@ -140,6 +152,7 @@ mod tests {
         let m = Metrics::new();
         m.exchange("allow", "");
         m.jwks_fetch("gha", false);
+        m.set_replay_store_up(true);
         let text = m.render();
         assert!(
             text.contains("fedbroker_token_exchanges_total{outcome=\"allow\",error=\"\"} 1"),
@@ -149,6 +162,7 @@ mod tests {
             text.contains("fedbroker_jwks_fetches_total{issuer=\"gha\",result=\"error\"} 1"),
             "{text}"
         );
+        assert!(text.contains("fedbroker_replay_store_up 1"), "{text}");
         assert!(text.trim_end().ends_with("# EOF"));
     }
 }

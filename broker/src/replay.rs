@@ -2,17 +2,28 @@
 //!
 //! [`ReplayStore::mark`] is the only operation: it records a key until it expires and
 //! answers whether this call was the first. Check and record are one atomic step, so
-//! parallel copies of one token cannot both pass.
+//! parallel copies of one token cannot both pass: in memory under one lock, in Redis as
+//! one `SET key 1 NX PXAT <ms>` ([`RedisReplayStore`]), so replicas sharing a Redis
+//! refuse a token any one of them accepted.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+
+use crate::config::{RedisConfig, RedisTarget};
+use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error("replay store unavailable: {0}")]
     Unavailable(String),
+    #[error("replay store did not answer within {}ms", .0.as_millis())]
+    Timeout(Duration),
 }
 
 #[async_trait]
@@ -75,6 +86,326 @@ impl ReplayStore for MemoryReplayStore {
 
     fn backend(&self) -> &'static str {
         "memory"
+    }
+}
+
+/// Replay marks in Redis, shared by every replica that points at it.
+///
+/// Each accepted token costs one `SET <prefix><key> 1 NX PXAT <ms>`: Redis answers `OK`
+/// to exactly one caller, and expires the mark itself. Every command (connection waits
+/// included) is bounded by `command_timeout`, so a slow, paused or failing-over Redis
+/// turns into a prompt [`ReplayError`] rather than a hung request. Connections are made
+/// lazily and remade in the background with backoff: the broker starts while Redis is
+/// down and recovers without a restart.
+pub struct RedisReplayStore {
+    conn: Conn,
+    prefix: String,
+    timeout: Duration,
+    target: String,
+    metrics: Arc<Metrics>,
+}
+
+enum Conn {
+    /// One server: `ConnectionManager` reconnects with exponential backoff by itself.
+    Standalone(ConnectionManager),
+    /// A Redis Cluster: the cluster connection follows MOVED/ASK and failovers itself;
+    /// [`LazyCluster`] only makes the first connection, which may have to wait for Redis.
+    Cluster(Arc<LazyCluster>),
+}
+
+/// How long one attempt to connect may take: longer than a command (a TLS handshake and
+/// AUTH are several round trips), and done in the background, never on a request's clock.
+fn connect_timeout(command_timeout: Duration) -> Duration {
+    command_timeout.max(Duration::from_secs(2))
+}
+
+const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(100);
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
+/// How often the background monitor pings Redis (metric, logs, and reconnection
+/// while no request arrives).
+const MONITOR_INTERVAL: Duration = Duration::from_secs(2);
+
+impl RedisReplayStore {
+    /// Prepare the client; connects nothing (the first command, or the monitor, does).
+    /// Must be called inside a Tokio runtime.
+    pub fn new(config: &RedisConfig, metrics: Arc<Metrics>) -> Result<Self, ReplayError> {
+        let bad =
+            |e: redis::RedisError| ReplayError::Unavailable(format!("invalid Redis configuration: {e}"));
+        let timeout = config.command_timeout;
+        let conn = match &config.target {
+            RedisTarget::Standalone(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(bad)?;
+                let manager_config = ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(timeout))
+                    .set_connection_timeout(Some(connect_timeout(timeout)))
+                    .set_min_delay(RECONNECT_MIN_DELAY)
+                    .set_max_delay(RECONNECT_MAX_DELAY)
+                    .set_exponent_base(2.0)
+                    .set_number_of_retries(4);
+                Conn::Standalone(
+                    ConnectionManager::new_lazy_with_config(client, manager_config).map_err(bad)?,
+                )
+            }
+            RedisTarget::Cluster(urls) => {
+                let client = ClusterClient::builder(urls.iter().map(String::as_str))
+                    .connection_timeout(connect_timeout(timeout))
+                    .response_timeout(timeout)
+                    .build()
+                    .map_err(bad)?;
+                Conn::Cluster(Arc::new(LazyCluster::new(client, connect_timeout(timeout))))
+            }
+        };
+        Ok(RedisReplayStore {
+            conn,
+            prefix: config.key_prefix.clone(),
+            timeout,
+            target: config.target.redacted(),
+            metrics,
+        })
+    }
+
+    /// The Redis key of a replay key.
+    pub fn redis_key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// Run one command, bounded by the command timeout; records the outcome in the
+    /// `replay_store_up` gauge.
+    async fn query(&self, cmd: &redis::Cmd) -> Result<redis::Value, ReplayError> {
+        let run = async {
+            match &self.conn {
+                Conn::Standalone(manager) => {
+                    let mut c = manager.clone();
+                    cmd.query_async::<redis::Value>(&mut c).await
+                }
+                Conn::Cluster(lazy) => {
+                    let mut c = lazy.connection().await?;
+                    cmd.query_async::<redis::Value>(&mut c).await
+                }
+            }
+        };
+        let result = match tokio::time::timeout(self.timeout, run).await {
+            Err(_) => Err(ReplayError::Timeout(self.timeout)),
+            Ok(Err(e)) => Err(ReplayError::Unavailable(e.to_string())),
+            Ok(Ok(v)) => Ok(v),
+        };
+        self.metrics.set_replay_store_up(result.is_ok());
+        result
+    }
+
+    /// Watch Redis in the background for as long as the store lives: ping it every
+    /// few seconds (keeping the metric current and reconnecting while no request
+    /// comes), log when it becomes unreachable and reachable again, and once reachable,
+    /// warn when its eviction policy could silently drop marks.
+    pub fn spawn_monitor(self: &Arc<Self>) {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut was_up: Option<bool> = None;
+            let mut policy_checked = false;
+            loop {
+                let Some(store) = weak.upgrade() else { return };
+                let result = store.ping().await;
+                match (&result, was_up) {
+                    (Ok(()), Some(true)) | (Err(_), Some(false)) => {}
+                    (Ok(()), _) => tracing::info!(redis = %store.target, "replay store reachable"),
+                    (Err(e), _) => tracing::error!(
+                        redis = %store.target,
+                        error = %e,
+                        "replay store unreachable: /readyz answers 503 and one-time tokens are refused (fail_closed) or issued unrecorded (fail_open) until it answers"
+                    ),
+                }
+                was_up = Some(result.is_ok());
+                if result.is_ok() && !policy_checked {
+                    policy_checked = true;
+                    store.check_eviction_policy().await;
+                }
+                drop(store);
+                tokio::time::sleep(MONITOR_INTERVAL).await;
+            }
+        });
+    }
+
+    /// `CONFIG GET maxmemory-policy` (every node of a cluster answers): anything but
+    /// `noeviction` lets Redis drop marks under memory pressure, a silent replay window.
+    async fn check_eviction_policy(&self) {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("GET").arg("maxmemory-policy");
+        match self.query(&cmd).await {
+            Ok(value) => {
+                let policies = eviction_policies(&value);
+                let risky: Vec<&String> = policies.iter().filter(|p| p.as_str() != "noeviction").collect();
+                if policies.is_empty() {
+                    tracing::warn!(redis = %self.target, "could not read maxmemory-policy; make sure it is `noeviction`: an evicted replay mark lets its token be used again");
+                } else if risky.is_empty() {
+                    tracing::info!(redis = %self.target, "Redis maxmemory-policy is noeviction");
+                } else {
+                    tracing::warn!(
+                        redis = %self.target,
+                        policy = %risky.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","),
+                        "Redis maxmemory-policy is not `noeviction`: under memory pressure Redis may evict replay marks, and an evicted mark lets its token be used again. Set `maxmemory-policy noeviction`"
+                    );
+                }
+            }
+            // Managed services often disable CONFIG; that is no reason to stop.
+            Err(e) => tracing::warn!(
+                redis = %self.target,
+                error = %e,
+                "could not read maxmemory-policy (CONFIG may be disabled); make sure it is `noeviction`: an evicted replay mark lets its token be used again"
+            ),
+        }
+    }
+}
+
+/// The values paired with `maxmemory-policy` anywhere in a `CONFIG GET` reply (one per
+/// node when a cluster answers for every node).
+fn eviction_policies(value: &redis::Value) -> Vec<String> {
+    fn strings(value: &redis::Value, out: &mut Vec<String>) {
+        match value {
+            redis::Value::BulkString(b) => out.push(String::from_utf8_lossy(b).into_owned()),
+            redis::Value::SimpleString(s) => out.push(s.clone()),
+            redis::Value::Array(items) | redis::Value::Set(items) => {
+                items.iter().for_each(|v| strings(v, out))
+            }
+            redis::Value::Map(pairs) => pairs.iter().for_each(|(k, v)| {
+                strings(k, out);
+                strings(v, out);
+            }),
+            _ => {}
+        }
+    }
+    let mut flat = Vec::new();
+    strings(value, &mut flat);
+    flat.windows(2)
+        .filter(|w| w[0] == "maxmemory-policy")
+        .map(|w| w[1].clone())
+        .collect()
+}
+
+#[async_trait]
+impl ReplayStore for RedisReplayStore {
+    async fn mark(&self, key: &str, expires_at: u64, _now: u64) -> Result<bool, ReplayError> {
+        // Redis expires the mark itself, on its own clock: `expires_at` already carries
+        // the clock skew allowance.
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.redis_key(key))
+            .arg(1)
+            .arg("NX")
+            .arg("PXAT")
+            .arg(expires_at.saturating_mul(1000));
+        match self.query(&cmd).await? {
+            redis::Value::Okay => Ok(true),
+            redis::Value::Nil => Ok(false),
+            other => Err(ReplayError::Unavailable(format!(
+                "unexpected reply to SET NX: {other:?}"
+            ))),
+        }
+    }
+
+    async fn ping(&self) -> Result<(), ReplayError> {
+        self.query(&redis::cmd("PING")).await.map(|_| ())
+    }
+
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+}
+
+/// The first connection to a cluster, made in the background on demand, retried with
+/// backoff while it fails. Requests wait for an attempt in progress (bounded by their own
+/// timeout) and fail at once during a backoff.
+struct LazyCluster {
+    client: ClusterClient,
+    connect_timeout: Duration,
+    state: Mutex<LazyState>,
+    changed: tokio::sync::watch::Sender<()>,
+}
+
+enum LazyState {
+    Idle {
+        retry_at: Instant,
+        failures: u32,
+        last_error: Option<String>,
+    },
+    Connecting {
+        failures: u32,
+    },
+    Ready(ClusterConnection),
+}
+
+impl LazyCluster {
+    fn new(client: ClusterClient, connect_timeout: Duration) -> Self {
+        LazyCluster {
+            client,
+            connect_timeout,
+            state: Mutex::new(LazyState::Idle {
+                retry_at: Instant::now(),
+                failures: 0,
+                last_error: None,
+            }),
+            changed: tokio::sync::watch::channel(()).0,
+        }
+    }
+
+    async fn connection(self: &Arc<Self>) -> redis::RedisResult<ClusterConnection> {
+        loop {
+            let mut changed = {
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                match &*state {
+                    LazyState::Ready(c) => return Ok(c.clone()),
+                    LazyState::Connecting { .. } => {}
+                    LazyState::Idle {
+                        retry_at, last_error, ..
+                    } if Instant::now() < *retry_at => {
+                        let why = last_error.clone().unwrap_or_default();
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::NotConnected,
+                            format!("not connected to the cluster yet (last attempt: {why})"),
+                        )
+                        .into());
+                    }
+                    LazyState::Idle { failures, .. } => {
+                        let failures = *failures;
+                        *state = LazyState::Connecting { failures };
+                        let this = self.clone();
+                        tokio::spawn(async move { this.attempt().await });
+                    }
+                }
+                self.changed.subscribe()
+            };
+            // Woken when the attempt in progress ends, either way.
+            let _ = changed.changed().await;
+        }
+    }
+
+    async fn attempt(&self) {
+        let result = tokio::time::timeout(self.connect_timeout, self.client.get_async_connection()).await;
+        {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let failures = match &*state {
+                LazyState::Connecting { failures } => *failures,
+                _ => 0,
+            };
+            *state = match result {
+                Ok(Ok(c)) => LazyState::Ready(c),
+                Ok(Err(e)) => backoff(failures, e.to_string()),
+                Err(_) => backoff(
+                    failures,
+                    format!("no answer within {}ms", self.connect_timeout.as_millis()),
+                ),
+            };
+        }
+        self.changed.send_replace(());
+    }
+}
+
+fn backoff(failures: u32, error: String) -> LazyState {
+    let delay = RECONNECT_MIN_DELAY
+        .saturating_mul(2u32.saturating_pow(failures))
+        .min(RECONNECT_MAX_DELAY);
+    LazyState::Idle {
+        retry_at: Instant::now() + delay,
+        failures: failures.saturating_add(1),
+        last_error: Some(error),
     }
 }
 
@@ -154,6 +485,24 @@ mod tests {
             }
         }
         assert_eq!(wins, 1);
+    }
+
+    #[test]
+    fn eviction_policies_are_read_from_one_node_or_every_node() {
+        use redis::Value::{Array, BulkString, Map};
+        let pair = |policy: &str| {
+            Array(vec![
+                BulkString(b"maxmemory-policy".to_vec()),
+                BulkString(policy.as_bytes().to_vec()),
+            ])
+        };
+        assert_eq!(eviction_policies(&pair("noeviction")), ["noeviction"]);
+        let cluster = Map(vec![
+            (BulkString(b"127.0.0.1:7000".to_vec()), pair("noeviction")),
+            (BulkString(b"127.0.0.1:7001".to_vec()), pair("allkeys-lru")),
+        ]);
+        assert_eq!(eviction_policies(&cluster), ["noeviction", "allkeys-lru"]);
+        assert!(eviction_policies(&Array(vec![])).is_empty());
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //!   config in its own tempdir, and talks HTTP to it; [`broker::run_cli`] runs the
 //!   other subcommands.
 //! - [`config`]: composes broker configuration YAML from issuer and rule blocks.
+//! - [`redis_server`]: real `redis-server` processes (one server, or a cluster with
+//!   replicas) on free ports, to kill, pause, restart and fail over.
 //! - [`tokens`]: protocol constants, JWT plumbing (unverified decoding, hand-made
 //!   compact tokens) and verification of issued tokens against the broker's JWKS
 //!   with an independent library (jsonwebtoken).
@@ -14,6 +16,7 @@ pub mod attack_support;
 pub mod broker;
 pub mod config;
 pub mod fake_issuer;
+pub mod redis_server;
 pub mod tokens;
 
 pub use broker::{

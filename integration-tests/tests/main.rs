@@ -16,6 +16,7 @@ mod exchange;
 mod explain;
 mod harness;
 mod keys_fetch;
+mod redis;
 mod reload;
 mod replay;
 mod rules_e2e;
