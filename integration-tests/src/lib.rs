@@ -6,6 +6,8 @@
 //!   config in its own tempdir, and talks HTTP to it; [`broker::run_cli`] runs the
 //!   other subcommands.
 //! - [`config`]: composes broker configuration YAML from issuer and rule blocks.
+//! - [`terraform_support`]: the real `terraform` binary with the provider built from
+//!   this workspace, installed from a filesystem mirror (offline).
 //! - [`tokens`]: protocol constants, JWT plumbing (unverified decoding, hand-made
 //!   compact tokens) and verification of issued tokens against the broker's JWKS
 //!   with an independent library (jsonwebtoken).
@@ -13,6 +15,7 @@
 pub mod broker;
 pub mod config;
 pub mod fake_issuer;
+pub mod terraform_support;
 pub mod tokens;
 
 pub use broker::{

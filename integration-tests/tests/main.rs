@@ -17,3 +17,4 @@ mod keys_fetch;
 mod reload;
 mod replay;
 mod rules_e2e;
+mod terraform;
