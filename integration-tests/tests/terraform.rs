@@ -117,7 +117,23 @@ output "key_ids" {{
     )
 }
 
-const IMPORTED: &str = r#"
+fn imported_config(fake: &FakeIssuer) -> String {
+    format!(
+        r#"
+resource "fedbroker_issuer" "imported" {{
+  name                  = "imported-issuer"
+  issuer                = "{issuer}/other"
+  audiences             = ["other"]
+  jwks_uri              = "{jwks_uri}"
+  danger_allow_insecure = true
+}}
+{IMPORTED_RULE}"#,
+        issuer = fake.issuer(),
+        jwks_uri = fake.jwks_uri(),
+    )
+}
+
+const IMPORTED_RULE: &str = r#"
 resource "fedbroker_rule" "imported" {
   name = "imported-rule"
 
@@ -253,7 +269,19 @@ async fn terraform_manages_issuers_and_rules_through_the_admin_api() {
     assert_eq!(restored.json["issue"]["lifetime"], "5m", "{}", restored.text);
     assert_eq!(restored.json["match"]["audiences"], json!(["target-b"]));
 
-    // 5. Import: a rule made through the API comes under Terraform without a change.
+    // 5. Import: an issuer and a rule made through the API come under Terraform without
+    //    a change.
+    let made = admin(
+        &broker,
+        reqwest::Method::PUT,
+        "issuers/imported-issuer",
+        Some(
+            json!({"issuer": format!("{}/other", fake.issuer()), "audiences": ["other"],
+                    "jwks_uri": fake.jwks_uri(), "danger_allow_insecure": true}),
+        ),
+    )
+    .await;
+    assert_eq!(made.status, 201, "{}", made.text);
     let made = admin(
         &broker,
         reqwest::Method::PUT,
@@ -265,7 +293,14 @@ async fn terraform_manages_issuers_and_rules_through_the_admin_api() {
     )
     .await;
     assert_eq!(made.status, 201, "{}", made.text);
-    tf.write("imported.tf", IMPORTED);
+    tf.write("imported.tf", &imported_config(&fake));
+    tf.ok(&[
+        "import",
+        "-no-color",
+        "-input=false",
+        "fedbroker_issuer.imported",
+        "imported-issuer",
+    ]);
     tf.ok(&[
         "import",
         "-no-color",
@@ -277,13 +312,13 @@ async fn terraform_manages_issuers_and_rules_through_the_admin_api() {
     assert_eq!(
         code,
         Some(0),
-        "the imported rule differs from its configuration\n{}",
+        "the imported items differ from their configuration\n{}",
         out.all()
     );
 
     // 6. destroy: everything made with Terraform is gone, the exchange is refused.
     let out = tf.ok(&["destroy", "-no-color", "-input=false", "-auto-approve"]);
-    assert!(out.stdout.contains("3 destroyed"), "{}", out.all());
+    assert!(out.stdout.contains("4 destroyed"), "{}", out.all());
     let rules = admin(&broker, reqwest::Method::GET, "rules", None).await;
     assert_eq!(rules.json, json!([]), "{}", rules.text);
     let issuers = admin(&broker, reqwest::Method::GET, "issuers", None).await;
