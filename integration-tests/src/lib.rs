@@ -8,6 +8,8 @@
 //! - [`config`]: composes broker configuration YAML from issuer and rule blocks.
 //! - [`redis_server`]: real `redis-server` processes (one server, or a cluster with
 //!   replicas) on free ports, to kill, pause, restart and fail over.
+//! - [`terraform_support`]: the real `terraform` binary with the provider built from
+//!   this workspace, installed from a filesystem mirror (offline).
 //! - [`tokens`]: protocol constants, JWT plumbing (unverified decoding, hand-made
 //!   compact tokens) and verification of issued tokens against the broker's JWKS
 //!   with an independent library (jsonwebtoken).
@@ -17,6 +19,7 @@ pub mod broker;
 pub mod config;
 pub mod fake_issuer;
 pub mod redis_server;
+pub mod terraform_support;
 pub mod tokens;
 
 pub use broker::{

@@ -20,3 +20,4 @@ mod redis;
 mod reload;
 mod replay;
 mod rules_e2e;
+mod terraform;

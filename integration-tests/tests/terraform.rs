@@ -1,0 +1,554 @@
+//! The Terraform provider end to end: the real `terraform` binary, the provider built
+//! from this workspace (installed from a filesystem mirror, offline) and a real broker
+//! with the admin API. Skipped with `FEDBROKER_SKIP_TERRAFORM_TESTS=1`; otherwise a
+//! missing `terraform` or `protoc` fails them with the tool's name.
+
+use integration_tests::fake_issuer::{DEFAULT_AUDIENCE, DEFAULT_SUBJECT};
+use integration_tests::terraform_support::{Terraform, require_tools, terraform_root};
+use integration_tests::tokens::decode_unverified;
+use integration_tests::{Broker, BrokerConfig, FakeIssuer, Reply};
+use serde_json::{Value, json};
+
+const ADMIN_TOKEN: &str = "terraform-test-admin-token-0123456789";
+
+/// A broker with the admin API on its main listener and no issuers or rules of its own.
+async fn admin_broker() -> Broker {
+    let config = BrokerConfig::new()
+        .top_level(format!(
+            "admin:\n  tokens: [\"{ADMIN_TOKEN}\"]\n  state_file: @DIR@/admin-state.json\n"
+        ))
+        .render();
+    Broker::start(&config).await
+}
+
+async fn admin(broker: &Broker, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
+    let mut request = broker
+        .client()
+        .request(method, broker.endpoint(&format!("/admin/v1/{path}")))
+        .bearer_auth(ADMIN_TOKEN);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("admin API answers");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("body");
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Reply {
+        status,
+        headers,
+        text,
+        json,
+    }
+}
+
+fn provider_block(broker: &Broker) -> String {
+    format!(
+        r#"
+terraform {{
+  required_providers {{
+    fedbroker = {{
+      source = "fedbroker/fedbroker"
+    }}
+  }}
+}}
+
+provider "fedbroker" {{
+  endpoint = "{}"
+}}
+"#,
+        broker.url()
+    )
+}
+
+/// The lifecycle configuration: an issuer for the fake, one rule, both data sources.
+fn lifecycle_config(
+    broker: &Broker,
+    fake: &FakeIssuer,
+    rule_name: &str,
+    audiences: &[&str],
+    lifetime: &str,
+) -> String {
+    let audiences = serde_json::to_string(audiences).expect("JSON");
+    format!(
+        r#"{provider}
+resource "fedbroker_issuer" "k8s" {{
+  name                  = "k8s"
+  issuer                = "{issuer}"
+  audiences             = ["{DEFAULT_AUDIENCE}"]
+  algorithms            = ["RS256"]
+  danger_allow_insecure = true
+}}
+
+resource "fedbroker_rule" "deployer" {{
+  name        = "{rule_name}"
+  description = "the CI deployer"
+
+  match {{
+    issuer    = fedbroker_issuer.k8s.name
+    subject   = "{DEFAULT_SUBJECT}"
+    audiences = {audiences}
+  }}
+
+  issue {{
+    lifetime    = "{lifetime}"
+    claims_json = jsonencode({{ team = "payments", who = "{{sub}}" }})
+  }}
+}}
+
+data "fedbroker_openid_configuration" "broker" {{}}
+
+data "fedbroker_jwks" "broker" {{}}
+
+output "issuer" {{
+  value = data.fedbroker_openid_configuration.broker.issuer
+}}
+
+output "token_endpoint" {{
+  value = data.fedbroker_openid_configuration.broker.token_endpoint
+}}
+
+output "key_ids" {{
+  value = data.fedbroker_jwks.broker.key_ids
+}}
+"#,
+        provider = provider_block(broker),
+        issuer = fake.issuer(),
+    )
+}
+
+fn imported_config(fake: &FakeIssuer) -> String {
+    format!(
+        r#"
+resource "fedbroker_issuer" "imported" {{
+  name                  = "imported-issuer"
+  issuer                = "{issuer}/other"
+  audiences             = ["other"]
+  jwks_uri              = "{jwks_uri}"
+  danger_allow_insecure = true
+}}
+{IMPORTED_RULE}"#,
+        issuer = fake.issuer(),
+        jwks_uri = fake.jwks_uri(),
+    )
+}
+
+const IMPORTED_RULE: &str = r#"
+resource "fedbroker_rule" "imported" {
+  name = "imported-rule"
+
+  match {
+    issuer    = fedbroker_issuer.k8s.name
+    claims    = { team = ["payments", "billing"] }
+    audiences = ["target-c"]
+  }
+}
+"#;
+
+fn token_for(fake: &FakeIssuer) -> String {
+    fake.mint(fake.claims(json!({})))
+}
+
+/// apply, in-place update, replacement, drift, import, destroy: each checked through the
+/// broker's admin API and a real token exchange.
+#[tokio::test]
+async fn terraform_manages_issuers_and_rules_through_the_admin_api() {
+    if !require_tools() {
+        return;
+    }
+    let fake = FakeIssuer::start();
+    let broker = admin_broker().await;
+    let tf = Terraform::new().env("FEDBROKER_ADMIN_TOKEN", ADMIN_TOKEN);
+
+    // 1. apply: issuer and rule created, the exchange they allow succeeds.
+    tf.write(
+        "main.tf",
+        &lifecycle_config(&broker, &fake, "ci-deployer", &["target-a"], "10m"),
+    );
+    tf.init();
+    let out = tf.apply();
+    assert!(
+        out.stdout.contains("2 added, 0 changed, 0 destroyed"),
+        "{}",
+        out.all()
+    );
+    let rule = admin(&broker, reqwest::Method::GET, "rules/ci-deployer", None).await;
+    assert_eq!(rule.status, 200, "{}", rule.text);
+    assert_eq!(rule.json["match"]["issuer"], "k8s");
+    assert!(rule.header("etag").is_some());
+    let reply = broker.exchange(&token_for(&fake), "target-a").await;
+    assert_eq!(
+        reply.status, 200,
+        "the exchange the rule allows failed: {}",
+        reply.text
+    );
+    assert_eq!(reply.json["expires_in"], 600);
+    let (_, claims) = decode_unverified(reply.access_token());
+    assert_eq!(claims["team"], "payments");
+    assert_eq!(claims["who"], DEFAULT_SUBJECT);
+    let outputs = tf.outputs();
+    assert_eq!(outputs["issuer"], broker.url());
+    assert_eq!(outputs["token_endpoint"], broker.endpoint("/token"));
+    assert!(
+        outputs["key_ids"].as_array().is_some_and(|k| !k.is_empty()),
+        "{outputs}"
+    );
+
+    // Nothing to do right after apply: what Read brings back equals what was written.
+    let (code, out) = tf.plan_exit_code();
+    assert_eq!(
+        code,
+        Some(0),
+        "a plan right after apply is not empty\n{}",
+        out.all()
+    );
+
+    // 2. In-place update: other audience, shorter lifetime.
+    tf.write(
+        "main.tf",
+        &lifecycle_config(&broker, &fake, "ci-deployer", &["target-b"], "5m"),
+    );
+    let out = tf.apply();
+    assert!(
+        out.stdout.contains("0 added, 1 changed, 0 destroyed"),
+        "{}",
+        out.all()
+    );
+    let reply = broker.exchange(&token_for(&fake), "target-b").await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.json["expires_in"], 300);
+    broker
+        .exchange(&token_for(&fake), "target-a")
+        .await
+        .assert_error(400, "invalid_target", "");
+
+    // 3. Replacement: a new name destroys the old rule and creates the new one.
+    tf.write(
+        "main.tf",
+        &lifecycle_config(&broker, &fake, "ci-deployer-v2", &["target-b"], "5m"),
+    );
+    let out = tf.apply();
+    assert!(
+        out.stdout.contains("1 added, 0 changed, 1 destroyed"),
+        "{}",
+        out.all()
+    );
+    assert!(out.stdout.contains("must be replaced"), "{}", out.all());
+    let old = admin(&broker, reqwest::Method::GET, "rules/ci-deployer", None).await;
+    assert_eq!(old.status, 404, "{}", old.text);
+    let new = admin(&broker, reqwest::Method::GET, "rules/ci-deployer-v2", None).await;
+    assert_eq!(new.status, 200, "{}", new.text);
+
+    // 4. Drift: a change behind Terraform's back through the admin API shows in plan,
+    //    and apply puts Terraform's version back.
+    let mut changed = new.json.clone();
+    changed["issue"]["lifetime"] = json!("1m");
+    changed["match"]["audiences"] = json!(["target-b", "target-x"]);
+    let put = admin(
+        &broker,
+        reqwest::Method::PUT,
+        "rules/ci-deployer-v2",
+        Some(changed),
+    )
+    .await;
+    assert_eq!(put.status, 200, "{}", put.text);
+    let (code, out) = tf.plan_exit_code();
+    assert_eq!(code, Some(2), "the drift was not detected\n{}", out.all());
+    assert!(
+        out.stdout.contains(r#""1m" -> "5m""#) && out.stdout.contains("target-x"),
+        "the plan does not show the drift\n{}",
+        out.all()
+    );
+    let out = tf.apply();
+    assert!(
+        out.stdout.contains("0 added, 1 changed, 0 destroyed"),
+        "{}",
+        out.all()
+    );
+    let restored = admin(&broker, reqwest::Method::GET, "rules/ci-deployer-v2", None).await;
+    assert_eq!(restored.json["issue"]["lifetime"], "5m", "{}", restored.text);
+    assert_eq!(restored.json["match"]["audiences"], json!(["target-b"]));
+
+    // 5. Import: an issuer and a rule made through the API come under Terraform without
+    //    a change.
+    let made = admin(
+        &broker,
+        reqwest::Method::PUT,
+        "issuers/imported-issuer",
+        Some(
+            json!({"issuer": format!("{}/other", fake.issuer()), "audiences": ["other"],
+                    "jwks_uri": fake.jwks_uri(), "danger_allow_insecure": true}),
+        ),
+    )
+    .await;
+    assert_eq!(made.status, 201, "{}", made.text);
+    let made = admin(
+        &broker,
+        reqwest::Method::PUT,
+        "rules/imported-rule",
+        Some(
+            json!({"match": {"issuer": "k8s", "claims": {"team": ["payments", "billing"]},
+                              "audiences": "target-c"}}),
+        ),
+    )
+    .await;
+    assert_eq!(made.status, 201, "{}", made.text);
+    tf.write("imported.tf", &imported_config(&fake));
+    tf.ok(&[
+        "import",
+        "-no-color",
+        "-input=false",
+        "fedbroker_issuer.imported",
+        "imported-issuer",
+    ]);
+    tf.ok(&[
+        "import",
+        "-no-color",
+        "-input=false",
+        "fedbroker_rule.imported",
+        "imported-rule",
+    ]);
+    let (code, out) = tf.plan_exit_code();
+    assert_eq!(
+        code,
+        Some(0),
+        "the imported items differ from their configuration\n{}",
+        out.all()
+    );
+
+    // 6. destroy: everything made with Terraform is gone, the exchange is refused.
+    let out = tf.ok(&["destroy", "-no-color", "-input=false", "-auto-approve"]);
+    assert!(out.stdout.contains("4 destroyed"), "{}", out.all());
+    let rules = admin(&broker, reqwest::Method::GET, "rules", None).await;
+    assert_eq!(rules.json, json!([]), "{}", rules.text);
+    let issuers = admin(&broker, reqwest::Method::GET, "issuers", None).await;
+    assert_eq!(issuers.json, json!([]), "{}", issuers.text);
+    let reply = broker.exchange(&token_for(&fake), "target-b").await;
+    assert_eq!(
+        reply.status, 400,
+        "the exchange still works after destroy: {}",
+        reply.text
+    );
+}
+
+/// Mistakes show at `terraform validate` / `plan`, before any API call, with their
+/// attribute; what only the broker knows shows at apply, from its 422; a wrong token
+/// is named as such.
+#[tokio::test]
+async fn mistakes_are_reported_at_plan_time_and_by_the_broker() {
+    if !require_tools() {
+        return;
+    }
+    let broker = admin_broker().await;
+    let tf = Terraform::new().env("FEDBROKER_ADMIN_TOKEN", ADMIN_TOKEN);
+    let bad = format!(
+        r#"{provider}
+resource "fedbroker_issuer" "bad" {{
+  name      = "bad"
+  kind      = "githab-actions"
+  issuer    = "http://issuer.example.com"
+  audiences = ["x"]
+  replay    = "twice"
+}}
+
+resource "fedbroker_rule" "bad" {{
+  name = "bad"
+
+  match {{
+    issuer          = "anything"
+    subject         = "a"
+    subject_pattern = "b*"
+    condition       = "claims.environment =="
+    audiences       = ["t"]
+  }}
+
+  issue {{
+    lifetime    = "soon"
+    subject     = "x-{{claims.}}"
+    claims_json = "[1, 2]"
+  }}
+}}
+"#,
+        provider = provider_block(&broker)
+    );
+    tf.write("main.tf", &bad);
+    tf.init();
+    let out = tf.run(&["validate", "-no-color"]);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    for expected in [
+        "match.condition",
+        "subject_pattern",
+        "issue.lifetime",
+        "claims_json",
+        "unknown kind `githab-actions`",
+        "replay",
+        "not https",
+    ] {
+        assert!(
+            out.stderr.contains(expected),
+            "`{expected}` not reported\n{}",
+            out.all()
+        );
+    }
+    let out = tf.run(&["plan", "-no-color", "-input=false"]);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(out.stderr.contains("match.condition"), "{}", out.all());
+    let issuers = admin(&broker, reqwest::Method::GET, "issuers", None).await;
+    assert_eq!(issuers.json, json!([]), "plan must not call the admin API");
+
+    // Valid to the provider, refused by the broker: the rule's issuer does not exist.
+    let unknown_issuer = format!(
+        r#"{provider}
+resource "fedbroker_rule" "orphan" {{
+  name = "orphan"
+
+  match {{
+    issuer    = "no-such-issuer"
+    subject   = "a"
+    audiences = ["t"]
+  }}
+}}
+"#,
+        provider = provider_block(&broker)
+    );
+    tf.write("main.tf", &unknown_issuer);
+    let out = tf.run(&["apply", "-no-color", "-input=false", "-auto-approve"]);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(
+        out.stderr.contains("the broker rejected it") && out.stderr.contains("no-such-issuer"),
+        "the broker's 422 is not passed on\n{}",
+        out.all()
+    );
+
+    // A wrong admin token: 401, named.
+    let wrong = Terraform::new().env("FEDBROKER_ADMIN_TOKEN", "not-the-admin-token-at-all");
+    wrong.write("main.tf", &unknown_issuer);
+    wrong.init();
+    let out = wrong.run(&["apply", "-no-color", "-input=false", "-auto-approve"]);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(
+        out.stderr.contains("refused the admin token (401)"),
+        "{}",
+        out.all()
+    );
+}
+
+/// `terraform test` of the fedbroker-only module `fedbroker-github-actions` against a
+/// real broker, then the module applied for real: a GitHub-shaped token is exchanged
+/// for an AWS-STS token with session tags.
+#[tokio::test]
+async fn the_github_actions_module_passes_its_terraform_test_and_grants_the_exchange() {
+    if !require_tools() {
+        return;
+    }
+    let fake = FakeIssuer::start();
+    let broker = admin_broker().await;
+    let tf = Terraform::new()
+        .env("FEDBROKER_ENDPOINT", broker.url())
+        .env("FEDBROKER_ADMIN_TOKEN", ADMIN_TOKEN);
+    tf.copy_dir(
+        &terraform_root().join("modules/fedbroker-github-actions"),
+        "module",
+    );
+    tf.init_in("module");
+    let issuer_var = format!("issuer_url={}", fake.issuer());
+    let jwks_var = format!("jwks_json={}", fake.jwks());
+    let out = tf.run_in(
+        "module",
+        &["test", "-no-color", "-var", &issuer_var, "-var", &jwks_var],
+    );
+    assert_eq!(out.code, Some(0), "terraform test failed\n{}", out.all());
+    assert!(out.stdout.contains("3 passed, 0 failed"), "{}", out.all());
+    let rules = admin(&broker, reqwest::Method::GET, "rules", None).await;
+    assert_eq!(
+        rules.json,
+        json!([]),
+        "terraform test left rules behind: {}",
+        rules.text
+    );
+
+    // The module applied for real, with the same variables as its test's first run.
+    tf.write(
+        "module/terraform.tfvars",
+        r#"
+broker_audiences      = ["fedbroker-test"]
+danger_allow_insecure = true
+rules = {
+  "gha-acme-api-deploys" = {
+    repository     = "acme/api"
+    audiences      = ["sts.amazonaws.com"]
+    issue_audience = "sts.amazonaws.com"
+    claims_json    = "{\"https://aws.amazon.com/tags\":{\"principal_tags\":{\"repo\":[\"{claims.repository}\"]},\"transitive_tag_keys\":[\"repo\"]}}"
+  }
+}
+"#,
+    );
+    let apply_args = [
+        "apply",
+        "-no-color",
+        "-input=false",
+        "-auto-approve",
+        "-var",
+        &issuer_var,
+        "-var",
+        &jwks_var,
+    ];
+    tf.ok_in("module", &apply_args);
+    let github_token = |repository: &str, git_ref: &str| {
+        fake.mint(fake.claims(json!({
+            "aud": "fedbroker-test",
+            "sub": format!("repo:{repository}:ref:{git_ref}"),
+            "repository": repository,
+            "repository_owner": repository.split('/').next(),
+            "ref": git_ref,
+        })))
+    };
+    let reply = broker
+        .exchange(&github_token("acme/api", "refs/heads/main"), "sts.amazonaws.com")
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let (_, claims) = decode_unverified(reply.access_token());
+    assert_eq!(claims["aud"], "sts.amazonaws.com");
+    assert_eq!(claims["sub"], "gha:acme/api");
+    assert_eq!(
+        claims["https://aws.amazon.com/tags"]["principal_tags"]["repo"],
+        json!(["acme/api"])
+    );
+    // Another branch, another repository: refused.
+    let reply = broker
+        .exchange(&github_token("acme/api", "refs/heads/dev"), "sts.amazonaws.com")
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    let reply = broker
+        .exchange(&github_token("evil/api", "refs/heads/main"), "sts.amazonaws.com")
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    let mut destroy_args = apply_args.to_vec();
+    destroy_args[0] = "destroy";
+    tf.ok_in("module", &destroy_args);
+}
+
+/// Every Terraform file in the repository is formatted (the cloud modules cannot be
+/// initialised here, without a registry, but `fmt` needs no provider).
+#[test]
+fn terraform_files_are_formatted() {
+    if !require_tools() {
+        return;
+    }
+    let root = terraform_root();
+    let out = std::process::Command::new("terraform")
+        .args(["fmt", "-check", "-recursive", "-diff", "-no-color"])
+        .arg(&root)
+        .env("CHECKPOINT_DISABLE", "1")
+        .env_remove("TF_CLI_CONFIG_FILE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run terraform fmt");
+    assert!(
+        out.status.success(),
+        "terraform fmt -check found unformatted files under {}\n{}{}",
+        root.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

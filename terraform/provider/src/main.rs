@@ -1,0 +1,24 @@
+//! `terraform-provider-fedbroker`: started by Terraform, never by hand.
+
+fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("--version") {
+        println!("terraform-provider-fedbroker {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
+    if std::env::var_os("TF_PLUGIN_MAGIC_COOKIE").is_none() {
+        eprintln!(
+            "terraform-provider-fedbroker is a Terraform plugin: Terraform starts it. \
+             Install it as the provider fedbroker/fedbroker (see terraform/README.md)."
+        );
+        std::process::exit(1);
+    }
+    // Both rustls back ends are compiled in (the plugin's gRPC TLS brings ring); pick one.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(tf_provider::serve(
+        "fedbroker",
+        terraform_provider_fedbroker::FedbrokerProvider::default(),
+    ))
+}
