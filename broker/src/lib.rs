@@ -12,7 +12,7 @@
 //! - [`reload`]: hot reload of rules and issuers on file change or SIGHUP.
 //! - [`netguard`]: which addresses outbound fetches may reach.
 //! - [`signing`]: signing keys on disk, the published JWKS, minting.
-//! - [`replay`]: the `ReplayStore` seam and its in-memory implementation.
+//! - [`replay`]: the `ReplayStore` seam: in memory (one process) or Redis (replicas).
 //! - [`audit`], [`metrics`]: the audit stream and Prometheus metrics.
 //! - [`dev`]: `serve --dev`'s development issuer and example rule.
 //! - [`cli`]: the `fedbroker` command line.
