@@ -111,6 +111,8 @@ pub struct IssuerKeys {
     issuer: String,
     kind: IssuerKind,
     kind_params: KindParams,
+    /// The extra CA certificates this cache's client trusts (`tls_ca_file`).
+    tls_ca_pem: Option<Vec<u8>>,
     /// When the next background refresh is due, from the JWKS response's Cache-Control.
     next_refresh: RwLock<Duration>,
     insecure: bool,
@@ -162,6 +164,7 @@ impl IssuerKeys {
             issuer: config.policy.issuer.clone(),
             kind: config.kind,
             kind_params: config.kind_params.clone(),
+            tls_ca_pem: config.tls_ca_pem.clone(),
             next_refresh: RwLock::new(REFRESH_INTERVAL),
             insecure: config.danger_allow_insecure,
             source,
@@ -189,7 +192,7 @@ impl IssuerKeys {
             && self.insecure == config.danger_allow_insecure
             && self.kind == config.kind
             && self.kind_params == config.kind_params
-            && config.tls_ca_pem.is_none()
+            && self.tls_ca_pem == config.tls_ca_pem
     }
 
     pub fn is_remote(&self) -> bool {
@@ -439,6 +442,15 @@ fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {
+        // Say when it was the certificate, not the network: operators act differently.
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            let text = s.to_string();
+            if text.contains("certificate") || text.contains("UnknownIssuer") || text.contains("unknown ca") {
+                return format!("TLS: the server's certificate is not trusted ({text})");
+            }
+            src = s.source();
+        }
         "could not connect".into()
     } else if e.is_redirect() {
         "redirect refused".into()

@@ -10,6 +10,8 @@
 //!   replicas) on free ports, to kill, pause, restart and fail over.
 //! - [`terraform_support`]: the real `terraform` binary with the provider built from
 //!   this workspace, installed from a filesystem mirror (offline).
+//! - [`tls_issuer`]: an issuer over HTTPS (`openssl s_server`) with a certificate
+//!   from a private CA, for `tls_ca_file`.
 //! - [`tokens`]: protocol constants, JWT plumbing (unverified decoding, hand-made
 //!   compact tokens) and verification of issued tokens against the broker's JWKS
 //!   with an independent library (jsonwebtoken).
@@ -20,6 +22,7 @@ pub mod config;
 pub mod fake_issuer;
 pub mod redis_server;
 pub mod terraform_support;
+pub mod tls_issuer;
 pub mod tokens;
 
 pub use broker::{

@@ -21,3 +21,4 @@ mod reload;
 mod replay;
 mod rules_e2e;
 mod terraform;
+mod tls_ca;
