@@ -1,14 +1,20 @@
 //! The admin API (contract §8): issuers and rules created, replaced and deleted over
 //! HTTP, in the same schema as the YAML, validated by the same compile function as
-//! `check`, kept in a state file (written atomically), applied to the next request.
+//! `check`, kept in a state file (written atomically) or, with `replay.backend: redis`,
+//! in Redis for every replica ([`crate::admin_store`]), applied to the next request.
 //!
 //! Authentication: bearer tokens from `admin.tokens_file` / `admin.tokens`, compared in
 //! constant time (as SHA-256 digests). Optimistic concurrency: every item has an `ETag`;
 //! `If-Match` (and `If-None-Match: *`) are honoured with 412.
+//!
+//! With Redis, every change reads the state from Redis (never a local copy), checks the
+//! preconditions against it, validates the result and writes it with a compare-and-set
+//! on the version; a replica that loses the race computes its change again from the new
+//! state. Every replica installs a new version within a second ([`Admin::spawn_sync`]).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -18,27 +24,61 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
+use crate::admin_store::{AdminStore, RedisAdminStore, Saved, StoreError};
 use crate::app::AppState;
 use crate::audit::rfc3339;
-use crate::config::{AdminConfig, AdminState, ConfigError};
+use crate::config::{AdminConfig, AdminState, Config, ConfigError, ReplayBackend};
+
+/// How often every replica reads the version in Redis (besides pub/sub messages).
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the subscriber connection is checked (and remade when broken).
+const SUBSCRIBER_CHECK: Duration = Duration::from_secs(2);
+/// How many times a change is computed again after losing a race to another replica.
+const MAX_ATTEMPTS: usize = 8;
 
 /// The admin API's settings at run time.
 pub struct Admin {
     pub listen: Option<SocketAddr>,
     token_digests: Vec<[u8; 32]>,
-    state_file: PathBuf,
-    /// Serialises changes: read state, validate, write, install.
+    store: AdminStore,
+    /// Serialises changes and Redis syncs: read state, validate, write, install.
     write: tokio::sync::Mutex<()>,
+    /// Held while a policy with admin items is built and installed (by a change, a sync
+    /// from Redis or a reload), so an older state never replaces a newer one. With
+    /// Redis: the version and state last read from it.
+    synced: std::sync::Mutex<Synced>,
+}
+
+#[derive(Default)]
+struct Synced {
+    version: Option<u64>,
+    state: Option<AdminState>,
 }
 
 impl Admin {
-    pub fn new(config: &AdminConfig) -> Admin {
-        Admin {
+    /// The admin API with its store: Redis when the replay marks are there, else the
+    /// state file. Connects nothing.
+    pub fn new(config: &AdminConfig, replay: &ReplayBackend) -> Result<Admin, crate::replay::ReplayError> {
+        let store = match replay {
+            ReplayBackend::Redis(redis) => {
+                let store = RedisAdminStore::new(redis)?;
+                tracing::info!(
+                    redis = %store.target,
+                    key = %store.key,
+                    channel = %store.channel,
+                    "admin changes are kept in Redis"
+                );
+                AdminStore::Redis(Arc::new(store))
+            }
+            ReplayBackend::Memory => AdminStore::File(config.state_file.clone()),
+        };
+        Ok(Admin {
             listen: config.listen,
             token_digests: config.tokens.iter().map(|t| sha256(t.as_bytes())).collect(),
-            state_file: config.state_file.clone(),
+            store,
             write: tokio::sync::Mutex::new(()),
-        }
+            synced: std::sync::Mutex::new(Synced::default()),
+        })
     }
 
     /// The caller's identity for the audit log (`token:` and 8 hex digits of its
@@ -58,6 +98,239 @@ impl Admin {
             found |= aws_lc_rs::constant_time::verify_slices_are_equal(known, &digest).is_ok();
         }
         found.then(|| format!("token:{}", &hex(&digest)[..8]))
+    }
+
+    fn synced(&self) -> std::sync::MutexGuard<'_, Synced> {
+        self.synced.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Run `f` with the admin state a reload combines with the files (`None`: the state
+    /// file's), holding the install lock so no newer state is installed meanwhile.
+    pub fn with_reload_state<R>(&self, f: impl FnOnce(Option<&AdminState>) -> R) -> R {
+        let synced = self.synced();
+        match &self.store {
+            AdminStore::File(_) => f(None),
+            AdminStore::Redis(_) => {
+                let empty = AdminState::default();
+                f(Some(synced.state.as_ref().unwrap_or(&empty)))
+            }
+        }
+    }
+
+    /// For `/readyz`: whether the admin state is known (with Redis: read at least once
+    /// since the start), and what to show.
+    pub fn readiness(&self) -> (bool, Value) {
+        match &self.store {
+            AdminStore::File(_) => (true, json!({"store": "file"})),
+            AdminStore::Redis(_) => {
+                let version = self.synced().version;
+                (
+                    version.is_some(),
+                    json!({"store": "redis", "synced": version.is_some(), "version": version}),
+                )
+            }
+        }
+    }
+
+    /// With Redis: keep this replica's admin state in line with Redis, for as long as
+    /// `state` lives. A subscriber connection wakes the sync on every published change;
+    /// the version is also read every [`SYNC_INTERVAL`], so a lost message (or a broken
+    /// subscription) delays a change by a second at most. The first sync runs at once:
+    /// `/readyz` answers 503 until it succeeds. While Redis is down the last state read
+    /// keeps serving (the empty state when Redis was down at start).
+    pub fn spawn_sync(&self, state: &Arc<AppState>) {
+        let AdminStore::Redis(store) = &self.store else {
+            return;
+        };
+        let weak_store = Arc::downgrade(store);
+        tokio::spawn(async move {
+            let mut subscribed = false;
+            loop {
+                let Some(store) = weak_store.upgrade() else { return };
+                if subscribed {
+                    // A broken connection is remade, its subscription renewed.
+                    let _ = store.ping_subscriber().await;
+                } else {
+                    match store.subscribe().await {
+                        Ok(()) => {
+                            subscribed = true;
+                            tracing::debug!(channel = %store.channel, "subscribed to admin changes");
+                        }
+                        Err(e) => tracing::debug!(error = %e, "cannot subscribe to admin changes yet"),
+                    }
+                }
+                drop(store);
+                tokio::time::sleep(SUBSCRIBER_CHECK).await;
+            }
+        });
+        let changed = store.changed.clone();
+        let weak: Weak<AppState> = Arc::downgrade(state);
+        tokio::spawn(async move {
+            let mut was_ok: Option<bool> = None;
+            loop {
+                let Some(st) = weak.upgrade() else { return };
+                let Some(admin) = st.admin.clone() else { return };
+                let result = admin.sync(&st).await;
+                match (&result, was_ok) {
+                    (Ok(()), Some(true)) | (Err(_), Some(false)) => {}
+                    (Ok(()), _) => tracing::info!("admin state read from Redis"),
+                    (Err(e), _) => tracing::error!(
+                        error = %e,
+                        "cannot read the admin state from Redis: the last one read keeps serving; admin changes answer 503"
+                    ),
+                }
+                was_ok = Some(result.is_ok());
+                drop(admin);
+                drop(st);
+                tokio::select! {
+                    _ = tokio::time::sleep(SYNC_INTERVAL) => {}
+                    _ = changed.notified() => {}
+                }
+            }
+        });
+    }
+
+    /// One sync: read the version in Redis and, when it differs from the one this
+    /// replica runs, read the state and install it.
+    async fn sync(self: &Arc<Self>, st: &Arc<AppState>) -> Result<(), StoreError> {
+        let AdminStore::Redis(store) = &self.store else {
+            return Ok(());
+        };
+        let _write = self.write.lock().await;
+        let known = self.synced().version;
+        if Some(store.version().await?) == known {
+            return Ok(());
+        }
+        let (version, state) = self.fetch(store).await?;
+        if Some(version) == known {
+            return Ok(());
+        }
+        let (st, admin) = (st.clone(), self.clone());
+        tokio::task::spawn_blocking(move || admin.install_synced(&st, version, state))
+            .await
+            .map_err(|e| StoreError(format!("installing the admin state failed: {e}")))
+    }
+
+    /// Install a state read from Redis, validated with the files like a reload; on
+    /// error the previous policy keeps serving and the error is recorded.
+    fn install_synced(&self, st: &AppState, version: u64, state: AdminState) {
+        let mut synced = self.synced();
+        if st.policy().admin_state != state {
+            let result = match &st.config_path {
+                None => Err("no configuration file".to_string()),
+                Some(path) => crate::config::load_with_admin(path, Some(&state))
+                    .map_err(|e| e.to_string())
+                    .and_then(|config| st.install(&config)),
+            };
+            match &result {
+                Ok(_) => tracing::info!(version, "admin state from Redis installed"),
+                Err(_) => tracing::error!(
+                    version,
+                    "the admin state in Redis does not validate here: the previous one keeps serving"
+                ),
+            }
+            st.record_reload(&result);
+        }
+        synced.version = Some(version);
+        synced.state = Some(state);
+    }
+
+    /// The version and state in Redis. A missing key while this replica knows a
+    /// non-empty state means Redis lost it (restarted without persistence, flushed):
+    /// the state is written back, so API-made items survive as long as one replica runs.
+    async fn fetch(&self, store: &RedisAdminStore) -> Result<(u64, AdminState), StoreError> {
+        let (version, state) = store.read().await?;
+        if version != 0 {
+            return Ok((version, state));
+        }
+        let known = {
+            let synced = self.synced();
+            synced
+                .state
+                .clone()
+                .filter(|s| synced.version.is_some_and(|v| v > 0) && *s != AdminState::default())
+        };
+        let Some(known) = known else {
+            return Ok((version, state));
+        };
+        match store.write(0, &known).await? {
+            Saved::Written(v) => {
+                tracing::warn!(
+                    key = %store.key,
+                    "the admin state vanished from Redis (restarted without persistence, or flushed): wrote back this replica's copy"
+                );
+                Ok((v, known))
+            }
+            Saved::Conflict => store.read().await,
+        }
+    }
+
+    /// The state a change starts from: with Redis, read from Redis (with its version);
+    /// with a file, the state in force.
+    async fn current(&self, st: &AppState) -> Result<(Option<u64>, AdminState), Rejection> {
+        match &self.store {
+            AdminStore::File(_) => Ok((None, st.policy().admin_state.clone())),
+            AdminStore::Redis(store) => match self.fetch(store).await {
+                Ok((version, state)) => Ok((Some(version), state)),
+                Err(e) => Err(Box::new(store_unavailable(&e))),
+            },
+        }
+    }
+
+    /// Store `next` (validated as `config`) and install it. `Ok(false)`: another
+    /// replica changed the state first, nothing was written.
+    async fn commit(
+        self: &Arc<Self>,
+        st: &Arc<AppState>,
+        version: Option<u64>,
+        next: AdminState,
+        config: Config,
+    ) -> Result<bool, Rejection> {
+        let written = match &self.store {
+            AdminStore::File(_) => None,
+            AdminStore::Redis(store) => match store.write(version.unwrap_or(0), &next).await {
+                Ok(Saved::Written(v)) => Some(v),
+                Ok(Saved::Conflict) => return Ok(false),
+                Err(e) => return Err(Box::new(store_unavailable(&e))),
+            },
+        };
+        let (st, admin) = (st.clone(), self.clone());
+        let installed = tokio::task::spawn_blocking(move || {
+            let mut synced = admin.synced();
+            if let AdminStore::File(path) = &admin.store {
+                next.write(path).map_err(|e| -> Rejection {
+                    tracing::error!(path = %path.display(), error = %e, "writing the admin state failed");
+                    Box::new(unavailable("the change could not be stored"))
+                })?;
+            }
+            let result = st.install(&config);
+            st.record_reload(&result);
+            if let Some(v) = written {
+                synced.version = Some(v);
+                synced.state = Some(next);
+            }
+            result.map_err(|e| Box::new(unavailable(e)))
+        })
+        .await;
+        match installed {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(r)) => Err(r),
+            Err(_) => Err(Box::new(unavailable("the change could not be applied"))),
+        }
+    }
+
+    /// The items of `kind` to list or show: with Redis, as Redis has them now.
+    async fn items(&self, st: &AppState) -> Result<AdminState, Rejection> {
+        match &self.store {
+            AdminStore::File(_) => Ok(st.policy().admin_state.clone()),
+            AdminStore::Redis(store) => {
+                let _write = self.write.lock().await;
+                self.fetch(store)
+                    .await
+                    .map(|(_, state)| state)
+                    .map_err(|e| Box::new(store_unavailable(&e)))
+            }
+        }
     }
 }
 
@@ -164,19 +437,26 @@ fn with_etag(status: StatusCode, value: &Value) -> Response {
 }
 
 async fn list(st: Arc<AppState>, headers: HeaderMap, kind: Kind) -> Response {
-    if let Err(r) = guard(&st, &headers) {
-        return *r;
+    let (admin, _) = match guard(&st, &headers) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    match admin.items(&st).await {
+        Ok(state) => Json(kind.map(&state).values().cloned().collect::<Vec<Value>>()).into_response(),
+        Err(r) => *r,
     }
-    let policy = st.policy();
-    let items: Vec<Value> = kind.map(&policy.admin_state).values().cloned().collect();
-    Json(items).into_response()
 }
 
 async fn get_one(st: Arc<AppState>, headers: HeaderMap, kind: Kind, name: String) -> Response {
-    if let Err(r) = guard(&st, &headers) {
-        return *r;
-    }
-    match kind.map(&st.policy().admin_state).get(&name) {
+    let (admin, _) = match guard(&st, &headers) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let state = match admin.items(&st).await {
+        Ok(state) => state,
+        Err(r) => return *r,
+    };
+    match kind.map(&state).get(&name) {
         Some(v) => with_etag(StatusCode::OK, v),
         None => error(
             StatusCode::NOT_FOUND,
@@ -246,35 +526,135 @@ fn problem(e: &ConfigError) -> Value {
     })
 }
 
-/// Validate `next` with everything else (the same compile as `check`), write it, and
-/// install it. Returns the response to send on failure.
-fn apply(st: &AppState, admin: &Admin, next: &AdminState) -> Result<u64, Rejection> {
+/// A 503 with `Retry-After: 1`.
+fn unavailable(description: impl Into<String>) -> Response {
+    let mut resp = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        description,
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+fn store_unavailable(e: &StoreError) -> Response {
+    tracing::error!(error = %e, "the admin state store is unavailable: the change is refused");
+    unavailable("the admin state store is unavailable: nothing changed, try again")
+}
+
+/// Validate `next` with everything else (the same compile as `check`). Deleting issuer
+/// `in_use` is refused (409) while a rule of `current` still uses it.
+fn validate(
+    st: &AppState,
+    current: &AdminState,
+    next: &AdminState,
+    in_use: Option<&str>,
+) -> Result<Config, Rejection> {
     let Some(path) = &st.config_path else {
-        return Err(Box::new(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            "no configuration file",
-        )));
+        return Err(Box::new(unavailable("no configuration file")));
     };
-    let config = crate::config::load_with_admin(path, Some(next))
-        .map_err(|errors| Box::new(invalid(errors.0.iter().map(problem).collect())))?;
-    next.write(&admin.state_file).map_err(|e| -> Rejection {
-        tracing::error!(path = %admin.state_file.display(), error = %e, "writing the admin state failed");
-        Box::new(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            "the change could not be stored",
-        ))
-    })?;
-    let result = st.install(&config);
-    st.record_reload(&result);
-    result.map_err(|e| {
-        Box::new(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            e,
-        ))
-    })
+    if let Some(name) = in_use {
+        let used = match crate::config::load_with_admin(path, Some(current)) {
+            Ok(config) => config.rules.uses_issuer(name),
+            Err(_) => st.policy().rules.uses_issuer(name),
+        };
+        if used {
+            return Err(Box::new(error(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("issuer `{name}` is still used by a rule"),
+            )));
+        }
+    }
+    crate::config::load_with_admin(path, Some(next))
+        .map_err(|errors| Box::new(invalid(errors.0.iter().map(problem).collect())))
+}
+
+/// What a request does to one item.
+enum Op {
+    Put(Value),
+    Delete,
+}
+
+/// Read the current state (from Redis when it is there), check the preconditions,
+/// validate, store and install; again from the new state when another replica changed
+/// it in the meantime.
+async fn change(
+    st: Arc<AppState>,
+    admin: Arc<Admin>,
+    who: String,
+    headers: HeaderMap,
+    kind: Kind,
+    name: String,
+    op: Op,
+) -> Response {
+    let _write = admin.write.lock().await;
+    for _ in 0..MAX_ATTEMPTS {
+        let (version, current) = match admin.current(&st).await {
+            Ok(x) => x,
+            Err(r) => return *r,
+        };
+        let before = kind.map(&current).get(&name).cloned();
+        if matches!(op, Op::Delete) && before.is_none() {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no `{name}` made through the admin API"),
+            );
+        }
+        if let Err(r) = preconditions(&headers, before.as_ref()) {
+            return *r;
+        }
+        let mut next = current.clone();
+        match &op {
+            Op::Put(value) => {
+                kind.map_mut(&mut next).insert(name.clone(), value.clone());
+            }
+            Op::Delete => {
+                kind.map_mut(&mut next).remove(&name);
+            }
+        }
+        let in_use = (matches!(op, Op::Delete) && kind == Kind::Issuers).then(|| name.clone());
+        let (st2, next2) = (st.clone(), next.clone());
+        let config =
+            match tokio::task::spawn_blocking(move || validate(&st2, &current, &next2, in_use.as_deref()))
+                .await
+            {
+                Ok(Ok(config)) => config,
+                Ok(Err(r)) => return *r,
+                Err(_) => return unavailable("the change could not be applied"),
+            };
+        match admin.commit(&st, version, next, config).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(r) => return *r,
+        }
+        return match op {
+            Op::Put(value) => {
+                audit_change(
+                    &st,
+                    &who,
+                    if before.is_some() { "replace" } else { "create" },
+                    kind,
+                    &name,
+                    before.as_ref(),
+                    Some(&value),
+                );
+                let status = if before.is_some() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CREATED
+                };
+                with_etag(status, &value)
+            }
+            Op::Delete => {
+                audit_change(&st, &who, "delete", kind, &name, before.as_ref(), None);
+                StatusCode::NO_CONTENT.into_response()
+            }
+        };
+    }
+    unavailable("the admin state kept changing under this request: try again")
 }
 
 fn audit_change(
@@ -321,42 +701,7 @@ async fn put(st: Arc<AppState>, headers: HeaderMap, kind: Kind, name: String, bo
             ]);
         }
     }
-    let _write = admin.write.lock().await;
-    let current_state = st.policy().admin_state.clone();
-    let before = kind.map(&current_state).get(&name).cloned();
-    if let Err(r) = preconditions(&headers, before.as_ref()) {
-        return *r;
-    }
-    let mut next = current_state;
-    kind.map_mut(&mut next).insert(name.clone(), value.clone());
-    let st2 = st.clone();
-    let admin2 = admin.clone();
-    let result = tokio::task::spawn_blocking(move || apply(&st2, &admin2, &next)).await;
-    match result {
-        Ok(Ok(_)) => {
-            audit_change(
-                &st,
-                &who,
-                if before.is_some() { "replace" } else { "create" },
-                kind,
-                &name,
-                before.as_ref(),
-                Some(&value),
-            );
-            let status = if before.is_some() {
-                StatusCode::OK
-            } else {
-                StatusCode::CREATED
-            };
-            with_etag(status, &value)
-        }
-        Ok(Err(resp)) => *resp,
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            "the change could not be applied",
-        ),
-    }
+    change(st, admin, who, headers, kind, name, Op::Put(value)).await
 }
 
 async fn delete(st: Arc<AppState>, headers: HeaderMap, kind: Kind, name: String) -> Response {
@@ -364,42 +709,7 @@ async fn delete(st: Arc<AppState>, headers: HeaderMap, kind: Kind, name: String)
         Ok(x) => x,
         Err(r) => return *r,
     };
-    let _write = admin.write.lock().await;
-    let policy = st.policy();
-    let Some(before) = kind.map(&policy.admin_state).get(&name).cloned() else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no `{name}` made through the admin API"),
-        );
-    };
-    if let Err(r) = preconditions(&headers, Some(&before)) {
-        return *r;
-    }
-    if kind == Kind::Issuers && policy.rules.uses_issuer(&name) {
-        return error(
-            StatusCode::CONFLICT,
-            "conflict",
-            format!("issuer `{name}` is still used by a rule"),
-        );
-    }
-    let mut next = policy.admin_state.clone();
-    kind.map_mut(&mut next).remove(&name);
-    drop(policy);
-    let st2 = st.clone();
-    let admin2 = admin.clone();
-    match tokio::task::spawn_blocking(move || apply(&st2, &admin2, &next)).await {
-        Ok(Ok(_)) => {
-            audit_change(&st, &who, "delete", kind, &name, Some(&before), None);
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Ok(Err(resp)) => *resp,
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            "the change could not be applied",
-        ),
-    }
+    change(st, admin, who, headers, kind, name, Op::Delete).await
 }
 
 async fn list_issuers(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
@@ -482,7 +792,8 @@ pub fn openapi_document() -> Value {
                     "201": {"description": "Created", "headers": {"ETag": {"schema": {"type": "string"}}}},
                     "401": {"$ref": "#/components/responses/Unauthorized"},
                     "412": {"$ref": "#/components/responses/Error"},
-                    "422": {"$ref": "#/components/responses/Invalid"}
+                    "422": {"$ref": "#/components/responses/Invalid"},
+                    "503": {"$ref": "#/components/responses/Error"}
                 }
             },
             "delete": {
@@ -493,7 +804,8 @@ pub fn openapi_document() -> Value {
                     "401": {"$ref": "#/components/responses/Unauthorized"},
                     "404": {"$ref": "#/components/responses/Error"},
                     "409": {"$ref": "#/components/responses/Error"},
-                    "412": {"$ref": "#/components/responses/Error"}
+                    "412": {"$ref": "#/components/responses/Error"},
+                    "503": {"$ref": "#/components/responses/Error"}
                 }
             }
         })
@@ -564,14 +876,19 @@ pub fn openapi_document() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn admin() -> Admin {
-        Admin::new(&AdminConfig {
-            listen: None,
-            tokens: vec!["0123456789abcdef-first".into(), "0123456789abcdef-second".into()],
-            tokens_file: None,
-            state_file: PathBuf::from("/nonexistent/admin-state.json"),
-        })
+        Admin::new(
+            &AdminConfig {
+                listen: None,
+                tokens: vec!["0123456789abcdef-first".into(), "0123456789abcdef-second".into()],
+                tokens_file: None,
+                state_file: PathBuf::from("/nonexistent/admin-state.json"),
+            },
+            &ReplayBackend::Memory,
+        )
+        .expect("admin")
     }
 
     fn bearer(v: &str) -> HeaderMap {

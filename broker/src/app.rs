@@ -154,11 +154,11 @@ impl AppState {
         metrics.set_generation(1);
         let replay = build_replay_store(&config, &metrics)?;
         let watched = crate::reload::Watched::from_config(config_path.as_deref(), &config);
-        let admin = config
-            .admin
-            .as_ref()
-            .map(|a| Arc::new(crate::admin::Admin::new(a)));
-        Ok(Arc::new(AppState {
+        let admin = match &config.admin {
+            Some(a) => Some(Arc::new(crate::admin::Admin::new(a, &config.replay.backend)?)),
+            None => None,
+        };
+        let state = Arc::new(AppState {
             server: config.server.clone(),
             policy: RwLock::new(Arc::new(policy)),
             reload_status: RwLock::new(ReloadStatus {
@@ -176,7 +176,12 @@ impl AppState {
             metrics,
             dev,
             admin,
-        }))
+        });
+        // With Redis, the admin state comes from there: read now and kept in line.
+        if let Some(admin) = &state.admin {
+            admin.spawn_sync(&state);
+        }
+        Ok(state)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -201,12 +206,19 @@ impl AppState {
         let Some(path) = &self.config_path else {
             return Err("no configuration file to reload".into());
         };
-        let result = crate::config::load(path)
-            .map_err(|e| e.to_string())
-            .and_then(|config| {
-                self.warn_on_restart_only_changes(&config);
-                self.install(&config)
-            });
+        let load = |admin: Option<&crate::config::AdminState>| {
+            crate::config::load_with_admin(path, admin)
+                .map_err(|e| e.to_string())
+                .and_then(|config| {
+                    self.warn_on_restart_only_changes(&config);
+                    self.install(&config)
+                })
+        };
+        // The admin state: the state file's, or the one last read from Redis.
+        let result = match &self.admin {
+            Some(admin) => admin.with_reload_state(load),
+            None => load(None),
+        };
         self.record_reload(&result);
         result
     }
@@ -426,8 +438,10 @@ async fn readyz(State(st): State<Arc<AppState>>) -> Response {
         st.metrics.set_issuer_keys(&issuer.config.name, status.keys);
         issuers.insert(issuer.config.name.clone(), status);
     }
-    let ready = replay.is_ok();
-    let body = json!({
+    let admin = st.admin.as_ref().map(|a| a.readiness());
+    // With Redis, a replica is ready once it has read the admin state from there.
+    let ready = replay.is_ok() && admin.as_ref().is_none_or(|(synced, _)| *synced);
+    let mut body = json!({
         "status": if ready { "ready" } else { "unavailable" },
         "signing_key": st.signer.kid(),
         "replay": {
@@ -442,6 +456,9 @@ async fn readyz(State(st): State<Arc<AppState>>) -> Response {
         },
         "issuers": issuers,
     });
+    if let Some((_, admin)) = admin {
+        body["admin"] = admin;
+    }
     let status = if ready {
         StatusCode::OK
     } else {

@@ -303,6 +303,7 @@ pub struct AdminConfig {
     pub tokens: Vec<String>,
     pub tokens_file: Option<PathBuf>,
     /// Where API-made issuers and rules are kept (default `./data/admin-state.json`).
+    /// Unused with `replay.backend: redis`: the state is kept in Redis then.
     pub state_file: PathBuf,
 }
 
@@ -1119,7 +1120,7 @@ fn build_issuers(
                         errors.at(
                             at("tls_ca_file"),
                             field("tls_ca_file"),
-                            format!("{}: no PEM certificate", path.display()),
+                            format!("{}: no usable PEM CA certificate", path.display()),
                         );
                         None
                     }
@@ -1292,8 +1293,14 @@ fn build_issuers(
     out
 }
 
+/// Whether `pem` holds at least one certificate and every certificate in it is one the
+/// TLS stack accepts as a root (so `check` catches what `serve` would refuse).
 fn pem_has_certificate(pem: &[u8]) -> bool {
-    pem::parse_many(pem).is_ok_and(|all| all.iter().any(|p| p.tag() == "CERTIFICATE"))
+    let has_cert = pem::parse_many(pem).is_ok_and(|all| all.iter().any(|p| p.tag() == "CERTIFICATE"));
+    has_cert
+        && reqwest::Certificate::from_pem_bundle(pem).is_ok_and(|certs| {
+            !certs.is_empty() && reqwest::Client::builder().tls_certs_merge(certs).build().is_ok()
+        })
 }
 
 /// An issuer or JWKS URL must be https and must not name a loopback, private or
@@ -1493,6 +1500,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// Load a config file, its rule files and the admin API's issuers and rules: `admin`
 /// replaces what the state file holds (to validate a change before it is written).
+/// With `replay.backend: redis` and no `admin`, the admin state is empty: it lives in
+/// Redis, and the caller supplies it.
 pub fn load_with_admin(path: &Path, admin: Option<&AdminState>) -> Result<Config, ConfigErrors> {
     let text = read_text(path).map_err(|e| ConfigErrors(vec![e]))?;
     let env = |name: &str| std::env::var(name).ok();
@@ -1541,6 +1550,9 @@ pub fn load_with_admin(path: &Path, admin: Option<&AdminState>) -> Result<Config
         }
         admin_state = match admin {
             Some(state) => state.clone(),
+            // With Redis the state lives there (`crate::admin_store`), not in a file:
+            // empty until the broker reads it from Redis.
+            None if matches!(draft.replay.backend, ReplayBackend::Redis(_)) => AdminState::default(),
             None => AdminState::read(&settings.state_file).unwrap_or_else(|e| {
                 errors.push(ConfigError {
                     file: settings.state_file.clone(),
@@ -1704,6 +1716,25 @@ mod tests {
     }
 
     const MINIMAL: &str = "version: 1\nserver:\n  public_url: https://broker.example.com\nissuers:\n  - name: gha\n    issuer: https://token.actions.githubusercontent.com\n    audiences: [https://broker.example.com]\n";
+
+    #[test]
+    fn with_redis_the_admin_state_file_is_not_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("admin-state.json");
+        std::fs::write(&state, "not JSON").expect("write");
+        let cfg = dir.path().join("config.yaml");
+        let admin = format!(
+            "admin:\n  tokens: [\"0123456789abcdef-token\"]\n  state_file: {}\n",
+            state.display()
+        );
+        std::fs::write(&cfg, format!("version: 1\n{admin}")).expect("write");
+        let e = load(&cfg).expect_err("the file store reads the state file");
+        assert_eq!(e.0[0].field, "admin.state_file", "{e}");
+        let redis = "replay:\n  backend: redis\n  redis_url: redis://127.0.0.1:1\n";
+        std::fs::write(&cfg, format!("version: 1\n{admin}{redis}")).expect("write");
+        let c = load(&cfg).expect("with Redis the state is not in the file");
+        assert_eq!(c.admin_state, AdminState::default());
+    }
 
     #[test]
     fn minimal_config_parses_with_defaults() {

@@ -5,6 +5,7 @@
 //!
 //! - [`config`]: the YAML configuration and rule files, every error with file and line.
 //! - [`admin`]: the admin API (issuers and rules over HTTP, ETags, state file).
+//! - [`admin_store`]: where admin changes live: the state file, or Redis for replicas.
 //! - [`app`]: shared state, the router, `serve(listener, state, shutdown)`.
 //! - [`exchange`]: `POST /token`, the one pipeline, and the RFC error mapping.
 //! - [`explain`]: `fedbroker explain`, a dry run of one exchange.
@@ -18,6 +19,7 @@
 //! - [`cli`]: the `fedbroker` command line.
 
 pub mod admin;
+pub mod admin_store;
 pub mod app;
 pub mod audit;
 pub mod cli;

@@ -98,11 +98,18 @@ impl ReplayStore for MemoryReplayStore {
 /// lazily and remade in the background with backoff: the broker starts while Redis is
 /// down and recovers without a restart.
 pub struct RedisReplayStore {
-    conn: Conn,
+    conn: RedisConn,
     prefix: String,
-    timeout: Duration,
     target: String,
     metrics: Arc<Metrics>,
+}
+
+/// A connection to the configured Redis (one server or a cluster), made lazily and
+/// remade in the background, every command bounded by `command_timeout`. Shared by the
+/// replay store and the admin state store ([`crate::admin_store`]).
+pub(crate) struct RedisConn {
+    conn: Conn,
+    timeout: Duration,
 }
 
 enum Conn {
@@ -125,40 +132,111 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
 /// while no request arrives).
 const MONITOR_INTERVAL: Duration = Duration::from_secs(2);
 
-impl RedisReplayStore {
-    /// Prepare the client; connects nothing (the first command, or the monitor, does).
-    /// Must be called inside a Tokio runtime.
-    pub fn new(config: &RedisConfig, metrics: Arc<Metrics>) -> Result<Self, ReplayError> {
+impl RedisConn {
+    /// Prepare the client; connects nothing (the first command does). Must be called
+    /// inside a Tokio runtime. With `push`, the connection speaks RESP3 and hands every
+    /// pub/sub message (and disconnection) to it; subscriptions are renewed after a
+    /// reconnection.
+    pub(crate) fn new(
+        config: &RedisConfig,
+        push: Option<Arc<dyn Fn(redis::PushInfo) + Send + Sync>>,
+    ) -> Result<Self, ReplayError> {
         let bad =
             |e: redis::RedisError| ReplayError::Unavailable(format!("invalid Redis configuration: {e}"));
         let timeout = config.command_timeout;
         let conn = match &config.target {
             RedisTarget::Standalone(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(bad)?;
-                let manager_config = ConnectionManagerConfig::new()
+                let mut client = redis::Client::open(url.as_str()).map_err(bad)?;
+                let mut manager_config = ConnectionManagerConfig::new()
                     .set_response_timeout(Some(timeout))
                     .set_connection_timeout(Some(connect_timeout(timeout)))
                     .set_min_delay(RECONNECT_MIN_DELAY)
                     .set_max_delay(RECONNECT_MAX_DELAY)
                     .set_exponent_base(2.0)
                     .set_number_of_retries(4);
+                if let Some(push) = push {
+                    let info = client.get_connection_info().clone();
+                    let settings = info
+                        .redis_settings()
+                        .clone()
+                        .set_protocol(redis::ProtocolVersion::RESP3);
+                    client = redis::Client::open(info.set_redis_settings(settings)).map_err(bad)?;
+                    manager_config = manager_config
+                        .set_push_sender(move |info: redis::PushInfo| {
+                            push(info);
+                            Ok::<(), ()>(())
+                        })
+                        .set_automatic_resubscription();
+                }
                 Conn::Standalone(
                     ConnectionManager::new_lazy_with_config(client, manager_config).map_err(bad)?,
                 )
             }
             RedisTarget::Cluster(urls) => {
-                let client = ClusterClient::builder(urls.iter().map(String::as_str))
+                let mut builder = ClusterClient::builder(urls.iter().map(String::as_str))
                     .connection_timeout(connect_timeout(timeout))
-                    .response_timeout(timeout)
-                    .build()
-                    .map_err(bad)?;
+                    .response_timeout(timeout);
+                if let Some(push) = push {
+                    builder = builder.use_protocol(redis::ProtocolVersion::RESP3).push_sender(
+                        move |info: redis::PushInfo| {
+                            push(info);
+                            Ok::<(), ()>(())
+                        },
+                    );
+                }
+                let client = builder.build().map_err(bad)?;
                 Conn::Cluster(Arc::new(LazyCluster::new(client, connect_timeout(timeout))))
             }
         };
+        Ok(RedisConn { conn, timeout })
+    }
+
+    /// Run one command, bounded by the command timeout.
+    pub(crate) async fn query(&self, cmd: &redis::Cmd) -> Result<redis::Value, ReplayError> {
+        let run = async {
+            match &self.conn {
+                Conn::Standalone(manager) => {
+                    let mut c = manager.clone();
+                    cmd.query_async::<redis::Value>(&mut c).await
+                }
+                Conn::Cluster(lazy) => {
+                    let mut c = lazy.connection().await?;
+                    cmd.query_async::<redis::Value>(&mut c).await
+                }
+            }
+        };
+        match tokio::time::timeout(self.timeout, run).await {
+            Err(_) => Err(ReplayError::Timeout(self.timeout)),
+            Ok(Err(e)) => Err(ReplayError::Unavailable(e.to_string())),
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
+
+    /// `SUBSCRIBE channel` on a connection made with a push handler (RESP3), bounded by
+    /// the connection timeout: messages go to the handler.
+    pub(crate) async fn subscribe(&self, channel: &str) -> Result<(), ReplayError> {
+        let limit = connect_timeout(self.timeout);
+        let run = async {
+            match &self.conn {
+                Conn::Standalone(manager) => manager.clone().subscribe(channel).await,
+                Conn::Cluster(lazy) => lazy.connection().await?.subscribe(channel).await,
+            }
+        };
+        match tokio::time::timeout(limit, run).await {
+            Err(_) => Err(ReplayError::Timeout(limit)),
+            Ok(Err(e)) => Err(ReplayError::Unavailable(e.to_string())),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+}
+
+impl RedisReplayStore {
+    /// Prepare the client; connects nothing (the first command, or the monitor, does).
+    /// Must be called inside a Tokio runtime.
+    pub fn new(config: &RedisConfig, metrics: Arc<Metrics>) -> Result<Self, ReplayError> {
         Ok(RedisReplayStore {
-            conn,
+            conn: RedisConn::new(config, None)?,
             prefix: config.key_prefix.clone(),
-            timeout,
             target: config.target.redacted(),
             metrics,
         })
@@ -172,23 +250,7 @@ impl RedisReplayStore {
     /// Run one command, bounded by the command timeout; records the outcome in the
     /// `replay_store_up` gauge.
     async fn query(&self, cmd: &redis::Cmd) -> Result<redis::Value, ReplayError> {
-        let run = async {
-            match &self.conn {
-                Conn::Standalone(manager) => {
-                    let mut c = manager.clone();
-                    cmd.query_async::<redis::Value>(&mut c).await
-                }
-                Conn::Cluster(lazy) => {
-                    let mut c = lazy.connection().await?;
-                    cmd.query_async::<redis::Value>(&mut c).await
-                }
-            }
-        };
-        let result = match tokio::time::timeout(self.timeout, run).await {
-            Err(_) => Err(ReplayError::Timeout(self.timeout)),
-            Ok(Err(e)) => Err(ReplayError::Unavailable(e.to_string())),
-            Ok(Ok(v)) => Ok(v),
-        };
+        let result = self.conn.query(cmd).await;
         self.metrics.set_replay_store_up(result.is_ok());
         result
     }

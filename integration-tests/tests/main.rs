@@ -7,6 +7,7 @@
 mod support;
 
 mod admin;
+mod admin_redis;
 mod attacks;
 mod audit;
 mod cli;
