@@ -34,6 +34,13 @@ pub fn fedbroker_bin() -> &'static Path {
 }
 
 fn build_fedbroker() -> PathBuf {
+    build_workspace_bin("broker", "fedbroker")
+}
+
+/// `$CARGO build -p PACKAGE --bin BIN` in the workspace, in the profile of this test
+/// binary, and the executable's path from cargo's artifact message. Panics with
+/// cargo's output when the build fails.
+pub fn build_workspace_bin(package: &str, bin: &str) -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -42,9 +49,9 @@ fn build_fedbroker() -> PathBuf {
     command.current_dir(workspace).args([
         "build",
         "-p",
-        "broker",
+        package,
         "--bin",
-        "fedbroker",
+        bin,
         "--message-format=json-render-diagnostics",
     ]);
     // Same profile as this test binary: target/<profile>/deps/main-HASH.
@@ -74,13 +81,13 @@ fn build_fedbroker() -> PathBuf {
     let executable = stdout
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "fedbroker")
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == bin)
         .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
         .next_back();
     match executable {
         Some(path) if output.status.success() => path,
         _ => panic!(
-            "building fedbroker failed ({}):\n{}",
+            "building {bin} failed ({}):\n{}",
             output.status,
             String::from_utf8_lossy(&output.stderr)
         ),

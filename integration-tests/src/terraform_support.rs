@@ -74,59 +74,10 @@ pub fn provider_bin() -> &'static Path {
 }
 
 /// `$CARGO build -p terraform-provider-fedbroker` in the workspace, in the profile of
-/// this test binary (like [`crate::broker::fedbroker_bin`] does for the broker).
+/// this test binary (as [`crate::broker::fedbroker_bin`] does for the broker).
 fn build_provider() -> PathBuf {
     const NAME: &str = "terraform-provider-fedbroker";
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("integration-tests sits in the workspace");
-    let mut command = Command::new(&cargo);
-    command.current_dir(workspace).args([
-        "build",
-        "-p",
-        NAME,
-        "--bin",
-        NAME,
-        "--message-format=json-render-diagnostics",
-    ]);
-    let profile = std::env::current_exe()
-        .ok()
-        .and_then(|exe| {
-            exe.parent()?
-                .parent()?
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-        })
-        .unwrap_or_default();
-    match profile.as_str() {
-        "release" => {
-            command.arg("--release");
-        }
-        "debug" | "" => {}
-        other => {
-            command.args(["--profile", other]);
-        }
-    }
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cargo:?} build: {e}"));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let executable = stdout
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == NAME)
-        .filter_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .next_back();
-    match executable {
-        Some(path) if output.status.success() => path,
-        _ => panic!(
-            "building {NAME} failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    }
+    crate::broker::build_workspace_bin(NAME, NAME)
 }
 
 /// Terraform's name for this platform (`linux_amd64`).
