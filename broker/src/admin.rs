@@ -4,7 +4,9 @@
 //! in Redis for every replica ([`crate::admin_store`]), applied to the next request.
 //!
 //! Authentication: bearer tokens from `admin.tokens_file` / `admin.tokens`, compared in
-//! constant time (as SHA-256 digests). Optimistic concurrency: every item has an `ETag`;
+//! constant time (as SHA-256 digests), checked from the headers before any body is
+//! read. The token file is watched: every reload takes its tokens again, and a reload
+//! that fails for any reason still drops the tokens no longer in the file. Optimistic concurrency: every item has an `ETag`;
 //! `If-Match` (and `If-None-Match: *`) are honoured with 412.
 //!
 //! With Redis, every change reads the state from Redis (never a local copy), checks the
@@ -17,7 +19,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
@@ -39,7 +41,7 @@ const MAX_ATTEMPTS: usize = 8;
 /// The admin API's settings at run time.
 pub struct Admin {
     pub listen: Option<SocketAddr>,
-    token_digests: Vec<[u8; 32]>,
+    tokens: std::sync::RwLock<Tokens>,
     store: AdminStore,
     /// Serialises changes and Redis syncs: read state, validate, write, install.
     write: tokio::sync::Mutex<()>,
@@ -53,6 +55,29 @@ pub struct Admin {
 struct Synced {
     version: Option<u64>,
     state: Option<AdminState>,
+    /// Why the last sync from Redis failed (shown on `/readyz`).
+    error: Option<String>,
+}
+
+/// The accepted bearer tokens, as SHA-256 digests.
+struct Tokens {
+    /// From `admin.tokens`.
+    inline: Vec<[u8; 32]>,
+    /// `admin.tokens_file`, and the tokens read from it.
+    file: Option<std::path::PathBuf>,
+    from_file: Vec<[u8; 32]>,
+}
+
+impl Tokens {
+    fn from_config(config: &AdminConfig) -> Tokens {
+        let split = config.tokens.len().saturating_sub(config.tokens_from_file);
+        let (inline, from_file) = config.tokens.split_at(split);
+        Tokens {
+            inline: inline.iter().map(|t| sha256(t.as_bytes())).collect(),
+            file: config.tokens_file.clone(),
+            from_file: from_file.iter().map(|t| sha256(t.as_bytes())).collect(),
+        }
+    }
 }
 
 impl Admin {
@@ -61,7 +86,12 @@ impl Admin {
     pub fn new(config: &AdminConfig, replay: &ReplayBackend) -> Result<Admin, crate::replay::ReplayError> {
         let store = match replay {
             ReplayBackend::Redis(redis) => {
-                let store = RedisAdminStore::new(redis)?;
+                let key = config.state_hmac_key.as_deref().ok_or_else(|| {
+                    crate::replay::ReplayError::Unavailable(
+                        "admin.state_hmac_key is required with replay.backend: redis".into(),
+                    )
+                })?;
+                let store = RedisAdminStore::new(redis, key)?;
                 tracing::info!(
                     redis = %store.target,
                     key = %store.key,
@@ -74,7 +104,7 @@ impl Admin {
         };
         Ok(Admin {
             listen: config.listen,
-            token_digests: config.tokens.iter().map(|t| sha256(t.as_bytes())).collect(),
+            tokens: std::sync::RwLock::new(Tokens::from_config(config)),
             store,
             write: tokio::sync::Mutex::new(()),
             synced: std::sync::Mutex::new(Synced::default()),
@@ -94,10 +124,51 @@ impl Admin {
             .trim();
         let digest = sha256(presented.as_bytes());
         let mut found = false;
-        for known in &self.token_digests {
+        let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
+        for known in tokens.inline.iter().chain(&tokens.from_file) {
             found |= aws_lc_rs::constant_time::verify_slices_are_equal(known, &digest).is_ok();
         }
         found.then(|| format!("token:{}", &hex(&digest)[..8]))
+    }
+
+    /// Take the tokens of a configuration just installed (a reload or an admin change).
+    pub fn set_tokens(&self, config: &AdminConfig) {
+        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = Tokens::from_config(config);
+    }
+
+    /// After a reload that failed: read `admin.tokens_file` again on its own, so a token
+    /// removed from it stops working even while another file has an error. Only
+    /// removes: a token added to the file waits for a reload that succeeds. A file that
+    /// cannot be read revokes every token that came from it.
+    pub fn revoke_removed_tokens(&self) {
+        let mut tokens = self.tokens.write().unwrap_or_else(|e| e.into_inner());
+        let Some(path) = tokens.file.clone() else {
+            return;
+        };
+        let now: Vec<[u8; 32]> = match crate::files::read_regular_text(&path, crate::files::MAX_SMALL_BYTES) {
+            Ok(text) => text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(|t| sha256(t.as_bytes()))
+                .collect(),
+            Err(e) => {
+                tracing::error!(
+                    path = %path.display(),
+                    error = %e,
+                    "cannot read admin.tokens_file: its tokens no longer open the admin API"
+                );
+                Vec::new()
+            }
+        };
+        let before = tokens.from_file.len();
+        tokens.from_file.retain(|d| now.contains(d));
+        if tokens.from_file.len() < before {
+            tracing::warn!(
+                revoked = before - tokens.from_file.len(),
+                "admin tokens removed from admin.tokens_file no longer open the admin API"
+            );
+        }
     }
 
     fn synced(&self) -> std::sync::MutexGuard<'_, Synced> {
@@ -123,11 +194,13 @@ impl Admin {
         match &self.store {
             AdminStore::File(_) => (true, json!({"store": "file"})),
             AdminStore::Redis(_) => {
-                let version = self.synced().version;
-                (
-                    version.is_some(),
-                    json!({"store": "redis", "synced": version.is_some(), "version": version}),
-                )
+                let synced = self.synced();
+                let version = synced.version;
+                let mut shown = json!({"store": "redis", "synced": version.is_some(), "version": version});
+                if let Some(e) = &synced.error {
+                    shown["error"] = json!(e);
+                }
+                (version.is_some(), shown)
             }
         }
     }
@@ -174,11 +247,16 @@ impl Admin {
                 match (&result, was_ok) {
                     (Ok(()), Some(true)) | (Err(_), Some(false)) => {}
                     (Ok(()), _) => tracing::info!("admin state read from Redis"),
+                    (Err(e @ StoreError::Unauthenticated(_)), _) => tracing::error!(
+                        error = %e,
+                        "the admin state in Redis fails authentication and is NOT installed: the last verified one keeps serving; admin changes answer 503"
+                    ),
                     (Err(e), _) => tracing::error!(
                         error = %e,
                         "cannot read the admin state from Redis: the last one read keeps serving; admin changes answer 503"
                     ),
                 }
+                admin.synced().error = result.as_ref().err().map(ToString::to_string);
                 was_ok = Some(result.is_ok());
                 drop(admin);
                 drop(st);
@@ -208,7 +286,7 @@ impl Admin {
         let (st, admin) = (st.clone(), self.clone());
         tokio::task::spawn_blocking(move || admin.install_synced(&st, version, state))
             .await
-            .map_err(|e| StoreError(format!("installing the admin state failed: {e}")))
+            .map_err(|e| StoreError::Unavailable(format!("installing the admin state failed: {e}")))
     }
 
     /// Install a state read from Redis, validated with the files like a reload; on
@@ -539,8 +617,18 @@ fn unavailable(description: impl Into<String>) -> Response {
 }
 
 fn store_unavailable(e: &StoreError) -> Response {
-    tracing::error!(error = %e, "the admin state store is unavailable: the change is refused");
-    unavailable("the admin state store is unavailable: nothing changed, try again")
+    match e {
+        StoreError::Unauthenticated(_) => {
+            tracing::error!(error = %e, "the admin state in Redis fails authentication: the request is refused");
+            unavailable(
+                "the admin state in the store fails authentication (see the broker's log and /readyz): nothing changed",
+            )
+        }
+        StoreError::Unavailable(_) => {
+            tracing::error!(error = %e, "the admin state store is unavailable: the change is refused");
+            unavailable("the admin state store is unavailable: nothing changed, try again")
+        }
+    }
 }
 
 /// Validate `next` with everything else (the same compile as `check`). Deleting issuer
@@ -555,20 +643,51 @@ fn validate(
         return Err(Box::new(unavailable("no configuration file")));
     };
     if let Some(name) = in_use {
-        let used = match crate::config::load_with_admin(path, Some(current)) {
-            Ok(config) => config.rules.uses_issuer(name),
-            Err(_) => st.policy().rules.uses_issuer(name),
+        let rules = match crate::config::load_with_admin(path, Some(current)) {
+            Ok(config) => config.rules,
+            Err(_) => st.policy().rules.clone(),
         };
-        if used {
-            return Err(Box::new(error(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!("issuer `{name}` is still used by a rule"),
-            )));
+        let users = rules.rules_using_issuer(name);
+        if !users.is_empty() {
+            return Err(Box::new(in_use_conflict(name, &users)));
         }
     }
     crate::config::load_with_admin(path, Some(next))
         .map_err(|errors| Box::new(invalid(errors.0.iter().map(problem).collect())))
+}
+
+/// How many rule names a 409 lists.
+const MAX_NAMED_RULES: usize = 20;
+
+/// 409 for deleting an issuer that rules still use: names the first
+/// [`MAX_NAMED_RULES`] of them (in the description and as `rules`), with the count.
+fn in_use_conflict(issuer: &str, users: &[&str]) -> Response {
+    (StatusCode::CONFLICT, Json(in_use_body(issuer, users))).into_response()
+}
+
+fn in_use_body(issuer: &str, users: &[&str]) -> Value {
+    let shown = &users[..users.len().min(MAX_NAMED_RULES)];
+    let list = shown
+        .iter()
+        .map(|r| format!("`{r}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = users.len() - shown.len();
+    let description = format!(
+        "issuer `{issuer}` is still used by {} rule(s): {list}{}; delete or change them first",
+        users.len(),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    );
+    json!({
+        "error": "conflict",
+        "error_description": description,
+        "rules": shown,
+        "rule_count": users.len(),
+    })
 }
 
 /// What a request does to one item.
@@ -678,9 +797,35 @@ fn audit_change(
     }));
 }
 
-async fn put(st: Arc<AppState>, headers: HeaderMap, kind: Kind, name: String, body: Bytes) -> Response {
+/// The body of an authenticated request, at most `server.max_body_bytes` (413 beyond,
+/// like `/token`). Called only once the bearer token checked out: an anonymous client
+/// never makes the broker read (or wait for) a body.
+async fn read_body(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, Rejection> {
+    let limit = st.server.max_body_bytes;
+    let too_large = || {
+        Box::new(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request",
+            format!("the request body exceeds {limit} bytes (server.max_body_bytes)"),
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|_| too_large())
+}
+
+async fn put(st: Arc<AppState>, headers: HeaderMap, kind: Kind, name: String, body: Body) -> Response {
     let (admin, who) = match guard(&st, &headers) {
         Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let body = match read_body(&st, &headers, body).await {
+        Ok(b) => b,
         Err(r) => return *r,
     };
     let mut value: Value = match serde_json::from_slice(&body) {
@@ -732,7 +877,7 @@ async fn put_issuer(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     put(st, headers, Kind::Issuers, name, body).await
 }
@@ -740,7 +885,7 @@ async fn put_rule(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     put(st, headers, Kind::Rules, name, body).await
 }
@@ -883,8 +1028,12 @@ mod tests {
             &AdminConfig {
                 listen: None,
                 tokens: vec!["0123456789abcdef-first".into(), "0123456789abcdef-second".into()],
+                tokens_from_file: 0,
                 tokens_file: None,
                 state_file: PathBuf::from("/nonexistent/admin-state.json"),
+                allow_insecure_issuers: false,
+                allow_file_paths: false,
+                state_hmac_key: None,
             },
             &ReplayBackend::Memory,
         )
@@ -914,6 +1063,79 @@ mod tests {
         assert!(
             !who.contains("0123456789abcdef"),
             "the token itself is never the identity"
+        );
+    }
+
+    #[test]
+    fn a_reload_that_fails_still_revokes_tokens_removed_from_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("tokens");
+        std::fs::write(&file, "0123456789abcdef-file-a\n0123456789abcdef-file-b\n").expect("write");
+        let a = Admin::new(
+            &AdminConfig {
+                listen: None,
+                tokens: vec![
+                    "0123456789abcdef-inline".into(),
+                    "0123456789abcdef-file-a".into(),
+                    "0123456789abcdef-file-b".into(),
+                ],
+                tokens_from_file: 2,
+                tokens_file: Some(file.clone()),
+                state_file: PathBuf::from("/nonexistent/admin-state.json"),
+                allow_insecure_issuers: false,
+                allow_file_paths: false,
+                state_hmac_key: None,
+            },
+            &ReplayBackend::Memory,
+        )
+        .expect("admin");
+        // A token added to the file waits for a reload that succeeds; a removed one goes.
+        std::fs::write(&file, "0123456789abcdef-file-b\n0123456789abcdef-file-c\n").expect("write");
+        a.revoke_removed_tokens();
+        assert!(
+            a.authenticate(&bearer("Bearer 0123456789abcdef-inline"))
+                .is_some()
+        );
+        assert!(
+            a.authenticate(&bearer("Bearer 0123456789abcdef-file-a"))
+                .is_none()
+        );
+        assert!(
+            a.authenticate(&bearer("Bearer 0123456789abcdef-file-b"))
+                .is_some()
+        );
+        assert!(
+            a.authenticate(&bearer("Bearer 0123456789abcdef-file-c"))
+                .is_none()
+        );
+        // An unreadable file revokes every token from it, never the inline ones.
+        std::fs::remove_file(&file).expect("rm");
+        a.revoke_removed_tokens();
+        assert!(
+            a.authenticate(&bearer("Bearer 0123456789abcdef-file-b"))
+                .is_none()
+        );
+        assert!(
+            a.authenticate(&bearer("Bearer 0123456789abcdef-inline"))
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn the_409_names_the_first_rules_and_counts_them_all() {
+        let names: Vec<String> = (0..25).map(|i| format!("rule-{i:02}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let body = in_use_body("gha", &refs);
+        assert_eq!(body["rule_count"], 25);
+        assert_eq!(body["rules"].as_array().expect("list").len(), MAX_NAMED_RULES);
+        let text = body["error_description"].as_str().expect("text");
+        assert!(text.contains("25 rule(s): `rule-00`, `rule-01`"), "{text}");
+        assert!(text.contains("`rule-19` and 5 more"), "{text}");
+        assert!(!text.contains("rule-20"), "{text}");
+        let body = in_use_body("gha", &refs[..2]);
+        assert_eq!(
+            body["error_description"],
+            "issuer `gha` is still used by 2 rule(s): `rule-00`, `rule-01`; delete or change them first"
         );
     }
 

@@ -195,7 +195,15 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `check`'s report (the errors found in the files, or `ok`) goes to stdout, in either
+/// format. An error of running check itself (the config file cannot be read) goes to
+/// stderr in the text format; the JSON format keeps stdout a JSON document. Exit codes:
+/// 0 valid, 1 invalid or unreadable.
 fn check(path: &std::path::Path, format: CheckFormat) -> ExitCode {
+    if let (CheckFormat::Text, Err(e)) = (format, std::fs::metadata(path)) {
+        eprintln!("fedbroker check: cannot read {}: {e}", path.display());
+        return ExitCode::from(1);
+    }
     let result = config::load(path);
     match format {
         CheckFormat::Json => {
@@ -227,9 +235,9 @@ fn check(path: &std::path::Path, format: CheckFormat) -> ExitCode {
             ),
             Err(errors) => {
                 for e in &errors.0 {
-                    eprintln!("{e}");
+                    println!("{e}");
                 }
-                eprintln!("{} error(s)", errors.0.len());
+                println!("{} error(s)", errors.0.len());
             }
         },
     }

@@ -476,6 +476,141 @@ fn parse_yaml(file: &Path, text: &str) -> Result<Node, ConfigError> {
     }
 }
 
+/// Parse YAML like [`parse_yaml`], but report every duplicate key (at any depth) and go
+/// on: the document is loaded with the last occurrence of each repeated key, so the
+/// file's other errors are reported too. Errors go to `errors`; `None` when the YAML
+/// cannot be loaded at all.
+fn parse_yaml_all(file: &Path, text: &str, errors: &mut Vec<ConfigError>) -> Option<Node> {
+    if text.trim().is_empty() {
+        return parse_yaml(file, text).map_err(|e| errors.push(e)).ok();
+    }
+    let duplicates = duplicate_keys(file, text);
+    if duplicates.is_empty() {
+        return parse_yaml(file, text).map_err(|e| errors.push(e)).ok();
+    }
+    errors.extend(duplicates);
+    // Duplicates are reported above; the loader keeps the last occurrence of each.
+    let options = LoaderOptions::default;
+    let parsed = match marked_yaml::parse_yaml_with_options(0, text, options()) {
+        Err(LoadError::TopLevelMustBeMapping(_)) => {
+            marked_yaml::parse_yaml_with_options(0, text, options().toplevel_sequence())
+        }
+        other => other,
+    };
+    parsed.map_err(|e| errors.push(load_error(file, &e))).ok()
+}
+
+/// Every repeated key of every mapping in `text`, with the line of the repetition, the
+/// line of the first occurrence and the field path. A pass over the parser's events
+/// (marked-yaml stops at the first duplicate). Nothing for YAML that does not scan: the
+/// loader reports that.
+fn duplicate_keys(file: &Path, text: &str) -> Vec<ConfigError> {
+    use std::collections::HashMap;
+    use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+    use yaml_rust2::scanner::Marker;
+
+    struct Frame {
+        /// `Some` for a mapping: its keys so far, with their lines.
+        keys: Option<HashMap<String, usize>>,
+        /// The field path of this mapping or list.
+        path: String,
+        /// Mapping: the next scalar is a key. List: the index of the next item.
+        want_key: bool,
+        key: String,
+        index: usize,
+        /// A mapping or list used as a key (not supported; marked-yaml refuses it).
+        is_key: bool,
+    }
+    #[derive(Default)]
+    struct Finder {
+        stack: Vec<Frame>,
+        found: Vec<(usize, String, String, usize)>,
+    }
+    impl Finder {
+        /// The path of the value about to start, and whether it is a key.
+        fn next_child(&self) -> (String, bool) {
+            match self.stack.last() {
+                Some(f) if f.keys.is_some() && f.want_key => (f.path.clone(), true),
+                Some(f) if f.keys.is_some() => (join_path(&f.path, &f.key), false),
+                Some(f) => (format!("{}[{}]", f.path, f.index), false),
+                None => (String::new(), false),
+            }
+        }
+        /// A value (scalar, alias or container) of the current frame is complete.
+        fn value_done(&mut self) {
+            if let Some(f) = self.stack.last_mut() {
+                if f.keys.is_some() {
+                    f.want_key = true;
+                } else {
+                    f.index += 1;
+                }
+            }
+        }
+    }
+    impl MarkedEventReceiver for Finder {
+        fn on_event(&mut self, ev: Event, mark: Marker) {
+            match ev {
+                Event::Scalar(value, ..) => {
+                    let Some(f) = self.stack.last_mut() else { return };
+                    if let (Some(keys), true) = (f.keys.as_mut(), f.want_key) {
+                        match keys.get(&value) {
+                            Some(first) => {
+                                self.found
+                                    .push((mark.line(), value.clone(), f.path.clone(), *first))
+                            }
+                            None => {
+                                keys.insert(value.clone(), mark.line());
+                            }
+                        }
+                        f.key = value;
+                        f.want_key = false;
+                    } else {
+                        self.value_done();
+                    }
+                }
+                Event::Alias(_) => self.value_done(),
+                Event::MappingStart(..) | Event::SequenceStart(..) => {
+                    let (path, is_key) = self.next_child();
+                    if let (true, Some(parent)) = (is_key, self.stack.last_mut()) {
+                        parent.want_key = false;
+                    }
+                    self.stack.push(Frame {
+                        keys: matches!(ev, Event::MappingStart(..)).then(HashMap::new),
+                        path,
+                        want_key: true,
+                        key: String::new(),
+                        index: 0,
+                        is_key,
+                    });
+                }
+                Event::MappingEnd | Event::SequenceEnd => {
+                    if let Some(done) = self.stack.pop()
+                        && !done.is_key
+                    {
+                        self.value_done();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    let mut finder = Finder::default();
+    let mut parser = Parser::new(text.chars());
+    // On a scan error, report what was found before it; the loader reports the error.
+    let _ = parser.load(&mut finder, false);
+    finder
+        .found
+        .into_iter()
+        .map(|(line, key, path, first)| ConfigError {
+            file: file.to_path_buf(),
+            line: Some(line),
+            field: join_path(&path, &key),
+            message: format!("duplicate key `{key}` (first defined on line {first})"),
+        })
+        .collect()
+}
+
 /// Deserialize one node, reporting a failure with its line and field path.
 fn from_node<T: DeserializeOwned>(node: &Node, section: &str, errors: &mut Errors) -> Option<T> {
     match marked_yaml::from_node::<T>(node) {
@@ -625,7 +760,9 @@ pub fn parse_config(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Draft, ConfigErrors> {
     let mut errors = Errors::new(file);
-    let mut root = parse_yaml(file, text).map_err(|e| ConfigErrors(vec![e]))?;
+    let Some(mut root) = parse_yaml_all(file, text, &mut errors.list) else {
+        return Err(ConfigErrors(errors.list));
+    };
     substitute_env(&mut root, "", &mut errors, env);
     let Some(map) = root.as_mapping() else {
         errors.at(Some(&root), "", "the configuration must be a mapping");
@@ -1369,9 +1506,8 @@ pub fn parse_rules_file(file: &Path, text: &str) -> (Vec<SourcedRule>, Vec<Confi
     if text.trim().is_empty() {
         return (Vec::new(), Vec::new());
     }
-    let root = match parse_yaml(file, text) {
-        Ok(root) => root,
-        Err(e) => return (Vec::new(), vec![e]),
+    let Some(root) = parse_yaml_all(file, text, &mut errors.list) else {
+        return (Vec::new(), errors.list);
     };
     let rules = match &root {
         Node::Mapping(m) => {
@@ -1571,12 +1707,13 @@ pub fn load_with_admin(path: &Path, admin: Option<&AdminState>) -> Result<Config
     let globs = draft.rules_files.clone();
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     for pattern in &globs {
-        let full = base.join(pattern);
+        // The same normalisation as the watcher's (reload.rs): `./` dropped, `..` resolved.
+        let full = crate::reload::normalize_lexically(&base.join(pattern));
         let full_text = full.to_string_lossy().to_string();
         match glob::glob(&full_text) {
             Ok(paths) => {
                 let mut matched: Vec<PathBuf> =
-                    paths.filter_map(Result::ok).filter(|p| p.is_file()).collect();
+                    paths.filter_map(Result::ok).filter(|p| !p.is_dir()).collect();
                 matched.sort();
                 for p in matched {
                     match read_text(&p) {
@@ -1974,5 +2111,43 @@ mod tests {
     fn duplicate_keys_are_errors() {
         let e = parse("version: 1\nversion: 1\n").expect_err("dup");
         assert_eq!(e.0[0].line, Some(2));
+    }
+
+    #[test]
+    fn every_duplicate_key_is_reported_and_the_other_errors_too() {
+        let text = "version: 1\nserver:\n  listen: 127.0.0.1:1\n  listen: 127.0.0.1:2\n  bogus: 1\n\
+                    issuers:\n  - name: a\n    name: b\nrules: []\nrules: []\n";
+        let e = parse(text).expect_err("invalid");
+        let shown: Vec<String> = e.0.iter().map(ToString::to_string).collect();
+        let has = |line: usize, field: &str, words: &str| {
+            e.0.iter()
+                .any(|x| x.line == Some(line) && x.field == field && x.message.contains(words))
+        };
+        assert!(
+            has(
+                4,
+                "server.listen",
+                "duplicate key `listen` (first defined on line 3)"
+            ),
+            "{shown:#?}"
+        );
+        assert!(has(8, "issuers[0].name", "duplicate key `name`"), "{shown:#?}");
+        assert!(has(10, "rules", "duplicate key `rules`"), "{shown:#?}");
+        // ...and loading went on: the unknown field is reported as well.
+        assert!(e.0.iter().any(|x| x.field == "server.bogus"), "{shown:#?}");
+    }
+
+    #[test]
+    fn rule_file_duplicates_are_reported_with_the_other_errors() {
+        let text = "- name: r\n  match:\n    issuer: i\n    issuer: j\n    audiences: [x]\n  nope: 1\n";
+        let (_, errors) = parse_rules_file(Path::new("r.yaml"), text);
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(
+            errors.iter().any(|x| x.line == Some(4)
+                && x.field == "[0].match.issuer"
+                && x.message.contains("duplicate")),
+            "{shown:#?}"
+        );
+        assert!(shown.iter().any(|x| x.contains("nope")), "{shown:#?}");
     }
 }

@@ -149,19 +149,33 @@ async fn explain(args: &ExplainArgs) -> Result<u8, String> {
                     .ok_or_else(|| format!("no registered issuer has iss `{iss}`; use --issuer NAME"))?,
                 (None, None) => return Err("the claims document has no `iss`; use --issuer NAME".into()),
             };
-            let kind = config
+            let issuer = config
                 .issuers
                 .iter()
                 .find(|i| i.name == issuer_name)
-                .map(|i| i.kind)
-                .unwrap_or_default();
-            Subject {
-                issuer_name,
-                kind,
+                .ok_or_else(|| format!("no issuer named `{issuer_name}` in the configuration"))?;
+            let subject = Subject {
+                issuer_name: issuer_name.clone(),
+                kind: issuer.kind,
                 claims,
                 verified: false,
                 actor: None,
+            };
+            // The issuer kind's claim checks, by the function `/token` applies after the
+            // signature verified: a document `/token` would refuse is refused here too.
+            if let Err(e) = issuer.kind.check_claims(&subject.claims, &issuer.kind_params) {
+                return report(
+                    args,
+                    &config,
+                    &targets,
+                    Some(&subject),
+                    Outcome::Rejected {
+                        code: "invalid_request",
+                        reason: format!("subject_token: {e}"),
+                    },
+                );
             }
+            subject
         }
     };
 

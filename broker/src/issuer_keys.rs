@@ -303,37 +303,44 @@ impl IssuerKeys {
         let jwks_uri = match (jwks_uri, discovery) {
             (Some(u), _) => u.clone(),
             (None, Some(discovery)) => {
-                let body = self.get(discovery).await.map_err(|e| format!("discovery: {e}"))?;
+                let at = shown_url(discovery);
+                let body = self
+                    .get(discovery)
+                    .await
+                    .map_err(|e| format!("discovery: GET {at}: {e}"))?;
                 let doc: serde_json::Value = serde_json::from_slice(&body)
-                    .map_err(|_| "discovery: not a JSON document".to_string())?;
+                    .map_err(|_| format!("discovery: {at}: not a JSON document"))?;
                 match doc.get("issuer").and_then(|v| v.as_str()) {
                     Some(iss)
                         if self
                             .kind
                             .discovery_issuer_matches(&self.issuer, iss, &self.kind_params) => {}
-                    Some(_) => {
-                        return Err(
-                            "discovery: the document's `issuer` differs from the configured issuer".into(),
-                        );
+                    Some(found) => {
+                        return Err(format!(
+                            "discovery: {at}: the document's `issuer` {:?} differs from the configured issuer {:?}",
+                            found.chars().take(200).collect::<String>(),
+                            self.issuer
+                        ));
                     }
-                    None => return Err("discovery: no `issuer` in the document".into()),
+                    None => return Err(format!("discovery: {at}: no `issuer` in the document")),
                 }
                 let uri = doc
                     .get("jwks_uri")
                     .and_then(|v| v.as_str())
-                    .ok_or_else(|| "discovery: no `jwks_uri` in the document".to_string())?;
-                check_fetch_url(uri, self.insecure).map_err(|e| format!("discovery: jwks_uri {e}"))?
+                    .ok_or_else(|| format!("discovery: {at}: no `jwks_uri` in the document"))?;
+                check_fetch_url(uri, self.insecure).map_err(|e| format!("discovery: {at}: jwks_uri {e}"))?
             }
             (None, None) => return Err("no key source".into()),
         };
+        let at = shown_url(&jwks_uri);
         let (body, max_age) = self
             .get_with_max_age(&jwks_uri)
             .await
-            .map_err(|e| format!("jwks: {e}"))?;
-        let set = KeySet::from_jwks_json(&body).map_err(|e| format!("jwks: {e}"))?;
+            .map_err(|e| format!("jwks: GET {at}: {e}"))?;
+        let set = KeySet::from_jwks_json(&body).map_err(|e| format!("jwks: {at}: {e}"))?;
         *self.next_refresh.write().unwrap_or_else(|e| e.into_inner()) = refresh_after(max_age);
         if set.is_empty() {
-            return Err("jwks: no usable key".into());
+            return Err(format!("jwks: {at}: no usable key"));
         }
         Ok(set)
     }
@@ -437,6 +444,18 @@ fn cache_control_max_age(value: &str) -> Option<u64> {
     out
 }
 
+/// A URL as fetch errors show it, so an operator knows what failed: scheme, host, port
+/// and path; never a user name, password, query string or fragment (they may carry
+/// secrets).
+fn shown_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
+}
+
 /// A fetch error without URLs' query strings or bodies.
 fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
@@ -451,7 +470,18 @@ fn describe(e: &reqwest::Error) -> String {
             }
             src = s.source();
         }
-        "could not connect".into()
+        // The innermost cause says why (refused, no route, a name that resolves to no
+        // public address); it carries no URL.
+        let mut cause = None;
+        let mut src = std::error::Error::source(e);
+        while let Some(s) = src {
+            cause = Some(s.to_string());
+            src = s.source();
+        }
+        match cause {
+            Some(c) => format!("could not connect ({c})"),
+            None => "could not connect".into(),
+        }
     } else if e.is_redirect() {
         "redirect refused".into()
     } else if e.is_body() || e.is_decode() {
@@ -481,6 +511,12 @@ mod tests {
         assert_eq!(refresh_after(Some(0)), MIN_REFRESH);
         assert_eq!(refresh_after(Some(10 * 24 * 3600)), MAX_REFRESH);
         assert_eq!(refresh_after(None), REFRESH_INTERVAL);
+    }
+
+    #[test]
+    fn fetch_errors_show_the_url_without_secrets() {
+        let url = Url::parse("https://user:pw@idp.example.com:8443/a/jwks?sig=s3cret#frag").expect("url");
+        assert_eq!(shown_url(&url), "https://idp.example.com:8443/a/jwks");
     }
 
     #[tokio::test]

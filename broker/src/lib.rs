@@ -10,6 +10,8 @@
 //! - [`exchange`]: `POST /token`, the one pipeline, and the RFC error mapping.
 //! - [`explain`]: `fedbroker explain`, a dry run of one exchange.
 //! - [`issuer_keys`]: discovery and JWKS fetching, caching, coalesced refetch.
+//! - [`files`]: reading configured files: regular files only, with a size cap.
+//! - [`listener`]: the HTTP listeners: read timeouts, a connection cap, graceful shutdown.
 //! - [`reload`]: hot reload of rules and issuers on file change or SIGHUP.
 //! - [`netguard`]: which addresses outbound fetches may reach.
 //! - [`signing`]: signing keys on disk, the published JWKS, minting.
@@ -27,7 +29,9 @@ pub mod config;
 pub mod dev;
 pub mod exchange;
 pub mod explain;
+pub mod files;
 pub mod issuer_keys;
+pub mod listener;
 pub mod metrics;
 pub mod netguard;
 pub mod reload;

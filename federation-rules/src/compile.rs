@@ -37,6 +37,10 @@ const RESERVED_CLAIMS: &[(&str, &str)] = &[
     ("act", "is set from the actor token of a delegated exchange"),
     ("scope", "is set from the requested scopes"),
     ("may_act", "is reserved for delegation (RFC 8693)"),
+    (
+        "source_issuer",
+        "is set by the broker to the registered name of the subject token's issuer",
+    ),
 ];
 
 /// Longest rule name accepted, in characters.
@@ -253,6 +257,16 @@ impl RuleSet {
         self.rules
             .iter()
             .any(|r| r.issuer == issuer || r.actor.as_ref().is_some_and(|a| a.issuer == issuer))
+    }
+
+    /// The names of the rules that use `issuer` (as in [`RuleSet::uses_issuer`]), in
+    /// input order.
+    pub fn rules_using_issuer(&self, issuer: &str) -> Vec<&str> {
+        self.rules
+            .iter()
+            .filter(|r| r.issuer == issuer || r.actor.as_ref().is_some_and(|a| a.issuer == issuer))
+            .map(|r| r.name.as_str())
+            .collect()
     }
 
     fn from_rules(rules: Vec<Rule>) -> RuleSet {
@@ -1058,6 +1072,7 @@ mod tests {
             ("act", "actor token"),
             ("scope", "requested scopes"),
             ("may_act", "reserved"),
+            ("source_issuer", "registered name of the subject token's issuer"),
         ];
         for (claim, hint) in hints {
             let errors = errors_of(json!([rule(json!({"issue": {"claims": {*claim: "x"}}}))]));
@@ -1067,6 +1082,16 @@ mod tests {
             assert_eq!(error.field, format!("issue.claims.{claim}"));
             assert!(error.message.contains(hint), "{claim}: {}", error.message);
         }
+        // An expression cannot set a reserved claim either.
+        let errors = errors_of(json!([rule(
+            json!({"issue": {"claims": {"source_issuer": {"expr": "'prod'"}}}})
+        )]));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.field == "issue.claims.source_issuer" && e.message.contains("cannot be set")),
+            "{errors:#?}"
+        );
         // Nested keys with those names are ordinary data.
         compile(json!([rule(
             json!({"issue": {"claims": {"tags": {"sub": "x", "aud": ["y"]}}}})

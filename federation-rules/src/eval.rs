@@ -259,22 +259,31 @@ impl RuleSet {
         }
 
         // Deny rules first: any match refuses the request, whatever the allow rules say.
+        // A deny rule whose condition cannot be evaluated matches (fail closed).
         let mut denied_by: Option<&Rule> = None;
+        let mut deny_error: Option<String> = None;
         for (i, rule) in self.deny_candidates(issuer_rules, req.targets) {
             let result = check_deny(rule, &inputs);
             let matched = result.is_ok();
+            let error = result.as_ref().ok().cloned().flatten();
             if let Some(trace) = trace.as_deref_mut() {
                 let reason = match (result, denied_by) {
                     (Err(reason), _) => Some(reason),
-                    (Ok(()), Some(first)) => {
-                        Some(format!("matched, but deny rule `{}` comes first", first.name))
-                    }
-                    (Ok(()), None) => None,
+                    (Ok(error), Some(first)) => Some(match error {
+                        Some(error) => format!(
+                            "matched ({}), but deny rule `{}` comes first",
+                            evaluation_error_note(&error),
+                            first.name
+                        ),
+                        None => format!("matched, but deny rule `{}` comes first", first.name),
+                    }),
+                    (Ok(error), None) => error.as_deref().map(evaluation_error_note),
                 };
                 trace.push((i, outcome(rule, matched, reason)));
             }
             if matched && denied_by.is_none() {
                 denied_by = Some(rule);
+                deny_error = error;
                 if trace.is_none() {
                     break;
                 }
@@ -284,7 +293,7 @@ impl RuleSet {
             return self.no_rule_for_target(issuer_rules, req);
         }
         if let (Some(rule), None) = (denied_by, trace.as_deref()) {
-            return deny_rule_matched(rule);
+            return deny_rule_matched(rule, deny_error.as_deref());
         }
         // The subject token's own say on who may act for it, whatever the rules allow.
         let may_act = check_may_act(req).err();
@@ -337,7 +346,7 @@ impl RuleSet {
         }
 
         if let Some(rule) = denied_by {
-            return deny_rule_matched(rule);
+            return deny_rule_matched(rule, deny_error.as_deref());
         }
         if let Some(reason) = may_act {
             return denial(DenialKind::DeniedByPolicy, None, reason);
@@ -472,12 +481,20 @@ fn denial(kind: DenialKind, rule: Option<&str>, reason: String) -> Decision {
     })
 }
 
-fn deny_rule_matched(rule: &Rule) -> Decision {
+fn deny_rule_matched(rule: &Rule, error: Option<&str>) -> Decision {
+    let error = error
+        .map(|e| format!(" ({})", evaluation_error_note(e)))
+        .unwrap_or_default();
     let reason = match &rule.description {
-        Some(description) => format!("deny rule `{}` matched: {description}", rule.name),
-        None => format!("deny rule `{}` matched", rule.name),
+        Some(description) => format!("deny rule `{}` matched{error}: {description}", rule.name),
+        None => format!("deny rule `{}` matched{error}", rule.name),
     };
     denial(DenialKind::DeniedByPolicy, Some(&rule.name), reason)
+}
+
+/// How a deny rule that matched through an evaluation error says so.
+fn evaluation_error_note(error: &str) -> String {
+    format!("a condition could not be evaluated, which denies: {error}")
 }
 
 fn outcome(rule: &Rule, matched: bool, reason: Option<String>) -> RuleOutcome {
@@ -515,25 +532,30 @@ fn count_check() {
 fn check_allow(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<(), String> {
     count_check();
     let req = inputs.req;
-    check_token(&rule.token, &req.claims.0, "", inputs)?;
+    check_token(&rule.token, &req.claims.0, "", inputs, &mut None)?;
     match (&rule.actor, &req.actor) {
         (None, None) => Ok(()),
         (None, Some(_)) => Err(
             "actor: the request carries an actor token, but the rule has no `match.actor` (delegation must be granted explicitly)"
                 .to_owned(),
         ),
-        (Some(_), _) => check_actor(rule, inputs),
+        (Some(_), _) => check_actor(rule, inputs, &mut None),
     }
 }
 
 /// Conditions of a deny rule. A deny rule without `actor` applies whether or not the
 /// request is delegated, so that an actor token can never be used to slip past it.
-fn check_deny(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<(), String> {
+///
+/// Fails closed: a condition that cannot be evaluated (a budget or size limit, a missing
+/// key, a wrong type) counts as holding, so the rule matches when its other conditions
+/// hold. `Ok(Some(error))` is such a match, with the first evaluation error.
+fn check_deny(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<Option<String>, String> {
     count_check();
     let req = inputs.req;
-    check_token(&rule.token, &req.claims.0, "", inputs)?;
+    let mut error = Some(None);
+    check_token(&rule.token, &req.claims.0, "", inputs, &mut error)?;
     if rule.actor.is_some() {
-        check_actor(rule, inputs)?;
+        check_actor(rule, inputs, &mut error)?;
     }
     if !rule.scopes.is_empty() && !req.scopes.iter().any(|s| rule.scopes.contains(s)) {
         return Err(format!(
@@ -541,10 +563,15 @@ fn check_deny(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<(), String> {
             rule.scopes.join(", ")
         ));
     }
-    Ok(())
+    Ok(error.flatten())
 }
 
-fn check_actor(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<(), String> {
+/// Where a deny rule keeps the first condition that could not be evaluated: `None` for
+/// an allow rule (an error is a miss), `Some(first error)` for a deny rule (an error
+/// counts as a match).
+type EvaluationErrors = Option<Option<String>>;
+
+fn check_actor(rule: &Rule, inputs: &Inputs<'_, '_>, errors: &mut EvaluationErrors) -> Result<(), String> {
     let req = inputs.req;
     let Some(conditions) = &rule.actor else {
         return Ok(());
@@ -558,7 +585,7 @@ fn check_actor(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<(), String> {
             conditions.issuer, actor.issuer
         ));
     }
-    check_token(&conditions.token, &actor.claims.0, "actor.", inputs)
+    check_token(&conditions.token, &actor.claims.0, "actor.", inputs, errors)
 }
 
 /// RFC 8693 §4.4: a subject token with `may_act` names who may act for it. It is an
@@ -621,6 +648,7 @@ fn check_token(
     claims: &Map<String, Value>,
     prefix: &str,
     inputs: &Inputs<'_, '_>,
+    errors: &mut EvaluationErrors,
 ) -> Result<(), String> {
     if let Some(test) = &conditions.subject {
         // `sub` is a single value: an array never matches a subject condition.
@@ -631,22 +659,49 @@ fn check_token(
             .map_err(|problem| format!("{prefix}{}: {problem}", condition.display))?;
     }
     if let Some(condition) = &conditions.condition {
-        check_condition(condition, inputs)?;
+        match check_condition(condition, inputs) {
+            Ok(()) => {}
+            Err(ConditionFailure::False(reason)) => return Err(reason),
+            Err(ConditionFailure::Error(reason)) => match errors {
+                // A deny rule: the error counts as a match (fail closed).
+                Some(first) => {
+                    first.get_or_insert(reason);
+                }
+                // An allow rule: the error is a miss.
+                None => return Err(reason),
+            },
+        }
     }
     Ok(())
 }
 
-/// A condition holds only when it evaluates to `true`: `false`, any other value and any
-/// error (a missing key, a wrong type) fail it.
-fn check_condition(condition: &Condition, inputs: &Inputs<'_, '_>) -> Result<(), String> {
-    match inputs.evaluate(&condition.field, &condition.expr)? {
+/// Why a condition did not hold.
+enum ConditionFailure {
+    /// It evaluated to `false`.
+    False(String),
+    /// It could not be evaluated (a budget or size limit, a missing key, a wrong type),
+    /// or evaluated to something other than a bool.
+    Error(String),
+}
+
+/// A condition holds only when it evaluates to `true`. In an allow rule, `false`, any
+/// other value and any error fail it; in a deny rule only `false` does (see
+/// [`check_deny`]).
+fn check_condition(condition: &Condition, inputs: &Inputs<'_, '_>) -> Result<(), ConditionFailure> {
+    match inputs
+        .evaluate(&condition.field, &condition.expr)
+        .map_err(ConditionFailure::Error)?
+    {
         cel::Value::Bool(true) => Ok(()),
-        cel::Value::Bool(false) => Err(format!("{}: evaluated to false", condition.field)),
-        other => Err(format!(
+        cel::Value::Bool(false) => Err(ConditionFailure::False(format!(
+            "{}: evaluated to false",
+            condition.field
+        ))),
+        other => Err(ConditionFailure::Error(format!(
             "{}: evaluated to a {}, not a bool",
             condition.field,
             type_name(&other)
-        )),
+        ))),
     }
 }
 
@@ -2001,6 +2056,159 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_deny_rule_whose_condition_errors_denies() {
+        let set = compile(json!([
+            {"name": "no-admins", "effect": "deny", "description": "admins use the break-glass path",
+             "match": {"issuer": "github-actions", "condition": r#"claims.groups.exists(g, g == "admins")"#}},
+            {"name": "everyone", "match": {"issuer": "github-actions", "allow_any_subject": true, "audiences": [TARGET]}},
+        ]));
+        let groups = |n: usize| (0..n).map(|i| format!("g{i}")).collect::<Vec<_>>();
+        // (what, claims, expected: None = allowed, Some(the evaluation error in the reason))
+        let cases: Vec<(&str, Value, Option<&str>)> = vec![
+            ("no admins", json!({"sub": "s", "groups": groups(3)}), None),
+            (
+                "1,024 groups: within the limit",
+                json!({"sub": "s", "groups": groups(1024)}),
+                None,
+            ),
+            (
+                "1,025 groups: over the iteration limit",
+                json!({"sub": "s", "groups": groups(1025)}),
+                Some("match.condition: comprehension: may iterate over at most 1024 elements, got 1025"),
+            ),
+            (
+                "no groups claim",
+                json!({"sub": "s"}),
+                Some("match.condition: no such key: groups"),
+            ),
+            (
+                "groups of the wrong type",
+                json!({"sub": "s", "groups": 7}),
+                Some("match.condition: "),
+            ),
+        ];
+        for (what, claims, expected) in cases {
+            let req = Req::new("github-actions", claims, &[TARGET]);
+            let decision = set.evaluate(&req.request());
+            let explained = set.explain(&req.request());
+            assert_eq!(explained.decision, decision, "{what}");
+            match expected {
+                None => assert!(decision.is_allow(), "{what}: {decision:#?}"),
+                Some(error) => {
+                    let denial = deny_of(&decision);
+                    assert_eq!(denial.rule.as_deref(), Some("no-admins"), "{what}");
+                    assert_eq!(denial.kind, DenialKind::DeniedByPolicy, "{what}");
+                    assert!(
+                        denial.reason.starts_with(
+                            "deny rule `no-admins` matched (a condition could not be evaluated, which denies: "
+                        ) && denial.reason.contains(error)
+                            && denial.reason.ends_with("): admins use the break-glass path"),
+                        "{what}: {}",
+                        denial.reason
+                    );
+                    let deny = &explained.rules[0];
+                    assert!(deny.matched, "{what}: {deny:?}");
+                    assert!(
+                        deny.reason.as_deref().is_some_and(|r| r.contains(error)),
+                        "{what}: {deny:?}"
+                    );
+                    assert_eq!(
+                        explained.rules[1].reason.as_deref(),
+                        Some("matched, but deny rule `no-admins` takes precedence"),
+                        "{what}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_deny_rule_fails_closed_only_on_its_condition() {
+        let set = compile(json!([
+            // A condition that evaluates to a string is an error too.
+            {"name": "not-a-bool", "effect": "deny",
+             "match": {"issuer": "github-actions", "subject": "typed", "condition": "claims.sub"}},
+            // The other conditions still decide whether the rule applies.
+            {"name": "only-bob", "effect": "deny",
+             "match": {"issuer": "github-actions", "subject": "bob", "condition": "claims.missing == 1"}},
+            {"name": "only-admin-scope", "effect": "deny",
+             "match": {"issuer": "github-actions", "scopes": ["admin"], "condition": "claims.missing == 1"}},
+            {"name": "agents", "effect": "deny",
+             "match": {"issuer": "github-actions", "actor": {"issuer": "agents", "condition": "actor.missing == 1"}}},
+            {"name": "everyone", "match": {"issuer": "github-actions", "allow_any_subject": true, "audiences": [TARGET],
+             "scopes": ["read", "admin"]}},
+            {"name": "delegated", "match": {"issuer": "github-actions", "allow_any_subject": true, "audiences": [TARGET],
+             "actor": {"issuer": "agents", "subject_pattern": "*"}}},
+        ]));
+        let cases: Vec<(&str, Req, Option<&str>)> = vec![
+            (
+                "typed",
+                Req::new("github-actions", json!({"sub": "typed"}), &[TARGET]),
+                Some("not-a-bool"),
+            ),
+            (
+                "bob",
+                Req::new("github-actions", json!({"sub": "bob"}), &[TARGET]),
+                Some("only-bob"),
+            ),
+            (
+                "alice",
+                Req::new("github-actions", json!({"sub": "alice"}), &[TARGET]),
+                None,
+            ),
+            (
+                "alice with the admin scope",
+                Req::new("github-actions", json!({"sub": "alice"}), &[TARGET]).scopes(&["admin"]),
+                Some("only-admin-scope"),
+            ),
+            (
+                "alice with the read scope",
+                Req::new("github-actions", json!({"sub": "alice"}), &[TARGET]).scopes(&["read"]),
+                None,
+            ),
+            (
+                "alice through an agent",
+                Req::new("github-actions", json!({"sub": "alice"}), &[TARGET])
+                    .actor("agents", json!({"sub": "a"})),
+                Some("agents"),
+            ),
+        ];
+        for (what, req, expected) in cases {
+            let decision = set.evaluate(&req.request());
+            assert_eq!(set.explain(&req.request()).decision, decision, "{what}");
+            match expected {
+                None => assert!(decision.is_allow(), "{what}: {decision:#?}"),
+                Some(rule) => {
+                    let denial = deny_of(&decision);
+                    assert_eq!(denial.rule.as_deref(), Some(rule), "{what}: {denial:?}");
+                    assert!(
+                        denial
+                            .reason
+                            .contains("a condition could not be evaluated, which denies"),
+                        "{what}: {}",
+                        denial.reason
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_allow_rule_whose_condition_errors_does_not_match() {
+        let set = allow_with(json!({"condition": r#"claims.groups.exists(g, g == "dev")"#}));
+        let req = Req::new("github-actions", json!({"sub": "s"}), &[TARGET]);
+        let denial = deny_of(&set.evaluate(&req.request())).clone();
+        assert_eq!(denial.rule, None);
+        assert!(
+            denial
+                .reason
+                .contains("rule `r`: match.condition: no such key: groups"),
+            "{}",
+            denial.reason
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cel::common::ast::{CallExpr, EntryExpr, Expr, IdedExpr, LiteralValue, operators};
-use cel::common::types::{CelInt, CelList, CelString, DYN_TYPE, INT_TYPE};
+use cel::common::types::{CelBool, CelInt, CelList, CelString, DYN_TYPE, INT_TYPE};
 use cel::common::value::{CowVal, Val};
 use cel::extractors::This;
 use cel::objects::{Key, Map as CelMap};
@@ -35,6 +35,67 @@ pub const MAX_LIST_ITEMS: usize = 4096;
 /// The work one evaluation may do, in units of one byte built (by `+` or a string
 /// function) or one syntax-tree node evaluated in a comprehension's body per iteration.
 pub const MAX_EVALUATION_COST: u64 = 1_000_000;
+
+/// Largest compiled size, in bytes, of a `matches` pattern written in a rule (the regex
+/// crate's default is 10 MiB); a pattern that compiles to more is a load error.
+pub const MAX_REGEX_BYTES: usize = 1024 * 1024;
+/// Largest compiled size of a pattern that was not compiled when the rules loaded (the
+/// static check makes every pattern a literal, so this is a second line of defence).
+const MAX_DYNAMIC_REGEX_BYTES: usize = 64 * 1024;
+/// Longest pattern, in bytes, compiled during an evaluation.
+const MAX_DYNAMIC_PATTERN_BYTES: usize = 1024;
+/// Budget units charged per byte of a pattern compiled during an evaluation.
+const DYNAMIC_COMPILE_UNITS_PER_BYTE: usize = 100;
+
+/// A `matches` pattern, compiled once.
+#[derive(Debug)]
+pub(crate) struct CompiledPattern {
+    regex: regex::Regex,
+    /// States of the pattern's Thompson NFA: a match costs at most this times the
+    /// input's length (the regex crate's worst case is O(m × n)).
+    states: usize,
+}
+
+/// The patterns of one expression, by source text.
+type Patterns = HashMap<String, Arc<CompiledPattern>>;
+
+/// Compiles a `matches` pattern with a cap on its compiled size.
+fn compile_pattern(pattern: &str, size_limit: usize) -> Result<CompiledPattern, String> {
+    #[cfg(test)]
+    PATTERNS_COMPILED.with(|c| c.set(c.get() + 1));
+    let invalid = |e: &dyn std::fmt::Display| {
+        format!(
+            "invalid regular expression in `matches`: {}",
+            one_line(&e.to_string())
+        )
+    };
+    let regex = regex::RegexBuilder::new(pattern)
+        .size_limit(size_limit)
+        .build()
+        .map_err(|e| invalid(&e))?;
+    let nfa = regex_automata::nfa::thompson::NFA::compiler()
+        .configure(regex_automata::nfa::thompson::NFA::config().nfa_size_limit(Some(size_limit)))
+        .build(pattern)
+        .map_err(|e| invalid(&e))?;
+    Ok(CompiledPattern {
+        regex,
+        states: nfa.states().len().max(1),
+    })
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many patterns were compiled on this thread.
+    pub(crate) static PATTERNS_COMPILED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// How many `matches` calls were answered by a pattern compiled when the rules loaded.
+    pub(crate) static PATTERN_CACHE_HITS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+thread_local! {
+    /// The compiled patterns of the expression being evaluated, set by
+    /// [`Expression::evaluate`] for the duration of the evaluation.
+    static PATTERNS: std::cell::RefCell<Option<Arc<Patterns>>> = const { std::cell::RefCell::new(None) };
+}
 
 thread_local! {
     /// What is left of the current evaluation's budget. Evaluation is synchronous and
@@ -135,11 +196,16 @@ const RANGE_GUARD: &str = "@fedbroker_range";
 const SIZE_GUARD: &str = "@fedbroker_bounded";
 /// Wraps the operands of functions and operators: charges their size to the budget.
 const COST_GUARD: &str = "@fedbroker_cost";
+/// Replaces `s.matches(re)` / `matches(s, re)`: matches with the pattern compiled when
+/// the expression compiled, and charges the match to the budget.
+const MATCHES: &str = "@fedbroker_matches";
 
 /// A parsed, checked expression.
 #[derive(Debug, Clone)]
 pub(crate) struct Expression {
     ast: IdedExpr,
+    /// Every `matches` pattern of the expression, compiled once.
+    patterns: Arc<Patterns>,
 }
 
 impl Expression {
@@ -160,14 +226,28 @@ impl Expression {
             .map_err(|e| parse_error(&e.to_string()))?;
         let mut checker = Checker::default();
         checker.check(&ast, 1)?;
+        let patterns = std::mem::take(&mut checker.patterns);
         guard(&mut ast, None);
-        Ok(Expression { ast })
+        Ok(Expression {
+            ast,
+            patterns: Arc::new(patterns),
+        })
     }
 
     /// Evaluates against a request's variables.
     pub(crate) fn evaluate(&self, scope: &Scope<'_>) -> Result<CelValue, String> {
         BUDGET.with(|budget| budget.set(MAX_EVALUATION_COST));
-        CelValue::resolve(&self.ast, &scope.context).map_err(|e| describe(&e))
+        PATTERNS.with(|p| *p.borrow_mut() = Some(self.patterns.clone()));
+        let result = CelValue::resolve(&self.ast, &scope.context).map_err(|e| describe(&e));
+        PATTERNS.with(|p| *p.borrow_mut() = None);
+        result
+    }
+
+    /// Forgets the compiled patterns, so that every `matches` compiles at run time.
+    #[cfg(test)]
+    pub(crate) fn without_compiled_patterns(mut self) -> Expression {
+        self.patterns = Arc::new(Patterns::new());
+        self
     }
 }
 
@@ -202,6 +282,12 @@ impl Runtime {
             ),
             env.add_overload(SIZE_GUARD, "fedbroker_bounded_dyn", vec![DYN_TYPE], size_guard),
             env.add_overload(COST_GUARD, "fedbroker_cost_dyn", vec![DYN_TYPE], cost_guard),
+            env.add_overload(
+                MATCHES,
+                "fedbroker_matches_dyn_dyn",
+                vec![DYN_TYPE, DYN_TYPE],
+                matches_guard,
+            ),
         ];
         debug_assert!(guards.iter().all(Result::is_ok), "{guards:?}");
         let mut root = Context::with_env(Arc::new(env));
@@ -250,6 +336,8 @@ struct Checker<'a> {
     /// Whether we are inside a comprehension's loop body.
     in_loop: bool,
     nodes: usize,
+    /// The `matches` patterns, compiled.
+    patterns: Patterns,
 }
 
 impl<'a> Checker<'a> {
@@ -337,7 +425,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn check_function(&self, call: &CallExpr) -> Result<(), String> {
+    fn check_function(&mut self, call: &CallExpr) -> Result<(), String> {
         let name = call.func_name.as_str();
         if OPERATORS.contains(&name) {
             return Ok(());
@@ -365,12 +453,10 @@ impl<'a> Checker<'a> {
                     );
                 }
             };
-            regex::Regex::new(&pattern).map_err(|e| {
-                format!(
-                    "invalid regular expression in `matches`: {}",
-                    one_line(&e.to_string())
-                )
-            })?;
+            if let std::collections::hash_map::Entry::Vacant(entry) = self.patterns.entry(pattern) {
+                let compiled = compile_pattern(entry.key(), MAX_REGEX_BYTES)?;
+                entry.insert(Arc::new(compiled));
+            }
         }
         Ok(())
     }
@@ -391,6 +477,13 @@ fn guard(e: &mut IdedExpr, accumulator: Option<&str>) {
             }
             for arg in &mut call.args {
                 guard(arg, accumulator);
+            }
+            if call.func_name == "matches" {
+                // `s.matches(re)` and `matches(s, re)` both become `@fedbroker_matches(s, re)`.
+                if let Some(target) = call.target.take() {
+                    call.args.insert(0, *target);
+                }
+                call.func_name = MATCHES.to_owned();
             }
             // Every operand a function or operator reads is charged by its size: that is
             // the work a scan (`contains`, `==`, `in`, `matches`, ...) does on it.
@@ -753,6 +846,59 @@ fn index_of(This(s): This<Arc<String>>, sub: Arc<String>) -> Result<CelValue, Ex
     }))
 }
 
+/// `@fedbroker_matches(s, re)`: `s.matches(re)` with the pattern compiled when the rules
+/// loaded. A call costs the input's length (plus one) times the states of the pattern's
+/// NFA, the regex crate's worst case. A pattern that was not compiled at load (none is,
+/// today: the static check requires literals) is compiled here under a small size cap
+/// and charged per byte of the pattern as well.
+fn matches_guard<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let pattern = args
+        .pop()
+        .ok_or_else(ExecutionError::missing_argument_or_target)?;
+    let subject = args
+        .pop()
+        .ok_or_else(ExecutionError::missing_argument_or_target)?;
+    let Some(subject) = subject.downcast_ref::<CelString>() else {
+        return Err(ExecutionError::function_error(
+            "matches",
+            format!("can only match a string, not {}", subject.get_type().name()),
+        ));
+    };
+    let Some(pattern) = pattern.downcast_ref::<CelString>() else {
+        return Err(ExecutionError::function_error(
+            "matches",
+            format!("the pattern must be a string, not {}", pattern.get_type().name()),
+        ));
+    };
+    let (subject, pattern) = (subject.inner(), pattern.inner());
+    let cached = PATTERNS.with(|p| p.borrow().as_ref().and_then(|m| m.get(pattern).cloned()));
+    let compiled = match cached {
+        Some(compiled) => {
+            #[cfg(test)]
+            PATTERN_CACHE_HITS.with(|c| c.set(c.get() + 1));
+            compiled
+        }
+        None => {
+            if pattern.len() > MAX_DYNAMIC_PATTERN_BYTES {
+                return Err(ExecutionError::function_error(
+                    "matches",
+                    format!(
+                        "a pattern of {} bytes exceeds the limit of {MAX_DYNAMIC_PATTERN_BYTES}",
+                        pattern.len()
+                    ),
+                ));
+            }
+            charge(pattern.len().max(1) * DYNAMIC_COMPILE_UNITS_PER_BYTE, "matches")?;
+            Arc::new(
+                compile_pattern(pattern, MAX_DYNAMIC_REGEX_BYTES)
+                    .map_err(|e| ExecutionError::function_error("matches", e))?,
+            )
+        }
+    };
+    charge((subject.len() + 1).saturating_mul(compiled.states), "matches")?;
+    Ok(CowVal::owned(CelBool::from(compiled.regex.is_match(subject))))
+}
+
 /// `@fedbroker_range(range, body_nodes)`.
 fn range_guard<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
     let body = args
@@ -881,6 +1027,100 @@ mod tests {
                 "{name} is listed but not exercised"
             );
         }
+    }
+
+    fn run_on(claims: Value, expr: &Expression) -> Result<Value, String> {
+        let runtime = Runtime::new();
+        let Value::Object(claims) = claims else {
+            unreachable!()
+        };
+        let scope = runtime.scope(&claims, json!({"scopes": []}), None);
+        cel_to_json(&expr.evaluate(&scope)?)
+    }
+
+    fn compiled() -> usize {
+        PATTERNS_COMPILED.with(std::cell::Cell::get)
+    }
+
+    #[test]
+    fn a_literal_pattern_is_compiled_once_when_the_rules_load() {
+        let before = compiled();
+        // The same pattern in both call styles: one compilation.
+        let expr =
+            Expression::compile(r#"claims.l.exists(g, g.matches('^x[0-9]+$') || matches(g, '^x[0-9]+$'))"#)
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(compiled() - before, 1);
+        let claims = json!({"l": (0..50).map(|i| format!("g{i}")).collect::<Vec<_>>()});
+        let hits = PATTERN_CACHE_HITS.with(std::cell::Cell::get);
+        for _ in 0..10 {
+            assert_eq!(run_on(claims.clone(), &expr), Ok(json!(false)));
+        }
+        // 10 evaluations of 50 elements, two calls each: all answered by the one compiled
+        // pattern, none compiled again.
+        assert_eq!(PATTERN_CACHE_HITS.with(std::cell::Cell::get) - hits, 1000);
+        assert_eq!(compiled() - before, 1);
+    }
+
+    #[test]
+    fn every_match_is_charged_to_the_budget() {
+        let groups: Vec<String> = (0..1024).map(|i| format!("g{i}")).collect();
+        let claims = json!({ "groups": groups });
+        // A Unicode class is a large automaton: 1,024 matches of it are over the budget
+        // (before, each call compiled the pattern again, uncharged: seconds per request).
+        let unicode = Expression::compile(r#"claims.groups.exists(g, g.matches('\\p{L}+\\p{N}*x'))"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let over = |result: Result<Value, String>| {
+            result
+                .as_ref()
+                .is_err_and(|e| e.ends_with("the expression exceeds its evaluation budget of 1000000 units"))
+        };
+        let result = run_on(claims.clone(), &unicode);
+        assert!(over(result.clone()), "{result:?}");
+        // The same walk with an ASCII pattern is within it.
+        let ascii = Expression::compile(r#"claims.groups.exists(g, g.matches('^[a-z]+[0-9]*x$'))"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(run_on(claims.clone(), &ascii), Ok(json!(false)));
+        // One long input costs in proportion to its length.
+        let long = json!({"s": "a".repeat(60_000)});
+        let one = Expression::compile(r#"claims.s.matches('\\w+x')"#).unwrap_or_else(|e| panic!("{e}"));
+        let result = run_on(long, &one);
+        assert!(over(result.clone()), "{result:?}");
+    }
+
+    #[test]
+    fn patterns_have_a_size_cap() {
+        // Compiled at load: over 1 MiB is a load error.
+        let err = Expression::compile(r#"claims.s.matches('\\p{L}{100}')"#).err();
+        assert!(
+            err.as_deref().is_some_and(
+                |e| e.starts_with("invalid regular expression in `matches`") && e.contains("size limit")
+            ),
+            "{err:?}"
+        );
+        // Not compiled at load: compiled per call, charged, and capped much lower.
+        let before = compiled();
+        let expr = Expression::compile(r#"claims.s.matches('^H.*d$')"#)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .without_compiled_patterns();
+        assert_eq!(run_on(json!({"s": "Hello, World"}), &expr), Ok(json!(true)));
+        assert_eq!(run_on(json!({"s": "Hello"}), &expr), Ok(json!(false)));
+        assert_eq!(compiled() - before, 3);
+        let big = Expression::compile(r#"claims.s.matches('\\p{L}{10}')"#)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .without_compiled_patterns();
+        let err = run_on(json!({"s": "Hello"}), &big).err();
+        assert!(
+            err.as_deref().is_some_and(
+                |e| e.starts_with("matches: invalid regular expression") && e.contains("size limit")
+            ),
+            "{err:?}"
+        );
+        // Type errors are reasons, not panics.
+        let number = Expression::compile(r#"claims.n.matches('x')"#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            run_on(json!({"n": 1}), &number),
+            Err("matches: can only match a string, not int".to_owned())
+        );
     }
 
     #[test]

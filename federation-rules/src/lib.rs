@@ -143,14 +143,23 @@
 //! `request`, `actor`, type names (`string`, `int`, ...) and the variables its own
 //! comprehensions bind, in their scope; it calls no function outside the list above; it
 //! builds no messages (`Foo{...}`) and uses no optional syntax; the pattern of every
-//! `matches` is a string literal and a valid regular expression (a pattern is never taken
-//! from a token); and no comprehension sits in another's body. Types are checked at run
+//! `matches` is a string literal and a valid regular expression whose compiled form is at
+//! most [`MAX_REGEX_BYTES`] (1 MiB) (a pattern is never taken from a token; it is
+//! compiled once, here, never per call); and no comprehension sits in another's body. Types are checked at run
 //! time: `claims.run_attempt > "1"` compiles and denies.
 //!
-//! **Evaluation.** A condition holds only when it evaluates to `true`. `false`, a value
-//! of another type (`match.condition: evaluated to a string, not a bool`) and any error
-//! (`match.condition: no such key: environment`, a wrong type, a division by zero) fail
-//! it: an error never allows, and in a deny rule it means the deny rule does not match.
+//! **Evaluation.** A condition holds only when it evaluates to `true`. In an **allow**
+//! rule, `false`, a value of another type (`match.condition: evaluated to a string, not a
+//! bool`) and any error (`match.condition: no such key: environment`, a wrong type, a
+//! division by zero, a budget or size limit) fail it: an error never allows. In a
+//! **deny** rule only `false` fails it: a value of another type or an error counts as
+//! the condition holding (fail closed), so the deny rule matches when its other
+//! conditions (`subject`, `claims`, `scopes`, `actor.issuer`, ...) hold, and the
+//! denial's reason names the error (`deny rule `no-admins` matched (a condition could
+//! not be evaluated, which denies: match.condition: comprehension: may iterate over at
+//! most 1024 elements, got 1025)`). Otherwise a token could slip past a deny rule by
+//! carrying a claim too large, missing or of the wrong type for its condition. Write
+//! `has(claims.groups) && ...` when a missing claim should not deny.
 //! CEL's own logic applies inside the expression: `error || true` is `true`, and
 //! `has(claims.x)` tests for a key without failing. Use `actor != null &&
 //! actor.sub == ...` where the actor may be absent.
@@ -159,7 +168,11 @@
 //! compiles, guards are woven into its syntax tree: every operand a function or
 //! operator reads is charged by its size (a string by its bytes, a list or map by its
 //! entries; that is the work a scan like `contains`, `==`, `in` or `matches` does),
-//! every string `+` or a string function builds by its bytes, and every comprehension
+//! every `matches` call the input's length plus one times the number of states of the
+//! pattern's automaton (its Thompson NFA, the regex crate's worst case being O(states ×
+//! length); `^[a-z]+$` has about 10 states, `\w` or `\p{L}` about 300, so prefer ASCII
+//! classes such as `[a-z0-9_]` or `(?-u:\w)` in conditions that walk a list), every
+//! string `+` or a string function builds by its bytes, and every comprehension
 //! its iterations times the nodes of its body. One evaluation may spend
 //! [`MAX_EVALUATION_COST`] (1,000,000) units; past that it fails (`match.condition:
 //! comprehension: the expression exceeds its evaluation budget of 1000000 units`, the
@@ -214,7 +227,8 @@
 //! "invalid_request" | "invalid_target" | "invalid_scope", "reason": "..."}`. `rules`
 //! lists, in input order, every rule consulted for the request's issuer and targets
 //! (`effect` is `allow` or `deny`; `reason` is null for the deciding rule and for a
-//! matching deny rule). Fields may be added; none will be renamed or removed.
+//! matching deny rule, except one that matched because its condition could not be
+//! evaluated: its reason names the error). Fields may be added; none will be renamed or removed.
 //!
 //! **Compile errors** (all collected, each with rule index, name and field): empty or
 //! duplicate name; unknown issuer (`match.issuer`, `match.actor.issuer`); both
@@ -228,7 +242,8 @@
 //! above the cap; template syntax in `issue.audience`, `issue.subject` and every string
 //! in `issue.claims`, including placeholders that name nothing; empty `issue.audience`
 //! / `issue.subject`; reserved claims (`iss`, `sub`, `aud`, `exp`, `nbf`, `iat`, `jti`,
-//! `act`, `scope`, `may_act`) in `issue.claims`.
+//! `act`, `scope`, `may_act`, `source_issuer`) in `issue.claims`, whether the value is a
+//! template, a literal or an `{expr: ...}` mapping.
 
 pub mod compile;
 pub mod duration;
@@ -247,7 +262,7 @@ pub use duration::{format_duration, parse_duration};
 pub use eval::{Actor, Claims, Decision, Denial, DenialKind, Explanation, Grant, Request, RuleOutcome};
 pub use expr::{
     MAX_EVALUATION_COST, MAX_EXPRESSION_CHARS, MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_NODES, MAX_ITERATIONS,
-    MAX_LIST_ITEMS, MAX_STRING_BYTES,
+    MAX_LIST_ITEMS, MAX_REGEX_BYTES, MAX_STRING_BYTES,
 };
 pub use pattern::MAX_PATTERN_CHARS;
 pub use raw::{ClaimValues, Effect, RawActor, RawIssue, RawMatch, RawRule, RawRuleFile, parse_rules_json};

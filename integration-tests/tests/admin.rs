@@ -24,7 +24,8 @@ const TARGET_B: &str = "target-b";
 
 /// `admin:` with [`ADMIN_TOKEN`] inline, plus `extra` keys (column 0 under `admin:`).
 fn admin_block(extra: &str) -> String {
-    let mut out = format!("admin:\n  tokens: [\"{ADMIN_TOKEN}\"]\n");
+    // The fake issuer is http://127.0.0.1: API-made issuers need the opt-in for that.
+    let mut out = format!("admin:\n  tokens: [\"{ADMIN_TOKEN}\"]\n  allow_insecure_issuers: true\n");
     for line in dedent(extra).lines().filter(|l| !l.trim().is_empty()) {
         out.push_str(&format!("  {line}\n"));
     }

@@ -22,6 +22,8 @@ use serde_json::{Value, json};
 use crate::support::TARGET;
 
 const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef-redis";
+/// `admin.state_hmac_key`, the same on every replica.
+const HMAC_KEY: &str = "hmac-key-0123456789abcdef0123456789abcdef";
 
 /// Where the state is, under the default key prefix.
 const STATE_KEY: &str = "fedbroker:replay:admin:state";
@@ -42,7 +44,8 @@ fn config(url: &str) -> String {
 fn config_with(redis: &str) -> String {
     BrokerConfig::new()
         .top_level(format!(
-            "replay:\n  backend: redis\n  {redis}\n  replicas: 3\nadmin:\n  tokens: [\"{ADMIN_TOKEN}\"]\n"
+            "replay:\n  backend: redis\n  {redis}\n  replicas: 3\nadmin:\n  tokens: [\"{ADMIN_TOKEN}\"]\n  \
+             allow_insecure_issuers: true\n  state_hmac_key: {HMAC_KEY}\n"
         ))
         .render()
 }
@@ -167,6 +170,21 @@ async fn replica(yaml: &str) -> Broker {
     let broker = Broker::start(yaml).await;
     wait_ready(&broker).await;
     broker
+}
+
+/// Write `state` as `version` the way a replica holding [`HMAC_KEY`] does: with its
+/// `mac` (README, "Running replicas").
+fn hset_state(redis: &RedisServer, version: u64, state: &str) {
+    let mut input = b"fedbroker-admin-state-v1\0".to_vec();
+    input.extend_from_slice(STATE_KEY.as_bytes());
+    input.push(0);
+    input.extend_from_slice(version.to_string().as_bytes());
+    input.push(0);
+    input.extend_from_slice(state.as_bytes());
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, HMAC_KEY.as_bytes());
+    let mac = integration_tests::tokens::hex(aws_lc_rs::hmac::sign(&key, &input).as_ref());
+    let version = version.to_string();
+    redis.cli(&["HSET", STATE_KEY, "version", &version, "state", state, "mac", &mac]);
 }
 
 /// `HGET STATE_KEY field` through redis-cli.
@@ -440,7 +458,7 @@ async fn a_broker_started_while_redis_is_down_picks_up_the_state_when_it_answers
     state["issuers"]["fake"]["name"] = json!("fake");
     state["rules"]["r1"]["name"] = json!("r1");
     let state_text = state.to_string();
-    redis.cli(&["HSET", STATE_KEY, "version", "7", "state", &state_text]);
+    hset_state(&redis, 7, &state_text);
     redis.cli(&["PUBLISH", CHANNEL, "7"]);
     wait_ready(&broker).await;
     eventually(PROPAGATION, "the state from Redis is served", || async {
@@ -453,7 +471,7 @@ async fn a_broker_started_while_redis_is_down_picks_up_the_state_when_it_answers
     // Without a message on the channel, the once-a-second version check finds a change.
     let mut more = state.clone();
     more["rules"]["r3"] = json!({"name": "r3", "match": {"issuer": "fake", "subject": DEFAULT_SUBJECT, "audiences": ["target-r3"]}});
-    redis.cli(&["HSET", STATE_KEY, "version", "8", "state", &more.to_string()]);
+    hset_state(&redis, 8, &more.to_string());
     let (_, took) = eventually(PROPAGATION, "a change without a message is found", || async {
         (exchange_status(&broker, &fake, "target-r3").await == 200).then_some(())
     })
@@ -466,7 +484,7 @@ async fn a_broker_started_while_redis_is_down_picks_up_the_state_when_it_answers
     let mut bad = state.clone();
     bad["rules"]["r2"] =
         json!({"name": "r2", "match": {"issuer": "nobody", "subject": "x", "audiences": ["y"]}});
-    redis.cli(&["HSET", STATE_KEY, "version", "9", "state", &bad.to_string()]);
+    hset_state(&redis, 9, &bad.to_string());
     let (error, _) = eventually(PROPAGATION, "the invalid state is reported", || async {
         let readyz = broker.get("/readyz").await.json;
         readyz["rules"]["last_reload_error"].as_str().map(str::to_owned)

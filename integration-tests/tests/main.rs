@@ -17,6 +17,7 @@ mod exchange;
 mod explain;
 mod harness;
 mod keys_fetch;
+mod new_user;
 mod redis;
 mod reload;
 mod replay;

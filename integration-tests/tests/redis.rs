@@ -556,11 +556,12 @@ fn memory_backend_with_replicas_and_a_one_time_issuer_is_a_config_error() {
     std::fs::write(dir.path().join("fedbroker.yaml"), &yaml).expect("write config");
     let out = run_cli_in(dir.path(), &["check", "--config", "fedbroker.yaml"], &[]);
     assert_eq!(out.code, Some(1), "{out:?}");
-    assert!(out.stderr.contains("replay.replicas"), "{}", out.stderr);
+    // check's report is on stdout.
+    assert!(out.stdout.contains("replay.replicas"), "{}", out.all());
     assert!(
-        out.stderr.contains(ISSUER_NAME),
+        out.stdout.contains(ISSUER_NAME),
         "names the one_time issuer: {}",
-        out.stderr
+        out.all()
     );
 
     let reusable = yaml.replace(

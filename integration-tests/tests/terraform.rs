@@ -15,7 +15,7 @@ const ADMIN_TOKEN: &str = "terraform-test-admin-token-0123456789";
 async fn admin_broker() -> Broker {
     let config = BrokerConfig::new()
         .top_level(format!(
-            "admin:\n  tokens: [\"{ADMIN_TOKEN}\"]\n  state_file: @DIR@/admin-state.json\n"
+            "admin:\n  tokens: [\"{ADMIN_TOKEN}\"]\n  state_file: @DIR@/admin-state.json\n  allow_insecure_issuers: true\n"
         ))
         .render();
     Broker::start(&config).await

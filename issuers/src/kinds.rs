@@ -223,7 +223,8 @@ impl IssuerKind {
         }
     }
 
-    /// The kind's checks on a verified token.
+    /// The kind's checks on a verified token: its header `typ`, then
+    /// [`check_claims`](Self::check_claims).
     pub fn check(
         self,
         token: &VerifiedToken,
@@ -236,7 +237,16 @@ impl IssuerKind {
                 typ: token.header.typ.clone().unwrap_or_default(),
             });
         }
-        let c = &token.claims;
+        self.check_claims(&token.claims, params)
+    }
+
+    /// The kind's checks on a claims set (its `sub` included): the one function behind
+    /// both `/token` (through [`check`](Self::check), after the signature verified) and
+    /// `fedbroker explain --claims` (a claims document, no token), so the two can never
+    /// decide differently. A missing or non-string `sub` counts as empty.
+    pub fn check_claims(self, claims: &Map<String, Value>, params: &KindParams) -> Result<(), KindError> {
+        let c = claims;
+        let subject = c.get("sub").and_then(Value::as_str).unwrap_or_default();
         let invalid = |message: String| KindError::Invalid { kind: self, message };
         let need = |claim: &'static str| -> Result<&str, KindError> {
             c.get(claim)
@@ -249,14 +259,14 @@ impl IssuerKind {
             IssuerKind::GithubActions => {
                 let repo = need("repository")?;
                 need("repository_owner")?;
-                if !token.subject.starts_with(&format!("repo:{repo}:")) {
+                if !subject.starts_with(&format!("repo:{repo}:")) {
                     return Err(invalid(format!("sub does not start with repo:{repo}:")));
                 }
             }
             IssuerKind::Gitlab => {
                 let path = need("project_path")?;
                 need("namespace_path")?;
-                if !token.subject.starts_with(&format!("project_path:{path}:")) {
+                if !subject.starts_with(&format!("project_path:{path}:")) {
                     return Err(invalid(format!("sub does not start with project_path:{path}:")));
                 }
             }
@@ -278,7 +288,7 @@ impl IssuerKind {
                         "kubernetes.io lacks namespace or serviceaccount.name".into(),
                     ));
                 };
-                if token.subject != format!("system:serviceaccount:{ns}:{sa}") {
+                if subject != format!("system:serviceaccount:{ns}:{sa}") {
                     return Err(invalid(
                         "sub disagrees with kubernetes.io namespace/serviceaccount".into(),
                     ));
@@ -307,8 +317,8 @@ impl IssuerKind {
                 }
             }
             IssuerKind::AwsOutbound => {
-                let account = arn_account(&token.subject)
-                    .ok_or_else(|| invalid("sub is not an IAM principal ARN".into()))?;
+                let account =
+                    arn_account(subject).ok_or_else(|| invalid("sub is not an IAM principal ARN".into()))?;
                 let ns = c
                     .get(AWS_NAMESPACE)
                     .and_then(Value::as_object)
@@ -322,7 +332,7 @@ impl IssuerKind {
             }
             IssuerKind::Spiffe => {
                 let td = params.trust_domain.as_deref().unwrap_or_default();
-                match spiffe_trust_domain(&token.subject) {
+                match spiffe_trust_domain(subject) {
                     Some(found) if found == td => {}
                     Some(_) => return Err(invalid(format!("sub is not in trust domain {td}"))),
                     None => return Err(invalid("sub is not a valid SPIFFE ID".into())),
@@ -648,10 +658,19 @@ mod tests {
         for (kind, mutate) in cases {
             let mut claims = fixture(kind);
             mutate(&mut claims);
+            let signed = check(kind, &claims, None).err();
             assert!(
-                check(kind, &claims, None).is_err(),
+                signed.is_some(),
                 "{kind}: mutated token must be refused: {claims}"
             );
+            // `explain --claims` uses check_claims on the document: the same refusal.
+            let document = kind.check_claims(claims.as_object().expect("object"), &params(kind));
+            assert_eq!(document.err(), signed, "{kind}: {claims}");
+        }
+        for kind in IssuerKind::ALL {
+            let claims = fixture(kind);
+            let object = claims.as_object().expect("object");
+            assert_eq!(kind.check_claims(object, &params(kind)), Ok(()), "{kind}");
         }
     }
 
