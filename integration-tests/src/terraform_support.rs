@@ -1,8 +1,9 @@
 //! The real `terraform` binary driving the provider built from this workspace.
 //!
 //! [`require_tools`] decides whether the Terraform tests run: they need `terraform` on
-//! `PATH` and `protoc` (to build the provider). A missing tool fails the test with its
-//! name, unless `FEDBROKER_SKIP_TERRAFORM_TESTS=1`.
+//! `PATH` (the provider itself builds with Rust alone: its `.proto` files are compiled by
+//! the pure-Rust `protox`, so no `protoc`). A missing `terraform` fails the test naming
+//! it, unless `FEDBROKER_SKIP_TERRAFORM_TESTS=1`.
 //!
 //! The provider is built once per test process (`$CARGO build -p
 //! terraform-provider-fedbroker`, or `TERRAFORM_PROVIDER_FEDBROKER_BIN` names a
@@ -17,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Set to `1` to skip the Terraform tests where `terraform` or `protoc` is missing.
+/// Set to `1` to skip the Terraform tests where `terraform` is missing.
 pub const SKIP_ENV: &str = "FEDBROKER_SKIP_TERRAFORM_TESTS";
 
 /// The provider's version in the mirror (any version satisfies the configurations).
@@ -46,12 +47,6 @@ pub fn require_tools() -> bool {
     let mut missing = Vec::new();
     if !runs("terraform", "version") {
         missing.push("`terraform` (1.6 or later) is not on PATH");
-    }
-    let protoc = std::env::var("PROTOC").unwrap_or_else(|_| "protoc".into());
-    if !runs(&protoc, "--version") {
-        missing.push(
-            "`protoc` is not installed (the provider's gRPC code is generated with it: apt-get install protobuf-compiler)",
-        );
     }
     if !missing.is_empty() {
         panic!(
