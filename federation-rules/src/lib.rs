@@ -8,6 +8,9 @@
 //! - [`eval`]: decides a [`Request`] ([`RuleSet::evaluate`] → [`Decision`]) and explains
 //!   the decision rule by rule ([`RuleSet::explain`] → [`Explanation`]).
 //! - [`duration`]: `90s` / `15m` / `1h30m` durations, shared with the broker's config.
+//! - [`warnings`]: what a rule set that compiles may still get wrong
+//!   ([`RuleSet::warnings`] → [`PolicyWarning`]): issuers whose subjects become
+//!   indistinguishable downstream.
 //! - `path`, `pattern`, `template`, `expr` (private): claim paths, anchored globs,
 //!   issuance templates and CEL expressions, parsed and checked at compile time.
 //!
@@ -253,6 +256,7 @@ mod path;
 mod pattern;
 pub mod raw;
 mod template;
+pub mod warnings;
 
 #[cfg(test)]
 mod test_support;
@@ -266,3 +270,4 @@ pub use expr::{
 };
 pub use pattern::MAX_PATTERN_CHARS;
 pub use raw::{ClaimValues, Effect, RawActor, RawIssue, RawMatch, RawRule, RawRuleFile, parse_rules_json};
+pub use warnings::{PolicyWarning, WarnedRule};

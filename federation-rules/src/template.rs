@@ -100,6 +100,34 @@ impl Template {
         Ok(out)
     }
 
+    /// The template's parts in order: `Some(text)` for literal text, `None` for a
+    /// placeholder (which always renders at least one character).
+    pub(crate) fn parts(&self) -> Vec<Option<&str>> {
+        self.segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(text) => Some(text.as_str()),
+                Segment::Placeholder(_) => None,
+            })
+            .collect()
+    }
+
+    /// Whether the template is the one placeholder `{name}`, nothing else.
+    pub(crate) fn is_claim(&self, name: &str) -> bool {
+        matches!(self.segments.as_slice(), [Segment::Placeholder(p)] if p.display == name)
+    }
+
+    /// The template written out again (`{{` and `}}` for literal braces).
+    pub(crate) fn source(&self) -> String {
+        self.segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal(text) => text.replace('{', "{{").replace('}', "}}"),
+                Segment::Placeholder(p) => format!("{{{}}}", p.display),
+            })
+            .collect()
+    }
+
     #[cfg(test)]
     fn placeholders(&self) -> Vec<&str> {
         self.segments
