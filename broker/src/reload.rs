@@ -93,7 +93,7 @@ impl Watched {
     /// Whether a change at `path` should trigger a reload.
     pub fn matters(&self, path: &Path) -> bool {
         let path = normalize_lexically(path);
-        self.files.iter().any(|f| *f == path) || self.patterns.iter().any(|p| p.matches_path(&path))
+        self.files.contains(&path) || self.patterns.iter().any(|p| p.matches_path(&path))
     }
 }
 
