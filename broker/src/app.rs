@@ -275,6 +275,7 @@ impl AppState {
             || old.server.max_body_bytes != new.server.max_body_bytes
             || old.server.clock_skew != new.server.clock_skew
             || old.server.max_issued_lifetime != new.server.max_issued_lifetime
+            || old.server.limits != new.server.limits
             || old.signing.algorithm != new.signing.algorithm
             || old.signing.key_dir != new.signing.key_dir
             || old.audit.path != new.audit.path
@@ -360,17 +361,19 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.changed().await;
     };
+    // Both listeners under the same read timeouts and connection cap (`server:`).
+    let limits = state.server.limits;
     // The admin API on a listener of its own, when `admin.listen` says so.
     let admin = match state.admin.as_ref().and_then(|a| a.listen) {
         Some(addr) => {
             let admin_listener = TcpListener::bind(addr).await?;
             tracing::info!(%addr, "admin API listening");
             let router = crate::admin::routes().with_state(state.clone());
-            Some(axum::serve(admin_listener, router).with_graceful_shutdown(stopped(rx.clone())))
+            Some(crate::listener::run(admin_listener, router, limits, stopped(rx.clone())))
         }
         None => None,
     };
-    let main = axum::serve(listener, app(state)).with_graceful_shutdown(stopped(rx));
+    let main = crate::listener::run(listener, app(state), limits, stopped(rx));
     let servers = async move {
         match admin {
             Some(admin) => {

@@ -70,6 +70,36 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub clock_skew: u64,
     pub max_issued_lifetime: u64,
+    /// Read timeouts and the connection cap of every listener.
+    pub limits: ConnectionLimits,
+}
+
+/// `server.header_timeout`, `server.body_timeout`, `server.max_connections`: what one
+/// client may hold of a listener (the public one and `admin.listen` each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// A request's headers must arrive within this, counted from the first poll of an
+    /// idle connection: it also closes idle keep-alive connections.
+    pub header_timeout: std::time::Duration,
+    /// Once the headers are in, the body must arrive within this (408 otherwise).
+    pub body_timeout: std::time::Duration,
+    /// Open connections per listener; further connections wait in the accept backlog.
+    pub max_connections: usize,
+}
+
+pub const DEFAULT_HEADER_TIMEOUT: u64 = 10;
+pub const DEFAULT_BODY_TIMEOUT: u64 = 10;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_timeout: std::time::Duration::from_secs(DEFAULT_HEADER_TIMEOUT),
+            body_timeout: std::time::Duration::from_secs(DEFAULT_BODY_TIMEOUT),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
 }
 
 impl ServerConfig {
@@ -232,6 +262,9 @@ struct RawServer {
     max_body_bytes: Option<usize>,
     clock_skew: Option<String>,
     max_issued_lifetime: Option<String>,
+    header_timeout: Option<String>,
+    body_timeout: Option<String>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -892,6 +925,7 @@ impl Draft {
 
 fn build_server(raw: RawServer, node: Option<&Node>, errors: &mut Errors) -> ServerConfig {
     let field_node = |k: &str| node.and_then(|n| child(n, k));
+    let limits = build_limits(&raw, node, errors);
     let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
     let listen = match listen_text.parse::<SocketAddr>() {
         Ok(a) => a,
@@ -958,6 +992,39 @@ fn build_server(raw: RawServer, node: Option<&Node>, errors: &mut Errors) -> Ser
         max_body_bytes,
         clock_skew,
         max_issued_lifetime,
+        limits,
+    }
+}
+
+fn build_limits(raw: &RawServer, node: Option<&Node>, errors: &mut Errors) -> ConnectionLimits {
+    let field_node = |k: &str| node.and_then(|n| child(n, k));
+    let mut timeout = |value: Option<&str>, default: u64, key: &str| {
+        let field = format!("server.{key}");
+        let secs = duration_field(value, default, field_node(key), &field, errors);
+        if !(1..=600).contains(&secs) {
+            errors.at(field_node(key), &field, "must be between 1s and 10m");
+            return default;
+        }
+        secs
+    };
+    let header_timeout = timeout(
+        raw.header_timeout.as_deref(),
+        DEFAULT_HEADER_TIMEOUT,
+        "header_timeout",
+    );
+    let body_timeout = timeout(raw.body_timeout.as_deref(), DEFAULT_BODY_TIMEOUT, "body_timeout");
+    let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if !(1..=MAX_MAX_CONNECTIONS).contains(&max_connections) {
+        errors.at(
+            field_node("max_connections"),
+            "server.max_connections",
+            format!("must be between 1 and {MAX_MAX_CONNECTIONS}"),
+        );
+    }
+    ConnectionLimits {
+        header_timeout: std::time::Duration::from_secs(header_timeout),
+        body_timeout: std::time::Duration::from_secs(body_timeout),
+        max_connections: max_connections.clamp(1, MAX_MAX_CONNECTIONS),
     }
 }
 
@@ -1904,6 +1971,39 @@ mod tests {
         assert_eq!(e.0[0].line, Some(4), "{e}");
         assert!(e.0[0].message.contains("lisen"), "{e}");
         assert!(e.0[0].field.starts_with("server"), "{e}");
+    }
+
+    #[test]
+    fn server_connection_limits_have_defaults_and_bounds() {
+        let c = parse(MINIMAL).expect("valid");
+        assert_eq!(c.server.limits, ConnectionLimits::default());
+        assert_eq!(c.server.limits.header_timeout.as_secs(), 10);
+        assert_eq!(c.server.limits.body_timeout.as_secs(), 10);
+        assert_eq!(c.server.limits.max_connections, 1024);
+        let set = MINIMAL.replace(
+            "server:\n",
+            "server:\n  header_timeout: 2s\n  body_timeout: 1m\n  max_connections: 8\n",
+        );
+        let c = parse(&set).expect("valid");
+        assert_eq!(c.server.limits.header_timeout.as_secs(), 2);
+        assert_eq!(c.server.limits.body_timeout.as_secs(), 60);
+        assert_eq!(c.server.limits.max_connections, 8);
+        let bad = MINIMAL.replace(
+            "server:\n",
+            "server:\n  header_timeout: 0s\n  body_timeout: 11m\n  max_connections: 0\n",
+        );
+        let e = parse(&bad).expect_err("invalid");
+        let fields: Vec<&str> = e.0.iter().map(|e| e.field.as_str()).collect();
+        for f in [
+            "server.header_timeout",
+            "server.body_timeout",
+            "server.max_connections",
+        ] {
+            assert!(fields.contains(&f), "missing {f} in {fields:?}");
+        }
+        let unknown = MINIMAL.replace("server:\n", "server:\n  read_timeout: 5s\n");
+        let e = parse(&unknown).expect_err("unknown key");
+        assert!(e.to_string().contains("read_timeout"), "{e}");
     }
 
     #[test]

@@ -111,6 +111,7 @@ pub fn config(listen: SocketAddr) -> Result<(Config, Signer, Arc<DevIssuer>), St
         max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         clock_skew: DEFAULT_CLOCK_SKEW,
         max_issued_lifetime: DEFAULT_MAX_ISSUED_LIFETIME,
+        limits: Default::default(),
     };
     let signing = SigningConfig {
         algorithm: Algorithm::RS256,

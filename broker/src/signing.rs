@@ -1,6 +1,11 @@
 //! Signing keys: loaded from `signing.key_dir` (PKCS#8 PEM) or generated there on first
 //! start (mode 0600), kept parsed in memory, published as a JWKS, used to mint tokens.
 //!
+//! Like `ssh`, the broker refuses keys that others could read: a missing `key_dir` is
+//! created with mode 0700, and it refuses to start when a private key file is readable
+//! or writable by group or others. A `key_dir` writable by group or others is only
+//! warned about (a Kubernetes secret volume shows mode 1777 while mounted read-only).
+//!
 //! The `kid` is the key's RFC 7638 thumbprint, so replicas sharing a key directory
 //! publish identical key sets. The newest key (by file modification time) that fits the
 //! configured algorithm signs; every key in the directory stays published, so a
@@ -30,6 +35,10 @@ pub enum SigningError {
     },
     #[error("{path}: not a PKCS#8 private key (RSA, EC P-256 or Ed25519)")]
     BadKey { path: PathBuf },
+    #[error(
+        "{path}: permissions {mode:04o} are too open: a private key must not be accessible by group or others (chmod 600 {path})"
+    )]
+    KeyTooOpen { path: PathBuf, mode: u32 },
     #[error("could not generate a {0} key")]
     Generate(&'static str),
     #[error("signing failed")]
@@ -228,14 +237,10 @@ impl Signer {
         }
     }
 
-    /// Load every `*.pem` in `dir` (created if missing); generate a key there when none
-    /// fits `algorithm`.
+    /// Load every `*.pem` in `dir` (created with mode 0700 if missing); generate a key
+    /// there when none fits `algorithm`. Refuses keys readable by group or others.
     pub fn load_or_generate(dir: &Path, algorithm: Algorithm) -> Result<Signer, SigningError> {
-        let io = |source| SigningError::Io {
-            path: dir.to_path_buf(),
-            source,
-        };
-        fs::create_dir_all(dir).map_err(io)?;
+        ensure_key_dir(dir)?;
         let mut found = read_keys(dir)?;
         if !found.iter().any(|(_, k)| k.fits(algorithm)) {
             let path = write_new_key(dir, algorithm)?;
@@ -286,6 +291,45 @@ impl Signer {
     }
 }
 
+/// Create `dir` (and missing parents) with mode 0700; warn when an existing one is
+/// writable by group or others (whoever can add a file there can add a signing key).
+fn ensure_key_dir(dir: &Path) -> Result<(), SigningError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let io = |source| SigningError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
+    }
+    let mode = fs::metadata(dir).map_err(io)?.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        tracing::warn!(
+            path = %dir.display(),
+            mode = %format!("{mode:04o}"),
+            "the signing key directory is writable by group or others: anyone who can add a file there can add a signing key"
+        );
+    }
+    Ok(())
+}
+
+/// A private key file must be neither readable nor writable by group or others.
+fn check_key_permissions(path: &Path, meta: &fs::Metadata) -> Result<(), SigningError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o066 != 0 {
+        return Err(SigningError::KeyTooOpen {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
 fn read_keys(dir: &Path) -> Result<Vec<(std::time::SystemTime, SigningKey)>, SigningError> {
     let io = |source| SigningError::Io {
         path: dir.to_path_buf(),
@@ -298,33 +342,37 @@ fn read_keys(dir: &Path) -> Result<Vec<(std::time::SystemTime, SigningKey)>, Sig
         if path.extension().and_then(|e| e.to_str()) != Some("pem") {
             continue;
         }
-        let text = fs::read_to_string(&path).map_err(|source| SigningError::Io {
+        // The file itself (through a symlink): the key's readers are the target's.
+        let meta = fs::metadata(&path).map_err(|source| SigningError::Io {
             path: path.clone(),
             source,
         })?;
+        check_key_permissions(&path, &meta)?;
+        let text =
+            crate::files::read_regular_text(&path, crate::files::MAX_SMALL_BYTES).map_err(|source| {
+                SigningError::Io {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
         let parsed = pem::parse(text.as_bytes()).map_err(|_| SigningError::BadKey { path: path.clone() })?;
         if parsed.tag() != "PRIVATE KEY" {
             return Err(SigningError::BadKey { path });
         }
         let key = SigningKey::from_pkcs8(parsed.contents())
             .ok_or_else(|| SigningError::BadKey { path: path.clone() })?;
-        let modified = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .unwrap_or(std::time::UNIX_EPOCH);
+        let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
         out.push((modified, key));
     }
     Ok(out)
 }
 
-/// Generate a key for `alg` and write it to `dir/<kid>.pem` with mode 0600.
+/// Generate a key for `alg` and write it to `dir/<kid>.pem` with mode 0600 (`dir` is
+/// created with mode 0700 when missing).
 pub fn write_new_key(dir: &Path, alg: Algorithm) -> Result<PathBuf, SigningError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    fs::create_dir_all(dir).map_err(|source| SigningError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    ensure_key_dir(dir)?;
     let der = SigningKey::generate_pkcs8(alg)?;
     let key = SigningKey::from_pkcs8(&der).ok_or(SigningError::Generate("new"))?;
     let pem_text = pem::encode(&pem::Pem::new("PRIVATE KEY", der));
@@ -407,14 +455,47 @@ mod tests {
     #[test]
     fn a_non_key_pem_is_an_error() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.pem");
         fs::write(
-            dir.path().join("x.pem"),
+            &path,
             "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
         )
         .expect("write");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
         assert!(matches!(
             Signer::load_or_generate(dir.path(), Algorithm::RS256),
             Err(SigningError::BadKey { .. })
         ));
+    }
+
+    #[test]
+    fn a_missing_key_dir_is_created_0700() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("data").join("keys");
+        Signer::load_or_generate(&dir, Algorithm::ES256).expect("generate");
+        let mode = fs::metadata(&dir).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+
+    #[test]
+    fn a_key_readable_or_writable_by_others_is_refused() {
+        for mode in [0o644, 0o640, 0o620, 0o604, 0o602] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let first = Signer::load_or_generate(dir.path(), Algorithm::ES256).expect("generate");
+            let path = dir.path().join(format!("{}.pem", first.kid()));
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
+            let err = Signer::load_or_generate(dir.path(), Algorithm::ES256)
+                .err()
+                .unwrap_or_else(|| panic!("a {mode:o} key was accepted"));
+            let text = err.to_string();
+            assert!(
+                matches!(err, SigningError::KeyTooOpen { .. })
+                    && text.contains(&path.display().to_string())
+                    && text.contains(&format!("{mode:04o}")),
+                "{text}"
+            );
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).expect("chmod");
+            Signer::load_or_generate(dir.path(), Algorithm::ES256).expect("0400 is fine");
+        }
     }
 }

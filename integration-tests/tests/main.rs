@@ -22,5 +22,6 @@ mod redis;
 mod reload;
 mod replay;
 mod rules_e2e;
+mod server_limits;
 mod terraform;
 mod tls_ca;

@@ -1,9 +1,9 @@
 //! `terraform-provider-fedbroker`: started by Terraform, never by hand.
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     if std::env::args().nth(1).as_deref() == Some("--version") {
         println!("terraform-provider-fedbroker {}", env!("CARGO_PKG_VERSION"));
-        return Ok(());
+        return std::process::ExitCode::SUCCESS;
     }
     if std::env::var_os("TF_PLUGIN_MAGIC_COOKIE").is_none() {
         eprintln!(
@@ -12,6 +12,18 @@ fn main() -> anyhow::Result<()> {
         );
         std::process::exit(1);
     }
+    // An error is printed with its causes (`{:#}`), never with the backtrace that
+    // anyhow captures when RUST_BACKTRACE is set in Terraform's environment.
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("terraform-provider-fedbroker: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     // Both rustls back ends are compiled in (the plugin's gRPC TLS brings ring); pick one.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_current_thread()

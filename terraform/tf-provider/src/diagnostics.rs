@@ -16,10 +16,7 @@
 
 //! [`Diagnostics`] module
 
-use std::{
-    backtrace::{Backtrace, BacktraceStatus},
-    borrow::Cow,
-};
+use std::borrow::Cow;
 
 use crate::{attribute_path::AttributePath, tfplugin6, utils::CollectDiagnostics};
 
@@ -204,18 +201,12 @@ impl Diagnostic {
         detail: D,
         attribute: AttributePath,
     ) -> Self {
-        let backtrace = Backtrace::capture();
-        let mut detail = detail.into();
-        if backtrace.status() == BacktraceStatus::Captured {
-            if detail.is_empty() {
-                detail = format!("{}", backtrace).into();
-            } else {
-                detail = format!("{}\n{}", detail, backtrace).into();
-            }
-        }
+        // fedbroker patch: no `Backtrace::capture()` appended to the detail. With
+        // RUST_BACKTRACE set in Terraform's environment, every diagnostic shown to the
+        // user carried the provider's stack (PATCHED.md).
         Self {
             summary: summary.into(),
-            detail,
+            detail: detail.into(),
             attribute,
         }
     }

@@ -258,33 +258,55 @@ pub async fn serve_dynamic(name: String, provider: Box<dyn DynamicProvider>) -> 
     Ok(())
 }
 
-/// TLS handshakes on accepted connections, a few at a time; connections whose
-/// handshake fails are dropped (and logged), they never end the server.
+/// fedbroker patch: how long one connection may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// fedbroker patch: TLS handshakes on accepted connections, each in a task of its own
+/// and bounded by [`HANDSHAKE_TIMEOUT`], so idle or slow connections never hold up
+/// the others (it used to be eight at a time, inline, without a timeout: eight idle
+/// local connections blocked Terraform). Connections whose handshake fails or times
+/// out are dropped (and logged); they never end the server. The accept loop stops
+/// when tonic drops the stream (shutdown).
 fn tls_incoming(
-    tcp: TcpListenerStream,
+    mut tcp: TcpListenerStream,
     acceptor: TlsAcceptor,
 ) -> impl futures::Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> {
     use futures::StreamExt;
-    tcp.map(move |conn| {
-        let acceptor = acceptor.clone();
-        async move {
-            match conn {
-                Ok(stream) => match acceptor.accept(stream).await {
-                    Ok(tls) => Some(tls),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "TLS handshake with Terraform failed");
-                        None
-                    }
-                },
-                Err(e) => {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<TlsStream<TcpStream>, std::io::Error>>(16);
+    tokio::spawn(async move {
+        loop {
+            let conn = tokio::select! {
+                _ = tx.closed() => break,
+                conn = tcp.next() => conn,
+            };
+            let stream = match conn {
+                None => break,
+                Some(Ok(stream)) => stream,
+                Some(Err(e)) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
                     tracing::debug!(error = %e, "accepting a connection failed");
-                    None
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
                 }
-            }
+            };
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "TLS handshake with Terraform failed");
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake timed out; connection dropped");
+                    }
+                }
+            });
         }
-    })
-    .buffer_unordered(8)
-    .filter_map(|tls| async move { tls.map(Ok) })
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 #[derive(Copy, Clone)]
