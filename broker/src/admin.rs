@@ -514,6 +514,30 @@ fn with_etag(status: StatusCode, value: &Value) -> Response {
     resp
 }
 
+/// The policy's warnings after a change, one `Warning: 299 fedbroker "..."` header each
+/// (RFC 7234 §5.5 syntax, as the Kubernetes API server sends them); the body stays the
+/// item itself. Characters a header cannot carry are written `\u{..}`.
+fn with_warnings(mut resp: Response, warnings: &[federation_rules::PolicyWarning]) -> Response {
+    for warning in warnings {
+        let mut text = String::from("299 fedbroker \"");
+        for c in warning.message.chars() {
+            match c {
+                '"' | '\\' => {
+                    text.push('\\');
+                    text.push(c);
+                }
+                ' '..='~' => text.push(c),
+                other => text.push_str(&format!("\\u{{{:x}}}", u32::from(other))),
+            }
+        }
+        text.push('"');
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            resp.headers_mut().append(header::WARNING, v);
+        }
+    }
+    resp
+}
+
 async fn list(st: Arc<AppState>, headers: HeaderMap, kind: Kind) -> Response {
     let (admin, _) = match guard(&st, &headers) {
         Ok(x) => x,
@@ -744,6 +768,7 @@ async fn change(
                 Ok(Err(r)) => return *r,
                 Err(_) => return unavailable("the change could not be applied"),
             };
+        let warnings = config.rules.warnings();
         match admin.commit(&st, version, next, config).await {
             Ok(true) => {}
             Ok(false) => continue,
@@ -765,7 +790,7 @@ async fn change(
                 } else {
                     StatusCode::CREATED
                 };
-                with_etag(status, &value)
+                with_warnings(with_etag(status, &value), &warnings)
             }
             Op::Delete => {
                 audit_change(&st, &who, "delete", kind, &name, before.as_ref(), None);

@@ -240,6 +240,10 @@ impl AppState {
         self.metrics.set_rules_loaded(policy.rules.len());
         *slot = Arc::new(policy);
         drop(slot);
+        // Installed anyway: a warning is not an error (`fedbroker check` prints the same).
+        for warning in config.rules.warnings() {
+            tracing::warn!(generation, kind = warning.kind, target = %warning.target, "{warning}");
+        }
         if let Some(path) = &self.config_path {
             *self.watched.write().unwrap_or_else(|e| e.into_inner()) =
                 crate::reload::Watched::from_config(Some(path), config);

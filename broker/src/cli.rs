@@ -213,9 +213,11 @@ fn check(path: &std::path::Path, format: CheckFormat) -> ExitCode {
                     "issuers": c.issuers.len(),
                     "rules": c.rules.len(),
                     "errors": [],
+                    "warnings": c.rules.warnings(),
                 }),
                 Err(errors) => serde_json::json!({
                     "valid": false,
+                    "warnings": [],
                     "errors": errors.0.iter().map(|e| serde_json::json!({
                         "file": e.file.display().to_string(),
                         "line": e.line,
@@ -227,12 +229,18 @@ fn check(path: &std::path::Path, format: CheckFormat) -> ExitCode {
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         }
         CheckFormat::Text => match &result {
-            Ok(c) => println!(
-                "{}: ok ({} issuer(s), {} rule(s))",
-                path.display(),
-                c.issuers.len(),
-                c.rules.len()
-            ),
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} issuer(s), {} rule(s))",
+                    path.display(),
+                    c.issuers.len(),
+                    c.rules.len()
+                );
+                // Warnings never change the exit code.
+                for warning in c.rules.warnings() {
+                    println!("warning: {warning}");
+                }
+            }
             Err(errors) => {
                 for e in &errors.0 {
                     println!("{e}");
@@ -319,6 +327,9 @@ async fn run_serve(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     tracing::info!(%addr, %public_url, issuers, rules, kid = state.signer.kid(), dev, "fedbroker listening");
+    for warning in state.policy().rules.warnings() {
+        tracing::warn!(kind = warning.kind, target = %warning.target, "{warning}");
+    }
     if dev {
         tracing::info!(
             "development mode: mint a token with `curl -s -X POST {public_url}/dev/issuer/token -d '{{\"sub\":\"me\"}}'`"

@@ -24,4 +24,5 @@ mod replay;
 mod rules_e2e;
 mod server_limits;
 mod terraform;
+mod rules_fail_closed;
 mod tls_ca;
