@@ -962,6 +962,7 @@ pub fn openapi_document() -> Value {
                     "201": {"description": "Created", "headers": {"ETag": {"schema": {"type": "string"}}}},
                     "401": {"$ref": "#/components/responses/Unauthorized"},
                     "412": {"$ref": "#/components/responses/Error"},
+                    "413": {"$ref": "#/components/responses/Error"},
                     "422": {"$ref": "#/components/responses/Invalid"},
                     "503": {"$ref": "#/components/responses/Error"}
                 }

@@ -325,6 +325,9 @@ struct RawAdmin {
     tokens_file: Option<String>,
     tokens: Option<Vec<String>>,
     state_file: Option<String>,
+    allow_insecure_issuers: Option<bool>,
+    allow_file_paths: Option<bool>,
+    state_hmac_key: Option<String>,
 }
 
 /// The admin API (contract §8): off unless `admin:` is configured.
@@ -334,11 +337,25 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
     /// Bearer tokens, read from `tokens_file` and/or `tokens` at load time.
     pub tokens: Vec<String>,
+    /// How many of `tokens` (the last ones) came from `tokens_file`.
+    pub tokens_from_file: usize,
     pub tokens_file: Option<PathBuf>,
     /// Where API-made issuers and rules are kept (default `./data/admin-state.json`).
     /// Unused with `replay.backend: redis`: the state is kept in Redis then.
     pub state_file: PathBuf,
+    /// `admin.allow_insecure_issuers` (default false): whether admin-API issuers may set
+    /// `danger_allow_insecure` (http://, loopback and private addresses).
+    pub allow_insecure_issuers: bool,
+    /// `admin.allow_file_paths` (default false): whether admin-API issuers may name
+    /// files on the broker's host (`jwks_file`, `tls_ca_file`).
+    pub allow_file_paths: bool,
+    /// `admin.state_hmac_key`: authenticates the admin state kept in Redis (HMAC-SHA256);
+    /// required with `replay.backend: redis`.
+    pub state_hmac_key: Option<String>,
 }
+
+/// The shortest `admin.state_hmac_key` accepted.
+pub const MIN_STATE_HMAC_KEY_CHARS: usize = 32;
 
 /// The shortest admin token accepted: shorter ones are guessable.
 pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
@@ -355,7 +372,7 @@ pub struct AdminState {
 impl AdminState {
     /// Read the state file; a missing file is an empty state.
     pub fn read(path: &Path) -> Result<AdminState, String> {
-        match std::fs::read(path) {
+        match crate::files::read_regular_file(path, crate::files::MAX_CONFIG_BYTES) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AdminState::default()),
             Err(e) => Err(format!("{}: {e}", path.display())),
@@ -894,10 +911,33 @@ pub fn parse_config(
         AdminConfig {
             listen,
             tokens,
+            tokens_from_file: 0,
             tokens_file: a.tokens_file.map(|p| base_dir.join(p)),
             state_file: base_dir.join(a.state_file.as_deref().unwrap_or("./data/admin-state.json")),
+            allow_insecure_issuers: a.allow_insecure_issuers.unwrap_or(false),
+            allow_file_paths: a.allow_file_paths.unwrap_or(false),
+            state_hmac_key: a.state_hmac_key,
         }
     });
+    if let Some(a) = &admin {
+        let at = |k: &str| child(&root, "admin").and_then(|n| child(n, k).or(Some(n)));
+        match (&a.state_hmac_key, &replay.backend) {
+            (Some(key), _) if key.chars().count() < MIN_STATE_HMAC_KEY_CHARS => errors.at(
+                at("state_hmac_key"),
+                "admin.state_hmac_key",
+                format!(
+                    "needs at least {MIN_STATE_HMAC_KEY_CHARS} characters (e.g. `openssl rand -hex 32`)"
+                ),
+            ),
+            (None, ReplayBackend::Redis(_)) => errors.at(
+                at("state_hmac_key"),
+                "admin.state_hmac_key",
+                "required with replay.backend: redis: the admin state kept in Redis is authenticated with it \
+                 (e.g. `state_hmac_key: ${FEDBROKER_ADMIN_HMAC_KEY}`, the same on every replica)",
+            ),
+            _ => {}
+        }
+    }
 
     // Errors so far are kept in the draft, so that rule files and issuers are still
     // checked and `check` reports every problem at once.
@@ -1688,7 +1728,7 @@ pub fn assemble(
 }
 
 fn read_text(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| ConfigError {
+    crate::files::read_regular_text(path, crate::files::MAX_CONFIG_BYTES).map_err(|e| ConfigError {
         file: path.to_path_buf(),
         line: None,
         field: String::new(),
@@ -1708,14 +1748,17 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 pub fn load_with_admin(path: &Path, admin: Option<&AdminState>) -> Result<Config, ConfigErrors> {
     let text = read_text(path).map_err(|e| ConfigErrors(vec![e]))?;
     let env = |name: &str| std::env::var(name).ok();
-    let read_file = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read: {e}"));
+    let read_file = |p: &Path| {
+        crate::files::read_regular_file(p, crate::files::MAX_CA_BYTES)
+            .map_err(|e| format!("cannot read: {e}"))
+    };
     let mut draft = parse_config(path, &text, &env)?;
     let mut errors = Vec::new();
     let mut rules = Vec::new();
     let mut admin_state = AdminState::default();
     if let Some(settings) = draft.admin.as_mut() {
         if let Some(tokens_file) = &settings.tokens_file {
-            match std::fs::read_to_string(tokens_file) {
+            match crate::files::read_regular_text(tokens_file, crate::files::MAX_SMALL_BYTES) {
                 Ok(text) => {
                     for t in text
                         .lines()
@@ -1733,6 +1776,7 @@ pub fn load_with_admin(path: &Path, admin: Option<&AdminState>) -> Result<Config
                             });
                         }
                         settings.tokens.push(t.to_string());
+                        settings.tokens_from_file += 1;
                     }
                 }
                 Err(e) => errors.push(ConfigError {
@@ -1766,7 +1810,7 @@ pub fn load_with_admin(path: &Path, admin: Option<&AdminState>) -> Result<Config
                 AdminState::default()
             }),
         };
-        let (issuers, admin_rules, problems) = parse_admin_items(&admin_state);
+        let (issuers, admin_rules, problems) = parse_admin_items(&admin_state, settings);
         draft.issuers.extend(issuers);
         rules.extend(admin_rules);
         errors.extend(problems);
@@ -1819,6 +1863,7 @@ pub fn load_with_admin(path: &Path, admin: Option<&AdminState>) -> Result<Config
 #[allow(clippy::type_complexity)]
 fn parse_admin_items(
     state: &AdminState,
+    settings: &AdminConfig,
 ) -> (
     Vec<(PathBuf, Node, RawIssuer)>,
     Vec<SourcedRule>,
@@ -1851,7 +1896,8 @@ fn parse_admin_items(
     for (name, value) in &state.issuers {
         if let Some((file, node)) = parse("issuers", name, value, &mut problems) {
             let mut errors = Errors::new(&file);
-            if let Some(raw) = from_node::<RawIssuer>(&node, "", &mut errors) {
+            if let Some(mut raw) = from_node::<RawIssuer>(&node, "", &mut errors) {
+                refuse_host_access(&mut raw, settings, &node, &mut errors);
                 issuers.push((file, node, raw));
             }
             problems.extend(errors.list);
@@ -1867,6 +1913,41 @@ fn parse_admin_items(
         }
     }
     (issuers, rules, problems)
+}
+
+/// An admin-API issuer may not reach into the broker's host or network unless the
+/// config file opts in: `danger_allow_insecure` (http://, loopback and private
+/// addresses) needs `admin.allow_insecure_issuers: true`; `jwks_file` and `tls_ca_file`
+/// need `admin.allow_file_paths: true`. A refused field is removed before the issuer is
+/// built, so its file is never opened.
+fn refuse_host_access(raw: &mut RawIssuer, settings: &AdminConfig, node: &Node, errors: &mut Errors) {
+    let named = |k: &str| format!("issuer `{}`.{k}", raw.name);
+    if raw.danger_allow_insecure && !settings.allow_insecure_issuers {
+        errors.at(
+            child(node, "danger_allow_insecure"),
+            named("danger_allow_insecure"),
+            "refused in an issuer made through the admin API (it allows http:// and loopback or private \
+             addresses); to allow it, set `admin.allow_insecure_issuers: true` in the configuration file",
+        );
+        raw.danger_allow_insecure = false;
+    }
+    if settings.allow_file_paths {
+        return;
+    }
+    for (field, present) in [
+        ("jwks_file", raw.jwks_file.take().is_some()),
+        ("tls_ca_file", raw.tls_ca_file.take().is_some()),
+    ] {
+        if present {
+            errors.at(
+                child(node, field),
+                named(field),
+                "refused in an issuer made through the admin API (it names a file on the broker's host); \
+                 give the keys inline with `jwks` or fetch them with `jwks_uri`, or set \
+                 `admin.allow_file_paths: true` in the configuration file",
+            );
+        }
+    }
 }
 
 /// Used by `serve --dev` and tests: a config assembled in code.
@@ -1935,9 +2016,85 @@ mod tests {
         let e = load(&cfg).expect_err("the file store reads the state file");
         assert_eq!(e.0[0].field, "admin.state_file", "{e}");
         let redis = "replay:\n  backend: redis\n  redis_url: redis://127.0.0.1:1\n";
-        std::fs::write(&cfg, format!("version: 1\n{admin}{redis}")).expect("write");
+        let key = "  state_hmac_key: 0123456789abcdef0123456789abcdef\n";
+        std::fs::write(&cfg, format!("version: 1\n{admin}{key}{redis}")).expect("write");
         let c = load(&cfg).expect("with Redis the state is not in the file");
         assert_eq!(c.admin_state, AdminState::default());
+    }
+
+    #[test]
+    fn with_redis_the_admin_state_needs_an_hmac_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("config.yaml");
+        let admin = "admin:\n  tokens: [\"0123456789abcdef-token\"]\n";
+        let redis = "replay:\n  backend: redis\n  redis_url: redis://127.0.0.1:1\n";
+        std::fs::write(&cfg, format!("version: 1\n{admin}{redis}")).expect("write");
+        let e = load(&cfg).expect_err("no key");
+        assert!(
+            e.0.iter()
+                .any(|e| e.field == "admin.state_hmac_key" && e.message.contains("required")),
+            "{e}"
+        );
+        std::fs::write(&cfg, format!("version: 1\n{admin}  state_hmac_key: short\n{redis}")).expect("write");
+        let e = load(&cfg).expect_err("short key");
+        assert!(
+            e.0.iter()
+                .any(|e| e.field == "admin.state_hmac_key" && e.message.contains("at least 32")),
+            "{e}"
+        );
+        // Without Redis the key is optional (the state file is the broker's own).
+        std::fs::write(&cfg, format!("version: 1\n{admin}")).expect("write");
+        assert!(load(&cfg).expect("file store").admin.is_some());
+    }
+
+    #[test]
+    fn admin_issuers_may_not_reach_the_host_without_an_opt_in() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("config.yaml");
+        let jwks = dir.path().join("jwks.json");
+        std::fs::write(&jwks, r#"{"keys": []}"#).expect("write");
+        let state = AdminState {
+            issuers: [(
+                "dev".to_string(),
+                serde_json::json!({
+                    "name": "dev", "issuer": "http://127.0.0.1:9/", "audiences": ["a"],
+                    "danger_allow_insecure": true, "jwks_file": jwks.display().to_string(),
+                    "tls_ca_file": "/dev/zero",
+                }),
+            )]
+            .into(),
+            rules: Default::default(),
+        };
+        let admin = "admin:\n  tokens: [\"0123456789abcdef-token\"]\n";
+        std::fs::write(&cfg, format!("version: 1\n{admin}")).expect("write");
+        let e = load_with_admin(&cfg, Some(&state)).expect_err("refused");
+        for field in ["danger_allow_insecure", "jwks_file", "tls_ca_file"] {
+            let found =
+                e.0.iter().find(|e| e.field == format!("issuer `dev`.{field}")).unwrap_or_else(|| panic!("{field}: {e}"));
+            assert_eq!(found.file, PathBuf::from("admin:issuers/dev"));
+        }
+        assert!(e.to_string().contains("admin.allow_insecure_issuers: true"), "{e}");
+        assert!(e.to_string().contains("admin.allow_file_paths: true"), "{e}");
+        // Opted in: the fields are taken, and the files read only if regular.
+        let opt_in = "  allow_insecure_issuers: true\n  allow_file_paths: true\n";
+        std::fs::write(&cfg, format!("version: 1\n{admin}{opt_in}")).expect("write");
+        let e = load_with_admin(&cfg, Some(&state)).expect_err("/dev/zero is no CA file");
+        let e = e.to_string();
+        assert!(!e.contains("refused in an issuer made through the admin API"), "{e}");
+        assert!(e.contains("a device: only regular files are read"), "{e}");
+    }
+
+    #[test]
+    fn a_rules_file_that_is_a_fifo_is_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("rules")).expect("mkdir");
+        let fifo = dir.path().join("rules/pipe.yaml");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+        assert!(made.success());
+        let cfg = dir.path().join("config.yaml");
+        std::fs::write(&cfg, "version: 1\nrules_files: [rules/*.yaml]\n").expect("write");
+        let e = load(&cfg).expect_err("a FIFO is not a rules file");
+        assert!(e.to_string().contains("a FIFO: only regular files are read"), "{e}");
     }
 
     #[test]

@@ -145,6 +145,86 @@ resource "fedbroker_rule" "imported" {
 }
 "#;
 
+/// Only the two data sources, against `endpoint`.
+fn data_sources_config(endpoint: &str) -> String {
+    format!(
+        r#"
+terraform {{
+  required_providers {{
+    fedbroker = {{
+      source = "fedbroker/fedbroker"
+    }}
+  }}
+}}
+
+provider "fedbroker" {{
+  endpoint = "{endpoint}"
+}}
+
+data "fedbroker_openid_configuration" "broker" {{}}
+
+data "fedbroker_jwks" "broker" {{}}
+
+output "issuer" {{
+  value = data.fedbroker_openid_configuration.broker.issuer
+}}
+
+output "jwks_uri" {{
+  value = data.fedbroker_openid_configuration.broker.jwks_uri
+}}
+
+output "key_ids" {{
+  value = data.fedbroker_jwks.broker.key_ids
+}}
+"#
+    )
+}
+
+/// The data sources read the broker's metadata and keys whether the provider's
+/// `endpoint` is the main listener (admin API on it) or `admin.listen`, the admin API's
+/// own listener (which serves the public metadata and JWKS too).
+#[tokio::test]
+async fn data_sources_work_with_the_admin_api_on_the_main_or_its_own_listener() {
+    if !require_tools() {
+        return;
+    }
+    let admin_port = integration_tests::broker::free_port();
+    let on_main = admin_broker().await;
+    let separate = Broker::start(
+        &BrokerConfig::new()
+            .top_level(format!(
+                "admin:\n  tokens: [\"{ADMIN_TOKEN}\"]\n  state_file: @DIR@/admin-state.json\n  \
+                 listen: 127.0.0.1:{admin_port}\n"
+            ))
+            .render(),
+    )
+    .await;
+    let admin_endpoint = format!("http://127.0.0.1:{admin_port}");
+    // The key ids, read before terraform runs (its runs are long; idle connections close).
+    let mut layouts = Vec::new();
+    for (broker, endpoint) in [(&on_main, on_main.url().to_owned()), (&separate, admin_endpoint)] {
+        let kids: Vec<Value> = broker
+            .jwks()
+            .await
+            .keys
+            .iter()
+            .map(|k| json!(k.common.key_id))
+            .collect();
+        assert!(!kids.is_empty());
+        layouts.push((broker, endpoint, kids));
+    }
+    for (broker, endpoint, kids) in layouts {
+        let tf = Terraform::new().env("FEDBROKER_ADMIN_TOKEN", ADMIN_TOKEN);
+        tf.write("main.tf", &data_sources_config(&endpoint));
+        tf.init();
+        tf.apply();
+        let outputs = tf.outputs();
+        assert_eq!(outputs["issuer"], broker.url(), "endpoint {endpoint}: {outputs}");
+        assert_eq!(outputs["jwks_uri"], broker.endpoint("/jwks.json"), "{outputs}");
+        assert_eq!(outputs["key_ids"], json!(kids), "endpoint {endpoint}: {outputs}");
+    }
+}
+
 fn token_for(fake: &FakeIssuer) -> String {
     fake.mint(fake.claims(json!({})))
 }
