@@ -219,6 +219,11 @@ impl AppState {
             Some(admin) => admin.with_reload_state(load),
             None => load(None),
         };
+        if let (Err(_), Some(admin)) = (&result, &self.admin) {
+            // A token removed from admin.tokens_file stops working even when another
+            // file keeps the reload from succeeding.
+            admin.revoke_removed_tokens();
+        }
         self.record_reload(&result);
         result
     }
@@ -243,6 +248,10 @@ impl AppState {
         // Installed anyway: a warning is not an error (`fedbroker check` prints the same).
         for warning in config.rules.warnings() {
             tracing::warn!(generation, kind = warning.kind, target = %warning.target, "{warning}");
+        }
+        // `admin.tokens_file` is read at every load: its tokens now are the valid ones.
+        if let (Some(admin), Some(settings)) = (&self.admin, &config.admin) {
+            admin.set_tokens(settings);
         }
         if let Some(path) = &self.config_path {
             *self.watched.write().unwrap_or_else(|e| e.into_inner()) =
@@ -353,6 +362,17 @@ pub fn app(state: Arc<AppState>) -> Router {
     }
 }
 
+/// The router of `admin.listen`, the admin API's own listener: the admin API, plus the
+/// public read-only metadata (discovery and JWKS) that the Terraform provider's data
+/// sources read from its `endpoint`. Not under `public_url`'s path, like the admin API.
+pub fn admin_app(state: Arc<AppState>) -> Router {
+    crate::admin::routes()
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/.well-known/oauth-authorization-server", get(discovery))
+        .route("/jwks.json", get(jwks))
+        .with_state(state)
+}
+
 /// Serve until `shutdown` resolves, then stop accepting and give in-flight requests up
 /// to `drain` to finish.
 pub async fn serve(
@@ -372,7 +392,7 @@ pub async fn serve(
         Some(addr) => {
             let admin_listener = TcpListener::bind(addr).await?;
             tracing::info!(%addr, "admin API listening");
-            let router = crate::admin::routes().with_state(state.clone());
+            let router = admin_app(state.clone());
             Some(crate::listener::run(admin_listener, router, limits, stopped(rx.clone())))
         }
         None => None,
