@@ -25,6 +25,11 @@ pub struct AuditRecord<'a> {
     /// The requested target(s): a string when one, else a list (like `aud`).
     #[serde(skip_serializing_if = "serde_json::Value::is_null")]
     pub target: serde_json::Value,
+    /// Instead of `target` for a request refused before its subject token verified:
+    /// SHA-256 (hex) of the JSON array of the requested targets, so an unauthenticated
+    /// caller cannot write what it likes, at any length, into the audit log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_digest: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]

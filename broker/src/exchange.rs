@@ -362,7 +362,10 @@ async fn read_body(st: &AppState, req: Request) -> Result<axum::body::Bytes, Fai
     }
     let bytes = axum::body::to_bytes(Body::new(body), limit)
         .await
-        .map_err(|_| too_large())?;
+        .map_err(|e| match crate::listener::body_timeout_message(&e) {
+            Some(message) => Failure::new(StatusCode::REQUEST_TIMEOUT, "invalid_request", message),
+            None => too_large(),
+        })?;
     Ok(bytes)
 }
 

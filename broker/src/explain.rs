@@ -259,6 +259,7 @@ fn report(
                         &config.server.public_url,
                         config.server.max_issued_lifetime,
                         grant,
+                        subject.map(|s| s.issuer_name.as_str()).unwrap_or_default(),
                         subject_claims,
                         actor.map(|(s, i)| (s.as_str(), i.as_str())),
                         "(generated when issued)",

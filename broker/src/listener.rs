@@ -177,6 +177,20 @@ impl DeadlineBody {
 #[error("the request body did not arrive within {0}s")]
 struct BodyTimeout(u64);
 
+/// Whether reading a request body failed because `server.body_timeout` passed (the
+/// client will be answered 408 whatever the handler returns; this lets the handler
+/// record the right reason). `None` when `err` is another error.
+pub fn body_timeout_message(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(timeout) = e.downcast_ref::<BodyTimeout>() {
+            return Some(timeout.to_string());
+        }
+        current = e.source();
+    }
+    None
+}
+
 impl Body for DeadlineBody {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;

@@ -347,7 +347,7 @@ fn eviction_policies(value: &redis::Value) -> Vec<String> {
 impl ReplayStore for RedisReplayStore {
     async fn mark(&self, key: &str, expires_at: u64, _now: u64) -> Result<bool, ReplayError> {
         // Redis expires the mark itself, on its own clock: `expires_at` already carries
-        // the clock skew allowance.
+        // the clock skew verification applied and the margin ([`mark_expiry`]).
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.redis_key(key))
             .arg(1)
@@ -471,12 +471,41 @@ fn backoff(failures: u32, error: String) -> LazyState {
     }
 }
 
-/// The replay key of a token: SHA-256 over (issuer, jti), or over the whole token when
-/// it carries no `jti`. Hex, so it is safe to log and bounded in size.
-pub fn replay_key(issuer: &str, jti: Option<&str>, token: &str) -> String {
+/// How long a mark outlives the last second in which its token still verifies: one
+/// second for the second that verification accepts in full (it compares whole seconds),
+/// and one more for clock drift between the broker and Redis (which expires marks by
+/// its own clock). The memory store uses the same margin.
+pub const MARK_MARGIN_SECS: u64 = 2;
+
+/// When the mark of a token with `exp` = `expires_at` must expire (unix seconds), given
+/// the clock skew that verification applied to this very request: past the whole
+/// acceptance window (`exp + skew`), plus [`MARK_MARGIN_SECS`].
+pub fn mark_expiry(expires_at: u64, clock_skew: u64) -> u64 {
+    expires_at
+        .saturating_add(clock_skew)
+        .saturating_add(MARK_MARGIN_SECS)
+}
+
+/// A `jti` that identifies the token: present and not empty. An empty `jti` is
+/// treated as absent, so it can never be one mark shared by every such token.
+pub fn effective_jti(jti: Option<&str>) -> Option<&str> {
+    jti.filter(|j| !j.is_empty())
+}
+
+/// The signing input (`header.payload`) of a compact JWS: what the signer signed.
+/// The whole string when it has no `.` (never the case for a token that verified).
+pub fn signing_input(token: &str) -> &str {
+    token.rsplit_once('.').map_or(token, |(input, _signature)| input)
+}
+
+/// The replay key of a token: SHA-256 over (issuer, jti), or, when it has no `jti`
+/// (or an empty one), over (issuer, signing input): what the signer signed, never the
+/// signature, which is malleable (an ECDSA (r, s) also verifies as (r, n − s)). Hex,
+/// so it is safe to log and bounded in size.
+pub fn replay_key(issuer: &str, jti: Option<&str>, signing_input: &str) -> String {
     use aws_lc_rs::digest::{Context, SHA256};
     let mut ctx = Context::new(&SHA256);
-    match jti {
+    match effective_jti(jti) {
         Some(jti) => {
             ctx.update(b"jti\0");
             ctx.update(issuer.as_bytes());
@@ -484,8 +513,10 @@ pub fn replay_key(issuer: &str, jti: Option<&str>, token: &str) -> String {
             ctx.update(jti.as_bytes());
         }
         None => {
-            ctx.update(b"token\0");
-            ctx.update(token.as_bytes());
+            ctx.update(b"signed\0");
+            ctx.update(issuer.as_bytes());
+            ctx.update(b"\0");
+            ctx.update(signing_input.as_bytes());
         }
     }
     hex(ctx.finish().as_ref())
@@ -550,6 +581,27 @@ mod tests {
     }
 
     #[test]
+    fn marks_outlive_the_acceptance_window_by_the_margin() {
+        assert_eq!(mark_expiry(1_000, 60), 1_062);
+        assert_eq!(mark_expiry(1_000, 600), 1_602);
+        assert_eq!(mark_expiry(u64::MAX - 1, 600), u64::MAX);
+    }
+
+    #[tokio::test]
+    async fn memory_mark_refuses_through_the_last_accepted_second_and_the_margin() {
+        // Verification accepts `now <= exp + skew`; the mark must refuse all of it.
+        let (exp, skew) = (1_000, 60);
+        let store = MemoryReplayStore::new();
+        assert!(store.mark("k", mark_expiry(exp, skew), exp).await.expect("mark"));
+        for now in [exp + skew, exp + skew + MARK_MARGIN_SECS] {
+            assert!(
+                !store.mark("k", mark_expiry(exp, skew), now).await.expect("mark"),
+                "{now}"
+            );
+        }
+    }
+
+    #[test]
     fn eviction_policies_are_read_from_one_node_or_every_node() {
         use redis::Value::{Array, BulkString, Map};
         let pair = |policy: &str| {
@@ -568,10 +620,22 @@ mod tests {
     }
 
     #[test]
-    fn keys_differ_by_issuer_and_fall_back_to_the_token() {
+    fn keys_differ_by_issuer_and_fall_back_to_the_signing_input() {
         assert_ne!(replay_key("a", Some("1"), "t"), replay_key("b", Some("1"), "t"));
         assert_ne!(replay_key("a", None, "t1"), replay_key("a", None, "t2"));
+        assert_ne!(replay_key("a", None, "t"), replay_key("b", None, "t"));
         assert_eq!(replay_key("a", Some("1"), "t1"), replay_key("a", Some("1"), "t2"));
+        // An empty jti is no jti: keyed by what was signed, not one shared mark.
+        assert_eq!(replay_key("a", Some(""), "t1"), replay_key("a", None, "t1"));
+        assert_ne!(replay_key("a", Some(""), "t1"), replay_key("a", Some(""), "t2"));
+        // A jti-less key never collides with a jti key made of the same bytes.
+        assert_ne!(replay_key("a", None, "x"), replay_key("a", Some("x"), "x"));
+        // The signature is not part of the key: the same signed bytes, one key.
+        assert_eq!(signing_input("h.p.sig1"), "h.p");
+        assert_eq!(
+            replay_key("a", None, signing_input("h.p.sig1")),
+            replay_key("a", None, signing_input("h.p.sig2"))
+        );
         assert_eq!(
             token_digest("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

@@ -124,3 +124,32 @@ pub fn verify_with_jwks(jwks: &JwkSet, token: &str, issuer: &str, audiences: &[&
     }
     (data.header, data.claims)
 }
+
+/// The order n of the P-256 group, big-endian.
+const P256_ORDER: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xbc,
+    0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+
+/// An ES256 token with its signature (r, s) replaced by (r, n − s): the malleated twin
+/// that verifies under the same key, with the same header and payload.
+pub fn es256_with_s_negated(token: &str) -> String {
+    let (input, signature) = token.rsplit_once('.').expect("a compact JWS");
+    let mut sig = URL_SAFE_NO_PAD.decode(signature).expect("base64url signature");
+    assert_eq!(sig.len(), 64, "an ES256 signature is r || s, 32 bytes each");
+    let s: [u8; 32] = sig[32..].try_into().expect("32 bytes");
+    // n − s, big-endian, with borrow (0 < s < n, so no underflow).
+    let mut out = [0u8; 32];
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let mut d = i16::from(P256_ORDER[i]) - i16::from(s[i]) - borrow;
+        borrow = i16::from(d < 0);
+        if d < 0 {
+            d += 256;
+        }
+        out[i] = u8::try_from(d).expect("a byte");
+    }
+    assert_eq!(borrow, 0, "s must be below the group order");
+    sig[32..].copy_from_slice(&out);
+    format!("{input}.{}", b64url(&sig))
+}

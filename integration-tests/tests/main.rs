@@ -21,6 +21,7 @@ mod new_user;
 mod redis;
 mod reload;
 mod replay;
+mod replay_hardening;
 mod rules_e2e;
 mod server_limits;
 mod terraform;

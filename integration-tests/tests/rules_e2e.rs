@@ -192,6 +192,7 @@ async fn mapping_expressions_shape_issued_claims() {
             "owner",
             "prod_envs",
             "repo",
+            "source_issuer",
             "sub"
         ],
         "exactly the mapped claims and the registered ones: {claims}"

@@ -120,6 +120,13 @@ async fn a_body_that_stalls_is_answered_408_and_the_connection_closed() {
         received.to_ascii_lowercase().contains("connection: close"),
         "{received}"
     );
+    // The audit line tells why: not "too large".
+    let lines = broker.wait_for_audit_lines(1).await;
+    let reason = lines
+        .iter()
+        .find_map(|l| l["reason"].as_str())
+        .unwrap_or_else(|| panic!("no audit line with a reason: {lines:?}"));
+    assert!(reason.contains("did not arrive within 1s"), "{reason}");
     assert_eq!(healthz_status(&client, &broker.origin()).await, 200);
 }
 
