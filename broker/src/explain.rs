@@ -3,7 +3,10 @@
 //! token's issuer for the requested targets, and prints the decision, the deciding rule,
 //! why every other rule did not match, and the claims the issued token would carry.
 //! It issues nothing and records no replay. With `--claims FILE` it explains a claims
-//! document without any token (for reviewing rule changes before a token exists).
+//! document without any token (for reviewing rule changes before a token exists): no
+//! signature, time or audience checks, but the issuer kind's claim checks run through
+//! `IssuerKind::check_claims`, the function `/token` applies to a verified token, so the
+//! two decide the same claims alike.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
