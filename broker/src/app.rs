@@ -286,7 +286,8 @@ impl AppState {
         let changed = old.server.listen != new.server.listen
             || old.server.public_url != new.server.public_url
             || old.server.max_body_bytes != new.server.max_body_bytes
-            || old.server.clock_skew != new.server.clock_skew
+            // (`clock_skew` is not among them: issuers take it at every reload, and
+            // replay marks follow the skew each request was verified with.)
             || old.server.max_issued_lifetime != new.server.max_issued_lifetime
             || old.server.limits != new.server.limits
             || old.signing.algorithm != new.signing.algorithm
@@ -442,7 +443,7 @@ async fn discovery(State(st): State<Arc<AppState>>) -> Response {
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": [alg],
             "token_endpoint_auth_methods_supported": ["none"],
-            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "act", "scope"],
+            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "act", "scope", exchange::SOURCE_ISSUER_CLAIM],
         }),
         3600,
     )

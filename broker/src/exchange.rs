@@ -1,11 +1,13 @@
 //! `POST /token`: RFC 8693 token exchange, one pipeline, cheapest checks first:
-//! form → peek → issuer → keys → verify → replay mark → rules → mint → audit.
+//! form → peek → issuer → keys → verify → rules → replay mark → mint → audit.
+//! The replay mark is taken only once the rules allow, and before signing: a refused
+//! request stores nothing, and a token is still issued for at most once.
 //!
 //! Errors are mapped to RFC 6749/8693 codes here and only here ([`Failure`]): a fixed
 //! description goes to the client, the full reason to the audit log. Tokens never
 //! appear in either.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -22,7 +24,7 @@ use serde_json::{Map, Value, json};
 use crate::app::{AppState, Issuer, Policy, now};
 use crate::audit::{AuditRecord, rfc3339};
 use crate::config::{OnUnavailable, ReplayMode};
-use crate::replay::{replay_key, token_digest};
+use crate::replay::{effective_jti, mark_expiry, replay_key, signing_input, token_digest};
 
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const TT_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
@@ -38,6 +40,12 @@ const SINGLETONS: [&str; 7] = [
     "actor_token",
     "actor_token_type",
 ];
+
+/// At most this many `audience` values, and as many `resource` values, per request
+/// (counted as sent, before deduplication): beyond it, `invalid_request`.
+pub const MAX_TARGET_VALUES: usize = 32;
+/// The longest `audience` or `resource` value accepted, in bytes.
+pub const MAX_TARGET_BYTES: usize = 1024;
 
 pub fn routes() -> MethodRouter<Arc<AppState>> {
     post(token).fallback(method_not_allowed)
@@ -134,32 +142,36 @@ struct TokenRequest {
     actor: Option<(String, String)>,
 }
 
-fn push_unique(list: &mut Vec<String>, v: &str) {
-    if !list.iter().any(|x| x == v) {
-        list.push(v.to_string());
-    }
+/// The values in order, each kept at its first occurrence: linear time (a hash set,
+/// randomly keyed, so crafted values cannot make it quadratic).
+fn dedup<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut seen = HashSet::new();
+    values
+        .into_iter()
+        .filter(|v| seen.insert(*v))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `a` then the values of `b` not already in it.
 pub(crate) fn union(a: &[String], b: &[String]) -> Vec<String> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    for v in a.iter().chain(b) {
-        push_unique(&mut out, v);
-    }
-    out
+    dedup(a.iter().chain(b).map(String::as_str))
 }
 
 /// Space-separated scopes, deduplicated, in order.
 pub(crate) fn split_scopes(scope: Option<&str>) -> Vec<String> {
-    let mut out = Vec::new();
-    for s in scope
-        .into_iter()
-        .flat_map(|s| s.split(' '))
-        .filter(|s| !s.is_empty())
-    {
-        push_unique(&mut out, s);
-    }
-    out
+    dedup(
+        scope
+            .into_iter()
+            .flat_map(|s| s.split(' '))
+            .filter(|s| !s.is_empty()),
+    )
+}
+
+/// How the audit log names the targets of a request refused before its subject token
+/// verified: SHA-256 (hex) of their JSON array, e.g. of `["a","b"]`.
+fn target_digest(targets: &[String]) -> String {
+    token_digest(&serde_json::to_string(targets).unwrap_or_default())
 }
 
 fn is_form(headers: &HeaderMap) -> bool {
@@ -220,14 +232,25 @@ fn parse_form(body: &[u8]) -> Result<TokenRequest, Failure> {
     }
     let mut lists: [Vec<String>; 2] = Default::default();
     for (name, list) in ["audience", "resource"].into_iter().zip(lists.iter_mut()) {
-        for v in params.get(name).into_iter().flatten() {
+        let values = params.get(name).map(Vec::as_slice).unwrap_or_default();
+        if values.len() > MAX_TARGET_VALUES {
+            return Err(Failure::invalid_request(format!(
+                "at most {MAX_TARGET_VALUES} `{name}` values are accepted"
+            )));
+        }
+        for v in values {
             if v.is_empty() {
                 return Err(Failure::invalid_request(format!(
                     "parameter `{name}` must not be empty"
                 )));
             }
-            push_unique(list, v);
+            if v.len() > MAX_TARGET_BYTES {
+                return Err(Failure::invalid_request(format!(
+                    "a value of `{name}` is longer than {MAX_TARGET_BYTES} bytes"
+                )));
+            }
         }
+        *list = dedup(values.iter().map(String::as_str));
     }
     let [audiences, resources] = lists;
     let targets = union(&audiences, &resources);
@@ -278,7 +301,10 @@ struct Trail {
     issuer: Option<String>,
     iss: Option<String>,
     subject: Option<String>,
+    /// The requested targets, once the subject token verified.
     targets: Vec<String>,
+    /// Before that: their digest only ([`target_digest`]).
+    target_digest: Option<String>,
     jti: Option<String>,
     rule: Option<String>,
     issued_jti: Option<String>,
@@ -311,6 +337,7 @@ async fn token(State(st): State<Arc<AppState>>, req: Request) -> Response {
         iss: trail.iss.as_deref(),
         subject: trail.subject.as_deref(),
         target,
+        target_digest: trail.target_digest.as_deref(),
         error: (!code.is_empty()).then_some(code),
         reason,
         jti: trail.jti.as_deref(),
@@ -373,21 +400,23 @@ async fn exchange(st: &AppState, req: Request, trail: &mut Trail) -> Result<Resp
     let body = read_body(st, req).await?;
     let request = parse_form(&body)?;
     let policy = st.policy();
-    trail.targets = request.targets.clone();
+    // Until the subject token verifies, the caller is anonymous: the audit line names
+    // the targets by digest only.
+    trail.target_digest = Some(target_digest(&request.targets));
 
     let (issuer, subject) = verify_token(&policy, &request.subject_token, "subject_token").await?;
+    trail.targets = request.targets.clone();
+    trail.target_digest = None;
     trail.issuer = Some(issuer.config.name.clone());
     trail.kind = Some(issuer.config.kind.as_str());
     let fields = issuer.config.kind.audit_fields(&subject.claims);
     trail.claims = (!fields.is_empty()).then_some(fields);
     trail.iss = Some(subject.issuer.clone());
     trail.subject = Some(subject.subject.clone());
-    trail.jti = Some(
-        subject
-            .jti
-            .clone()
-            .unwrap_or_else(|| token_digest(&request.subject_token)),
-    );
+    trail.jti = Some(match effective_jti(subject.jti.as_deref()) {
+        Some(jti) => jti.to_owned(),
+        None => token_digest(&request.subject_token),
+    });
 
     let actor = match &request.actor {
         Some((token, _ty)) => {
@@ -399,53 +428,7 @@ async fn exchange(st: &AppState, req: Request, trail: &mut Trail) -> Result<Resp
         None => None,
     };
 
-    // Replay: only after the signature and claims verified.
-    if issuer.config.replay == ReplayMode::OneTime {
-        let key = replay_key(&subject.issuer, subject.jti.as_deref(), &request.subject_token);
-        let expires_at = subject.expires_at.saturating_add(st.server.clock_skew);
-        match st.replay.mark(&key, expires_at, now()).await {
-            Ok(true) => trail.replay = Some("recorded"),
-            Ok(false) => {
-                return Err(Failure::invalid_request("subject_token has already been used"));
-            }
-            Err(e) => {
-                st.metrics.replay_error();
-                match st.on_unavailable {
-                    OnUnavailable::FailClosed => {
-                        return Err(Failure::unavailable(format!("replay store: {e}")));
-                    }
-                    OnUnavailable::FailOpen => {
-                        tracing::error!(error = %e, "replay store unavailable; issuing WITHOUT replay protection (fail_open)");
-                        trail.replay = Some("unrecorded_fail_open");
-                    }
-                }
-            }
-        }
-    }
-
-    let claims = Claims(subject.claims.clone());
-    let actor_claims = actor.as_ref().map(|(_, v)| Claims(v.claims.clone()));
-    let rule_request = federation_rules::Request {
-        issuer: &issuer.config.name,
-        claims: &claims,
-        audiences: &request.audiences,
-        resources: &request.resources,
-        targets: &request.targets,
-        scopes: &request.scopes,
-        requested_token_type: if request.access_token {
-            TT_ACCESS_TOKEN
-        } else {
-            TT_JWT
-        },
-        actor: match (&actor, &actor_claims) {
-            (Some((ai, _)), Some(ac)) => Some(Actor {
-                issuer: &ai.config.name,
-                claims: ac,
-            }),
-            _ => None,
-        },
-    };
-    let grant = match policy.rules.evaluate(&rule_request) {
+    let grant = match evaluate_rules(&policy, &issuer, &subject, actor.as_ref(), &request).await? {
         Decision::Allow(grant) => grant,
         Decision::Deny(denial) => {
             trail.rule = denial.rule.clone();
@@ -467,11 +450,18 @@ async fn exchange(st: &AppState, req: Request, trail: &mut Trail) -> Result<Resp
     };
     trail.rule = Some(grant.rule.clone());
 
+    // Replay: only once the rules allow (a refusal stores nothing) and before signing
+    // (nothing is issued unmarked, unless fail_open says so).
+    if issuer.config.replay == ReplayMode::OneTime {
+        mark_used(st, &issuer, &subject, &request.subject_token, trail).await?;
+    }
+
     let jti = random_jti();
     let claims = issued_claims(
         &st.server.public_url,
         st.server.max_issued_lifetime,
         &grant,
+        &issuer.config.name,
         &subject.claims,
         actor
             .as_ref()
@@ -480,9 +470,11 @@ async fn exchange(st: &AppState, req: Request, trail: &mut Trail) -> Result<Resp
         now(),
     );
     let typ = if request.access_token { "at+jwt" } else { "JWT" };
-    let token = st
-        .signer
-        .sign_jwt(typ, &claims)
+    // Signing (an RSA private-key operation) is CPU work: off the async workers too.
+    let signer = st.signer.clone();
+    let token = tokio::task::spawn_blocking(move || signer.sign_jwt(typ, &claims))
+        .await
+        .map_err(|e| Failure::unavailable(format!("signing task failed: {e}")))?
         .map_err(|e| Failure::unavailable(format!("signing: {e}")))?;
     trail.issued_jti = Some(jti);
 
@@ -501,6 +493,91 @@ async fn exchange(st: &AppState, req: Request, trail: &mut Trail) -> Result<Resp
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     Ok(resp)
+}
+
+/// Evaluate the rules on a blocking-pool thread: CEL conditions and mappings are CPU
+/// work of unbounded length as far as the async runtime is concerned, and on an async
+/// worker they would stall every other connection (`/healthz` included). Everything the
+/// evaluation reads is moved in owned (the rule set is shared by `Arc`).
+async fn evaluate_rules(
+    policy: &Policy,
+    issuer: &Issuer,
+    subject: &VerifiedToken,
+    actor: Option<&(Arc<Issuer>, VerifiedToken)>,
+    request: &TokenRequest,
+) -> Result<Decision, Failure> {
+    let rules = policy.rules.clone();
+    let issuer_name = issuer.config.name.clone();
+    let claims = Claims(subject.claims.clone());
+    let actor = actor.map(|(ai, v)| (ai.config.name.clone(), Claims(v.claims.clone())));
+    let audiences = request.audiences.clone();
+    let resources = request.resources.clone();
+    let targets = request.targets.clone();
+    let scopes = request.scopes.clone();
+    let requested_token_type = if request.access_token {
+        TT_ACCESS_TOKEN
+    } else {
+        TT_JWT
+    };
+    tokio::task::spawn_blocking(move || {
+        rules.evaluate(&federation_rules::Request {
+            issuer: &issuer_name,
+            claims: &claims,
+            audiences: &audiences,
+            resources: &resources,
+            targets: &targets,
+            scopes: &scopes,
+            requested_token_type,
+            actor: actor.as_ref().map(|(issuer, claims)| Actor { issuer, claims }),
+        })
+    })
+    .await
+    .map_err(|e| Failure::unavailable(format!("rule evaluation failed: {e}")))
+}
+
+/// Record the subject token as used, or refuse it as replayed. The mark lives past the
+/// whole window in which verification would accept the token again: `exp` plus the
+/// clock skew this request was verified with (the issuer's, from the policy this request
+/// took, whatever reloads happen) plus [`crate::replay::MARK_MARGIN_SECS`]. A token
+/// whose window closed while the request was being decided is refused here: a mark made
+/// after it would be no mark at all.
+async fn mark_used(
+    st: &AppState,
+    issuer: &Issuer,
+    subject: &VerifiedToken,
+    token: &str,
+    trail: &mut Trail,
+) -> Result<(), Failure> {
+    let skew = issuer.config.policy.clock_skew;
+    let now = now();
+    if now > subject.expires_at.saturating_add(skew) {
+        return Err(Failure::invalid_request("subject_token is expired")
+            .with_reason("subject_token: token expired while the request was being decided"));
+    }
+    let key = replay_key(&subject.issuer, subject.jti.as_deref(), signing_input(token));
+    match st
+        .replay
+        .mark(&key, mark_expiry(subject.expires_at, skew), now)
+        .await
+    {
+        Ok(true) => trail.replay = Some("recorded"),
+        Ok(false) => {
+            return Err(Failure::invalid_request("subject_token has already been used"));
+        }
+        Err(e) => {
+            st.metrics.replay_error();
+            match st.on_unavailable {
+                OnUnavailable::FailClosed => {
+                    return Err(Failure::unavailable(format!("replay store: {e}")));
+                }
+                OnUnavailable::FailOpen => {
+                    tracing::error!(error = %e, "replay store unavailable; issuing WITHOUT replay protection (fail_open)");
+                    trail.replay = Some("unrecorded_fail_open");
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// peek → issuer → keys (cache, one coalesced refetch on an unknown kid) → verify.
@@ -568,11 +645,21 @@ fn random_jti() -> String {
     B64.encode(bytes)
 }
 
+/// The claim of every issued token that names the issuer (its registered `name`) of the
+/// subject token it was exchanged for.
+pub const SOURCE_ISSUER_CLAIM: &str = "source_issuer";
+
 /// The issued token's claims (contract §4). Pure: `explain` shows the same claims.
+///
+/// `source_issuer` is the registered `name` of the issuer that verified the subject
+/// token; it is set before the rule's claims, which can never replace it (nor any other
+/// claim set here), so tokens from different issuers stay distinguishable downstream.
+#[allow(clippy::too_many_arguments)]
 pub fn issued_claims(
     public_url: &str,
     max_lifetime: u64,
     grant: &Grant,
+    source_issuer: &str,
     subject: &Map<String, Value>,
     actor: Option<(&str, &str)>,
     jti: &str,
@@ -594,6 +681,10 @@ pub fn issued_claims(
     if !grant.scopes.is_empty() {
         c.insert("scope".into(), Value::String(grant.scopes.join(" ")));
     }
+    c.insert(
+        SOURCE_ISSUER_CLAIM.into(),
+        Value::String(source_issuer.to_string()),
+    );
     for (k, v) in &grant.claims {
         c.entry(k.clone()).or_insert_with(|| v.clone());
     }
@@ -684,6 +775,76 @@ mod tests {
             assert_eq!(err.code, code, "{pairs:?}");
             assert!(!err.description.contains("a.b.c"));
         }
+    }
+
+    #[test]
+    fn caps_the_number_and_length_of_targets() {
+        let values: Vec<String> = (0..=MAX_TARGET_VALUES).map(|i| format!("t{i}")).collect();
+        for name in ["audience", "resource"] {
+            let mut pairs = BASE[..3].to_vec();
+            pairs.extend(values[..MAX_TARGET_VALUES].iter().map(|v| (name, v.as_str())));
+            let r = parse_form(&form(&pairs)).expect("at the cap");
+            assert_eq!(r.targets.len(), MAX_TARGET_VALUES);
+            pairs.push((name, "one-more"));
+            let err = parse_form(&form(&pairs)).err().expect("over the cap");
+            assert_eq!(err.code, "invalid_request");
+            // Repeats count as sent: they cost parsing all the same.
+            let mut pairs = BASE[..3].to_vec();
+            pairs.extend(std::iter::repeat_n((name, "same"), MAX_TARGET_VALUES + 1));
+            assert!(parse_form(&form(&pairs)).is_err());
+        }
+        let longest = "x".repeat(MAX_TARGET_BYTES);
+        let too_long = "x".repeat(MAX_TARGET_BYTES + 1);
+        let mut pairs = BASE[..3].to_vec();
+        pairs.push(("resource", &longest));
+        assert!(parse_form(&form(&pairs)).is_ok());
+        pairs.push(("audience", &too_long));
+        let err = parse_form(&form(&pairs)).err().expect("too long");
+        assert_eq!(err.code, "invalid_request");
+        assert!(!err.reason.contains(&too_long));
+    }
+
+    #[test]
+    fn deduplicates_in_order() {
+        let a: Vec<String> = ["x", "y", "x", "z"].map(String::from).to_vec();
+        let b: Vec<String> = ["z", "w", "y"].map(String::from).to_vec();
+        assert_eq!(union(&a, &b), ["x", "y", "z", "w"]);
+        assert_eq!(split_scopes(Some("b a  b c a")), ["b", "a", "c"]);
+        assert!(split_scopes(None).is_empty());
+    }
+
+    #[test]
+    fn target_digest_is_the_sha256_of_the_json_array() {
+        let targets = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(target_digest(&targets), token_digest(r#"["a","b"]"#));
+    }
+
+    #[test]
+    fn source_issuer_is_set_and_rule_claims_cannot_replace_it() {
+        let mut claims = Map::new();
+        claims.insert("source_issuer".into(), json!("forged"));
+        claims.insert("team".into(), json!("x"));
+        let grant = Grant {
+            rule: "r".into(),
+            audience: vec!["t".into()],
+            subject: "s".into(),
+            lifetime: 60,
+            scopes: vec![],
+            claims,
+        };
+        let c = issued_claims(
+            "https://b",
+            3600,
+            &grant,
+            "prod-cluster",
+            &Map::new(),
+            None,
+            "j",
+            10,
+        );
+        assert_eq!(c[SOURCE_ISSUER_CLAIM], "prod-cluster");
+        assert_eq!(c["team"], "x");
+        assert_eq!(c["exp"], 70);
     }
 
     #[test]
