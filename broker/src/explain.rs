@@ -65,7 +65,7 @@ pub const EXIT_DENY: u8 = 2;
 
 fn read_token(value: &str) -> Result<String, String> {
     match value.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path)
+        Some(path) => crate::files::read_regular_text(Path::new(path), crate::files::MAX_SMALL_BYTES)
             .map(|t| t.trim().to_string())
             .map_err(|e| format!("cannot read {path}: {e}")),
         None => Ok(value.trim().to_string()),
@@ -73,7 +73,8 @@ fn read_token(value: &str) -> Result<String, String> {
 }
 
 fn read_claims(path: &Path) -> Result<Map<String, Value>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = crate::files::read_regular_text(path, crate::files::MAX_CONFIG_BYTES)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(_) => Err(format!(

@@ -7,6 +7,7 @@
 mod support;
 
 mod admin;
+mod admin_hardening;
 mod admin_redis;
 mod attacks;
 mod audit;
@@ -23,7 +24,7 @@ mod reload;
 mod replay;
 mod replay_hardening;
 mod rules_e2e;
+mod rules_fail_closed;
 mod server_limits;
 mod terraform;
-mod rules_fail_closed;
 mod tls_ca;
