@@ -61,17 +61,19 @@ async fn exchange_status(broker: &Broker, fake: &FakeIssuer, target: &str) -> u1
     broker.exchange(&fake.mint(json!({})), target).await.status
 }
 
-/// The README's `rules_files: [./rules/*.yaml]` (and a `**` pattern written with `./`):
-/// editing a rule file, adding one, and adding one in a new nested directory each reload.
+/// The README's `rules_files: [./rules/*.yaml]` (and a `**` pattern written with `./`,
+/// and one with `..`): editing a rule file, adding one, and adding one in a new nested
+/// directory each reload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_files_are_watched_with_the_readmes_own_patterns() {
     let fake = FakeIssuer::start();
     let config = BrokerConfig::new()
         .issuer(fake.issuer_yaml(ISSUER_NAME))
-        .top_level("rules_files: [./rules/*.yaml, ./teams/**/*.yaml]");
+        .top_level("rules_files: [./rules/*.yaml, ./teams/**/*.yaml, ./rules/../shared/*.yaml]");
     let broker = Broker::builder()
         .file("rules/a.yaml", &rule_file("a", TARGET))
         .file("teams/payments/b.yaml", &rule_file("b", "target-b"))
+        .file("shared/s.yaml", &rule_file("s", "target-g"))
         .start(&config.render())
         .await;
     let dir = broker.dir().to_path_buf();
@@ -82,6 +84,7 @@ async fn rule_files_are_watched_with_the_readmes_own_patterns() {
         broker.stderr()
     );
     assert_eq!(exchange_status(&broker, &fake, "target-b").await, 200);
+    assert_eq!(exchange_status(&broker, &fake, "target-g").await, 200);
 
     // 1. Edit a file matched by `./rules/*.yaml`.
     let g = generation(&broker).await;
@@ -102,8 +105,13 @@ async fn rule_files_are_watched_with_the_readmes_own_patterns() {
 
     // 4. Add a file in a new nested directory under the `**`.
     write_file(&dir.join("teams/infra/prod/c.yaml"), &rule_file("c", "target-f"));
-    wait_for_reload(&broker, g, "adding teams/infra/prod/c.yaml").await;
+    let g = wait_for_reload(&broker, g, "adding teams/infra/prod/c.yaml").await;
     assert_eq!(exchange_status(&broker, &fake, "target-f").await, 200);
+
+    // 5. Edit a file matched by a pattern with `..` (`./rules/../shared/*.yaml`).
+    write_file(&dir.join("shared/s.yaml"), &rule_file("s", "target-h"));
+    wait_for_reload(&broker, g, "editing shared/s.yaml").await;
+    assert_eq!(exchange_status(&broker, &fake, "target-h").await, 200);
 }
 
 /// The fixture claims of a kind (as each platform documents its tokens), and the
