@@ -165,6 +165,19 @@ async fn explain(args: &ExplainArgs) -> Result<u8, String> {
                 verified: false,
                 actor: None,
             };
+            // `/token` refuses a token without a usable `sub` before any rule runs.
+            if !matches!(subject.claims.get("sub"), Some(Value::String(s)) if !s.is_empty()) {
+                return report(
+                    args,
+                    &config,
+                    &targets,
+                    Some(&subject),
+                    Outcome::Rejected {
+                        code: "invalid_request",
+                        reason: "subject_token: claim `sub` is missing, empty or not a string".into(),
+                    },
+                );
+            }
             // The issuer kind's claim checks, by the function `/token` applies after the
             // signature verified: a document `/token` would refuse is refused here too.
             if let Err(e) = issuer.kind.check_claims(&subject.claims, &issuer.kind_params) {
