@@ -499,6 +499,9 @@ async fn exchange(st: &AppState, req: Request, trail: &mut Trail) -> Result<Resp
 /// work of unbounded length as far as the async runtime is concerned, and on an async
 /// worker they would stall every other connection (`/healthz` included). Everything the
 /// evaluation reads is moved in owned (the rule set is shared by `Arc`).
+/// `spawn_blocking` rather than `block_in_place`: it works on any runtime flavour (the
+/// latter panics on a current-thread runtime) and never takes a worker out of the
+/// pool; the cost is one hand-off per request, a few microseconds.
 async fn evaluate_rules(
     policy: &Policy,
     issuer: &Issuer,
