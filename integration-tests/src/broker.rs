@@ -312,6 +312,9 @@ impl Broker {
             .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", fedbroker_bin().display()));
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            // The broker closes keep-alive connections idle for `server.header_timeout`
+            // (10 s): never reuse one idle that long, or a request races the close.
+            .pool_idle_timeout(Duration::from_secs(2))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("HTTP client");
