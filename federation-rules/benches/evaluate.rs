@@ -137,11 +137,19 @@ fn hostile_conditions(c: &mut Criterion) {
             "scan",
             r#"claims.list.exists(x, claims.big.contains("y") || claims.big.endsWith("z") || claims.big.matches("q+$"))"#.to_owned(),
         ),
+        (
+            // A Unicode class (an automaton of ~400 states) over 1,024 groups: before
+            // patterns were compiled once and charged, each call compiled it again.
+            "unicode_matches",
+            r#"claims.groups.exists(g, g.matches('\\p{L}+\\p{N}*x'))"#.to_owned(),
+        ),
     ];
+    let groups: Vec<String> = (0..1024).map(|i| format!("g{i}")).collect();
     let Value::Object(claims) = json!({
         "sub": "s",
         "big": "x".repeat(8 * 1024),
         "list": vec![1; 1024],
+        "groups": groups,
     }) else {
         unreachable!()
     };

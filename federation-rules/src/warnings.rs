@@ -27,7 +27,10 @@
 //! (they issue nothing), and a rule with its own `issue.subject` is left alone: a
 //! subject template or expression is the author's decision about what `sub` means.
 //! There is one warning per exact audience (naming every rule that reaches it, in input
-//! order) and one per colliding pair of templated audiences.
+//! order) and one per colliding pair of templated audiences. At most
+//! `MAX_TEMPLATE_COMPARISONS` template comparisons are made per call (a million: far
+//! beyond any real rule set), so a huge number of templated audiences cannot slow a
+//! load down; past that, collisions involving templates go unreported.
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
@@ -69,6 +72,12 @@ pub const INDISTINGUISHABLE_SUBJECTS: &str = "indistinguishable_subjects";
 
 /// Rules named in a warning's message; the `rules` list has them all.
 const MAX_NAMED_RULES: usize = 10;
+
+/// Most template comparisons (a templated audience against a value or another
+/// template) one call makes, so that a rule set with very many templated audiences
+/// cannot make a load slow; comparisons past it are skipped (fewer warnings, never an
+/// error).
+const MAX_TEMPLATE_COMPARISONS: usize = 1_000_000;
 
 impl RuleSet {
     /// Warnings about the rule set (see the module docs of [`crate::warnings`]), in a
@@ -126,8 +135,13 @@ fn indistinguishable_subjects(rules: &[Rule]) -> Vec<PolicyWarning> {
             }
         }
     }
+    let mut comparisons = 0usize;
     for (target, reached_by) in &mut exact {
         for (i, _, parts) in &templates {
+            comparisons += 1;
+            if comparisons > MAX_TEMPLATE_COMPARISONS {
+                break;
+            }
             if can_render(parts, target) {
                 reached_by.push(*i);
             }
@@ -144,7 +158,13 @@ fn indistinguishable_subjects(rules: &[Rule]) -> Vec<PolicyWarning> {
     }
     for (n, (a, source_a, parts_a)) in templates.iter().enumerate() {
         for (b, source_b, parts_b) in &templates[n + 1..] {
-            if overlap(parts_a, parts_b) {
+            comparisons += 1;
+            if comparisons > MAX_TEMPLATE_COMPARISONS {
+                break;
+            }
+            if rules.get(*a).map(|r| &r.issuer) != rules.get(*b).map(|r| &r.issuer)
+                && overlap(parts_a, parts_b)
+            {
                 let target = if source_a == source_b {
                     source_a.clone()
                 } else {
@@ -328,6 +348,13 @@ mod tests {
                 json!([
                     allow("a", "k8s", &["t"], json!({})),
                     allow("b", "k8s", &["t"], json!({})),
+                ]),
+            ),
+            (
+                "one issuer's templates",
+                json!([
+                    allow("a", "k8s", &["t"], json!({"audience": "{claims.x}"})),
+                    allow("b", "k8s", &["u"], json!({"audience": "{claims.y}"})),
                 ]),
             ),
             (
