@@ -394,7 +394,12 @@ pub async fn serve(
             let admin_listener = TcpListener::bind(addr).await?;
             tracing::info!(%addr, "admin API listening");
             let router = admin_app(state.clone());
-            Some(crate::listener::run(admin_listener, router, limits, stopped(rx.clone())))
+            Some(crate::listener::run(
+                admin_listener,
+                router,
+                limits,
+                stopped(rx.clone()),
+            ))
         }
         None => None,
     };

@@ -925,9 +925,7 @@ pub fn parse_config(
             (Some(key), _) if key.chars().count() < MIN_STATE_HMAC_KEY_CHARS => errors.at(
                 at("state_hmac_key"),
                 "admin.state_hmac_key",
-                format!(
-                    "needs at least {MIN_STATE_HMAC_KEY_CHARS} characters (e.g. `openssl rand -hex 32`)"
-                ),
+                format!("needs at least {MIN_STATE_HMAC_KEY_CHARS} characters (e.g. `openssl rand -hex 32`)"),
             ),
             (None, ReplayBackend::Redis(_)) => errors.at(
                 at("state_hmac_key"),
@@ -2035,7 +2033,11 @@ mod tests {
                 .any(|e| e.field == "admin.state_hmac_key" && e.message.contains("required")),
             "{e}"
         );
-        std::fs::write(&cfg, format!("version: 1\n{admin}  state_hmac_key: short\n{redis}")).expect("write");
+        std::fs::write(
+            &cfg,
+            format!("version: 1\n{admin}  state_hmac_key: short\n{redis}"),
+        )
+        .expect("write");
         let e = load(&cfg).expect_err("short key");
         assert!(
             e.0.iter()
@@ -2070,17 +2072,25 @@ mod tests {
         let e = load_with_admin(&cfg, Some(&state)).expect_err("refused");
         for field in ["danger_allow_insecure", "jwks_file", "tls_ca_file"] {
             let found =
-                e.0.iter().find(|e| e.field == format!("issuer `dev`.{field}")).unwrap_or_else(|| panic!("{field}: {e}"));
+                e.0.iter()
+                    .find(|e| e.field == format!("issuer `dev`.{field}"))
+                    .unwrap_or_else(|| panic!("{field}: {e}"));
             assert_eq!(found.file, PathBuf::from("admin:issuers/dev"));
         }
-        assert!(e.to_string().contains("admin.allow_insecure_issuers: true"), "{e}");
+        assert!(
+            e.to_string().contains("admin.allow_insecure_issuers: true"),
+            "{e}"
+        );
         assert!(e.to_string().contains("admin.allow_file_paths: true"), "{e}");
         // Opted in: the fields are taken, and the files read only if regular.
         let opt_in = "  allow_insecure_issuers: true\n  allow_file_paths: true\n";
         std::fs::write(&cfg, format!("version: 1\n{admin}{opt_in}")).expect("write");
         let e = load_with_admin(&cfg, Some(&state)).expect_err("/dev/zero is no CA file");
         let e = e.to_string();
-        assert!(!e.contains("refused in an issuer made through the admin API"), "{e}");
+        assert!(
+            !e.contains("refused in an issuer made through the admin API"),
+            "{e}"
+        );
         assert!(e.contains("a device: only regular files are read"), "{e}");
     }
 
@@ -2089,12 +2099,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("rules")).expect("mkdir");
         let fifo = dir.path().join("rules/pipe.yaml");
-        let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo runs");
         assert!(made.success());
         let cfg = dir.path().join("config.yaml");
         std::fs::write(&cfg, "version: 1\nrules_files: [rules/*.yaml]\n").expect("write");
         let e = load(&cfg).expect_err("a FIFO is not a rules file");
-        assert!(e.to_string().contains("a FIFO: only regular files are read"), "{e}");
+        assert!(
+            e.to_string().contains("a FIFO: only regular files are read"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -387,12 +387,12 @@ async fn read_body(st: &AppState, req: Request) -> Result<axum::body::Bytes, Fai
             "Content-Type must be application/x-www-form-urlencoded",
         ));
     }
-    let bytes = axum::body::to_bytes(Body::new(body), limit)
-        .await
-        .map_err(|e| match crate::listener::body_timeout_message(&e) {
+    let bytes = axum::body::to_bytes(Body::new(body), limit).await.map_err(|e| {
+        match crate::listener::body_timeout_message(&e) {
             Some(message) => Failure::new(StatusCode::REQUEST_TIMEOUT, "invalid_request", message),
             None => too_large(),
-        })?;
+        }
+    })?;
     Ok(bytes)
 }
 

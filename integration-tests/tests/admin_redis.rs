@@ -184,7 +184,9 @@ fn hset_state(redis: &RedisServer, version: u64, state: &str) {
     let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, HMAC_KEY.as_bytes());
     let mac = integration_tests::tokens::hex(aws_lc_rs::hmac::sign(&key, &input).as_ref());
     let version = version.to_string();
-    redis.cli(&["HSET", STATE_KEY, "version", &version, "state", state, "mac", &mac]);
+    redis.cli(&[
+        "HSET", STATE_KEY, "version", &version, "state", state, "mac", &mac,
+    ]);
 }
 
 /// `HGET STATE_KEY field` through redis-cli.
