@@ -165,8 +165,19 @@ async fn explain(args: &ExplainArgs) -> Result<u8, String> {
                 verified: false,
                 actor: None,
             };
-            // `/token` refuses a token without a usable `sub` before any rule runs.
-            if !matches!(subject.claims.get("sub"), Some(Value::String(s)) if !s.is_empty()) {
+            // `/token` refuses a token without a usable `sub` before any rule runs, and
+            // applies the issuer kind's claim checks after the signature verified (the
+            // same function): a document `/token` would refuse is refused here too.
+            let refusal = if !matches!(subject.claims.get("sub"), Some(Value::String(s)) if !s.is_empty()) {
+                Some("subject_token: claim `sub` is missing, empty or not a string".to_string())
+            } else {
+                issuer
+                    .kind
+                    .check_claims(&subject.claims, &issuer.kind_params)
+                    .err()
+                    .map(|e| format!("subject_token: {e}"))
+            };
+            if let Some(reason) = refusal {
                 return report(
                     args,
                     &config,
@@ -174,21 +185,7 @@ async fn explain(args: &ExplainArgs) -> Result<u8, String> {
                     Some(&subject),
                     Outcome::Rejected {
                         code: "invalid_request",
-                        reason: "subject_token: claim `sub` is missing, empty or not a string".into(),
-                    },
-                );
-            }
-            // The issuer kind's claim checks, by the function `/token` applies after the
-            // signature verified: a document `/token` would refuse is refused here too.
-            if let Err(e) = issuer.kind.check_claims(&subject.claims, &issuer.kind_params) {
-                return report(
-                    args,
-                    &config,
-                    &targets,
-                    Some(&subject),
-                    Outcome::Rejected {
-                        code: "invalid_request",
-                        reason: format!("subject_token: {e}"),
+                        reason,
                     },
                 );
             }

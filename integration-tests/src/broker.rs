@@ -150,16 +150,19 @@ impl Reply {
     }
 }
 
-async fn reply(response: reqwest::Response) -> Reply {
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let text = response.text().await.expect("response body");
-    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Reply {
-        status,
-        headers,
-        text,
-        json,
+impl Reply {
+    /// Reads a whole response: status, headers, body text and (when it parses) JSON.
+    pub async fn read(response: reqwest::Response) -> Reply {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("response body");
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            text,
+            json,
+        }
     }
 }
 
@@ -422,7 +425,7 @@ impl Broker {
             .send()
             .await
             .unwrap_or_else(|e| panic!("POST {path}: {e}\n{}", self.stderr()));
-        reply(response).await
+        Reply::read(response).await
     }
 
     /// POST an arbitrary body with an arbitrary content type (none when `None`).
@@ -435,7 +438,7 @@ impl Broker {
             .send()
             .await
             .unwrap_or_else(|e| panic!("POST {path}: {e}\n{}", self.stderr()));
-        reply(response).await
+        Reply::read(response).await
     }
 
     /// Any method on `url() + path`.
@@ -446,7 +449,7 @@ impl Broker {
             .send()
             .await
             .unwrap_or_else(|e| panic!("{path}: {e}\n{}", self.stderr()));
-        reply(response).await
+        Reply::read(response).await
     }
 
     pub async fn get(&self, path: &str) -> Reply {

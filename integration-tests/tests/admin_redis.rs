@@ -94,16 +94,7 @@ async fn send(
         .send()
         .await
         .unwrap_or_else(|e| panic!("{method} {url}: {e}\n{}", broker.stderr()));
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let text = response.text().await.expect("response body");
-    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Reply {
-        status,
-        headers,
-        text,
-        json,
-    }
+    Reply::read(response).await
 }
 
 async fn put(broker: &Broker, path: &str, body: &Value, headers: &[(&str, &str)]) -> Reply {

@@ -30,16 +30,7 @@ async fn admin(broker: &Broker, method: reqwest::Method, path: &str, body: Optio
         request = request.json(&body);
     }
     let response = request.send().await.expect("admin API answers");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let text = response.text().await.expect("body");
-    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Reply {
-        status,
-        headers,
-        text,
-        json,
-    }
+    Reply::read(response).await
 }
 
 fn provider_block(broker: &Broker) -> String {
