@@ -141,6 +141,25 @@ impl RedisConn {
         config: &RedisConfig,
         push: Option<Arc<dyn Fn(redis::PushInfo) + Send + Sync>>,
     ) -> Result<Self, ReplayError> {
+        Self::build(config, push, true)
+    }
+
+    /// A connection for replay marks: the client library never resends a command by
+    /// itself. Its Redis Cluster client would resend a command whose connection dropped
+    /// before the reply came (up to 16 times, by default), and a `SET NX` that was
+    /// applied just before the drop then answers "already set" to the very request that
+    /// set it. Marks go through [`RedisConn::query_mark`] instead, which resends only
+    /// what Redis refused without running it. (The standalone `ConnectionManager` never
+    /// resends: a dropped connection fails the command.)
+    pub(crate) fn for_marks(config: &RedisConfig) -> Result<Self, ReplayError> {
+        Self::build(config, None, false)
+    }
+
+    fn build(
+        config: &RedisConfig,
+        push: Option<Arc<dyn Fn(redis::PushInfo) + Send + Sync>>,
+        library_resends: bool,
+    ) -> Result<Self, ReplayError> {
         let bad =
             |e: redis::RedisError| ReplayError::Unavailable(format!("invalid Redis configuration: {e}"));
         let timeout = config.command_timeout;
@@ -176,6 +195,11 @@ impl RedisConn {
                 let mut builder = ClusterClient::builder(urls.iter().map(String::as_str))
                     .connection_timeout(connect_timeout(timeout))
                     .response_timeout(timeout);
+                if !library_resends {
+                    // MOVED, ASK, TRYAGAIN, CLUSTERDOWN and dropped connections alike
+                    // come back to the caller; topology refreshes still happen.
+                    builder = builder.retries(0);
+                }
                 if let Some(push) = push {
                     builder = builder.use_protocol(redis::ProtocolVersion::RESP3).push_sender(
                         move |info: redis::PushInfo| {
@@ -212,6 +236,48 @@ impl RedisConn {
         }
     }
 
+    /// Run a replay mark: like [`RedisConn::query`], but on a connection made with
+    /// [`RedisConn::for_marks`] and resent only after an error reply by which Redis
+    /// says it did not run the command ([`not_run`]: `MOVED`, `TRYAGAIN`,
+    /// `CLUSTERDOWN`, `READONLY`, `LOADING`, no connection to send it on), after a short
+    /// pause (10 ms, doubling), within the one command timeout. Any other failure (a
+    /// connection that dropped after the command was sent, a reply that did not come in
+    /// time) leaves the outcome unknown: it is an error, and the exchange answers 503,
+    /// never "already used" for a mark this very request may have made.
+    pub(crate) async fn query_mark(&self, cmd: &redis::Cmd) -> Result<redis::Value, ReplayError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let once = async {
+                match &self.conn {
+                    Conn::Standalone(manager) => {
+                        let mut c = manager.clone();
+                        cmd.query_async::<redis::Value>(&mut c).await
+                    }
+                    Conn::Cluster(lazy) => {
+                        let mut c = lazy.connection().await?;
+                        cmd.query_async::<redis::Value>(&mut c).await
+                    }
+                }
+            };
+            match tokio::time::timeout_at(deadline, once).await {
+                Err(_) => return Err(ReplayError::Timeout(self.timeout)),
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if not_run(&e) && tokio::time::Instant::now() + pause < deadline => {
+                    tracing::debug!(error = %e, "Redis did not run the replay mark: sending it again");
+                    tokio::time::sleep(pause).await;
+                    pause = pause.saturating_mul(2);
+                }
+                Ok(Err(e)) if not_run(&e) => return Err(ReplayError::Unavailable(e.to_string())),
+                Ok(Err(e)) => {
+                    return Err(ReplayError::Unavailable(format!(
+                        "{e} (a mark is not sent again after such an error: it may have been applied)"
+                    )));
+                }
+            }
+        }
+    }
+
     /// `SUBSCRIBE channel` on a connection made with a push handler (RESP3), bounded by
     /// the connection timeout: messages go to the handler.
     pub(crate) async fn subscribe(&self, channel: &str) -> Result<(), ReplayError> {
@@ -230,12 +296,28 @@ impl RedisConn {
     }
 }
 
+/// Whether Redis (or the cluster client, before sending) refused a command without
+/// running it, so that sending it again cannot apply it twice: a redirection
+/// (`MOVED`), a cluster or node not ready (`TRYAGAIN`, `CLUSTERDOWN`, `MASTERDOWN`,
+/// `LOADING`), a write to a replica (`READONLY`), or no connection to send it on.
+/// Not `ASK` (resending it without `ASKING` would meet `ASK` again) and no I/O error.
+fn not_run(e: &redis::RedisError) -> bool {
+    use redis::RetryMethod;
+    matches!(
+        e.retry_method(),
+        RetryMethod::MovedRedirect
+            | RetryMethod::WaitAndRetry
+            | RetryMethod::RefreshSlotsAndRetry
+            | RetryMethod::ReconnectFromInitialConnections
+    )
+}
+
 impl RedisReplayStore {
     /// Prepare the client; connects nothing (the first command, or the monitor, does).
     /// Must be called inside a Tokio runtime.
     pub fn new(config: &RedisConfig, metrics: Arc<Metrics>) -> Result<Self, ReplayError> {
         Ok(RedisReplayStore {
-            conn: RedisConn::new(config, None)?,
+            conn: RedisConn::for_marks(config)?,
             prefix: config.key_prefix.clone(),
             target: config.target.redacted(),
             metrics,
@@ -354,7 +436,9 @@ impl ReplayStore for RedisReplayStore {
             .arg("NX")
             .arg("PXAT")
             .arg(expires_at.saturating_mul(1000));
-        match self.query(&cmd).await? {
+        let result = self.conn.query_mark(&cmd).await;
+        self.metrics.set_replay_store_up(result.is_ok());
+        match result? {
             redis::Value::Okay => Ok(true),
             redis::Value::Nil => Ok(false),
             other => Err(ReplayError::Unavailable(format!(
