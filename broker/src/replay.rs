@@ -686,6 +686,39 @@ mod tests {
     }
 
     #[test]
+    fn a_mark_is_resent_only_after_errors_by_which_redis_did_not_run_it() {
+        use redis::{ErrorKind, RedisError, ServerErrorKind as S};
+        let server = |kind| RedisError::from((ErrorKind::Server(kind), "test"));
+        for kind in [
+            S::Moved,
+            S::TryAgain,
+            S::ClusterDown,
+            S::MasterDown,
+            S::ReadOnly,
+            S::BusyLoading,
+        ] {
+            assert!(not_run(&server(kind)), "{kind:?}");
+        }
+        assert!(not_run(&RedisError::from((
+            ErrorKind::ClusterConnectionNotFound,
+            "none"
+        ))));
+        // ASK needs ASKING first; the others may have run.
+        for kind in [S::Ask, S::ResponseError, S::NoScript] {
+            assert!(!not_run(&server(kind)), "{kind:?}");
+        }
+        for kind in [
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::UnexpectedEof,
+            std::io::ErrorKind::BrokenPipe,
+            std::io::ErrorKind::TimedOut,
+        ] {
+            let e = RedisError::from(std::io::Error::new(kind, "dropped"));
+            assert!(!not_run(&e), "{kind:?}: the mark may have been applied");
+        }
+    }
+
+    #[test]
     fn eviction_policies_are_read_from_one_node_or_every_node() {
         use redis::Value::{Array, BulkString, Map};
         let pair = |policy: &str| {
