@@ -292,6 +292,7 @@ impl AppState {
             || old.server.limits != new.server.limits
             || old.signing.algorithm != new.signing.algorithm
             || old.signing.key_dir != new.signing.key_dir
+            || old.signing.active_kid != new.signing.active_kid
             || old.audit.path != new.audit.path
             || old.replay != new.replay;
         if changed {

@@ -106,13 +106,19 @@ pub enum CheckFormat {
 
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
-    /// Write a new signing key (PKCS#8 PEM, mode 0600) into DIR; the newest key signs.
+    /// Write a new signing key (PKCS#8 PEM, mode 0600) into DIR and print its path.
+    /// Without `signing.active_kid`, the newest fitting key signs after a restart.
     Generate {
+        /// The key directory; default with --config: its `signing.key_dir`.
+        #[arg(long, required_unless_present = "config")]
+        dir: Option<PathBuf>,
+        /// RS256, ES256, PS256 or EdDSA; default: `signing.algorithm` of --config, else RS256.
+        /// One that needs another key type than the configuration's is an error.
         #[arg(long)]
-        dir: PathBuf,
-        /// RS256, ES256, PS256 or EdDSA.
-        #[arg(long, default_value = "RS256")]
-        algorithm: String,
+        algorithm: Option<String>,
+        /// Take the key directory and algorithm from this configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -172,8 +178,13 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Keys {
-            command: KeysCommand::Generate { dir, algorithm },
-        } => keys_generate(&dir, &algorithm),
+            command:
+                KeysCommand::Generate {
+                    dir,
+                    algorithm,
+                    config,
+                },
+        } => keys_generate(dir, algorithm.as_deref(), config.as_deref()),
         Command::Serve { config, dev, listen } => {
             init_logging(cli.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -256,17 +267,65 @@ fn check(path: &std::path::Path, format: CheckFormat) -> ExitCode {
     }
 }
 
-fn keys_generate(dir: &std::path::Path, algorithm: &str) -> ExitCode {
-    let alg = match config::parse_signing_algorithm(algorithm) {
+/// `keys generate`: exit 0 written, 1 the configuration is invalid or the key cannot be
+/// written, 2 bad arguments (an unknown algorithm, or one whose key type differs from
+/// the configuration's `signing.algorithm`).
+fn keys_generate(
+    dir: Option<PathBuf>,
+    algorithm: Option<&str>,
+    config_path: Option<&std::path::Path>,
+) -> ExitCode {
+    let explicit = match algorithm.map(config::parse_signing_algorithm).transpose() {
         Ok(a) => a,
         Err(e) => {
             eprintln!("fedbroker: {e}");
             return ExitCode::from(2);
         }
     };
-    match write_new_key(dir, alg) {
+    let signing = match config_path {
+        None => None,
+        Some(path) => match config::load(path) {
+            Ok(c) => Some(c.signing),
+            Err(e) => {
+                eprintln!("fedbroker: invalid configuration:\n{e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
+    let alg = match (&signing, explicit) {
+        (Some(s), Some(a)) if !crate::signing::same_key_type(a, s.algorithm) => {
+            eprintln!(
+                "fedbroker: --algorithm {a} disagrees with signing.algorithm {} in the configuration: \
+                 a {a} key would never sign there; drop --algorithm (or change signing.algorithm first)",
+                s.algorithm
+            );
+            return ExitCode::from(2);
+        }
+        (_, Some(a)) => a,
+        (Some(s), None) => s.algorithm,
+        (None, None) => issuers::Algorithm::RS256,
+    };
+    let Some(dir) = dir.or_else(|| signing.as_ref().and_then(|s| s.key_dir.clone())) else {
+        eprintln!("fedbroker: --dir DIR is required (the configuration has no signing.key_dir)");
+        return ExitCode::from(2);
+    };
+    match write_new_key(&dir, alg) {
         Ok(path) => {
             println!("{}", path.display());
+            let kid = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match signing.as_ref().and_then(|s| s.active_kid.as_deref()) {
+                Some(active) => eprintln!(
+                    "fedbroker: wrote {alg} key {kid}. signing.active_kid pins {active}: after a restart every \
+                     replica publishes the new key and keeps signing with {active}; set signing.active_kid: {kid} \
+                     and restart again once every replica publishes it"
+                ),
+                None => eprintln!(
+                    "fedbroker: wrote {alg} key {kid}; it signs after a restart (the newest fitting key signs)"
+                ),
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -311,10 +370,7 @@ async fn run_serve(
         if let Some(addr) = listen {
             config.server.listen = addr;
         }
-        let signer = match &config.signing.key_dir {
-            Some(dir) => Signer::load_or_generate(dir, config.signing.algorithm)?,
-            None => Signer::ephemeral(config.signing.algorithm)?,
-        };
+        let signer = Signer::from_config(&config.signing)?;
         (config, signer, None)
     };
     let addr = config.server.listen;

@@ -116,6 +116,8 @@ pub struct SigningConfig {
     pub algorithm: Algorithm,
     /// `None`: an in-memory key (development mode only).
     pub key_dir: Option<PathBuf>,
+    /// The `kid` that signs; `None`: the newest fitting key (see `signing.rs`).
+    pub active_kid: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,6 +274,7 @@ struct RawServer {
 struct RawSigning {
     algorithm: Option<String>,
     key_dir: Option<String>,
+    active_kid: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1106,7 +1109,30 @@ fn build_signing(raw: RawSigning, node: Option<&Node>, base: &Path, errors: &mut
         }),
     };
     let key_dir = Some(base.join(raw.key_dir.as_deref().unwrap_or("./data/keys")));
-    SigningConfig { algorithm, key_dir }
+    let active_kid = raw.active_kid.filter(|kid| {
+        let ok = is_thumbprint_kid(kid);
+        if !ok {
+            errors.at(
+                node.and_then(|n| child(n, "active_kid")),
+                "signing.active_kid",
+                "must be a kid as `/jwks.json` and `fedbroker keys generate` show it (43 base64url characters)",
+            );
+        }
+        ok
+    });
+    SigningConfig {
+        algorithm,
+        key_dir,
+        active_kid,
+    }
+}
+
+/// A signing key's `kid`: its RFC 7638 SHA-256 thumbprint, base64url without padding.
+fn is_thumbprint_kid(kid: &str) -> bool {
+    kid.len() == 43
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn build_replay(raw: RawReplay, node: Option<&Node>, errors: &mut Errors) -> ReplayConfig {

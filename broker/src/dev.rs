@@ -116,6 +116,7 @@ pub fn config(listen: SocketAddr) -> Result<(Config, Signer, Arc<DevIssuer>), St
     let signing = SigningConfig {
         algorithm: Algorithm::RS256,
         key_dir: None,
+        active_kid: None,
     };
     let config = config::from_parts(server, signing, vec![issuer], vec![rule])?;
     let signer = Signer::ephemeral(Algorithm::RS256).map_err(|e| e.to_string())?;

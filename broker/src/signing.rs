@@ -7,9 +7,18 @@
 //! warned about (a Kubernetes secret volume shows mode 1777 while mounted read-only).
 //!
 //! The `kid` is the key's RFC 7638 thumbprint, so replicas sharing a key directory
-//! publish identical key sets. The newest key (by file modification time) that fits the
-//! configured algorithm signs; every key in the directory stays published, so a
-//! rotation (adding a key) keeps the previous one verifiable until it is removed.
+//! publish identical key sets: a key found in several files (a copy) is published once.
+//! Which key signs is computed the same way by every replica that sees the same files:
+//! `signing.active_kid` when set (a missing or unfitting kid is a start error), else the
+//! fitting key whose file (symbolic links followed) was modified last, in whole seconds,
+//! ties going to the smallest kid. Every key in the directory stays published (newest
+//! first, then by kid), so a rotation keeps the previous key verifiable until it is removed.
+//!
+//! A key is generated only when no key fits and no `active_kid` is set, under an
+//! exclusive lock on `key_dir/.fedbroker-keygen.lock` (`flock`), after reading the
+//! directory again: replicas started together on an empty shared directory generate one
+//! key between them. `keys generate` takes the same lock. The lock file is removed once
+//! the key is written (see [`KeyDirLock::release_after_writing`]).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -24,6 +33,9 @@ use issuers::Algorithm;
 use serde_json::{Map, Value, json};
 
 pub const MAX_PUBLISHED_KEYS: usize = 100;
+
+/// The lock file in `key_dir` held (exclusively, `flock`) while a key is generated.
+pub const LOCK_FILE: &str = ".fedbroker-keygen.lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SigningError {
@@ -41,6 +53,23 @@ pub enum SigningError {
     KeyTooOpen { path: PathBuf, mode: u32 },
     #[error("could not generate a {0} key")]
     Generate(&'static str),
+    #[error(
+        "signing.active_kid {kid} is not in {dir} (keys there: {available}); add its key file or change signing.active_kid"
+    )]
+    ActiveKidMissing {
+        kid: String,
+        dir: PathBuf,
+        available: String,
+    },
+    #[error(
+        "signing.active_kid {kid} ({path}) is an {key_type} key: it cannot sign {algorithm} (signing.algorithm)"
+    )]
+    ActiveKidUnfit {
+        kid: String,
+        path: PathBuf,
+        key_type: &'static str,
+        algorithm: Algorithm,
+    },
     #[error("signing failed")]
     Sign,
 }
@@ -71,6 +100,15 @@ impl SigningKey {
                 | (Material::P256(_), Algorithm::ES256)
                 | (Material::Ed25519(_), Algorithm::EdDSA)
         )
+    }
+
+    /// `RSA`, `EC P-256` or `Ed25519`.
+    pub fn key_type(&self) -> &'static str {
+        match self.material {
+            Material::Rsa(_) => "RSA",
+            Material::P256(_) => "EC P-256",
+            Material::Ed25519(_) => "Ed25519",
+        }
     }
 
     fn default_alg(&self) -> Algorithm {
@@ -237,24 +275,43 @@ impl Signer {
         }
     }
 
-    /// Load every `*.pem` in `dir` (created with mode 0700 if missing); generate a key
-    /// there when none fits `algorithm`. Refuses keys readable by group or others.
+    /// The signer `signing:` configures: the keys of `key_dir`, or one in memory
+    /// (development mode, no `key_dir`).
+    pub fn from_config(signing: &crate::config::SigningConfig) -> Result<Signer, SigningError> {
+        match &signing.key_dir {
+            Some(dir) => Signer::load(dir, signing.algorithm, signing.active_kid.as_deref()),
+            None => Signer::ephemeral(signing.algorithm),
+        }
+    }
+
+    /// [`Signer::load`] without an `active_kid`.
     pub fn load_or_generate(dir: &Path, algorithm: Algorithm) -> Result<Signer, SigningError> {
+        Signer::load(dir, algorithm, None)
+    }
+
+    /// Load every `*.pem` in `dir` (created with mode 0700 if missing) and choose the
+    /// signing key (module docs). Without `active_kid`, a key is generated under the
+    /// directory's lock when none fits `algorithm`. Refuses keys readable by group or
+    /// others; warns about keys that do not fit `algorithm` (published, never signing).
+    pub fn load(dir: &Path, algorithm: Algorithm, active_kid: Option<&str>) -> Result<Signer, SigningError> {
         ensure_key_dir(dir)?;
         let mut found = read_keys(dir)?;
-        if !found.iter().any(|(_, k)| k.fits(algorithm)) {
-            let path = write_new_key(dir, algorithm)?;
-            tracing::info!(path = %path.display(), algorithm = %algorithm, "generated a signing key");
-            found = read_keys(dir)?;
+        if active_kid.is_none() && !found.iter().any(|f| f.key.fits(algorithm)) {
+            found = generate_under_lock(dir, algorithm)?;
         }
-        // Newest first: the newest fitting key signs.
-        found.sort_by_key(|k| std::cmp::Reverse(k.0));
-        found.truncate(MAX_PUBLISHED_KEYS);
-        let keys: Vec<SigningKey> = found.into_iter().map(|(_, k)| k).collect();
-        let active = keys
-            .iter()
-            .position(|k| k.fits(algorithm))
-            .ok_or(SigningError::Generate("fitting"))?;
+        for f in found.iter().filter(|f| !f.key.fits(algorithm)) {
+            tracing::warn!(
+                path = %f.path.display(),
+                kid = f.key.kid(),
+                key_type = f.key.key_type(),
+                algorithm = %algorithm,
+                "this {} key does not fit signing.algorithm {algorithm}: it is published (as {}) but never signs; \
+                 remove it, or create a fitting key with `fedbroker keys generate --config FILE`",
+                f.key.key_type(),
+                f.key.default_alg(),
+            );
+        }
+        let (keys, active) = choose(dir, found, algorithm, active_kid)?;
         Ok(Signer::from_keys(algorithm, keys, active))
     }
 
@@ -330,7 +387,149 @@ fn check_key_permissions(path: &Path, meta: &fs::Metadata) -> Result<(), Signing
     Ok(())
 }
 
-fn read_keys(dir: &Path) -> Result<Vec<(std::time::SystemTime, SigningKey)>, SigningError> {
+/// One key file of `key_dir`.
+struct KeyFile {
+    path: PathBuf,
+    /// The file's modification time (symbolic links followed), in whole seconds since
+    /// the epoch: copies made by tools that keep only seconds (tar, some `cp`s) agree.
+    modified: u64,
+    key: SigningKey,
+}
+
+/// De-duplicate by kid (the newest file of a key stands for it), order newest first
+/// then by kid, and pick the signing key: `active_kid`, or the first that fits.
+fn choose(
+    dir: &Path,
+    mut found: Vec<KeyFile>,
+    algorithm: Algorithm,
+    active_kid: Option<&str>,
+) -> Result<(Vec<SigningKey>, usize), SigningError> {
+    found.sort_by(|a, b| {
+        b.modified
+            .cmp(&a.modified)
+            .then_with(|| a.key.kid().cmp(b.key.kid()))
+            .then_with(|| a.path.cmp(&b.path))
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    found.retain(|f| {
+        let first = seen.insert(f.key.kid().to_owned());
+        if !first {
+            tracing::info!(
+                path = %f.path.display(),
+                kid = f.key.kid(),
+                "this key is also in another file of the key directory: it is published once"
+            );
+        }
+        first
+    });
+    let active = match active_kid {
+        Some(kid) => {
+            let at = found.iter().position(|f| f.key.kid() == kid).ok_or_else(|| {
+                SigningError::ActiveKidMissing {
+                    kid: kid.to_owned(),
+                    dir: dir.to_path_buf(),
+                    available: if found.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        found.iter().map(|f| f.key.kid()).collect::<Vec<_>>().join(", ")
+                    },
+                }
+            })?;
+            let f = &found[at];
+            if !f.key.fits(algorithm) {
+                return Err(SigningError::ActiveKidUnfit {
+                    kid: kid.to_owned(),
+                    path: f.path.clone(),
+                    key_type: f.key.key_type(),
+                    algorithm,
+                });
+            }
+            at
+        }
+        None => found
+            .iter()
+            .position(|f| f.key.fits(algorithm))
+            .ok_or(SigningError::Generate("fitting"))?,
+    };
+    let mut keys: Vec<SigningKey> = found.into_iter().map(|f| f.key).collect();
+    if keys.len() <= MAX_PUBLISHED_KEYS {
+        return Ok((keys, active));
+    }
+    tracing::warn!(
+        keys = keys.len(),
+        "the key directory holds more than {MAX_PUBLISHED_KEYS} keys: only the signing key and the newest others are published"
+    );
+    if active < MAX_PUBLISHED_KEYS {
+        keys.truncate(MAX_PUBLISHED_KEYS);
+        return Ok((keys, active));
+    }
+    let signing = keys.swap_remove(active);
+    keys.truncate(MAX_PUBLISHED_KEYS - 1);
+    keys.push(signing);
+    Ok((keys, MAX_PUBLISHED_KEYS - 1))
+}
+
+/// `key_dir`'s generation lock, held while the file is open.
+struct KeyDirLock {
+    _file: fs::File,
+    path: PathBuf,
+}
+
+impl KeyDirLock {
+    /// After writing a key: remove the lock file (so `key_dir` holds keys only), then
+    /// unlock. Safe although a waiter may hold the removed file and a later process lock
+    /// a new one: the key is in place before the removal, and everyone reads the
+    /// directory again under the lock before generating.
+    fn release_after_writing(self) {
+        if let Err(e) = fs::remove_file(&self.path) {
+            tracing::debug!(path = %self.path.display(), "could not remove the key generation lock: {e}");
+        }
+    }
+}
+
+/// Take `dir`'s generation lock, blocking while another process holds it.
+fn lock_key_dir(dir: &Path) -> Result<KeyDirLock, SigningError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(LOCK_FILE);
+    let io = |source| SigningError::Io {
+        path: path.clone(),
+        source,
+    };
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            tracing::info!(path = %path.display(), "waiting for another process to finish generating a key");
+            file.lock().map_err(io)?;
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    Ok(KeyDirLock { _file: file, path })
+}
+
+/// No key fits: under the lock, read `dir` again (a replica started at the same time may
+/// have generated one meanwhile) and generate only when still none fits.
+fn generate_under_lock(dir: &Path, algorithm: Algorithm) -> Result<Vec<KeyFile>, SigningError> {
+    let lock = lock_key_dir(dir)?;
+    let found = read_keys(dir)?;
+    if found.iter().any(|f| f.key.fits(algorithm)) {
+        tracing::info!("another process generated a signing key meanwhile: using it");
+        return Ok(found);
+    }
+    let path = write_key_file(dir, algorithm)?;
+    tracing::info!(path = %path.display(), algorithm = %algorithm, "generated a signing key");
+    lock.release_after_writing();
+    read_keys(dir)
+}
+
+fn read_keys(dir: &Path) -> Result<Vec<KeyFile>, SigningError> {
     let io = |source| SigningError::Io {
         path: dir.to_path_buf(),
         source,
@@ -361,18 +560,41 @@ fn read_keys(dir: &Path) -> Result<Vec<(std::time::SystemTime, SigningKey)>, Sig
         }
         let key = SigningKey::from_pkcs8(parsed.contents())
             .ok_or_else(|| SigningError::BadKey { path: path.clone() })?;
-        let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-        out.push((modified, key));
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        out.push(KeyFile { path, modified, key });
     }
     Ok(out)
 }
 
 /// Generate a key for `alg` and write it to `dir/<kid>.pem` with mode 0600 (`dir` is
-/// created with mode 0700 when missing).
+/// created with mode 0700 when missing), under the directory's generation lock.
 pub fn write_new_key(dir: &Path, alg: Algorithm) -> Result<PathBuf, SigningError> {
+    ensure_key_dir(dir)?;
+    let lock = lock_key_dir(dir)?;
+    let path = write_key_file(dir, alg)?;
+    lock.release_after_writing();
+    Ok(path)
+}
+
+/// Whether a key made for `a` can sign `b` (RS256 and PS256 share RSA keys).
+pub fn same_key_type(a: Algorithm, b: Algorithm) -> bool {
+    let family = |alg| match alg {
+        Algorithm::RS256 | Algorithm::PS256 => 0,
+        Algorithm::ES256 => 1,
+        Algorithm::EdDSA => 2,
+        _ => 3,
+    };
+    family(a) == family(b)
+}
+
+/// Write a new key file; the caller holds the lock.
+fn write_key_file(dir: &Path, alg: Algorithm) -> Result<PathBuf, SigningError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    ensure_key_dir(dir)?;
     let der = SigningKey::generate_pkcs8(alg)?;
     let key = SigningKey::from_pkcs8(&der).ok_or(SigningError::Generate("new"))?;
     let pem_text = pem::encode(&pem::Pem::new("PRIVATE KEY", der));
@@ -405,8 +627,12 @@ mod tests {
         let a = Signer::load_or_generate(dir.path(), Algorithm::ES256).expect("generate");
         let b = Signer::load_or_generate(dir.path(), Algorithm::ES256).expect("reload");
         assert_eq!(a.kid(), b.kid());
-        let files: Vec<_> = fs::read_dir(dir.path()).expect("dir").collect();
-        assert_eq!(files.len(), 1);
+        let files: Vec<String> = fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        // The key only: the generation lock is removed once the key is written.
+        assert_eq!(files, [format!("{}.pem", a.kid())]);
         let path = dir.path().join(format!("{}.pem", a.kid()));
         let mode = fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -435,11 +661,28 @@ mod tests {
         }
     }
 
+    /// Set a file's modification time to `secs` after the epoch.
+    fn set_mtime(path: &Path, secs: u64) {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        fs::File::open(path)
+            .and_then(|f| f.set_modified(t))
+            .expect("set mtime");
+    }
+
+    fn kids(s: &Signer) -> Vec<String> {
+        s.jwks()["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|k| k["kid"].as_str().expect("kid").to_owned())
+            .collect()
+    }
+
     #[test]
     fn rotation_keeps_the_old_key_published() {
         let dir = tempfile::tempdir().expect("tempdir");
         let first = Signer::load_or_generate(dir.path(), Algorithm::ES256).expect("generate");
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        set_mtime(&dir.path().join(format!("{}.pem", first.kid())), 1_600_000_000);
         write_new_key(dir.path(), Algorithm::ES256).expect("rotate");
         let second = Signer::load_or_generate(dir.path(), Algorithm::ES256).expect("reload");
         assert_ne!(first.kid(), second.kid());
@@ -497,5 +740,106 @@ mod tests {
             fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).expect("chmod");
             Signer::load_or_generate(dir.path(), Algorithm::ES256).expect("0400 is fine");
         }
+    }
+
+    #[test]
+    fn equal_times_go_to_the_smallest_kid_and_a_copy_is_published_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = write_new_key(dir.path(), Algorithm::ES256).expect("a");
+        let b = write_new_key(dir.path(), Algorithm::ES256).expect("b");
+        let copy = dir.path().join("copy.pem");
+        fs::copy(&b, &copy).expect("copy");
+        for p in [&a, &b, &copy] {
+            set_mtime(p, 1_700_000_000);
+        }
+        let s = Signer::load_or_generate(dir.path(), Algorithm::ES256).expect("load");
+        let mut expected: Vec<String> = [&a, &b]
+            .iter()
+            .map(|p| p.file_stem().expect("stem").to_string_lossy().into_owned())
+            .collect();
+        expected.sort();
+        assert_eq!(s.kid(), expected[0]);
+        assert_eq!(kids(&s), expected, "each kid once, ties in kid order");
+        // A newer time wins over the kid order, whichever file of a key it is.
+        set_mtime(&copy, 1_700_000_001);
+        let s = Signer::load_or_generate(dir.path(), Algorithm::ES256).expect("load");
+        assert_eq!(s.kid(), kid_of(&b));
+        assert_eq!(kids(&s).len(), 2);
+    }
+
+    fn kid_of(p: &Path) -> String {
+        p.file_stem().expect("stem").to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn active_kid_signs_and_must_exist_and_fit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = write_new_key(dir.path(), Algorithm::ES256).expect("old");
+        set_mtime(&old, 1_600_000_000);
+        let new = write_new_key(dir.path(), Algorithm::ES256).expect("new");
+        let rsa = write_new_key(dir.path(), Algorithm::RS256).expect("rsa");
+        let (old, new, rsa) = (kid_of(&old), kid_of(&new), kid_of(&rsa));
+        let newest = Signer::load(dir.path(), Algorithm::ES256, None).expect("load");
+        assert_eq!(newest.kid(), new);
+        let pinned = Signer::load(dir.path(), Algorithm::ES256, Some(&old)).expect("pinned");
+        assert_eq!(pinned.kid(), old);
+        assert_eq!(kids(&pinned), kids(&newest), "the same key set either way");
+        let missing = "A".repeat(43);
+        let err = Signer::load(dir.path(), Algorithm::ES256, Some(&missing))
+            .err()
+            .expect("a missing active_kid is an error");
+        assert!(
+            matches!(err, SigningError::ActiveKidMissing { .. }) && err.to_string().contains(&old),
+            "{err}"
+        );
+        let err = Signer::load(dir.path(), Algorithm::ES256, Some(&rsa))
+            .err()
+            .expect("an RSA active_kid cannot sign ES256");
+        assert!(matches!(err, SigningError::ActiveKidUnfit { .. }), "{err}");
+    }
+
+    #[test]
+    fn active_kid_never_generates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kid = "A".repeat(43);
+        assert!(matches!(
+            Signer::load(dir.path(), Algorithm::ES256, Some(&kid)),
+            Err(SigningError::ActiveKidMissing { .. })
+        ));
+        let pems = fs::read_dir(dir.path())
+            .expect("dir")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "pem"))
+            })
+            .count();
+        assert_eq!(pems, 0);
+    }
+
+    #[test]
+    fn concurrent_loads_on_an_empty_dir_generate_one_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let threads: Vec<_> = (0..6)
+            .map(|_| {
+                let dir = dir.path().to_path_buf();
+                std::thread::spawn(move || {
+                    Signer::load_or_generate(&dir, Algorithm::RS256)
+                        .expect("load")
+                        .kid()
+                        .to_owned()
+                })
+            })
+            .collect();
+        let kids: std::collections::BTreeSet<String> =
+            threads.into_iter().map(|t| t.join().expect("thread")).collect();
+        assert_eq!(kids.len(), 1, "{kids:?}");
+        let pems = fs::read_dir(dir.path())
+            .expect("dir")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "pem"))
+            })
+            .count();
+        assert_eq!(pems, 1);
     }
 }

@@ -23,6 +23,7 @@ mod redis;
 mod reload;
 mod replay;
 mod replay_hardening;
+mod replicas_keys;
 mod rules_e2e;
 mod rules_fail_closed;
 mod server_limits;
