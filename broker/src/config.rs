@@ -245,6 +245,9 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// The admin API's issuers and rules included in this config.
     pub admin_state: AdminState,
+    /// The issuers and rules of the configuration file and its rule files (the names
+    /// the admin API may not manage), as JSON in the YAML schema.
+    pub file_items: Arc<FileItems>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -289,7 +292,7 @@ struct RawReplay {
     replicas: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 struct RawIssuer {
     name: String,
@@ -406,6 +409,48 @@ impl AdminState {
 /// The pseudo-file admin items are reported under (`admin:rules/NAME`).
 pub fn admin_source(kind: &str, name: &str) -> PathBuf {
     PathBuf::from(format!("admin:{kind}/{name}"))
+}
+
+/// The issuers and rules that come from the configuration file and its rule files, in
+/// input order, each as JSON in the YAML schema (`${NAME}` already replaced, as in
+/// force). The admin API lists them read-only and refuses to create, replace or delete
+/// them: the configuration file owns these names.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileItems {
+    pub issuers: Vec<(String, serde_json::Value)>,
+    pub rules: Vec<(String, serde_json::Value)>,
+}
+
+impl FileItems {
+    /// The items of `kind` (`"issuers"` or `"rules"`).
+    pub fn of(&self, kind: &str) -> &[(String, serde_json::Value)] {
+        match kind {
+            "issuers" => &self.issuers,
+            _ => &self.rules,
+        }
+    }
+
+    /// Whether the configuration file (or a rule file) defines `name` of `kind`.
+    pub fn owns(&self, kind: &str, name: &str) -> bool {
+        self.of(kind).iter().any(|(n, _)| n == name)
+    }
+}
+
+/// The words every name-clash error carries (see [`is_name_clash`]).
+pub const NAME_CLASH: &str = "the configuration file owns this name";
+
+/// Whether an error line (as [`ConfigErrors`] prints them) reports a name that both the
+/// configuration file and the admin API's state define.
+pub fn is_name_clash(line: &str) -> bool {
+    line.contains(NAME_CLASH)
+}
+
+/// An item as JSON without `null` members (absent optional fields).
+fn without_nulls(mut value: serde_json::Value) -> serde_json::Value {
+    if let Some(map) = value.as_object_mut() {
+        map.retain(|_, v| !v.is_null());
+    }
+    value
 }
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -1746,6 +1791,7 @@ pub fn assemble(
             audit: draft.audit,
             admin: draft.admin,
             admin_state: AdminState::default(),
+            file_items: Arc::default(),
         }),
         _ => Err(ConfigErrors(list)),
     }
@@ -1780,6 +1826,7 @@ pub fn load_with_admin(path: &Path, admin: Option<&AdminState>) -> Result<Config
     let mut errors = Vec::new();
     let mut rules = Vec::new();
     let mut admin_state = AdminState::default();
+    let (mut admin_issuers, mut admin_rules) = (Vec::new(), Vec::new());
     if let Some(settings) = draft.admin.as_mut() {
         if let Some(tokens_file) = &settings.tokens_file {
             match crate::files::read_regular_text(tokens_file, crate::files::MAX_SMALL_BYTES) {
@@ -1834,9 +1881,9 @@ pub fn load_with_admin(path: &Path, admin: Option<&AdminState>) -> Result<Config
                 AdminState::default()
             }),
         };
-        let (issuers, admin_rules, problems) = parse_admin_items(&admin_state, settings);
-        draft.issuers.extend(issuers);
-        rules.extend(admin_rules);
+        let (issuers, rules_made, problems) = parse_admin_items(&admin_state, settings);
+        admin_issuers = issuers;
+        admin_rules = rules_made;
         errors.extend(problems);
     }
     let globs = draft.rules_files.clone();
@@ -1869,9 +1916,36 @@ pub fn load_with_admin(path: &Path, admin: Option<&AdminState>) -> Result<Config
             }),
         }
     }
+    // The configuration file's own items, before the admin API's join them.
+    let file_items = FileItems {
+        issuers: draft
+            .issuers
+            .iter()
+            .map(|(_, _, raw)| {
+                let json = serde_json::to_value(raw).unwrap_or_default();
+                (raw.name.clone(), without_nulls(json))
+            })
+            .collect(),
+        rules: draft
+            .rules
+            .iter()
+            .chain(&rules)
+            .map(|s| {
+                let json = serde_json::to_value(&s.rule).unwrap_or_default();
+                (s.rule.name.clone(), without_nulls(json))
+            })
+            .collect(),
+    };
+    // A name both define is one error, under the admin item: the file's item wins
+    // nothing either, the load fails and the previous set keeps serving.
+    refuse_name_clashes(&draft, &rules, &mut admin_issuers, &mut admin_rules, &mut errors);
+    draft.issuers.extend(admin_issuers);
+    admin_rules.extend(rules);
+    let rules = admin_rules;
     match assemble(draft, rules, &read_file) {
         Ok(mut config) if errors.is_empty() => {
             config.admin_state = admin_state;
+            config.file_items = Arc::new(file_items);
             Ok(config)
         }
         Ok(_) => Err(ConfigErrors(errors)),
@@ -1880,6 +1954,57 @@ pub fn load_with_admin(path: &Path, admin: Option<&AdminState>) -> Result<Config
             Err(ConfigErrors(errors))
         }
     }
+}
+
+/// Remove from the admin API's items every one whose name the configuration file (or
+/// one of its rule files) also defines, with one error each naming where the file
+/// defines it and how to resolve the clash.
+fn refuse_name_clashes(
+    draft: &Draft,
+    rule_files: &[SourcedRule],
+    admin_issuers: &mut Vec<(PathBuf, Node, RawIssuer)>,
+    admin_rules: &mut Vec<SourcedRule>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let clash = |kind: &str, name: &str, file: &Path, line: Option<usize>| {
+        let at = match line {
+            Some(line) => format!("{}, line {line}", file.display()),
+            None => file.display().to_string(),
+        };
+        let singular = &kind[..kind.len() - 1];
+        ConfigError {
+            file: admin_source(kind, name),
+            line: None,
+            field: "name".into(),
+            message: format!(
+                "{singular} `{name}` is defined both in the configuration ({at}) and through the admin API: \
+                 {NAME_CLASH}; remove the admin API's copy (DELETE /admin/v1/{kind}/{name}) or the file's"
+            ),
+        }
+    };
+    admin_issuers.retain(
+        |(_, _, raw)| match draft.issuers.iter().find(|(_, _, own)| own.name == raw.name) {
+            Some((file, node, _)) => {
+                errors.push(clash("issuers", &raw.name, file, line_of(node)));
+                false
+            }
+            None => true,
+        },
+    );
+    let owned: std::collections::HashMap<&str, &SourcedRule> = draft
+        .rules
+        .iter()
+        .chain(rule_files)
+        .rev()
+        .map(|own| (own.rule.name.as_str(), own))
+        .collect();
+    admin_rules.retain(|admin| match owned.get(admin.rule.name.as_str()) {
+        Some(own) => {
+            errors.push(clash("rules", &admin.rule.name, &own.file, line_of(&own.node)));
+            false
+        }
+        None => true,
+    });
 }
 
 /// The admin API's items as parsed config items: through the same YAML parser and
@@ -2007,6 +2132,7 @@ pub fn from_parts(
         audit: AuditConfig::default(),
         admin: None,
         admin_state: AdminState::default(),
+        file_items: Arc::default(),
     })
 }
 
@@ -2448,5 +2574,50 @@ mod tests {
             "{shown:#?}"
         );
         assert!(shown.iter().any(|x| x.contains("nope")), "{shown:#?}");
+    }
+
+    #[test]
+    fn a_name_the_file_and_the_admin_state_both_define_is_one_clash_error_each() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("config.yaml");
+        let rules = dir.path().join("rules.yaml");
+        std::fs::write(
+            &rules,
+            "- name: deploy\n  match:\n    issuer: gha\n    subject: s\n    audiences: [t]\n",
+        )
+        .expect("write");
+        let admin = "admin:\n  tokens: [\"0123456789abcdef-token\"]\n";
+        std::fs::write(&cfg, format!("{MINIMAL}rules_files: [rules.yaml]\n{admin}")).expect("write");
+        let issuer = |name: &str| serde_json::json!({"name": name, "issuer": format!("https://{name}.example.com"), "audiences": ["a"]});
+        let rule = serde_json::json!({"name": "deploy", "match": {"issuer": "gha", "subject": "x", "audiences": ["t"]}});
+        let mut state = AdminState::default();
+        state.issuers.insert("gha".into(), issuer("gha"));
+        state.issuers.insert("other".into(), issuer("other"));
+        state.rules.insert("deploy".into(), rule);
+        let e = load_with_admin(&cfg, Some(&state)).expect_err("clash");
+        let clashes: Vec<&ConfigError> = e.0.iter().filter(|x| is_name_clash(&x.to_string())).collect();
+        assert_eq!(clashes.len(), 2, "{e}");
+        assert_eq!(clashes[0].file, PathBuf::from("admin:issuers/gha"));
+        assert!(clashes[0].message.contains("config.yaml, line 5"), "{e}");
+        assert_eq!(clashes[1].file, PathBuf::from("admin:rules/deploy"));
+        assert!(clashes[1].message.contains("rules.yaml, line 1"), "{e}");
+        assert!(!e.to_string().contains("duplicate"), "one error per clash: {e}");
+
+        // Without the clashing items: the file's items are known, the admin API's not among them.
+        state.issuers.remove("gha");
+        state.rules.clear();
+        let config = load_with_admin(&cfg, Some(&state)).expect("loads");
+        assert!(config.file_items.owns("issuers", "gha"));
+        assert!(config.file_items.owns("rules", "deploy"));
+        assert!(!config.file_items.owns("issuers", "other"));
+        assert_eq!(
+            config.file_items.issuers[0].1["audiences"],
+            serde_json::json!(["https://broker.example.com"])
+        );
+        assert!(
+            config.file_items.issuers[0].1.get("jwks_uri").is_none(),
+            "no null members"
+        );
+        assert_eq!(config.file_items.rules[0].1["match"]["subject"], "s");
     }
 }
