@@ -45,18 +45,42 @@ pub struct Admin {
     store: AdminStore,
     /// Serialises changes and Redis syncs: read state, validate, write, install.
     write: tokio::sync::Mutex<()>,
-    /// Held while a policy with admin items is built and installed (by a change, a sync
-    /// from Redis or a reload), so an older state never replaces a newer one. With
-    /// Redis: the version and state last read from it.
+    /// The install lock: held from the moment a configuration with admin items is
+    /// loaded (the rule files read, the whole validated) until it is installed, by an
+    /// admin change, a state read from Redis and a file reload alike. So what is
+    /// installed was validated against the files as they are then: no reload slips in
+    /// between, and an older state never replaces a newer one. Taken with
+    /// `blocking_lock` off the async workers (reloads, Redis installs) and awaited by
+    /// admin changes.
+    installing: tokio::sync::Mutex<()>,
+    /// With Redis: the version and state installed last, and what stands in the way.
+    /// Held only to read or set these fields, never across a load, so `/readyz` never
+    /// waits for one.
     synced: std::sync::Mutex<Synced>,
 }
 
 #[derive(Default)]
 struct Synced {
+    /// The version installed: the last state read from Redis that validated here.
     version: Option<u64>,
+    /// That state: file reloads combine the files with it.
     state: Option<AdminState>,
     /// Why the last sync from Redis failed (shown on `/readyz`).
     error: Option<String>,
+    /// A state read from Redis that does not install here (this replica is out of
+    /// step: `/readyz` answers 503 until a state installs).
+    rejected: Option<Rejected>,
+}
+
+/// A state in Redis that failed to install on this replica.
+struct Rejected {
+    version: u64,
+    /// The load errors, as `fedbroker check` prints them.
+    reason: String,
+    /// Whether to try it again at the next sync: set by a file reload that succeeded
+    /// (the files may have been what kept it out). Otherwise the same version is not
+    /// loaded again every second.
+    retry: bool,
 }
 
 /// The accepted bearer tokens, as SHA-256 digests.
@@ -107,6 +131,7 @@ impl Admin {
             tokens: std::sync::RwLock::new(Tokens::from_config(config)),
             store,
             write: tokio::sync::Mutex::new(()),
+            installing: tokio::sync::Mutex::new(()),
             synced: std::sync::Mutex::new(Synced::default()),
         })
     }
@@ -176,31 +201,82 @@ impl Admin {
     }
 
     /// Run `f` with the admin state a reload combines with the files (`None`: the state
-    /// file's), holding the install lock so no newer state is installed meanwhile.
+    /// file's; with Redis, the last state that installed here, never one that failed),
+    /// holding the install lock so nothing else is installed meanwhile. Blocks: call it
+    /// off the async workers (the reload runs on the blocking pool).
     pub fn with_reload_state<R>(&self, f: impl FnOnce(Option<&AdminState>) -> R) -> R {
-        let synced = self.synced();
+        let _installing = self.installing.blocking_lock();
         match &self.store {
             AdminStore::File(_) => f(None),
             AdminStore::Redis(_) => {
-                let empty = AdminState::default();
-                f(Some(synced.state.as_ref().unwrap_or(&empty)))
+                let state = self.synced().state.clone().unwrap_or_default();
+                f(Some(&state))
             }
         }
     }
 
-    /// For `/readyz`: whether the admin state is known (with Redis: read at least once
-    /// since the start), and what to show.
-    pub fn readiness(&self) -> (bool, Value) {
+    /// After a file reload (under no lock): one that succeeded lets the sync try again
+    /// a state from Redis that did not install here, at once, since the files may have
+    /// been what kept it out.
+    pub fn reloaded(&self, ok: bool) {
+        let AdminStore::Redis(store) = &self.store else {
+            return;
+        };
+        if !ok {
+            return;
+        }
+        let retry = match self.synced().rejected.as_mut() {
+            Some(rejected) => {
+                rejected.retry = true;
+                true
+            }
+            None => false,
+        };
+        if retry {
+            store.changed.notify_one();
+        }
+    }
+
+    /// For `/readyz`: why the admin state keeps this replica from being ready (nothing
+    /// when it is in step), and what to show. With Redis, a replica is in step when it
+    /// has installed the state read from Redis: it is not before the first read since
+    /// its start, nor while the latest state read does not install here (the last one
+    /// that did keeps serving). Takes no lock a load holds.
+    pub fn readiness(&self) -> (Vec<String>, Value) {
         match &self.store {
-            AdminStore::File(_) => (true, json!({"store": "file"})),
+            AdminStore::File(_) => (Vec::new(), json!({"store": "file"})),
             AdminStore::Redis(_) => {
                 let synced = self.synced();
                 let version = synced.version;
-                let mut shown = json!({"store": "redis", "synced": version.is_some(), "version": version});
+                let mut reasons = Vec::new();
+                let mut shown = json!({
+                    "store": "redis",
+                    "synced": version.is_some() && synced.rejected.is_none(),
+                    "version": version,
+                });
                 if let Some(e) = &synced.error {
                     shown["error"] = json!(e);
                 }
-                (version.is_some(), shown)
+                match &synced.rejected {
+                    Some(rejected) => {
+                        shown["not_installed"] =
+                            json!({"version": rejected.version, "error": rejected.reason});
+                        reasons.push(format!(
+                            "out of step: the admin state version {} in Redis does not install on this replica ({}); {}",
+                            rejected.version,
+                            rejected.reason.lines().next().unwrap_or_default(),
+                            match version {
+                                Some(v) => format!("version {v}, the last one that installed, keeps serving"),
+                                None => "no admin state installed yet".to_string(),
+                            }
+                        ));
+                    }
+                    None if version.is_none() => {
+                        reasons.push("the admin state has not been read from Redis yet".to_string());
+                    }
+                    None => {}
+                }
+                (reasons, shown)
             }
         }
     }
@@ -275,12 +351,24 @@ impl Admin {
             return Ok(());
         };
         let _write = self.write.lock().await;
-        let known = self.synced().version;
-        if Some(store.version().await?) == known {
+        let (known, rejected) = {
+            let synced = self.synced();
+            let rejected = synced.rejected.as_ref().filter(|r| !r.retry).map(|r| r.version);
+            (synced.version, rejected)
+        };
+        let current = store.version().await?;
+        if Some(current) == known {
+            // In step with Redis again (nothing newer stands rejected).
+            self.synced().rejected = None;
+            return Ok(());
+        }
+        // A state that failed to install here is not loaded again every second: only
+        // once it changes, or after a file reload (see `reloaded`).
+        if Some(current) == rejected {
             return Ok(());
         }
         let (version, state) = self.fetch(store).await?;
-        if Some(version) == known {
+        if Some(version) == known || Some(version) == rejected {
             return Ok(());
         }
         let (st, admin) = (st.clone(), self.clone());
@@ -289,28 +377,40 @@ impl Admin {
             .map_err(|e| StoreError::Unavailable(format!("installing the admin state failed: {e}")))
     }
 
-    /// Install a state read from Redis, validated with the files like a reload; on
-    /// error the previous policy keeps serving and the error is recorded.
+    /// Install a state read from Redis, validated with the files as they are now (under
+    /// the install lock, like a reload). On error this replica is out of step: the last
+    /// state that installed keeps serving (and file reloads keep applying against it),
+    /// the new version is NOT recorded as synced, and `/readyz` answers 503 with the
+    /// reason until a state installs.
     fn install_synced(&self, st: &AppState, version: u64, state: AdminState) {
-        let mut synced = self.synced();
+        let _installing = self.installing.blocking_lock();
         if st.policy().admin_state != state {
+            let _loading = st.loading();
             let result = match &st.config_path {
                 None => Err("no configuration file".to_string()),
                 Some(path) => crate::config::load_with_admin(path, Some(&state))
                     .map_err(|e| e.to_string())
                     .and_then(|config| st.install(&config)),
             };
-            match &result {
-                Ok(_) => tracing::info!(version, "admin state from Redis installed"),
-                Err(_) => tracing::error!(
-                    version,
-                    "the admin state in Redis does not validate here: the previous one keeps serving"
-                ),
-            }
             st.record_reload(&result);
+            if let Err(reason) = result {
+                tracing::error!(
+                    version,
+                    "the admin state in Redis does not validate on this replica: it is out of step (/readyz answers 503) until a state installs; the last state that installed keeps serving and file reloads apply against it"
+                );
+                self.synced().rejected = Some(Rejected {
+                    version,
+                    reason,
+                    retry: false,
+                });
+                return;
+            }
+            tracing::info!(version, "admin state from Redis installed");
         }
+        let mut synced = self.synced();
         synced.version = Some(version);
         synced.state = Some(state);
+        synced.rejected = None;
     }
 
     /// The version and state in Redis. A missing key while this replica knows a
@@ -355,26 +455,37 @@ impl Admin {
         }
     }
 
-    /// Store `next` (validated as `config`) and install it. `Ok(false)`: another
-    /// replica changed the state first, nothing was written.
+    /// Validate `next` (with `validate`, which reads the files), store it and install
+    /// it, all under the install lock: no file reload, nor a state from Redis, is
+    /// installed between the validation and the install, so what is installed is the
+    /// admin state with the rule files as they are then (a rule removed from its file
+    /// by a reload racing this change stays removed). Returns the policy's warnings;
+    /// `Ok(None)`: another replica changed the state first, nothing was written.
     async fn commit(
         self: &Arc<Self>,
         st: &Arc<AppState>,
         version: Option<u64>,
         next: AdminState,
-        config: Config,
-    ) -> Result<bool, Rejection> {
+        validate: impl FnOnce() -> Result<Config, Rejection> + Send + 'static,
+    ) -> Result<Option<Vec<federation_rules::PolicyWarning>>, Rejection> {
+        let _installing = self.installing.lock().await;
+        let _loading = st.loading();
+        let config = match tokio::task::spawn_blocking(validate).await {
+            Ok(Ok(config)) => config,
+            Ok(Err(r)) => return Err(r),
+            Err(_) => return Err(Box::new(unavailable("the change could not be applied"))),
+        };
+        let warnings = config.rules.warnings();
         let written = match &self.store {
             AdminStore::File(_) => None,
             AdminStore::Redis(store) => match store.write(version.unwrap_or(0), &next).await {
                 Ok(Saved::Written(v)) => Some(v),
-                Ok(Saved::Conflict) => return Ok(false),
+                Ok(Saved::Conflict) => return Ok(None),
                 Err(e) => return Err(Box::new(store_unavailable(&e))),
             },
         };
         let (st, admin) = (st.clone(), self.clone());
         let installed = tokio::task::spawn_blocking(move || {
-            let mut synced = admin.synced();
             if let AdminStore::File(path) = &admin.store {
                 next.write(path).map_err(|e| -> Rejection {
                     tracing::error!(path = %path.display(), error = %e, "writing the admin state failed");
@@ -384,14 +495,28 @@ impl Admin {
             let result = st.install(&config);
             st.record_reload(&result);
             if let Some(v) = written {
-                synced.version = Some(v);
-                synced.state = Some(next);
+                let mut synced = admin.synced();
+                match &result {
+                    Ok(_) => {
+                        synced.version = Some(v);
+                        synced.state = Some(next);
+                        synced.rejected = None;
+                    }
+                    // Stored for the other replicas but not in force here: out of step.
+                    Err(reason) => {
+                        synced.rejected = Some(Rejected {
+                            version: v,
+                            reason: reason.clone(),
+                            retry: false,
+                        })
+                    }
+                }
             }
             result.map_err(|e| Box::new(unavailable(e)))
         })
         .await;
         match installed {
-            Ok(Ok(_)) => Ok(true),
+            Ok(Ok(_)) => Ok(Some(warnings)),
             Ok(Err(r)) => Err(r),
             Err(_) => Err(Box::new(unavailable("the change could not be applied"))),
         }
@@ -760,20 +885,14 @@ async fn change(
         }
         let in_use = (matches!(op, Op::Delete) && kind == Kind::Issuers).then(|| name.clone());
         let (st2, next2) = (st.clone(), next.clone());
-        let config =
-            match tokio::task::spawn_blocking(move || validate(&st2, &current, &next2, in_use.as_deref()))
-                .await
-            {
-                Ok(Ok(config)) => config,
-                Ok(Err(r)) => return *r,
-                Err(_) => return unavailable("the change could not be applied"),
-            };
-        let warnings = config.rules.warnings();
-        match admin.commit(&st, version, next, config).await {
-            Ok(true) => {}
-            Ok(false) => continue,
+        // Validated inside `commit`, under the install lock, against the files as they
+        // are when the change is installed.
+        let validation = move || validate(&st2, &current, &next2, in_use.as_deref());
+        let warnings = match admin.commit(&st, version, next, validation).await {
+            Ok(Some(warnings)) => warnings,
+            Ok(None) => continue,
             Err(r) => return *r,
-        }
+        };
         return match op {
             Op::Put(value) => {
                 audit_change(

@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -96,7 +97,14 @@ pub struct ReloadStatus {
 /// Everything a request needs; shared, immutable apart from caches and the policy.
 pub struct AppState {
     pub server: ServerConfig,
+    /// The policy in force. Its lock is held only to clone or swap the `Arc`, never
+    /// while a policy is built, so requests and `/readyz` never wait for a reload.
     policy: RwLock<Arc<Policy>>,
+    /// Serialises [`AppState::install`]: held while a new policy is built and swapped.
+    installing: Mutex<()>,
+    /// How many configuration loads (file reloads, admin changes, admin states read
+    /// from Redis) are running now: `/readyz` shows `rules.reloading`.
+    loads: AtomicUsize,
     reload_status: RwLock<ReloadStatus>,
     /// The config file, when there is one: reloads read it again.
     pub config_path: Option<PathBuf>,
@@ -161,6 +169,8 @@ impl AppState {
         let state = Arc::new(AppState {
             server: config.server.clone(),
             policy: RwLock::new(Arc::new(policy)),
+            installing: Mutex::new(()),
+            loads: AtomicUsize::new(0),
             reload_status: RwLock::new(ReloadStatus {
                 generation: 1,
                 last_error: None,
@@ -193,6 +203,18 @@ impl AppState {
         self.policy.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Count a configuration load as running until the guard is dropped (for
+    /// `/readyz`'s `rules.reloading`).
+    pub fn loading(&self) -> LoadGuard<'_> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        LoadGuard(&self.loads)
+    }
+
+    /// Whether a configuration load is running now.
+    pub fn is_loading(&self) -> bool {
+        self.loads.load(Ordering::SeqCst) > 0
+    }
+
     pub fn reload_status(&self) -> ReloadStatus {
         self.reload_status
             .read()
@@ -206,6 +228,7 @@ impl AppState {
         let Some(path) = &self.config_path else {
             return Err("no configuration file to reload".into());
         };
+        let _loading = self.loading();
         let load = |admin: Option<&crate::config::AdminState>| {
             crate::config::load_with_admin(path, admin)
                 .map_err(|e| e.to_string())
@@ -225,26 +248,32 @@ impl AppState {
             admin.revoke_removed_tokens();
         }
         self.record_reload(&result);
+        if let Some(admin) = &self.admin {
+            admin.reloaded(result.is_ok());
+        }
         result
     }
 
     /// Swap in the issuers and rules of `config` (already validated) as a new policy.
     pub fn install(&self, config: &Config) -> Result<u64, String> {
-        // Hold the write lock while building so two installs cannot interleave.
-        let mut slot = self.policy.write().unwrap_or_else(|e| e.into_inner());
-        let generation = slot.generation + 1;
+        // Two installs never interleave; the policy itself stays readable meanwhile
+        // (its lock is taken only for the swap).
+        let installing = self.installing.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = self.policy();
+        let generation = previous.generation + 1;
         let policy = Policy::build(
             generation,
             config,
-            Some(&slot),
+            Some(&previous),
             &self.clients,
             &self.metrics,
             true,
         )
         .map_err(|e| e.to_string())?;
         self.metrics.set_rules_loaded(policy.rules.len());
-        *slot = Arc::new(policy);
-        drop(slot);
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+        drop(previous);
+        drop(installing);
         // Installed anyway: a warning is not an error (`fedbroker check` prints the same).
         for warning in config.rules.warnings() {
             tracing::warn!(generation, kind = warning.kind, target = %warning.target, "{warning}");
@@ -306,6 +335,15 @@ impl AppState {
     /// `jwks_file`s, resolved against the config file's directory.
     pub fn watched(&self) -> crate::reload::Watched {
         self.watched.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Marks a configuration load as running; see [`AppState::loading`].
+pub struct LoadGuard<'a>(&'a AtomicUsize);
+
+impl Drop for LoadGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -463,6 +501,10 @@ async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
+/// `/readyz`: 200 when this replica can serve as its peers do, else 503 with every
+/// reason in `reasons`. Reads snapshots only (the policy's `Arc`, the reload status, the
+/// admin sync status), never a lock a reload holds while it loads, so it answers at
+/// once while a large reload runs (`rules.reloading` is then true).
 async fn readyz(State(st): State<Arc<AppState>>) -> Response {
     let replay = st.replay.ping().await;
     let policy = st.policy();
@@ -473,8 +515,16 @@ async fn readyz(State(st): State<Arc<AppState>>) -> Response {
         issuers.insert(issuer.config.name.clone(), status);
     }
     let admin = st.admin.as_ref().map(|a| a.readiness());
-    // With Redis, a replica is ready once it has read the admin state from there.
-    let ready = replay.is_ok() && admin.as_ref().is_none_or(|(synced, _)| *synced);
+    let mut reasons: Vec<String> = Vec::new();
+    if let Err(e) = &replay {
+        reasons.push(format!("the replay store does not answer: {e}"));
+    }
+    // With Redis, a replica is ready once it has installed the admin state read from
+    // there, and not while the latest one does not install here.
+    if let Some((admin_reasons, _)) = &admin {
+        reasons.extend(admin_reasons.iter().cloned());
+    }
+    let ready = reasons.is_empty();
     let mut body = json!({
         "status": if ready { "ready" } else { "unavailable" },
         "signing_key": st.signer.kid(),
@@ -487,8 +537,10 @@ async fn readyz(State(st): State<Arc<AppState>>) -> Response {
             "loaded": policy.rules.len(),
             "generation": policy.generation,
             "last_reload_error": st.reload_status().last_error,
+            "reloading": st.is_loading(),
         },
         "issuers": issuers,
+        "reasons": reasons,
     });
     if let Some((_, admin)) = admin {
         body["admin"] = admin;

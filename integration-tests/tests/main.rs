@@ -24,6 +24,7 @@ mod reload;
 mod replay;
 mod replay_hardening;
 mod replicas_keys;
+mod replicas_policy;
 mod rules_e2e;
 mod rules_fail_closed;
 mod server_limits;
