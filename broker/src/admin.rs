@@ -384,7 +384,9 @@ impl Admin {
     /// reason until a state installs.
     fn install_synced(&self, st: &AppState, version: u64, state: AdminState) {
         let _installing = self.installing.blocking_lock();
-        if st.policy().admin_state != state {
+        // A replica whose last load found a name clash loads again even when the state
+        // is the one in force: the clash may be gone (and /readyz then says so).
+        if st.policy().admin_state != state || st.reload_status().name_clash.is_some() {
             let _loading = st.loading();
             let result = match &st.config_path {
                 None => Err("no configuration file".to_string()),
@@ -394,9 +396,14 @@ impl Admin {
             };
             st.record_reload(&result);
             if let Err(reason) = result {
+                // Say what serves: there may be no earlier admin state at all.
+                let serving = match self.synced().version {
+                    Some(_) => "the last state that installed keeps serving and file reloads apply against it",
+                    None => "no admin state has installed here yet: only the configuration file's items serve",
+                };
                 tracing::error!(
                     version,
-                    "the admin state in Redis does not validate on this replica: it is out of step (/readyz answers 503) until a state installs; the last state that installed keeps serving and file reloads apply against it"
+                    "the admin state in Redis does not validate on this replica: it is out of step (/readyz answers 503) until a state installs; {serving}"
                 );
                 self.synced().rejected = Some(Rejected {
                     version,
@@ -669,9 +676,41 @@ async fn list(st: Arc<AppState>, headers: HeaderMap, kind: Kind) -> Response {
         Err(r) => return *r,
     };
     match admin.items(&st).await {
-        Ok(state) => Json(kind.map(&state).values().cloned().collect::<Vec<Value>>()).into_response(),
+        Ok(state) => Json(effective_list(&st.policy().file_items, &state, kind)).into_response(),
         Err(r) => *r,
     }
+}
+
+/// The whole effective set of `kind`: the configuration file's items first (in file
+/// order, each with `"read_only": true`: the admin API may not change them), then the
+/// admin API's (by name, as stored, so each can be sent back with `PUT`).
+fn effective_list(file: &crate::config::FileItems, state: &AdminState, kind: Kind) -> Vec<Value> {
+    let mut list: Vec<Value> = file
+        .of(kind.as_str())
+        .iter()
+        .map(|(_, item)| {
+            let mut item = item.clone();
+            if let Some(map) = item.as_object_mut() {
+                map.insert("read_only".into(), Value::Bool(true));
+            }
+            item
+        })
+        .collect();
+    list.extend(kind.map(state).values().cloned());
+    list
+}
+
+/// 409 for a change to a name the configuration file owns.
+fn owned_by_file(kind: Kind, name: &str) -> Response {
+    let singular = &kind.as_str()[..kind.as_str().len() - 1];
+    error(
+        StatusCode::CONFLICT,
+        "conflict",
+        format!(
+            "{singular} `{name}` is defined in the configuration file, which owns this name: \
+             change it there (the admin API lists it with \"read_only\": true)"
+        ),
+    )
 }
 
 async fn get_one(st: Arc<AppState>, headers: HeaderMap, kind: Kind, name: String) -> Response {
@@ -685,14 +724,19 @@ async fn get_one(st: Arc<AppState>, headers: HeaderMap, kind: Kind, name: String
     };
     match kind.map(&state).get(&name) {
         Some(v) => with_etag(StatusCode::OK, v),
-        None => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!(
-                "no {} `{name}` made through the admin API",
-                &kind.as_str()[..kind.as_str().len() - 1]
-            ),
-        ),
+        None => {
+            let singular = &kind.as_str()[..kind.as_str().len() - 1];
+            let why = if st.policy().file_items.owns(kind.as_str(), &name) {
+                " (it is defined in the configuration file: GET the list to see it)"
+            } else {
+                ""
+            };
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no {singular} `{name}` made through the admin API{why}"),
+            )
+        }
     }
 }
 
@@ -990,6 +1034,11 @@ async fn put(st: Arc<AppState>, headers: HeaderMap, kind: Kind, name: String, bo
             ]);
         }
     }
+    // The configuration file owns its names (as loaded by the policy in force; a file
+    // changed since then is checked by the load that validates the change).
+    if st.policy().file_items.owns(kind.as_str(), &name) {
+        return owned_by_file(kind, &name);
+    }
     change(st, admin, who, headers, kind, name, Op::Put(value)).await
 }
 
@@ -998,7 +1047,14 @@ async fn delete(st: Arc<AppState>, headers: HeaderMap, kind: Kind, name: String)
         Ok(x) => x,
         Err(r) => return *r,
     };
-    change(st, admin, who, headers, kind, name, Op::Delete).await
+    let owned = st.policy().file_items.owns(kind.as_str(), &name);
+    let resp = change(st, admin, who, headers, kind, name.clone(), Op::Delete).await;
+    // A name in both (a clash) is deleted from the admin state, which resolves it; a
+    // name only the file defines is not the admin API's to delete.
+    if owned && resp.status() == StatusCode::NOT_FOUND {
+        return owned_by_file(kind, &name);
+    }
+    resp
 }
 
 async fn list_issuers(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
@@ -1080,6 +1136,7 @@ pub fn openapi_document() -> Value {
                     "200": {"description": "Replaced", "headers": {"ETag": {"schema": {"type": "string"}}}},
                     "201": {"description": "Created", "headers": {"ETag": {"schema": {"type": "string"}}}},
                     "401": {"$ref": "#/components/responses/Unauthorized"},
+                    "409": {"$ref": "#/components/responses/Error"},
                     "412": {"$ref": "#/components/responses/Error"},
                     "413": {"$ref": "#/components/responses/Error"},
                     "422": {"$ref": "#/components/responses/Invalid"},
@@ -1102,9 +1159,12 @@ pub fn openapi_document() -> Value {
     };
     let list_op = |what: &str, schema: &str| {
         json!({"get": {
-            "summary": format!("Every {what} made through the admin API"),
+            "summary": format!("Every {what} in force: the configuration file's (marked \"read_only\": true), then those made through the admin API"),
             "responses": {
-                "200": {"description": "The list", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": schema}}}}},
+                "200": {"description": "The list", "content": {"application/json": {"schema": {"type": "array", "items": {"anyOf": [
+                    {"$ref": schema},
+                    {"type": "object", "description": "An item of the configuration file: the same fields, plus read_only", "required": ["name", "read_only"], "properties": {"read_only": {"const": true}}}
+                ]}}}}},
                 "401": {"$ref": "#/components/responses/Unauthorized"}
             }
         }})

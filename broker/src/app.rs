@@ -40,6 +40,8 @@ pub struct Policy {
     pub rules: Arc<RuleSet>,
     /// The admin API's issuers and rules included in this policy.
     pub admin_state: crate::config::AdminState,
+    /// The configuration file's issuers and rules (the admin API lists them read-only).
+    pub file_items: Arc<crate::config::FileItems>,
 }
 
 impl Policy {
@@ -82,6 +84,7 @@ impl Policy {
             issuers: registry,
             rules: config.rules.clone(),
             admin_state: config.admin_state.clone(),
+            file_items: config.file_items.clone(),
         })
     }
 }
@@ -92,6 +95,10 @@ pub struct ReloadStatus {
     pub generation: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// A name both the configuration file and the admin API's state define, found by
+    /// the last load; kept until a load succeeds. `/readyz` answers 503 meanwhile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name_clash: Option<String>,
 }
 
 /// Everything a request needs; shared, immutable apart from caches and the policy.
@@ -174,6 +181,7 @@ impl AppState {
             reload_status: RwLock::new(ReloadStatus {
                 generation: 1,
                 last_error: None,
+                name_clash: None,
             }),
             config_path,
             on_unavailable: config.replay.on_unavailable,
@@ -296,6 +304,7 @@ impl AppState {
             Ok(generation) => {
                 status.generation = *generation;
                 status.last_error = None;
+                status.name_clash = None;
                 self.metrics.set_generation(*generation);
                 self.metrics.reload(true);
                 tracing::info!(generation, "configuration reloaded");
@@ -303,8 +312,23 @@ impl AppState {
             Err(e) => {
                 status.last_error = Some(e.clone());
                 self.metrics.reload(false);
+                let clashes: Vec<&str> = e.lines().filter(|l| crate::config::is_name_clash(l)).collect();
+                if !clashes.is_empty() {
+                    status.name_clash = Some(clashes.join("\n"));
+                }
+                // Not "the previous set keeps serving": at a replica's first admin sync
+                // there is no previous admin state, only the files' items.
                 for line in e.lines() {
-                    tracing::error!(error = %line, "reload failed; the previous rules and issuers keep serving");
+                    tracing::error!(
+                        error = %line,
+                        generation = status.generation,
+                        "loading the configuration failed; the issuers and rules in force (generation above) are unchanged"
+                    );
+                }
+                if !clashes.is_empty() {
+                    tracing::error!(
+                        "a name is defined both in the configuration and through the admin API: /readyz answers 503 until a load succeeds"
+                    );
                 }
             }
         }
@@ -523,6 +547,11 @@ async fn readyz(State(st): State<Arc<AppState>>) -> Response {
     // there, and not while the latest one does not install here.
     if let Some((admin_reasons, _)) = &admin {
         reasons.extend(admin_reasons.iter().cloned());
+    }
+    // A name both the configuration and the admin API define: the set this replica
+    // serves is not the one it was given.
+    if let Some(clash) = st.reload_status().name_clash {
+        reasons.extend(clash.lines().map(|l| format!("name clash: {l}")));
     }
     let ready = reasons.is_empty();
     let mut body = json!({

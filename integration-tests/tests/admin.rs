@@ -775,26 +775,31 @@ async fn file_rule_and_api_rule_with_the_same_name_collide() {
     let api = Api::new(&broker);
     exchange_ok(&broker, &fake, TARGET).await;
 
-    let errors = assert_invalid(
-        &api.put(&rule_path("dup"), &rule_body(ISSUER_NAME, TARGET_B))
-            .await,
-        "a rule named like a file rule",
+    // The configuration file owns its names: 409, saying so (issue 10, item 4).
+    let reply = api
+        .put(&rule_path("dup"), &rule_body(ISSUER_NAME, TARGET_B))
+        .await;
+    assert_eq!(reply.status, 409, "a rule named like a file rule: {reply:?}");
+    assert!(
+        reply.json["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("configuration file")),
+        "{reply:?}"
     );
-    assert!(has_problem(&errors, "name", "duplicate"), "{errors:?}");
     assert_eq!(api.get(&rule_path("dup")).await.status, 404);
-    assert_eq!(names(&api.get("/admin/v1/rules").await), Vec::<String>::new());
+    // Listed, as part of the effective set, read-only.
+    let listed = api.get("/admin/v1/rules").await;
+    assert_eq!(names(&listed), ["dup"]);
+    assert_eq!(listed.json[0]["read_only"], true, "{listed:?}");
     assert_eq!(exchange_status(&broker, &fake, TARGET_B).await, 400);
     exchange_ok(&broker, &fake, TARGET).await;
 
     // The same for an issuer named like a file issuer.
-    let errors = assert_invalid(
-        &api.put(&issuer_path(ISSUER_NAME), &issuer_body(&fake)).await,
-        "an issuer named like a file issuer",
-    );
-    assert!(has_problem(&errors, "name", "duplicate"), "{errors:?}");
+    let reply = api.put(&issuer_path(ISSUER_NAME), &issuer_body(&fake)).await;
+    assert_eq!(reply.status, 409, "an issuer named like a file issuer: {reply:?}");
     assert_eq!(api.get(&issuer_path(ISSUER_NAME)).await.status, 404);
 
     // A file rule is not the API's to delete.
-    assert_eq!(api.delete(&rule_path("dup")).await.status, 404);
+    assert_eq!(api.delete(&rule_path("dup")).await.status, 409);
     exchange_ok(&broker, &fake, TARGET).await;
 }

@@ -23,6 +23,7 @@ mod redis;
 mod reload;
 mod replay;
 mod replay_hardening;
+mod replicas_names;
 mod replicas_keys;
 mod replicas_policy;
 mod rules_e2e;
