@@ -7,12 +7,17 @@
 //! constant time (as SHA-256 digests), checked from the headers before any body is
 //! read. The token file is watched: every reload takes its tokens again, and a reload
 //! that fails for any reason still drops the tokens no longer in the file. Optimistic concurrency: every item has an `ETag`;
-//! `If-Match` (and `If-None-Match: *`) are honoured with 412.
+//! `If-Match` (and `If-None-Match: *`) are honoured with 412, except that a PUT of
+//! exactly the item already there answers 200 (RFC 9110 §13.1: the change already
+//! succeeded, e.g. a retry after a lost reply).
 //!
 //! With Redis, every change reads the state from Redis (never a local copy), checks the
 //! preconditions against it, validates the result and writes it with a compare-and-set
-//! on the version; a replica that loses the race computes its change again from the new
-//! state. Every replica installs a new version within a second ([`Admin::spawn_sync`]).
+//! on the state's identity, `(epoch, version)`; a replica that loses the race computes
+//! its change again from the new state. Every replica installs a state whose identity
+//! differs from its own within a second ([`Admin::spawn_sync`]). A write whose reply is
+//! lost is read back by its change id before answering ([`Admin::commit`]), and every
+//! write attempt is audited with its outcome.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
@@ -26,7 +31,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use crate::admin_store::{AdminStore, RedisAdminStore, Saved, StoreError};
+use crate::admin_store::{AdminStore, RedisAdminStore, Resolved, Saved, StateId, StoreError, Stored};
 use crate::app::AppState;
 use crate::audit::rfc3339;
 use crate::config::{AdminConfig, AdminState, Config, ConfigError, ReplayBackend};
@@ -37,6 +42,13 @@ pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 const SUBSCRIBER_CHECK: Duration = Duration::from_secs(2);
 /// How many times a change is computed again after losing a race to another replica.
 const MAX_ATTEMPTS: usize = 8;
+/// How long a write whose reply was lost is read back (every [`RESOLVE_PAUSE`]) before
+/// its outcome is answered as unknown.
+const RESOLVE_WINDOW: Duration = Duration::from_secs(2);
+const RESOLVE_PAUSE: Duration = Duration::from_millis(100);
+/// After an unknown outcome, how long the replica keeps settling it in the background
+/// (once a second), to audit what became of the write.
+const LATE_RESOLVE_LIMIT: Duration = Duration::from_secs(600);
 
 /// The admin API's settings at run time.
 pub struct Admin {
@@ -63,6 +75,9 @@ pub struct Admin {
 struct Synced {
     /// The version installed: the last state read from Redis that validated here.
     version: Option<u64>,
+    /// Its epoch: with `version`, the state's identity (versions alone repeat once Redis
+    /// lost the state and a replica wrote it back; the write-back starts a new epoch).
+    epoch: String,
     /// That state: file reloads combine the files with it.
     state: Option<AdminState>,
     /// Why the last sync from Redis failed (shown on `/readyz`).
@@ -75,6 +90,7 @@ struct Synced {
 /// A state in Redis that failed to install on this replica.
 struct Rejected {
     version: u64,
+    epoch: String,
     /// The load errors, as `fedbroker check` prints them.
     reason: String,
     /// Whether to try it again at the next sync: set by a file reload that succeeded
@@ -253,6 +269,7 @@ impl Admin {
                     "store": "redis",
                     "synced": version.is_some() && synced.rejected.is_none(),
                     "version": version,
+                    "epoch": version.map(|_| synced.epoch.clone()),
                 });
                 if let Some(e) = &synced.error {
                     shown["error"] = json!(e);
@@ -353,26 +370,34 @@ impl Admin {
         let _write = self.write.lock().await;
         let (known, rejected) = {
             let synced = self.synced();
-            let rejected = synced.rejected.as_ref().filter(|r| !r.retry).map(|r| r.version);
-            (synced.version, rejected)
+            let rejected = synced.rejected.as_ref().filter(|r| !r.retry).map(|r| StateId {
+                epoch: r.epoch.clone(),
+                version: r.version,
+            });
+            let known = synced.version.map(|version| StateId {
+                epoch: synced.epoch.clone(),
+                version,
+            });
+            (known, rejected)
         };
-        let current = store.version().await?;
-        if Some(current) == known {
+        // The identity (epoch, version), not the version alone: see `Synced::epoch`.
+        let current = store.identity().await?;
+        if Some(&current) == known.as_ref() {
             // In step with Redis again (nothing newer stands rejected).
             self.synced().rejected = None;
             return Ok(());
         }
         // A state that failed to install here is not loaded again every second: only
         // once it changes, or after a file reload (see `reloaded`).
-        if Some(current) == rejected {
+        if Some(&current) == rejected.as_ref() {
             return Ok(());
         }
-        let (version, state) = self.fetch(store).await?;
-        if Some(version) == known || Some(version) == rejected {
+        let Stored { id, state, .. } = self.fetch(store).await?;
+        if Some(&id) == known.as_ref() || Some(&id) == rejected.as_ref() {
             return Ok(());
         }
         let (st, admin) = (st.clone(), self.clone());
-        tokio::task::spawn_blocking(move || admin.install_synced(&st, version, state))
+        tokio::task::spawn_blocking(move || admin.install_synced(&st, id, state))
             .await
             .map_err(|e| StoreError::Unavailable(format!("installing the admin state failed: {e}")))
     }
@@ -382,7 +407,8 @@ impl Admin {
     /// state that installed keeps serving (and file reloads keep applying against it),
     /// the new version is NOT recorded as synced, and `/readyz` answers 503 with the
     /// reason until a state installs.
-    fn install_synced(&self, st: &AppState, version: u64, state: AdminState) {
+    fn install_synced(&self, st: &AppState, id: StateId, state: AdminState) {
+        let version = id.version;
         let _installing = self.installing.blocking_lock();
         // A replica whose last load found a name clash loads again even when the state
         // is the one in force: the clash may be gone (and /readyz then says so).
@@ -407,6 +433,7 @@ impl Admin {
                 );
                 self.synced().rejected = Some(Rejected {
                     version,
+                    epoch: id.epoch,
                     reason,
                     retry: false,
                 });
@@ -416,17 +443,19 @@ impl Admin {
         }
         let mut synced = self.synced();
         synced.version = Some(version);
+        synced.epoch = id.epoch;
         synced.state = Some(state);
         synced.rejected = None;
     }
 
-    /// The version and state in Redis. A missing key while this replica knows a
+    /// The state in Redis, with its identity. A missing key while this replica knows a
     /// non-empty state means Redis lost it (restarted without persistence, flushed):
-    /// the state is written back, so API-made items survive as long as one replica runs.
-    async fn fetch(&self, store: &RedisAdminStore) -> Result<(u64, AdminState), StoreError> {
-        let (version, state) = store.read().await?;
-        if version != 0 {
-            return Ok((version, state));
+    /// the state is written back (version 1 of a new epoch), so API-made items survive
+    /// as long as one replica runs.
+    async fn fetch(&self, store: &RedisAdminStore) -> Result<Stored, StoreError> {
+        let stored = store.read().await?;
+        if stored.id.version != 0 {
+            return Ok(stored);
         }
         let known = {
             let synced = self.synced();
@@ -436,30 +465,103 @@ impl Admin {
                 .filter(|s| synced.version.is_some_and(|v| v > 0) && *s != AdminState::default())
         };
         let Some(known) = known else {
-            return Ok((version, state));
+            return Ok(stored);
         };
-        match store.write(0, &known).await? {
-            Saved::Written(v) => {
+        let change_id = crate::admin_store::random_id();
+        let id = RedisAdminStore::next_id(&stored);
+        match store.write(&stored, &id, &known, &change_id).await? {
+            Saved::Written(id) => {
                 tracing::warn!(
                     key = %store.key,
+                    epoch = %id.epoch,
                     "the admin state vanished from Redis (restarted without persistence, or flushed): wrote back this replica's copy"
                 );
-                Ok((v, known))
+                Ok(Stored {
+                    id,
+                    changes: vec![change_id],
+                    state: known,
+                })
             }
-            Saved::Conflict => store.read().await,
+            Saved::Conflict | Saved::Cancelled => store.read().await,
         }
     }
 
-    /// The state a change starts from: with Redis, read from Redis (with its version);
+    /// The state a change starts from: with Redis, read from Redis (with its identity);
     /// with a file, the state in force.
-    async fn current(&self, st: &AppState) -> Result<(Option<u64>, AdminState), Rejection> {
+    async fn current(&self, st: &AppState) -> Result<(Option<Stored>, AdminState), Rejection> {
         match &self.store {
             AdminStore::File(_) => Ok((None, st.policy().admin_state.clone())),
             AdminStore::Redis(store) => match self.fetch(store).await {
-                Ok((version, state)) => Ok((Some(version), state)),
+                Ok(stored) => {
+                    let state = stored.state.clone();
+                    Ok((Some(stored), state))
+                }
                 Err(e) => Err(Box::new(store_unavailable(&e))),
             },
         }
+    }
+
+    /// After a write whose reply was lost (`error`): read its change id back until Redis
+    /// answers, for [`RESOLVE_WINDOW`] at most. `None`: still unknown.
+    async fn settle(store: &RedisAdminStore, change_id: &str, error: &StoreError) -> Option<Resolved> {
+        tracing::warn!(
+            change_id,
+            error = %error,
+            "an admin write got no answer from Redis: reading back whether it applied"
+        );
+        let deadline = tokio::time::Instant::now() + RESOLVE_WINDOW;
+        loop {
+            match store.resolve(change_id).await {
+                Ok(resolved) => {
+                    tracing::info!(
+                        change_id,
+                        applied = resolved == Resolved::Applied,
+                        "admin write outcome read back"
+                    );
+                    return Some(resolved);
+                }
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    tracing::error!(
+                        change_id,
+                        error = %e,
+                        "the outcome of an admin write is unknown: Redis does not answer; settling it in the background"
+                    );
+                    return None;
+                }
+                Err(_) => tokio::time::sleep(RESOLVE_PAUSE).await,
+            }
+        }
+    }
+
+    /// Keep settling a write whose outcome was answered as unknown, once a second for
+    /// [`LATE_RESOLVE_LIMIT`], and audit what became of it (`admin_change_resolved`).
+    fn settle_later(&self, st: &Arc<AppState>, change_id: String, audit: ChangeAudit) {
+        let AdminStore::Redis(store) = &self.store else {
+            return;
+        };
+        let (store, weak) = (Arc::downgrade(store), Arc::downgrade(st));
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + LATE_RESOLVE_LIMIT;
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(SYNC_INTERVAL).await;
+                let Some(store) = store.upgrade() else { return };
+                let Ok(resolved) = store.resolve(&change_id).await else {
+                    continue;
+                };
+                let Some(st) = weak.upgrade() else { return };
+                let outcome = match resolved {
+                    Resolved::Applied => "applied",
+                    Resolved::NotApplied => "rejected",
+                };
+                tracing::info!(
+                    change_id,
+                    outcome,
+                    "the outcome of an earlier admin write is now known"
+                );
+                audit.record_resolved(&st, &change_id, outcome);
+                return;
+            }
+        });
     }
 
     /// Validate `next` (with `validate`, which reads the files), store it and install
@@ -468,11 +570,17 @@ impl Admin {
     /// admin state with the rule files as they are then (a rule removed from its file
     /// by a reload racing this change stays removed). Returns the policy's warnings;
     /// `Ok(None)`: another replica changed the state first, nothing was written.
+    ///
+    /// Every write attempt is audited with its outcome (`audit`): `applied`, `rejected`
+    /// (nothing written: the state changed first, the store failed, or a write whose
+    /// reply was lost was read back as not applied) or `unknown` (no reply and no
+    /// read-back: 503, and settled in the background, see [`Self::settle_later`]).
     async fn commit(
         self: &Arc<Self>,
         st: &Arc<AppState>,
-        version: Option<u64>,
+        base: Option<Stored>,
         next: AdminState,
+        audit: &ChangeAudit,
         validate: impl FnOnce() -> Result<Config, Rejection> + Send + 'static,
     ) -> Result<Option<Vec<federation_rules::PolicyWarning>>, Rejection> {
         let _installing = self.installing.lock().await;
@@ -485,19 +593,81 @@ impl Admin {
         let warnings = config.rules.warnings();
         let written = match &self.store {
             AdminStore::File(_) => None,
-            AdminStore::Redis(store) => match store.write(version.unwrap_or(0), &next).await {
-                Ok(Saved::Written(v)) => Some(v),
-                Ok(Saved::Conflict) => return Ok(None),
-                Err(e) => return Err(Box::new(store_unavailable(&e))),
-            },
+            AdminStore::Redis(store) => {
+                let base = base.unwrap_or_default();
+                let id = RedisAdminStore::next_id(&base);
+                let change_id = crate::admin_store::random_id();
+                match store.write(&base, &id, &next, &change_id).await {
+                    Ok(Saved::Written(id)) => {
+                        audit.record(st, "applied", Some(&change_id), Some(&id), None);
+                        Some(id)
+                    }
+                    Ok(Saved::Conflict | Saved::Cancelled) => {
+                        audit.record(
+                            st,
+                            "rejected",
+                            Some(&change_id),
+                            None,
+                            Some("the admin state changed first (compare-and-set): computed again from the new state"),
+                        );
+                        return Ok(None);
+                    }
+                    Err(e) => match Self::settle(store, &change_id, &e).await {
+                        Some(Resolved::Applied) => {
+                            audit.record(
+                                st,
+                                "applied",
+                                Some(&change_id),
+                                Some(&id),
+                                Some("the store's reply was lost; read back: applied"),
+                            );
+                            Some(id)
+                        }
+                        Some(Resolved::NotApplied) => {
+                            audit.record(
+                                st,
+                                "rejected",
+                                Some(&change_id),
+                                None,
+                                Some("the store's reply was lost; read back: not applied (and cancelled)"),
+                            );
+                            return Err(Box::new(unavailable(
+                                "the admin state store did not answer in time: the change was not applied, try again",
+                            )));
+                        }
+                        None => {
+                            audit.record(
+                                st,
+                                "unknown",
+                                Some(&change_id),
+                                None,
+                                Some("the store did not answer, nor the read-back of the change"),
+                            );
+                            self.settle_later(st, change_id, audit.clone());
+                            return Err(Box::new(unavailable(
+                                "the admin state store did not answer: whether the change applied is unknown; \
+                                 read the item again before retrying",
+                            )));
+                        }
+                    },
+                }
+            }
         };
-        let (st, admin) = (st.clone(), self.clone());
+        let (st, admin, audit) = (st.clone(), self.clone(), audit.clone());
         let installed = tokio::task::spawn_blocking(move || {
             if let AdminStore::File(path) = &admin.store {
-                next.write(path).map_err(|e| -> Rejection {
+                if let Err(e) = next.write(path) {
                     tracing::error!(path = %path.display(), error = %e, "writing the admin state failed");
-                    Box::new(unavailable("the change could not be stored"))
-                })?;
+                    audit.record(
+                        &st,
+                        "rejected",
+                        None,
+                        None,
+                        Some("the state file could not be written"),
+                    );
+                    return Err(Box::new(unavailable("the change could not be stored")));
+                }
+                audit.record(&st, "applied", None, None, None);
             }
             let result = st.install(&config);
             st.record_reload(&result);
@@ -505,14 +675,16 @@ impl Admin {
                 let mut synced = admin.synced();
                 match &result {
                     Ok(_) => {
-                        synced.version = Some(v);
+                        synced.version = Some(v.version);
+                        synced.epoch = v.epoch;
                         synced.state = Some(next);
                         synced.rejected = None;
                     }
                     // Stored for the other replicas but not in force here: out of step.
                     Err(reason) => {
                         synced.rejected = Some(Rejected {
-                            version: v,
+                            version: v.version,
+                            epoch: v.epoch,
                             reason: reason.clone(),
                             retry: false,
                         })
@@ -537,7 +709,7 @@ impl Admin {
                 let _write = self.write.lock().await;
                 self.fetch(store)
                     .await
-                    .map(|(_, state)| state)
+                    .map(|stored| stored.state)
                     .map_err(|e| Box::new(store_unavailable(&e)))
             }
         }
@@ -903,7 +1075,7 @@ async fn change(
 ) -> Response {
     let _write = admin.write.lock().await;
     for _ in 0..MAX_ATTEMPTS {
-        let (version, current) = match admin.current(&st).await {
+        let (base, current) = match admin.current(&st).await {
             Ok(x) => x,
             Err(r) => return *r,
         };
@@ -916,6 +1088,14 @@ async fn change(
             );
         }
         if let Err(r) = preconditions(&headers, before.as_ref()) {
+            // RFC 9110 §13.1.1/§13.1.2: a change that has already succeeded (the item is
+            // exactly what is asked for) may answer 2xx. A client retrying after a lost
+            // reply or a 503 "outcome unknown" so learns that its write applied.
+            if let (Op::Put(value), Some(now)) = (&op, &before)
+                && value == now
+            {
+                return with_etag(StatusCode::OK, now);
+            }
             return *r;
         }
         let mut next = current.clone();
@@ -932,22 +1112,28 @@ async fn change(
         // Validated inside `commit`, under the install lock, against the files as they
         // are when the change is installed.
         let validation = move || validate(&st2, &current, &next2, in_use.as_deref());
-        let warnings = match admin.commit(&st, version, next, validation).await {
+        let audit = ChangeAudit {
+            who: who.clone(),
+            action: match (&op, &before) {
+                (Op::Delete, _) => "delete",
+                (Op::Put(_), Some(_)) => "replace",
+                (Op::Put(_), None) => "create",
+            },
+            kind,
+            name: name.clone(),
+            before: before.as_ref().map(digest),
+            after: match &op {
+                Op::Put(value) => Some(digest(value)),
+                Op::Delete => None,
+            },
+        };
+        let warnings = match admin.commit(&st, base, next, &audit, validation).await {
             Ok(Some(warnings)) => warnings,
             Ok(None) => continue,
             Err(r) => return *r,
         };
         return match op {
             Op::Put(value) => {
-                audit_change(
-                    &st,
-                    &who,
-                    if before.is_some() { "replace" } else { "create" },
-                    kind,
-                    &name,
-                    before.as_ref(),
-                    Some(&value),
-                );
                 let status = if before.is_some() {
                     StatusCode::OK
                 } else {
@@ -955,34 +1141,77 @@ async fn change(
                 };
                 with_warnings(with_etag(status, &value), &warnings)
             }
-            Op::Delete => {
-                audit_change(&st, &who, "delete", kind, &name, before.as_ref(), None);
-                StatusCode::NO_CONTENT.into_response()
-            }
+            Op::Delete => StatusCode::NO_CONTENT.into_response(),
         };
     }
     unavailable("the admin state kept changing under this request: try again")
 }
 
-fn audit_change(
-    st: &AppState,
-    who: &str,
-    action: &str,
+/// The digest of an item in the audit (`before`, `after`): its ETag's hex.
+fn digest(value: &Value) -> String {
+    etag(value).trim_matches('"').to_string()
+}
+
+/// What the audit says of a change; one line per write attempt ([`Admin::commit`]).
+#[derive(Clone)]
+struct ChangeAudit {
+    who: String,
+    action: &'static str,
     kind: Kind,
-    name: &str,
-    before: Option<&Value>,
-    after: Option<&Value>,
-) {
-    st.audit.record_value(&json!({
-        "time": rfc3339(std::time::SystemTime::now()),
-        "event": "admin_change",
-        "who": who,
-        "action": action,
-        "object": kind.as_str(),
-        "name": name,
-        "before": before.map(|v| etag(v).trim_matches('"').to_string()),
-        "after": after.map(|v| etag(v).trim_matches('"').to_string()),
-    }));
+    name: String,
+    before: Option<String>,
+    after: Option<String>,
+}
+
+impl ChangeAudit {
+    /// One `admin_change` line: `outcome` is `applied`, `rejected` or `unknown`; with
+    /// Redis, `change_id` is the write's random id, and an applied write names the
+    /// state's new `version` and `epoch`.
+    fn record(
+        &self,
+        st: &AppState,
+        outcome: &str,
+        change_id: Option<&str>,
+        id: Option<&StateId>,
+        reason: Option<&str>,
+    ) {
+        let mut line = json!({
+            "time": rfc3339(std::time::SystemTime::now()),
+            "event": "admin_change",
+            "who": self.who,
+            "action": self.action,
+            "object": self.kind.as_str(),
+            "name": self.name,
+            "before": self.before,
+            "after": self.after,
+            "outcome": outcome,
+        });
+        if let Some(change_id) = change_id {
+            line["change_id"] = json!(change_id);
+        }
+        if let Some(id) = id {
+            line["version"] = json!(id.version);
+            line["epoch"] = json!(id.epoch);
+        }
+        if let Some(reason) = reason {
+            line["reason"] = json!(reason);
+        }
+        st.audit.record_value(&line);
+    }
+
+    /// The outcome of a write answered as `unknown`, once it is known.
+    fn record_resolved(&self, st: &AppState, change_id: &str, outcome: &str) {
+        st.audit.record_value(&json!({
+            "time": rfc3339(std::time::SystemTime::now()),
+            "event": "admin_change_resolved",
+            "who": self.who,
+            "action": self.action,
+            "object": self.kind.as_str(),
+            "name": self.name,
+            "change_id": change_id,
+            "outcome": outcome,
+        }));
+    }
 }
 
 /// The body of an authenticated request, at most `server.max_body_bytes` (413 beyond,

@@ -424,8 +424,9 @@ async fn the_admin_listener_serves_the_public_metadata_and_keys() {
 const STATE_KEY: &str = "fedbroker:replay:admin:state";
 const HMAC_KEY: &str = "hardening-hmac-key-0123456789abcdef0123";
 
-/// The MAC a broker holding `key` writes for `state_json` as `version` (the layout
-/// documented in README "Running replicas").
+/// The MAC a broker holding `key` wrote for `state_json` as `version` in the earlier
+/// layout without `epoch`, which brokers still accept for a state without an `epoch`
+/// field (README "Running replicas").
 fn mac(key: &str, version: u64, state_json: &str) -> String {
     let mut input = b"fedbroker-admin-state-v1\0".to_vec();
     input.extend_from_slice(STATE_KEY.as_bytes());
@@ -502,7 +503,8 @@ async fn a_state_written_to_redis_without_the_hmac_key_is_not_installed() {
         (version + 3, Some(mac(HMAC_KEY, version + 2, &forged))), // right key, other version
     ] {
         let v = v.to_string();
-        redis.cli(&["HDEL", STATE_KEY, "mac"]);
+        // Written in the earlier release's layout (no epoch: the v1 MAC input).
+        redis.cli(&["HDEL", STATE_KEY, "mac", "epoch", "changes"]);
         let mut args = vec!["HSET", STATE_KEY, "version", v.as_str(), "state", forged.as_str()];
         if let Some(mac) = &mac {
             args.extend(["mac", mac.as_str()]);
@@ -541,6 +543,7 @@ async fn a_state_written_to_redis_without_the_hmac_key_is_not_installed() {
     // The same hand-written state with the right MAC is installed: only the MAC decided.
     let v = (version + 4).to_string();
     let good_mac = mac(HMAC_KEY, version + 4, &forged);
+    redis.cli(&["HDEL", STATE_KEY, "epoch", "changes"]);
     redis.cli(&[
         "HSET",
         STATE_KEY,

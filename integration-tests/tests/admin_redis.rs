@@ -220,10 +220,12 @@ async fn a_change_on_one_replica_reaches_the_others_within_a_second_and_a_later_
     assert_eq!(state["issuers"]["fake"]["issuer"], fake.issuer());
     assert_eq!(state["rules"]["r1"]["match"]["audiences"], json!([TARGET]));
     let readyz = b.get("/readyz").await.json;
+    // The identity: the version and the epoch (random, chosen by the first write).
     assert_eq!(
         readyz["admin"],
-        json!({"store": "redis", "synced": true, "version": 2})
+        json!({"store": "redis", "synced": true, "version": 2, "epoch": hget(&redis, "epoch")})
     );
+    assert_eq!(hget(&redis, "epoch").len(), 32);
 
     // Deleted on B: A stops allowing within a second or two.
     let reply = send(&b, Method::DELETE, "/admin/v1/rules/r1", &[], None).await;

@@ -24,6 +24,7 @@ mod reload;
 mod replay;
 mod replay_hardening;
 mod replicas_names;
+mod replicas_state;
 mod replicas_keys;
 mod replicas_policy;
 mod rules_e2e;
