@@ -41,7 +41,9 @@ pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the subscriber connection is checked (and remade when broken).
 const SUBSCRIBER_CHECK: Duration = Duration::from_secs(2);
 /// How many times a change is computed again after losing a race to another replica.
-const MAX_ATTEMPTS: usize = 8;
+/// A replica whose write lost waits a random pause first ([`conflict_pause`]), so that
+/// replicas writing at once take turns instead of one always winning.
+const MAX_ATTEMPTS: u32 = 16;
 /// How long a write whose reply was lost is read back (every [`RESOLVE_PAUSE`]) before
 /// its outcome is answered as unknown.
 const RESOLVE_WINDOW: Duration = Duration::from_secs(2);
@@ -424,8 +426,12 @@ impl Admin {
             if let Err(reason) = result {
                 // Say what serves: there may be no earlier admin state at all.
                 let serving = match self.synced().version {
-                    Some(_) => "the last state that installed keeps serving and file reloads apply against it",
-                    None => "no admin state has installed here yet: only the configuration file's items serve",
+                    Some(_) => {
+                        "the last state that installed keeps serving and file reloads apply against it"
+                    }
+                    None => {
+                        "no admin state has installed here yet: only the configuration file's items serve"
+                    }
                 };
                 tracing::error!(
                     version,
@@ -1074,7 +1080,7 @@ async fn change(
     op: Op,
 ) -> Response {
     let _write = admin.write.lock().await;
-    for _ in 0..MAX_ATTEMPTS {
+    for attempt in 0..MAX_ATTEMPTS {
         let (base, current) = match admin.current(&st).await {
             Ok(x) => x,
             Err(r) => return *r,
@@ -1129,7 +1135,10 @@ async fn change(
         };
         let warnings = match admin.commit(&st, base, next, &audit, validation).await {
             Ok(Some(warnings)) => warnings,
-            Ok(None) => continue,
+            Ok(None) => {
+                tokio::time::sleep(conflict_pause(attempt)).await;
+                continue;
+            }
             Err(r) => return *r,
         };
         return match op {
@@ -1145,6 +1154,18 @@ async fn change(
         };
     }
     unavailable("the admin state kept changing under this request: try again")
+}
+
+/// The pause before computing a change again after losing the compare-and-set: random
+/// ("full jitter") up to 5 ms doubled per lost attempt, at most 320 ms.
+fn conflict_pause(attempt: u32) -> Duration {
+    let ceiling_ms = 5u64 << attempt.min(6);
+    let mut byte = [0u8; 2];
+    let random = match aws_lc_rs::rand::fill(&mut byte) {
+        Ok(()) => u64::from(u16::from_le_bytes(byte)),
+        Err(_) => 0x7fff,
+    };
+    Duration::from_micros(random * ceiling_ms * 1000 / 0x1_0000)
 }
 
 /// The digest of an item in the audit (`before`, `after`): its ETag's hex.
@@ -1478,6 +1499,15 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).expect("header"));
         h
+    }
+
+    #[test]
+    fn conflict_pauses_are_bounded_and_grow() {
+        for attempt in 0..MAX_ATTEMPTS {
+            let ceiling = Duration::from_millis(5 << attempt.min(6));
+            assert!(conflict_pause(attempt) < ceiling, "{attempt}");
+        }
+        assert!(Duration::from_millis(5 << (MAX_ATTEMPTS - 1).min(6)) <= Duration::from_millis(320));
     }
 
     #[test]

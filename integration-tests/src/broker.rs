@@ -403,6 +403,36 @@ impl Broker {
         self.child.id()
     }
 
+    /// An admin API request with `Bearer token`, extra headers and an optional JSON
+    /// body; panics (with the broker's stderr) when no answer comes.
+    pub async fn admin_request(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Reply {
+        let url = self.endpoint(path);
+        let mut request = self
+            .client()
+            .request(method.clone(), &url)
+            .header("authorization", format!("Bearer {token}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(body).expect("JSON"));
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}\n{}", self.stderr()));
+        Reply::read(response).await
+    }
+
     pub fn client(&self) -> &reqwest::Client {
         &self.client
     }

@@ -77,24 +77,9 @@ async fn send(
     headers: &[(&str, &str)],
     body: Option<&Value>,
 ) -> Reply {
-    let url = broker.endpoint(path);
-    let mut request = broker
-        .client()
-        .request(method.clone(), &url)
-        .header("authorization", format!("Bearer {ADMIN_TOKEN}"));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    if let Some(body) = body {
-        request = request
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(body).expect("JSON"));
-    }
-    let response = request
-        .send()
+    broker
+        .admin_request(ADMIN_TOKEN, method, path, headers, body)
         .await
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}\n{}", broker.stderr()));
-    Reply::read(response).await
 }
 
 async fn put(broker: &Broker, path: &str, body: &Value, headers: &[(&str, &str)]) -> Reply {

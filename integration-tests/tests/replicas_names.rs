@@ -36,21 +36,7 @@ const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef-names";
 const HMAC_KEY: &str = "hmac-key-0123456789abcdef0123456789abcdef";
 
 async fn send(broker: &Broker, method: Method, path: &str, body: Option<&Value>) -> Reply {
-    let url = broker.endpoint(path);
-    let mut request = broker
-        .client()
-        .request(method.clone(), &url)
-        .header("authorization", format!("Bearer {ADMIN_TOKEN}"));
-    if let Some(body) = body {
-        request = request
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(body).expect("JSON"));
-    }
-    let response = request
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}\n{}", broker.stderr()));
-    Reply::read(response).await
+    broker.admin_request(ADMIN_TOKEN, method, path, &[], body).await
 }
 
 fn assert_status(reply: &Reply, status: u16, what: &str, broker: &Broker) {
