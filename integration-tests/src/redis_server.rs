@@ -478,3 +478,25 @@ fn node_port(field: &str) -> u16 {
         .and_then(|(_, p)| p.parse().ok())
         .unwrap_or_else(|| panic!("no port in {field}"))
 }
+
+/// One complete RESP array of bulk strings at the start of `buf`: its length in bytes
+/// and its elements. `None` when incomplete or not an array (test proxies forward such bytes raw).
+pub fn resp_command(buf: &[u8]) -> Option<(usize, Vec<Vec<u8>>)> {
+    fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
+        let end = buf[at..].windows(2).position(|w| w == b"\r\n")? + at;
+        Some((&buf[at..end], end + 2))
+    }
+    let (head, mut at) = line(buf, 0)?;
+    let count: usize = std::str::from_utf8(head.strip_prefix(b"*")?).ok()?.parse().ok()?;
+    let mut parts = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (len, next) = line(buf, at)?;
+        let len: usize = std::str::from_utf8(len.strip_prefix(b"$")?).ok()?.parse().ok()?;
+        if buf.len() < next + len + 2 {
+            return None;
+        }
+        parts.push(buf[next..next + len].to_vec());
+        at = next + len + 2;
+    }
+    Some((at, parts))
+}

@@ -11,6 +11,7 @@ use integration_tests::{Broker, BrokerConfig, FakeIssuer, Reply, dedent};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::support::rule_body;
 use crate::support::{ISSUER_NAME, TARGET, default_broker, default_rule};
 
 /// The admin token configured inline (`admin.tokens`).
@@ -44,18 +45,6 @@ fn issuer_body(fake: &FakeIssuer) -> Value {
         "audiences": [DEFAULT_AUDIENCE],
         "algorithms": ["RS256"],
         "danger_allow_insecure": true,
-    })
-}
-
-/// An allow rule: the fake's default subject, through issuer `issuer`, may get `target`.
-fn rule_body(issuer: &str, target: &str) -> Value {
-    json!({
-        "match": {
-            "issuer": issuer,
-            "subject": DEFAULT_SUBJECT,
-            "audiences": [target],
-        },
-        "issue": {"lifetime": "5m"},
     })
 }
 

@@ -13,13 +13,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use integration_tests::fake_issuer::{DEFAULT_AUDIENCE, DEFAULT_SUBJECT};
+use integration_tests::fake_issuer::DEFAULT_SUBJECT;
 use integration_tests::redis_server::{RedisCluster, RedisServer, redis_available};
 use integration_tests::{Broker, BrokerConfig, FakeIssuer, Reply};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::TARGET;
+use crate::support::{issuer_body, rule_body};
 
 const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef-redis";
 /// `admin.state_hmac_key`, the same on every replica.
@@ -48,26 +49,6 @@ fn config_with(redis: &str) -> String {
              allow_insecure_issuers: true\n  state_hmac_key: {HMAC_KEY}\n"
         ))
         .render()
-}
-
-/// The fake issuer as the API takes it. `reusable`: exchanges do not need Redis, so
-/// they show which admin state a replica serves even while Redis is down.
-fn issuer_body(fake: &FakeIssuer) -> Value {
-    json!({
-        "issuer": fake.issuer(),
-        "audiences": [DEFAULT_AUDIENCE],
-        "algorithms": ["RS256"],
-        "replay": "reusable",
-        "danger_allow_insecure": true,
-    })
-}
-
-/// An allow rule: the fake's default subject, through `issuer`, may get `target`.
-fn rule_body(issuer: &str, target: &str) -> Value {
-    json!({
-        "match": {"issuer": issuer, "subject": DEFAULT_SUBJECT, "audiences": [target]},
-        "issue": {"lifetime": "5m"},
-    })
 }
 
 async fn send(

@@ -15,8 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use integration_tests::fake_issuer::{DEFAULT_AUDIENCE, DEFAULT_SUBJECT};
-use integration_tests::redis_server::{RedisServer, redis_available};
+use integration_tests::redis_server::{RedisServer, redis_available, resp_command};
 use integration_tests::{Broker, BrokerConfig, FakeIssuer, Reply};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -24,6 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::TARGET;
+use crate::support::{issuer_body, rule_body};
 
 const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef-lost-write";
 const HMAC_KEY: &str = "hmac-key-0123456789abcdef0123456789abcdef";
@@ -77,28 +77,6 @@ impl Drop for SwallowProxy {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// One complete RESP array of bulk strings at the start of `buf`: its length in bytes
-/// and its elements. `None` when incomplete (or not an array).
-fn resp_command(buf: &[u8]) -> Option<(usize, Vec<Vec<u8>>)> {
-    fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
-        let end = buf[at..].windows(2).position(|w| w == b"\r\n")? + at;
-        Some((&buf[at..end], end + 2))
-    }
-    let (head, mut at) = line(buf, 0)?;
-    let count: usize = std::str::from_utf8(head.strip_prefix(b"*")?).ok()?.parse().ok()?;
-    let mut parts = Vec::with_capacity(count);
-    for _ in 0..count {
-        let (len, next) = line(buf, at)?;
-        let len: usize = std::str::from_utf8(len.strip_prefix(b"$")?).ok()?.parse().ok()?;
-        if buf.len() < next + len + 2 {
-            return None;
-        }
-        parts.push(buf[next..next + len].to_vec());
-        at = next + len + 2;
-    }
-    Some((at, parts))
 }
 
 async fn relay(client: TcpStream, upstream_port: u16, armed: Arc<AtomicBool>, swallowed: Arc<AtomicUsize>) {
@@ -166,23 +144,6 @@ fn config(proxy: &SwallowProxy) -> String {
             proxy.port
         ))
         .render()
-}
-
-fn issuer_body(fake: &FakeIssuer) -> Value {
-    json!({
-        "issuer": fake.issuer(),
-        "audiences": [DEFAULT_AUDIENCE],
-        "algorithms": ["RS256"],
-        "replay": "reusable",
-        "danger_allow_insecure": true,
-    })
-}
-
-fn rule_body(target: &str) -> Value {
-    json!({
-        "match": {"issuer": "fake", "subject": DEFAULT_SUBJECT, "audiences": [target]},
-        "issue": {"lifetime": "5m"},
-    })
 }
 
 async fn send(
@@ -274,7 +235,7 @@ async fn a_write_lost_before_it_reached_redis_is_read_back_as_not_applied_and_ca
         Method::PUT,
         "/admin/v1/rules/r1",
         &create,
-        Some(&rule_body(TARGET)),
+        Some(&rule_body("fake", TARGET)),
     )
     .await;
     assert_eq!(proxy.swallowed(), 1, "the proxy dropped the write: {reply:?}");
@@ -330,7 +291,7 @@ async fn a_write_lost_before_it_reached_redis_is_read_back_as_not_applied_and_ca
         Method::PUT,
         "/admin/v1/rules/r1",
         &create,
-        Some(&rule_body(TARGET)),
+        Some(&rule_body("fake", TARGET)),
     )
     .await;
     assert_eq!(retry.status, 201, "{retry:?}\n{}", broker.stderr());

@@ -22,13 +22,14 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use integration_tests::fake_issuer::{DEFAULT_AUDIENCE, DEFAULT_SUBJECT};
-use integration_tests::redis_server::{RedisServer, redis_available};
+use integration_tests::redis_server::{RedisServer, redis_available, resp_command};
 use integration_tests::{Broker, BrokerConfig, FakeIssuer, Reply};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::support::rule_body;
 use crate::support::{ISSUER_NAME, TARGET, default_rule};
 
 const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef-names";
@@ -57,14 +58,6 @@ fn assert_owned_by_file(reply: &Reply, what: &str, broker: &Broker) {
         text.contains("configuration file"),
         "{what}: the 409 says who owns the name: {text}"
     );
-}
-
-/// An allow rule: the fake's default subject, through `issuer`, may get `target`.
-fn rule_body(issuer: &str, target: &str) -> Value {
-    json!({
-        "match": {"issuer": issuer, "subject": DEFAULT_SUBJECT, "audiences": [target]},
-        "issue": {"lifetime": "5m"},
-    })
 }
 
 /// The same rule as YAML, for a config file (a list item at column 0).
@@ -406,28 +399,6 @@ impl Drop for CutProxy {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// One complete RESP array of bulk strings at the start of `buf`: its length in bytes
-/// and its elements. `None` when incomplete (or not an array: then it is forwarded raw).
-fn resp_command(buf: &[u8]) -> Option<(usize, Vec<Vec<u8>>)> {
-    fn line(buf: &[u8], at: usize) -> Option<(&[u8], usize)> {
-        let end = buf[at..].windows(2).position(|w| w == b"\r\n")? + at;
-        Some((&buf[at..end], end + 2))
-    }
-    let (head, mut at) = line(buf, 0)?;
-    let count: usize = std::str::from_utf8(head.strip_prefix(b"*")?).ok()?.parse().ok()?;
-    let mut parts = Vec::with_capacity(count);
-    for _ in 0..count {
-        let (len, next) = line(buf, at)?;
-        let len: usize = std::str::from_utf8(len.strip_prefix(b"$")?).ok()?.parse().ok()?;
-        if buf.len() < next + len + 2 {
-            return None;
-        }
-        parts.push(buf[next..next + len].to_vec());
-        at = next + len + 2;
-    }
-    Some((at, parts))
 }
 
 /// Whether Redis at `port` holds `key` (`EXISTS`, on a connection of its own).

@@ -20,6 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::rule_body;
 use integration_tests::fake_issuer::DEFAULT_SUBJECT;
 use integration_tests::redis_server::{RedisServer, redis_available};
 use integration_tests::{Broker, BrokerConfig, FakeIssuer, Reply};
@@ -70,14 +71,6 @@ fn filler_rules(n: usize) -> String {
             )
         })
         .collect()
-}
-
-/// The same rule as the admin API takes it.
-fn rule_body(issuer: &str, target: &str) -> Value {
-    json!({
-        "match": {"issuer": issuer, "subject": DEFAULT_SUBJECT, "audiences": [target]},
-        "issue": {"lifetime": "5m"},
-    })
 }
 
 async fn admin(broker: &Broker, method: Method, path: &str, body: Option<&Value>) -> Reply {

@@ -17,13 +17,13 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use integration_tests::fake_issuer::{DEFAULT_AUDIENCE, DEFAULT_SUBJECT};
 use integration_tests::redis_server::{RedisServer, redis_available};
 use integration_tests::{Broker, BrokerConfig, FakeIssuer, Reply};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::TARGET;
+use crate::support::{issuer_body, rule_body};
 
 const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef-replicas";
 const HMAC_KEY: &str = "hmac-key-0123456789abcdef0123456789abcdef";
@@ -43,25 +43,6 @@ fn config(url: &str) -> String {
              state_hmac_key: {HMAC_KEY}\n"
         ))
         .render()
-}
-
-/// The fake issuer as the API takes it; `reusable`, so exchanges need no replay mark.
-fn issuer_body(fake: &FakeIssuer) -> Value {
-    json!({
-        "issuer": fake.issuer(),
-        "audiences": [DEFAULT_AUDIENCE],
-        "algorithms": ["RS256"],
-        "replay": "reusable",
-        "danger_allow_insecure": true,
-    })
-}
-
-/// An allow rule: the fake's default subject, through `fake`, may get `target`.
-fn rule_body(target: &str) -> Value {
-    json!({
-        "match": {"issuer": "fake", "subject": DEFAULT_SUBJECT, "audiences": [target]},
-        "issue": {"lifetime": "5m"},
-    })
 }
 
 async fn send(
@@ -183,8 +164,8 @@ async fn a_replica_away_while_redis_lost_the_state_converges_when_the_versions_r
     let a = replica(&yaml).await;
     let b = replica(&yaml).await;
     put_expect(&a, "/admin/v1/issuers/fake", &issuer_body(&fake), 201).await;
-    put_expect(&a, "/admin/v1/rules/r1", &rule_body(TARGET), 201).await;
-    put_expect(&a, "/admin/v1/rules/r2", &rule_body("target-2"), 201).await;
+    put_expect(&a, "/admin/v1/rules/r1", &rule_body("fake", TARGET), 201).await;
+    put_expect(&a, "/admin/v1/rules/r2", &rule_body("fake", "target-2"), 201).await;
     let targets = [TARGET, "target-2", "target-3"];
     eventually(PROPAGATION, "B allows r1 and r2", || async {
         (decisions(&b, &fake, &targets).await == [200, 200, 400]).then_some(())
@@ -208,7 +189,7 @@ async fn a_replica_away_while_redis_lost_the_state_converges_when_the_versions_r
     assert_ne!(second_epoch, first_epoch, "a write-back starts a new epoch");
     assert_eq!(hget(&redis, "version"), "1");
     delete_expect(&a, "/admin/v1/rules/r1", 204).await;
-    put_expect(&a, "/admin/v1/rules/r3", &rule_body("target-3"), 201).await;
+    put_expect(&a, "/admin/v1/rules/r3", &rule_body("fake", "target-3"), 201).await;
     assert_eq!(
         hget(&redis, "version"),
         "3",
@@ -259,7 +240,7 @@ async fn a_write_whose_reply_timed_out_is_read_back_answered_and_audited() {
         Method::PUT,
         "/admin/v1/rules/r1",
         &create,
-        Some(&rule_body(TARGET)),
+        Some(&rule_body("fake", TARGET)),
     )
     .await;
     assert_eq!(reply.status, 201, "{reply:?}\n{}", a.stderr());
@@ -298,7 +279,7 @@ async fn a_write_whose_reply_timed_out_is_read_back_answered_and_audited() {
         Method::PUT,
         "/admin/v1/rules/r2",
         &create,
-        Some(&rule_body("target-r2")),
+        Some(&rule_body("fake", "target-r2")),
     )
     .await;
     reply.assert_error(503, "temporarily_unavailable", "");
@@ -321,7 +302,7 @@ async fn a_write_whose_reply_timed_out_is_read_back_answered_and_audited() {
         Method::PUT,
         "/admin/v1/rules/r2",
         &create,
-        Some(&rule_body("target-r2")),
+        Some(&rule_body("fake", "target-r2")),
     )
     .await;
     assert_eq!(retry.status, 200, "{retry:?}");
@@ -337,7 +318,7 @@ async fn a_write_whose_reply_timed_out_is_read_back_answered_and_audited() {
         Method::PUT,
         "/admin/v1/rules/r2",
         &create,
-        Some(&rule_body("target-r2")),
+        Some(&rule_body("fake", "target-r2")),
     )
     .await;
     assert_eq!(retry.status, 200, "{retry:?}");
@@ -346,7 +327,7 @@ async fn a_write_whose_reply_timed_out_is_read_back_answered_and_audited() {
         Method::PUT,
         "/admin/v1/rules/r2",
         &create,
-        Some(&rule_body("elsewhere")),
+        Some(&rule_body("fake", "elsewhere")),
     )
     .await;
     other.assert_error(412, "precondition_failed", "");
@@ -368,7 +349,7 @@ async fn the_epoch_and_change_ids_are_authenticated_with_the_state() {
     let fake = FakeIssuer::start();
     let broker = replica(&config(&redis.url())).await;
     put_expect(&broker, "/admin/v1/issuers/fake", &issuer_body(&fake), 201).await;
-    put_expect(&broker, "/admin/v1/rules/r1", &rule_body(TARGET), 201).await;
+    put_expect(&broker, "/admin/v1/rules/r1", &rule_body("fake", TARGET), 201).await;
     let (version, epoch) = identity(&broker).await;
     assert_eq!(version, json!(2));
 

@@ -1,7 +1,8 @@
 //! Helpers shared by the test modules.
 
-use integration_tests::fake_issuer::DEFAULT_SUBJECT;
+use integration_tests::fake_issuer::{DEFAULT_AUDIENCE, DEFAULT_SUBJECT};
 use integration_tests::{Broker, BrokerConfig, FakeIssuer};
+use serde_json::{Value, json};
 
 /// The audience the default rule grants.
 pub const TARGET: &str = "target-a";
@@ -46,4 +47,25 @@ pub fn str_claim<'a>(claims: &'a serde_json::Value, name: &str) -> &'a str {
     claims[name]
         .as_str()
         .unwrap_or_else(|| panic!("claim {name} is not a string in {claims}"))
+}
+
+/// An issuer as the admin API takes it: the fake issuer, `reusable` (exchanges need no
+/// replay mark), reachable over plain HTTP on loopback.
+pub fn issuer_body(fake: &FakeIssuer) -> Value {
+    json!({
+        "issuer": fake.issuer(),
+        "audiences": [DEFAULT_AUDIENCE],
+        "algorithms": ["RS256"],
+        "replay": "reusable",
+        "danger_allow_insecure": true,
+    })
+}
+
+/// An allow rule as the admin API takes it: the fake's default subject, through
+/// `issuer`, may get `target`.
+pub fn rule_body(issuer: &str, target: &str) -> Value {
+    json!({
+        "match": {"issuer": issuer, "subject": DEFAULT_SUBJECT, "audiences": [target]},
+        "issue": {"lifetime": "5m"},
+    })
 }
