@@ -215,21 +215,23 @@ impl RedisConn {
         Ok(RedisConn { conn, timeout })
     }
 
+    /// Send one command on this connection, unbounded (callers bound it).
+    async fn send(&self, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
+        match &self.conn {
+            Conn::Standalone(manager) => {
+                let mut c = manager.clone();
+                cmd.query_async::<redis::Value>(&mut c).await
+            }
+            Conn::Cluster(lazy) => {
+                let mut c = lazy.connection().await?;
+                cmd.query_async::<redis::Value>(&mut c).await
+            }
+        }
+    }
+
     /// Run one command, bounded by the command timeout.
     pub(crate) async fn query(&self, cmd: &redis::Cmd) -> Result<redis::Value, ReplayError> {
-        let run = async {
-            match &self.conn {
-                Conn::Standalone(manager) => {
-                    let mut c = manager.clone();
-                    cmd.query_async::<redis::Value>(&mut c).await
-                }
-                Conn::Cluster(lazy) => {
-                    let mut c = lazy.connection().await?;
-                    cmd.query_async::<redis::Value>(&mut c).await
-                }
-            }
-        };
-        match tokio::time::timeout(self.timeout, run).await {
+        match tokio::time::timeout(self.timeout, self.send(cmd)).await {
             Err(_) => Err(ReplayError::Timeout(self.timeout)),
             Ok(Err(e)) => Err(ReplayError::Unavailable(e.to_string())),
             Ok(Ok(v)) => Ok(v),
@@ -248,19 +250,7 @@ impl RedisConn {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut pause = Duration::from_millis(10);
         loop {
-            let once = async {
-                match &self.conn {
-                    Conn::Standalone(manager) => {
-                        let mut c = manager.clone();
-                        cmd.query_async::<redis::Value>(&mut c).await
-                    }
-                    Conn::Cluster(lazy) => {
-                        let mut c = lazy.connection().await?;
-                        cmd.query_async::<redis::Value>(&mut c).await
-                    }
-                }
-            };
-            match tokio::time::timeout_at(deadline, once).await {
+            match tokio::time::timeout_at(deadline, self.send(cmd)).await {
                 Err(_) => return Err(ReplayError::Timeout(self.timeout)),
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) if not_run(&e) && tokio::time::Instant::now() + pause < deadline => {

@@ -798,6 +798,17 @@ mod tests {
         assert!(matches!(err, SigningError::ActiveKidUnfit { .. }), "{err}");
     }
 
+    /// The `.pem` files in `dir`.
+    fn count_pems(dir: &Path) -> usize {
+        fs::read_dir(dir)
+            .expect("dir")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "pem"))
+            })
+            .count()
+    }
+
     #[test]
     fn active_kid_never_generates() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -806,13 +817,7 @@ mod tests {
             Signer::load(dir.path(), Algorithm::ES256, Some(&kid)),
             Err(SigningError::ActiveKidMissing { .. })
         ));
-        let pems = fs::read_dir(dir.path())
-            .expect("dir")
-            .filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "pem"))
-            })
-            .count();
+        let pems = count_pems(dir.path());
         assert_eq!(pems, 0);
     }
 
@@ -833,13 +838,7 @@ mod tests {
         let kids: std::collections::BTreeSet<String> =
             threads.into_iter().map(|t| t.join().expect("thread")).collect();
         assert_eq!(kids.len(), 1, "{kids:?}");
-        let pems = fs::read_dir(dir.path())
-            .expect("dir")
-            .filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "pem"))
-            })
-            .count();
+        let pems = count_pems(dir.path());
         assert_eq!(pems, 1);
     }
 }
