@@ -17,6 +17,7 @@ mod errors;
 mod exchange;
 mod explain;
 mod harness;
+mod issuer_schema;
 mod keys_fetch;
 mod new_user;
 mod redis;

@@ -422,6 +422,12 @@ resource "fedbroker_issuer" "bad" {{
   replay    = "twice"
 }}
 
+resource "fedbroker_issuer" "private" {{
+  name      = "private"
+  issuer    = "https://10.0.0.7/realms/ci"
+  audiences = ["x"]
+}}
+
 resource "fedbroker_rule" "bad" {{
   name = "bad"
 
@@ -453,7 +459,8 @@ resource "fedbroker_rule" "bad" {{
         "claims_json",
         "unknown kind `githab-actions`",
         "replay",
-        "not https",
+        "must be https://",
+        "names a loopback, private or link-local address",
     ] {
         assert!(
             out.stderr.contains(expected),

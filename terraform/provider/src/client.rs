@@ -8,6 +8,8 @@ use reqwest::{StatusCode, Url};
 use serde_json::Value as Json;
 use tf_provider::{AttributePath, Diagnostics};
 
+use crate::ProviderError;
+
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// Discovery and JWKS documents larger than this are refused.
 const MAX_PUBLIC_BYTES: usize = 1 << 20;
@@ -79,10 +81,11 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(endpoint: &str, token: Option<String>) -> Result<Client, String> {
-        let endpoint = Url::parse(endpoint).map_err(|e| format!("`{endpoint}` is not a URL: {e}"))?;
+    pub fn new(endpoint: &str, token: Option<String>) -> Result<Client, ProviderError> {
+        let endpoint =
+            Url::parse(endpoint).map_err(|e| ProviderError::EndpointNotAUrl(endpoint.to_string(), e))?;
         if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host_str().is_none() {
-            return Err(format!("`{endpoint}` must be an http:// or https:// URL"));
+            return Err(ProviderError::EndpointNotHttp(endpoint));
         }
         let http = reqwest::Client::builder()
             .timeout(TIMEOUT)
@@ -92,7 +95,7 @@ impl Client {
                 env!("CARGO_PKG_VERSION")
             ))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(ProviderError::HttpClient)?;
         Ok(Client {
             http,
             endpoint,

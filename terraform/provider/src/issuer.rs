@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use issuers::{Algorithm, IssuerKind, KeySet, KindParams};
+use issuer_schema::RawIssuer;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 use tf_provider::schema::{AttributeConstraint, AttributeType, Block, Description, Schema};
@@ -225,142 +225,52 @@ pub fn from_json(item: &Json) -> IssuerState {
     state
 }
 
-/// What can be checked without the broker: kinds and their parameters, audiences, one key
-/// source, a usable static key set, algorithms, replay, durations, https. Returns
-/// `false` when it reported errors.
+/// What can be checked without the broker, with the broker's own checks and messages
+/// ([`issuer_schema::check`]): kinds and their parameters, audiences, one key source, a
+/// usable static key set, algorithms, replay, durations, and fetch URLs (https, no
+/// loopback or private address unless `danger_allow_insecure`). What depends on the
+/// broker's configuration (`admin.allow_insecure_issuers`, `admin.allow_file_paths`)
+/// or on files on its host is left to apply (see the README). Returns `false` when it
+/// reported errors.
 pub fn check(diags: &mut Diagnostics, state: &IssuerState) -> bool {
-    let json = match to_json(state) {
-        Ok(json) => json,
-        Err(Err(Unknown)) => return true,
-        Err(Ok(problems)) => {
-            for (path, message) in problems {
-                diags.error("Invalid fedbroker issuer", message, path);
-            }
-            return false;
-        }
+    let problems = match plan_problems(state) {
+        Ok(problems) => problems,
+        Err(Unknown) => return true,
     };
-    let mut problems: Vec<(&str, String)> = Vec::new();
-    let text = |k: &str| json.get(k).and_then(Json::as_str).map(str::to_owned);
-    if text("name").unwrap_or_default().is_empty() {
-        problems.push(("name", "must not be empty".into()));
+    let valid = problems.is_empty();
+    for (path, message) in problems {
+        diags.error("Invalid fedbroker issuer", message, path);
     }
-    let kind = match text("kind").map(|k| k.parse::<IssuerKind>()) {
-        None => Some(IssuerKind::Generic),
-        Some(Ok(k)) => Some(k),
-        Some(Err(e)) => {
-            problems.push(("kind", e.to_string()));
-            None
-        }
-    };
-    let params = KindParams {
-        tenant: text("tenant"),
-        entra_version: text("entra_version"),
-        trust_domain: text("trust_domain"),
-    };
-    let insecure = json.get("danger_allow_insecure") == Some(&Json::Bool(true));
-    let issuer = match (text("issuer"), kind) {
-        (Some(issuer), _) => Some(issuer),
-        (None, None) => None,
-        (None, Some(kind)) => match kind.default_issuer(&params) {
-            Ok(Some(default)) => Some(default),
-            Ok(None) => {
-                problems.push(("issuer", format!("required for kind {kind}")));
-                None
-            }
-            Err(e) => {
-                problems.push(("issuer", e.to_string()));
-                None
-            }
-        },
-    };
-    if let Some(issuer) = &issuer {
-        if let Some(kind) = kind
-            && let Err(e) = kind.check_config(issuer, &params)
-        {
-            problems.push(("kind", e.to_string()));
-        }
-        if let Some(why) = url_problem(issuer, insecure) {
-            problems.push(("issuer", why));
-        }
-    }
-    let audiences = json
-        .get("audiences")
-        .and_then(Json::as_array)
-        .cloned()
-        .unwrap_or_default();
-    if audiences.is_empty() || audiences.iter().any(|a| a.as_str().is_none_or(str::is_empty)) {
-        problems.push((
-            "audiences",
-            "required: a non-empty list of accepted `aud` values".into(),
-        ));
-    }
-    let sources: Vec<&str> = ["jwks_uri", "jwks", "jwks_file"]
-        .into_iter()
-        .filter(|k| json.get(*k).is_some())
-        .collect();
-    if sources.len() > 1 {
-        problems.push((
-            sources[1],
-            "give at most one of jwks_uri, jwks_json and jwks_file".into(),
-        ));
-    }
-    if let Some(uri) = text("jwks_uri")
-        && let Some(why) = url_problem(&uri, insecure)
-    {
-        problems.push(("jwks_uri", why));
-    }
-    if let Some(jwks) = json.get("jwks") {
-        match KeySet::from_jwks_value(jwks) {
-            Ok(set) if set.is_empty() => problems.push(("jwks", "no usable key in this key set".into())),
-            Ok(_) => {}
-            Err(e) => problems.push(("jwks", format!("invalid key set: {e}"))),
-        }
-    }
-    if let Some(algs) = json.get("algorithms").and_then(Json::as_array) {
-        if algs.is_empty() {
-            problems.push(("algorithms", "must list at least one algorithm".into()));
-        }
-        for a in algs.iter().filter_map(Json::as_str) {
-            if let Err(e) = a.parse::<Algorithm>() {
-                problems.push(("algorithms", e.to_string()));
-            }
-        }
-    }
-    if let Some(replay) = text("replay")
-        && replay != "one_time"
-        && replay != "reusable"
-    {
-        problems.push((
-            "replay",
-            format!("unknown value `{replay}`; expected one_time or reusable"),
-        ));
-    }
-    if let Some(d) = text("max_token_lifetime")
-        && let Err(e) = federation_rules::parse_duration(&d)
-    {
-        problems.push(("max_token_lifetime", e));
-    }
-    for (field, message) in &problems {
-        diags.error(
-            "Invalid fedbroker issuer",
-            format!("{field}: {message}"),
-            path_of(field),
-        );
-    }
-    problems.is_empty()
+    valid
 }
 
-/// The broker fetches keys over https only, unless `danger_allow_insecure`.
-fn url_problem(url: &str, insecure: bool) -> Option<String> {
-    match reqwest::Url::parse(url) {
-        Err(e) => Some(format!("`{url}` is not a URL: {e}")),
-        Ok(u) if u.scheme() == "https" => None,
-        Ok(u) if u.scheme() == "http" && insecure => None,
-        Ok(u) if u.scheme() == "http" => Some(format!(
-            "`{url}` is not https (set danger_allow_insecure = true for development only)"
-        )),
-        Ok(u) => Some(format!("`{url}`: scheme {} is not https", u.scheme())),
-    }
+/// Every problem [`check`] reports, with its attribute; `Err(Unknown)` while a value
+/// is not known yet.
+pub fn plan_problems(state: &IssuerState) -> Result<Vec<(AttributePath, String)>, Unknown> {
+    let json = match to_json(state) {
+        Ok(json) => json,
+        Err(Err(Unknown)) => return Err(Unknown),
+        Err(Ok(problems)) => return Ok(problems),
+    };
+    let raw: RawIssuer = match serde_json::from_value(json) {
+        Ok(raw) => raw,
+        Err(e) => return Ok(vec![(AttributePath::new("name"), e.to_string())]),
+    };
+    Ok(issuer_schema::check(&raw)
+        .into_iter()
+        .map(|p| {
+            (
+                path_of(p.field),
+                format!("{}: {}", attribute_name(p.field), p.error),
+            )
+        })
+        .collect())
+}
+
+/// The resource's name for a field of the YAML schema (the key set `jwks` is the JSON
+/// string `jwks_json`).
+fn attribute_name(field: &str) -> &str {
+    if field == "jwks" { "jwks_json" } else { field }
 }
 
 fn fill_computed(state: &mut IssuerState) {
@@ -750,7 +660,6 @@ mod tests {
         bad.replay = s("twice");
         bad.max_token_lifetime = s("forever");
         bad.jwks_uri = s("http://keys.example.com/jwks");
-        bad.jwks_json = s("{\"keys\": []}");
         bad.algorithms = Value::Value(vec![s("HS256")]);
         let mut diags = Diagnostics::default();
         assert!(!check(&mut diags, &bad));
@@ -761,10 +670,34 @@ mod tests {
             "replay",
             "max_token_lifetime",
             "jwks_uri",
-            "jwks_json",
             "algorithms",
         ] {
             assert!(text.contains(field), "{field} not reported: {text}");
         }
+        // A static key set is checked when it is the key source.
+        let mut keys = sample();
+        keys.jwks_json = s("{\"keys\": []}");
+        let mut diags = Diagnostics::default();
+        assert!(!check(&mut diags, &keys));
+        let text = format!("{:?}", diags.errors);
+        assert!(text.contains("jwks_json: no usable key"), "{text}");
+    }
+
+    #[test]
+    fn refuses_at_plan_what_the_broker_always_refuses() {
+        let mut private = sample();
+        private.kind = Value::Null;
+        private.issuer = s("https://10.0.0.7/realms/ci");
+        let mut diags = Diagnostics::default();
+        assert!(!check(&mut diags, &private));
+        let text = format!("{:?}", diags.errors);
+        assert!(
+            text.contains("issuer: names a loopback, private or link-local address"),
+            "{text}"
+        );
+        // Allowed for development: the broker decides at apply (`admin.allow_insecure_issuers`).
+        private.danger_allow_insecure = Value::Value(true);
+        let mut diags = Diagnostics::default();
+        assert!(check(&mut diags, &private), "{:?}", diags.errors);
     }
 }

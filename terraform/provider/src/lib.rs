@@ -10,9 +10,11 @@
 
 pub mod client;
 pub mod data_sources;
+pub mod error;
 pub mod issuer;
 pub mod provider;
 pub mod rule;
 pub mod values;
 
+pub use error::ProviderError;
 pub use provider::FedbrokerProvider;

@@ -105,7 +105,7 @@ impl Provider for FedbrokerProvider {
         if let Value::Value(endpoint) = &config.endpoint
             && let Err(e) = Client::new(endpoint, None)
         {
-            diags.error("Invalid endpoint", e, AttributePath::new("endpoint"));
+            diags.error("Invalid endpoint", e.to_string(), AttributePath::new("endpoint"));
         }
         Some(())
     }
@@ -142,7 +142,7 @@ impl Provider for FedbrokerProvider {
         };
         match Client::new(&endpoint, token) {
             Ok(client) => self.shared.set(client),
-            Err(e) => diags.error("Invalid endpoint", e, AttributePath::new("endpoint")),
+            Err(e) => diags.error("Invalid endpoint", e.to_string(), AttributePath::new("endpoint")),
         }
         Some(())
     }

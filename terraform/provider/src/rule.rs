@@ -404,7 +404,7 @@ impl Resource for RuleResource {
             Err(e) => {
                 diags.root_error(
                     format!("reading rule `{name}`: the broker's item is not a rule"),
-                    e,
+                    e.to_string(),
                 );
                 return Some((state, private_state));
             }
@@ -534,7 +534,7 @@ impl Resource for RuleResource {
                 Err(e) => {
                     diags.root_error(
                         format!("importing rule `{id}`: the broker's item is not a rule"),
-                        e,
+                        e.to_string(),
                     );
                     None
                 }

@@ -10,6 +10,8 @@ use tf_provider::AttributePath;
 use tf_provider::schema::{Attribute, AttributeConstraint, AttributeType, Description};
 use tf_provider::value::Value;
 
+use crate::ProviderError;
+
 /// A value Terraform does not know yet (during validation and planning).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unknown;
@@ -222,17 +224,17 @@ fn write_json(value: &Json, out: &mut String) {
 }
 
 /// Parse a JSON attribute that must hold an object.
-pub fn parse_json_object(text: &str) -> Result<serde_json::Map<String, Json>, String> {
+pub fn parse_json_object(text: &str) -> Result<serde_json::Map<String, Json>, ProviderError> {
     match serde_json::from_str::<Json>(text) {
         Ok(Json::Object(map)) => Ok(map),
-        Ok(_) => Err("must be a JSON object (use jsonencode({...}))".into()),
-        Err(e) => Err(format!("is not valid JSON: {e}")),
+        Ok(_) => Err(ProviderError::NotAJsonObject),
+        Err(e) => Err(ProviderError::InvalidJson(e)),
     }
 }
 
 /// Deserialize a JSON value the broker returned, or explain why it could not be.
-pub fn from_json<T: DeserializeOwned>(value: &Json) -> Result<T, String> {
-    serde_json::from_value(value.clone()).map_err(|e| e.to_string())
+pub fn from_json<T: DeserializeOwned>(value: &Json) -> Result<T, ProviderError> {
+    serde_json::from_value(value.clone()).map_err(ProviderError::UnexpectedBody)
 }
 
 // ---------------------------------------------------------------------------

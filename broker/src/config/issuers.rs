@@ -1,0 +1,242 @@
+//! `issuers:` (and the admin API's issuers): each raw issuer through the checks of
+//! [`issuer_schema`], plus what only the broker can check — the files it names
+//! (`tls_ca_file`, `jwks_file`) and names and URLs that two issuers share. Problems are
+//! reported in the order the steps run, which is the order the contract's messages
+//! have always come in.
+
+use std::collections::HashSet;
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use issuer_schema as schema;
+use issuers::{IssuerKind, IssuerPolicy, JwksError, KeySet};
+use marked_yaml::Node;
+
+use super::error::Errors;
+use super::model::*;
+use super::raw::RawIssuer;
+use super::yaml::child;
+
+/// How the configuration reads the files an issuer names (a function, so that parsing
+/// stays testable without files).
+pub type ReadFile<'a> = &'a dyn Fn(&Path) -> std::io::Result<Vec<u8>>;
+
+/// What only the broker can find wrong with an issuer: its files, and its neighbours.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum IssuerFileError {
+    #[error("{}: cannot read: {}", .0.display(), .1)]
+    Read(PathBuf, std::io::Error),
+    #[error("{}: no usable PEM CA certificate", .0.display())]
+    NoCaCertificate(PathBuf),
+    #[error("{}: no usable key", .0.display())]
+    NoKey(PathBuf),
+    #[error("{}: invalid key set: {}", .0.display(), .1)]
+    InvalidKeySet(PathBuf, JwksError),
+    #[error("duplicate issuer name `{0}`")]
+    DuplicateName(String),
+    #[error("another issuer has the same `issuer` URL")]
+    DuplicateUrl,
+}
+
+/// Validate raw issuers into [`IssuerConfig`]s. `read_file` reads `jwks_file`s and
+/// `tls_ca_file`s (relative to `base`).
+pub(super) fn build_issuers(
+    raw: &[(PathBuf, Node, RawIssuer)],
+    base: &Path,
+    errors: &mut Errors,
+    read_file: ReadFile<'_>,
+) -> Vec<IssuerConfig> {
+    let mut seen = Seen::default();
+    let mut out = Vec::new();
+    let outer_file = errors.file.clone();
+    for (i, (file, node, r)) in raw.iter().enumerate() {
+        errors.file = file.clone();
+        // The config file's issuers by position, the admin API's by name.
+        let label = if *file == outer_file {
+            format!("issuers[{i}]")
+        } else {
+            format!("issuer `{}`", r.name)
+        };
+        let mut report = Report { errors, node, label };
+        if let Some(issuer) = build_issuer(r, base, &mut seen, &mut report, read_file) {
+            out.push(issuer);
+        }
+    }
+    errors.file = outer_file;
+    out
+}
+
+/// Names and `iss` URLs of the issuers built so far: each may appear once.
+#[derive(Default)]
+struct Seen {
+    names: HashSet<String>,
+    urls: HashSet<String>,
+}
+
+/// One issuer's problems, each at its field's line (or the issuer's, when the field is
+/// not written).
+struct Report<'a> {
+    errors: &'a mut Errors,
+    node: &'a Node,
+    label: String,
+}
+
+impl Report<'_> {
+    fn at(&mut self, key: &str, message: impl Display) {
+        let node = child(self.node, key).or(Some(self.node));
+        self.errors
+            .at(node, format!("{}.{key}", self.label), message.to_string());
+    }
+    /// At the issuer's own line: for what is missing or spans several fields.
+    fn at_issuer(&mut self, key: &str, message: impl Display) {
+        self.errors.at(
+            Some(self.node),
+            format!("{}.{key}", self.label),
+            message.to_string(),
+        );
+    }
+    fn count(&self) -> usize {
+        self.errors.list.len()
+    }
+}
+
+fn build_issuer(
+    r: &RawIssuer,
+    base: &Path,
+    seen: &mut Seen,
+    report: &mut Report<'_>,
+    read_file: ReadFile<'_>,
+) -> Option<IssuerConfig> {
+    let before = report.count();
+    let kind = schema::kind(r).unwrap_or_else(|e| {
+        report.at("kind", e);
+        IssuerKind::Generic
+    });
+    let kind_params = schema::kind_params(r);
+    let issuer_text = schema::issuer_url(r, kind, &kind_params).unwrap_or_else(|e| {
+        report.at_issuer("issuer", e);
+        String::new()
+    });
+    if let Err(e) = schema::kind_config(kind, &issuer_text, &kind_params) {
+        report.at("kind", e);
+    }
+    let tls_ca_pem = r.tls_ca_file.as_ref().and_then(|p| {
+        read_tls_ca(&base.join(p), read_file)
+            .map_err(|e| report.at("tls_ca_file", e))
+            .ok()
+    });
+    check_unique(r, &issuer_text, seen, report);
+    let issuer_url = schema::check_fetch_url(&issuer_text, r.danger_allow_insecure)
+        .map_err(|e| report.at("issuer", e))
+        .ok();
+    if let Err(e) = schema::audiences(r) {
+        report.at("audiences", e);
+    }
+    if let Err(e) = schema::one_key_source(r) {
+        report.at_issuer("jwks_uri", e);
+    }
+    let keys = key_source(r, base, report, read_file);
+    let (algorithms, problems) = schema::algorithms(r, kind);
+    for e in problems {
+        report.at("algorithms", e);
+    }
+    let replay = schema::replay(r).unwrap_or_else(|e| {
+        report.at("replay", e);
+        ReplayMode::OneTime
+    });
+    let max_token_lifetime = schema::max_token_lifetime(r).unwrap_or_else(|e| {
+        report.at("max_token_lifetime", e);
+        DEFAULT_MAX_TOKEN_LIFETIME
+    });
+    if report.count() != before {
+        return None;
+    }
+    issuer_url?;
+    Some(IssuerConfig {
+        name: r.name.clone(),
+        kind,
+        kind_params,
+        allow_access_tokens: r.allow_access_tokens,
+        tls_ca_pem,
+        policy: IssuerPolicy {
+            issuer: issuer_text,
+            audiences: r.audiences.clone(),
+            algorithms,
+            max_token_lifetime: Some(max_token_lifetime),
+            clock_skew: 0,
+        },
+        keys,
+        replay,
+        danger_allow_insecure: r.danger_allow_insecure,
+    })
+}
+
+/// A name, and an `iss` URL, that no issuer before this one has.
+fn check_unique(r: &RawIssuer, issuer_text: &str, seen: &mut Seen, report: &mut Report<'_>) {
+    if let Err(e) = schema::name(r) {
+        report.at("name", e);
+    } else if !seen.names.insert(r.name.clone()) {
+        report.at("name", IssuerFileError::DuplicateName(r.name.clone()));
+    }
+    if !issuer_text.is_empty() && !seen.urls.insert(issuer_text.to_string()) {
+        report.at("issuer", IssuerFileError::DuplicateUrl);
+    }
+}
+
+/// Where the keys come from: the first of `jwks_uri`, `jwks` and `jwks_file` given, or
+/// discovery (also when the one given is refused: the issuer is not built then).
+fn key_source(r: &RawIssuer, base: &Path, report: &mut Report<'_>, read_file: ReadFile<'_>) -> KeySource {
+    let refused = |report: &mut Report<'_>, key: &str, e: &dyn Display| {
+        report.at(key, e);
+        KeySource::Discovery
+    };
+    if let Some(uri) = &r.jwks_uri {
+        match schema::check_fetch_url(uri, r.danger_allow_insecure) {
+            Ok(u) => KeySource::JwksUri(u),
+            Err(e) => refused(report, "jwks_uri", &e),
+        }
+    } else if let Some(jwks) = &r.jwks {
+        match schema::static_jwks(jwks) {
+            Ok(set) => KeySource::Static(Arc::new(set)),
+            Err(e) => refused(report, "jwks", &e),
+        }
+    } else if let Some(path) = &r.jwks_file {
+        let path = base.join(path);
+        match read_jwks_file(&path, read_file) {
+            Ok(set) => KeySource::File(path, Arc::new(set)),
+            Err(e) => refused(report, "jwks_file", &e),
+        }
+    } else {
+        KeySource::Discovery
+    }
+}
+
+fn read_jwks_file(path: &Path, read_file: ReadFile<'_>) -> Result<KeySet, IssuerFileError> {
+    let bytes = read_file(path).map_err(|e| IssuerFileError::Read(path.to_path_buf(), e))?;
+    match KeySet::from_jwks_json(&bytes) {
+        Ok(set) if !set.is_empty() => Ok(set),
+        Ok(_) => Err(IssuerFileError::NoKey(path.to_path_buf())),
+        Err(e) => Err(IssuerFileError::InvalidKeySet(path.to_path_buf(), e)),
+    }
+}
+
+fn read_tls_ca(path: &Path, read_file: ReadFile<'_>) -> Result<Vec<u8>, IssuerFileError> {
+    let pem = read_file(path).map_err(|e| IssuerFileError::Read(path.to_path_buf(), e))?;
+    if pem_has_certificate(&pem) {
+        Ok(pem)
+    } else {
+        Err(IssuerFileError::NoCaCertificate(path.to_path_buf()))
+    }
+}
+
+/// Whether `pem` holds at least one certificate and every certificate in it is one the
+/// TLS stack accepts as a root (so `check` catches what `serve` would refuse).
+fn pem_has_certificate(pem: &[u8]) -> bool {
+    let has_cert = pem::parse_many(pem).is_ok_and(|all| all.iter().any(|p| p.tag() == "CERTIFICATE"));
+    has_cert
+        && reqwest::Certificate::from_pem_bundle(pem).is_ok_and(|certs| {
+            !certs.is_empty() && reqwest::Client::builder().tls_certs_merge(certs).build().is_ok()
+        })
+}

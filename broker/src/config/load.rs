@@ -1,0 +1,185 @@
+//! The I/O side: read the configuration file, the files it names (admin tokens, the
+//! admin state file, rule files by glob, issuers' key and CA files) and hand the texts
+//! to the pure parse. No network is touched while loading.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::admin::{
+    AdminConfig, AdminState, FileItems, MIN_ADMIN_TOKEN_CHARS, parse_admin_items, refuse_name_clashes,
+    without_nulls,
+};
+use super::error::{ConfigError, ConfigErrors};
+use super::model::{Config, ReplayBackend};
+use super::parse::{Draft, SourcedRule, assemble, parse_config};
+use super::rules::parse_rules_file;
+
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    crate::files::read_regular_text(path, crate::files::MAX_CONFIG_BYTES).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        field: String::new(),
+        message: format!("cannot read: {e}"),
+    })
+}
+
+/// Load a config file and every rule file it names. File I/O only; no network.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with_admin(path, None)
+}
+
+/// Load a config file, its rule files and the admin API's issuers and rules: `admin`
+/// replaces what the state file holds (to validate a change before it is written).
+/// With `replay.backend: redis` and no `admin`, the admin state is empty: it lives in
+/// Redis, and the caller supplies it.
+pub fn load_with_admin(path: &Path, admin: Option<&AdminState>) -> Result<Config, ConfigErrors> {
+    let text = read_text(path).map_err(|e| ConfigErrors(vec![e]))?;
+    let env = |name: &str| std::env::var(name).ok();
+    let read_file = |p: &Path| crate::files::read_regular_file(p, crate::files::MAX_CA_BYTES);
+    let mut draft = parse_config(path, &text, &env)?;
+    let mut errors = Vec::new();
+    let mut admin_state = AdminState::default();
+    let (mut admin_issuers, mut admin_rules) = (Vec::new(), Vec::new());
+    let redis = matches!(draft.replay.backend, ReplayBackend::Redis(_));
+    if let Some(settings) = draft.admin.as_mut() {
+        read_admin_tokens(settings, &mut errors);
+        admin_state = match admin {
+            Some(state) => state.clone(),
+            // With Redis the state lives there (`crate::admin_store`), not in a file:
+            // empty until the broker reads it from Redis.
+            None if redis => AdminState::default(),
+            None => read_admin_state(settings, &mut errors),
+        };
+        let (issuers, rules_made, problems) = parse_admin_items(&admin_state, settings);
+        admin_issuers = issuers;
+        admin_rules = rules_made;
+        errors.extend(problems);
+    }
+    let rules = read_rule_files(path, &draft.rules_files, &mut errors);
+    // The configuration file's own items, before the admin API's join them.
+    let file_items = file_items(&draft, &rules);
+    // A name both define is one error, under the admin item: the file's item wins
+    // nothing either, the load fails and the previous set keeps serving.
+    refuse_name_clashes(&draft, &rules, &mut admin_issuers, &mut admin_rules, &mut errors);
+    draft.issuers.extend(admin_issuers);
+    admin_rules.extend(rules);
+    let rules = admin_rules;
+    match assemble(draft, rules, &read_file) {
+        Ok(mut config) if errors.is_empty() => {
+            config.admin_state = admin_state;
+            config.file_items = Arc::new(file_items);
+            Ok(config)
+        }
+        Ok(_) => Err(ConfigErrors(errors)),
+        Err(e) => {
+            errors.extend(e.0);
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// `admin.tokens_file`: one token a line (`#` comments), appended to `tokens`.
+fn read_admin_tokens(settings: &mut AdminConfig, errors: &mut Vec<ConfigError>) {
+    let Some(tokens_file) = &settings.tokens_file else {
+        return;
+    };
+    let problem = |message: String| ConfigError {
+        file: tokens_file.clone(),
+        line: None,
+        field: "admin.tokens_file".into(),
+        message,
+    };
+    match crate::files::read_regular_text(tokens_file, crate::files::MAX_SMALL_BYTES) {
+        Ok(text) => {
+            for t in text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            {
+                if t.chars().count() < MIN_ADMIN_TOKEN_CHARS {
+                    errors.push(problem(format!(
+                        "every token needs at least {MIN_ADMIN_TOKEN_CHARS} characters"
+                    )));
+                }
+                settings.tokens.push(t.to_string());
+                settings.tokens_from_file += 1;
+            }
+        }
+        Err(e) => errors.push(problem(format!("cannot read: {e}"))),
+    }
+    if settings.tokens.is_empty() && errors.is_empty() {
+        errors.push(problem("holds no token".into()));
+    }
+}
+
+/// `admin.state_file`: the admin API's items kept on disk (empty when missing).
+fn read_admin_state(settings: &AdminConfig, errors: &mut Vec<ConfigError>) -> AdminState {
+    AdminState::read(&settings.state_file).unwrap_or_else(|e| {
+        errors.push(ConfigError {
+            file: settings.state_file.clone(),
+            line: None,
+            field: "admin.state_file".into(),
+            message: e.to_string(),
+        });
+        AdminState::default()
+    })
+}
+
+/// Every file the `rules_files` globs match (relative to the config file), in sorted
+/// order per glob, parsed.
+fn read_rule_files(path: &Path, globs: &[String], errors: &mut Vec<ConfigError>) -> Vec<SourcedRule> {
+    let mut rules = Vec::new();
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    for pattern in globs {
+        // The same normalisation as the watcher's (reload.rs): `./` dropped, `..` resolved.
+        let full = crate::reload::normalize_lexically(&base.join(pattern));
+        let full_text = full.to_string_lossy().to_string();
+        match glob::glob(&full_text) {
+            Ok(paths) => {
+                let mut matched: Vec<PathBuf> =
+                    paths.filter_map(Result::ok).filter(|p| !p.is_dir()).collect();
+                matched.sort();
+                for p in matched {
+                    match read_text(&p) {
+                        Ok(t) => {
+                            let (parsed, problems) = parse_rules_file(&p, &t);
+                            rules.extend(parsed);
+                            errors.extend(problems);
+                        }
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
+            Err(e) => errors.push(ConfigError {
+                file: path.to_path_buf(),
+                line: None,
+                field: "rules_files".into(),
+                message: format!("invalid glob `{pattern}`: {e}"),
+            }),
+        }
+    }
+    rules
+}
+
+/// The configuration file's (and its rule files') issuers and rules, as JSON.
+fn file_items(draft: &Draft, rule_files: &[SourcedRule]) -> FileItems {
+    FileItems {
+        issuers: draft
+            .issuers
+            .iter()
+            .map(|(_, _, raw)| {
+                let json = serde_json::to_value(raw).unwrap_or_default();
+                (raw.name.clone(), without_nulls(json))
+            })
+            .collect(),
+        rules: draft
+            .rules
+            .iter()
+            .chain(rule_files)
+            .map(|s| {
+                let json = serde_json::to_value(&s.rule).unwrap_or_default();
+                (s.rule.name.clone(), without_nulls(json))
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,47 @@
+//! The configuration file (contract §2): YAML, `version: 1`, unknown keys rejected,
+//! `${ENV}` substitution, rule files by glob, every error with file, line and field.
+//!
+//! [`load`] does the file I/O ([`load`](load.rs)); everything it reads goes through the
+//! pure parse ([`parse_config`], [`assemble`]), one file per section:
+//!
+//! - `model`: the validated values ([`Config`] and its sections);
+//! - `raw`: the sections as serde reads them (an issuer's raw form is
+//!   [`issuer_schema::RawIssuer`], shared with the admin API and the Terraform provider);
+//! - `yaml`: YAML parsing, duplicate keys, lines and field paths; `error`: how problems
+//!   are collected and shown; `env`: `${NAME}` substitution;
+//! - `server`, `signing`, `replay`, `issuers`, `rules`, `admin`: one builder per section;
+//! - `parse`: the file's text into a [`Draft`], a draft and its rules into a [`Config`].
+
+mod admin;
+mod env;
+mod error;
+mod issuers;
+mod load;
+mod model;
+mod parse;
+mod raw;
+mod replay;
+mod rules;
+mod server;
+mod signing;
+mod yaml;
+
+#[cfg(test)]
+mod tests;
+
+pub use admin::{
+    AdminConfig, AdminState, AdminStateError, FileItems, MIN_ADMIN_TOKEN_CHARS, MIN_STATE_HMAC_KEY_CHARS,
+    NAME_CLASH, admin_source, is_name_clash,
+};
+pub use env::{UnsetVariable, expand_env};
+pub use error::{ConfigError, ConfigErrors};
+pub use issuer_schema::{IssuerError, check_fetch_url};
+pub use issuers::{IssuerFileError, ReadFile};
+pub use load::{load, load_with_admin};
+pub use model::*;
+pub use parse::{Draft, RuleErrors, SourcedRule, assemble, from_parts, parse_config};
+pub use raw::RawIssuer;
+pub use replay::{MillisError, RedisUrlError};
+pub use rules::parse_rules_file;
+pub use server::PublicUrlError;
+pub use signing::{SIGNING_ALGORITHMS, UnsupportedSigningAlgorithm, parse_signing_algorithm};

@@ -1,0 +1,201 @@
+//! The validated configuration: the typed values the rest of the broker reads.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use federation_rules::RuleSet;
+use issuers::{Algorithm, IssuerKind, IssuerPolicy, KeySet, KindParams};
+use reqwest::Url;
+
+pub use issuer_schema::ReplayMode;
+
+use super::admin::{AdminConfig, AdminState, FileItems};
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Without a trailing slash.
+    pub public_url: String,
+    pub max_body_bytes: usize,
+    pub clock_skew: u64,
+    pub max_issued_lifetime: u64,
+    /// Read timeouts and the connection cap of every listener.
+    pub limits: ConnectionLimits,
+}
+
+/// `server.header_timeout`, `server.body_timeout`, `server.max_connections`: what one
+/// client may hold of a listener (the public one and `admin.listen` each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// A request's headers must arrive within this, counted from the first poll of an
+    /// idle connection: it also closes idle keep-alive connections.
+    pub header_timeout: std::time::Duration,
+    /// Once the headers are in, the body must arrive within this (408 otherwise).
+    pub body_timeout: std::time::Duration,
+    /// Open connections per listener; further connections wait in the accept backlog.
+    pub max_connections: usize,
+}
+
+pub const DEFAULT_HEADER_TIMEOUT: u64 = 10;
+pub const DEFAULT_BODY_TIMEOUT: u64 = 10;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_timeout: std::time::Duration::from_secs(DEFAULT_HEADER_TIMEOUT),
+            body_timeout: std::time::Duration::from_secs(DEFAULT_BODY_TIMEOUT),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The path part of `public_url` ("" or "/sts"): every route is served under it.
+    pub fn path_prefix(&self) -> String {
+        Url::parse(&self.public_url)
+            .map(|u| u.path().trim_end_matches('/').to_string())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SigningConfig {
+    pub algorithm: Algorithm,
+    /// `None`: an in-memory key (development mode only).
+    pub key_dir: Option<PathBuf>,
+    /// The `kid` that signs; `None`: the newest fitting key (see `signing.rs`).
+    pub active_kid: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnavailable {
+    FailClosed,
+    FailOpen,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayBackend {
+    /// One process's memory: a restart forgets every mark, replicas do not share them.
+    Memory,
+    Redis(RedisConfig),
+}
+
+/// Where the shared replay marks live (`replay.backend: redis`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub target: RedisTarget,
+    /// Prepended to every replay key (`replay.key_prefix`).
+    pub key_prefix: String,
+    /// Bound on one Redis round trip, connection waits included (`replay.command_timeout`).
+    pub command_timeout: std::time::Duration,
+}
+
+/// One Redis server (`redis_url`) or a Redis Cluster (`redis_cluster_urls`). The URLs may
+/// carry a password, so `Debug` shows them redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    Standalone(String),
+    Cluster(Vec<String>),
+}
+
+impl RedisTarget {
+    /// The URL(s) with any password replaced by `***`: safe for logs.
+    pub fn redacted(&self) -> String {
+        match self {
+            RedisTarget::Standalone(u) => redact_url(u),
+            RedisTarget::Cluster(us) => us.iter().map(|u| redact_url(u)).collect::<Vec<_>>().join(", "),
+        }
+    }
+}
+
+impl fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RedisTarget::Standalone(_) => write!(f, "Standalone({})", self.redacted()),
+            RedisTarget::Cluster(_) => write!(f, "Cluster([{}])", self.redacted()),
+        }
+    }
+}
+
+fn redact_url(text: &str) -> String {
+    match Url::parse(text) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("***"));
+            }
+            url.to_string()
+        }
+        Err(_) => "<invalid URL>".into(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayConfig {
+    pub backend: ReplayBackend,
+    pub on_unavailable: OnUnavailable,
+    /// How many `fedbroker serve` processes share this configuration (`replay.replicas`).
+    /// Only checked: with more than one, one-time tokens need a shared (redis) backend.
+    pub replicas: u32,
+}
+
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "fedbroker:replay:";
+pub const DEFAULT_REDIS_COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(250);
+/// Where an issuer's verification keys come from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// `{issuer}/.well-known/openid-configuration`, then its `jwks_uri`.
+    Discovery,
+    JwksUri(Url),
+    Static(Arc<KeySet>),
+    /// Static keys read from a file at load time.
+    File(PathBuf, Arc<KeySet>),
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    pub name: String,
+    pub kind: IssuerKind,
+    pub kind_params: KindParams,
+    /// Accept `typ: at+jwt` access tokens (refused by default where ID tokens are expected).
+    pub allow_access_tokens: bool,
+    pub policy: IssuerPolicy,
+    pub keys: KeySource,
+    pub replay: ReplayMode,
+    pub danger_allow_insecure: bool,
+    /// PEM CA certificates trusted (besides the system roots) for this issuer's fetches.
+    pub tls_ca_pem: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditConfig {
+    pub path: Option<PathBuf>,
+}
+
+/// A whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub signing: SigningConfig,
+    pub replay: ReplayConfig,
+    pub issuers: Vec<IssuerConfig>,
+    pub rules: Arc<RuleSet>,
+    /// The `rules_files` globs as written (relative to the config file).
+    pub rules_files: Vec<String>,
+    pub audit: AuditConfig,
+    pub admin: Option<AdminConfig>,
+    /// The admin API's issuers and rules included in this config.
+    pub admin_state: AdminState,
+    /// The issuers and rules of the configuration file and its rule files (the names
+    /// the admin API may not manage), as JSON in the YAML schema.
+    pub file_items: Arc<FileItems>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_MAX_BODY_BYTES: usize = 65536;
+pub const DEFAULT_CLOCK_SKEW: u64 = 60;
+pub const DEFAULT_MAX_ISSUED_LIFETIME: u64 = 3600;
+pub const DEFAULT_MAX_TOKEN_LIFETIME: u64 = issuer_schema::DEFAULT_MAX_TOKEN_LIFETIME;

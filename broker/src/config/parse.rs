@@ -1,0 +1,257 @@
+//! The pure side: the configuration file's text into a [`Draft`], and a draft plus its
+//! rule files into a [`Config`] (issuers validated, rules compiled). No file is read
+//! here; whatever must be read comes in as text or through a `read_file` function.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use federation_rules::{CompileContext, RawRule, RuleSet};
+use marked_yaml::Node;
+
+use super::admin::{AdminConfig, AdminState, build_admin};
+use super::env::substitute_env;
+use super::error::{ConfigError, ConfigErrors, Errors};
+use super::issuers::{ReadFile, build_issuers};
+use super::model::*;
+use super::raw::*;
+use super::replay::{build_replay, check_replicas};
+use super::rules::parse_rule_list;
+use super::server::build_server;
+use super::signing::build_signing;
+use super::yaml::{child, from_node, is_null, line_of, node_at, parse_yaml_all};
+
+/// A rule as parsed, with the YAML node it came from (to turn field paths into lines).
+pub struct SourcedRule {
+    pub file: PathBuf,
+    pub node: Node,
+    pub rule: RawRule,
+}
+
+/// The config file parsed, before rule files are read and rules compiled.
+pub struct Draft {
+    pub(super) file: PathBuf,
+    pub(super) server: ServerConfig,
+    pub(super) signing: SigningConfig,
+    pub(super) replay: ReplayConfig,
+    /// The `replay:` mapping, for the line of errors found once issuers are known.
+    pub(super) replay_node: Option<Node>,
+    /// Each with the file it came from (the config file, or the admin API's state).
+    pub(super) issuers: Vec<(PathBuf, Node, RawIssuer)>,
+    pub rules_files: Vec<String>,
+    pub(super) admin: Option<AdminConfig>,
+    pub(super) rules: Vec<SourcedRule>,
+    pub(super) audit: AuditConfig,
+    pub(super) base_dir: PathBuf,
+    /// Problems found in the config file itself.
+    pub(super) errors: Vec<ConfigError>,
+}
+
+/// Parse the config file's text. Pure: `env` supplies `${NAME}` values.
+pub fn parse_config(
+    file: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Draft, ConfigErrors> {
+    let mut errors = Errors::new(file);
+    let Some(mut root) = parse_yaml_all(file, text, &mut errors.list) else {
+        return Err(ConfigErrors(errors.list));
+    };
+    substitute_env(&mut root, "", &mut errors, env);
+    let Some(map) = root.as_mapping() else {
+        errors.at(Some(&root), "", "the configuration must be a mapping");
+        return Err(ConfigErrors(errors.list));
+    };
+
+    let mut version_seen = false;
+    let mut server = RawServer::default();
+    let mut signing = RawSigning::default();
+    let mut replay = RawReplay::default();
+    let mut raw_issuers = Vec::new();
+    let mut rules_files = Vec::new();
+    let mut rules = Vec::new();
+    let mut audit = RawAudit::default();
+    let mut raw_admin: Option<RawAdmin> = None;
+
+    for (key, value) in map.iter() {
+        match key.as_str() {
+            "version" => {
+                version_seen = true;
+                if value.as_scalar().map(|s| s.as_str()) != Some("1") {
+                    errors.at(Some(value), "version", "only `version: 1` is supported");
+                }
+            }
+            "server" => server = from_node(value, "server", &mut errors).unwrap_or_default(),
+            "signing" => signing = from_node(value, "signing", &mut errors).unwrap_or_default(),
+            "replay" => replay = from_node(value, "replay", &mut errors).unwrap_or_default(),
+            "audit" => audit = from_node(value, "audit", &mut errors).unwrap_or_default(),
+            "admin" => raw_admin = from_node(value, "admin", &mut errors),
+            "rules_files" => rules_files = from_node(value, "rules_files", &mut errors).unwrap_or_default(),
+            "issuers" => match value.as_sequence() {
+                Some(seq) => {
+                    for (i, item) in seq.iter().enumerate() {
+                        if let Some(raw) = from_node::<RawIssuer>(item, &format!("issuers[{i}]"), &mut errors)
+                        {
+                            raw_issuers.push((file.to_path_buf(), item.clone(), raw));
+                        }
+                    }
+                }
+                None if value.as_scalar().is_some_and(is_null) => {}
+                None => errors.at(Some(value), "issuers", "expected a list of issuers"),
+            },
+            "rules" => rules.extend(parse_rule_list(file, value, "rules", &mut errors)),
+            other => {
+                let k = Node::Scalar(key.clone());
+                let message = format!(
+                    "unknown field `{other}`, expected one of: {}",
+                    TOP_LEVEL_KEYS.join(", ")
+                );
+                errors.at(Some(&k), other, message);
+            }
+        }
+    }
+    if !version_seen {
+        errors.at(Some(&root), "version", "missing `version: 1`");
+    }
+
+    let server_node = child(&root, "server");
+    let server = build_server(server, server_node, &mut errors);
+    let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let signing = build_signing(signing, child(&root, "signing"), &base_dir, &mut errors);
+    let replay = build_replay(replay, child(&root, "replay"), &mut errors);
+    let audit = AuditConfig {
+        path: audit.path.map(|p| base_dir.join(p)),
+    };
+    let admin = build_admin(raw_admin, child(&root, "admin"), &base_dir, &replay, &mut errors);
+
+    // Errors so far are kept in the draft, so that rule files and issuers are still
+    // checked and `check` reports every problem at once.
+    Ok(Draft {
+        file: file.to_path_buf(),
+        server,
+        signing,
+        replay,
+        replay_node: child(&root, "replay").cloned(),
+        issuers: raw_issuers,
+        rules_files,
+        rules,
+        audit,
+        base_dir,
+        admin,
+        errors: errors.list,
+    })
+}
+
+impl Draft {
+    pub fn base_dir(&self) -> &Path {
+        &self.base_dir
+    }
+}
+
+/// Put a config file and its rule files together: issuers validated, rules compiled.
+pub fn assemble(
+    draft: Draft,
+    rule_files: Vec<SourcedRule>,
+    read_file: ReadFile<'_>,
+) -> Result<Config, ConfigErrors> {
+    let mut errors = Errors::new(&draft.file);
+    errors.list.extend(draft.errors.iter().cloned());
+    let mut issuers = build_issuers(&draft.issuers, &draft.base_dir, &mut errors, read_file);
+    check_replicas(&draft.replay, &issuers, draft.replay_node.as_ref(), &mut errors);
+    for i in &mut issuers {
+        i.policy.clock_skew = draft.server.clock_skew;
+    }
+    let known: BTreeSet<String> = draft.issuers.iter().map(|(_, _, r)| r.name.clone()).collect();
+    let mut sourced = draft.rules;
+    sourced.extend(rule_files);
+    let raws: Vec<RawRule> = sourced.iter().map(|s| s.rule.clone()).collect();
+    let is_known = |name: &str| known.contains(name);
+    let ctx = CompileContext {
+        issuers: &is_known,
+        max_lifetime: draft.server.max_issued_lifetime,
+    };
+    let mut list = errors.list;
+    let rules = match RuleSet::compile(raws, &ctx) {
+        Ok(set) => Some(set),
+        Err(rule_errors) => {
+            for e in rule_errors {
+                let (file, line) = match sourced.get(e.index) {
+                    Some(s) => (s.file.clone(), line_of(node_at(&s.node, &e.field))),
+                    None => (draft.file.clone(), None),
+                };
+                let who = e
+                    .rule
+                    .clone()
+                    .map(|n| format!("rule `{n}`"))
+                    .unwrap_or_else(|| format!("rule #{}", e.index + 1));
+                list.push(ConfigError {
+                    file,
+                    line,
+                    field: format!("{who}: {}", e.field),
+                    message: e.message.clone(),
+                });
+            }
+            None
+        }
+    };
+    match rules {
+        Some(rules) if list.is_empty() => Ok(Config {
+            server: draft.server,
+            signing: draft.signing,
+            replay: draft.replay,
+            issuers,
+            rules: Arc::new(rules),
+            rules_files: draft.rules_files,
+            audit: draft.audit,
+            admin: draft.admin,
+            admin_state: AdminState::default(),
+            file_items: Arc::default(),
+        }),
+        _ => Err(ConfigErrors(list)),
+    }
+}
+
+/// The rules of a configuration assembled in code do not compile: every error, `; `
+/// between them.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct RuleErrors(pub Vec<federation_rules::RuleError>);
+
+/// `serve --dev` returns its errors as text.
+impl From<RuleErrors> for String {
+    fn from(e: RuleErrors) -> String {
+        e.to_string()
+    }
+}
+
+/// Used by `serve --dev` and tests: a config assembled in code.
+pub fn from_parts(
+    server: ServerConfig,
+    signing: SigningConfig,
+    issuers: Vec<IssuerConfig>,
+    rules: Vec<RawRule>,
+) -> Result<Config, RuleErrors> {
+    let names: BTreeSet<String> = issuers.iter().map(|i| i.name.clone()).collect();
+    let is_known = |n: &str| names.contains(n);
+    let ctx = CompileContext {
+        issuers: &is_known,
+        max_lifetime: server.max_issued_lifetime,
+    };
+    let rules = RuleSet::compile(rules, &ctx).map_err(RuleErrors)?;
+    Ok(Config {
+        server,
+        signing,
+        replay: ReplayConfig {
+            backend: ReplayBackend::Memory,
+            on_unavailable: OnUnavailable::FailClosed,
+            replicas: 1,
+        },
+        issuers,
+        rules: Arc::new(rules),
+        rules_files: Vec::new(),
+        audit: AuditConfig::default(),
+        admin: None,
+        admin_state: AdminState::default(),
+        file_items: Arc::default(),
+    })
+}

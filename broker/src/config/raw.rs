@@ -1,0 +1,70 @@
+//! The configuration file's sections as serde reads them, before any check. An issuer's
+//! raw form is shared with the admin API and the Terraform provider
+//! ([`issuer_schema::RawIssuer`]).
+
+use serde::Deserialize;
+
+pub use issuer_schema::RawIssuer;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub(super) listen: Option<String>,
+    pub(super) public_url: Option<String>,
+    pub(super) max_body_bytes: Option<usize>,
+    pub(super) clock_skew: Option<String>,
+    pub(super) max_issued_lifetime: Option<String>,
+    pub(super) header_timeout: Option<String>,
+    pub(super) body_timeout: Option<String>,
+    pub(super) max_connections: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSigning {
+    pub(super) algorithm: Option<String>,
+    pub(super) key_dir: Option<String>,
+    pub(super) active_kid: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReplay {
+    pub(super) backend: Option<String>,
+    pub(super) redis_url: Option<String>,
+    pub(super) redis_cluster_urls: Option<Vec<String>>,
+    pub(super) key_prefix: Option<String>,
+    pub(super) command_timeout: Option<String>,
+    pub(super) on_unavailable: Option<String>,
+    pub(super) replicas: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAudit {
+    pub(super) path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(super) listen: Option<String>,
+    pub(super) tokens_file: Option<String>,
+    pub(super) tokens: Option<Vec<String>>,
+    pub(super) state_file: Option<String>,
+    pub(super) allow_insecure_issuers: Option<bool>,
+    pub(super) allow_file_paths: Option<bool>,
+    pub(super) state_hmac_key: Option<String>,
+}
+
+pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
+    "version",
+    "server",
+    "signing",
+    "replay",
+    "issuers",
+    "rules_files",
+    "rules",
+    "audit",
+    "admin",
+];

@@ -1,0 +1,75 @@
+//! Rules in the configuration file (`rules:`) and in rule files: parsed with their YAML
+//! nodes, so that compile errors point at a line.
+
+use std::path::Path;
+
+use federation_rules::RawRule;
+use marked_yaml::Node;
+
+use super::error::{ConfigError, Errors};
+use super::parse::SourcedRule;
+use super::yaml::{child, from_node, is_null, parse_yaml_all};
+
+/// Parse a YAML list of rules (a rule file's top level, or the config's `rules:`).
+pub(super) fn parse_rule_list(
+    file: &Path,
+    value: &Node,
+    section: &str,
+    errors: &mut Errors,
+) -> Vec<SourcedRule> {
+    let seq = match value {
+        Node::Sequence(seq) => seq,
+        Node::Scalar(s) if is_null(s) => return Vec::new(),
+        _ => {
+            errors.at(Some(value), section, "expected a list of rules");
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for (i, item) in seq.iter().enumerate() {
+        let label = match child(item, "name").and_then(Node::as_scalar) {
+            Some(name) => format!("rule `{}`", name.as_str()),
+            None => format!("{section}[{i}]"),
+        };
+        if let Some(rule) = from_node::<RawRule>(item, &label, errors) {
+            out.push(SourcedRule {
+                file: file.to_path_buf(),
+                node: item.clone(),
+                rule,
+            });
+        }
+    }
+    out
+}
+
+/// Parse a rule file: a list of rules, or `{rules: [...]}`. Returns the rules that
+/// parsed and the errors of those that did not, so the good ones are still checked.
+pub fn parse_rules_file(file: &Path, text: &str) -> (Vec<SourcedRule>, Vec<ConfigError>) {
+    let mut errors = Errors::new(file);
+    if text.trim().is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let Some(root) = parse_yaml_all(file, text, &mut errors.list) else {
+        return (Vec::new(), errors.list);
+    };
+    let rules = match &root {
+        Node::Mapping(m) => {
+            let mut rules = Vec::new();
+            for (k, v) in m.iter() {
+                if k.as_str() == "rules" {
+                    rules = parse_rule_list(file, v, "rules", &mut errors);
+                } else {
+                    let key = Node::Scalar(k.clone());
+                    errors.at(
+                        Some(&key),
+                        k.as_str(),
+                        format!("unknown field `{}`, expected `rules`", k.as_str()),
+                    );
+                }
+            }
+            rules
+        }
+        other => parse_rule_list(file, other, "rules", &mut errors),
+    };
+    (rules, errors.list)
+}

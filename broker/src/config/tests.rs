@@ -1,0 +1,492 @@
+//! Unit tests of the configuration: parse (pure) and load (files).
+
+use std::path::{Path, PathBuf};
+
+use ::issuers::Algorithm;
+
+use super::replay::parse_millis;
+use super::*;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    let file = Path::new("/etc/fedbroker/config.yaml");
+    let draft = parse_config(file, text, &|n| (n == "SECRET").then(|| "s3cret".to_string()))?;
+    assemble(draft, Vec::new(), &|_| {
+        Err(std::io::Error::other("no files in tests"))
+    })
+}
+
+const MINIMAL: &str = "version: 1\nserver:\n  public_url: https://broker.example.com\nissuers:\n  - name: gha\n    issuer: https://token.actions.githubusercontent.com\n    audiences: [https://broker.example.com]\n";
+
+#[test]
+fn with_redis_the_admin_state_file_is_not_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("admin-state.json");
+    std::fs::write(&state, "not JSON").expect("write");
+    let cfg = dir.path().join("config.yaml");
+    let admin = format!(
+        "admin:\n  tokens: [\"0123456789abcdef-token\"]\n  state_file: {}\n",
+        state.display()
+    );
+    std::fs::write(&cfg, format!("version: 1\n{admin}")).expect("write");
+    let e = load(&cfg).expect_err("the file store reads the state file");
+    assert_eq!(e.0[0].field, "admin.state_file", "{e}");
+    let redis = "replay:\n  backend: redis\n  redis_url: redis://127.0.0.1:1\n";
+    let key = "  state_hmac_key: 0123456789abcdef0123456789abcdef\n";
+    std::fs::write(&cfg, format!("version: 1\n{admin}{key}{redis}")).expect("write");
+    let c = load(&cfg).expect("with Redis the state is not in the file");
+    assert_eq!(c.admin_state, AdminState::default());
+}
+
+#[test]
+fn with_redis_the_admin_state_needs_an_hmac_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("config.yaml");
+    let admin = "admin:\n  tokens: [\"0123456789abcdef-token\"]\n";
+    let redis = "replay:\n  backend: redis\n  redis_url: redis://127.0.0.1:1\n";
+    std::fs::write(&cfg, format!("version: 1\n{admin}{redis}")).expect("write");
+    let e = load(&cfg).expect_err("no key");
+    assert!(
+        e.0.iter()
+            .any(|e| e.field == "admin.state_hmac_key" && e.message.contains("required")),
+        "{e}"
+    );
+    std::fs::write(
+        &cfg,
+        format!("version: 1\n{admin}  state_hmac_key: short\n{redis}"),
+    )
+    .expect("write");
+    let e = load(&cfg).expect_err("short key");
+    assert!(
+        e.0.iter()
+            .any(|e| e.field == "admin.state_hmac_key" && e.message.contains("at least 32")),
+        "{e}"
+    );
+    // Without Redis the key is optional (the state file is the broker's own).
+    std::fs::write(&cfg, format!("version: 1\n{admin}")).expect("write");
+    assert!(load(&cfg).expect("file store").admin.is_some());
+}
+
+#[test]
+fn admin_issuers_may_not_reach_the_host_without_an_opt_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("config.yaml");
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, r#"{"keys": []}"#).expect("write");
+    let state = AdminState {
+        issuers: [(
+            "dev".to_string(),
+            serde_json::json!({
+                "name": "dev", "issuer": "http://127.0.0.1:9/", "audiences": ["a"],
+                "danger_allow_insecure": true, "jwks_file": jwks.display().to_string(),
+                "tls_ca_file": "/dev/zero",
+            }),
+        )]
+        .into(),
+        rules: Default::default(),
+    };
+    let admin = "admin:\n  tokens: [\"0123456789abcdef-token\"]\n";
+    std::fs::write(&cfg, format!("version: 1\n{admin}")).expect("write");
+    let e = load_with_admin(&cfg, Some(&state)).expect_err("refused");
+    for field in ["danger_allow_insecure", "jwks_file", "tls_ca_file"] {
+        let found =
+            e.0.iter()
+                .find(|e| e.field == format!("issuer `dev`.{field}"))
+                .unwrap_or_else(|| panic!("{field}: {e}"));
+        assert_eq!(found.file, PathBuf::from("admin:issuers/dev"));
+    }
+    assert!(
+        e.to_string().contains("admin.allow_insecure_issuers: true"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("admin.allow_file_paths: true"), "{e}");
+    // Opted in: the fields are taken, and the files read only if regular.
+    let opt_in = "  allow_insecure_issuers: true\n  allow_file_paths: true\n";
+    std::fs::write(&cfg, format!("version: 1\n{admin}{opt_in}")).expect("write");
+    let e = load_with_admin(&cfg, Some(&state)).expect_err("/dev/zero is no CA file");
+    let e = e.to_string();
+    assert!(
+        !e.contains("refused in an issuer made through the admin API"),
+        "{e}"
+    );
+    assert!(e.contains("a device: only regular files are read"), "{e}");
+}
+
+#[test]
+fn a_rules_file_that_is_a_fifo_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("rules")).expect("mkdir");
+    let fifo = dir.path().join("rules/pipe.yaml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, "version: 1\nrules_files: [rules/*.yaml]\n").expect("write");
+    let e = load(&cfg).expect_err("a FIFO is not a rules file");
+    assert!(
+        e.to_string().contains("a FIFO: only regular files are read"),
+        "{e}"
+    );
+}
+
+#[test]
+fn minimal_config_parses_with_defaults() {
+    let c = parse(MINIMAL).expect("valid");
+    assert_eq!(c.server.public_url, "https://broker.example.com");
+    assert_eq!(c.server.max_body_bytes, 65536);
+    assert_eq!(c.server.clock_skew, 60);
+    assert_eq!(c.server.max_issued_lifetime, 3600);
+    assert_eq!(c.signing.algorithm, Algorithm::RS256);
+    assert_eq!(c.issuers.len(), 1);
+    assert_eq!(c.issuers[0].replay, ReplayMode::OneTime);
+    assert_eq!(c.issuers[0].policy.clock_skew, 60);
+    assert!(matches!(c.issuers[0].keys, KeySource::Discovery));
+}
+
+#[test]
+fn unknown_key_is_reported_with_line_and_field() {
+    let text = format!("{MINIMAL}server2: {{}}\n");
+    let e = parse(&text).expect_err("unknown key");
+    assert_eq!(e.0.len(), 1);
+    assert_eq!(e.0[0].line, Some(8));
+    assert_eq!(e.0[0].field, "server2");
+    assert!(e.to_string().contains("/etc/fedbroker/config.yaml:8"), "{e}");
+}
+
+#[test]
+fn nested_unknown_key_is_reported_with_its_line() {
+    let text = "version: 1\nserver:\n  listen: 127.0.0.1:9000\n  lisen: 1\n";
+    let e = parse(text).expect_err("unknown key");
+    assert_eq!(e.0[0].line, Some(4), "{e}");
+    assert!(e.0[0].message.contains("lisen"), "{e}");
+    assert!(e.0[0].field.starts_with("server"), "{e}");
+}
+
+#[test]
+fn server_connection_limits_have_defaults_and_bounds() {
+    let c = parse(MINIMAL).expect("valid");
+    assert_eq!(c.server.limits, ConnectionLimits::default());
+    assert_eq!(c.server.limits.header_timeout.as_secs(), 10);
+    assert_eq!(c.server.limits.body_timeout.as_secs(), 10);
+    assert_eq!(c.server.limits.max_connections, 1024);
+    let set = MINIMAL.replace(
+        "server:\n",
+        "server:\n  header_timeout: 2s\n  body_timeout: 1m\n  max_connections: 8\n",
+    );
+    let c = parse(&set).expect("valid");
+    assert_eq!(c.server.limits.header_timeout.as_secs(), 2);
+    assert_eq!(c.server.limits.body_timeout.as_secs(), 60);
+    assert_eq!(c.server.limits.max_connections, 8);
+    let bad = MINIMAL.replace(
+        "server:\n",
+        "server:\n  header_timeout: 0s\n  body_timeout: 11m\n  max_connections: 0\n",
+    );
+    let e = parse(&bad).expect_err("invalid");
+    let fields: Vec<&str> = e.0.iter().map(|e| e.field.as_str()).collect();
+    for f in [
+        "server.header_timeout",
+        "server.body_timeout",
+        "server.max_connections",
+    ] {
+        assert!(fields.contains(&f), "missing {f} in {fields:?}");
+    }
+    let unknown = MINIMAL.replace("server:\n", "server:\n  read_timeout: 5s\n");
+    let e = parse(&unknown).expect_err("unknown key");
+    assert!(e.to_string().contains("read_timeout"), "{e}");
+}
+
+#[test]
+fn every_error_is_reported() {
+    let text = "version: 2\nserver:\n  clock_skew: soon\n  max_issued_lifetime: 48h\nsigning:\n  algorithm: HS256\nissuers:\n  - name: a\n    issuer: http://example.com\n    audiences: []\nbogus: 1\n";
+    let e = parse(text).expect_err("invalid");
+    let fields: Vec<&str> = e.0.iter().map(|e| e.field.as_str()).collect();
+    for f in [
+        "version",
+        "server.clock_skew",
+        "server.max_issued_lifetime",
+        "signing.algorithm",
+        "issuers[0].issuer",
+        "issuers[0].audiences",
+        "bogus",
+    ] {
+        assert!(fields.contains(&f), "missing {f} in {fields:?}");
+    }
+}
+
+#[test]
+fn env_substitution_and_missing_variable() {
+    assert_eq!(expand_env("a${SECRET}b", &|_| Some("x".into())), Ok("axb".into()));
+    assert_eq!(expand_env("${NOPE}", &no_env), Err(UnsetVariable("NOPE".into())));
+    assert_eq!(
+        expand_env("$notavar ${ bad}", &no_env),
+        Ok("$notavar ${ bad}".into())
+    );
+    let text = "version: 1\nserver:\n  public_url: https://${SECRET}.example.com\n";
+    assert_eq!(
+        parse(text).expect("ok").server.public_url,
+        "https://s3cret.example.com"
+    );
+    let text = "version: 1\nserver:\n  public_url: https://${MISSING}.example.com\n";
+    let e = parse(text).expect_err("missing env");
+    assert_eq!(e.0[0].line, Some(3));
+    assert!(e.0[0].message.contains("MISSING"));
+}
+
+#[test]
+fn issuer_urls_naming_private_addresses_are_refused() {
+    for url in [
+        "https://localhost/x",
+        "https://127.0.0.1",
+        "https://10.1.2.3",
+        "https://[::1]",
+        "https://169.254.169.254",
+        "http://example.com",
+    ] {
+        assert!(check_fetch_url(url, false).is_err(), "{url}");
+    }
+    assert!(check_fetch_url("https://token.actions.githubusercontent.com", false).is_ok());
+    assert!(check_fetch_url("http://127.0.0.1:9000", true).is_ok());
+}
+
+#[test]
+fn rule_errors_point_at_the_rule_file_line() {
+    let file = Path::new("/r/rules.yaml");
+    let (rules, problems) = parse_rules_file(
+        file,
+        "- name: r1\n  match:\n    issuer: nope\n    audiences: [x]\n",
+    );
+    assert!(problems.is_empty());
+    let draft = parse_config(Path::new("/c.yaml"), MINIMAL, &no_env).expect("ok");
+    let e = assemble(draft, rules, &|_| Err(std::io::Error::other("x"))).expect_err("unknown issuer");
+    assert_eq!(e.0[0].file, PathBuf::from("/r/rules.yaml"));
+    assert_eq!(e.0[0].line, Some(3), "{e}");
+}
+
+#[test]
+fn rule_file_unknown_field_has_line() {
+    let (rules, e) = parse_rules_file(
+        Path::new("/r.yaml"),
+        "- name: r1\n  match:\n    issuer: gha\n    subjekt: x\n- name: r2\n  match: {issuer: gha, audiences: [x]}\n",
+    );
+    assert_eq!(rules.len(), 1, "the good rule is kept for checking");
+    assert_eq!(e[0].line, Some(4), "{e:?}");
+    assert!(e[0].message.contains("subjekt"));
+}
+
+fn with_replay(replay: &str) -> String {
+    format!("{MINIMAL}replay:\n{replay}")
+}
+
+#[test]
+fn redis_replay_parses_with_defaults() {
+    let c = parse(&with_replay(
+        "  backend: redis\n  redis_url: rediss://fedbroker:${SECRET}@redis.internal:6380/2\n",
+    ))
+    .expect("valid");
+    let ReplayBackend::Redis(r) = &c.replay.backend else {
+        panic!("not redis: {:?}", c.replay.backend)
+    };
+    assert_eq!(
+        r.target,
+        RedisTarget::Standalone("rediss://fedbroker:s3cret@redis.internal:6380/2".into())
+    );
+    assert_eq!(r.key_prefix, "fedbroker:replay:");
+    assert_eq!(r.command_timeout, std::time::Duration::from_millis(250));
+    assert_eq!(c.replay.replicas, 1);
+    assert_eq!(c.replay.on_unavailable, OnUnavailable::FailClosed);
+    let debug = format!("{c:?}");
+    assert!(
+        !debug.contains("s3cret"),
+        "the password leaks into Debug: {debug}"
+    );
+    assert!(debug.contains("fedbroker:***@redis.internal"), "{debug}");
+}
+
+#[test]
+fn redis_cluster_and_options_parse() {
+    let c = parse(&with_replay(
+            "  backend: redis\n  redis_cluster_urls: [redis://10.0.0.1:7000, redis://10.0.0.2:7000]\n  key_prefix: \"x:\"\n  command_timeout: 1s\n  on_unavailable: fail_open\n  replicas: 3\n",
+        ))
+        .expect("valid");
+    let ReplayBackend::Redis(r) = &c.replay.backend else {
+        panic!("not redis")
+    };
+    assert!(matches!(&r.target, RedisTarget::Cluster(urls) if urls.len() == 2));
+    assert_eq!(r.key_prefix, "x:");
+    assert_eq!(r.command_timeout, std::time::Duration::from_secs(1));
+    assert_eq!(c.replay.on_unavailable, OnUnavailable::FailOpen);
+    assert_eq!(c.replay.replicas, 3);
+}
+
+#[test]
+fn redis_replay_errors() {
+    for (replay, field, says) in [
+        ("  backend: redis\n", "replay.redis_url", "needs `redis_url`"),
+        (
+            "  backend: redis\n  redis_url: redis://a\n  redis_cluster_urls: [redis://b]\n",
+            "replay.redis_cluster_urls",
+            "not both",
+        ),
+        (
+            "  backend: redis\n  redis_cluster_urls: []\n",
+            "replay.redis_cluster_urls",
+            "at least one",
+        ),
+        (
+            "  backend: redis\n  redis_url: http://a\n",
+            "replay.redis_url",
+            "redis://",
+        ),
+        (
+            "  backend: redis\n  redis_cluster_urls: [redis://a, \"rediss://\"]\n",
+            "replay.redis_cluster_urls[1]",
+            "Redis URL",
+        ),
+        (
+            "  backend: redis\n  redis_url: redis://a\n  command_timeout: 1ms\n",
+            "replay.command_timeout",
+            "between",
+        ),
+        (
+            "  backend: redis\n  redis_url: redis://a\n  command_timeout: soon\n",
+            "replay.command_timeout",
+            "invalid duration",
+        ),
+        (
+            "  backend: redis\n  redis_url: redis://a\n  key_prefix: \"\"\n",
+            "replay.key_prefix",
+            "empty",
+        ),
+        ("  redis_url: redis://a\n", "replay.redis_url", "only used with"),
+        ("  key_prefix: x\n", "replay.key_prefix", "only used with"),
+        ("  backend: etcd\n", "replay.backend", "unknown backend"),
+        ("  replicas: 0\n", "replay.replicas", "at least 1"),
+    ] {
+        let e = parse(&with_replay(replay)).expect_err(replay);
+        assert!(
+            e.0.iter()
+                .any(|e| e.field == field && e.message.contains(says) && e.line.is_some()),
+            "{replay}: expected {field}: ...{says}..., got {e}"
+        );
+    }
+}
+
+#[test]
+fn replicas_refuse_the_memory_backend_with_one_time_issuers() {
+    let e = parse(&with_replay("  replicas: 2\n")).expect_err("memory + one_time + 2 replicas");
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert_eq!(e.0[0].field, "replay.replicas");
+    assert_eq!(e.0[0].line, Some(9), "{e}");
+    assert!(e.0[0].message.contains("gha"), "{e}");
+
+    let reusable = MINIMAL.replace("audiences:", "replay: reusable\n    audiences:");
+    parse(&format!("{reusable}replay:\n  replicas: 2\n")).expect("no one_time issuer: fine");
+    parse(&with_replay(
+        "  backend: redis\n  redis_url: redis://a\n  replicas: 2\n",
+    ))
+    .expect("redis: fine");
+    parse(&with_replay("  replicas: 1\n")).expect("one replica: fine");
+}
+
+#[test]
+fn command_timeout_takes_milliseconds_or_durations() {
+    assert_eq!(parse_millis("250ms"), Ok(std::time::Duration::from_millis(250)));
+    assert_eq!(parse_millis("2s"), Ok(std::time::Duration::from_secs(2)));
+    assert!(parse_millis("ms").is_err());
+    assert!(parse_millis("1.5s").is_err());
+}
+
+#[test]
+fn duplicate_keys_are_errors() {
+    let e = parse("version: 1\nversion: 1\n").expect_err("dup");
+    assert_eq!(e.0[0].line, Some(2));
+}
+
+#[test]
+fn every_duplicate_key_is_reported_and_the_other_errors_too() {
+    let text = "version: 1\nserver:\n  listen: 127.0.0.1:1\n  listen: 127.0.0.1:2\n  bogus: 1\n\
+                    issuers:\n  - name: a\n    name: b\nrules: []\nrules: []\n";
+    let e = parse(text).expect_err("invalid");
+    let shown: Vec<String> = e.0.iter().map(ToString::to_string).collect();
+    let has = |line: usize, field: &str, words: &str| {
+        e.0.iter()
+            .any(|x| x.line == Some(line) && x.field == field && x.message.contains(words))
+    };
+    assert!(
+        has(
+            4,
+            "server.listen",
+            "duplicate key `listen` (first defined on line 3)"
+        ),
+        "{shown:#?}"
+    );
+    assert!(has(8, "issuers[0].name", "duplicate key `name`"), "{shown:#?}");
+    assert!(has(10, "rules", "duplicate key `rules`"), "{shown:#?}");
+    // ...and loading went on: the unknown field is reported as well.
+    assert!(e.0.iter().any(|x| x.field == "server.bogus"), "{shown:#?}");
+}
+
+#[test]
+fn rule_file_duplicates_are_reported_with_the_other_errors() {
+    let text = "- name: r\n  match:\n    issuer: i\n    issuer: j\n    audiences: [x]\n  nope: 1\n";
+    let (_, errors) = parse_rules_file(Path::new("r.yaml"), text);
+    let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert!(
+        errors
+            .iter()
+            .any(|x| x.line == Some(4) && x.field == "[0].match.issuer" && x.message.contains("duplicate")),
+        "{shown:#?}"
+    );
+    assert!(shown.iter().any(|x| x.contains("nope")), "{shown:#?}");
+}
+
+#[test]
+fn a_name_the_file_and_the_admin_state_both_define_is_one_clash_error_each() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("config.yaml");
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "- name: deploy\n  match:\n    issuer: gha\n    subject: s\n    audiences: [t]\n",
+    )
+    .expect("write");
+    let admin = "admin:\n  tokens: [\"0123456789abcdef-token\"]\n";
+    std::fs::write(&cfg, format!("{MINIMAL}rules_files: [rules.yaml]\n{admin}")).expect("write");
+    let issuer = |name: &str| serde_json::json!({"name": name, "issuer": format!("https://{name}.example.com"), "audiences": ["a"]});
+    let rule =
+        serde_json::json!({"name": "deploy", "match": {"issuer": "gha", "subject": "x", "audiences": ["t"]}});
+    let mut state = AdminState::default();
+    state.issuers.insert("gha".into(), issuer("gha"));
+    state.issuers.insert("other".into(), issuer("other"));
+    state.rules.insert("deploy".into(), rule);
+    let e = load_with_admin(&cfg, Some(&state)).expect_err("clash");
+    let clashes: Vec<&ConfigError> = e.0.iter().filter(|x| is_name_clash(&x.to_string())).collect();
+    assert_eq!(clashes.len(), 2, "{e}");
+    assert_eq!(clashes[0].file, PathBuf::from("admin:issuers/gha"));
+    assert!(clashes[0].message.contains("config.yaml, line 5"), "{e}");
+    assert_eq!(clashes[1].file, PathBuf::from("admin:rules/deploy"));
+    assert!(clashes[1].message.contains("rules.yaml, line 1"), "{e}");
+    assert!(!e.to_string().contains("duplicate"), "one error per clash: {e}");
+
+    // Without the clashing items: the file's items are known, the admin API's not among them.
+    state.issuers.remove("gha");
+    state.rules.clear();
+    let config = load_with_admin(&cfg, Some(&state)).expect("loads");
+    assert!(config.file_items.owns("issuers", "gha"));
+    assert!(config.file_items.owns("rules", "deploy"));
+    assert!(!config.file_items.owns("issuers", "other"));
+    assert_eq!(
+        config.file_items.issuers[0].1["audiences"],
+        serde_json::json!(["https://broker.example.com"])
+    );
+    assert!(
+        config.file_items.issuers[0].1.get("jwks_uri").is_none(),
+        "no null members"
+    );
+    assert_eq!(config.file_items.rules[0].1["match"]["subject"], "s");
+}

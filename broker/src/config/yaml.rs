@@ -1,0 +1,284 @@
+//! YAML plumbing: parsing with every duplicate key reported, turning a node's position
+//! into a line, and a serde failure into a [`ConfigError`] with its field path.
+
+use std::path::Path;
+
+use marked_yaml::loader::LoaderOptions;
+use marked_yaml::{LoadError, Node};
+use serde::de::DeserializeOwned;
+
+use super::error::{ConfigError, Errors};
+
+/// An empty value, `~` or `null`: YAML's ways of writing nothing.
+pub(super) fn is_null(s: &marked_yaml::types::MarkedScalarNode) -> bool {
+    s.may_coerce() && matches!(s.as_str(), "" | "~" | "null" | "Null" | "NULL")
+}
+
+pub(super) fn line_of(node: &Node) -> Option<usize> {
+    node.span().start().map(|m| m.line())
+}
+
+pub(super) fn load_error(file: &Path, e: &LoadError) -> ConfigError {
+    use LoadError::*;
+    let (marker, message) = match e {
+        TopLevelMustBeMapping(m) => (Some(*m), "the top level must be a mapping".to_string()),
+        TopLevelMustBeSequence(m) => (Some(*m), "the top level must be a list".to_string()),
+        UnexpectedAnchor(m) => (Some(*m), "YAML anchors and aliases are not supported".into()),
+        MappingKeyMustBeScalar(m) => (Some(*m), "mapping keys must be plain strings".into()),
+        UnexpectedTag(m) => (Some(*m), "YAML tags are not supported".into()),
+        ScanError(m, se) => (Some(*m), format!("invalid YAML: {}", se.info())),
+        DuplicateKey(inner) => (
+            inner.key.span().start().copied(),
+            format!(
+                "duplicate key `{}` (first defined on line {})",
+                inner.key.as_str(),
+                inner
+                    .prev_key
+                    .span()
+                    .start()
+                    .map(|m| m.line())
+                    .unwrap_or_default()
+            ),
+        ),
+    };
+    ConfigError {
+        file: file.to_path_buf(),
+        line: marker.map(|m| m.line()),
+        field: String::new(),
+        message,
+    }
+}
+
+/// Parse YAML whose top level is a mapping or (for rule files) a list.
+pub(super) fn parse_yaml(file: &Path, text: &str) -> Result<Node, ConfigError> {
+    if text.trim().is_empty() {
+        return Err(ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            field: String::new(),
+            message: "the file is empty".into(),
+        });
+    }
+    let options = || LoaderOptions::default().error_on_duplicate_keys(true);
+    match marked_yaml::parse_yaml_with_options(0, text, options()) {
+        Err(LoadError::TopLevelMustBeMapping(_)) => {
+            marked_yaml::parse_yaml_with_options(0, text, options().toplevel_sequence())
+                .map_err(|e| load_error(file, &e))
+        }
+        other => other.map_err(|e| load_error(file, &e)),
+    }
+}
+
+/// Parse YAML like [`parse_yaml`], but report every duplicate key (at any depth) and go
+/// on: the document is loaded with the last occurrence of each repeated key, so the
+/// file's other errors are reported too. Errors go to `errors`; `None` when the YAML
+/// cannot be loaded at all.
+pub(super) fn parse_yaml_all(file: &Path, text: &str, errors: &mut Vec<ConfigError>) -> Option<Node> {
+    if text.trim().is_empty() {
+        return parse_yaml(file, text).map_err(|e| errors.push(e)).ok();
+    }
+    let duplicates = duplicate_keys(file, text);
+    if duplicates.is_empty() {
+        return parse_yaml(file, text).map_err(|e| errors.push(e)).ok();
+    }
+    errors.extend(duplicates);
+    // Duplicates are reported above; the loader keeps the last occurrence of each.
+    let options = LoaderOptions::default;
+    let parsed = match marked_yaml::parse_yaml_with_options(0, text, options()) {
+        Err(LoadError::TopLevelMustBeMapping(_)) => {
+            marked_yaml::parse_yaml_with_options(0, text, options().toplevel_sequence())
+        }
+        other => other,
+    };
+    parsed.map_err(|e| errors.push(load_error(file, &e))).ok()
+}
+
+/// Every repeated key of every mapping in `text`, with the line of the repetition, the
+/// line of the first occurrence and the field path. A pass over the parser's events
+/// (marked-yaml stops at the first duplicate). Nothing for YAML that does not scan: the
+/// loader reports that.
+pub(super) fn duplicate_keys(file: &Path, text: &str) -> Vec<ConfigError> {
+    use std::collections::HashMap;
+    use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+    use yaml_rust2::scanner::Marker;
+
+    struct Frame {
+        /// `Some` for a mapping: its keys so far, with their lines.
+        keys: Option<HashMap<String, usize>>,
+        /// The field path of this mapping or list.
+        path: String,
+        /// Mapping: the next scalar is a key. List: the index of the next item.
+        want_key: bool,
+        key: String,
+        index: usize,
+        /// A mapping or list used as a key (not supported; marked-yaml refuses it).
+        is_key: bool,
+    }
+    #[derive(Default)]
+    struct Finder {
+        stack: Vec<Frame>,
+        found: Vec<(usize, String, String, usize)>,
+    }
+    impl Finder {
+        /// The path of the value about to start, and whether it is a key.
+        fn next_child(&self) -> (String, bool) {
+            match self.stack.last() {
+                Some(f) if f.keys.is_some() && f.want_key => (f.path.clone(), true),
+                Some(f) if f.keys.is_some() => (join_path(&f.path, &f.key), false),
+                Some(f) => (format!("{}[{}]", f.path, f.index), false),
+                None => (String::new(), false),
+            }
+        }
+        /// A value (scalar, alias or container) of the current frame is complete.
+        fn value_done(&mut self) {
+            if let Some(f) = self.stack.last_mut() {
+                if f.keys.is_some() {
+                    f.want_key = true;
+                } else {
+                    f.index += 1;
+                }
+            }
+        }
+    }
+    impl MarkedEventReceiver for Finder {
+        fn on_event(&mut self, ev: Event, mark: Marker) {
+            match ev {
+                Event::Scalar(value, ..) => {
+                    let Some(f) = self.stack.last_mut() else { return };
+                    if let (Some(keys), true) = (f.keys.as_mut(), f.want_key) {
+                        match keys.get(&value) {
+                            Some(first) => {
+                                self.found
+                                    .push((mark.line(), value.clone(), f.path.clone(), *first))
+                            }
+                            None => {
+                                keys.insert(value.clone(), mark.line());
+                            }
+                        }
+                        f.key = value;
+                        f.want_key = false;
+                    } else {
+                        self.value_done();
+                    }
+                }
+                Event::Alias(_) => self.value_done(),
+                Event::MappingStart(..) | Event::SequenceStart(..) => {
+                    let (path, is_key) = self.next_child();
+                    if let (true, Some(parent)) = (is_key, self.stack.last_mut()) {
+                        parent.want_key = false;
+                    }
+                    self.stack.push(Frame {
+                        keys: matches!(ev, Event::MappingStart(..)).then(HashMap::new),
+                        path,
+                        want_key: true,
+                        key: String::new(),
+                        index: 0,
+                        is_key,
+                    });
+                }
+                Event::MappingEnd | Event::SequenceEnd => {
+                    if let Some(done) = self.stack.pop()
+                        && !done.is_key
+                    {
+                        self.value_done();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    let mut finder = Finder::default();
+    let mut parser = Parser::new(text.chars());
+    // On a scan error, report what was found before it; the loader reports the error.
+    let _ = parser.load(&mut finder, false);
+    finder
+        .found
+        .into_iter()
+        .map(|(line, key, path, first)| ConfigError {
+            file: file.to_path_buf(),
+            line: Some(line),
+            field: join_path(&path, &key),
+            message: format!("duplicate key `{key}` (first defined on line {first})"),
+        })
+        .collect()
+}
+
+/// Deserialize one node, reporting a failure with its line and field path.
+pub(super) fn from_node<T: DeserializeOwned>(node: &Node, section: &str, errors: &mut Errors) -> Option<T> {
+    match marked_yaml::from_node::<T>(node) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let line = e.start_mark().map(|m| m.line()).or_else(|| line_of(node));
+            let path = e.path().unwrap_or("").trim_matches('.');
+            let field = match (section.is_empty(), path.is_empty()) {
+                (_, true) => section.to_string(),
+                (true, false) => path.to_string(),
+                (false, false) => format!("{section}.{path}"),
+            };
+            let message = inner_message(&e);
+            errors.list.push(ConfigError {
+                file: errors.file.clone(),
+                line,
+                field,
+                message,
+            });
+            None
+        }
+    }
+}
+
+pub(super) fn inner_message(e: &marked_yaml::FromNodeError) -> String {
+    use marked_yaml::Error;
+    match &**e {
+        Error::UnknownFieldError(field, expected, _) => {
+            format!(
+                "unknown field `{field}`, expected one of: {}",
+                expected.join(", ")
+            )
+        }
+        Error::NotBoolean(_) => "expected true or false".into(),
+        Error::IntegerParseFailure(err, _) => format!("expected a whole number ({err})"),
+        Error::FloatParseFailure(err, _) => format!("expected a number ({err})"),
+        Error::Other(msg, _) => msg.clone(),
+    }
+}
+
+pub(super) fn join_path(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+pub(super) fn child<'n>(node: &'n Node, key: &str) -> Option<&'n Node> {
+    node.as_mapping().and_then(|m| m.get_node(key))
+}
+
+/// Follow a rule-relative field path ("match.claims.environment") to its YAML node.
+/// Keys may themselves contain dots, so at each level the longest matching key wins.
+pub(super) fn node_at<'n>(node: &'n Node, path: &str) -> &'n Node {
+    let mut current = node;
+    let mut rest = path;
+    'outer: while !rest.is_empty() {
+        let Some(map) = current.as_mapping() else { break };
+        let mut best: Option<(&Node, usize)> = None;
+        for (k, v) in map.iter() {
+            let key = k.as_str();
+            let prefix = rest == key || (rest.starts_with(key) && rest[key.len()..].starts_with('.'));
+            if prefix && best.is_none_or(|(_, len)| key.len() > len) {
+                best = Some((v, key.len()));
+            }
+        }
+        match best {
+            Some((v, len)) => {
+                current = v;
+                rest = rest[len..].trim_start_matches('.');
+                continue 'outer;
+            }
+            None => break,
+        }
+    }
+    current
+}

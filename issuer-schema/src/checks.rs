@@ -1,0 +1,343 @@
+//! The checks an issuer's text alone decides, one named step each, with one error
+//! variant per reason. The broker's configuration runs these steps (adding its file
+//! reads and its cross-issuer checks between them); [`check`] runs them all in the same
+//! order for callers without files, such as the Terraform provider at plan time.
+
+use issuers::{Algorithm, IssuerKind, JwksError, KeySet, KindConfigError, KindParams, UnsupportedAlgorithm};
+use url::Url;
+
+use crate::DEFAULT_MAX_TOKEN_LIFETIME;
+use crate::address::is_public;
+use crate::raw::RawIssuer;
+
+/// Why an issuer is refused. The texts are the broker's configuration messages (the
+/// contract pins them): the field is reported beside them, never inside.
+#[non_exhaustive]
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum IssuerError {
+    #[error("{0}")]
+    UnknownKind(KindConfigError),
+    #[error("required for kind {0}")]
+    IssuerRequired(IssuerKind),
+    /// The kind's own rules for its parameters and issuer URL.
+    #[error("{0}")]
+    KindConfig(KindConfigError),
+    #[error("must not be empty")]
+    EmptyName,
+    #[error("not a URL: {0}")]
+    NotAUrl(url::ParseError),
+    #[error("must be https:// (set danger_allow_insecure: true for development)")]
+    NotHttps,
+    #[error("unsupported scheme `{0}`")]
+    UnsupportedScheme(String),
+    #[error("must not have a query, fragment or credentials")]
+    QueryFragmentOrCredentials,
+    #[error("must name a host")]
+    NoHost,
+    #[error(
+        "names a loopback, private or link-local address (set danger_allow_insecure: true for development)"
+    )]
+    NonPublicHost,
+    #[error("required: a non-empty list of accepted `aud` values")]
+    NoAudiences,
+    #[error("give at most one of jwks_uri, jwks and jwks_file")]
+    SeveralKeySources,
+    #[error("no usable key in this key set")]
+    EmptyKeySet,
+    #[error("invalid key set: {0}")]
+    InvalidKeySet(JwksError),
+    #[error("{0}")]
+    UnknownAlgorithm(UnsupportedAlgorithm),
+    #[error("must list at least one algorithm")]
+    NoAlgorithms,
+    #[error("unknown value `{0}`; expected one_time or reusable")]
+    UnknownReplay(String),
+    /// `federation_rules::parse_duration`'s message, which names the input.
+    #[error("{0}")]
+    Duration(String),
+    #[error(
+        "refused in an issuer made through the admin API (it allows http:// and loopback or private \
+         addresses); to allow it, set `admin.allow_insecure_issuers: true` in the configuration file"
+    )]
+    InsecureNotAllowed,
+    #[error(
+        "refused in an issuer made through the admin API (it names a file on the broker's host); \
+         give the keys inline with `jwks` or fetch them with `jwks_uri`, or set \
+         `admin.allow_file_paths: true` in the configuration file"
+    )]
+    FilePathNotAllowed,
+}
+
+/// One problem: the issuer field it concerns (the YAML name) and why.
+#[derive(Debug, PartialEq)]
+pub struct Problem {
+    pub field: &'static str,
+    pub error: IssuerError,
+}
+
+/// Whether a token from this issuer may be exchanged once (`one_time`, the default) or
+/// again until it expires (`reusable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayMode {
+    OneTime,
+    Reusable,
+}
+
+/// `kind`: generic when left out.
+pub fn kind(raw: &RawIssuer) -> Result<IssuerKind, IssuerError> {
+    match raw.kind.as_deref() {
+        None => Ok(IssuerKind::Generic),
+        Some(text) => text.parse().map_err(IssuerError::UnknownKind),
+    }
+}
+
+/// `tenant`, `entra_version`, `trust_domain`: what some kinds need.
+pub fn kind_params(raw: &RawIssuer) -> KindParams {
+    KindParams {
+        tenant: raw.tenant.clone(),
+        entra_version: raw.entra_version.clone(),
+        trust_domain: raw.trust_domain.clone(),
+    }
+}
+
+/// The `iss` text: as written, or the kind's default when left out.
+pub fn issuer_url(raw: &RawIssuer, kind: IssuerKind, params: &KindParams) -> Result<String, IssuerError> {
+    if !raw.issuer.is_empty() {
+        return Ok(raw.issuer.clone());
+    }
+    match kind.default_issuer(params) {
+        Ok(Some(default)) => Ok(default),
+        Ok(None) => Err(IssuerError::IssuerRequired(kind)),
+        Err(e) => Err(IssuerError::KindConfig(e)),
+    }
+}
+
+/// The kind's rules for its issuer URL and parameters (nothing to check without a URL).
+pub fn kind_config(kind: IssuerKind, issuer: &str, params: &KindParams) -> Result<(), IssuerError> {
+    if issuer.is_empty() {
+        return Ok(());
+    }
+    kind.check_config(issuer, params).map_err(IssuerError::KindConfig)
+}
+
+/// `name`: rules refer to it.
+pub fn name(raw: &RawIssuer) -> Result<(), IssuerError> {
+    if raw.name.is_empty() {
+        Err(IssuerError::EmptyName)
+    } else {
+        Ok(())
+    }
+}
+
+/// An issuer or JWKS URL must be https and must not name a loopback, private or
+/// link-local address (or `localhost`) unless `danger_allow_insecure`.
+pub fn check_fetch_url(text: &str, danger_allow_insecure: bool) -> Result<Url, IssuerError> {
+    let url = Url::parse(text).map_err(IssuerError::NotAUrl)?;
+    match url.scheme() {
+        "https" => {}
+        "http" if danger_allow_insecure => {}
+        "http" => return Err(IssuerError::NotHttps),
+        other => return Err(IssuerError::UnsupportedScheme(other.to_string())),
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(IssuerError::QueryFragmentOrCredentials);
+    }
+    let Some(host) = url.host() else {
+        return Err(IssuerError::NoHost);
+    };
+    if !danger_allow_insecure {
+        let blocked = match host {
+            url::Host::Domain(d) => {
+                let d = d.trim_end_matches('.').to_ascii_lowercase();
+                d == "localhost" || d.ends_with(".localhost")
+            }
+            url::Host::Ipv4(ip) => !is_public(ip.into()),
+            url::Host::Ipv6(ip) => !is_public(ip.into()),
+        };
+        if blocked {
+            return Err(IssuerError::NonPublicHost);
+        }
+    }
+    Ok(url)
+}
+
+/// `audiences`: a non-empty list of non-empty values.
+pub fn audiences(raw: &RawIssuer) -> Result<(), IssuerError> {
+    if raw.audiences.is_empty() || raw.audiences.iter().any(String::is_empty) {
+        return Err(IssuerError::NoAudiences);
+    }
+    Ok(())
+}
+
+/// At most one of `jwks_uri`, `jwks` and `jwks_file` (none: discovery).
+pub fn one_key_source(raw: &RawIssuer) -> Result<(), IssuerError> {
+    let given = [
+        raw.jwks_uri.is_some(),
+        raw.jwks.is_some(),
+        raw.jwks_file.is_some(),
+    ];
+    if given.iter().filter(|b| **b).count() > 1 {
+        return Err(IssuerError::SeveralKeySources);
+    }
+    Ok(())
+}
+
+/// `jwks`: a key set written inline, with at least one usable key.
+pub fn static_jwks(jwks: &serde_json::Value) -> Result<KeySet, IssuerError> {
+    match KeySet::from_jwks_value(jwks) {
+        Ok(set) if !set.is_empty() => Ok(set),
+        Ok(_) => Err(IssuerError::EmptyKeySet),
+        Err(e) => Err(IssuerError::InvalidKeySet(e)),
+    }
+}
+
+/// `algorithms`: the kind's when left out; each one known, at least one. Returns the
+/// algorithms understood and one error per problem.
+pub fn algorithms(raw: &RawIssuer, kind: IssuerKind) -> (Vec<Algorithm>, Vec<IssuerError>) {
+    let Some(list) = &raw.algorithms else {
+        return (kind.default_algorithms(), Vec::new());
+    };
+    let mut algs = Vec::new();
+    let mut errors = Vec::new();
+    for a in list {
+        match a.parse::<Algorithm>() {
+            Ok(alg) => algs.push(alg),
+            Err(e) => errors.push(IssuerError::UnknownAlgorithm(e)),
+        }
+    }
+    if list.is_empty() {
+        errors.push(IssuerError::NoAlgorithms);
+    }
+    (algs, errors)
+}
+
+/// `replay`: `one_time` (default) or `reusable`.
+pub fn replay(raw: &RawIssuer) -> Result<ReplayMode, IssuerError> {
+    match raw.replay.as_deref() {
+        None | Some("one_time") => Ok(ReplayMode::OneTime),
+        Some("reusable") => Ok(ReplayMode::Reusable),
+        Some(other) => Err(IssuerError::UnknownReplay(other.to_string())),
+    }
+}
+
+/// `max_token_lifetime` in seconds (default [`DEFAULT_MAX_TOKEN_LIFETIME`]).
+pub fn max_token_lifetime(raw: &RawIssuer) -> Result<u64, IssuerError> {
+    match raw.max_token_lifetime.as_deref() {
+        None => Ok(DEFAULT_MAX_TOKEN_LIFETIME),
+        Some(text) => federation_rules::parse_duration(text).map_err(IssuerError::Duration),
+    }
+}
+
+/// Every check above, in the order the broker's configuration reports them, for an
+/// issuer checked on its own (no files read: `jwks_file` and `tls_ca_file` are the
+/// broker's to open; no other issuers: duplicate names and URLs are the broker's too).
+pub fn check(raw: &RawIssuer) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut report = |field: &'static str, result: Result<(), IssuerError>| {
+        if let Err(error) = result {
+            problems.push(Problem { field, error });
+        }
+    };
+    let kind = kind(raw).unwrap_or_else(|e| {
+        report("kind", Err(e));
+        IssuerKind::Generic
+    });
+    let params = kind_params(raw);
+    let issuer = issuer_url(raw, kind, &params).unwrap_or_else(|e| {
+        report("issuer", Err(e));
+        String::new()
+    });
+    report("kind", kind_config(kind, &issuer, &params));
+    report("name", name(raw));
+    report(
+        "issuer",
+        check_fetch_url(&issuer, raw.danger_allow_insecure).map(drop),
+    );
+    report("audiences", audiences(raw));
+    report("jwks_uri", one_key_source(raw));
+    if let Some(uri) = &raw.jwks_uri {
+        report(
+            "jwks_uri",
+            check_fetch_url(uri, raw.danger_allow_insecure).map(drop),
+        );
+    } else if let Some(jwks) = &raw.jwks {
+        report("jwks", static_jwks(jwks).map(drop));
+    }
+    for e in algorithms(raw, kind).1 {
+        report("algorithms", Err(e));
+    }
+    report("replay", replay(raw).map(drop));
+    report("max_token_lifetime", max_token_lifetime(raw).map(drop));
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issuer(json: serde_json::Value) -> RawIssuer {
+        serde_json::from_value(json).expect("raw issuer")
+    }
+
+    #[test]
+    fn fetch_urls() {
+        let cases: &[(&str, bool, Option<&str>)] = &[
+            ("https://issuer.example.com", false, None),
+            ("http://issuer.example.com", false, Some("must be https://")),
+            ("http://issuer.example.com", true, None),
+            (
+                "ftp://issuer.example.com",
+                false,
+                Some("unsupported scheme `ftp`"),
+            ),
+            ("https://issuer.example.com/?a=b", false, Some("query")),
+            ("https://u@issuer.example.com", false, Some("credentials")),
+            ("https://127.0.0.1", false, Some("loopback, private")),
+            ("https://10.1.2.3/keys", false, Some("loopback, private")),
+            ("https://[::1]/", false, Some("loopback, private")),
+            ("https://LOCALHOST./", false, Some("loopback, private")),
+            ("https://a.localhost", false, Some("loopback, private")),
+            ("https://127.0.0.1", true, None),
+            ("not a url", false, Some("not a URL")),
+        ];
+        for (url, insecure, want) in cases {
+            let got = check_fetch_url(url, *insecure).err().map(|e| e.to_string());
+            match (want, &got) {
+                (None, None) => {}
+                (Some(want), Some(got)) if got.contains(want) => {}
+                _ => panic!("{url} (insecure {insecure}): got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_valid_issuer_has_no_problem() {
+        let raw = issuer(serde_json::json!({"name": "gha", "kind": "github-actions", "audiences": ["x"]}));
+        assert_eq!(check(&raw), vec![]);
+    }
+
+    #[test]
+    fn problems_come_in_the_brokers_order() {
+        let raw = issuer(serde_json::json!({
+            "name": "", "kind": "githab", "audiences": [], "replay": "twice",
+            "algorithms": ["HS256"], "max_token_lifetime": "forever",
+            "jwks_uri": "http://keys.example.com", "jwks": {"keys": []}
+        }));
+        let fields: Vec<&str> = check(&raw).iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "kind",
+                "issuer",
+                "name",
+                "issuer",
+                "audiences",
+                "jwks_uri",
+                "jwks_uri",
+                "algorithms",
+                "replay",
+                "max_token_lifetime"
+            ]
+        );
+    }
+}
