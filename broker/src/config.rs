@@ -840,7 +840,7 @@ fn duration_field(
         Some(text) => match parse_duration(text) {
             Ok(secs) => secs,
             Err(e) => {
-                errors.at(node, field, e);
+                errors.at(node, field, e.to_string());
                 default
             }
         },
@@ -1340,7 +1340,9 @@ fn parse_millis(text: &str) -> Result<std::time::Duration, String> {
             .map(std::time::Duration::from_millis)
             .map_err(|_| format!("invalid duration `{text}`: write e.g. `250ms` or `2s`"));
     }
-    parse_duration(text).map(std::time::Duration::from_secs)
+    parse_duration(text)
+        .map(std::time::Duration::from_secs)
+        .map_err(|e| e.to_string())
 }
 
 /// With more than one replica, a `one_time` issuer needs marks that every replica sees.

@@ -338,7 +338,7 @@ pub fn check(diags: &mut Diagnostics, state: &IssuerState) -> bool {
     if let Some(d) = text("max_token_lifetime")
         && let Err(e) = federation_rules::parse_duration(&d)
     {
-        problems.push(("max_token_lifetime", e));
+        problems.push(("max_token_lifetime", e.to_string()));
     }
     for (field, message) in &problems {
         diags.error(
