@@ -183,12 +183,14 @@ struct Errors<'a> {
 }
 
 impl Errors<'_> {
-    fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
+    /// Records an error; `message` is a literal or one of the typed errors of the parts
+    /// (paths, patterns, templates, expressions, durations), written out.
+    fn push(&mut self, field: impl Into<String>, message: impl std::fmt::Display) {
         self.out.push(RuleError {
             index: self.index,
             rule: self.rule.clone(),
             field: field.into(),
-            message: message.into(),
+            message: message.to_string(),
         });
     }
 }

@@ -4,19 +4,52 @@
 //! each unit at most once, largest first, optionally separated by spaces. A bare number
 //! is rejected because `900` could mean seconds or minutes depending on who reads it.
 
+/// Why [`parse_duration`] refused its input. Displays as the message the broker and the
+/// provider show: `invalid duration `<input>`: <problem> (write e.g. ...)`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid duration `{input}`: {problem} (write e.g. `90s`, `15m`, `1h` or `1h30m`; units s, m, h, d)")]
+pub struct DurationError {
+    /// The text as given (untrimmed).
+    pub input: String,
+    pub problem: DurationProblem,
+}
+
+/// What is wrong with a duration's text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DurationProblem {
+    #[error("it is empty")]
+    Empty,
+    #[error("expected a whole number")]
+    ExpectedNumber,
+    #[error("number too large")]
+    NumberTooLarge,
+    #[error("missing unit after the number")]
+    MissingUnit,
+    #[error("unexpected `{0}`")]
+    Unexpected(char),
+    #[error("unknown unit `{0}`")]
+    UnknownUnit(String),
+    #[error("units must appear once each, largest first")]
+    UnitOrder,
+    #[error("too large")]
+    TooLarge,
+}
+
 /// Parses a duration such as `90s`, `15m`, `1h` or `1h30m` into whole seconds.
 ///
 /// Zero (`0s`) is accepted here; callers that need a positive value (a token lifetime)
-/// check that themselves. The error is a human-readable message that names the input.
-pub fn parse_duration(input: &str) -> Result<u64, String> {
+/// check that themselves. The error names the input.
+pub fn parse_duration(input: &str) -> Result<u64, DurationError> {
     let text = input.trim();
-    let bad = |why: &str| {
-        Err(format!(
-            "invalid duration `{input}`: {why} (write e.g. `90s`, `15m`, `1h` or `1h30m`; units s, m, h, d)"
-        ))
+    let bad = |problem: DurationProblem| {
+        Err(DurationError {
+            input: input.to_owned(),
+            problem,
+        })
     };
     if text.is_empty() {
-        return bad("it is empty");
+        return bad(DurationProblem::Empty);
     }
 
     let mut total: u64 = 0;
@@ -27,11 +60,11 @@ pub fn parse_duration(input: &str) -> Result<u64, String> {
         rest = rest.trim_start();
         let digits_len = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits_len == 0 {
-            return bad("expected a whole number");
+            return bad(DurationProblem::ExpectedNumber);
         }
         let (digits, after) = rest.split_at(digits_len);
         let Ok(number) = digits.parse::<u64>() else {
-            return bad("number too large");
+            return bad(DurationProblem::NumberTooLarge);
         };
         let unit_len = after
             .char_indices()
@@ -44,23 +77,23 @@ pub fn parse_duration(input: &str) -> Result<u64, String> {
             "m" => (60, 1),
             "s" => (1, 0),
             "" => match after.chars().next() {
-                None => return bad("missing unit after the number"),
-                Some(c) if c.is_whitespace() => return bad("missing unit after the number"),
-                Some(c) => return bad(&format!("unexpected `{c}`")),
+                None => return bad(DurationProblem::MissingUnit),
+                Some(c) if c.is_whitespace() => return bad(DurationProblem::MissingUnit),
+                Some(c) => return bad(DurationProblem::Unexpected(c)),
             },
-            other => return bad(&format!("unknown unit `{other}`")),
+            other => return bad(DurationProblem::UnknownUnit(other.to_owned())),
         };
         if let Some(previous) = last_rank
             && rank >= previous
         {
-            return bad("units must appear once each, largest first");
+            return bad(DurationProblem::UnitOrder);
         }
         last_rank = Some(rank);
         let Some(total_next) = number
             .checked_mul(seconds_per_unit)
             .and_then(|seconds| total.checked_add(seconds))
         else {
-            return bad("too large");
+            return bad(DurationProblem::TooLarge);
         };
         total = total_next;
         rest = after_unit;
@@ -147,7 +180,7 @@ mod tests {
             ("1h 30", "missing unit"),
         ];
         for (input, want) in cases {
-            let err = parse_duration(input).expect_err(input);
+            let err = parse_duration(input).expect_err(input).to_string();
             assert!(err.contains(want), "input {input:?}: {err}");
             assert!(err.contains("invalid duration"), "input {input:?}: {err}");
         }

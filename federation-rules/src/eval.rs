@@ -8,7 +8,7 @@ use serde::ser::{SerializeStruct, Serializer};
 use serde_json::{Map, Value, json};
 
 use crate::compile::{Condition, IssueValue, IssuerRules, Rule, RuleSet, TokenConditions, ValueTest};
-use crate::expr::{Expression, Runtime, Scope, cel_to_json, type_name};
+use crate::expr::{EvalError, Expression, JsonError, Runtime, Scope, cel_to_json, type_name};
 use crate::raw::Effect;
 use crate::template::RenderError;
 
@@ -203,9 +203,12 @@ impl<'s> Inputs<'s, '_> {
         })
     }
 
-    /// Evaluates an expression; the error is prefixed with `field`.
-    fn evaluate(&self, field: &str, expr: &Expression) -> Result<cel::Value, String> {
-        expr.evaluate(self.scope()).map_err(|e| format!("{field}: {e}"))
+    /// Evaluates an expression; the error names `field`.
+    fn evaluate(&self, field: &str, expr: &Expression) -> Result<cel::Value, FieldEvalError> {
+        expr.evaluate(self.scope()).map_err(|error| FieldEvalError {
+            field: field.to_owned(),
+            error,
+        })
     }
 }
 
@@ -261,14 +264,14 @@ impl RuleSet {
         // Deny rules first: any match refuses the request, whatever the allow rules say.
         // A deny rule whose condition cannot be evaluated matches (fail closed).
         let mut denied_by: Option<&Rule> = None;
-        let mut deny_error: Option<String> = None;
+        let mut deny_error: Option<Miss> = None;
         for (i, rule) in self.deny_candidates(issuer_rules, req.targets) {
             let result = check_deny(rule, &inputs);
             let matched = result.is_ok();
             let error = result.as_ref().ok().cloned().flatten();
             if let Some(trace) = trace.as_deref_mut() {
                 let reason = match (result, denied_by) {
-                    (Err(reason), _) => Some(reason),
+                    (Err(reason), _) => Some(reason.to_string()),
                     (Ok(error), Some(first)) => Some(match error {
                         Some(error) => format!(
                             "matched ({}), but deny rule `{}` comes first",
@@ -277,7 +280,7 @@ impl RuleSet {
                         ),
                         None => format!("matched, but deny rule `{}` comes first", first.name),
                     }),
-                    (Ok(error), None) => error.as_deref().map(evaluation_error_note),
+                    (Ok(error), None) => error.as_ref().map(evaluation_error_note),
                 };
                 trace.push((i, outcome(rule, matched, reason)));
             }
@@ -293,30 +296,32 @@ impl RuleSet {
             return self.no_rule_for_target(issuer_rules, req);
         }
         if let (Some(rule), None) = (denied_by, trace.as_deref()) {
-            return deny_rule_matched(rule, deny_error.as_deref());
+            return deny_rule_matched(rule, deny_error.as_ref());
         }
         // The subject token's own say on who may act for it, whatever the rules allow.
         let may_act = check_may_act(req).err();
         if let (Some(reason), None) = (&may_act, trace.as_deref()) {
-            return denial(DenialKind::DeniedByPolicy, None, reason.clone());
+            return denial(DenialKind::DeniedByPolicy, None, reason.to_string());
         }
 
         // Then the allow rules granting every target, in input order.
         let mut decided: Option<(usize, &Rule)> = None;
-        let mut scope_refusal: Option<(&Rule, String)> = None;
-        let mut misses: Vec<(&Rule, String)> = Vec::new();
+        let mut scope_refusal: Option<(&Rule, Miss)> = None;
+        let mut misses: Vec<(&Rule, Miss)> = Vec::new();
         for (i, rule) in allow {
             let (matched, reason) = match check_allow(rule, &inputs) {
                 Err(reason) => {
-                    misses.push((rule, reason.clone()));
-                    (false, Some(reason))
+                    let text = reason.to_string();
+                    misses.push((rule, reason));
+                    (false, Some(text))
                 }
                 Ok(()) => match check_scopes(rule, req.scopes) {
                     Err(reason) => {
+                        let text = reason.to_string();
                         if scope_refusal.is_none() {
-                            scope_refusal = Some((rule, reason.clone()));
+                            scope_refusal = Some((rule, reason));
                         }
-                        (false, Some(reason))
+                        (false, Some(text))
                     }
                     Ok(()) => match (denied_by, decided) {
                         (Some(deny), _) => (
@@ -346,10 +351,10 @@ impl RuleSet {
         }
 
         if let Some(rule) = denied_by {
-            return deny_rule_matched(rule, deny_error.as_deref());
+            return deny_rule_matched(rule, deny_error.as_ref());
         }
         if let Some(reason) = may_act {
-            return denial(DenialKind::DeniedByPolicy, None, reason);
+            return denial(DenialKind::DeniedByPolicy, None, reason.to_string());
         }
         if let Some((i, rule)) = decided {
             return match grant(rule, &inputs) {
@@ -360,7 +365,7 @@ impl RuleSet {
                         .flat_map(|t| t.iter_mut())
                         .find(|(j, _)| *j == i)
                     {
-                        entry.reason = Some(problem.clone());
+                        entry.reason = Some(problem.to_string());
                     }
                     denial(
                         DenialKind::DeniedByPolicy,
@@ -481,7 +486,7 @@ fn denial(kind: DenialKind, rule: Option<&str>, reason: String) -> Decision {
     })
 }
 
-fn deny_rule_matched(rule: &Rule, error: Option<&str>) -> Decision {
+fn deny_rule_matched(rule: &Rule, error: Option<&Miss>) -> Decision {
     let error = error
         .map(|e| format!(" ({})", evaluation_error_note(e)))
         .unwrap_or_default();
@@ -493,7 +498,7 @@ fn deny_rule_matched(rule: &Rule, error: Option<&str>) -> Decision {
 }
 
 /// How a deny rule that matched through an evaluation error says so.
-fn evaluation_error_note(error: &str) -> String {
+fn evaluation_error_note(error: &Miss) -> String {
     format!("a condition could not be evaluated, which denies: {error}")
 }
 
@@ -506,7 +511,7 @@ fn outcome(rule: &Rule, matched: bool, reason: Option<String>) -> RuleOutcome {
     }
 }
 
-fn summarise_misses(misses: &[(&Rule, String)]) -> String {
+fn summarise_misses(misses: &[(&Rule, Miss)]) -> String {
     let mut out = String::from("no allow rule matched");
     for (n, (rule, reason)) in misses.iter().enumerate() {
         if n == MAX_SUMMARISED_RULES {
@@ -523,22 +528,101 @@ fn summarise_misses(misses: &[(&Rule, String)]) -> String {
     out
 }
 
+/// An expression that could not be evaluated, with the field that holds it
+/// (`match.condition: no such key: environment`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {error}")]
+struct FieldEvalError {
+    field: String,
+    error: EvalError,
+}
+
+/// Why a rule does not match a request: the text of [`RuleOutcome::reason`], and of
+/// [`Denial::reason`] through the summary (see the crate's "Reasons").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Miss {
+    #[error(
+        "actor: the request carries an actor token, but the rule has no `match.actor` (delegation must be granted explicitly)"
+    )]
+    UngrantedActor,
+    #[error("actor: the rule requires an actor token; the request has none")]
+    NoActorToken,
+    #[error("actor.issuer: expected `{expected}`, got `{got}`")]
+    ActorIssuer { expected: String, got: String },
+    /// A deny rule limited to scopes the request does not ask for.
+    #[error("scopes: the request asks for none of [{}]", .scopes.join(", "))]
+    NoDeniedScope { scopes: Vec<String> },
+    #[error("scopes: the rule does not allow [{}] (it allows [{}])", .refused.join(", "), .allowed.join(", "))]
+    ScopesRefused {
+        refused: Vec<String>,
+        allowed: Vec<String>,
+    },
+    #[error(
+        "may_act: the subject token's `may_act` claim is {shown}, not an object or a list of objects; no actor is authorized"
+    )]
+    MayActMalformed { shown: String },
+    #[error("may_act: actor {who} is not authorized by the subject token")]
+    MayActRefused { who: String },
+    /// `sub` or a `claims` / `claim_patterns` entry (`field` written with its prefix).
+    #[error("{field}: {problem}")]
+    Claim { field: String, problem: ValueMiss },
+    #[error("{field}: evaluated to false")]
+    ConditionFalse { field: String },
+    #[error(transparent)]
+    Evaluation(FieldEvalError),
+    #[error("{field}: evaluated to a {type_name}, not a bool")]
+    NotBool { field: String, type_name: String },
+}
+
+/// How a claim fails a `claims` or `claim_patterns` test (the values found are shown
+/// shortened).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum ValueMiss {
+    #[error("missing ({})", expected(.values))]
+    MissingOneOf { values: Vec<String> },
+    #[error("missing (expected a match for \"{pattern}\")")]
+    MissingMatch { pattern: String },
+    #[error("{}, got {got}", expected(.values))]
+    NotOneOf { values: Vec<String>, got: String },
+    #[error("does not match \"{pattern}\" (got {got})")]
+    NoMatch { pattern: String, got: String },
+}
+
+/// Why a rule that decided cannot issue: the request is denied with it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+enum GrantError {
+    #[error("the rule has no issuance settings")]
+    NoIssue,
+    #[error("{field} cannot be rendered: {} {}", .error.placeholder, .error.problem)]
+    Render { field: String, error: RenderError },
+    /// The default subject, `{sub}`, that the token does not provide.
+    #[error("the subject cannot be taken from the token: {} {}", .0.placeholder, .0.problem)]
+    DefaultSubject(RenderError),
+    #[error("{field}: evaluated to an empty string")]
+    EmptySubject { field: String },
+    #[error("{field}: evaluated to {shown}, not a string")]
+    SubjectNotString { field: String, shown: String },
+    #[error("issue.subject: not a template or an expression")]
+    SubjectNotTemplate,
+    #[error(transparent)]
+    Evaluation(#[from] FieldEvalError),
+    #[error("{field}: {error}")]
+    NotJson { field: String, error: JsonError },
+}
+
 fn count_check() {
     #[cfg(test)]
     RULES_CHECKED.with(|c| c.set(c.get() + 1));
 }
 
 /// Conditions of an allow rule, except scopes.
-fn check_allow(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<(), String> {
+fn check_allow(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<(), Miss> {
     count_check();
     let req = inputs.req;
     check_token(&rule.token, &req.claims.0, "", inputs, &mut None)?;
     match (&rule.actor, &req.actor) {
         (None, None) => Ok(()),
-        (None, Some(_)) => Err(
-            "actor: the request carries an actor token, but the rule has no `match.actor` (delegation must be granted explicitly)"
-                .to_owned(),
-        ),
+        (None, Some(_)) => Err(Miss::UngrantedActor),
         (Some(_), _) => check_actor(rule, inputs, &mut None),
     }
 }
@@ -549,7 +633,7 @@ fn check_allow(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<(), String> {
 /// Fails closed: a condition that cannot be evaluated (a budget or size limit, a missing
 /// key, a wrong type) counts as holding, so the rule matches when its other conditions
 /// hold. `Ok(Some(error))` is such a match, with the first evaluation error.
-fn check_deny(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<Option<String>, String> {
+fn check_deny(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<Option<Miss>, Miss> {
     count_check();
     let req = inputs.req;
     let mut error = Some(None);
@@ -558,10 +642,9 @@ fn check_deny(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<Option<String>, St
         check_actor(rule, inputs, &mut error)?;
     }
     if !rule.scopes.is_empty() && !req.scopes.iter().any(|s| rule.scopes.contains(s)) {
-        return Err(format!(
-            "scopes: the request asks for none of [{}]",
-            rule.scopes.join(", ")
-        ));
+        return Err(Miss::NoDeniedScope {
+            scopes: rule.scopes.clone(),
+        });
     }
     Ok(error.flatten())
 }
@@ -569,21 +652,21 @@ fn check_deny(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<Option<String>, St
 /// Where a deny rule keeps the first condition that could not be evaluated: `None` for
 /// an allow rule (an error is a miss), `Some(first error)` for a deny rule (an error
 /// counts as a match).
-type EvaluationErrors = Option<Option<String>>;
+type EvaluationErrors = Option<Option<Miss>>;
 
-fn check_actor(rule: &Rule, inputs: &Inputs<'_, '_>, errors: &mut EvaluationErrors) -> Result<(), String> {
+fn check_actor(rule: &Rule, inputs: &Inputs<'_, '_>, errors: &mut EvaluationErrors) -> Result<(), Miss> {
     let req = inputs.req;
     let Some(conditions) = &rule.actor else {
         return Ok(());
     };
     let Some(actor) = &req.actor else {
-        return Err("actor: the rule requires an actor token; the request has none".to_owned());
+        return Err(Miss::NoActorToken);
     };
     if conditions.issuer != actor.issuer {
-        return Err(format!(
-            "actor.issuer: expected `{}`, got `{}`",
-            conditions.issuer, actor.issuer
-        ));
+        return Err(Miss::ActorIssuer {
+            expected: conditions.issuer.clone(),
+            got: actor.issuer.to_owned(),
+        });
     }
     check_token(&conditions.token, &actor.claims.0, "actor.", inputs, errors)
 }
@@ -593,7 +676,7 @@ fn check_actor(rule: &Rule, inputs: &Inputs<'_, '_>, errors: &mut EvaluationErro
 /// them; the actor token must carry every member of one entry with an equal value, and
 /// an entry without `sub` authorizes nobody. Anything else in `may_act` refuses every
 /// actor: a claim meant to restrict must not be ignored because it is malformed.
-fn check_may_act(req: &Request<'_>) -> Result<(), String> {
+fn check_may_act(req: &Request<'_>) -> Result<(), Miss> {
     let (Some(actor), Some(may_act)) = (&req.actor, req.claims.0.get("may_act")) else {
         return Ok(());
     };
@@ -603,10 +686,7 @@ fn check_may_act(req: &Request<'_>) -> Result<(), String> {
         _ => None,
     };
     let Some(entries) = entries else {
-        return Err(format!(
-            "may_act: the subject token's `may_act` claim is {}, not an object or a list of objects; no actor is authorized",
-            show(may_act)
-        ));
+        return Err(Miss::MayActMalformed { shown: show(may_act) });
     };
     let authorized = entries.iter().any(|entry| {
         entry.contains_key("sub")
@@ -621,25 +701,22 @@ fn check_may_act(req: &Request<'_>) -> Result<(), String> {
         Some(sub) => show(sub),
         None => "without `sub`".to_owned(),
     };
-    Err(format!(
-        "may_act: actor {who} is not authorized by the subject token"
-    ))
+    Err(Miss::MayActRefused { who })
 }
 
-fn check_scopes(rule: &Rule, scopes: &[String]) -> Result<(), String> {
-    let refused: Vec<&str> = scopes
+fn check_scopes(rule: &Rule, scopes: &[String]) -> Result<(), Miss> {
+    let refused: Vec<String> = scopes
         .iter()
         .filter(|s| !rule.scopes.contains(s))
-        .map(String::as_str)
+        .cloned()
         .collect();
     if refused.is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "scopes: the rule does not allow [{}] (it allows [{}])",
-            refused.join(", "),
-            rule.scopes.join(", ")
-        ))
+        Err(Miss::ScopesRefused {
+            refused,
+            allowed: rule.scopes.clone(),
+        })
     }
 }
 
@@ -649,14 +726,19 @@ fn check_token(
     prefix: &str,
     inputs: &Inputs<'_, '_>,
     errors: &mut EvaluationErrors,
-) -> Result<(), String> {
+) -> Result<(), Miss> {
     if let Some(test) = &conditions.subject {
         // `sub` is a single value: an array never matches a subject condition.
-        check_value(test, claims.get("sub"), false).map_err(|problem| format!("{prefix}sub: {problem}"))?;
+        check_value(test, claims.get("sub"), false).map_err(|problem| Miss::Claim {
+            field: format!("{prefix}sub"),
+            problem,
+        })?;
     }
     for condition in &conditions.claims {
-        check_value(&condition.test, condition.path.lookup(claims), true)
-            .map_err(|problem| format!("{prefix}{}: {problem}", condition.display))?;
+        check_value(&condition.test, condition.path.lookup(claims), true).map_err(|problem| Miss::Claim {
+            field: format!("{prefix}{}", condition.display),
+            problem,
+        })?;
     }
     if let Some(condition) = &conditions.condition {
         match check_condition(condition, inputs) {
@@ -678,10 +760,10 @@ fn check_token(
 /// Why a condition did not hold.
 enum ConditionFailure {
     /// It evaluated to `false`.
-    False(String),
+    False(Miss),
     /// It could not be evaluated (a budget or size limit, a missing key, a wrong type),
     /// or evaluated to something other than a bool.
-    Error(String),
+    Error(Miss),
 }
 
 /// A condition holds only when it evaluates to `true`. In an allow rule, `false`, any
@@ -690,27 +772,29 @@ enum ConditionFailure {
 fn check_condition(condition: &Condition, inputs: &Inputs<'_, '_>) -> Result<(), ConditionFailure> {
     match inputs
         .evaluate(&condition.field, &condition.expr)
-        .map_err(ConditionFailure::Error)?
+        .map_err(|e| ConditionFailure::Error(Miss::Evaluation(e)))?
     {
         cel::Value::Bool(true) => Ok(()),
-        cel::Value::Bool(false) => Err(ConditionFailure::False(format!(
-            "{}: evaluated to false",
-            condition.field
-        ))),
-        other => Err(ConditionFailure::Error(format!(
-            "{}: evaluated to a {}, not a bool",
-            condition.field,
-            type_name(&other)
-        ))),
+        cel::Value::Bool(false) => Err(ConditionFailure::False(Miss::ConditionFalse {
+            field: condition.field.clone(),
+        })),
+        other => Err(ConditionFailure::Error(Miss::NotBool {
+            field: condition.field.clone(),
+            type_name: type_name(&other),
+        })),
     }
 }
 
 /// Whether a claim satisfies a test; on failure, what was expected and what was found.
-fn check_value(test: &ValueTest, value: Option<&Value>, any_element: bool) -> Result<(), String> {
+fn check_value(test: &ValueTest, value: Option<&Value>, any_element: bool) -> Result<(), ValueMiss> {
     let Some(value) = value else {
         return Err(match test {
-            ValueTest::OneOf(values) => format!("missing ({})", expected(values)),
-            ValueTest::Glob(p) => format!("missing (expected a match for \"{}\")", p.source()),
+            ValueTest::OneOf(values) => ValueMiss::MissingOneOf {
+                values: values.clone(),
+            },
+            ValueTest::Glob(p) => ValueMiss::MissingMatch {
+                pattern: p.source().to_owned(),
+            },
         });
     };
     let matched = match value {
@@ -721,8 +805,14 @@ fn check_value(test: &ValueTest, value: Option<&Value>, any_element: bool) -> Re
         return Ok(());
     }
     Err(match test {
-        ValueTest::OneOf(values) => format!("{}, got {}", expected(values), show(value)),
-        ValueTest::Glob(p) => format!("does not match \"{}\" (got {})", p.source(), show(value)),
+        ValueTest::OneOf(values) => ValueMiss::NotOneOf {
+            values: values.clone(),
+            got: show(value),
+        },
+        ValueTest::Glob(p) => ValueMiss::NoMatch {
+            pattern: p.source().to_owned(),
+            got: show(value),
+        },
     })
 }
 
@@ -760,38 +850,40 @@ fn show(value: &Value) -> String {
     }
 }
 
-fn grant(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<Grant, String> {
+fn grant(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<Grant, GrantError> {
     let req = inputs.req;
     let Some(issue) = &rule.issue else {
-        return Err("the rule has no issuance settings".to_owned());
+        return Err(GrantError::NoIssue);
     };
     let claims = &req.claims.0;
     let audience = match &issue.audience {
         Some(template) => vec![
             template
                 .render(claims)
-                .map_err(|e| cannot_render("issue.audience", &e))?,
+                .map_err(|e| cannot_render("issue.audience", e))?,
         ],
         None => req.targets.to_vec(),
     };
     let subject = match &issue.subject {
         IssueValue::Template { template, .. } => template.render(claims).map_err(|e| {
             if issue.subject_is_default {
-                format!(
-                    "the subject cannot be taken from the token: {} {}",
-                    e.placeholder, e.problem
-                )
+                GrantError::DefaultSubject(e)
             } else {
-                cannot_render("issue.subject", &e)
+                cannot_render("issue.subject", e)
             }
         })?,
         IssueValue::Expr { field, expr } => match evaluate_value(field, expr, inputs)? {
             Value::String(s) if !s.is_empty() => s,
-            Value::String(_) => return Err(format!("{field}: evaluated to an empty string")),
-            other => return Err(format!("{field}: evaluated to {}, not a string", show(&other))),
+            Value::String(_) => return Err(GrantError::EmptySubject { field: field.clone() }),
+            other => {
+                return Err(GrantError::SubjectNotString {
+                    field: field.clone(),
+                    shown: show(&other),
+                });
+            }
         },
         IssueValue::Literal(_) | IssueValue::Array(_) | IssueValue::Object(_) => {
-            return Err("issue.subject: not a template or an expression".to_owned());
+            return Err(GrantError::SubjectNotTemplate);
         }
     };
     let mut issued = Map::new();
@@ -808,24 +900,30 @@ fn grant(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<Grant, String> {
     })
 }
 
-fn cannot_render(field: &str, e: &RenderError) -> String {
-    format!("{field} cannot be rendered: {} {}", e.placeholder, e.problem)
+fn cannot_render(field: &str, error: RenderError) -> GrantError {
+    GrantError::Render {
+        field: field.to_owned(),
+        error,
+    }
 }
 
 /// Evaluates an `{expr: ...}` value and converts the result to JSON.
-fn evaluate_value(field: &str, expr: &Expression, inputs: &Inputs<'_, '_>) -> Result<Value, String> {
+fn evaluate_value(field: &str, expr: &Expression, inputs: &Inputs<'_, '_>) -> Result<Value, GrantError> {
     let value = inputs.evaluate(field, expr)?;
-    cel_to_json(&value).map_err(|e| format!("{field}: {e}"))
+    cel_to_json(&value).map_err(|error| GrantError::NotJson {
+        field: field.to_owned(),
+        error,
+    })
 }
 
 fn render_value(
     value: &IssueValue,
     claims: &Map<String, Value>,
     inputs: &Inputs<'_, '_>,
-) -> Result<Value, String> {
+) -> Result<Value, GrantError> {
     Ok(match value {
         IssueValue::Template { field, template } => {
-            Value::String(template.render(claims).map_err(|e| cannot_render(field, &e))?)
+            Value::String(template.render(claims).map_err(|e| cannot_render(field, e))?)
         }
         IssueValue::Expr { field, expr } => evaluate_value(field, expr, inputs)?,
         IssueValue::Literal(v) => v.clone(),

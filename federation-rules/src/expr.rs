@@ -56,19 +56,109 @@ pub(crate) struct CompiledPattern {
     states: usize,
 }
 
+/// Why an expression does not compile: one line, for a [`crate::RuleError`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum ExprError {
+    #[error("the CEL expression is empty")]
+    Empty,
+    #[error("the CEL expression is {chars} characters long; at most {MAX_EXPRESSION_CHARS} are allowed")]
+    TooLong { chars: usize },
+    /// cel's parser refused it, at a position (`1:13`).
+    #[error("invalid CEL at {position}: {message}")]
+    SyntaxAt { position: String, message: String },
+    /// cel's parser refused it, without a position.
+    #[error("invalid CEL: {0}")]
+    Syntax(String),
+    #[error("invalid CEL: empty expression")]
+    Unspecified,
+    #[error("the CEL expression nests deeper than {MAX_EXPRESSION_DEPTH} levels")]
+    TooDeep,
+    #[error("the CEL expression has more than {MAX_EXPRESSION_NODES} parts; split the rule")]
+    TooManyNodes,
+    #[error(
+        "unknown variable `{0}`: expressions can use `claims`, `request` and `actor` (and the variables of `all`, `exists`, `exists_one`, `map`, `filter`)"
+    )]
+    UnknownVariable(String),
+    #[error("optional list elements are not supported")]
+    OptionalListElements,
+    #[error("optional map entries are not supported")]
+    OptionalMapEntries,
+    #[error("message construction (`{0}{{...}}`) is not supported: there are no message types")]
+    MessageConstruction(String),
+    #[error(
+        "nested comprehensions (`all`, `exists`, `exists_one`, `map`, `filter` inside another's body) are not allowed: their cost would grow with the square of the token's size"
+    )]
+    NestedComprehension,
+    #[error(
+        "`{0}` is called with the wrong arguments (e.g. `list.exists(x, x == \"a\"))`, `has(claims.key)`)"
+    )]
+    WrongArguments(String),
+    #[error("unknown function `{0}`; available: {standard}, {extra}", standard = STANDARD_FUNCTIONS.join(", "), extra = EXTRA_FUNCTIONS.join(", "))]
+    UnknownFunction(String),
+    #[error(
+        "the pattern of `matches` must be a string literal (patterns are checked when rules load, never taken from a token)"
+    )]
+    PatternNotLiteral,
+    #[error(transparent)]
+    Regex(#[from] RegexError),
+}
+
+/// A `matches` pattern the regex crates refuse (or find too large); the message is
+/// theirs, on one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid regular expression in `matches`: {0}")]
+pub(crate) struct RegexError(String);
+
+/// Why an expression could not be evaluated for a request. Shown on one line of at most
+/// 300 characters (see `one_line`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EvalError {
+    NoSuchKey(String),
+    UndeclaredReference(String),
+    /// A field selected on `null` (typically `actor.sub` without an actor token).
+    SelectOnNull,
+    /// One of the functions failed (a budget or size limit, a bad argument).
+    Function {
+        function: String,
+        message: String,
+    },
+    /// Any other interpreter error, as cel words it.
+    Other(String),
+}
+
+impl std::fmt::Display for EvalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = match self {
+            EvalError::NoSuchKey(key) => format!("no such key: {key}"),
+            EvalError::UndeclaredReference(name) => format!("undeclared reference to `{name}`"),
+            EvalError::SelectOnNull => "field selection on null (`actor` is null when the request has no actor token; test `actor != null` first)".to_owned(),
+            EvalError::Function { function, message } => format!("{function}: {message}"),
+            EvalError::Other(text) => text.clone(),
+        };
+        f.write_str(&one_line(&text))
+    }
+}
+
+impl std::error::Error for EvalError {}
+
+/// Why a CEL result cannot become a JSON value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum JsonError {
+    #[error("evaluated to {0}, which JSON cannot hold")]
+    Float(f64),
+    #[error("evaluated to a {0}, which JSON cannot hold")]
+    Type(String),
+}
+
 /// The patterns of one expression, by source text.
 type Patterns = HashMap<String, Arc<CompiledPattern>>;
 
 /// Compiles a `matches` pattern with a cap on its compiled size.
-fn compile_pattern(pattern: &str, size_limit: usize) -> Result<CompiledPattern, String> {
+fn compile_pattern(pattern: &str, size_limit: usize) -> Result<CompiledPattern, RegexError> {
     #[cfg(test)]
     PATTERNS_COMPILED.with(|c| c.set(c.get() + 1));
-    let invalid = |e: &dyn std::fmt::Display| {
-        format!(
-            "invalid regular expression in `matches`: {}",
-            one_line(&e.to_string())
-        )
-    };
+    let invalid = |e: &dyn std::fmt::Display| RegexError(one_line(&e.to_string()));
     let regex = regex::RegexBuilder::new(pattern)
         .size_limit(size_limit)
         .build()
@@ -210,15 +300,13 @@ pub(crate) struct Expression {
 
 impl Expression {
     /// Parses and checks `source`. The error is one line for a [`crate::RuleError`].
-    pub(crate) fn compile(source: &str) -> Result<Expression, String> {
+    pub(crate) fn compile(source: &str) -> Result<Expression, ExprError> {
         let chars = source.chars().count();
         if source.trim().is_empty() {
-            return Err("the CEL expression is empty".to_owned());
+            return Err(ExprError::Empty);
         }
         if chars > MAX_EXPRESSION_CHARS {
-            return Err(format!(
-                "the CEL expression is {chars} characters long; at most {MAX_EXPRESSION_CHARS} are allowed"
-            ));
+            return Err(ExprError::TooLong { chars });
         }
         let mut ast = cel::parser::Parser::new()
             .max_recursion_depth(MAX_EXPRESSION_DEPTH as u16)
@@ -235,7 +323,7 @@ impl Expression {
     }
 
     /// Evaluates against a request's variables.
-    pub(crate) fn evaluate(&self, scope: &Scope<'_>) -> Result<CelValue, String> {
+    pub(crate) fn evaluate(&self, scope: &Scope<'_>) -> Result<CelValue, EvalError> {
         BUDGET.with(|budget| budget.set(MAX_EVALUATION_COST));
         PATTERNS.with(|p| *p.borrow_mut() = Some(self.patterns.clone()));
         let result = CelValue::resolve(&self.ast, &scope.context).map_err(|e| describe(&e));
@@ -341,21 +429,17 @@ struct Checker<'a> {
 }
 
 impl<'a> Checker<'a> {
-    fn check(&mut self, e: &'a IdedExpr, depth: usize) -> Result<(), String> {
+    fn check(&mut self, e: &'a IdedExpr, depth: usize) -> Result<(), ExprError> {
         if depth > MAX_EXPRESSION_DEPTH {
-            return Err(format!(
-                "the CEL expression nests deeper than {MAX_EXPRESSION_DEPTH} levels"
-            ));
+            return Err(ExprError::TooDeep);
         }
         self.nodes += 1;
         if self.nodes > MAX_EXPRESSION_NODES {
-            return Err(format!(
-                "the CEL expression has more than {MAX_EXPRESSION_NODES} parts; split the rule"
-            ));
+            return Err(ExprError::TooManyNodes);
         }
         let next = depth + 1;
         match &e.expr {
-            Expr::Unspecified => Err("invalid CEL: empty expression".to_owned()),
+            Expr::Unspecified => Err(ExprError::Unspecified),
             Expr::Literal(_) => Ok(()),
             Expr::Ident(name) => {
                 if VARIABLES.contains(&name.as_str())
@@ -364,9 +448,7 @@ impl<'a> Checker<'a> {
                 {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "unknown variable `{name}`: expressions can use `claims`, `request` and `actor` (and the variables of `all`, `exists`, `exists_one`, `map`, `filter`)"
-                    ))
+                    Err(ExprError::UnknownVariable(name.clone()))
                 }
             }
             Expr::Select(select) => self.check(&select.operand, next),
@@ -382,7 +464,7 @@ impl<'a> Checker<'a> {
             }
             Expr::List(list) => {
                 if !list.optional_indices.is_empty() {
-                    return Err("optional list elements are not supported".to_owned());
+                    return Err(ExprError::OptionalListElements);
                 }
                 list.elements.iter().try_for_each(|item| self.check(item, next))
             }
@@ -391,18 +473,12 @@ impl<'a> Checker<'a> {
                     self.check(&entry.key, next)?;
                     self.check(&entry.value, next)
                 }
-                _ => Err("optional map entries are not supported".to_owned()),
+                _ => Err(ExprError::OptionalMapEntries),
             }),
-            Expr::Struct(s) => Err(format!(
-                "message construction (`{}{{...}}`) is not supported: there are no message types",
-                s.type_name
-            )),
+            Expr::Struct(s) => Err(ExprError::MessageConstruction(s.type_name.clone())),
             Expr::Comprehension(c) => {
                 if self.in_loop {
-                    return Err(
-                        "nested comprehensions (`all`, `exists`, `exists_one`, `map`, `filter` inside another's body) are not allowed: their cost would grow with the square of the token's size"
-                            .to_owned(),
-                    );
+                    return Err(ExprError::NestedComprehension);
                 }
                 self.check(&c.iter_range, next)?;
                 self.check(&c.accu_init, next)?;
@@ -425,33 +501,24 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn check_function(&mut self, call: &CallExpr) -> Result<(), String> {
+    fn check_function(&mut self, call: &CallExpr) -> Result<(), ExprError> {
         let name = call.func_name.as_str();
         if OPERATORS.contains(&name) {
             return Ok(());
         }
         if !STANDARD_FUNCTIONS.contains(&name) && !EXTRA_FUNCTIONS.contains(&name) {
             return Err(match name {
-                "all" | "exists" | "exists_one" | "map" | "filter" | "has" => format!(
-                    "`{name}` is called with the wrong arguments (e.g. `list.exists(x, x == \"a\"))`, `has(claims.key)`)"
-                ),
-                _ => format!(
-                    "unknown function `{name}`; available: {}, {}",
-                    STANDARD_FUNCTIONS.join(", "),
-                    EXTRA_FUNCTIONS.join(", ")
-                ),
+                "all" | "exists" | "exists_one" | "map" | "filter" | "has" => {
+                    ExprError::WrongArguments(name.to_owned())
+                }
+                _ => ExprError::UnknownFunction(name.to_owned()),
             });
         }
         if name == "matches" {
             // `s.matches(re)` or `matches(s, re)`: the pattern is the last argument.
             let pattern = match call.args.last().map(|a| &a.expr) {
                 Some(Expr::Literal(LiteralValue::String(s))) => s.inner().to_owned(),
-                _ => {
-                    return Err(
-                        "the pattern of `matches` must be a string literal (patterns are checked when rules load, never taken from a token)"
-                            .to_owned(),
-                    );
-                }
+                _ => return Err(ExprError::PatternNotLiteral),
             };
             if let std::collections::hash_map::Entry::Vacant(entry) = self.patterns.entry(pattern) {
                 let compiled = compile_pattern(entry.key(), MAX_REGEX_BYTES)?;
@@ -598,30 +665,39 @@ fn count_nodes(e: &IdedExpr) -> usize {
 }
 
 /// An evaluation error as one short line: `no such key: environment`.
-fn describe(error: &ExecutionError) -> String {
-    let text = match error {
-        ExecutionError::NoSuchKey(key) => format!("no such key: {key}"),
-        ExecutionError::UndeclaredReference(name) => format!("undeclared reference to `{name}`"),
+fn describe(error: &ExecutionError) -> EvalError {
+    match error {
+        ExecutionError::NoSuchKey(key) => EvalError::NoSuchKey(key.to_string()),
+        ExecutionError::UndeclaredReference(name) => EvalError::UndeclaredReference(name.to_string()),
         ExecutionError::NoSuchOverload(overload)
-            if overload.function() == "_._" && overload.argument_types().first().is_some_and(|t| t == "null_type") =>
+            if overload.function() == "_._"
+                && overload
+                    .argument_types()
+                    .first()
+                    .is_some_and(|t| t == "null_type") =>
         {
-            "field selection on null (`actor` is null when the request has no actor token; test `actor != null` first)".to_owned()
+            EvalError::SelectOnNull
         }
-        ExecutionError::FunctionError { function, message } => format!("{function}: {message}"),
-        other => other.to_string(),
-    };
-    one_line(&text)
+        ExecutionError::FunctionError { function, message } => EvalError::Function {
+            function: function.to_string(),
+            message: message.to_string(),
+        },
+        other => EvalError::Other(other.to_string()),
+    }
 }
 
 /// `ERROR: <input>:1:13: Syntax error: ...` as `invalid CEL at 1:13: syntax error: ...`.
-fn parse_error(text: &str) -> String {
+fn parse_error(text: &str) -> ExprError {
     let line = one_line(text);
     match line
         .strip_prefix("ERROR: <input>:")
         .and_then(|rest| rest.split_once(": "))
     {
-        Some((position, message)) => format!("invalid CEL at {position}: {message}"),
-        None => format!("invalid CEL: {line}"),
+        Some((position, message)) => ExprError::SyntaxAt {
+            position: position.to_owned(),
+            message: message.to_owned(),
+        },
+        None => ExprError::Syntax(line),
     }
 }
 
@@ -662,7 +738,7 @@ fn object_to_cel(map: &Map<String, Value>) -> CelValue {
 
 /// A CEL result as JSON: strings, numbers, booleans, null, lists and maps (keys written
 /// as text and sorted, so that the issued token does not depend on hashing).
-pub(crate) fn cel_to_json(value: &CelValue) -> Result<Value, String> {
+pub(crate) fn cel_to_json(value: &CelValue) -> Result<Value, JsonError> {
     Ok(match value {
         CelValue::Null => Value::Null,
         CelValue::Bool(b) => Value::Bool(*b),
@@ -670,7 +746,7 @@ pub(crate) fn cel_to_json(value: &CelValue) -> Result<Value, String> {
         CelValue::UInt(u) => Value::from(*u),
         CelValue::Float(f) => Number::from_f64(*f)
             .map(Value::Number)
-            .ok_or_else(|| format!("evaluated to {f}, which JSON cannot hold"))?,
+            .ok_or(JsonError::Float(*f))?,
         CelValue::String(s) => Value::String(s.to_string()),
         CelValue::List(items) => Value::Array(items.iter().map(cel_to_json).collect::<Result<_, _>>()?),
         CelValue::Map(map) => {
@@ -684,10 +760,7 @@ pub(crate) fn cel_to_json(value: &CelValue) -> Result<Value, String> {
             Value::Object(out)
         }
         other => {
-            return Err(format!(
-                "evaluated to a {}, which JSON cannot hold",
-                type_name(other)
-            ));
+            return Err(JsonError::Type(type_name(other)));
         }
     })
 }
@@ -971,8 +1044,14 @@ mod tests {
             unreachable!()
         };
         let scope = runtime.scope(&claims, json!({"scopes": []}), None);
-        let expr = Expression::compile(source)?;
-        cel_to_json(&expr.evaluate(&scope)?)
+        let expr = Expression::compile(source).map_err(|e| e.to_string())?;
+        run_in(&expr, &scope)
+    }
+
+    /// Evaluates, with every error as its message.
+    fn run_in(expr: &Expression, scope: &Scope<'_>) -> Result<Value, String> {
+        let value = expr.evaluate(scope).map_err(|e| e.to_string())?;
+        cel_to_json(&value).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -1035,7 +1114,7 @@ mod tests {
             unreachable!()
         };
         let scope = runtime.scope(&claims, json!({"scopes": []}), None);
-        cel_to_json(&expr.evaluate(&scope)?)
+        run_in(expr, &scope)
     }
 
     fn compiled() -> usize {
@@ -1090,7 +1169,9 @@ mod tests {
     #[test]
     fn patterns_have_a_size_cap() {
         // Compiled at load: over 1 MiB is a load error.
-        let err = Expression::compile(r#"claims.s.matches('\\p{L}{100}')"#).err();
+        let err = Expression::compile(r#"claims.s.matches('\\p{L}{100}')"#)
+            .err()
+            .map(|e| e.to_string());
         assert!(
             err.as_deref().is_some_and(
                 |e| e.starts_with("invalid regular expression in `matches`") && e.contains("size limit")

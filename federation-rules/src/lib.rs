@@ -248,6 +248,10 @@
 //! `act`, `scope`, `may_act`, `source_issuer`) in `issue.claims`, whether the value is a
 //! template, a literal or an `{expr: ...}` mapping.
 
+// Nothing network input reaches may panic (architecture.md): no `expect`, no `panic!`
+// outside tests; `clippy.toml` forbids reading the clock and the environment.
+#![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
+
 pub mod compile;
 pub mod duration;
 pub mod eval;
@@ -262,7 +266,7 @@ pub mod warnings;
 mod test_support;
 
 pub use compile::{CompileContext, DEFAULT_LIFETIME, RuleError, RuleSet};
-pub use duration::{format_duration, parse_duration};
+pub use duration::{DurationError, DurationProblem, format_duration, parse_duration};
 pub use eval::{Actor, Claims, Decision, Denial, DenialKind, Explanation, Grant, Request, RuleOutcome};
 pub use expr::{
     MAX_EVALUATION_COST, MAX_EXPRESSION_CHARS, MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_NODES, MAX_ITERATIONS,

@@ -10,6 +10,37 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+/// Why a claim path (or the path in a template placeholder) does not parse. `text` is
+/// the whole text being parsed, positions count characters from its start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum PathError {
+    #[error("unexpected `{found}` at position {pos} in claim path `{text}`")]
+    TrailingChar { found: char, pos: usize, text: String },
+    #[error("unexpected `.` before `[` at position {pos} in `{text}` (write `a[\"b\"]`, not `a.[\"b\"]`)")]
+    DotBeforeBracket { pos: usize, text: String },
+    #[error("unexpected `{found}` at position {pos} in `{text}`")]
+    UnexpectedChar { found: char, pos: usize, text: String },
+    #[error("expected a claim name at the end of `{text}`")]
+    NameAtEnd { text: String },
+    #[error(
+        "expected a claim name at position {pos} in `{text}`, found `{found}` (keys containing dots or special characters are written `[\"key.with.dots\"]`)"
+    )]
+    ExpectedName { pos: usize, text: String, found: char },
+    #[error(
+        "expected `\"` after `[` at position {pos} in `{text}` (bracketed keys are double-quoted: `[\"kubernetes.io\"]`)"
+    )]
+    ExpectedQuote { pos: usize, text: String },
+    #[error("unterminated string starting at position {pos} in `{text}`")]
+    Unterminated { pos: usize, text: String },
+    #[error("unknown escape `\\{escape}` in `{text}` (only `\\\"` and `\\\\` are allowed)")]
+    UnknownEscape { escape: char, text: String },
+    #[error("expected `]` after the quoted key at position {pos} in `{text}`")]
+    ExpectedCloseBracket { pos: usize, text: String },
+    #[error("empty key `[\"\"]` in `{text}`")]
+    EmptyKey { text: String },
+}
+
 /// A parsed path into a token's claims: the keys to follow, outermost first. Never empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ClaimPath(Vec<String>);
@@ -30,15 +61,16 @@ impl ClaimPath {
     }
 
     /// Parses a whole string as a path relative to the claims root.
-    pub(crate) fn parse(text: &str) -> Result<ClaimPath, String> {
+    pub(crate) fn parse(text: &str) -> Result<ClaimPath, PathError> {
         let mut cursor = Cursor::new(text);
         let path = parse_relative(&mut cursor, |_| false)?;
         match cursor.peek() {
             None => Ok(path),
-            Some(c) => Err(format!(
-                "unexpected `{c}` at position {} in claim path `{text}`",
-                cursor.pos
-            )),
+            Some(found) => Err(PathError::TrailingChar {
+                found,
+                pos: cursor.pos,
+                text: text.to_owned(),
+            }),
         }
     }
 
@@ -135,7 +167,7 @@ impl<'a> Cursor<'a> {
 pub(crate) fn parse_relative(
     cursor: &mut Cursor<'_>,
     stop: impl Fn(char) -> bool,
-) -> Result<ClaimPath, String> {
+) -> Result<ClaimPath, PathError> {
     let mut keys = Vec::new();
     if cursor.peek() == Some('[') {
         keys.push(parse_bracket(cursor)?);
@@ -151,7 +183,7 @@ pub(crate) fn parse_continuation(
     cursor: &mut Cursor<'_>,
     stop: impl Fn(char) -> bool,
     keys: &mut Vec<String>,
-) -> Result<(), String> {
+) -> Result<(), PathError> {
     loop {
         match cursor.peek() {
             None => return Ok(()),
@@ -159,27 +191,26 @@ pub(crate) fn parse_continuation(
             Some('.') => {
                 cursor.bump();
                 if cursor.peek() == Some('[') {
-                    return Err(format!(
-                        "unexpected `.` before `[` at position {} in `{}` (write `a[\"b\"]`, not `a.[\"b\"]`)",
-                        cursor.pos - 1,
-                        cursor.text()
-                    ));
+                    return Err(PathError::DotBeforeBracket {
+                        pos: cursor.pos - 1,
+                        text: cursor.text().to_owned(),
+                    });
                 }
                 keys.push(parse_plain(cursor)?);
             }
             Some('[') => keys.push(parse_bracket(cursor)?),
-            Some(c) => {
-                return Err(format!(
-                    "unexpected `{c}` at position {} in `{}`",
-                    cursor.pos,
-                    cursor.text()
-                ));
+            Some(found) => {
+                return Err(PathError::UnexpectedChar {
+                    found,
+                    pos: cursor.pos,
+                    text: cursor.text().to_owned(),
+                });
             }
         }
     }
 }
 
-fn parse_plain(cursor: &mut Cursor<'_>) -> Result<String, String> {
+fn parse_plain(cursor: &mut Cursor<'_>) -> Result<String, PathError> {
     let start = cursor.pos;
     while let Some(c) = cursor.peek() {
         if !is_key_char(c) {
@@ -188,63 +219,66 @@ fn parse_plain(cursor: &mut Cursor<'_>) -> Result<String, String> {
         cursor.bump();
     }
     if cursor.pos == start {
+        let text = cursor.text().to_owned();
         return Err(match cursor.peek() {
-            None => format!("expected a claim name at the end of `{}`", cursor.text()),
-            Some(c) => format!(
-                "expected a claim name at position {start} in `{}`, found `{c}` (keys containing dots or special characters are written `[\"key.with.dots\"]`)",
-                cursor.text()
-            ),
+            None => PathError::NameAtEnd { text },
+            Some(found) => PathError::ExpectedName {
+                pos: start,
+                text,
+                found,
+            },
         });
     }
     Ok(cursor.text()[start..cursor.pos].to_owned())
 }
 
-fn parse_bracket(cursor: &mut Cursor<'_>) -> Result<String, String> {
+fn parse_bracket(cursor: &mut Cursor<'_>) -> Result<String, PathError> {
     let open = cursor.pos;
     cursor.bump(); // `[`
     if !cursor.eat('"') {
-        return Err(format!(
-            "expected `\"` after `[` at position {open} in `{}` (bracketed keys are double-quoted: `[\"kubernetes.io\"]`)",
-            cursor.text()
-        ));
+        return Err(PathError::ExpectedQuote {
+            pos: open,
+            text: cursor.text().to_owned(),
+        });
     }
     let mut key = String::new();
     loop {
         match cursor.bump() {
             None => {
-                return Err(format!(
-                    "unterminated string starting at position {open} in `{}`",
-                    cursor.text()
-                ));
+                return Err(PathError::Unterminated {
+                    pos: open,
+                    text: cursor.text().to_owned(),
+                });
             }
             Some('"') => break,
             Some('\\') => match cursor.bump() {
                 Some(c @ ('"' | '\\')) => key.push(c),
-                Some(c) => {
-                    return Err(format!(
-                        "unknown escape `\\{c}` in `{}` (only `\\\"` and `\\\\` are allowed)",
-                        cursor.text()
-                    ));
+                Some(escape) => {
+                    return Err(PathError::UnknownEscape {
+                        escape,
+                        text: cursor.text().to_owned(),
+                    });
                 }
                 None => {
-                    return Err(format!(
-                        "unterminated string starting at position {open} in `{}`",
-                        cursor.text()
-                    ));
+                    return Err(PathError::Unterminated {
+                        pos: open,
+                        text: cursor.text().to_owned(),
+                    });
                 }
             },
             Some(c) => key.push(c),
         }
     }
     if !cursor.eat(']') {
-        return Err(format!(
-            "expected `]` after the quoted key at position {} in `{}`",
-            cursor.pos,
-            cursor.text()
-        ));
+        return Err(PathError::ExpectedCloseBracket {
+            pos: cursor.pos,
+            text: cursor.text().to_owned(),
+        });
     }
     if key.is_empty() {
-        return Err(format!("empty key `[\"\"]` in `{}`", cursor.text()));
+        return Err(PathError::EmptyKey {
+            text: cursor.text().to_owned(),
+        });
     }
     Ok(key)
 }
@@ -306,7 +340,7 @@ mod tests {
             ("a{b}", "unexpected `{`"),
         ];
         for (input, want) in cases {
-            let err = ClaimPath::parse(input).expect_err(input);
+            let err = ClaimPath::parse(input).expect_err(input).to_string();
             assert!(err.contains(want), "input {input:?}: {err}");
         }
     }

@@ -10,6 +10,16 @@ use wildmatch::WildMatch;
 /// Longest pattern accepted, in characters.
 pub const MAX_PATTERN_CHARS: usize = 1024;
 
+/// Why a glob is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum PatternError {
+    #[error("pattern must not be empty")]
+    Empty,
+    #[error("pattern is {chars} characters long; at most {MAX_PATTERN_CHARS} are allowed")]
+    TooLong { chars: usize },
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Pattern {
     source: String,
@@ -17,15 +27,13 @@ pub(crate) struct Pattern {
 }
 
 impl Pattern {
-    pub(crate) fn new(source: &str) -> Result<Pattern, String> {
+    pub(crate) fn new(source: &str) -> Result<Pattern, PatternError> {
         if source.is_empty() {
-            return Err("pattern must not be empty".to_owned());
+            return Err(PatternError::Empty);
         }
         let chars = source.chars().count();
         if chars > MAX_PATTERN_CHARS {
-            return Err(format!(
-                "pattern is {chars} characters long; at most {MAX_PATTERN_CHARS} are allowed"
-            ));
+            return Err(PatternError::TooLong { chars });
         }
         Ok(Pattern {
             source: source.to_owned(),
@@ -101,7 +109,7 @@ mod tests {
         assert!(Pattern::new("").is_err());
         assert!(Pattern::new(&"a".repeat(MAX_PATTERN_CHARS)).is_ok());
         let long = "é".repeat(MAX_PATTERN_CHARS + 1);
-        let err = Pattern::new(&long).expect_err("too long");
+        let err = Pattern::new(&long).expect_err("too long").to_string();
         assert!(err.contains("at most 1024"), "{err}");
     }
 

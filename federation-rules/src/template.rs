@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::path::{ClaimPath, Cursor, parse_continuation, parse_relative};
+use crate::path::{ClaimPath, Cursor, PathError, parse_continuation, parse_relative};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Template {
@@ -27,11 +27,65 @@ struct Placeholder {
     path: ClaimPath,
 }
 
+/// Why a template does not parse. `text` is the whole template.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum TemplateError {
+    #[error("unmatched `}}` at position {pos} in template `{text}` (write `}}}}` for a literal brace)")]
+    UnmatchedClose { pos: usize, text: String },
+    #[error("unclosed `{{` at position {pos} in template `{text}` (write `{{{{` for a literal brace)")]
+    Unclosed { pos: usize, text: String },
+    #[error(
+        "`{{{root}}}` takes no path: `{root}` is a string claim; use `{{claims.<path>}}` for other claims (in template `{text}`)"
+    )]
+    PathAfterStringClaim { root: String, text: String },
+    #[error("write `claims[\"key\"]`, not `claims.[\"key\"]` (in template `{text}`)")]
+    DotBeforeBracket { text: String },
+    #[error("empty claim path in template `{text}`")]
+    EmptyPath { text: String },
+    #[error("`{{claims}}` needs a claim path, e.g. `{{claims.repository}}` (in template `{text}`)")]
+    ClaimsWithoutPath { text: String },
+    #[error(
+        "empty placeholder `{{}}` at position {pos} in template `{text}` (write `{{{{}}}}` for literal braces)"
+    )]
+    EmptyPlaceholder { pos: usize, text: String },
+    #[error(
+        "unknown placeholder {written} at position {pos} in template `{text}`: placeholders are `{{sub}}`, `{{iss}}`, `{{aud}}` or `{{claims.<path>}}` (write `{{{{` for a literal brace)"
+    )]
+    UnknownPlaceholder {
+        written: String,
+        pos: usize,
+        text: String,
+    },
+    #[error(transparent)]
+    Path(#[from] PathError),
+}
+
 /// Why a template could not be rendered for a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RenderError {
     pub(crate) placeholder: String,
-    pub(crate) problem: String,
+    pub(crate) problem: Substitution,
+}
+
+/// Why a claim cannot be substituted into a template; reads after the placeholder's name
+/// (`claims.env is missing`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Substitution {
+    #[error("is missing")]
+    Missing,
+    #[error("is an empty array")]
+    EmptyArray,
+    #[error("has {0} values; a template needs exactly one")]
+    ManyValues(usize),
+    #[error("is an empty string")]
+    EmptyString,
+    #[error("is null")]
+    Null,
+    #[error("is an object")]
+    Object,
+    #[error("is a nested array")]
+    NestedArray,
 }
 
 impl Template {
@@ -45,7 +99,7 @@ impl Template {
         }
     }
 
-    pub(crate) fn parse(text: &str) -> Result<Template, String> {
+    pub(crate) fn parse(text: &str) -> Result<Template, TemplateError> {
         let mut segments = Vec::new();
         let mut literal = String::new();
         let mut cursor = Cursor::new(text);
@@ -54,18 +108,19 @@ impl Template {
                 '{' if cursor.eat('{') => literal.push('{'),
                 '}' if cursor.eat('}') => literal.push('}'),
                 '}' => {
-                    return Err(format!(
-                        "unmatched `}}` at position {} in template `{text}` (write `}}}}` for a literal brace)",
-                        cursor.pos - 1
-                    ));
+                    return Err(TemplateError::UnmatchedClose {
+                        pos: cursor.pos - 1,
+                        text: text.to_owned(),
+                    });
                 }
                 '{' => {
                     let open = cursor.pos - 1;
                     let placeholder = parse_placeholder(&mut cursor)?;
                     if !cursor.eat('}') {
-                        return Err(format!(
-                            "unclosed `{{` at position {open} in template `{text}` (write `{{{{` for a literal brace)"
-                        ));
+                        return Err(TemplateError::Unclosed {
+                            pos: open,
+                            text: text.to_owned(),
+                        });
                     }
                     if !literal.is_empty() {
                         segments.push(Segment::Literal(std::mem::take(&mut literal)));
@@ -140,7 +195,7 @@ impl Template {
     }
 }
 
-fn parse_placeholder(cursor: &mut Cursor<'_>) -> Result<Placeholder, String> {
+fn parse_placeholder(cursor: &mut Cursor<'_>) -> Result<Placeholder, TemplateError> {
     let text = cursor.text();
     let start = cursor.pos;
     let mut root = String::new();
@@ -155,9 +210,10 @@ fn parse_placeholder(cursor: &mut Cursor<'_>) -> Result<Placeholder, String> {
     let path = match root.as_str() {
         "sub" | "iss" | "aud" => {
             if cursor.peek().is_some_and(|c| c != '}') {
-                return Err(format!(
-                    "`{{{root}}}` takes no path: `{root}` is a string claim; use `{{claims.<path>}}` for other claims (in template `{text}`)"
-                ));
+                return Err(TemplateError::PathAfterStringClaim {
+                    root,
+                    text: text.to_owned(),
+                });
             }
             ClaimPath::single(&root)
         }
@@ -165,9 +221,9 @@ fn parse_placeholder(cursor: &mut Cursor<'_>) -> Result<Placeholder, String> {
             if cursor.peek() == Some('.') {
                 cursor.bump();
                 if cursor.peek() == Some('[') {
-                    return Err(format!(
-                        "write `claims[\"key\"]`, not `claims.[\"key\"]` (in template `{text}`)"
-                    ));
+                    return Err(TemplateError::DotBeforeBracket {
+                        text: text.to_owned(),
+                    });
                 }
                 parse_relative(cursor, stop)?
             } else if cursor.peek() == Some('[') {
@@ -175,19 +231,23 @@ fn parse_placeholder(cursor: &mut Cursor<'_>) -> Result<Placeholder, String> {
                 parse_continuation(cursor, stop, &mut keys)?;
                 match ClaimPath::from_keys(keys) {
                     Some(path) => path,
-                    None => return Err(format!("empty claim path in template `{text}`")),
+                    None => {
+                        return Err(TemplateError::EmptyPath {
+                            text: text.to_owned(),
+                        });
+                    }
                 }
             } else {
-                return Err(format!(
-                    "`{{claims}}` needs a claim path, e.g. `{{claims.repository}}` (in template `{text}`)"
-                ));
+                return Err(TemplateError::ClaimsWithoutPath {
+                    text: text.to_owned(),
+                });
             }
         }
         "" if cursor.peek() == Some('}') => {
-            return Err(format!(
-                "empty placeholder `{{}}` at position {} in template `{text}` (write `{{{{}}}}` for literal braces)",
-                start - 1
-            ));
+            return Err(TemplateError::EmptyPlaceholder {
+                pos: start - 1,
+                text: text.to_owned(),
+            });
         }
         _ => {
             // Name what was written when it looks like a placeholder: `{foo}`.
@@ -195,9 +255,11 @@ fn parse_placeholder(cursor: &mut Cursor<'_>) -> Result<Placeholder, String> {
                 Some(end) if !root.is_empty() && end <= 64 => format!("`{{{}}}`", &text[start..start + end]),
                 _ => "starting".to_owned(),
             };
-            return Err(format!(
-                "unknown placeholder {written} at position {start} in template `{text}`: placeholders are `{{sub}}`, `{{iss}}`, `{{aud}}` or `{{claims.<path>}}` (write `{{{{` for a literal brace)"
-            ));
+            return Err(TemplateError::UnknownPlaceholder {
+                written,
+                pos: start,
+                text: text.to_owned(),
+            });
         }
     };
     let display = if root == "claims" {
@@ -209,30 +271,27 @@ fn parse_placeholder(cursor: &mut Cursor<'_>) -> Result<Placeholder, String> {
 }
 
 /// The text a claim contributes to a template, or why it cannot.
-fn substitution(value: Option<&Value>) -> Result<String, String> {
+fn substitution(value: Option<&Value>) -> Result<String, Substitution> {
     match value {
-        None => Err("is missing".to_owned()),
+        None => Err(Substitution::Missing),
         Some(Value::Array(items)) => match items.as_slice() {
             [single] => scalar_text(single),
-            [] => Err("is an empty array".to_owned()),
-            _ => Err(format!(
-                "has {} values; a template needs exactly one",
-                items.len()
-            )),
+            [] => Err(Substitution::EmptyArray),
+            _ => Err(Substitution::ManyValues(items.len())),
         },
         Some(other) => scalar_text(other),
     }
 }
 
-fn scalar_text(value: &Value) -> Result<String, String> {
+fn scalar_text(value: &Value) -> Result<String, Substitution> {
     match value {
-        Value::String(s) if s.is_empty() => Err("is an empty string".to_owned()),
+        Value::String(s) if s.is_empty() => Err(Substitution::EmptyString),
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) => Ok(n.to_string()),
         Value::Bool(b) => Ok(b.to_string()),
-        Value::Null => Err("is null".to_owned()),
-        Value::Object(_) => Err("is an object".to_owned()),
-        Value::Array(_) => Err("is a nested array".to_owned()),
+        Value::Null => Err(Substitution::Null),
+        Value::Object(_) => Err(Substitution::Object),
+        Value::Array(_) => Err(Substitution::NestedArray),
     }
 }
 
@@ -320,7 +379,10 @@ mod tests {
         for (template, placeholder, problem) in cases {
             let err = render(template).expect_err(template);
             assert_eq!(err.placeholder, *placeholder, "template {template}");
-            assert!(err.problem.contains(problem), "template {template}: {err:?}");
+            assert!(
+                err.problem.to_string().contains(problem),
+                "template {template}: {err:?}"
+            );
         }
     }
 
@@ -346,7 +408,7 @@ mod tests {
             ("{Claims.a}", "unknown placeholder"),
         ];
         for (template, want) in cases {
-            let err = Template::parse(template).expect_err(template);
+            let err = Template::parse(template).expect_err(template).to_string();
             assert!(err.contains(want), "template {template:?}: {err}");
         }
     }

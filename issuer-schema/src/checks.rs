@@ -224,7 +224,9 @@ pub fn replay(raw: &RawIssuer) -> Result<ReplayMode, IssuerError> {
 pub fn max_token_lifetime(raw: &RawIssuer) -> Result<u64, IssuerError> {
     match raw.max_token_lifetime.as_deref() {
         None => Ok(DEFAULT_MAX_TOKEN_LIFETIME),
-        Some(text) => federation_rules::parse_duration(text).map_err(IssuerError::Duration),
+        Some(text) => {
+            federation_rules::parse_duration(text).map_err(|e| IssuerError::Duration(e.to_string()))
+        }
     }
 }
 

@@ -15,6 +15,10 @@
 //! Nothing here does I/O or reads the clock: fetching keys is the broker's job, and
 //! time is passed in as `now` (unix seconds).
 
+// Nothing network input reaches may panic (architecture.md): no `expect`, no `panic!`
+// outside tests; `clippy.toml` forbids reading the clock and the environment.
+#![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
+
 pub mod alg;
 pub mod jose;
 pub mod keys;

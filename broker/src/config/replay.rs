@@ -190,7 +190,7 @@ pub(super) fn parse_millis(text: &str) -> Result<std::time::Duration, MillisErro
     }
     parse_duration(text)
         .map(std::time::Duration::from_secs)
-        .map_err(MillisError::Duration)
+        .map_err(|e| MillisError::Duration(e.to_string()))
 }
 
 /// With more than one replica, a `one_time` issuer needs marks that every replica sees.

@@ -36,7 +36,7 @@ pub(super) fn duration_field(
         Some(text) => match parse_duration(text) {
             Ok(secs) => secs,
             Err(e) => {
-                errors.at(node, field, e);
+                errors.at(node, field, e.to_string());
                 default
             }
         },
