@@ -7,24 +7,49 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use federation_rules::RawRule;
 use issuers::{Algorithm, IssuerPolicy, KeySet};
 use serde_json::{Value, json};
 
-use crate::app::{AppState, now};
+use crate::clock::now;
 use crate::config::{
     self, Config, DEFAULT_CLOCK_SKEW, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_ISSUED_LIFETIME, IssuerConfig,
     KeySource, ReplayMode, ServerConfig, SigningConfig,
 };
-use crate::signing::Signer;
+use crate::signing::{Signer, SigningError};
 
 pub const DEV_ISSUER_NAME: &str = "dev";
 pub const EXAMPLE_TARGET: &str = "example-target";
 /// Lifetime of minted development tokens unless the body gives `exp`.
 pub const DEV_TOKEN_LIFETIME: u64 = 600;
+
+/// Why the development configuration cannot be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DevError {
+    #[error("--dev refuses to listen on {0}: development mode is loopback only")]
+    NotLoopback(SocketAddr),
+    #[error("{0}")]
+    Signing(#[from] SigningError),
+    #[error("{0}")]
+    Keys(issuers::JwksError),
+    #[error("{0}")]
+    Rule(serde_json::Error),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Why the development issuer does not mint a token (answered in [`crate::error`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MintError {
+    #[error("the body must be a JSON object of claims")]
+    NotClaims,
+    #[error("could not sign: {0}")]
+    Signing(SigningError),
+}
 
 /// The development issuer: its own in-memory key, its `iss`, its default `aud`.
 pub struct DevIssuer {
@@ -34,7 +59,7 @@ pub struct DevIssuer {
 }
 
 impl DevIssuer {
-    pub fn mint(&self, mut claims: serde_json::Map<String, Value>) -> Result<String, String> {
+    pub fn mint(&self, mut claims: serde_json::Map<String, Value>) -> Result<String, SigningError> {
         let now = now();
         claims
             .entry("iss")
@@ -47,9 +72,7 @@ impl DevIssuer {
             .entry("exp")
             .or_insert_with(|| json!(now + DEV_TOKEN_LIFETIME));
         claims.entry("jti").or_insert_with(|| Value::String(random_id()));
-        self.signer
-            .sign_jwt("JWT", &Value::Object(claims))
-            .map_err(|e| e.to_string())
+        self.signer.sign_jwt("JWT", &Value::Object(claims))
     }
 }
 
@@ -60,15 +83,13 @@ fn random_id() -> String {
 }
 
 /// The development configuration for `listen`, which must be a loopback address.
-pub fn config(listen: SocketAddr) -> Result<(Config, Signer, Arc<DevIssuer>), String> {
+pub fn config(listen: SocketAddr) -> Result<(Config, Signer, Arc<DevIssuer>), DevError> {
     if !listen.ip().is_loopback() {
-        return Err(format!(
-            "--dev refuses to listen on {listen}: development mode is loopback only"
-        ));
+        return Err(DevError::NotLoopback(listen));
     }
     let public_url = format!("http://{listen}");
-    let dev_signer = Signer::ephemeral(Algorithm::ES256).map_err(|e| e.to_string())?;
-    let dev_keys = KeySet::from_jwks_value(dev_signer.jwks()).map_err(|e| e.to_string())?;
+    let dev_signer = Signer::ephemeral(Algorithm::ES256)?;
+    let dev_keys = KeySet::from_jwks_value(dev_signer.jwks()).map_err(DevError::Keys)?;
     let dev = Arc::new(DevIssuer {
         iss: format!("{public_url}/dev/issuer"),
         default_audience: public_url.clone(),
@@ -104,7 +125,7 @@ pub fn config(listen: SocketAddr) -> Result<(Config, Signer, Arc<DevIssuer>), St
             "claims": {"dev_subject": "{sub}"},
         },
     }))
-    .map_err(|e| e.to_string())?;
+    .map_err(DevError::Rule)?;
     let server = ServerConfig {
         listen,
         public_url,
@@ -118,50 +139,34 @@ pub fn config(listen: SocketAddr) -> Result<(Config, Signer, Arc<DevIssuer>), St
         key_dir: None,
         active_kid: None,
     };
-    let config = config::from_parts(server, signing, vec![issuer], vec![rule])?;
-    let signer = Signer::ephemeral(Algorithm::RS256).map_err(|e| e.to_string())?;
+    let config = config::from_parts(server, signing, vec![issuer], vec![rule])
+        .map_err(|e| DevError::Config(e.to_string()))?;
+    let signer = Signer::ephemeral(Algorithm::RS256)?;
     Ok((config, signer, dev))
 }
 
-pub fn routes() -> Router<Arc<AppState>> {
+/// The development issuer's routes; their state is the issuer alone.
+pub fn routes() -> Router<Arc<DevIssuer>> {
     Router::new()
         .route("/dev/issuer/token", post(mint))
         .route("/dev/issuer/.well-known/openid-configuration", get(discovery))
         .route("/dev/issuer/jwks.json", get(jwks))
 }
 
-async fn mint(State(st): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
-    let Some(dev) = &st.dev else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
+async fn mint(State(dev): State<Arc<DevIssuer>>, body: axum::body::Bytes) -> Result<Response, MintError> {
     let claims = if body.is_empty() {
         serde_json::Map::new()
     } else {
         match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(m)) => m,
-            _ => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    Json(json!({"error": "invalid_request", "error_description": "the body must be a JSON object of claims"})),
-                )
-                    .into_response();
-            }
+            _ => return Err(MintError::NotClaims),
         }
     };
-    match dev.mint(claims) {
-        Ok(token) => Json(json!({ "token": token })).into_response(),
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"error": "server_error", "error_description": "could not sign"})),
-        )
-            .into_response(),
-    }
+    let token = dev.mint(claims).map_err(MintError::Signing)?;
+    Ok(Json(json!({ "token": token })).into_response())
 }
 
-async fn discovery(State(st): State<Arc<AppState>>) -> Response {
-    let Some(dev) = &st.dev else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
+async fn discovery(State(dev): State<Arc<DevIssuer>>) -> Response {
     Json(json!({
         "issuer": dev.iss,
         "jwks_uri": format!("{}/jwks.json", dev.iss),
@@ -172,9 +177,6 @@ async fn discovery(State(st): State<Arc<AppState>>) -> Response {
     .into_response()
 }
 
-async fn jwks(State(st): State<Arc<AppState>>) -> Response {
-    match &st.dev {
-        Some(dev) => Json(dev.signer.jwks().clone()).into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
+async fn jwks(State(dev): State<Arc<DevIssuer>>) -> Response {
+    Json(dev.signer.jwks().clone()).into_response()
 }
