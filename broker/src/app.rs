@@ -22,7 +22,6 @@ use crate::policy::LivePolicy;
 use crate::replay::ReplayStore;
 use crate::signing::Signer;
 
-pub use crate::clock::now;
 pub use crate::policy::{Issuer, Policy, ReloadStatus};
 pub use crate::state::{AppState, StartError};
 

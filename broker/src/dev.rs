@@ -13,7 +13,7 @@ use federation_rules::RawRule;
 use issuers::{Algorithm, IssuerPolicy, KeySet};
 use serde_json::{Value, json};
 
-use crate::clock::now;
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::{
     self, Config, DEFAULT_CLOCK_SKEW, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_ISSUED_LIFETIME, IssuerConfig,
     KeySource, ReplayMode, ServerConfig, SigningConfig,
@@ -56,11 +56,13 @@ pub struct DevIssuer {
     pub iss: String,
     pub default_audience: String,
     signer: Signer,
+    /// `iat` and the default `exp` of minted tokens.
+    clock: SharedClock,
 }
 
 impl DevIssuer {
     pub fn mint(&self, mut claims: serde_json::Map<String, Value>) -> Result<String, SigningError> {
-        let now = now();
+        let now = self.clock.unix();
         claims
             .entry("iss")
             .or_insert_with(|| Value::String(self.iss.clone()));
@@ -94,6 +96,7 @@ pub fn config(listen: SocketAddr) -> Result<(Config, Signer, Arc<DevIssuer>), De
         iss: format!("{public_url}/dev/issuer"),
         default_audience: public_url.clone(),
         signer: dev_signer,
+        clock: SystemClock::shared(),
     });
     let issuer = IssuerConfig {
         name: DEV_ISSUER_NAME.into(),
@@ -179,4 +182,38 @@ async fn discovery(State(dev): State<Arc<DevIssuer>>) -> Response {
 
 async fn jwks(State(dev): State<Arc<DevIssuer>>) -> Response {
     Json(dev.signer.jwks().clone()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use base64::Engine;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn payload(token: &str) -> Value {
+        let part = token.split('.').nth(1).unwrap_or_default();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .expect("base64");
+        serde_json::from_slice(&bytes).expect("json")
+    }
+
+    /// Minted tokens take their times from the broker's clock: a test moves it.
+    #[test]
+    fn minted_tokens_follow_the_clock() {
+        let clock = Arc::new(ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_000_000)));
+        let dev = DevIssuer {
+            iss: "http://127.0.0.1:1/dev/issuer".into(),
+            default_audience: "http://127.0.0.1:1".into(),
+            signer: Signer::ephemeral(Algorithm::ES256).expect("signer"),
+            clock: clock.clone(),
+        };
+        let first = payload(&dev.mint(serde_json::Map::new()).expect("mint"));
+        assert_eq!(first["iat"], 1_000_000);
+        assert_eq!(first["exp"], 1_000_000 + DEV_TOKEN_LIFETIME);
+        clock.advance(Duration::from_secs(90));
+        let second = payload(&dev.mint(serde_json::Map::new()).expect("mint"));
+        assert_eq!(second["iat"], 1_000_090);
+    }
 }

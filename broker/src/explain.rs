@@ -15,7 +15,7 @@ use std::sync::Arc;
 use federation_rules::{Claims, Decision, Explanation, RuleOutcome};
 use serde_json::{Map, Value, json};
 
-use crate::clock::now;
+use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
 use crate::exchange::{
     RulesInput, Targets, TokenError, TokenRole, TokenType, issued_claims, split_scopes, verify_token,
@@ -157,7 +157,7 @@ async fn explain(args: &ExplainArgs) -> Result<u8, ExplainError> {
         (None, None) => return Err(ExplainError::NoSubject),
         (Some(token), None) => {
             let token = read_token(token)?;
-            match verify_token(&policy, &token, TokenRole::Subject, now()).await {
+            match verify_token(&policy, &token, TokenRole::Subject, SystemClock.unix()).await {
                 Ok(verified) => Subject {
                     issuer_name: verified.issuer.config.name.clone(),
                     kind: verified.issuer.config.kind,
@@ -240,7 +240,7 @@ async fn explain(args: &ExplainArgs) -> Result<u8, ExplainError> {
         None => None,
         Some(token) => {
             let token = read_token(token)?;
-            match verify_token(&policy, &token, TokenRole::Actor, now()).await {
+            match verify_token(&policy, &token, TokenRole::Actor, SystemClock.unix()).await {
                 Ok(verified) => Some(verified),
                 Err(e) if e.is_unavailable() => return Err(ExplainError::Unavailable(e)),
                 Err(e) => {
@@ -314,7 +314,7 @@ fn report(
                         subject_claims,
                         actor.map(|(s, i)| (s.as_str(), i.as_str())),
                         "(generated when issued)",
-                        now(),
+                        SystemClock.unix(),
                     );
                     (EXIT_ALLOW, issued)
                 }

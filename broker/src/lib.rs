@@ -24,6 +24,9 @@
 //! - [`dev`]: `serve --dev`'s development issuer and example rule.
 //! - [`cli`]: the `fedbroker` command line.
 
+// `expect` and `panic!` only in tests: nothing network input reaches may abort a request.
+#![cfg_attr(not(test), warn(clippy::expect_used, clippy::panic))]
+
 pub mod admin;
 pub mod admin_store;
 pub mod app;

@@ -9,6 +9,7 @@ use axum::extract::FromRef;
 
 use crate::admin::Admin;
 use crate::audit::AuditLog;
+use crate::clock::{SharedClock, SystemClock};
 use crate::config::{AdminState, Config, OnUnavailable, ReplayBackend, ServerConfig};
 use crate::dev::DevIssuer;
 use crate::exchange::TokenState;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub dev: Option<Arc<DevIssuer>>,
     pub admin: Option<Arc<Admin>>,
+    /// The broker's one clock.
+    pub clock: SharedClock,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +68,17 @@ impl AppState {
         signer: Signer,
         dev: Option<Arc<DevIssuer>>,
     ) -> Result<Arc<AppState>, StartError> {
+        AppState::build_with_clock(config, config_path, signer, dev, SystemClock::shared())
+    }
+
+    /// [`AppState::build`] with the clock every part of the broker reads the time from.
+    pub fn build_with_clock(
+        config: Config,
+        config_path: Option<PathBuf>,
+        signer: Signer,
+        dev: Option<Arc<DevIssuer>>,
+        clock: SharedClock,
+    ) -> Result<Arc<AppState>, StartError> {
         let metrics = Arc::new(Metrics::new());
         let clients = FetchClients::new()?;
         let policy = Policy::build(1, &config, None, &clients, &metrics, true)?;
@@ -92,6 +106,7 @@ impl AppState {
                 audit.clone(),
                 config_path.clone(),
                 config.server.max_body_bytes,
+                clock.clone(),
             )?)),
             None => None,
         };
@@ -111,6 +126,7 @@ impl AppState {
             metrics,
             dev,
             admin,
+            clock,
         }))
     }
 
@@ -197,6 +213,7 @@ impl FromRef<Arc<AppState>> for TokenState {
             on_unavailable: st.on_unavailable,
             audit: st.audit.clone(),
             metrics: st.metrics.clone(),
+            clock: st.clock.clone(),
         }
     }
 }

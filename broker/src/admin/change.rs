@@ -17,7 +17,7 @@ use super::{
 };
 
 use crate::admin_store::{AdminStore, RedisAdminStore, Resolved, Saved, StateId, StoreError, Stored};
-use crate::audit::{AuditLog, rfc3339};
+use crate::audit::rfc3339;
 use crate::config::{AdminState, Config};
 
 impl Admin {
@@ -97,7 +97,7 @@ impl Admin {
                     outcome,
                     "the outcome of an earlier admin write is now known"
                 );
-                audit.record_resolved(&admin.audit, &change_id, outcome);
+                audit.record_resolved(&admin, &change_id, outcome);
                 return;
             }
         });
@@ -137,12 +137,12 @@ impl Admin {
                 let change_id = crate::admin_store::random_id();
                 match store.write(&base, &id, &next, &change_id).await {
                     Ok(Saved::Written(id)) => {
-                        audit.record(&self.audit, "applied", Some(&change_id), Some(&id), None);
+                        audit.record(self, "applied", Some(&change_id), Some(&id), None);
                         Some(id)
                     }
                     Ok(Saved::Conflict | Saved::Cancelled) => {
                         audit.record(
-                            &self.audit,
+                            self,
                             "rejected",
                             Some(&change_id),
                             None,
@@ -153,7 +153,7 @@ impl Admin {
                     Err(e) => match Self::settle(store, &change_id, &e).await {
                         Some(Resolved::Applied) => {
                             audit.record(
-                                &self.audit,
+                                self,
                                 "applied",
                                 Some(&change_id),
                                 Some(&id),
@@ -163,7 +163,7 @@ impl Admin {
                         }
                         Some(Resolved::NotApplied) => {
                             audit.record(
-                                &self.audit,
+                                self,
                                 "rejected",
                                 Some(&change_id),
                                 None,
@@ -173,7 +173,7 @@ impl Admin {
                         }
                         None => {
                             audit.record(
-                                &self.audit,
+                                self,
                                 "unknown",
                                 Some(&change_id),
                                 None,
@@ -192,7 +192,7 @@ impl Admin {
                 if let Err(e) = next.write(path) {
                     tracing::error!(path = %path.display(), error = %e, "writing the admin state failed");
                     audit.record(
-                        &admin.audit,
+                        &admin,
                         "rejected",
                         None,
                         None,
@@ -200,7 +200,7 @@ impl Admin {
                     );
                     return Err(AdminError::NotStored);
                 }
-                audit.record(&admin.audit, "applied", None, None, None);
+                audit.record(&admin, "applied", None, None, None);
             }
             let result = admin.install(&config);
             admin.live.record(&result);
@@ -389,14 +389,14 @@ impl ChangeAudit {
     /// state's new `version` and `epoch`.
     pub(super) fn record(
         &self,
-        log: &AuditLog,
+        admin: &Admin,
         outcome: &str,
         change_id: Option<&str>,
         id: Option<&StateId>,
         reason: Option<&str>,
     ) {
         let mut line = json!({
-            "time": rfc3339(std::time::SystemTime::now()),
+            "time": rfc3339(admin.clock.now()),
             "event": "admin_change",
             "who": self.who,
             "action": self.action,
@@ -416,13 +416,13 @@ impl ChangeAudit {
         if let Some(reason) = reason {
             line["reason"] = json!(reason);
         }
-        log.record_value(&line);
+        admin.audit.record_value(&line);
     }
 
     /// The outcome of a write answered as `unknown`, once it is known.
-    pub(super) fn record_resolved(&self, log: &AuditLog, change_id: &str, outcome: &str) {
-        log.record_value(&json!({
-            "time": rfc3339(std::time::SystemTime::now()),
+    pub(super) fn record_resolved(&self, admin: &Admin, change_id: &str, outcome: &str) {
+        admin.audit.record_value(&json!({
+            "time": rfc3339(admin.clock.now()),
             "event": "admin_change_resolved",
             "who": self.who,
             "action": self.action,

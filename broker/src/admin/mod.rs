@@ -36,6 +36,7 @@ use serde_json::{Value, json};
 
 use crate::admin_store::{AdminStore, RedisAdminStore, StoreError};
 use crate::audit::AuditLog;
+use crate::clock::SharedClock;
 use crate::config::{AdminConfig, AdminState, Config, ConfigError, ReplayBackend};
 use crate::policy::{LivePolicy, LoadError};
 
@@ -92,6 +93,8 @@ pub struct Admin {
     config_path: Option<PathBuf>,
     /// `server.max_body_bytes`: the largest body a change may send.
     max_body_bytes: usize,
+    /// Audit timestamps.
+    clock: SharedClock,
 }
 
 impl Admin {
@@ -106,6 +109,7 @@ impl Admin {
         audit: Arc<AuditLog>,
         config_path: Option<PathBuf>,
         max_body_bytes: usize,
+        clock: SharedClock,
     ) -> Result<Admin, crate::replay::ReplayError> {
         let store = match replay {
             ReplayBackend::Redis(redis) => {
@@ -136,6 +140,7 @@ impl Admin {
             audit,
             config_path,
             max_body_bytes,
+            clock,
         })
     }
 

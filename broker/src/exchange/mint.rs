@@ -9,7 +9,6 @@ use serde_json::{Map, Value, json};
 
 use super::TokenError;
 use super::form::TokenType;
-use crate::clock::now;
 use crate::signing::Signer;
 
 /// Sign `claims` (an RSA private-key operation is CPU work: off the async workers too).
@@ -24,14 +23,15 @@ pub(super) async fn sign(
         .map_err(TokenError::Signing)
 }
 
-pub(super) fn random_jti() -> String {
+/// A random `jti`; `now` (seconds) is its fallback entropy.
+pub(super) fn random_jti(now: u64) -> String {
     let mut bytes = [0u8; 16];
     if aws_lc_rs::rand::fill(&mut bytes).is_err() {
         // aws-lc's RNG does not fail in practice; fall back to the clock and a counter.
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         bytes[..8].copy_from_slice(&n.to_le_bytes());
-        bytes[8..].copy_from_slice(&now().to_le_bytes());
+        bytes[8..].copy_from_slice(&now.to_le_bytes());
     }
     B64.encode(bytes)
 }

@@ -37,7 +37,7 @@ pub use verify::Verified;
 pub(crate) use verify::verify_token;
 
 use crate::audit::{AuditLog, AuditRecord, rfc3339};
-use crate::clock::now;
+use crate::clock::SharedClock;
 use crate::config::{OnUnavailable, ReplayMode, ServerConfig};
 use crate::metrics::Metrics;
 use crate::policy::LivePolicy;
@@ -66,6 +66,7 @@ pub struct TokenState {
     pub on_unavailable: OnUnavailable,
     pub audit: Arc<AuditLog>,
     pub metrics: Arc<Metrics>,
+    pub clock: SharedClock,
 }
 
 pub fn routes<S>() -> MethodRouter<S>
@@ -89,7 +90,8 @@ async fn token(State(st): State<TokenState>, req: Request) -> Response {
         error.map(TokenError::code).unwrap_or_default(),
     );
     let reason = error.map(ToString::to_string);
-    st.audit.record(&trail.record(error, reason.as_deref()));
+    st.audit
+        .record(&trail.record(st.clock.now(), error, reason.as_deref()));
     match result {
         Ok(resp) => resp,
         Err(e) => {
@@ -105,10 +107,16 @@ async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Re
     let request = form::parse_form(&body)?;
     trail.requested(&request);
     let policy = st.live.current();
-    let subject = verify_token(&policy, &request.subject_token, TokenRole::Subject, now()).await?;
+    let subject = verify_token(
+        &policy,
+        &request.subject_token,
+        TokenRole::Subject,
+        st.clock.unix(),
+    )
+    .await?;
     trail.verified(&request, &subject);
     let actor = match &request.actor_token {
-        Some(token) => Some(verify_token(&policy, token, TokenRole::Actor, now()).await?),
+        Some(token) => Some(verify_token(&policy, token, TokenRole::Actor, st.clock.unix()).await?),
         None => None,
     };
     trail.actor(actor.as_ref());
@@ -140,7 +148,7 @@ async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Re
 /// was being decided is refused here: a mark made after it would be no mark at all.
 async fn mark_used(st: &TokenState, subject: &Verified, token: &str) -> Result<&'static str, TokenError> {
     let skew = subject.issuer.config.policy.clock_skew;
-    let (verified, now) = (&subject.token, now());
+    let (verified, now) = (&subject.token, st.clock.unix());
     if now > verified.expires_at.saturating_add(skew) {
         return Err(TokenError::ExpiredWhileDeciding);
     }
@@ -173,7 +181,8 @@ async fn mint(
     actor: Option<&Verified>,
     requested: TokenType,
 ) -> Result<(String, String), TokenError> {
-    let jti = mint::random_jti();
+    let now = st.clock.unix();
+    let jti = mint::random_jti(now);
     let claims = issued_claims(
         &st.server.public_url,
         st.server.max_issued_lifetime,
@@ -182,7 +191,7 @@ async fn mint(
         &subject.token.claims,
         actor.map(|a| (a.token.subject.as_str(), a.token.issuer.as_str())),
         &jti,
-        now(),
+        now,
     );
     let token = mint::sign(st.signer.clone(), requested, claims).await?;
     Ok((token, jti))
@@ -274,14 +283,19 @@ impl Trail {
 
     /// The audit line of the request, refused with `error` (whose full text is
     /// `reason`) or not.
-    fn record<'a>(&'a self, error: Option<&TokenError>, reason: Option<&'a str>) -> AuditRecord<'a> {
+    fn record<'a>(
+        &'a self,
+        time: std::time::SystemTime,
+        error: Option<&TokenError>,
+        reason: Option<&'a str>,
+    ) -> AuditRecord<'a> {
         let target = match self.targets.as_slice() {
             [] => Value::Null,
             [one] => Value::String(one.clone()),
             many => json!(many),
         };
         AuditRecord {
-            time: rfc3339(std::time::SystemTime::now()),
+            time: rfc3339(time),
             event: "token_exchange",
             outcome: if error.is_some() { "deny" } else { "allow" },
             rule: self.rule.as_deref(),
@@ -311,5 +325,22 @@ mod tests {
     fn target_digest_is_the_sha256_of_the_json_array() {
         let targets = vec!["a".to_string(), "b".to_string()];
         assert_eq!(target_digest(&targets), token_digest(r#"["a","b"]"#));
+    }
+
+    /// The audit line's time is the broker clock's, wherever a test moved it.
+    #[test]
+    fn the_audit_time_is_the_clocks() {
+        use crate::clock::{Clock, ManualClock};
+        use std::time::{Duration, UNIX_EPOCH};
+        let clock = ManualClock::new(UNIX_EPOCH + Duration::from_millis(1_795_900_000_123));
+        let trail = Trail::default();
+        assert_eq!(
+            trail.record(clock.now(), None, None).time,
+            "2026-11-28T21:06:40.123Z"
+        );
+        clock.advance(Duration::from_secs(60));
+        let record = trail.record(clock.now(), Some(&TokenError::Replayed), Some("r"));
+        assert_eq!(record.time, "2026-11-28T21:07:40.123Z");
+        assert_eq!((record.outcome, record.error), ("deny", Some("invalid_request")));
     }
 }
