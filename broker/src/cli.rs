@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::app::{AppState, serve};
+use crate::app::serve;
 use crate::config;
 use crate::signing::{Signer, write_new_key};
+use crate::state::AppState;
 
 /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -361,7 +362,7 @@ async fn run_serve(
     let mut config_file = None;
     let (config, signer, dev_issuer) = if dev {
         let addr = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-        let (config, signer, dev_issuer) = crate::dev::config(addr).map_err(anyhow::Error::msg)?;
+        let (config, signer, dev_issuer) = crate::dev::config(addr)?;
         (config, signer, Some(dev_issuer))
     } else {
         let path = config_path.ok_or_else(|| anyhow::anyhow!("--config FILE or --dev is required"))?;

@@ -12,14 +12,17 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use federation_rules::{Actor, Claims, Decision, Explanation, RuleOutcome};
+use federation_rules::{Claims, Decision, Explanation, RuleOutcome};
 use serde_json::{Map, Value, json};
 
-use crate::app::{Policy, now};
+use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
-use crate::exchange::{TT_ACCESS_TOKEN, TT_JWT, issued_claims, split_scopes, union, verify_token};
+use crate::exchange::{
+    RulesInput, Targets, TokenError, TokenRole, TokenType, issued_claims, split_scopes, verify_token,
+};
 use crate::issuer_keys::FetchClients;
 use crate::metrics::Metrics;
+use crate::policy::{Policy, PolicyError};
 
 /// What to explain.
 #[derive(Debug, Clone, Default)]
@@ -63,25 +66,68 @@ pub const EXIT_ALLOW: u8 = 0;
 pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_DENY: u8 = 2;
 
-fn read_token(value: &str) -> Result<String, String> {
+/// Why `explain` cannot explain (exit 1); a refusal is not one of these (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExplainError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}: a claims document must be a JSON object", .0.display())]
+    NotAnObject(PathBuf),
+    #[error("{}: not JSON: {source}", path.display())]
+    NotJson {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("invalid configuration:\n{0}")]
+    InvalidConfig(config::ConfigErrors),
+    #[error("give at least one --audience or --resource")]
+    NoTarget,
+    #[error("{0}")]
+    Http(#[from] reqwest::Error),
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
+    #[error("give --subject-token or --claims, not both")]
+    BothSubjects,
+    #[error("give --subject-token TOKEN|@PATH or --claims FILE")]
+    NoSubject,
+    /// The token could not be verified for now (keys unavailable): not a decision.
+    #[error("{0}")]
+    Unavailable(TokenError),
+    #[error("no issuer named `{0}` in the configuration")]
+    NoIssuerNamed(String),
+    #[error("no registered issuer has iss `{0}`; use --issuer NAME")]
+    NoIssuerWithIss(String),
+    #[error("the claims document has no `iss`; use --issuer NAME")]
+    NoIss,
+}
+
+fn read_token(value: &str) -> Result<String, ExplainError> {
     match value.strip_prefix('@') {
         Some(path) => crate::files::read_regular_text(Path::new(path), crate::files::MAX_SMALL_BYTES)
             .map(|t| t.trim().to_string())
-            .map_err(|e| format!("cannot read {path}: {e}")),
+            .map_err(|source| ExplainError::Read {
+                path: path.into(),
+                source,
+            }),
         None => Ok(value.trim().to_string()),
     }
 }
 
-fn read_claims(path: &Path) -> Result<Map<String, Value>, String> {
-    let text = crate::files::read_regular_text(path, crate::files::MAX_CONFIG_BYTES)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+fn read_claims(path: &Path) -> Result<Map<String, Value>, ExplainError> {
+    let text = crate::files::read_regular_text(path, crate::files::MAX_CONFIG_BYTES).map_err(|source| {
+        ExplainError::Read {
+            path: path.into(),
+            source,
+        }
+    })?;
     match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(format!(
-            "{}: a claims document must be a JSON object",
-            path.display()
-        )),
-        Err(e) => Err(format!("{}: not JSON: {e}", path.display())),
+        Ok(_) => Err(ExplainError::NotAnObject(path.into())),
+        Err(source) => Err(ExplainError::NotJson {
+            path: path.into(),
+            source,
+        }),
     }
 }
 
@@ -95,45 +141,42 @@ pub async fn run(args: ExplainArgs) -> ExitCode {
     }
 }
 
-async fn explain(args: &ExplainArgs) -> Result<u8, String> {
+async fn explain(args: &ExplainArgs) -> Result<u8, ExplainError> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let config = config::load(&args.config).map_err(|e| format!("invalid configuration:\n{e}"))?;
-    let audiences = union(&args.audiences, &[]);
-    let resources = union(&args.resources, &[]);
-    let targets = union(&audiences, &resources);
-    if targets.is_empty() {
-        return Err("give at least one --audience or --resource".into());
+    let config = config::load(&args.config).map_err(ExplainError::InvalidConfig)?;
+    let targets = Targets::new(&args.audiences, &args.resources);
+    if targets.all.is_empty() {
+        return Err(ExplainError::NoTarget);
     }
     let scopes = split_scopes(args.scope.as_deref());
-    let clients = FetchClients::new().map_err(|e| e.to_string())?;
-    let policy = Policy::build(1, &config, None, &clients, &Arc::new(Metrics::new()), false)
-        .map_err(|e| e.to_string())?;
+    let clients = FetchClients::new()?;
+    let policy = Policy::build(1, &config, None, &clients, &Arc::new(Metrics::new()), false)?;
 
     let subject = match (&args.subject_token, &args.claims) {
-        (Some(_), Some(_)) => return Err("give --subject-token or --claims, not both".into()),
-        (None, None) => return Err("give --subject-token TOKEN|@PATH or --claims FILE".into()),
+        (Some(_), Some(_)) => return Err(ExplainError::BothSubjects),
+        (None, None) => return Err(ExplainError::NoSubject),
         (Some(token), None) => {
             let token = read_token(token)?;
-            match verify_token(&policy, &token, "subject_token").await {
-                Ok((issuer, verified)) => Subject {
-                    issuer_name: issuer.config.name.clone(),
-                    kind: issuer.config.kind,
-                    claims: verified.claims,
+            match verify_token(&policy, &token, TokenRole::Subject, SystemClock.unix()).await {
+                Ok(verified) => Subject {
+                    issuer_name: verified.issuer.config.name.clone(),
+                    kind: verified.issuer.config.kind,
+                    claims: verified.token.claims,
                     verified: true,
                     actor: None,
                 },
-                Err(f) if f.is_unavailable() => return Err(f.reason().to_string()),
-                Err(f) => {
-                    return report(
+                Err(e) if e.is_unavailable() => return Err(ExplainError::Unavailable(e)),
+                Err(e) => {
+                    return Ok(report(
                         args,
                         &config,
-                        &targets,
+                        &targets.all,
                         None,
                         Outcome::Rejected {
-                            code: f.code(),
-                            reason: f.reason().to_string(),
+                            code: e.code(),
+                            reason: e.to_string(),
                         },
-                    );
+                    ));
                 }
             }
         }
@@ -142,7 +185,7 @@ async fn explain(args: &ExplainArgs) -> Result<u8, String> {
             let issuer_name = match (&args.issuer, claims.get("iss").and_then(Value::as_str)) {
                 (Some(name), _) => {
                     if !config.issuers.iter().any(|i| &i.name == name) {
-                        return Err(format!("no issuer named `{name}` in the configuration"));
+                        return Err(ExplainError::NoIssuerNamed(name.clone()));
                     }
                     name.clone()
                 }
@@ -150,14 +193,14 @@ async fn explain(args: &ExplainArgs) -> Result<u8, String> {
                     .issuers
                     .get(iss)
                     .map(|i| i.config.name.clone())
-                    .ok_or_else(|| format!("no registered issuer has iss `{iss}`; use --issuer NAME"))?,
-                (None, None) => return Err("the claims document has no `iss`; use --issuer NAME".into()),
+                    .ok_or_else(|| ExplainError::NoIssuerWithIss(iss.to_string()))?,
+                (None, None) => return Err(ExplainError::NoIss),
             };
             let issuer = config
                 .issuers
                 .iter()
                 .find(|i| i.name == issuer_name)
-                .ok_or_else(|| format!("no issuer named `{issuer_name}` in the configuration"))?;
+                .ok_or_else(|| ExplainError::NoIssuerNamed(issuer_name.clone()))?;
             let subject = Subject {
                 issuer_name: issuer_name.clone(),
                 kind: issuer.kind,
@@ -178,16 +221,16 @@ async fn explain(args: &ExplainArgs) -> Result<u8, String> {
                     .map(|e| format!("subject_token: {e}"))
             };
             if let Some(reason) = refusal {
-                return report(
+                return Ok(report(
                     args,
                     &config,
-                    &targets,
+                    &targets.all,
                     Some(&subject),
                     Outcome::Rejected {
                         code: "invalid_request",
                         reason,
                     },
-                );
+                ));
             }
             subject
         }
@@ -197,56 +240,50 @@ async fn explain(args: &ExplainArgs) -> Result<u8, String> {
         None => None,
         Some(token) => {
             let token = read_token(token)?;
-            match verify_token(&policy, &token, "actor_token").await {
-                Ok((issuer, verified)) => Some((issuer.config.name.clone(), verified)),
-                Err(f) if f.is_unavailable() => return Err(f.reason().to_string()),
-                Err(f) => {
-                    return report(
+            match verify_token(&policy, &token, TokenRole::Actor, SystemClock.unix()).await {
+                Ok(verified) => Some(verified),
+                Err(e) if e.is_unavailable() => return Err(ExplainError::Unavailable(e)),
+                Err(e) => {
+                    return Ok(report(
                         args,
                         &config,
-                        &targets,
+                        &targets.all,
                         Some(&subject),
                         Outcome::Rejected {
-                            code: f.code(),
-                            reason: f.reason().to_string(),
+                            code: e.code(),
+                            reason: e.to_string(),
                         },
-                    );
+                    ));
                 }
             }
         }
     };
-    let claims = Claims(subject.claims.clone());
-    let actor_claims = actor.as_ref().map(|(_, v)| Claims(v.claims.clone()));
-    let request = federation_rules::Request {
-        issuer: &subject.issuer_name,
-        claims: &claims,
-        audiences: &audiences,
-        resources: &resources,
-        targets: &targets,
-        scopes: &scopes,
-        requested_token_type: if args.access_token {
-            TT_ACCESS_TOKEN
+    let input = RulesInput {
+        issuer: subject.issuer_name.clone(),
+        claims: Claims(subject.claims.clone()),
+        actor: actor
+            .as_ref()
+            .map(|a| (a.issuer.config.name.clone(), Claims(a.token.claims.clone()))),
+        targets: targets.clone(),
+        scopes,
+        requested: if args.access_token {
+            TokenType::AccessToken
         } else {
-            TT_JWT
-        },
-        actor: match (&actor, &actor_claims) {
-            (Some((name, _)), Some(c)) => Some(Actor {
-                issuer: name,
-                claims: c,
-            }),
-            _ => None,
+            TokenType::Jwt
         },
     };
-    let explanation = policy.rules.explain(&request);
+    let explanation = policy.rules.explain(&input.request());
     let mut out_subject = subject;
-    out_subject.actor = actor.as_ref().map(|(_, v)| (v.subject.clone(), v.issuer.clone()));
-    report(
+    out_subject.actor = actor
+        .as_ref()
+        .map(|a| (a.token.subject.clone(), a.token.issuer.clone()));
+    Ok(report(
         args,
         &config,
-        &targets,
+        &targets.all,
         Some(&out_subject),
         Outcome::Evaluated(Box::new(explanation)),
-    )
+    ))
 }
 
 fn report(
@@ -255,7 +292,7 @@ fn report(
     targets: &[String],
     subject: Option<&Subject>,
     outcome: Outcome,
-) -> Result<u8, String> {
+) -> u8 {
     let (exit, decision_json, rules, issued) = match &outcome {
         Outcome::Rejected { code, reason } => (
             EXIT_DENY,
@@ -277,7 +314,7 @@ fn report(
                         subject_claims,
                         actor.map(|(s, i)| (s.as_str(), i.as_str())),
                         "(generated when issued)",
-                        now(),
+                        SystemClock.unix(),
                     );
                     (EXIT_ALLOW, issued)
                 }
@@ -285,7 +322,10 @@ fn report(
             };
             let mut d = serde_json::to_value(&expl.decision).unwrap_or(Value::Null);
             if let (Decision::Deny(denial), Some(obj)) = (&expl.decision, d.as_object_mut()) {
-                obj.insert("error".into(), Value::String(denial.kind.error_code().into()));
+                obj.insert(
+                    "error".into(),
+                    Value::String(crate::error::denial(denial.kind).1.into()),
+                );
             }
             (exit, d, expl.rules.clone(), issued)
         }
@@ -309,7 +349,7 @@ fn report(
     } else {
         print_text(targets, subject, &decision_json, &rules, &issued);
     }
-    Ok(exit)
+    exit
 }
 
 fn print_text(

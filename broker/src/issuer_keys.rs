@@ -23,6 +23,53 @@ pub const MAX_STALENESS: Duration = Duration::from_secs(24 * 3600);
 /// How often keys are refreshed in the background while fetches succeed.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(15 * 60);
 
+/// Why one GET of a discovery document or key set failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GetError {
+    /// The connection or the transfer failed (described without secrets).
+    #[error("{0}")]
+    Transport(String),
+    #[error("HTTP {0}")]
+    Status(u16),
+    #[error("larger than {MAX_DOCUMENT_BYTES} bytes")]
+    TooLarge,
+}
+
+/// Why fetching an issuer's keys failed (`at`: the URL, without secrets).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    #[error("static key set")]
+    Static,
+    #[error("no key source")]
+    NoSource,
+    #[error("discovery: GET {at}: {source}")]
+    Discovery { at: String, source: GetError },
+    #[error("discovery: {0}: not a JSON document")]
+    DiscoveryNotJson(String),
+    #[error(
+        "discovery: {at}: the document's `issuer` {found:?} differs from the configured issuer {configured:?}"
+    )]
+    IssuerMismatch {
+        at: String,
+        found: String,
+        configured: String,
+    },
+    #[error("discovery: {0}: no `issuer` in the document")]
+    NoIssuer(String),
+    #[error("discovery: {0}: no `jwks_uri` in the document")]
+    NoJwksUri(String),
+    #[error("discovery: {at}: jwks_uri {reason}")]
+    BadJwksUri { at: String, reason: String },
+    #[error("jwks: GET {at}: {source}")]
+    Jwks { at: String, source: GetError },
+    #[error("jwks: {at}: {source}")]
+    BadJwks { at: String, source: issuers::JwksError },
+    #[error("jwks: {0}: no usable key")]
+    NoUsableKey(String),
+}
+
 /// The two HTTP clients: one that only reaches public addresses over https, and the
 /// `danger_allow_insecure` one for development issuers.
 #[derive(Clone)]
@@ -270,7 +317,7 @@ impl IssuerKeys {
             Err(e) => {
                 self.metrics.jwks_fetch(&self.name, false);
                 tracing::warn!(issuer = %self.name, error = %e, "fetching issuer keys failed; keeping the last good keys");
-                self.state.write().unwrap_or_else(|e| e.into_inner()).last_error = Some(e);
+                self.state.write().unwrap_or_else(|e| e.into_inner()).last_error = Some(e.to_string());
             }
         }
         self.current()
@@ -296,70 +343,77 @@ impl IssuerKeys {
         }
     }
 
-    async fn fetch(&self) -> Result<KeySet, String> {
+    async fn fetch(&self) -> Result<KeySet, FetchError> {
         let Source::Remote { jwks_uri, discovery } = &self.source else {
-            return Err("static key set".into());
+            return Err(FetchError::Static);
         };
         let jwks_uri = match (jwks_uri, discovery) {
             (Some(u), _) => u.clone(),
             (None, Some(discovery)) => {
                 let at = shown_url(discovery);
-                let body = self
-                    .get(discovery)
-                    .await
-                    .map_err(|e| format!("discovery: GET {at}: {e}"))?;
-                let doc: serde_json::Value = serde_json::from_slice(&body)
-                    .map_err(|_| format!("discovery: {at}: not a JSON document"))?;
+                let body = match self.get(discovery).await {
+                    Ok((body, _)) => body,
+                    Err(source) => return Err(FetchError::Discovery { at, source }),
+                };
+                let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&body) else {
+                    return Err(FetchError::DiscoveryNotJson(at));
+                };
                 match doc.get("issuer").and_then(|v| v.as_str()) {
                     Some(iss)
                         if self
                             .kind
                             .discovery_issuer_matches(&self.issuer, iss, &self.kind_params) => {}
                     Some(found) => {
-                        return Err(format!(
-                            "discovery: {at}: the document's `issuer` {:?} differs from the configured issuer {:?}",
-                            found.chars().take(200).collect::<String>(),
-                            self.issuer
-                        ));
+                        return Err(FetchError::IssuerMismatch {
+                            at,
+                            found: found.chars().take(200).collect(),
+                            configured: self.issuer.clone(),
+                        });
                     }
-                    None => return Err(format!("discovery: {at}: no `issuer` in the document")),
+                    None => return Err(FetchError::NoIssuer(at)),
                 }
-                let uri = doc
-                    .get("jwks_uri")
-                    .and_then(|v| v.as_str())
-                    .ok_or_else(|| format!("discovery: {at}: no `jwks_uri` in the document"))?;
-                check_fetch_url(uri, self.insecure).map_err(|e| format!("discovery: {at}: jwks_uri {e}"))?
+                let Some(uri) = doc.get("jwks_uri").and_then(|v| v.as_str()) else {
+                    return Err(FetchError::NoJwksUri(at));
+                };
+                match check_fetch_url(uri, self.insecure) {
+                    Ok(url) => url,
+                    Err(e) => {
+                        return Err(FetchError::BadJwksUri {
+                            at,
+                            reason: e.to_string(),
+                        });
+                    }
+                }
             }
-            (None, None) => return Err("no key source".into()),
+            (None, None) => return Err(FetchError::NoSource),
         };
         let at = shown_url(&jwks_uri);
-        let (body, max_age) = self
-            .get_with_max_age(&jwks_uri)
-            .await
-            .map_err(|e| format!("jwks: GET {at}: {e}"))?;
-        let set = KeySet::from_jwks_json(&body).map_err(|e| format!("jwks: {at}: {e}"))?;
+        let (body, max_age) = match self.get(&jwks_uri).await {
+            Ok(got) => got,
+            Err(source) => return Err(FetchError::Jwks { at, source }),
+        };
+        let set = match KeySet::from_jwks_json(&body) {
+            Ok(set) => set,
+            Err(source) => return Err(FetchError::BadJwks { at, source }),
+        };
         *self.next_refresh.write().unwrap_or_else(|e| e.into_inner()) = refresh_after(max_age);
         if set.is_empty() {
-            return Err(format!("jwks: {at}: no usable key"));
+            return Err(FetchError::NoUsableKey(at));
         }
         Ok(set)
     }
 
-    async fn get(&self, url: &Url) -> Result<Vec<u8>, String> {
-        self.get_with_max_age(url).await.map(|(body, _)| body)
-    }
-
     /// GET with the size cap; also the response's `Cache-Control: max-age`, if any.
-    async fn get_with_max_age(&self, url: &Url) -> Result<(Vec<u8>, Option<u64>), String> {
+    async fn get(&self, url: &Url) -> Result<(Vec<u8>, Option<u64>), GetError> {
         let mut resp = self
             .client
             .get(url.clone())
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| describe(&e))?;
+            .map_err(|e| GetError::Transport(describe(&e)))?;
         if !resp.status().is_success() {
-            return Err(format!("HTTP {}", resp.status().as_u16()));
+            return Err(GetError::Status(resp.status().as_u16()));
         }
         let max_age = resp
             .headers()
@@ -370,12 +424,16 @@ impl IssuerKeys {
             .content_length()
             .is_some_and(|n| n as usize > MAX_DOCUMENT_BYTES)
         {
-            return Err(format!("larger than {MAX_DOCUMENT_BYTES} bytes"));
+            return Err(GetError::TooLarge);
         }
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e))? {
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| GetError::Transport(describe(&e)))?
+        {
             if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-                return Err(format!("larger than {MAX_DOCUMENT_BYTES} bytes"));
+                return Err(GetError::TooLarge);
             }
             body.extend_from_slice(&chunk);
         }

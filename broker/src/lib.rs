@@ -6,13 +6,17 @@
 //! - [`config`]: the YAML configuration and rule files, every error with file and line.
 //! - [`admin`]: the admin API (issuers and rules over HTTP, ETags, state file).
 //! - [`admin_store`]: where admin changes live: the state file, or Redis for replicas.
-//! - [`app`]: shared state, the router, `serve(listener, state, shutdown)`.
+//! - [`app`]: the router, `serve(listener, state, shutdown)`, metadata and health routes.
+//! - [`state`]: the shared state, and each route group's share of it (`FromRef`).
+//! - [`policy`]: the issuers and rules in force, and the one way to swap them.
 //! - [`exchange`]: `POST /token`, the one pipeline, and the RFC error mapping.
 //! - [`explain`]: `fedbroker explain`, a dry run of one exchange.
 //! - [`issuer_keys`]: discovery and JWKS fetching, caching, coalesced refetch.
 //! - [`files`]: reading configured files: regular files only, with a size cap.
 //! - [`listener`]: the HTTP listeners: read timeouts, a connection cap, graceful shutdown.
 //! - [`reload`]: hot reload of rules and issuers on file change or SIGHUP.
+//! - [`watched`]: which files a configuration was read from.
+//! - [`clock`]: the broker's one clock.
 //! - [`netguard`]: which addresses outbound fetches may reach.
 //! - [`signing`]: signing keys on disk, the published JWKS, minting.
 //! - [`replay`]: the `ReplayStore` seam: in memory (one process) or Redis (replicas).
@@ -20,13 +24,18 @@
 //! - [`dev`]: `serve --dev`'s development issuer and example rule.
 //! - [`cli`]: the `fedbroker` command line.
 
+// `expect` and `panic!` only in tests: nothing network input reaches may abort a request.
+#![cfg_attr(not(test), warn(clippy::expect_used, clippy::panic))]
+
 pub mod admin;
 pub mod admin_store;
 pub mod app;
 pub mod audit;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dev;
+pub mod error;
 pub mod exchange;
 pub mod explain;
 pub mod files;
@@ -34,6 +43,9 @@ pub mod issuer_keys;
 pub mod listener;
 pub mod metrics;
 pub mod netguard;
+pub mod policy;
 pub mod reload;
 pub mod replay;
 pub mod signing;
+pub mod state;
+pub mod watched;

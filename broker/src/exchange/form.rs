@@ -1,0 +1,361 @@
+//! The token request as sent: the body read under its limits, the form parsed into a
+//! [`TokenRequest`], every malformed request refused with its own [`TokenError`].
+
+use std::collections::{HashMap, HashSet};
+
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use axum::http::{HeaderMap, header};
+
+use super::TokenError;
+use super::{GRANT_TYPE, MAX_TARGET_BYTES, MAX_TARGET_VALUES, TT_ACCESS_TOKEN, TT_ID_TOKEN, TT_JWT};
+
+const SINGLETONS: [&str; 7] = [
+    "grant_type",
+    "subject_token",
+    "subject_token_type",
+    "scope",
+    "requested_token_type",
+    "actor_token",
+    "actor_token_type",
+];
+
+/// The token type a request asks for (`requested_token_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TokenType {
+    /// A JWT (`urn:ietf:params:oauth:token-type:jwt`), the default.
+    #[default]
+    Jwt,
+    /// An OAuth access token in JWT form (RFC 9068, `typ: at+jwt`).
+    AccessToken,
+}
+
+impl TokenType {
+    /// Its URN, as `requested_token_type` and `issued_token_type` name it.
+    pub fn urn(self) -> &'static str {
+        match self {
+            TokenType::Jwt => TT_JWT,
+            TokenType::AccessToken => TT_ACCESS_TOKEN,
+        }
+    }
+
+    /// The issued token's `typ` header.
+    pub fn typ(self) -> &'static str {
+        match self {
+            TokenType::Jwt => "JWT",
+            TokenType::AccessToken => "at+jwt",
+        }
+    }
+
+    /// The response's `token_type` (RFC 8693 §2.2.1: `N_A` for a token that is not an
+    /// access token).
+    pub fn token_type(self) -> &'static str {
+        match self {
+            TokenType::Jwt => "N_A",
+            TokenType::AccessToken => "Bearer",
+        }
+    }
+}
+
+/// The requested targets: `audience` and `resource` values, each deduplicated in
+/// order, and both together (`audiences` then `resources`, deduplicated).
+#[derive(Debug, Clone, Default)]
+pub struct Targets {
+    pub audiences: Vec<String>,
+    pub resources: Vec<String>,
+    pub all: Vec<String>,
+}
+
+impl Targets {
+    pub fn new(audiences: &[String], resources: &[String]) -> Targets {
+        let audiences = union(audiences, &[]);
+        let resources = union(resources, &[]);
+        let all = union(&audiences, &resources);
+        Targets {
+            audiences,
+            resources,
+            all,
+        }
+    }
+}
+
+/// A parsed, well-formed token request.
+pub struct TokenRequest {
+    pub subject_token: String,
+    pub targets: Targets,
+    pub scope: Option<String>,
+    pub scopes: Vec<String>,
+    pub requested: TokenType,
+    /// The actor token, for delegation.
+    pub actor_token: Option<String>,
+}
+
+/// The values in order, each kept at its first occurrence: linear time (a hash set,
+/// randomly keyed, so crafted values cannot make it quadratic).
+fn dedup<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut seen = HashSet::new();
+    values
+        .into_iter()
+        .filter(|v| seen.insert(*v))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `a` then the values of `b` not already in it.
+pub(crate) fn union(a: &[String], b: &[String]) -> Vec<String> {
+    dedup(a.iter().chain(b).map(String::as_str))
+}
+
+/// Space-separated scopes, deduplicated, in order.
+pub(crate) fn split_scopes(scope: Option<&str>) -> Vec<String> {
+    dedup(
+        scope
+            .into_iter()
+            .flat_map(|s| s.split(' '))
+            .filter(|s| !s.is_empty()),
+    )
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+}
+
+fn supported_token_type(t: &str) -> bool {
+    matches!(t, TT_JWT | TT_ID_TOKEN | TT_ACCESS_TOKEN)
+}
+
+/// The token-request form parser's verdict, for the fuzz target: `Ok(number of
+/// targets)` or the RFC error code. Never panics, whatever the bytes.
+#[doc(hidden)]
+pub fn check_token_form(body: &[u8]) -> Result<usize, &'static str> {
+    parse_form(body)
+        .map(|r| r.targets.all.len())
+        .map_err(|e| e.code())
+}
+
+/// The body of a form POST, at most `limit` bytes.
+pub(super) async fn read_body(req: Request, limit: usize) -> Result<Bytes, TokenError> {
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(TokenError::BodyTooLarge(limit));
+    }
+    if !is_form(&parts.headers) {
+        return Err(TokenError::NotForm);
+    }
+    axum::body::to_bytes(Body::new(body), limit).await.map_err(
+        |e| match crate::listener::body_timeout_message(&e) {
+            Some(message) => TokenError::BodyTimeout(message),
+            None => TokenError::BodyTooLarge(limit),
+        },
+    )
+}
+
+pub(super) fn parse_form(body: &[u8]) -> Result<TokenRequest, TokenError> {
+    let mut params: HashMap<String, Vec<String>> = HashMap::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        params.entry(k.into_owned()).or_default().push(v.into_owned());
+    }
+    if let Some(name) = SINGLETONS
+        .into_iter()
+        .find(|name| params.get(*name).is_some_and(|v| v.len() > 1))
+    {
+        return Err(TokenError::Repeated(name));
+    }
+    let one = |name: &str| -> Option<String> {
+        params
+            .get(name)
+            .and_then(|v| v.first())
+            .filter(|s| !s.is_empty())
+            .cloned()
+    };
+    match one("grant_type") {
+        None => return Err(TokenError::Missing("grant_type")),
+        Some(g) if g != GRANT_TYPE => return Err(TokenError::UnsupportedGrantType),
+        Some(_) => {}
+    }
+    let subject_token = one("subject_token").ok_or(TokenError::Missing("subject_token"))?;
+    let subject_token_type = one("subject_token_type").ok_or(TokenError::Missing("subject_token_type"))?;
+    if !supported_token_type(&subject_token_type) {
+        return Err(TokenError::UnsupportedTokenType("subject_token_type"));
+    }
+    let mut lists: [&[String]; 2] = Default::default();
+    for (name, list) in ["audience", "resource"].into_iter().zip(lists.iter_mut()) {
+        let values = params.get(name).map(Vec::as_slice).unwrap_or_default();
+        if values.len() > MAX_TARGET_VALUES {
+            return Err(TokenError::TooManyTargetValues(name));
+        }
+        for v in values {
+            if v.is_empty() {
+                return Err(TokenError::EmptyTarget(name));
+            }
+            if v.len() > MAX_TARGET_BYTES {
+                return Err(TokenError::TargetTooLong(name));
+            }
+        }
+        *list = values;
+    }
+    let targets = Targets::new(lists[0], lists[1]);
+    if targets.all.is_empty() {
+        return Err(TokenError::NoTarget);
+    }
+    let requested = match one("requested_token_type").as_deref() {
+        None | Some(TT_JWT) => TokenType::Jwt,
+        Some(TT_ACCESS_TOKEN) => TokenType::AccessToken,
+        Some(_) => return Err(TokenError::UnsupportedTokenType("requested_token_type")),
+    };
+    let actor_token = match (one("actor_token"), one("actor_token_type")) {
+        (None, None) => None,
+        (Some(_), None) => return Err(TokenError::ActorTokenWithoutType),
+        (None, Some(_)) => return Err(TokenError::ActorTypeWithoutToken),
+        (Some(_), Some(ty)) if !supported_token_type(&ty) => {
+            return Err(TokenError::UnsupportedTokenType("actor_token_type"));
+        }
+        (Some(t), Some(_)) => Some(t),
+    };
+    let scope = one("scope");
+    let scopes = split_scopes(scope.as_deref());
+    Ok(TokenRequest {
+        subject_token,
+        targets,
+        scope,
+        scopes,
+        requested,
+        actor_token,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn form(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut s = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in pairs {
+            s.append_pair(k, v);
+        }
+        s.finish().into_bytes()
+    }
+
+    const BASE: [(&str, &str); 4] = [
+        ("grant_type", GRANT_TYPE),
+        ("subject_token", "a.b.c"),
+        ("subject_token_type", TT_JWT),
+        ("audience", "x"),
+    ];
+
+    #[test]
+    fn parses_a_complete_request() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("resource", "y"));
+        pairs.push(("audience", "x"));
+        pairs.push(("scope", "a b a"));
+        let r = parse_form(&form(&pairs)).expect("valid");
+        assert_eq!(r.targets.all, vec!["x", "y"]);
+        assert_eq!(r.scopes, vec!["a", "b"]);
+        assert_eq!(r.requested, TokenType::Jwt);
+    }
+
+    #[test]
+    fn maps_request_errors_to_rfc_codes() {
+        let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+            (BASE[1..].to_vec(), "invalid_request"),
+            (
+                vec![("grant_type", "client_credentials")],
+                "unsupported_grant_type",
+            ),
+            (
+                [BASE.to_vec(), vec![("grant_type", GRANT_TYPE)]].concat(),
+                "invalid_request",
+            ),
+            (vec![BASE[0], BASE[2], BASE[3]], "invalid_request"),
+            (vec![BASE[0], BASE[1], BASE[3]], "invalid_request"),
+            (
+                vec![BASE[0], BASE[1], ("subject_token_type", "urn:x"), BASE[3]],
+                "invalid_request",
+            ),
+            (BASE[..3].to_vec(), "invalid_request"),
+            (
+                [BASE.to_vec(), vec![("actor_token", "a.b.c")]].concat(),
+                "invalid_request",
+            ),
+            (
+                [BASE.to_vec(), vec![("actor_token_type", TT_JWT)]].concat(),
+                "invalid_request",
+            ),
+            (
+                [BASE.to_vec(), vec![("requested_token_type", "urn:x")]].concat(),
+                "invalid_request",
+            ),
+            (
+                [BASE.to_vec(), vec![("scope", "a"), ("scope", "b")]].concat(),
+                "invalid_request",
+            ),
+        ];
+        for (pairs, code) in cases {
+            let err = parse_form(&form(&pairs))
+                .err()
+                .unwrap_or_else(|| panic!("{pairs:?} must fail"));
+            assert_eq!(err.code(), code, "{pairs:?}");
+            assert!(!err.description().contains("a.b.c"));
+        }
+    }
+
+    #[test]
+    fn caps_the_number_and_length_of_targets() {
+        let values: Vec<String> = (0..=MAX_TARGET_VALUES).map(|i| format!("t{i}")).collect();
+        for name in ["audience", "resource"] {
+            let mut pairs = BASE[..3].to_vec();
+            pairs.extend(values[..MAX_TARGET_VALUES].iter().map(|v| (name, v.as_str())));
+            let r = parse_form(&form(&pairs)).expect("at the cap");
+            assert_eq!(r.targets.all.len(), MAX_TARGET_VALUES);
+            pairs.push((name, "one-more"));
+            let err = parse_form(&form(&pairs)).err().expect("over the cap");
+            assert_eq!(err.code(), "invalid_request");
+            // Repeats count as sent: they cost parsing all the same.
+            let mut pairs = BASE[..3].to_vec();
+            pairs.extend(std::iter::repeat_n((name, "same"), MAX_TARGET_VALUES + 1));
+            assert!(parse_form(&form(&pairs)).is_err());
+        }
+        let longest = "x".repeat(MAX_TARGET_BYTES);
+        let too_long = "x".repeat(MAX_TARGET_BYTES + 1);
+        let mut pairs = BASE[..3].to_vec();
+        pairs.push(("resource", &longest));
+        assert!(parse_form(&form(&pairs)).is_ok());
+        pairs.push(("audience", &too_long));
+        let err = parse_form(&form(&pairs)).err().expect("too long");
+        assert_eq!(err.code(), "invalid_request");
+        assert!(!err.to_string().contains(&too_long));
+    }
+
+    #[test]
+    fn deduplicates_in_order() {
+        let a: Vec<String> = ["x", "y", "x", "z"].map(String::from).to_vec();
+        let b: Vec<String> = ["z", "w", "y"].map(String::from).to_vec();
+        assert_eq!(union(&a, &b), ["x", "y", "z", "w"]);
+        assert_eq!(split_scopes(Some("b a  b c a")), ["b", "a", "c"]);
+        assert!(split_scopes(None).is_empty());
+    }
+
+    #[test]
+    fn content_type_must_be_form() {
+        let mut h = HeaderMap::new();
+        assert!(!is_form(&h));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded; charset=UTF-8"),
+        );
+        assert!(is_form(&h));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        assert!(!is_form(&h));
+    }
+}

@@ -1,0 +1,346 @@
+//! `POST /token`: RFC 8693 token exchange, one pipeline, cheapest checks first:
+//! form → peek → issuer → keys → verify → rules → replay mark → mint → audit.
+//! The replay mark is taken only once the rules allow, and before signing: a refused
+//! request stores nothing, and a token is still issued for at most once.
+//!
+//! Every refusal is a [`TokenError`] variant: a fixed description goes to the client
+//! (mapped in [`crate::error`], the one place errors become RFC answers), the full
+//! reason to the audit log. Tokens never appear in either.
+//!
+//! - `form`: the body and the form, parsed into a [`TokenRequest`](form::TokenRequest).
+//! - `verify`: a presented token verified by its issuer.
+//! - `decide`: the rules' input ([`RulesInput`], shared with `explain`) and decision.
+//! - `mint`: the issued token's claims, signed.
+//! - `error`: why a request is refused.
+
+mod decide;
+mod error;
+mod form;
+mod mint;
+mod verify;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{MethodRouter, post};
+use federation_rules::Grant;
+use serde_json::{Map, Value, json};
+
+pub use decide::RulesInput;
+pub use error::{TokenError, TokenRole};
+pub(crate) use form::split_scopes;
+pub use form::{Targets, TokenType, check_token_form};
+pub use mint::{SOURCE_ISSUER_CLAIM, issued_claims};
+pub use verify::Verified;
+pub(crate) use verify::verify_token;
+
+use crate::audit::{AuditLog, AuditRecord, rfc3339};
+use crate::clock::SharedClock;
+use crate::config::{OnUnavailable, ReplayMode, ServerConfig};
+use crate::metrics::Metrics;
+use crate::policy::LivePolicy;
+use crate::replay::{ReplayStore, effective_jti, mark_expiry, replay_key, signing_input, token_digest};
+use crate::signing::Signer;
+use form::TokenRequest;
+
+pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const TT_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+pub const TT_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
+pub const TT_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// At most this many `audience` values, and as many `resource` values, per request
+/// (counted as sent, before deduplication): beyond it, `invalid_request`.
+pub const MAX_TARGET_VALUES: usize = 32;
+/// The longest `audience` or `resource` value accepted, in bytes.
+pub const MAX_TARGET_BYTES: usize = 1024;
+
+/// What `POST /token` works with: its share of the broker's state.
+#[derive(Clone)]
+pub struct TokenState {
+    pub server: Arc<ServerConfig>,
+    pub live: Arc<LivePolicy>,
+    pub signer: Arc<Signer>,
+    pub replay: Arc<dyn ReplayStore>,
+    pub on_unavailable: OnUnavailable,
+    pub audit: Arc<AuditLog>,
+    pub metrics: Arc<Metrics>,
+    pub clock: SharedClock,
+}
+
+pub fn routes<S>() -> MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    TokenState: FromRef<S>,
+{
+    post(token).fallback(method_not_allowed)
+}
+
+async fn method_not_allowed() -> TokenError {
+    TokenError::MethodNotAllowed
+}
+
+async fn token(State(st): State<TokenState>, req: Request) -> Response {
+    let mut trail = Trail::default();
+    let result = exchange(&st, req, &mut trail).await;
+    let error = result.as_ref().err();
+    st.metrics.exchange(
+        if error.is_some() { "deny" } else { "allow" },
+        error.map(TokenError::code).unwrap_or_default(),
+    );
+    let reason = error.map(ToString::to_string);
+    st.audit
+        .record(&trail.record(st.clock.now(), error, reason.as_deref()));
+    match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::info!(error = e.code(), reason = %e, issuer = trail.issuer.as_deref().unwrap_or(""), subject = trail.subject.as_deref().unwrap_or(""), "token exchange denied");
+            e.into_response()
+        }
+    }
+}
+
+/// The pipeline, as named steps; `trail` learns what the audit line says as it goes.
+async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Response, TokenError> {
+    let body = form::read_body(req, st.server.max_body_bytes).await?;
+    let request = form::parse_form(&body)?;
+    trail.requested(&request);
+    let policy = st.live.current();
+    let subject = verify_token(
+        &policy,
+        &request.subject_token,
+        TokenRole::Subject,
+        st.clock.unix(),
+    )
+    .await?;
+    trail.verified(&request, &subject);
+    let actor = match &request.actor_token {
+        Some(token) => Some(verify_token(&policy, token, TokenRole::Actor, st.clock.unix()).await?),
+        None => None,
+    };
+    trail.actor(actor.as_ref());
+    let input = RulesInput::verified(
+        &subject,
+        actor.as_ref(),
+        &request.targets,
+        &request.scopes,
+        request.requested,
+    );
+    let grant = decide::decide(policy.rules.clone(), input).await;
+    trail.decided(&grant);
+    let grant = grant?;
+    // Replay: only once the rules allow (a refusal stores nothing) and before signing
+    // (nothing is issued unmarked, unless fail_open says so).
+    if subject.issuer.config.replay == ReplayMode::OneTime {
+        trail.replay = Some(mark_used(st, &subject, &request.subject_token).await?);
+    }
+    let (token, jti) = mint(st, &grant, &subject, actor.as_ref(), request.requested).await?;
+    trail.issued_jti = Some(jti);
+    Ok(answer(st, &request, &grant, token))
+}
+
+/// Record the subject token as used, or refuse it as replayed; answers what the audit
+/// line says of it. The mark lives past the whole window in which verification would
+/// accept the token again: `exp` plus the clock skew this request was verified with
+/// (the issuer's, from the policy this request took, whatever reloads happen) plus
+/// [`crate::replay::MARK_MARGIN_SECS`]. A token whose window closed while the request
+/// was being decided is refused here: a mark made after it would be no mark at all.
+async fn mark_used(st: &TokenState, subject: &Verified, token: &str) -> Result<&'static str, TokenError> {
+    let skew = subject.issuer.config.policy.clock_skew;
+    let (verified, now) = (&subject.token, st.clock.unix());
+    if now > verified.expires_at.saturating_add(skew) {
+        return Err(TokenError::ExpiredWhileDeciding);
+    }
+    let key = replay_key(&verified.issuer, verified.jti.as_deref(), signing_input(token));
+    match st
+        .replay
+        .mark(&key, mark_expiry(verified.expires_at, skew), now)
+        .await
+    {
+        Ok(true) => Ok("recorded"),
+        Ok(false) => Err(TokenError::Replayed),
+        Err(e) => {
+            st.metrics.replay_error();
+            match st.on_unavailable {
+                OnUnavailable::FailClosed => Err(TokenError::ReplayStore(e)),
+                OnUnavailable::FailOpen => {
+                    tracing::error!(error = %e, "replay store unavailable; issuing WITHOUT replay protection (fail_open)");
+                    Ok("unrecorded_fail_open")
+                }
+            }
+        }
+    }
+}
+
+/// The issued token, signed, and its `jti`.
+async fn mint(
+    st: &TokenState,
+    grant: &Grant,
+    subject: &Verified,
+    actor: Option<&Verified>,
+    requested: TokenType,
+) -> Result<(String, String), TokenError> {
+    let now = st.clock.unix();
+    let jti = mint::random_jti(now);
+    let claims = issued_claims(
+        &st.server.public_url,
+        st.server.max_issued_lifetime,
+        grant,
+        &subject.issuer.config.name,
+        &subject.token.claims,
+        actor.map(|a| (a.token.subject.as_str(), a.token.issuer.as_str())),
+        &jti,
+        now,
+    );
+    let token = mint::sign(st.signer.clone(), requested, claims).await?;
+    Ok((token, jti))
+}
+
+/// The successful answer (RFC 8693 §2.2.1); `scope` only when it differs from the
+/// requested one.
+fn answer(st: &TokenState, request: &TokenRequest, grant: &Grant, token: String) -> Response {
+    let mut body = json!({
+        "access_token": token,
+        "issued_token_type": request.requested.urn(),
+        "token_type": request.requested.token_type(),
+        "expires_in": grant.lifetime.min(st.server.max_issued_lifetime),
+    });
+    let granted_scope = grant.scopes.join(" ");
+    if request.scope.as_deref().is_some_and(|s| s != granted_scope) && !granted_scope.is_empty() {
+        body["scope"] = Value::String(granted_scope);
+    }
+    let mut resp = (StatusCode::OK, Json(body)).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// How the audit log names the targets of a request refused before its subject token
+/// verified: SHA-256 (hex) of their JSON array, e.g. of `["a","b"]`.
+fn target_digest(targets: &[String]) -> String {
+    token_digest(&serde_json::to_string(targets).unwrap_or_default())
+}
+
+/// What the audit line says, learnt step by step; [`Trail::record`] builds the line.
+#[derive(Default)]
+struct Trail {
+    issuer: Option<String>,
+    iss: Option<String>,
+    subject: Option<String>,
+    /// The requested targets, once the subject token verified.
+    targets: Vec<String>,
+    /// Before that: their digest only ([`target_digest`]).
+    target_digest: Option<String>,
+    jti: Option<String>,
+    rule: Option<String>,
+    issued_jti: Option<String>,
+    actor: Option<String>,
+    actor_issuer: Option<String>,
+    replay: Option<&'static str>,
+    kind: Option<&'static str>,
+    claims: Option<Map<String, Value>>,
+}
+
+impl Trail {
+    /// Until the subject token verifies, the caller is anonymous: the audit line names
+    /// the targets by digest only.
+    fn requested(&mut self, request: &TokenRequest) {
+        self.target_digest = Some(target_digest(&request.targets.all));
+    }
+
+    fn verified(&mut self, request: &TokenRequest, subject: &Verified) {
+        let (issuer, token) = (&subject.issuer.config, &subject.token);
+        self.targets = request.targets.all.clone();
+        self.target_digest = None;
+        self.issuer = Some(issuer.name.clone());
+        self.kind = Some(issuer.kind.as_str());
+        let fields = issuer.kind.audit_fields(&token.claims);
+        self.claims = (!fields.is_empty()).then_some(fields);
+        self.iss = Some(token.issuer.clone());
+        self.subject = Some(token.subject.clone());
+        self.jti = Some(match effective_jti(token.jti.as_deref()) {
+            Some(jti) => jti.to_owned(),
+            None => token_digest(&request.subject_token),
+        });
+    }
+
+    fn actor(&mut self, actor: Option<&Verified>) {
+        if let Some(actor) = actor {
+            self.actor = Some(actor.token.subject.clone());
+            self.actor_issuer = Some(actor.issuer.config.name.clone());
+        }
+    }
+
+    fn decided(&mut self, decision: &Result<Grant, TokenError>) {
+        self.rule = match decision {
+            Ok(grant) => Some(grant.rule.clone()),
+            Err(TokenError::Denied { rule, .. }) => rule.clone(),
+            Err(_) => None,
+        };
+    }
+
+    /// The audit line of the request, refused with `error` (whose full text is
+    /// `reason`) or not.
+    fn record<'a>(
+        &'a self,
+        time: std::time::SystemTime,
+        error: Option<&TokenError>,
+        reason: Option<&'a str>,
+    ) -> AuditRecord<'a> {
+        let target = match self.targets.as_slice() {
+            [] => Value::Null,
+            [one] => Value::String(one.clone()),
+            many => json!(many),
+        };
+        AuditRecord {
+            time: rfc3339(time),
+            event: "token_exchange",
+            outcome: if error.is_some() { "deny" } else { "allow" },
+            rule: self.rule.as_deref(),
+            issuer: self.issuer.as_deref(),
+            iss: self.iss.as_deref(),
+            subject: self.subject.as_deref(),
+            target,
+            target_digest: self.target_digest.as_deref(),
+            error: error.map(TokenError::code),
+            reason,
+            jti: self.jti.as_deref(),
+            issued_jti: self.issued_jti.as_deref(),
+            actor: self.actor.as_deref(),
+            actor_issuer: self.actor_issuer.as_deref(),
+            replay: self.replay,
+            kind: self.kind,
+            claims: self.claims.as_ref(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_digest_is_the_sha256_of_the_json_array() {
+        let targets = vec!["a".to_string(), "b".to_string()];
+        assert_eq!(target_digest(&targets), token_digest(r#"["a","b"]"#));
+    }
+
+    /// The audit line's time is the broker clock's, wherever a test moved it.
+    #[test]
+    fn the_audit_time_is_the_clocks() {
+        use crate::clock::{Clock, ManualClock};
+        use std::time::{Duration, UNIX_EPOCH};
+        let clock = ManualClock::new(UNIX_EPOCH + Duration::from_millis(1_795_900_000_123));
+        let trail = Trail::default();
+        assert_eq!(
+            trail.record(clock.now(), None, None).time,
+            "2026-11-28T21:06:40.123Z"
+        );
+        clock.advance(Duration::from_secs(60));
+        let record = trail.record(clock.now(), Some(&TokenError::Replayed), Some("r"));
+        assert_eq!(record.time, "2026-11-28T21:07:40.123Z");
+        assert_eq!((record.outcome, record.error), ("deny", Some("invalid_request")));
+    }
+}

@@ -1,0 +1,241 @@
+//! The broker's shared state ([`AppState`]), how it is built from a configuration, and
+//! the share of it each route group takes (axum `FromRef` substates): a route group
+//! names only what it needs, never the whole state.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+
+use crate::admin::Admin;
+use crate::audit::AuditLog;
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{AdminState, Config, OnUnavailable, ReplayBackend, ServerConfig};
+use crate::dev::DevIssuer;
+use crate::exchange::TokenState;
+use crate::issuer_keys::FetchClients;
+use crate::metrics::Metrics;
+use crate::policy::{LivePolicy, LoadError, Policy, PolicyError, ReloadStatus};
+use crate::replay::{MemoryReplayStore, RedisReplayStore, ReplayStore};
+use crate::signing::Signer;
+use crate::watched::Watched;
+
+/// Everything a request needs; shared, immutable apart from caches and the policy.
+pub struct AppState {
+    pub server: Arc<ServerConfig>,
+    /// The issuers and rules in force, and the one way to replace them.
+    pub live: Arc<LivePolicy>,
+    /// The config file, when there is one: reloads read it again.
+    pub config_path: Option<PathBuf>,
+    /// The configuration the broker started with (some settings change only by a restart).
+    startup: Config,
+    pub signer: Arc<Signer>,
+    pub replay: Arc<dyn ReplayStore>,
+    pub on_unavailable: OnUnavailable,
+    pub audit: Arc<AuditLog>,
+    pub metrics: Arc<Metrics>,
+    pub dev: Option<Arc<DevIssuer>>,
+    pub admin: Option<Arc<Admin>>,
+    /// The broker's one clock.
+    pub clock: SharedClock,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error("signing keys: {0}")]
+    Signing(#[from] crate::signing::SigningError),
+    #[error("audit log {path}: {source}")]
+    Audit {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("replay store: {0}")]
+    Replay(#[from] crate::replay::ReplayError),
+}
+
+impl AppState {
+    /// Build the state from a validated config. Starts background key fetching for
+    /// remote issuers (the broker starts even when an issuer is unreachable).
+    pub fn build(
+        config: Config,
+        config_path: Option<PathBuf>,
+        signer: Signer,
+        dev: Option<Arc<DevIssuer>>,
+    ) -> Result<Arc<AppState>, StartError> {
+        AppState::build_with_clock(config, config_path, signer, dev, SystemClock::shared())
+    }
+
+    /// [`AppState::build`] with the clock every part of the broker reads the time from.
+    pub fn build_with_clock(
+        config: Config,
+        config_path: Option<PathBuf>,
+        signer: Signer,
+        dev: Option<Arc<DevIssuer>>,
+        clock: SharedClock,
+    ) -> Result<Arc<AppState>, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let clients = FetchClients::new()?;
+        let policy = Policy::build(1, &config, None, &clients, &metrics, true)?;
+        let audit = match &config.audit.path {
+            Some(p) => AuditLog::file(p).map_err(|source| StartError::Audit {
+                path: p.display().to_string(),
+                source,
+            })?,
+            None => AuditLog::stderr(),
+        };
+        let audit = Arc::new(audit);
+        let live = Arc::new(LivePolicy::new(
+            policy,
+            &config,
+            config_path.clone(),
+            clients,
+            metrics.clone(),
+        ));
+        let replay = build_replay_store(&config, &metrics)?;
+        let admin = match &config.admin {
+            Some(a) => Some(Arc::new(Admin::new(
+                a,
+                &config.replay.backend,
+                live.clone(),
+                audit.clone(),
+                config_path.clone(),
+                config.server.max_body_bytes,
+                clock.clone(),
+            )?)),
+            None => None,
+        };
+        // With Redis, the admin state comes from there: read now and kept in line.
+        if let Some(admin) = &admin {
+            admin.spawn_sync();
+        }
+        Ok(Arc::new(AppState {
+            server: Arc::new(config.server.clone()),
+            live,
+            config_path,
+            on_unavailable: config.replay.on_unavailable,
+            startup: config,
+            signer: Arc::new(signer),
+            replay,
+            audit,
+            metrics,
+            dev,
+            admin,
+            clock,
+        }))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.public_url)
+    }
+
+    /// The policy in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.live.current()
+    }
+
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.live.status()
+    }
+
+    /// Paths whose change should trigger a reload (see [`LivePolicy::watched`]).
+    pub fn watched(&self) -> Watched {
+        self.live.watched()
+    }
+
+    /// Read the config and rule files again and swap in the new issuers and rules whole.
+    /// On any error the old policy keeps serving and every error is logged.
+    pub fn reload(&self) -> Result<u64, LoadError> {
+        let Some(path) = &self.config_path else {
+            return Err(LoadError::NoConfigFile);
+        };
+        let _loading = self.live.loading();
+        let load = |admin_state: Option<&AdminState>| {
+            let config = crate::config::load_with_admin(path, admin_state)?;
+            self.warn_on_restart_only_changes(&config);
+            match &self.admin {
+                Some(admin) => admin.install(&config),
+                None => self.live.install(&config),
+            }
+        };
+        // The admin state: the state file's, or the one last read from Redis.
+        let result = match &self.admin {
+            Some(admin) => admin.with_reload_state(load),
+            None => load(None),
+        };
+        if let (Err(_), Some(admin)) = (&result, &self.admin) {
+            // A token removed from admin.tokens_file stops working even when another
+            // file keeps the reload from succeeding.
+            admin.revoke_removed_tokens();
+        }
+        self.live.record(&result);
+        if let Some(admin) = &self.admin {
+            admin.reloaded(result.is_ok());
+        }
+        result
+    }
+
+    fn warn_on_restart_only_changes(&self, new: &Config) {
+        let old = &self.startup;
+        let changed = old.server.listen != new.server.listen
+            || old.server.public_url != new.server.public_url
+            || old.server.max_body_bytes != new.server.max_body_bytes
+            // (`clock_skew` is not among them: issuers take it at every reload, and
+            // replay marks follow the skew each request was verified with.)
+            || old.server.max_issued_lifetime != new.server.max_issued_lifetime
+            || old.server.limits != new.server.limits
+            || old.signing.algorithm != new.signing.algorithm
+            || old.signing.key_dir != new.signing.key_dir
+            || old.signing.active_kid != new.signing.active_kid
+            || old.audit.path != new.audit.path
+            || old.replay != new.replay;
+        if changed {
+            tracing::warn!(
+                "server, signing, replay or audit settings changed: they take effect only after a restart"
+            );
+        }
+    }
+}
+
+/// `POST /token`'s share.
+impl FromRef<Arc<AppState>> for TokenState {
+    fn from_ref(st: &Arc<AppState>) -> TokenState {
+        TokenState {
+            server: st.server.clone(),
+            live: st.live.clone(),
+            signer: st.signer.clone(),
+            replay: st.replay.clone(),
+            on_unavailable: st.on_unavailable,
+            audit: st.audit.clone(),
+            metrics: st.metrics.clone(),
+            clock: st.clock.clone(),
+        }
+    }
+}
+
+/// The configured replay store. Redis is not contacted here: the broker starts (and
+/// `/readyz` answers 503) while Redis is down, and a background monitor connects.
+fn build_replay_store(config: &Config, metrics: &Arc<Metrics>) -> Result<Arc<dyn ReplayStore>, StartError> {
+    match &config.replay.backend {
+        ReplayBackend::Memory => {
+            metrics.set_replay_store_up(true);
+            Ok(Arc::new(MemoryReplayStore::new()))
+        }
+        ReplayBackend::Redis(redis) => {
+            let store = Arc::new(RedisReplayStore::new(redis, metrics.clone())?);
+            store.spawn_monitor();
+            tracing::info!(
+                redis = %redis.target.redacted(),
+                key_prefix = %redis.key_prefix,
+                command_timeout_ms = redis.command_timeout.as_millis() as u64,
+                "replay marks are kept in Redis"
+            );
+            Ok(store)
+        }
+    }
+}
