@@ -6,11 +6,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::jwk::JwkSet;
-use reqwest::header::HeaderMap;
 use serde_json::Value;
 
-use crate::tokens::{GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_JWT};
+use crate::config::fill_placeholders;
+use crate::http::Http;
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const CLI_TIMEOUT: Duration = Duration::from_secs(60);
@@ -102,70 +101,6 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// An HTTP answer: status, headers, body text and (when it parses) JSON.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub text: String,
-    /// The body as JSON; `Value::Null` when it is not JSON.
-    pub json: Value,
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// `access_token` of a 200 answer; panics with the answer otherwise.
-    pub fn access_token(&self) -> &str {
-        assert_eq!(self.status, 200, "expected a token, got {self:?}");
-        self.json["access_token"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no access_token in {}", self.text))
-    }
-
-    /// Assert an error answer per RFC 6749 §5.2: the status, `error`, a string
-    /// `error_description`, and no trace of `secret` (a token) in the body.
-    pub fn assert_error(&self, status: u16, error: &str, secret: &str) {
-        assert_eq!(
-            (self.status, self.json["error"].as_str()),
-            (status, Some(error)),
-            "unexpected answer: {} {}",
-            self.status,
-            self.text
-        );
-        assert!(
-            self.json["error_description"].is_string(),
-            "error_description missing: {}",
-            self.text
-        );
-        if !secret.is_empty() {
-            assert!(
-                !self.text.contains(secret),
-                "the error answer echoes the token: {}",
-                self.text
-            );
-        }
-    }
-}
-
-impl Reply {
-    /// Reads a whole response: status, headers, body text and (when it parses) JSON.
-    pub async fn read(response: reqwest::Response) -> Reply {
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let text = response.text().await.expect("response body");
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            text,
-            json,
-        }
-    }
-}
-
 /// Files, environment and arguments for a broker to start with.
 #[derive(Default)]
 pub struct BrokerBuilder {
@@ -209,10 +144,7 @@ impl BrokerBuilder {
         loop {
             attempt += 1;
             let port = free_port();
-            let fill = |text: &str| {
-                text.replace("@PORT@", &port.to_string())
-                    .replace("@DIR@", &dir_text)
-            };
+            let fill = |text: &str| fill_placeholders(text, port, &dir_text);
             let config = fill(config_yaml);
             fs::write(&config_path, &config).expect("write config");
             for (path, contents) in &self.files {
@@ -257,8 +189,17 @@ pub struct Broker {
     child: Child,
     dir: tempfile::TempDir,
     port: u16,
-    public_url: String,
     client: reqwest::Client,
+    /// HTTP to the process: `url()`, `exchange()`, `get()`, ... (through `Deref`).
+    http: Http,
+}
+
+impl std::ops::Deref for Broker {
+    type Target = Http;
+
+    fn deref(&self) -> &Http {
+        &self.http
+    }
 }
 
 impl Broker {
@@ -321,12 +262,13 @@ impl Broker {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("HTTP client");
+        let http = Http::network(public_url, client.clone(), dir.path().to_path_buf());
         let mut broker = Broker {
             child,
             dir,
             port,
-            public_url,
             client,
+            http,
         };
         let health = broker.endpoint("/healthz");
         let deadline = Instant::now() + STARTUP_TIMEOUT;
@@ -375,11 +317,6 @@ impl Broker {
         std::mem::replace(&mut self.dir, placeholder)
     }
 
-    /// The public URL (`server.public_url`): `iss` of issued tokens, base of every path.
-    pub fn url(&self) -> &str {
-        &self.public_url
-    }
-
     /// `http://127.0.0.1:PORT`, without the public URL's path.
     pub fn origin(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
@@ -389,144 +326,17 @@ impl Broker {
         self.port
     }
 
-    /// `url() + path`.
-    pub fn endpoint(&self, path: &str) -> String {
-        format!("{}{path}", self.public_url)
-    }
-
-    /// The broker's tempdir (config, keys/, audit.jsonl, stderr.log).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+    /// HTTP to the same process at another origin: `admin.listen`'s, for instance.
+    pub fn http_at(&self, origin: String) -> Http {
+        Http::network(origin, self.client.clone(), self.dir.path().to_path_buf())
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    /// An admin API request with `Bearer token`, extra headers and an optional JSON
-    /// body; panics (with the broker's stderr) when no answer comes.
-    pub async fn admin_request(
-        &self,
-        token: &str,
-        method: reqwest::Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<&Value>,
-    ) -> Reply {
-        let url = self.endpoint(path);
-        let mut request = self
-            .client()
-            .request(method.clone(), &url)
-            .header("authorization", format!("Bearer {token}"));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        if let Some(body) = body {
-            request = request
-                .header("content-type", "application/json")
-                .body(serde_json::to_vec(body).expect("JSON"));
-        }
-        let response = request
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}\n{}", self.stderr()));
-        Reply::read(response).await
-    }
-
     pub fn client(&self) -> &reqwest::Client {
         &self.client
-    }
-
-    /// POST form `pairs` (repeats allowed) to `/token`.
-    pub async fn token_request(&self, pairs: &[(&str, &str)]) -> Reply {
-        self.post_form("/token", pairs).await
-    }
-
-    /// A plain exchange: JWT subject token for one audience.
-    pub async fn exchange(&self, subject_token: &str, audience: &str) -> Reply {
-        self.token_request(&exchange_form(subject_token, audience)).await
-    }
-
-    pub async fn post_form(&self, path: &str, pairs: &[(&str, &str)]) -> Reply {
-        let response = self
-            .client
-            .post(self.endpoint(path))
-            .form(pairs)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {path}: {e}\n{}", self.stderr()));
-        Reply::read(response).await
-    }
-
-    /// POST an arbitrary body with an arbitrary content type (none when `None`).
-    pub async fn post_raw(&self, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Reply {
-        let mut request = self.client.post(self.endpoint(path)).body(body);
-        if let Some(content_type) = content_type {
-            request = request.header("content-type", content_type);
-        }
-        let response = request
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {path}: {e}\n{}", self.stderr()));
-        Reply::read(response).await
-    }
-
-    /// Any method on `url() + path`.
-    pub async fn request(&self, method: reqwest::Method, path: &str) -> Reply {
-        let response = self
-            .client
-            .request(method, self.endpoint(path))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{path}: {e}\n{}", self.stderr()));
-        Reply::read(response).await
-    }
-
-    pub async fn get(&self, path: &str) -> Reply {
-        self.request(reqwest::Method::GET, path).await
-    }
-
-    /// `GET /jwks.json`, parsed by jsonwebtoken.
-    pub async fn jwks(&self) -> JwkSet {
-        let reply = self.get("/jwks.json").await;
-        assert_eq!(reply.status, 200, "GET /jwks.json: {reply:?}");
-        serde_json::from_str(&reply.text)
-            .unwrap_or_else(|e| panic!("jsonwebtoken cannot read the JWKS ({e}): {}", reply.text))
-    }
-
-    pub fn audit_path(&self) -> PathBuf {
-        self.dir.path().join("audit.jsonl")
-    }
-
-    /// Every line of the audit file as JSON (panics on a line that is not JSON).
-    pub fn audit_lines(&self) -> Vec<Value> {
-        let text = fs::read_to_string(self.audit_path()).unwrap_or_default();
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
-            .collect()
-    }
-
-    /// The raw audit file.
-    pub fn audit_text(&self) -> String {
-        fs::read_to_string(self.audit_path()).unwrap_or_default()
-    }
-
-    /// Poll the audit file until it has at least `n` lines (10 s).
-    pub async fn wait_for_audit_lines(&self, n: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let lines = self.audit_lines();
-            if lines.len() >= n || Instant::now() > deadline {
-                return lines;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// What the broker wrote to stderr so far.
-    pub fn stderr(&self) -> String {
-        fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 
     /// Send `signal` (`"TERM"`, `"INT"`) and wait (30 s) for the process to exit.
@@ -560,16 +370,6 @@ impl Drop for Broker {
     }
 }
 
-/// The form of a plain exchange: token-exchange grant, a JWT subject token, one audience.
-pub fn exchange_form<'a>(subject_token: &'a str, audience: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![
-        ("grant_type", GRANT_TYPE_TOKEN_EXCHANGE),
-        ("subject_token", subject_token),
-        ("subject_token_type", TOKEN_TYPE_JWT),
-        ("audience", audience),
-    ]
-}
-
 /// The outcome of a CLI run.
 #[derive(Debug)]
 pub struct CliOutput {
@@ -599,21 +399,30 @@ pub fn run_cli_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> CliOutput 
 
 /// Run `fedbroker ARGS` in `dir`; killed after `timeout` (then `code` is `None`).
 pub fn run_cli_with_timeout(dir: &Path, args: &[&str], env: &[(&str, &str)], timeout: Duration) -> CliOutput {
+    let mut command = Command::new(fedbroker_bin());
+    command.args(args).envs(env.iter().copied()).current_dir(dir);
+    run_captured(command, timeout, &fedbroker_bin().display().to_string())
+}
+
+/// Run `command` with stdin closed and stdout and stderr captured (in files, so a
+/// chatty child never blocks on a pipe); killed after `timeout` (then `code` is `None`).
+/// Panics naming `what` when it cannot be spawned.
+pub fn run_captured(mut command: Command, timeout: Duration, what: &str) -> CliOutput {
     let out_dir = tempfile::tempdir().expect("tempdir");
     let stdout_path = out_dir.path().join("stdout");
     let stderr_path = out_dir.path().join("stderr");
-    let mut child = Command::new(fedbroker_bin())
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(dir)
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(fs::File::create(&stdout_path).expect("stdout file"))
         .stderr(fs::File::create(&stderr_path).expect("stderr file"))
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", fedbroker_bin().display()));
+        .unwrap_or_else(|e| panic!("cannot spawn {what}: {e}"));
     let deadline = Instant::now() + timeout;
     let code = loop {
-        if let Some(status) = child.try_wait().expect("wait for fedbroker") {
+        if let Some(status) = child
+            .try_wait()
+            .unwrap_or_else(|e| panic!("wait for {what}: {e}"))
+        {
             break status.code();
         }
         if Instant::now() > deadline {

@@ -5,6 +5,11 @@
 //! `@PORT@` and `@DIR@` are placeholders that [`crate::Broker`] fills with the
 //! broker's port and tempdir.
 
+/// `text` with `@PORT@` and `@DIR@` replaced by `port` and `dir`.
+pub fn fill_placeholders(text: &str, port: u16, dir: &str) -> String {
+    text.replace("@PORT@", &port.to_string()).replace("@DIR@", dir)
+}
+
 /// Strip a leading newline and the indentation common to all non-blank lines,
 /// so YAML can be written indented inside Rust raw strings.
 pub fn dedent(text: &str) -> String {
@@ -81,6 +86,15 @@ impl BrokerConfig {
     pub fn audit_to_stderr(mut self) -> Self {
         self.audit_to_stderr = true;
         self
+    }
+
+    /// Render into `dir/fedbroker.yaml` for the CLI (`check`, `explain`, ...):
+    /// `@DIR@` is `dir`, `@PORT@` is 18080 (nothing listens there). Returns the path.
+    pub fn write_to(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let text = fill_placeholders(&self.render(), 18080, dir.to_str().expect("UTF-8 path"));
+        let path = dir.join("fedbroker.yaml");
+        std::fs::write(&path, text).expect("write config");
+        path
     }
 
     pub fn render(&self) -> String {

@@ -5,6 +5,11 @@
 //! - [`broker`]: builds and spawns the real `fedbroker` binary on a free port with a
 //!   config in its own tempdir, and talks HTTP to it; [`broker::run_cli`] runs the
 //!   other subcommands.
+//! - [`http`]: what a test says to a broker over HTTP ([`Http`]: `exchange`, `get`,
+//!   `admin_request`, ...) and the [`Reply`] it reads, the same for both kinds of broker.
+//! - [`in_process`]: the broker's router in this test process, built from the same
+//!   config YAML, for protocol-level cases that need no process.
+//! - [`poll`]: [`eventually`], waiting for what a broker does in the background.
 //! - [`config`]: composes broker configuration YAML from issuer and rule blocks.
 //! - [`redis_server`]: real `redis-server` processes (one server, or a cluster with
 //!   replicas) on free ports, to kill, pause, restart and fail over.
@@ -20,13 +25,17 @@ pub mod attack_support;
 pub mod broker;
 pub mod config;
 pub mod fake_issuer;
+pub mod http;
+pub mod in_process;
+pub mod poll;
 pub mod redis_server;
 pub mod terraform_support;
 pub mod tls_issuer;
 pub mod tokens;
 
-pub use broker::{
-    Broker, BrokerBuilder, CliOutput, Reply, exchange_form, run_cli, run_cli_in, run_cli_with_timeout,
-};
+pub use broker::{Broker, BrokerBuilder, CliOutput, run_cli, run_cli_in, run_cli_with_timeout};
 pub use config::{BrokerConfig, dedent};
 pub use fake_issuer::{FakeIssuer, KeyKind, SigningKey};
+pub use http::{Http, Reply, exchange_form};
+pub use in_process::InProcess;
+pub use poll::{eventually, eventually_timed};

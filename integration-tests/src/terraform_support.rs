@@ -16,7 +16,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Set to `1` to skip the Terraform tests where `terraform` is missing.
 pub const SKIP_ENV: &str = "FEDBROKER_SKIP_TERRAFORM_TESTS";
@@ -122,6 +122,26 @@ impl TfOutput {
     }
 }
 
+/// The `terraform` and `provider` blocks of a configuration using this provider with
+/// `endpoint` (the admin token comes from `FEDBROKER_ADMIN_TOKEN`).
+pub fn provider_block(endpoint: &str) -> String {
+    format!(
+        r#"
+terraform {{
+  required_providers {{
+    fedbroker = {{
+      source = "fedbroker/fedbroker"
+    }}
+  }}
+}}
+
+provider "fedbroker" {{
+  endpoint = "{endpoint}"
+}}
+"#
+    )
+}
+
 /// A Terraform working directory with its own CLI configuration.
 pub struct Terraform {
     dir: tempfile::TempDir,
@@ -181,9 +201,6 @@ impl Terraform {
 
     /// Run `terraform ARGS` in `subdir` of the working directory ("" for itself).
     pub fn run_in(&self, subdir: &str, args: &[&str]) -> TfOutput {
-        let out_dir = tempfile::tempdir().expect("tempdir");
-        let stdout_path = out_dir.path().join("stdout");
-        let stderr_path = out_dir.path().join("stderr");
         let mut command = Command::new("terraform");
         command
             .args(args)
@@ -198,29 +215,12 @@ impl Terraform {
             .env("CHECKPOINT_DISABLE", "1")
             .env("RUST_BACKTRACE", "0")
             .env("NO_COLOR", "1")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&stdout_path).expect("stdout file"))
-            .stderr(fs::File::create(&stderr_path).expect("stderr file"));
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run terraform: {e}"));
-        let deadline = Instant::now() + COMMAND_TIMEOUT;
-        let code = loop {
-            if let Some(status) = child.try_wait().expect("wait for terraform") {
-                break status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        let out = crate::broker::run_captured(command, COMMAND_TIMEOUT, "terraform");
         TfOutput {
-            code,
-            stdout: fs::read_to_string(&stdout_path).unwrap_or_default(),
-            stderr: fs::read_to_string(&stderr_path).unwrap_or_default(),
+            code: out.code,
+            stdout: out.stdout,
+            stderr: out.stderr,
         }
     }
 

@@ -21,7 +21,7 @@ use crate::tokens::{now, random_hex};
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Run `openssl ARGS` in `dir`; panics (naming `openssl`) when it is missing or fails.
-fn openssl(dir: &Path, args: &[&str]) {
+pub fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
@@ -29,8 +29,8 @@ fn openssl(dir: &Path, args: &[&str]) {
         .output()
         .unwrap_or_else(|e| {
             panic!(
-                "cannot run openssl ({e}): the TLS issuer tests make a private CA and serve \
-                 HTTPS with the `openssl` command; install it (Debian: `apt-get install openssl`)"
+                "cannot run openssl ({e}): the TLS tests make a private CA and certificates \
+                 with the `openssl` command; install it (Debian: `apt-get install openssl`)"
             )
         });
     assert!(
@@ -71,10 +71,14 @@ pub fn make_ca(dir: &Path) -> PathBuf {
     dir.join("ca.pem")
 }
 
-/// A server certificate for `IP:127.0.0.1` (and nothing else) signed by the CA in
-/// `dir` (`ca.pem`, `ca.key`): `server.pem`, `server.key`.
-fn make_server_certificate(dir: &Path) {
-    fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("write ext");
+/// A server certificate for `subject_alt_names` (e.g. `IP:127.0.0.1`) signed by the CA
+/// in `dir` (`ca.pem`, `ca.key`): `server.pem`, `server.key`.
+pub fn make_server_certificate(dir: &Path, subject_alt_names: &str) {
+    fs::write(
+        dir.join("san.ext"),
+        format!("subjectAltName={subject_alt_names}\n"),
+    )
+    .expect("write ext");
     let request = [
         &["req"][..],
         &EC_KEY,
@@ -137,7 +141,7 @@ impl TlsIssuer {
     }
 
     fn serve(dir: tempfile::TempDir) -> TlsIssuer {
-        make_server_certificate(dir.path());
+        make_server_certificate(dir.path(), "IP:127.0.0.1");
         let www = dir.path().join("www");
         fs::create_dir_all(www.join(".well-known")).expect("www dir");
         let log_path = dir.path().join("s_server.log");

@@ -6,7 +6,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{DecodingKey, Header, Validation};
 use serde_json::Value;
 
-use crate::broker::Broker;
+use crate::http::Http;
 
 pub const GRANT_TYPE_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
@@ -87,7 +87,7 @@ pub fn decode_unverified(token: &str) -> (Value, Value) {
 /// `/jwks.json`: signature under the key named by `kid`, `iss` = the broker's
 /// public URL, `aud` containing every one of `audiences`, `exp` in the future.
 /// Returns the header and the claims; panics with the reason otherwise.
-pub async fn verify_issued(broker: &Broker, token: &str, audiences: &[&str]) -> (Header, Value) {
+pub async fn verify_issued(broker: &Http, token: &str, audiences: &[&str]) -> (Header, Value) {
     let jwks = broker.jwks().await;
     verify_with_jwks(&jwks, token, broker.url(), audiences)
 }

@@ -1,18 +1,18 @@
-//! The admin API (contract §8) through the real binary: bearer tokens, issuers and
-//! rules created, replaced and deleted over HTTP, ETag preconditions, 422 with every
-//! problem, 409 for an issuer in use, persistence across a restart, audit, and a
-//! listener of its own.
+//! The admin API (contract §8): bearer tokens, issuers and rules created, replaced and
+//! deleted over HTTP, ETag preconditions, 422 with every problem, 409 for an issuer in
+//! use, audit (against the broker's router in this process), and, through the real
+//! binary, a tokens file, persistence across a restart and a listener of its own.
 
 use std::time::{Duration, Instant};
 
 use integration_tests::fake_issuer::{DEFAULT_AUDIENCE, DEFAULT_SUBJECT};
 use integration_tests::tokens::decode_unverified;
-use integration_tests::{Broker, BrokerConfig, FakeIssuer, Reply, dedent};
+use integration_tests::{Broker, BrokerConfig, FakeIssuer, Http, InProcess, Reply, dedent};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::rule_body;
-use crate::support::{ISSUER_NAME, TARGET, default_broker, default_rule};
+use crate::support::{ISSUER_NAME, TARGET, default_app, default_rule, exchange_status};
 
 /// The admin token configured inline (`admin.tokens`).
 const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef-one";
@@ -33,9 +33,10 @@ fn admin_block(extra: &str) -> String {
     out
 }
 
-/// A broker with no issuer and no rule of its own, the admin API on its main listener.
-async fn admin_broker() -> Broker {
-    Broker::start(&BrokerConfig::new().top_level(admin_block("")).render()).await
+/// A broker with no issuer and no rule of its own, the admin API on its main listener:
+/// its router in this process.
+async fn admin_broker() -> InProcess {
+    InProcess::start(&BrokerConfig::new().top_level(admin_block("")).render()).await
 }
 
 /// The fake issuer in the YAML schema, as the API takes it.
@@ -55,34 +56,31 @@ fn named(body: &Value, name: &str) -> Value {
     body
 }
 
-/// An HTTP client for the admin API at `base` (an origin), with an optional
+/// The admin API of a broker (its main listener, or `admin.listen`), with an optional
 /// `Authorization` header value.
-struct Api<'a> {
-    broker: &'a Broker,
-    base: String,
+struct Api {
+    http: Http,
     authorization: Option<String>,
 }
 
-impl<'a> Api<'a> {
+impl Api {
     /// The admin API on the broker's main listener, with [`ADMIN_TOKEN`].
-    fn new(broker: &'a Broker) -> Self {
-        Self::at(broker, broker.url().to_owned(), ADMIN_TOKEN)
+    fn new(broker: &Http) -> Self {
+        Self::at(broker.clone(), ADMIN_TOKEN)
     }
 
-    /// The admin API at `base`, with bearer `token`.
-    fn at(broker: &'a Broker, base: String, token: &str) -> Self {
+    /// The admin API at `http`, with bearer `token`.
+    fn at(http: Http, token: &str) -> Self {
         Api {
-            broker,
-            base,
+            http,
             authorization: Some(format!("Bearer {token}")),
         }
     }
 
     /// The same API with another `Authorization` value (`None`: no header at all).
-    fn with_authorization(&self, authorization: Option<&str>) -> Api<'a> {
+    fn with_authorization(&self, authorization: Option<&str>) -> Api {
         Api {
-            broker: self.broker,
-            base: self.base.clone(),
+            http: self.http.clone(),
             authorization: authorization.map(str::to_owned),
         }
     }
@@ -94,31 +92,16 @@ impl<'a> Api<'a> {
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Reply {
-        let url = format!("{}{path}", self.base);
-        let mut request = self.broker.client().request(method.clone(), &url);
-        if let Some(auth) = &self.authorization {
-            request = request.header("authorization", auth);
+        let mut all: Vec<(&str, &str)> = self
+            .authorization
+            .iter()
+            .map(|auth| ("authorization", auth.as_str()))
+            .collect();
+        all.extend_from_slice(headers);
+        if body.is_some() {
+            all.push(("content-type", "application/json"));
         }
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        if let Some(body) = body {
-            request = request.header("content-type", "application/json").body(body);
-        }
-        let response = request
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}\n{}", self.broker.stderr()));
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let text = response.text().await.expect("response body");
-        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            text,
-            json,
-        }
+        self.http.send(method, path, &all, body).await
     }
 
     async fn get(&self, path: &str) -> Reply {
@@ -153,7 +136,7 @@ impl<'a> Api<'a> {
             reply.status,
             status,
             "PUT {path}: {reply:?}\n--- broker stderr ---\n{}",
-            self.broker.stderr()
+            self.http.stderr()
         );
         etag_of(&reply)
     }
@@ -184,13 +167,8 @@ fn etag_of(reply: &Reply) -> String {
     etag
 }
 
-/// The status of an exchange of a fresh fake token for `target`.
-async fn exchange_status(broker: &Broker, fake: &FakeIssuer, target: &str) -> u16 {
-    broker.exchange(&fake.mint(json!({})), target).await.status
-}
-
 /// An exchange for `target` that must succeed; returns the issued claims.
-async fn exchange_ok(broker: &Broker, fake: &FakeIssuer, target: &str) -> Value {
+async fn exchange_ok(broker: &Http, fake: &FakeIssuer, target: &str) -> Value {
     let reply = broker.exchange(&fake.mint(json!({})), target).await;
     assert_eq!(
         reply.status,
@@ -262,7 +240,7 @@ fn has_problem(errors: &[Value], field: &str, message: &str) -> bool {
 }
 
 /// Every `admin_change` line of the audit file, polled until there are `n` (10 s).
-async fn admin_changes(broker: &Broker, n: usize) -> Vec<Value> {
+async fn admin_changes(broker: &Http, n: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let changes: Vec<Value> = broker
@@ -329,7 +307,7 @@ async fn admin_api_requires_a_bearer_token() {
     }
 
     // Without `admin:`, there is no admin API at all.
-    let plain = default_broker(&fake).await;
+    let plain = default_app(&fake).await;
     let plain_api = Api::new(&plain);
     for path in [
         "/admin/v1/issuers".to_owned(),
@@ -359,13 +337,12 @@ async fn tokens_file_tokens_are_accepted() {
         .file("admin-tokens", &format!("{comment}\n{first}\n\n{second}\n"))
         .start(&config)
         .await;
-    let base = broker.url().to_owned();
     for token in [first, second] {
-        let reply = Api::at(&broker, base.clone(), token).get("/admin/v1/rules").await;
+        let reply = Api::at(Http::clone(&broker), token).get("/admin/v1/rules").await;
         assert_eq!(reply.status, 200, "token from the file: {reply:?}");
     }
     for token in [comment, "a comment, long enough to be a token", ADMIN_TOKEN] {
-        let reply = Api::at(&broker, base.clone(), token).get("/admin/v1/rules").await;
+        let reply = Api::at(Http::clone(&broker), token).get("/admin/v1/rules").await;
         assert_unauthorized(&reply, &format!("`{token}` is no token"));
     }
 }
@@ -721,7 +698,10 @@ async fn admin_on_its_own_listener() {
         .top_level(admin_block(&format!("listen: 127.0.0.1:{admin_port}")))
         .render();
     let broker = Broker::start(&config).await;
-    let admin = Api::at(&broker, format!("http://127.0.0.1:{admin_port}"), ADMIN_TOKEN);
+    let admin = Api::at(
+        broker.http_at(format!("http://127.0.0.1:{admin_port}")),
+        ADMIN_TOKEN,
+    );
     let main = Api::new(&broker);
 
     assert_eq!(names(&admin.get("/admin/v1/issuers").await), Vec::<String>::new());
@@ -760,7 +740,7 @@ async fn file_rule_and_api_rule_with_the_same_name_collide() {
         .rules(&file_rule)
         .top_level(admin_block(""))
         .render();
-    let broker = Broker::start(&config).await;
+    let broker = InProcess::start(&config).await;
     let api = Api::new(&broker);
     exchange_ok(&broker, &fake, TARGET).await;
 

@@ -14,15 +14,18 @@
 //!   installed, and shows on `/readyz`;
 //! - `admin.listen` also serves the public metadata and JWKS.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use integration_tests::broker::free_port;
+use integration_tests::eventually;
 use integration_tests::fake_issuer::{DEFAULT_AUDIENCE, DEFAULT_SUBJECT};
 use integration_tests::redis_server::{RedisServer, redis_available};
 use integration_tests::{Broker, BrokerConfig, FakeIssuer, Reply, run_cli_with_timeout};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{STATE_KEY, hget, state_mac};
 
 const ADMIN_TOKEN: &str = "hardening-admin-token-0123456789";
 
@@ -73,22 +76,6 @@ fn problem<'a>(reply: &'a Reply, field: &str) -> &'a Value {
         .as_array()
         .and_then(|list| list.iter().find(|p| p["field"] == field))
         .unwrap_or_else(|| panic!("no problem for `{field}` in {}", reply.text))
-}
-
-/// Poll `probe` every 50 ms until it returns `Some`, for at most `limit`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn mkfifo(path: &std::path::Path) {
@@ -421,22 +408,7 @@ async fn the_admin_listener_serves_the_public_metadata_and_keys() {
     assert_eq!(token.status, 404, "{token:?}");
 }
 
-const STATE_KEY: &str = "fedbroker:replay:admin:state";
 const HMAC_KEY: &str = "hardening-hmac-key-0123456789abcdef0123";
-
-/// The MAC a broker holding `key` wrote for `state_json` as `version` in the earlier
-/// layout without `epoch`, which brokers still accept for a state without an `epoch`
-/// field (README "Running replicas").
-fn mac(key: &str, version: u64, state_json: &str) -> String {
-    let mut input = b"fedbroker-admin-state-v1\0".to_vec();
-    input.extend_from_slice(STATE_KEY.as_bytes());
-    input.push(0);
-    input.extend_from_slice(version.to_string().as_bytes());
-    input.push(0);
-    input.extend_from_slice(state_json.as_bytes());
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key.as_bytes());
-    integration_tests::tokens::hex(aws_lc_rs::hmac::sign(&key, &input).as_ref())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_state_written_to_redis_without_the_hmac_key_is_not_installed() {
@@ -475,10 +447,7 @@ async fn a_state_written_to_redis_without_the_hmac_key_is_not_installed() {
         async move { broker.exchange(&fake.mint(json!({})), target).await.status }
     };
     assert_eq!(exchange("target-good").await, 200);
-    assert!(
-        redis.cli(&["HGET", STATE_KEY, "mac"]).trim().len() == 64,
-        "the broker writes a MAC"
-    );
+    assert!(hget(&redis, "mac").len() == 64, "the broker writes a MAC");
 
     // Someone with write access to Redis, without the key: an allow rule of their own.
     let version: u64 = redis
@@ -494,13 +463,13 @@ async fn a_state_written_to_redis_without_the_hmac_key_is_not_installed() {
         (version + 1, None),
         (
             version + 2,
-            Some(mac(
+            Some(state_mac(
                 "a-guessed-key-that-is-not-the-right-one",
                 version + 2,
                 &forged,
             )),
         ),
-        (version + 3, Some(mac(HMAC_KEY, version + 2, &forged))), // right key, other version
+        (version + 3, Some(state_mac(HMAC_KEY, version + 2, &forged))), // right key, other version
     ] {
         let v = v.to_string();
         // Written in the earlier release's layout (no epoch: the v1 MAC input).
@@ -542,7 +511,7 @@ async fn a_state_written_to_redis_without_the_hmac_key_is_not_installed() {
 
     // The same hand-written state with the right MAC is installed: only the MAC decided.
     let v = (version + 4).to_string();
-    let good_mac = mac(HMAC_KEY, version + 4, &forged);
+    let good_mac = state_mac(HMAC_KEY, version + 4, &forged);
     redis.cli(&["HDEL", STATE_KEY, "epoch", "changes"]);
     redis.cli(&[
         "HSET",

@@ -13,21 +13,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use integration_tests::eventually_timed;
 use integration_tests::fake_issuer::DEFAULT_SUBJECT;
 use integration_tests::redis_server::{RedisCluster, RedisServer, redis_available};
 use integration_tests::{Broker, BrokerConfig, FakeIssuer, Reply};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::TARGET;
-use crate::support::{issuer_body, rule_body};
+use crate::support::{
+    ADMIN_TOKEN, HMAC_KEY, STATE_KEY, TARGET, admin_names as names, admin_send as send, exchange_status,
+    hget, issuer_body, ready_replica as replica, rule_body, state_mac, wait_ready,
+};
 
-const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef-redis";
-/// `admin.state_hmac_key`, the same on every replica.
-const HMAC_KEY: &str = "hmac-key-0123456789abcdef0123456789abcdef";
-
-/// Where the state is, under the default key prefix.
-const STATE_KEY: &str = "fedbroker:replay:admin:state";
 const CHANNEL: &str = "fedbroker:replay:admin:changed";
 
 /// How long a change may take to reach another replica here: the broker promises a
@@ -51,18 +48,6 @@ fn config_with(redis: &str) -> String {
         .render()
 }
 
-async fn send(
-    broker: &Broker,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&Value>,
-) -> Reply {
-    broker
-        .admin_request(ADMIN_TOKEN, method, path, headers, body)
-        .await
-}
-
 async fn put(broker: &Broker, path: &str, body: &Value, headers: &[(&str, &str)]) -> Reply {
     send(broker, Method::PUT, path, headers, Some(body)).await
 }
@@ -79,76 +64,14 @@ async fn put_expect(broker: &Broker, path: &str, body: &Value, status: u16) -> S
     reply.header("etag").expect("ETag").to_owned()
 }
 
-/// The names of `/admin/v1/{kind}` on `broker`.
-async fn names(broker: &Broker, kind: &str) -> Vec<String> {
-    let reply = send(broker, Method::GET, &format!("/admin/v1/{kind}"), &[], None).await;
-    assert_eq!(reply.status, 200, "GET {kind}: {reply:?}");
-    let mut names: Vec<String> = reply
-        .json
-        .as_array()
-        .expect("a JSON array")
-        .iter()
-        .map(|item| item["name"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-async fn exchange_status(broker: &Broker, fake: &FakeIssuer, target: &str) -> u16 {
-    broker.exchange(&fake.mint(json!({})), target).await.status
-}
-
-/// Poll `probe` every 50 ms until it returns `Some`, for at most `limit`; returns the
-/// value and how long it took.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> (T, Duration)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = probe().await {
-            return (v, start.elapsed());
-        }
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn wait_ready(broker: &Broker) {
-    eventually(Duration::from_secs(15), "/readyz 200", || async {
-        (broker.get("/readyz").await.status == 200).then_some(())
-    })
-    .await;
-}
-
-/// Start a replica and wait until it is ready (it has read the admin state from Redis).
-async fn replica(yaml: &str) -> Broker {
-    let broker = Broker::start(yaml).await;
-    wait_ready(&broker).await;
-    broker
-}
-
 /// Write `state` as `version` the way a replica holding [`HMAC_KEY`] does: with its
 /// `mac` (README, "Running replicas").
 fn hset_state(redis: &RedisServer, version: u64, state: &str) {
-    let mut input = b"fedbroker-admin-state-v1\0".to_vec();
-    input.extend_from_slice(STATE_KEY.as_bytes());
-    input.push(0);
-    input.extend_from_slice(version.to_string().as_bytes());
-    input.push(0);
-    input.extend_from_slice(state.as_bytes());
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, HMAC_KEY.as_bytes());
-    let mac = integration_tests::tokens::hex(aws_lc_rs::hmac::sign(&key, &input).as_ref());
+    let mac = state_mac(HMAC_KEY, version, state);
     let version = version.to_string();
     redis.cli(&[
         "HSET", STATE_KEY, "version", &version, "state", state, "mac", &mac,
     ]);
-}
-
-/// `HGET STATE_KEY field` through redis-cli.
-fn hget(redis: &RedisServer, field: &str) -> String {
-    redis.cli(&["HGET", STATE_KEY, field]).trim().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -170,7 +93,7 @@ async fn a_change_on_one_replica_reaches_the_others_within_a_second_and_a_later_
     // An issuer and a rule made on A: B serves them within a second or two.
     put_expect(&a, "/admin/v1/issuers/fake", &issuer_body(&fake), 201).await;
     put_expect(&a, "/admin/v1/rules/r1", &rule_body("fake", TARGET), 201).await;
-    let (_, took) = eventually(
+    let (_, took) = eventually_timed(
         PROPAGATION,
         "an exchange through B allowed by A's rule",
         || async { (exchange_status(&b, &fake, TARGET).await == 200).then_some(()) },
@@ -196,7 +119,7 @@ async fn a_change_on_one_replica_reaches_the_others_within_a_second_and_a_later_
     // Deleted on B: A stops allowing within a second or two.
     let reply = send(&b, Method::DELETE, "/admin/v1/rules/r1", &[], None).await;
     assert_eq!(reply.status, 204, "{reply:?}");
-    let (_, took) = eventually(PROPAGATION, "A refuses once B deleted the rule", || async {
+    let (_, took) = eventually_timed(PROPAGATION, "A refuses once B deleted the rule", || async {
         (exchange_status(&a, &fake, TARGET).await == 400).then_some(())
     })
     .await;
@@ -296,7 +219,7 @@ async fn concurrent_changes_on_two_replicas_lose_nothing_and_one_if_match_wins()
         .expect("target")
         .to_owned();
     for broker in [&*a, &*b] {
-        eventually(PROPAGATION, "both replicas enforce the winner", || async {
+        eventually_timed(PROPAGATION, "both replicas enforce the winner", || async {
             (exchange_status(broker, &fake, &target).await == 200).then_some(())
         })
         .await;
@@ -316,7 +239,7 @@ async fn redis_down_during_a_change_answers_503_and_nothing_changes() {
     put_expect(&a, "/admin/v1/issuers/fake", &issuer_body(&fake), 201).await;
     let etag = put_expect(&a, "/admin/v1/rules/r1", &rule_body("fake", TARGET), 201).await;
     for broker in [&a, &b] {
-        eventually(PROPAGATION, "both replicas allow r1", || async {
+        eventually_timed(PROPAGATION, "both replicas allow r1", || async {
             (exchange_status(broker, &fake, TARGET).await == 200).then_some(())
         })
         .await;
@@ -363,7 +286,7 @@ async fn redis_down_during_a_change_answers_503_and_nothing_changes() {
     for broker in [&a, &b] {
         wait_ready(broker).await;
     }
-    let (_, took) = eventually(PROPAGATION, "the state written back to Redis", || async {
+    let (_, took) = eventually_timed(PROPAGATION, "the state written back to Redis", || async {
         (!hget(&redis, "state").is_empty()).then_some(())
     })
     .await;
@@ -391,7 +314,7 @@ async fn redis_down_during_a_change_answers_503_and_nothing_changes() {
     )
     .await;
     assert_eq!(reply.status, 204, "{reply:?}");
-    let (_, took) = eventually(PROPAGATION, "A refuses once B deleted the rule", || async {
+    let (_, took) = eventually_timed(PROPAGATION, "A refuses once B deleted the rule", || async {
         (exchange_status(&a, &fake, TARGET).await == 400).then_some(())
     })
     .await;
@@ -422,7 +345,7 @@ async fn a_broker_started_while_redis_is_down_picks_up_the_state_when_it_answers
     hset_state(&redis, 7, &state_text);
     redis.cli(&["PUBLISH", CHANNEL, "7"]);
     wait_ready(&broker).await;
-    eventually(PROPAGATION, "the state from Redis is served", || async {
+    eventually_timed(PROPAGATION, "the state from Redis is served", || async {
         (exchange_status(&broker, &fake, TARGET).await == 200).then_some(())
     })
     .await;
@@ -433,7 +356,7 @@ async fn a_broker_started_while_redis_is_down_picks_up_the_state_when_it_answers
     let mut more = state.clone();
     more["rules"]["r3"] = json!({"name": "r3", "match": {"issuer": "fake", "subject": DEFAULT_SUBJECT, "audiences": ["target-r3"]}});
     hset_state(&redis, 8, &more.to_string());
-    let (_, took) = eventually(PROPAGATION, "a change without a message is found", || async {
+    let (_, took) = eventually_timed(PROPAGATION, "a change without a message is found", || async {
         (exchange_status(&broker, &fake, "target-r3").await == 200).then_some(())
     })
     .await;
@@ -446,7 +369,7 @@ async fn a_broker_started_while_redis_is_down_picks_up_the_state_when_it_answers
     bad["rules"]["r2"] =
         json!({"name": "r2", "match": {"issuer": "nobody", "subject": "x", "audiences": ["y"]}});
     hset_state(&redis, 9, &bad.to_string());
-    let (error, _) = eventually(PROPAGATION, "the invalid state is reported", || async {
+    let (error, _) = eventually_timed(PROPAGATION, "the invalid state is reported", || async {
         let readyz = broker.get("/readyz").await.json;
         readyz["rules"]["last_reload_error"].as_str().map(str::to_owned)
     })
@@ -470,7 +393,7 @@ async fn replicas_on_a_redis_cluster_share_the_admin_state() {
 
     put_expect(&a, "/admin/v1/issuers/fake", &issuer_body(&fake), 201).await;
     let etag = put_expect(&a, "/admin/v1/rules/r1", &rule_body("fake", TARGET), 201).await;
-    let (_, took) = eventually(
+    let (_, took) = eventually_timed(
         PROPAGATION,
         "an exchange through B allowed by A's rule",
         || async { (exchange_status(&b, &fake, TARGET).await == 200).then_some(()) },
@@ -499,7 +422,7 @@ async fn replicas_on_a_redis_cluster_share_the_admin_state() {
     assert_eq!(statuses, [200, 412], "A {ra:?}\nB {rb:?}");
     let winner = if ra.status == 200 { "from-a" } else { "from-b" };
     for broker in [&a, &b] {
-        eventually(PROPAGATION, "both replicas enforce the winner", || async {
+        eventually_timed(PROPAGATION, "both replicas enforce the winner", || async {
             (exchange_status(broker, &fake, winner).await == 200).then_some(())
         })
         .await;

@@ -1,5 +1,6 @@
-//! The attack suite: forged, mangled and hostile tokens and configurations against the
-//! real binary. Attacks already covered elsewhere (errors.rs: alg none, HS256 with the
+//! The attack suite: forged, mangled and hostile tokens against the broker's router in
+//! this process (`InProcess`), and hostile configurations against the real binary's
+//! `check`. Attacks already covered elsewhere (errors.rs: alg none, HS256 with the
 //! RSA public key, bad signatures, reused kids, embedded jwk, crit, expiry, audience,
 //! issuer case; keys_fetch.rs: unknown kids within the cooldown; replay.rs: replay and
 //! forged copies burning a jti) are not repeated here.
@@ -17,10 +18,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use integration_tests::attack_support::{ConnectionCounter, JwksServer, RawSigner};
 use integration_tests::fake_issuer::{DEFAULT_AUDIENCE, DEFAULT_SUBJECT};
 use integration_tests::tokens::{b64url, compact, now, random_hex};
-use integration_tests::{Broker, BrokerConfig, CliOutput, FakeIssuer, KeyKind, SigningKey, run_cli};
+use integration_tests::{BrokerConfig, CliOutput, FakeIssuer, Http, InProcess, KeyKind, SigningKey, run_cli};
 use serde_json::{Value, json};
 
-use crate::support::{ISSUER_NAME, TARGET, default_broker};
+use crate::support::{ISSUER_NAME, TARGET, default_app};
 
 // ---------------------------------------------------------------------------------
 // Helpers
@@ -35,8 +36,8 @@ fn clip(text: &str, n: usize) -> String {
     }
 }
 
-/// The last 4,000 characters of the broker's stderr.
-fn stderr_tail(broker: &Broker) -> String {
+/// The last 4,000 characters of the broker's stderr (none in process).
+fn stderr_tail(broker: &Http) -> String {
     let text = broker.stderr();
     let skip = text.chars().count().saturating_sub(4000);
     text.chars().skip(skip).collect()
@@ -44,7 +45,7 @@ fn stderr_tail(broker: &Broker) -> String {
 
 /// Exchange each `(case, token)` for [`TARGET`]; every one must be a 400
 /// `invalid_request` with a string description that does not echo the token.
-async fn assert_all_refused(broker: &Broker, cases: &[(String, String)]) {
+async fn assert_all_refused(broker: &Http, cases: &[(String, String)]) {
     let mut failures = Vec::new();
     for (case, token) in cases {
         let reply = broker.exchange(token, TARGET).await;
@@ -70,7 +71,28 @@ async fn assert_all_refused(broker: &Broker, cases: &[(String, String)]) {
 }
 
 /// Exchange `token` for [`TARGET`] and expect a 200.
-async fn assert_accepted(broker: &Broker, case: &str, token: &str) {
+/// Exchange each `(case, token)` for [`TARGET`]: every one must be a 400
+/// `invalid_request` refused by the issuer's `kind` checks, not by policy.
+async fn assert_refused_by_kind(broker: &Http, cases: &[(&str, String)], kind: &str) {
+    let mut failures = Vec::new();
+    for (case, token) in cases {
+        let reply = broker.exchange(token, TARGET).await;
+        let ok = reply.status == 400
+            && reply.json["error"] == "invalid_request"
+            && reply.json["error_description"] != "denied by policy";
+        if !ok {
+            failures.push(format!("{case}: {} {}", reply.status, reply.text));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "not refused by the {kind} kind:\n{}\n{}",
+        failures.join("\n"),
+        stderr_tail(broker)
+    );
+}
+
+async fn assert_accepted(broker: &Http, case: &str, token: &str) {
     let reply = broker.exchange(token, TARGET).await;
     assert_eq!(
         reply.status,
@@ -123,11 +145,11 @@ fn raw_issuer_yaml(name: &str, iss: &str, signer: &RawSigner) -> String {
 
 /// A broker trusting only `signer` as [`RAW_NAME`] (`iss` [`RAW_ISS`]); the default
 /// subject may get [`TARGET`].
-async fn raw_broker(signer: &RawSigner) -> Broker {
+async fn raw_broker(signer: &RawSigner) -> InProcess {
     let config = BrokerConfig::new()
         .issuer(raw_issuer_yaml(RAW_NAME, RAW_ISS, signer))
         .rules(allow_rule("raw-deployer", RAW_NAME, DEFAULT_SUBJECT));
-    Broker::start(&config.render()).await
+    InProcess::start(&config.render()).await
 }
 
 /// Valid claims from [`RAW_ISS`] for the default subject, plus `extra`.
@@ -177,7 +199,7 @@ fn check_config(dir: &Path, yaml: &str) -> CliOutput {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_alg_none_in_every_spelling() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let key = fake.current_key();
 
     let mut cases = Vec::new();
@@ -211,7 +233,7 @@ async fn rejects_alg_none_in_every_spelling() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jku_and_x5u_headers_are_never_fetched() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let trap = ConnectionCounter::start();
     let attacker = SigningKey::generate(KeyKind::Rsa);
     let real = fake.current_key();
@@ -290,7 +312,7 @@ async fn rejects_psychic_ecdsa_signature() {
     // CVE-2022-21449: an ECDSA verifier that does not check 0 < r, s < n accepts
     // r = s = 0 for any message and key.
     let fake = FakeIssuer::start_with(KeyKind::Ec);
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let n = from_hex(P256_ORDER);
     let mut one = vec![0u8; 32];
     one[31] = 1;
@@ -322,7 +344,7 @@ async fn rejects_psychic_ecdsa_signature() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_stripped_and_truncated_signatures() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let token = fake.mint(json!({}));
     let [h, p, s] = parts(&token);
     let signature = decode_b64url(&s);
@@ -364,7 +386,7 @@ async fn rejects_stripped_and_truncated_signatures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_kid_injection() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let real_kid = fake.current_key().kid.clone();
     let kids = [
         ("path traversal", json!("../../etc/passwd")),
@@ -423,7 +445,7 @@ async fn rejects_key_from_another_issuer_with_the_same_kid() {
         .issuer(b_issuer)
         .rules(allow_rule("a-deployer", "issuer-a", DEFAULT_SUBJECT))
         .rules(allow_rule("b-deployer", "issuer-b", DEFAULT_SUBJECT));
-    let broker = Broker::start(&config.render()).await;
+    let broker = InProcess::start(&config.render()).await;
 
     // Both issuers work on their own, so both key sets are cached under kid K.
     assert_accepted(&broker, "control: A's own token", &a.mint(json!({}))).await;
@@ -463,7 +485,7 @@ async fn thousand_random_kids_cause_at_most_one_jwks_fetch() {
     const BUDGET: Duration = Duration::from_secs(25);
 
     let fake = FakeIssuer::start_with(KeyKind::Ec);
-    let broker = Arc::new(default_broker(&fake).await);
+    let broker = Arc::new(default_app(&fake).await);
     assert_accepted(&broker, "warm-up", &fake.mint(json!({}))).await;
     let tokens: Arc<Vec<String>> = Arc::new(
         (0..TOKENS)
@@ -526,7 +548,7 @@ async fn thousand_random_kids_cause_at_most_one_jwks_fetch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_issuer_string_variants() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let iss = fake.issuer().to_owned();
     let port = fake.addr().port();
     let other_port = if port == u16::MAX { port - 1 } else { port + 1 };
@@ -567,7 +589,7 @@ async fn rejects_issuer_string_variants() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audience_variants() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     assert_accepted(
         &broker,
         "aud array containing the configured audience",
@@ -600,7 +622,7 @@ async fn expiry_edges_at_the_skew_boundary() {
     let fake = FakeIssuer::start();
     let config =
         crate::support::config_with_rules(&fake, &crate::support::default_rule()).server("clock_skew: 60s");
-    let broker = Broker::start(&config.render()).await;
+    let broker = InProcess::start(&config.render()).await;
 
     let accepted = [
         ("exp = now - 50", json!({"iat": now() - 300, "exp": now() - 50})),
@@ -890,7 +912,7 @@ async fn rejects_kubernetes_tokens_whose_sub_or_typ_do_not_fit_the_kind() {
             "kube-at",
             "system:serviceaccount:*",
         ));
-    let broker = Broker::start(&config.render()).await;
+    let broker = InProcess::start(&config.render()).await;
 
     let good = kube_claims("ci", "deployer", DEFAULT_SUBJECT);
     assert_accepted(
@@ -937,22 +959,7 @@ async fn rejects_kubernetes_tokens_whose_sub_or_typ_do_not_fit_the_kind() {
             kube.mint_with_header(json!({"typ": "application/at+jwt"}), good.clone()),
         ),
     ];
-    let mut failures = Vec::new();
-    for (case, token) in &cases {
-        let reply = broker.exchange(token, TARGET).await;
-        let ok = reply.status == 400
-            && reply.json["error"] == "invalid_request"
-            && reply.json["error_description"] != "denied by policy";
-        if !ok {
-            failures.push(format!("{case}: {} {}", reply.status, reply.text));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "not refused by the kubernetes kind:\n{}\n{}",
-        failures.join("\n"),
-        stderr_tail(&broker)
-    );
+    assert_refused_by_kind(&broker, &cases, "kubernetes").await;
 
     // The same access token from an issuer that allows access tokens.
     assert_accepted(
@@ -969,7 +976,7 @@ async fn rejects_github_actions_token_whose_sub_is_not_its_repository() {
     let config = BrokerConfig::new()
         .issuer(fake.issuer_yaml_with("gha", "kind: github-actions"))
         .rules(pattern_rule("gha-any-repo", "gha", "repo:*"));
-    let broker = Broker::start(&config.render()).await;
+    let broker = InProcess::start(&config.render()).await;
     let github = |sub: &str, repository: &str| {
         json!({
             "sub": sub,
@@ -1020,22 +1027,7 @@ async fn rejects_github_actions_token_whose_sub_is_not_its_repository() {
         ),
         ("no repository_owner", fake.mint(no_owner)),
     ];
-    let mut failures = Vec::new();
-    for (case, token) in &cases {
-        let reply = broker.exchange(token, TARGET).await;
-        let ok = reply.status == 400
-            && reply.json["error"] == "invalid_request"
-            && reply.json["error_description"] != "denied by policy";
-        if !ok {
-            failures.push(format!("{case}: {} {}", reply.status, reply.text));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "not refused by the github-actions kind:\n{}\n{}",
-        failures.join("\n"),
-        stderr_tail(&broker)
-    );
+    assert_refused_by_kind(&broker, &cases, "github-actions").await;
 }
 
 #[test]
@@ -1162,7 +1154,7 @@ fn check_rejects_issuer_urls_that_reach_internal_addresses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issued_tokens_fed_back_in_are_refused() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let reply = broker.exchange(&fake.mint(json!({})), TARGET).await;
     let issued = reply.access_token().to_owned();
 

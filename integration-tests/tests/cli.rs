@@ -42,6 +42,21 @@ fn mentions_file_and_line(output: &str, file: &str, line: usize) -> bool {
     })
 }
 
+/// `check` of `path` exits 1 and reports each `(needle, file, line)`: the needle, and
+/// the file and line it is on.
+fn assert_check_reports(path: &Path, errors: &[(&str, &str, usize)]) {
+    let out = check(path);
+    let all = out.all();
+    assert_eq!(out.code, Some(1), "{all}");
+    for (needle, file, line) in errors {
+        assert!(all.contains(needle), "{needle} not reported:\n{all}");
+        assert!(
+            mentions_file_and_line(&all, file, *line),
+            "{file}:{line} not reported:\n{all}"
+        );
+    }
+}
+
 fn check(config: &Path) -> integration_tests::CliOutput {
     run_cli(&["check", "--config", config.to_str().expect("UTF-8 path")])
 }
@@ -188,21 +203,14 @@ fn check_reports_every_error_at_once() {
     let yaml = format!("{VALID_HEAD}  bogus_signing_key: 1\nissuers: []\nrules_files: [./rules/*.yaml]\n");
     let path = write_config(dir.path(), &yaml);
 
-    let out = check(&path);
-    let all = out.all();
-
-    assert_eq!(out.code, Some(1), "{all}");
-    for (needle, file, line) in [
-        ("bogus_signing_key", "fedbroker.yaml", 7),
-        ("colour", "a.yaml", 5),
-        ("flavour", "b.yaml", 6),
-    ] {
-        assert!(all.contains(needle), "{needle} not reported:\n{all}");
-        assert!(
-            mentions_file_and_line(&all, file, line),
-            "{file}:{line} not reported:\n{all}"
-        );
-    }
+    assert_check_reports(
+        &path,
+        &[
+            ("bogus_signing_key", "fedbroker.yaml", 7),
+            ("colour", "a.yaml", 5),
+            ("flavour", "b.yaml", 6),
+        ],
+    );
 }
 
 #[test]
@@ -228,17 +236,7 @@ fn check_reports_reference_errors_alongside_syntax_errors() {
     let yaml = format!("{VALID_HEAD}issuers: []\nrules_files: [./rules/*.yaml]\n");
     let path = write_config(dir.path(), &yaml);
 
-    let out = check(&path);
-    let all = out.all();
-
-    assert_eq!(out.code, Some(1), "{all}");
-    for (needle, line) in [("nobody", 3), ("colour", 9)] {
-        assert!(all.contains(needle), "{needle} not reported:\n{all}");
-        assert!(
-            mentions_file_and_line(&all, "bad.yaml", line),
-            "bad.yaml:{line} not reported:\n{all}"
-        );
-    }
+    assert_check_reports(&path, &[("nobody", "bad.yaml", 3), ("colour", "bad.yaml", 9)]);
 }
 
 #[test]

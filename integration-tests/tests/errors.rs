@@ -1,21 +1,22 @@
 //! Every row of the contract's error table, and the token attacks behind the
 //! "subject token malformed, unsigned, badly signed, ..." row. Error answers
 //! never carry the token.
+//!
+//! Protocol-level: each case runs against the broker's router in this process
+//! (`InProcess`); the fake issuers still serve their keys over HTTP.
 
 use integration_tests::fake_issuer::DEFAULT_AUDIENCE;
 use integration_tests::tokens::{
     GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_JWT, hs256, now, unsigned,
 };
-use integration_tests::{Broker, FakeIssuer, KeyKind, SigningKey, exchange_form};
+use integration_tests::{FakeIssuer, Http, InProcess, KeyKind, SigningKey, exchange_form};
 use serde_json::{Value, json};
 
-use crate::support::{
-    ISSUER_NAME, TARGET, broker_with_rules, config_with_rules, default_broker, default_rule,
-};
+use crate::support::{ISSUER_NAME, TARGET, app_with_rules, config_with_rules, default_app, default_rule};
 
 /// Exchange `token` for the default target and expect a 400 `invalid_request`
 /// that does not echo it.
-async fn assert_token_rejected(broker: &Broker, token: &str) {
+async fn assert_token_rejected(broker: &Http, token: &str) {
     let reply = broker.exchange(token, TARGET).await;
     reply.assert_error(400, "invalid_request", token);
 }
@@ -23,17 +24,34 @@ async fn assert_token_rejected(broker: &Broker, token: &str) {
 /// A fake and a broker with the default rule; `claims` minted by the fake.
 async fn rejected_claims(claims: Value) {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     // The setup itself works: a plain token from the same fake is accepted.
     let control = broker.exchange(&fake.mint(json!({})), TARGET).await;
     assert_eq!(control.status, 200, "control exchange: {}", control.text);
     assert_token_rejected(&broker, &fake.mint(claims)).await;
 }
 
+/// A plain exchange with `field` set to each of `values` in turn: each is a 400 with
+/// `error` that does not echo the token.
+async fn assert_each_value_rejected(field: &str, values: &[&str], error: &str) {
+    let fake = FakeIssuer::start();
+    let broker = default_app(&fake).await;
+    let token = fake.mint(json!({}));
+    for value in values {
+        let mut form = exchange_form(&token, TARGET);
+        let slot = form
+            .iter_mut()
+            .find(|(name, _)| *name == field)
+            .expect("the field is in the form");
+        slot.1 = value;
+        broker.token_request(&form).await.assert_error(400, error, &token);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_missing_or_repeated_parameters_with_invalid_request() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let token = fake.mint(json!({}));
     let other = fake.mint(json!({}));
     let actor = fake.mint(json!({"sub": "agent:x"}));
@@ -101,26 +119,17 @@ async fn rejects_missing_or_repeated_parameters_with_invalid_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_unknown_grant_type_with_unsupported_grant_type() {
-    let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
-    let token = fake.mint(json!({}));
-    for grant in [
+    let grants = [
         "client_credentials",
         "urn:ietf:params:oauth:grant-type:jwt-bearer",
-    ] {
-        let mut form = exchange_form(&token, TARGET);
-        form[0] = ("grant_type", grant);
-        broker
-            .token_request(&form)
-            .await
-            .assert_error(400, "unsupported_grant_type", &token);
-    }
+    ];
+    assert_each_value_rejected("grant_type", &grants, "unsupported_grant_type").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_non_form_content_types_with_invalid_request() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let token = fake.mint(json!({}));
     let as_json = serde_json::to_vec(&json!({
         "grant_type": GRANT_TYPE_TOKEN_EXCHANGE,
@@ -154,7 +163,7 @@ async fn rejects_non_form_content_types_with_invalid_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_other_methods_on_token_with_405_allow_post() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     for method in [
         reqwest::Method::GET,
         reqwest::Method::PUT,
@@ -171,7 +180,7 @@ async fn rejects_other_methods_on_token_with_405_allow_post() {
 async fn rejects_body_over_max_body_bytes_with_413() {
     let fake = FakeIssuer::start();
     let config = config_with_rules(&fake, &default_rule()).server("max_body_bytes: 1024");
-    let broker = Broker::start(&config.render()).await;
+    let broker = InProcess::start(&config.render()).await;
     let token = fake.mint(json!({"padding": "x".repeat(2048)}));
 
     let reply = broker.exchange(&token, TARGET).await;
@@ -185,7 +194,7 @@ async fn rejects_body_over_max_body_bytes_with_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_malformed_subject_tokens() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let valid = fake.mint(json!({}));
     let parts: Vec<&str> = valid.split('.').collect();
     let cases = [
@@ -220,7 +229,7 @@ async fn rejects_malformed_subject_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_alg_none() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     assert_token_rejected(&broker, &unsigned(&fake.claims(json!({})))).await;
     // Also with the issuer's kid and a dangling signature.
     let kid = fake.current_key().kid.clone();
@@ -231,7 +240,7 @@ async fn rejects_alg_none() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_hs256_signed_with_rsa_public_key() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let key = fake.current_key();
     let header = json!({"alg": "HS256", "typ": "JWT", "kid": key.kid});
     let claims = fake.claims(json!({}));
@@ -243,7 +252,7 @@ async fn rejects_hs256_signed_with_rsa_public_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_bad_signature() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let token = fake.mint(json!({}));
     let (input, signature) = token.rsplit_once('.').expect("three parts");
     // Flip bits in the middle of the signature.
@@ -265,7 +274,7 @@ async fn rejects_bad_signature() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_token_signed_by_unpublished_key_reusing_a_published_kid() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let attacker = SigningKey::generate_with_kid(KeyKind::Rsa, &fake.current_key().kid);
     assert_token_rejected(&broker, &fake.mint_with_key(&attacker, json!({}), json!({}))).await;
 }
@@ -273,7 +282,7 @@ async fn rejects_token_signed_by_unpublished_key_reusing_a_published_kid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_embedded_jwk_and_jku_headers_pointing_at_attacker_keys() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     // The attacker runs its own "issuer" publishing its key.
     let attacker = FakeIssuer::start();
     let attacker_key = attacker.current_key();
@@ -293,7 +302,7 @@ async fn rejects_embedded_jwk_and_jku_headers_pointing_at_attacker_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_algorithm_not_listed_for_the_issuer() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     // Correctly signed with the published key, but RS512 while the issuer lists RS256 only.
     assert_token_rejected(
         &broker,
@@ -310,7 +319,7 @@ async fn rejects_algorithm_not_listed_for_the_issuer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_unknown_crit_header() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let token = fake.mint_with_header(
         json!({"crit": ["urn:example:must-understand"], "urn:example:must-understand": true}),
         json!({}),
@@ -348,7 +357,7 @@ async fn rejects_token_without_audience() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepts_audience_list_containing_a_configured_audience() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let token = fake.mint(json!({"aud": ["other", DEFAULT_AUDIENCE]}));
     let reply = broker.exchange(&token, TARGET).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
@@ -362,7 +371,7 @@ async fn rejects_unknown_issuer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_issuer_that_differs_only_in_case_or_trailing_slash() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let upper = fake.issuer().replace("http://", "HTTP://");
     assert_token_rejected(&broker, &fake.mint(json!({"iss": upper}))).await;
     let slash = format!("{}/", fake.issuer());
@@ -376,7 +385,7 @@ async fn rejects_token_living_longer_than_max_token_lifetime() {
     let config = integration_tests::BrokerConfig::new()
         .issuer(issuer)
         .rules(default_rule());
-    let broker = Broker::start(&config.render()).await;
+    let broker = InProcess::start(&config.render()).await;
     let now = now();
     assert_token_rejected(&broker, &fake.mint(json!({"iat": now, "exp": now + 3 * 3600}))).await;
     let fine = broker
@@ -387,27 +396,18 @@ async fn rejects_token_living_longer_than_max_token_lifetime() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_unsupported_subject_token_type() {
-    let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
-    let token = fake.mint(json!({}));
-    for token_type in [
+    let token_types = [
         "urn:ietf:params:oauth:token-type:saml2",
         "urn:ietf:params:oauth:token-type:refresh_token",
         "jwt",
-    ] {
-        let mut form = exchange_form(&token, TARGET);
-        form[2] = ("subject_token_type", token_type);
-        broker
-            .token_request(&form)
-            .await
-            .assert_error(400, "invalid_request", &token);
-    }
+    ];
+    assert_each_value_rejected("subject_token_type", &token_types, "invalid_request").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_rule_for_the_target_is_invalid_target() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let token = fake.mint(json!({}));
     broker
         .exchange(&token, "target-nobody-grants")
@@ -418,7 +418,7 @@ async fn no_rule_for_the_target_is_invalid_target() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_for_target_not_matching_is_denied_by_policy() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let token = fake.mint(json!({"sub": "system:serviceaccount:ci:intruder"}));
 
     let reply = broker.exchange(&token, TARGET).await;
@@ -444,7 +444,7 @@ async fn deny_rule_overrides_a_matching_allow() {
             audiences: [target-a]
         "#
     );
-    let broker = broker_with_rules(&fake, &rules).await;
+    let broker = app_with_rules(&fake, &rules).await;
 
     let token = fake.mint(json!({"frozen": "yes"}));
     let reply = broker.exchange(&token, TARGET).await;
@@ -470,7 +470,7 @@ async fn scope_no_rule_grants_is_invalid_scope() {
             scopes: [read]
         "#
     );
-    let broker = broker_with_rules(&fake, &rules).await;
+    let broker = app_with_rules(&fake, &rules).await;
     for (target, scope) in [
         (TARGET, "read admin"),
         (TARGET, "admin"),
@@ -494,7 +494,7 @@ async fn scope_no_rule_grants_is_invalid_scope() {
 async fn unobtainable_issuer_keys_are_503_with_retry_after() {
     let fake = FakeIssuer::start();
     fake.set_outage(true);
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let token = fake.mint(json!({}));
 
     let reply = broker.exchange(&token, TARGET).await;
@@ -511,7 +511,7 @@ async fn unobtainable_issuer_keys_are_503_with_retry_after() {
 async fn unreachable_issuer_is_503_with_retry_after() {
     let fake = FakeIssuer::start();
     fake.stop();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let token = fake.mint(json!({}));
 
     let reply = broker.exchange(&token, TARGET).await;
@@ -529,7 +529,7 @@ async fn access_token_type_for_actor_is_accepted_only_with_its_pair() {
     // actor_token_type alone (no actor_token) is covered above; here the full pair
     // with an access_token type is a well-formed request that policy then denies.
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let token = fake.mint(json!({}));
     let actor = fake.mint(json!({"sub": "agent:x"}));
     let mut form = exchange_form(&token, TARGET);

@@ -1,21 +1,25 @@
 //! Successful exchanges: the response, the issued token, rule matching and
 //! mapping, delegation, discovery and the other read-only endpoints.
+//!
+//! Protocol-level cases run against the broker's router in this process
+//! (`InProcess`); a process (`Broker`) serves what needs one: a restart, the
+//! environment, rule files beside the config, a listener's root path.
 
 use integration_tests::fake_issuer::{DEFAULT_AUDIENCE, DEFAULT_SUBJECT};
 use integration_tests::tokens::{
     GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT,
     decode_unverified, verify_issued, verify_with_jwks,
 };
-use integration_tests::{Broker, BrokerConfig, FakeIssuer, KeyKind, exchange_form};
+use integration_tests::{Broker, BrokerConfig, FakeIssuer, InProcess, KeyKind, exchange_form};
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
-use crate::support::{ISSUER_NAME, TARGET, broker_with_rules, config_with_rules, default_broker, str_claim};
+use crate::support::{ISSUER_NAME, TARGET, app_with_rules, config_with_rules, default_app, str_claim};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exchange_issues_verifiable_jwt_with_no_store_headers() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let subject_token = fake.mint(json!({}));
 
     let reply = broker.exchange(&subject_token, TARGET).await;
@@ -63,7 +67,7 @@ async fn exchange_issues_verifiable_jwt_with_no_store_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issued_jti_is_unique_across_exchanges() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let mut jtis = Vec::new();
     for _ in 0..2 {
         let subject_token = fake.mint(json!({}));
@@ -81,42 +85,36 @@ async fn issued_jti_is_unique_across_exchanges() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_token_request_yields_bearer_at_jwt() {
-    let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
-    let subject_token = fake.mint(json!({}));
-    let mut form = exchange_form(&subject_token, TARGET);
-    form.push(("requested_token_type", TOKEN_TYPE_ACCESS_TOKEN));
-
-    let reply = broker.token_request(&form).await;
-
-    let issued = reply.access_token().to_owned();
-    assert_eq!(reply.json["token_type"], "Bearer");
-    assert_eq!(reply.json["issued_token_type"], TOKEN_TYPE_ACCESS_TOKEN);
-    let (header, _) = verify_issued(&broker, &issued, &[TARGET]).await;
-    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    assert_requested_type(TOKEN_TYPE_ACCESS_TOKEN, "Bearer", "at+jwt").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explicit_jwt_requested_token_type_is_the_default_shape() {
+    assert_requested_type(TOKEN_TYPE_JWT, "N_A", "JWT").await;
+}
+
+/// An exchange asking for `requested_token_type`: the answer's `token_type` and
+/// `issued_token_type`, and the issued token's `typ` header.
+async fn assert_requested_type(requested: &str, token_type: &str, typ: &str) {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let subject_token = fake.mint(json!({}));
     let mut form = exchange_form(&subject_token, TARGET);
-    form.push(("requested_token_type", TOKEN_TYPE_JWT));
+    form.push(("requested_token_type", requested));
 
     let reply = broker.token_request(&form).await;
 
     let issued = reply.access_token().to_owned();
-    assert_eq!(reply.json["token_type"], "N_A");
-    assert_eq!(reply.json["issued_token_type"], TOKEN_TYPE_JWT);
+    assert_eq!(reply.json["token_type"], token_type);
+    assert_eq!(reply.json["issued_token_type"], requested);
     let (header, _) = verify_issued(&broker, &issued, &[TARGET]).await;
-    assert_eq!(header.typ.as_deref(), Some("JWT"));
+    assert_eq!(header.typ.as_deref(), Some(typ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn id_token_and_access_token_subject_token_types_are_accepted() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     for token_type in [TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_ACCESS_TOKEN] {
         let subject_token = fake.mint(json!({}));
         let reply = broker
@@ -156,7 +154,7 @@ async fn issue_templates_map_subject_audience_and_nested_claims() {
                   repo: ["{claims.repository}"]
                 transitive_tag_keys: [repo]
         "#;
-    let broker = broker_with_rules(&fake, rules).await;
+    let broker = app_with_rules(&fake, rules).await;
     let subject_token = fake.mint(json!({
         "repository": "acme/api",
         "kubernetes.io": {"namespace": "ci", "serviceaccount": {"name": "deployer"}},
@@ -202,7 +200,7 @@ async fn template_with_missing_claim_denies_instead_of_issuing_empty_value() {
           issue:
             subject: "gha:{claims.repository}"
         "#;
-    let broker = broker_with_rules(&fake, rules).await;
+    let broker = app_with_rules(&fake, rules).await;
     let subject_token = fake.mint(json!({}));
 
     let reply = broker.exchange(&subject_token, TARGET).await;
@@ -220,7 +218,7 @@ async fn default_lifetime_is_fifteen_minutes() {
             subject: "system:serviceaccount:ci:deployer"
             audiences: [target-a]
         "#;
-    let broker = broker_with_rules(&fake, rules).await;
+    let broker = app_with_rules(&fake, rules).await;
 
     let reply = broker.exchange(&fake.mint(json!({})), TARGET).await;
 
@@ -243,7 +241,7 @@ async fn several_requested_audiences_make_an_array_aud() {
             subject: "system:serviceaccount:ci:deployer"
             audiences: [target-a, target-b]
         "#;
-    let broker = broker_with_rules(&fake, rules).await;
+    let broker = app_with_rules(&fake, rules).await;
     let subject_token = fake.mint(json!({}));
     let mut form = exchange_form(&subject_token, "target-a");
     form.push(("audience", "target-b"));
@@ -265,7 +263,7 @@ async fn resource_parameter_names_the_target() {
             subject: "system:serviceaccount:ci:deployer"
             audiences: ["https://api.example.com/"]
         "#;
-    let broker = broker_with_rules(&fake, rules).await;
+    let broker = app_with_rules(&fake, rules).await;
     let subject_token = fake.mint(json!({}));
 
     let reply = broker
@@ -296,7 +294,7 @@ async fn claim_matchers_and_anchored_subject_patterns_select_requests() {
               job_workflow_ref: "acme/workflows/.github/workflows/*@refs/heads/main"
             audiences: [target-a]
         "#;
-    let broker = broker_with_rules(&fake, rules).await;
+    let broker = app_with_rules(&fake, rules).await;
     let good = json!({
         "sub": "repo:acme/api:ref:refs/heads/main",
         "repository_owner": "acme",
@@ -357,7 +355,7 @@ async fn number_and_boolean_claims_match_their_json_text() {
               hosted: "true"
             audiences: [target-a]
         "#;
-    let broker = broker_with_rules(&fake, rules).await;
+    let broker = app_with_rules(&fake, rules).await;
 
     let token = fake.mint(json!({"run_attempt": 1, "hosted": true}));
     let reply = broker.exchange(&token, TARGET).await;
@@ -393,7 +391,7 @@ async fn condition_expression_gates_the_rule() {
             condition: 'claims.runner_environment == "github-hosted"'
             audiences: [target-a]
         "#;
-    let broker = broker_with_rules(&fake, rules).await;
+    let broker = app_with_rules(&fake, rules).await;
 
     let token = fake.mint(json!({"runner_environment": "github-hosted"}));
     assert_eq!(broker.exchange(&token, TARGET).await.status, 200);
@@ -412,7 +410,7 @@ async fn scope_granted_by_a_rule_is_accepted() {
             audiences: [target-a]
             scopes: [read, write]
         "#;
-    let broker = broker_with_rules(&fake, rules).await;
+    let broker = app_with_rules(&fake, rules).await;
     let subject_token = fake.mint(json!({}));
     let mut form = exchange_form(&subject_token, TARGET);
     form.push(("scope", "read write"));
@@ -430,7 +428,7 @@ async fn scope_granted_by_a_rule_is_accepted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn es256_subject_tokens_are_accepted() {
     let fake = FakeIssuer::start_with(KeyKind::Ec);
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
 
     let reply = broker.exchange(&fake.mint(json!({})), TARGET).await;
 
@@ -440,7 +438,7 @@ async fn es256_subject_tokens_are_accepted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_expired_within_clock_skew_is_accepted() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let now = integration_tests::tokens::now();
 
     let token = fake.mint(json!({"iat": now - 600, "exp": now - 20}));
@@ -453,7 +451,7 @@ async fn token_expired_within_clock_skew_is_accepted() {
     );
 }
 
-async fn delegation_setup(with_actor_clause: bool) -> (FakeIssuer, FakeIssuer, Broker) {
+async fn delegation_setup(with_actor_clause: bool) -> (FakeIssuer, FakeIssuer, InProcess) {
     let subjects = FakeIssuer::start();
     let agents = FakeIssuer::start();
     let actor = if with_actor_clause {
@@ -474,7 +472,7 @@ async fn delegation_setup(with_actor_clause: bool) -> (FakeIssuer, FakeIssuer, B
         "#
     );
     let config = config_with_rules(&subjects, &rules).issuer(agents.issuer_yaml("agents"));
-    let broker = Broker::start(&config.render()).await;
+    let broker = InProcess::start(&config.render()).await;
     (subjects, agents, broker)
 }
 
@@ -535,7 +533,7 @@ async fn actor_token_against_rule_without_actor_is_denied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_documents_describe_the_broker() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let url = broker.url();
 
     let openid = broker.get("/.well-known/openid-configuration").await;
@@ -566,7 +564,7 @@ async fn discovery_documents_describe_the_broker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwks_publishes_usable_signing_keys() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
 
     let reply = broker.get("/jwks.json").await;
 
@@ -590,7 +588,7 @@ async fn jwks_publishes_usable_signing_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics_endpoints_answer() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
 
     assert_eq!(broker.get("/healthz").await.status, 200);
     let ready = broker.get("/readyz").await;
@@ -643,7 +641,7 @@ async fn issued_header_for(signing_algorithm: &str) -> jsonwebtoken::Header {
     let fake = FakeIssuer::start();
     let config =
         config_with_rules(&fake, &crate::support::default_rule()).signing_algorithm(signing_algorithm);
-    let broker = Broker::start(&config.render()).await;
+    let broker = InProcess::start(&config.render()).await;
     let reply = broker.exchange(&fake.mint(json!({})), TARGET).await;
     let (header, _) = verify_issued(&broker, reply.access_token(), &[TARGET]).await;
     let discovery = broker.get("/.well-known/openid-configuration").await;

@@ -1,6 +1,6 @@
 //! `fedbroker explain` (a dry run of one exchange) and `fedbroker check --format json`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use integration_tests::fake_issuer::DEFAULT_SUBJECT;
 use integration_tests::{BrokerConfig, CliOutput, FakeIssuer, dedent, run_cli_in};
@@ -10,17 +10,6 @@ use crate::support::{ISSUER_NAME, TARGET, config_with_rules, default_broker, def
 
 /// `server.public_url` of the configs written here (nothing listens on it).
 const PUBLIC_URL: &str = "http://127.0.0.1:18080";
-
-/// Render `config` (placeholders filled, port 18080) into `dir/fedbroker.yaml`.
-fn write_config(dir: &Path, config: &BrokerConfig) -> PathBuf {
-    let text = config
-        .render()
-        .replace("@PORT@", "18080")
-        .replace("@DIR@", dir.to_str().expect("UTF-8 path"));
-    let path = dir.join("fedbroker.yaml");
-    std::fs::write(&path, text).expect("write config");
-    path
-}
 
 /// `fedbroker explain --config <config> ARGS` in `dir`.
 fn explain(dir: &Path, config: &Path, args: &[&str]) -> CliOutput {
@@ -37,6 +26,32 @@ fn explain_json(dir: &Path, config: &Path, args: &[&str]) -> (CliOutput, Value) 
     let doc = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("--json stdout is not JSON ({e}):\n{}", out.all()));
     (out, doc)
+}
+
+/// The text form of an explain run (`json_out` was its `--json` form): exit `code`,
+/// stdout with every one of `needles`, and neither output holding `token`.
+fn assert_text_form(
+    dir: &Path,
+    config: &Path,
+    args: &[&str],
+    code: Option<i32>,
+    needles: &[&str],
+    json_out: &CliOutput,
+    token: &str,
+) {
+    let text = explain(dir, config, args);
+    assert_eq!(text.code, code, "{}", text.all());
+    for needle in needles {
+        assert!(
+            text.stdout.contains(needle),
+            "text output lacks {needle}:\n{}",
+            text.all()
+        );
+    }
+    assert!(
+        !json_out.all().contains(token) && !text.all().contains(token),
+        "explain printed the token"
+    );
 }
 
 /// The `rules` entry of an explain document for `name`.
@@ -89,7 +104,7 @@ fn mapping_rules() -> String {
 fn explain_allow_shows_the_deciding_rule_and_the_issued_claims() {
     let fake = FakeIssuer::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), &config_with_rules(&fake, &mapping_rules()));
+    let config = config_with_rules(&fake, &mapping_rules()).write_to(dir.path());
     let token = fake.mint(json!({"environment": "dev", "namespace": "payments", "team": "blue"}));
 
     let (out, doc) = explain_json(
@@ -131,30 +146,16 @@ fn explain_allow_shows_the_deciding_rule_and_the_issued_claims() {
     assert_eq!(rule_entry(&doc, "payments-deployer")["matched"], true, "{doc}");
 
     // The text form tells the same story.
-    let text = explain(
-        dir.path(),
-        &config,
-        &["--subject-token", &token, "--audience", TARGET],
-    );
-    assert_eq!(text.code, Some(0), "{}", text.all());
-    for needle in [
+    let needles = [
         "payments-deployer",
         "prod-only",
         "environment",
         "k8s:payments",
         "blue",
         PUBLIC_URL,
-    ] {
-        assert!(
-            text.stdout.contains(needle),
-            "text output lacks {needle}:\n{}",
-            text.all()
-        );
-    }
-    assert!(
-        !out.all().contains(&token) && !text.all().contains(&token),
-        "explain printed the token"
-    );
+    ];
+    let args = ["--subject-token", token.as_str(), "--audience", TARGET];
+    assert_text_form(dir.path(), &config, &args, Some(0), &needles, &out, &token);
 }
 
 #[test]
@@ -177,7 +178,7 @@ fn explain_deny_gives_each_rules_first_failed_condition() {
             audiences: [{TARGET}]
         "#
     );
-    let config = write_config(dir.path(), &config_with_rules(&fake, &rules));
+    let config = config_with_rules(&fake, &rules).write_to(dir.path());
     let token = fake.mint(json!({"environment": "dev"}));
     std::fs::write(dir.path().join("token.jwt"), format!("{token}\n")).expect("token file");
 
@@ -208,30 +209,16 @@ fn explain_deny_gives_each_rules_first_failed_condition() {
         "the reason names the expected subject: {exact}"
     );
 
-    let text = explain(
-        dir.path(),
-        &config,
-        &["--subject-token", "@token.jwt", "--audience", TARGET],
-    );
-    assert_eq!(text.code, Some(2), "{}", text.all());
-    for needle in ["prod-or-staging", "exact-subject", "staging", "release-bot"] {
-        assert!(
-            text.stdout.contains(needle),
-            "text output lacks {needle}:\n{}",
-            text.all()
-        );
-    }
-    assert!(
-        !out.all().contains(&token) && !text.all().contains(&token),
-        "explain printed the token"
-    );
+    let needles = ["prod-or-staging", "exact-subject", "staging", "release-bot"];
+    let args = ["--subject-token", "@token.jwt", "--audience", TARGET];
+    assert_text_form(dir.path(), &config, &args, Some(2), &needles, &out, &token);
 }
 
 #[test]
 fn explain_a_claims_document_needs_no_token_and_no_network() {
     let fake = FakeIssuer::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), &config_with_rules(&fake, &default_rule()));
+    let config = config_with_rules(&fake, &default_rule()).write_to(dir.path());
     let with_iss = dir.path().join("with-iss.json");
     std::fs::write(
         &with_iss,
@@ -308,7 +295,7 @@ fn explain_a_claims_document_needs_no_token_and_no_network() {
 fn explain_reports_invalid_target_and_invalid_scope() {
     let fake = FakeIssuer::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), &config_with_rules(&fake, &default_rule()));
+    let config = config_with_rules(&fake, &default_rule()).write_to(dir.path());
 
     let token = fake.mint(json!({}));
     let (out, doc) = explain_json(
@@ -359,7 +346,7 @@ fn explain_reports_invalid_target_and_invalid_scope() {
 fn explain_denies_tokens_the_server_would_reject_at_the_token_stage() {
     let fake = FakeIssuer::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), &config_with_rules(&fake, &default_rule()));
+    let config = config_with_rules(&fake, &default_rule()).write_to(dir.path());
     let now = integration_tests::tokens::now();
     let expired = fake.mint(json!({"iat": now - 7200, "exp": now - 3600}));
     let stranger = integration_tests::SigningKey::generate(integration_tests::KeyKind::Rsa);
@@ -404,10 +391,9 @@ fn explain_denies_tokens_the_server_would_reject_at_the_token_stage() {
 fn explain_with_a_broken_config_is_an_error() {
     let fake = FakeIssuer::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(
-        dir.path(),
-        &config_with_rules(&fake, &default_rule()).top_level("surprise: 1"),
-    );
+    let config = config_with_rules(&fake, &default_rule())
+        .top_level("surprise: 1")
+        .write_to(dir.path());
     let out = explain(
         dir.path(),
         &config,
@@ -496,7 +482,7 @@ fn check_format_json_lists_every_error_with_file_line_field_and_message() {
     let config_obj = BrokerConfig::new()
         .issuer(fake.issuer_yaml("k8s"))
         .top_level("rules_files: [./rules/*.yaml]\nsurprise_key: 1");
-    let config = write_config(dir.path(), &config_obj);
+    let config = config_obj.write_to(dir.path());
     let config_text = std::fs::read_to_string(&config).expect("read config");
 
     let (out, doc) = check_json(dir.path(), &config);
@@ -557,7 +543,7 @@ fn check_format_json_lists_every_error_with_file_line_field_and_message() {
 fn check_format_json_on_a_valid_config() {
     let fake = FakeIssuer::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), &config_with_rules(&fake, &default_rule()));
+    let config = config_with_rules(&fake, &default_rule()).write_to(dir.path());
 
     let (out, doc) = check_json(dir.path(), &config);
 

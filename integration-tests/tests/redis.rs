@@ -13,12 +13,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use integration_tests::eventually;
 use integration_tests::redis_server::{RedisCluster, RedisServer, redis_available};
 use integration_tests::tokens::{decode_unverified, sha256_hex};
 use integration_tests::{Broker, BrokerConfig, FakeIssuer, Reply, dedent, exchange_form, run_cli_in};
 use serde_json::json;
 
-use crate::support::{ISSUER_NAME, TARGET, default_rule, str_claim};
+use crate::support::{ISSUER_NAME, TARGET, assert_one_of_concurrent_copies, default_rule, str_claim};
 
 /// The public URL every replica shares (a load balancer's name); the harness talks to
 /// each replica on its own port.
@@ -46,24 +47,22 @@ fn config(fake: &FakeIssuer, replay: &str, key_dir: Option<&Path>) -> String {
     yaml
 }
 
-fn redis_replay(url: &str, extra: &str) -> String {
-    format!("replay:\n  backend: redis\n  redis_url: {url}\n  command_timeout: 250ms\n{extra}")
+/// A Redis, a fake issuer, a key directory and the config of two replicas sharing
+/// them behind [`SHARED_URL`].
+fn shared_replicas() -> (RedisServer, FakeIssuer, tempfile::TempDir, String) {
+    let redis = RedisServer::start();
+    let fake = FakeIssuer::start();
+    let keys = tempfile::tempdir().expect("key dir");
+    let yaml = config(
+        &fake,
+        &redis_replay(&redis.url(), "  replicas: 2\n"),
+        Some(keys.path()),
+    );
+    (redis, fake, keys, yaml)
 }
 
-/// Poll `probe` every 100 ms until it returns `Some`, for at most `limit`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+fn redis_replay(url: &str, extra: &str) -> String {
+    format!("replay:\n  backend: redis\n  redis_url: {url}\n  command_timeout: 250ms\n{extra}")
 }
 
 fn assert_unavailable(reply: &Reply, token: &str) {
@@ -89,33 +88,12 @@ async fn replicas_sharing_redis_accept_a_token_once_and_publish_the_same_keys() 
     if !redis_available() {
         return;
     }
-    let redis = RedisServer::start();
-    let fake = FakeIssuer::start();
-    let keys = tempfile::tempdir().expect("key dir");
-    let yaml = config(
-        &fake,
-        &redis_replay(&redis.url(), "  replicas: 2\n"),
-        Some(keys.path()),
-    );
+    let (redis, fake, _keys, yaml) = shared_replicas();
     let a = Arc::new(Broker::start(&yaml).await);
     let b = Arc::new(Broker::start(&yaml).await);
 
-    let token = Arc::new(fake.mint(json!({})));
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..50 {
-        let broker = if i % 2 == 0 { a.clone() } else { b.clone() };
-        let token = token.clone();
-        tasks.spawn(async move { broker.exchange(&token, TARGET).await });
-    }
-    let replies = tasks.join_all().await;
-    let ok = replies.iter().filter(|r| r.status == 200).count();
-    assert_eq!(
-        ok, 1,
-        "exactly one of 50 copies across two replicas may exchange: {replies:#?}"
-    );
-    for reply in replies.iter().filter(|r| r.status != 200) {
-        reply.assert_error(400, "invalid_request", &token);
-    }
+    let token = fake.mint(json!({}));
+    assert_one_of_concurrent_copies(&[a.clone(), b.clone()], &token, 50).await;
     let mark = redis.cli(&["PTTL", &redis_key(&token)]);
     let ttl_ms: i64 = mark.trim().parse().unwrap_or(-2);
     assert!(ttl_ms > 0, "the mark carries an expiry (exp + skew): PTTL {mark}");
@@ -267,14 +245,7 @@ async fn restarted_replica_serves_again_and_still_refuses_used_tokens() {
     if !redis_available() {
         return;
     }
-    let redis = RedisServer::start();
-    let fake = FakeIssuer::start();
-    let keys = tempfile::tempdir().expect("key dir");
-    let yaml = config(
-        &fake,
-        &redis_replay(&redis.url(), "  replicas: 2\n"),
-        Some(keys.path()),
-    );
+    let (_redis, fake, _keys, yaml) = shared_replicas();
     let mut broker = Broker::start(&yaml).await;
     let token = fake.mint(json!({}));
     assert_eq!(broker.exchange(&token, TARGET).await.status, 200);
@@ -383,14 +354,7 @@ async fn killed_replica_under_load_leaves_the_other_serving_and_no_token_issued_
     if !redis_available() {
         return;
     }
-    let redis = RedisServer::start();
-    let fake = FakeIssuer::start();
-    let keys = tempfile::tempdir().expect("key dir");
-    let yaml = config(
-        &fake,
-        &redis_replay(&redis.url(), "  replicas: 2\n"),
-        Some(keys.path()),
-    );
+    let (_redis, fake, _keys, yaml) = shared_replicas();
     let a = Broker::start(&yaml).await;
     let b = Broker::start(&yaml).await;
     let (url_a, url_b) = (format!("{}/token", a.origin()), format!("{}/token", b.origin()));

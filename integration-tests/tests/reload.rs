@@ -55,17 +55,18 @@ async fn generation(broker: &Broker) -> u64 {
         .expect("generation is an integer")
 }
 
-/// Poll `/readyz` until `rules.generation` exceeds `previous`; returns the `rules` object.
-async fn wait_for_generation_above(broker: &Broker, previous: u64) -> Value {
+/// Poll `/readyz` until its `rules` object satisfies `done`, for [`RELOAD_TIMEOUT`];
+/// returns it, or panics with "`failure` within ...".
+async fn wait_for_rules(broker: &Broker, failure: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + RELOAD_TIMEOUT;
     loop {
         let rules = rules_status(broker).await;
-        if rules["generation"].as_u64().is_some_and(|g| g > previous) {
+        if done(&rules) {
             return rules;
         }
         if Instant::now() > deadline {
             panic!(
-                "generation did not pass {previous} within {RELOAD_TIMEOUT:?}: {rules}\n--- stderr ---\n{}",
+                "{failure} within {RELOAD_TIMEOUT:?}: {rules}\n--- stderr ---\n{}",
                 broker.stderr()
             );
         }
@@ -73,22 +74,21 @@ async fn wait_for_generation_above(broker: &Broker, previous: u64) -> Value {
     }
 }
 
+/// Poll `/readyz` until `rules.generation` exceeds `previous`; returns the `rules` object.
+async fn wait_for_generation_above(broker: &Broker, previous: u64) -> Value {
+    let failure = format!("generation did not pass {previous}");
+    wait_for_rules(broker, &failure, |rules| {
+        rules["generation"].as_u64().is_some_and(|g| g > previous)
+    })
+    .await
+}
+
 /// Poll `/readyz` until `rules.last_reload_error` is a string; returns the `rules` object.
 async fn wait_for_reload_error(broker: &Broker) -> Value {
-    let deadline = Instant::now() + RELOAD_TIMEOUT;
-    loop {
-        let rules = rules_status(broker).await;
-        if rules["last_reload_error"].is_string() {
-            return rules;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "no last_reload_error within {RELOAD_TIMEOUT:?}: {rules}\n--- stderr ---\n{}",
-                broker.stderr()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_rules(broker, "no last_reload_error", |rules| {
+        rules["last_reload_error"].is_string()
+    })
+    .await
 }
 
 /// Poll the broker's stderr until it contains every one of `needles`.

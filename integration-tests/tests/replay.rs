@@ -7,30 +7,15 @@ use integration_tests::tokens::{decode_unverified, unsigned};
 use integration_tests::{Broker, BrokerConfig, FakeIssuer, SigningKey};
 use serde_json::json;
 
-use crate::support::{ISSUER_NAME, TARGET, default_broker, default_rule};
+use crate::support::{ISSUER_NAME, TARGET, assert_one_of_concurrent_copies, default_broker, default_rule};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rejects_replayed_token_under_concurrency() {
     let fake = FakeIssuer::start();
     let broker = Arc::new(default_broker(&fake).await);
-    let token = Arc::new(fake.mint(json!({})));
+    let token = fake.mint(json!({}));
 
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..20 {
-        let broker = broker.clone();
-        let token = token.clone();
-        tasks.spawn(async move { broker.exchange(&token, TARGET).await });
-    }
-    let replies = tasks.join_all().await;
-
-    let ok = replies.iter().filter(|r| r.status == 200).count();
-    assert_eq!(
-        ok, 1,
-        "exactly one of 20 concurrent copies may exchange: {replies:#?}"
-    );
-    for reply in replies.iter().filter(|r| r.status != 200) {
-        reply.assert_error(400, "invalid_request", &token);
-    }
+    assert_one_of_concurrent_copies(&[broker], &token, 20).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

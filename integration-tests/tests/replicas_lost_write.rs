@@ -13,21 +13,20 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use integration_tests::eventually;
 use integration_tests::redis_server::{RedisServer, redis_available, resp_command};
-use integration_tests::{Broker, BrokerConfig, FakeIssuer, Reply};
+use integration_tests::{Broker, BrokerConfig, FakeIssuer};
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::TARGET;
-use crate::support::{issuer_body, rule_body};
-
-const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef-lost-write";
-const HMAC_KEY: &str = "hmac-key-0123456789abcdef0123456789abcdef";
-const STATE_KEY: &str = "fedbroker:replay:admin:state";
+use crate::support::{
+    ADMIN_TOKEN, HMAC_KEY, TARGET, admin_names, admin_send as send, change_lines, hget, issuer_body,
+    rule_body,
+};
 
 /// A TCP proxy in front of one Redis that, once armed, drops the next `EVAL` (or
 /// `EVALSHA`) command the broker sends, and closes that connection without forwarding
@@ -146,59 +145,6 @@ fn config(proxy: &SwallowProxy) -> String {
         .render()
 }
 
-async fn send(
-    broker: &Broker,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&Value>,
-) -> Reply {
-    broker
-        .admin_request(ADMIN_TOKEN, method, path, headers, body)
-        .await
-}
-
-/// Poll `probe` every 50 ms until it returns `Some`, for at most `limit`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn hget(redis: &RedisServer, field: &str) -> String {
-    redis.cli(&["HGET", STATE_KEY, field]).trim().to_owned()
-}
-
-/// The `admin_change` audit lines of `broker` about `name`.
-fn change_lines(broker: &Broker, name: &str) -> Vec<Value> {
-    broker
-        .audit_lines()
-        .into_iter()
-        .filter(|l| l["event"] == "admin_change" && l["name"] == name)
-        .collect()
-}
-
-async fn rule_names(broker: &Broker) -> Vec<String> {
-    let reply = send(broker, Method::GET, "/admin/v1/rules", &[], None).await;
-    assert_eq!(reply.status, 200, "GET rules: {reply:?}");
-    reply
-        .json
-        .as_array()
-        .expect("a JSON array")
-        .iter()
-        .map(|item| item["name"].as_str().unwrap_or_default().to_owned())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_lost_before_it_reached_redis_is_read_back_as_not_applied_and_can_be_retried() {
     if !redis_available() {
@@ -253,7 +199,7 @@ async fn a_write_lost_before_it_reached_redis_is_read_back_as_not_applied_and_ca
     );
 
     // One attempt, one audit line: rejected, with the read-back's finding.
-    let lines = change_lines(&broker, "r1");
+    let lines = change_lines(&broker, "admin_change", "r1");
     assert_eq!(lines.len(), 1, "one attempt, one line: {lines:?}");
     assert_eq!(lines[0]["outcome"], "rejected", "{lines:?}");
     assert_eq!(lines[0]["action"], "create", "{lines:?}");
@@ -281,7 +227,7 @@ async fn a_write_lost_before_it_reached_redis_is_read_back_as_not_applied_and_ca
     let reply = send(&broker, Method::GET, "/admin/v1/rules/r1", &[], None).await;
     assert_eq!(reply.status, 404, "{reply:?}");
     assert!(
-        !rule_names(&broker).await.contains(&"r1".to_owned()),
+        !admin_names(&broker, "rules").await.contains(&"r1".to_owned()),
         "r1 is not listed"
     );
 
@@ -296,14 +242,14 @@ async fn a_write_lost_before_it_reached_redis_is_read_back_as_not_applied_and_ca
     .await;
     assert_eq!(retry.status, 201, "{retry:?}\n{}", broker.stderr());
     assert_eq!(proxy.swallowed(), 1, "{retry:?}");
-    let lines = change_lines(&broker, "r1");
+    let lines = change_lines(&broker, "admin_change", "r1");
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert_eq!(lines[1]["outcome"], "applied", "{lines:?}");
     assert_ne!(lines[1]["change_id"], change_id.as_str(), "{lines:?}");
     assert_eq!(hget(&redis, "version"), "2");
     let reply = send(&broker, Method::GET, "/admin/v1/rules/r1", &[], None).await;
     assert_eq!(reply.status, 200, "{reply:?}");
-    assert!(rule_names(&broker).await.contains(&"r1".to_owned()));
+    assert!(admin_names(&broker, "rules").await.contains(&"r1".to_owned()));
     assert_eq!(
         broker.exchange(&fake.mint(json!({})), TARGET).await.status,
         200,

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use integration_tests::eventually;
 use integration_tests::fake_issuer::{DEFAULT_AUDIENCE, DEFAULT_SUBJECT};
 use integration_tests::redis_server::{RedisServer, redis_available, resp_command};
 use integration_tests::{Broker, BrokerConfig, FakeIssuer, Reply};
@@ -29,15 +30,13 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::rule_body;
-use crate::support::{ISSUER_NAME, TARGET, default_rule};
+use crate::support::{
+    ADMIN_TOKEN, HMAC_KEY, ISSUER_NAME, TARGET, admin_send, default_rule, exchange_status, rule_body,
+};
 
-const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef-names";
-/// `admin.state_hmac_key`, the same on every replica.
-const HMAC_KEY: &str = "hmac-key-0123456789abcdef0123456789abcdef";
-
+/// An admin API request without extra headers.
 async fn send(broker: &Broker, method: Method, path: &str, body: Option<&Value>) -> Reply {
-    broker.admin_request(ADMIN_TOKEN, method, path, &[], body).await
+    admin_send(broker, method, path, &[], body).await
 }
 
 fn assert_status(reply: &Reply, status: u16, what: &str, broker: &Broker) {
@@ -68,22 +67,6 @@ fn rule_yaml(name: &str, issuer: &str, target: &str) -> String {
     )
 }
 
-/// Poll `probe` every 50 ms until it returns `Some`, for at most `limit`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// `/readyz` once it answers `status`.
 async fn readyz_becomes(broker: &Broker, status: u16, what: &str) -> Value {
     eventually(Duration::from_secs(15), what, || async {
@@ -91,10 +74,6 @@ async fn readyz_becomes(broker: &Broker, status: u16, what: &str) -> Value {
         (reply.status == status).then_some(reply.json)
     })
     .await
-}
-
-async fn exchange_status(broker: &Broker, fake: &FakeIssuer, target: &str) -> u16 {
-    broker.exchange(&fake.mint(json!({})), target).await.status
 }
 
 /// `/readyz` once it answers 503 naming a clash (a replica is also unready, for

@@ -20,16 +20,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::rule_body;
+use crate::support::{ADMIN_TOKEN, HMAC_KEY, admin_send, exchange_status, rule_body};
+use integration_tests::eventually;
 use integration_tests::fake_issuer::DEFAULT_SUBJECT;
 use integration_tests::redis_server::{RedisServer, redis_available};
 use integration_tests::{Broker, BrokerConfig, FakeIssuer, Reply};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef-replicas";
-/// `admin.state_hmac_key`, the same on every replica.
-const HMAC_KEY: &str = "hmac-key-0123456789abcdef0123456789abcdef-replicas";
 /// The fake issuer's name in every replica's config file.
 const ISSUER: &str = "home";
 
@@ -73,8 +71,9 @@ fn filler_rules(n: usize) -> String {
         .collect()
 }
 
+/// An admin API request without extra headers.
 async fn admin(broker: &Broker, method: Method, path: &str, body: Option<&Value>) -> Reply {
-    broker.admin_request(ADMIN_TOKEN, method, path, &[], body).await
+    admin_send(broker, method, path, &[], body).await
 }
 
 async fn put_rule(broker: &Broker, name: &str, body: &Value) -> Reply {
@@ -85,26 +84,6 @@ async fn put_rule(broker: &Broker, name: &str, body: &Value) -> Reply {
         Some(body),
     )
     .await
-}
-
-async fn exchange_status(broker: &Broker, fake: &FakeIssuer, target: &str) -> u16 {
-    broker.exchange(&fake.mint(json!({})), target).await.status
-}
-
-/// Poll `probe` every 50 ms until it returns `Some`, for at most `limit`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// `/readyz` as status and JSON.

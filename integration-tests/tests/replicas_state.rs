@@ -15,19 +15,18 @@
 //! `FEDBROKER_SKIP_REDIS_TESTS=1` (see `integration_tests::redis_server`).
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use integration_tests::eventually;
 use integration_tests::redis_server::{RedisServer, redis_available};
-use integration_tests::{Broker, BrokerConfig, FakeIssuer, Reply};
+use integration_tests::{Broker, BrokerConfig, FakeIssuer};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::TARGET;
-use crate::support::{issuer_body, rule_body};
-
-const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef-replicas";
-const HMAC_KEY: &str = "hmac-key-0123456789abcdef0123456789abcdef";
-const STATE_KEY: &str = "fedbroker:replay:admin:state";
+use crate::support::{
+    ADMIN_TOKEN, HMAC_KEY, STATE_KEY, TARGET, admin_names as names, admin_send as send, change_lines,
+    exchange_status, hget, issuer_body, ready_replica as replica, rule_body,
+};
 
 /// How long a change may take to reach another replica here (the broker promises a
 /// second; the rest is slack for a busy machine).
@@ -45,18 +44,6 @@ fn config(url: &str) -> String {
         .render()
 }
 
-async fn send(
-    broker: &Broker,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<&Value>,
-) -> Reply {
-    broker
-        .admin_request(ADMIN_TOKEN, method, path, headers, body)
-        .await
-}
-
 async fn put_expect(broker: &Broker, path: &str, body: &Value, status: u16) {
     let reply = send(broker, Method::PUT, path, &[], Some(body)).await;
     assert_eq!(reply.status, status, "PUT {path}: {reply:?}\n{}", broker.stderr());
@@ -72,25 +59,6 @@ async fn delete_expect(broker: &Broker, path: &str, status: u16) {
     );
 }
 
-/// The sorted names of `/admin/v1/{kind}`.
-async fn names(broker: &Broker, kind: &str) -> Vec<String> {
-    let reply = send(broker, Method::GET, &format!("/admin/v1/{kind}"), &[], None).await;
-    assert_eq!(reply.status, 200, "GET {kind}: {reply:?}");
-    let mut names: Vec<String> = reply
-        .json
-        .as_array()
-        .expect("a JSON array")
-        .iter()
-        .map(|item| item["name"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    names.sort();
-    names
-}
-
-async fn exchange_status(broker: &Broker, fake: &FakeIssuer, target: &str) -> u16 {
-    broker.exchange(&fake.mint(json!({})), target).await.status
-}
-
 /// The decisions `broker` takes for each target, in order.
 async fn decisions(broker: &Broker, fake: &FakeIssuer, targets: &[&str]) -> Vec<u16> {
     let mut out = Vec::new();
@@ -98,35 +66,6 @@ async fn decisions(broker: &Broker, fake: &FakeIssuer, targets: &[&str]) -> Vec<
         out.push(exchange_status(broker, fake, target).await);
     }
     out
-}
-
-/// Poll `probe` every 50 ms until it returns `Some`, for at most `limit`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn replica(yaml: &str) -> Broker {
-    let broker = Broker::start(yaml).await;
-    eventually(Duration::from_secs(15), "/readyz 200", || async {
-        (broker.get("/readyz").await.status == 200).then_some(())
-    })
-    .await;
-    broker
-}
-
-fn hget(redis: &RedisServer, field: &str) -> String {
-    redis.cli(&["HGET", STATE_KEY, field]).trim().to_owned()
 }
 
 fn signal(pid: u32, name: &str) {
@@ -142,15 +81,6 @@ fn signal(pid: u32, name: &str) {
 async fn identity(broker: &Broker) -> (Value, Value) {
     let admin = broker.get("/readyz").await.json["admin"].clone();
     (admin["version"].clone(), admin["epoch"].clone())
-}
-
-/// The `admin_change` audit lines of `broker` about `name`.
-fn change_lines(broker: &Broker, event: &str, name: &str) -> Vec<Value> {
-    broker
-        .audit_lines()
-        .into_iter()
-        .filter(|l| l["event"] == event && l["name"] == name)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,4 +1,5 @@
-//! The rule language end to end, through the real binary: `{expr}` mappings, CEL
+//! The rule language end to end (exchanges against the broker's router in this
+//! process; `check`, `explain` and the example files through the real binary): `{expr}` mappings, CEL
 //! conditions over the request and the actor, delegation (`act` nesting, `may_act`),
 //! `allow_any_subject`, CEL load errors, and the example rule files of
 //! `federation-rules/examples`.
@@ -10,25 +11,14 @@ use integration_tests::tokens::{
     GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_JWT, decode_unverified, verify_issued,
 };
 use integration_tests::{
-    Broker, BrokerConfig, CliOutput, FakeIssuer, Reply, dedent, exchange_form, run_cli_in,
+    Broker, BrokerConfig, CliOutput, FakeIssuer, Http, InProcess, Reply, dedent, exchange_form, run_cli_in,
 };
 use serde_json::{Value, json};
 
-use crate::support::{ISSUER_NAME, TARGET, broker_with_rules, config_with_rules};
+use crate::support::{ISSUER_NAME, TARGET, app_with_rules, config_with_rules};
 
 /// A second target, for rules that must not overlap with those on [`TARGET`].
 const TARGET_B: &str = "target-b";
-
-/// Render `config` (port 18080, nothing listens) into `dir/fedbroker.yaml`.
-fn write_config(dir: &Path, config: &BrokerConfig) -> PathBuf {
-    let text = config
-        .render()
-        .replace("@PORT@", "18080")
-        .replace("@DIR@", dir.to_str().expect("UTF-8 path"));
-    let path = dir.join("fedbroker.yaml");
-    std::fs::write(&path, text).expect("write config");
-    path
-}
 
 /// Write `text` (dedented) to `dir/relative`; returns the text written.
 fn write_file(dir: &Path, relative: &str, text: &str) -> String {
@@ -77,7 +67,7 @@ fn assert_denied_by_policy(reply: &Reply, secret: &str) {
 }
 
 /// The audit lines so far that record a denial, waiting (10 s) until there are `n` lines.
-async fn audit_denials(broker: &Broker, n: usize) -> Vec<Value> {
+async fn audit_denials(broker: &Http, n: usize) -> Vec<Value> {
     broker
         .wait_for_audit_lines(n)
         .await
@@ -104,7 +94,7 @@ fn delegation_form<'a>(
 }
 
 /// POST /token with a subject token of `token` and the `extra` parameters.
-async fn send_with(broker: &Broker, token: &str, extra: &[(&str, &str)]) -> Reply {
+async fn send_with(broker: &Http, token: &str, extra: &[(&str, &str)]) -> Reply {
     let mut form = vec![
         ("grant_type", GRANT_TYPE_TOKEN_EXCHANGE),
         ("subject_token", token),
@@ -143,7 +133,7 @@ async fn mapping_expressions_shape_issued_claims() {
               meta: {{expr: '{{"team": claims.team, "n": 1, "hosted": claims.repository.indexOf("/") > 0}}'}}
         "#
     );
-    let broker = broker_with_rules(&fake, &rules).await;
+    let broker = app_with_rules(&fake, &rules).await;
 
     let token = fake.mint(json!({
         "repository": "Acme/API",
@@ -249,7 +239,7 @@ async fn condition_over_request_and_actor() {
         "#
     );
     let config = config_with_rules(&subjects, &rules).issuer(agents.issuer_yaml("agents"));
-    let broker = Broker::start(&config.render()).await;
+    let broker = InProcess::start(&config.render()).await;
 
     // request.audiences and request.scopes.
     let token = subjects.mint(json!({}));
@@ -334,7 +324,7 @@ async fn condition_over_request_and_actor() {
 // ---------------------------------------------------------------------------------------
 
 /// `k8s` (subjects) and `agents`; one rule on [`TARGET`] for any `agent:*` actor.
-async fn delegation_broker() -> (FakeIssuer, FakeIssuer, Broker) {
+async fn delegation_broker() -> (FakeIssuer, FakeIssuer, InProcess) {
     let subjects = FakeIssuer::start();
     let agents = FakeIssuer::start();
     let rules = format!(
@@ -350,7 +340,7 @@ async fn delegation_broker() -> (FakeIssuer, FakeIssuer, Broker) {
         "#
     );
     let config = config_with_rules(&subjects, &rules).issuer(agents.issuer_yaml("agents"));
-    let broker = Broker::start(&config.render()).await;
+    let broker = InProcess::start(&config.render()).await;
     (subjects, agents, broker)
 }
 
@@ -571,7 +561,7 @@ async fn allow_any_subject_is_required_for_catch_all_rules() {
         .issuer(fake.issuer_yaml(ISSUER_NAME))
         .issuer(agents.issuer_yaml("agents"))
         .top_level("rules_files: [./rules/*.yaml]");
-    let config = write_config(dir.path(), &config_obj);
+    let config = config_obj.write_to(dir.path());
 
     let text = write_file(dir.path(), "rules/catch-all.yaml", &catch_all(false));
     let out = check(dir.path(), &config);
@@ -633,7 +623,7 @@ fn bad_cel_is_a_load_error_with_line() {
     let config_obj = BrokerConfig::new()
         .issuer(fake.issuer_yaml(ISSUER_NAME))
         .top_level("rules_files: [./rules/*.yaml]");
-    let config = write_config(dir.path(), &config_obj);
+    let config = config_obj.write_to(dir.path());
     let text = write_file(
         dir.path(),
         "rules/bad-cel.yaml",
@@ -835,7 +825,7 @@ async fn example_rule_files_load_in_the_real_binary() {
         .issuer(static_issuer("agents", "https://agents.example.com"))
         .top_level(format!("rules_files: [\"{glob}\"]"));
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), &config_obj);
+    let config = config_obj.write_to(dir.path());
 
     let out = check(dir.path(), &config);
     assert_eq!(out.code, Some(0), "the examples must load:\n{}", out.all());

@@ -3,7 +3,7 @@
 //! to the evaluation budget, and `check`, a reload and the admin API warn when rules of
 //! two issuers issue the incoming `sub` unchanged for one audience.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use integration_tests::fake_issuer::DEFAULT_SUBJECT;
@@ -43,17 +43,6 @@ fn deny_on_groups_rules() -> String {
 /// `n` short distinct group names.
 fn groups(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("g{i}")).collect()
-}
-
-/// Render `config` (port 18080, nothing listens) into `dir/fedbroker.yaml`.
-fn write_config(dir: &Path, config: &BrokerConfig) -> PathBuf {
-    let text = config
-        .render()
-        .replace("@PORT@", "18080")
-        .replace("@DIR@", dir.to_str().expect("UTF-8 path"));
-    let path = dir.join("fedbroker.yaml");
-    std::fs::write(&path, text).expect("write config");
-    path
 }
 
 fn assert_denied_by_policy(reply: &Reply, token: &str) {
@@ -126,7 +115,7 @@ async fn a_deny_rule_whose_condition_errors_denies() {
 fn explain_shows_the_evaluation_error_of_a_deny_rule() {
     let fake = FakeIssuer::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(dir.path(), &config_with_rules(&fake, &deny_on_groups_rules()));
+    let config = config_with_rules(&fake, &deny_on_groups_rules()).write_to(dir.path());
     let claims = dir.path().join("claims.json");
     std::fs::write(
         &claims,
@@ -280,10 +269,7 @@ fn check(dir: &Path, config: &Path, json: bool) -> CliOutput {
 fn check_warns_when_two_issuers_share_a_target_with_the_default_subject() {
     let (prod, dev) = (FakeIssuer::start(), FakeIssuer::start());
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = write_config(
-        dir.path(),
-        &two_issuer_config(&prod, &dev, &two_issuer_rules(TARGET, "")),
-    );
+    let config = two_issuer_config(&prod, &dev, &two_issuer_rules(TARGET, "")).write_to(dir.path());
 
     let out = check(dir.path(), &config, false);
     assert_eq!(out.code, Some(0), "a warning is not an error: {}", out.all());
@@ -323,7 +309,7 @@ fn check_warns_when_two_issuers_share_a_target_with_the_default_subject() {
         two_issuer_rules(TARGET, "subject: \"dev:{sub}\""),
         two_issuer_rules(TARGET, "audience: other-target"),
     ] {
-        let config = write_config(dir.path(), &two_issuer_config(&prod, &dev, &rules));
+        let config = two_issuer_config(&prod, &dev, &rules).write_to(dir.path());
         let out = check(dir.path(), &config, false);
         assert_eq!(out.code, Some(0), "{}", out.all());
         assert!(!out.stdout.contains("warning:"), "{rules}\n{}", out.all());
@@ -349,7 +335,7 @@ fn check_refuses_rules_that_set_source_issuer() {
               source_issuer: prod
         "#
     );
-    let config = write_config(dir.path(), &config_with_rules(&fake, &rules));
+    let config = config_with_rules(&fake, &rules).write_to(dir.path());
     let out = check(dir.path(), &config, false);
     assert_eq!(out.code, Some(1), "{}", out.all());
     assert!(

@@ -11,7 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use integration_tests::broker::free_port;
-use integration_tests::terraform_support::{Terraform, provider_bin, require_tools};
+use integration_tests::terraform_support::{self, Terraform, provider_bin, require_tools};
+use integration_tests::tls_issuer::openssl;
 use integration_tests::{Broker, BrokerConfig, run_cli_in};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -267,24 +268,6 @@ async fn a_fresh_key_dir_is_created_0700() {
     assert_eq!(mode, 0o600);
 }
 
-/// `openssl ARGS` in `dir`, which must succeed.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run openssl ({e}): this test makes Terraform's client certificate with it; install openssl")
-        });
-    assert!(
-        out.status.success(),
-        "openssl {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A self-signed client certificate like the one Terraform makes: `NAME.pem`, `NAME.key`.
 fn client_certificate(dir: &Path, name: &str) -> String {
     let (cert, key) = (format!("{name}.pem"), format!("{name}.key"));
@@ -414,20 +397,9 @@ async fn provider_errors_carry_no_backtrace_with_rust_backtrace_set() {
         .env("RUST_BACKTRACE", "1")
         .env("RUST_LIB_BACKTRACE", "1")
         .env("FEDBROKER_ADMIN_TOKEN", "server-limits-admin-token-0123456789");
+    let provider = terraform_support::provider_block(&format!("http://127.0.0.1:{closed_port}"));
     let config = format!(
-        r#"
-terraform {{
-  required_providers {{
-    fedbroker = {{
-      source = "fedbroker/fedbroker"
-    }}
-  }}
-}}
-
-provider "fedbroker" {{
-  endpoint = "http://127.0.0.1:{closed_port}"
-}}
-
+        r#"{provider}
 resource "fedbroker_issuer" "bad" {{
   name      = "bad"
   kind      = "githab-actions"

@@ -4,7 +4,7 @@
 //! missing `terraform` or `protoc` fails them with the tool's name.
 
 use integration_tests::fake_issuer::{DEFAULT_AUDIENCE, DEFAULT_SUBJECT};
-use integration_tests::terraform_support::{Terraform, require_tools, terraform_root};
+use integration_tests::terraform_support::{self, Terraform, require_tools, terraform_root};
 use integration_tests::tokens::decode_unverified;
 use integration_tests::{Broker, BrokerConfig, FakeIssuer, Reply};
 use serde_json::{Value, json};
@@ -22,34 +22,14 @@ async fn admin_broker() -> Broker {
 }
 
 async fn admin(broker: &Broker, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
-    let mut request = broker
-        .client()
-        .request(method, broker.endpoint(&format!("/admin/v1/{path}")))
-        .bearer_auth(ADMIN_TOKEN);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("admin API answers");
-    Reply::read(response).await
+    let path = format!("/admin/v1/{path}");
+    broker
+        .admin_request(ADMIN_TOKEN, method, &path, &[], body.as_ref())
+        .await
 }
 
 fn provider_block(broker: &Broker) -> String {
-    format!(
-        r#"
-terraform {{
-  required_providers {{
-    fedbroker = {{
-      source = "fedbroker/fedbroker"
-    }}
-  }}
-}}
-
-provider "fedbroker" {{
-  endpoint = "{}"
-}}
-"#,
-        broker.url()
-    )
+    terraform_support::provider_block(broker.url())
 }
 
 /// The lifecycle configuration: an issuer for the fake, one rule, both data sources.
@@ -138,20 +118,9 @@ resource "fedbroker_rule" "imported" {
 
 /// Only the two data sources, against `endpoint`.
 fn data_sources_config(endpoint: &str) -> String {
+    let provider = terraform_support::provider_block(endpoint);
     format!(
-        r#"
-terraform {{
-  required_providers {{
-    fedbroker = {{
-      source = "fedbroker/fedbroker"
-    }}
-  }}
-}}
-
-provider "fedbroker" {{
-  endpoint = "{endpoint}"
-}}
-
+        r#"{provider}
 data "fedbroker_openid_configuration" "broker" {{}}
 
 data "fedbroker_jwks" "broker" {{}}

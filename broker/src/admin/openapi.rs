@@ -77,21 +77,7 @@ pub fn openapi_document() -> Value {
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
-                "Issuer": {
-                    "type": "object",
-                    "required": ["name", "audiences"],
-                    "properties": {
-                        "name": {"type": "string"}, "issuer": {"type": "string"}, "kind": {"type": "string"},
-                        "audiences": {"type": "array", "items": {"type": "string"}},
-                        "jwks_uri": {"type": "string"}, "jwks": {"type": "object"}, "jwks_file": {"type": "string"},
-                        "algorithms": {"type": "array", "items": {"type": "string"}},
-                        "replay": {"enum": ["one_time", "reusable"]}, "max_token_lifetime": {"type": "string"},
-                        "danger_allow_insecure": {"type": "boolean"}, "tenant": {"type": "string"},
-                        "entra_version": {"enum": ["v1", "v2"]}, "trust_domain": {"type": "string"},
-                        "allow_access_tokens": {"type": "boolean"}, "tls_ca_file": {"type": "string"}
-                    },
-                    "additionalProperties": false
-                },
+                "Issuer": issuer_schema::json_schema(),
                 "Rule": {
                     "type": "object",
                     "required": ["name", "match"],
