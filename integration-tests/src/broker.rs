@@ -33,13 +33,19 @@ pub fn fedbroker_bin() -> &'static Path {
 }
 
 fn build_fedbroker() -> PathBuf {
-    build_workspace_bin("broker", "fedbroker")
+    build_workspace_bin("fedbroker")
 }
 
-/// `$CARGO build -p PACKAGE --bin BIN` in the workspace, in the profile of this test
-/// binary, and the executable's path from cargo's artifact message. Panics with
+/// `$CARGO build --workspace --tests --bin BIN` in the workspace, in the profile of this
+/// test binary, and the executable's path from cargo's artifact message. Panics with
 /// cargo's output when the build fails.
-pub fn build_workspace_bin(package: &str, bin: &str) -> PathBuf {
+///
+/// `--workspace --tests` makes cargo resolve features as the test command
+/// (`cargo test --workspace`) did, so the binary links the dependencies that command
+/// already built; `-p PACKAGE --bin BIN` resolved them for one package and rebuilt much
+/// of the dependency graph a second time inside the test run. The test targets it names
+/// are already built, so they cost a freshness check.
+pub fn build_workspace_bin(bin: &str) -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -47,8 +53,8 @@ pub fn build_workspace_bin(package: &str, bin: &str) -> PathBuf {
     let mut command = Command::new(&cargo);
     command.current_dir(workspace).args([
         "build",
-        "-p",
-        package,
+        "--workspace",
+        "--tests",
         "--bin",
         bin,
         "--message-format=json-render-diagnostics",

@@ -72,7 +72,7 @@ pub fn provider_bin() -> &'static Path {
 /// this test binary (as [`crate::broker::fedbroker_bin`] does for the broker).
 fn build_provider() -> PathBuf {
     const NAME: &str = "terraform-provider-fedbroker";
-    crate::broker::build_workspace_bin(NAME, NAME)
+    crate::broker::build_workspace_bin(NAME)
 }
 
 /// Terraform's name for this platform (`linux_amd64`).
