@@ -18,7 +18,8 @@ use serde_json::{Map, Value, json};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
 use crate::exchange::{
-    RulesInput, Targets, TokenError, TokenRole, TokenType, issued_claims, split_scopes, verify_token,
+    RulesInput, Targets, TokenError, TokenRole, TokenType, Verified, issued_claims, split_scopes,
+    verify_token,
 };
 use crate::issuer_keys::FetchClients;
 use crate::metrics::Metrics;
@@ -131,6 +132,25 @@ fn read_claims(path: &Path) -> Result<Map<String, Value>, ExplainError> {
     }
 }
 
+/// Read `value` (a token or `@PATH`) and verify it as `role`, as `/token` would. A token
+/// `/token` would refuse is `Ok(Err(outcome))`, a decision to report; keys that cannot be
+/// had for now are an error, not a decision.
+async fn verify_arg(
+    policy: &Policy,
+    value: &str,
+    role: TokenRole,
+) -> Result<Result<Verified, Outcome>, ExplainError> {
+    let token = read_token(value)?;
+    match verify_token(policy, &token, role, SystemClock.unix()).await {
+        Ok(verified) => Ok(Ok(verified)),
+        Err(e) if e.is_unavailable() => Err(ExplainError::Unavailable(e)),
+        Err(e) => Ok(Err(Outcome::Rejected {
+            code: e.code(),
+            reason: e.to_string(),
+        })),
+    }
+}
+
 pub async fn run(args: ExplainArgs) -> ExitCode {
     match explain(&args).await {
         Ok(code) => ExitCode::from(code),
@@ -155,31 +175,16 @@ async fn explain(args: &ExplainArgs) -> Result<u8, ExplainError> {
     let subject = match (&args.subject_token, &args.claims) {
         (Some(_), Some(_)) => return Err(ExplainError::BothSubjects),
         (None, None) => return Err(ExplainError::NoSubject),
-        (Some(token), None) => {
-            let token = read_token(token)?;
-            match verify_token(&policy, &token, TokenRole::Subject, SystemClock.unix()).await {
-                Ok(verified) => Subject {
-                    issuer_name: verified.issuer.config.name.clone(),
-                    kind: verified.issuer.config.kind,
-                    claims: verified.token.claims,
-                    verified: true,
-                    actor: None,
-                },
-                Err(e) if e.is_unavailable() => return Err(ExplainError::Unavailable(e)),
-                Err(e) => {
-                    return Ok(report(
-                        args,
-                        &config,
-                        &targets.all,
-                        None,
-                        Outcome::Rejected {
-                            code: e.code(),
-                            reason: e.to_string(),
-                        },
-                    ));
-                }
-            }
-        }
+        (Some(token), None) => match verify_arg(&policy, token, TokenRole::Subject).await? {
+            Ok(verified) => Subject {
+                issuer_name: verified.issuer.config.name.clone(),
+                kind: verified.issuer.config.kind,
+                claims: verified.token.claims,
+                verified: true,
+                actor: None,
+            },
+            Err(refused) => return Ok(report(args, &config, &targets.all, None, refused)),
+        },
         (None, Some(path)) => {
             let claims = read_claims(path)?;
             let issuer_name = match (&args.issuer, claims.get("iss").and_then(Value::as_str)) {
@@ -238,25 +243,10 @@ async fn explain(args: &ExplainArgs) -> Result<u8, ExplainError> {
 
     let actor = match &args.actor_token {
         None => None,
-        Some(token) => {
-            let token = read_token(token)?;
-            match verify_token(&policy, &token, TokenRole::Actor, SystemClock.unix()).await {
-                Ok(verified) => Some(verified),
-                Err(e) if e.is_unavailable() => return Err(ExplainError::Unavailable(e)),
-                Err(e) => {
-                    return Ok(report(
-                        args,
-                        &config,
-                        &targets.all,
-                        Some(&subject),
-                        Outcome::Rejected {
-                            code: e.code(),
-                            reason: e.to_string(),
-                        },
-                    ));
-                }
-            }
-        }
+        Some(token) => match verify_arg(&policy, token, TokenRole::Actor).await? {
+            Ok(verified) => Some(verified),
+            Err(refused) => return Ok(report(args, &config, &targets.all, Some(&subject), refused)),
+        },
     };
     let input = RulesInput {
         issuer: subject.issuer_name.clone(),

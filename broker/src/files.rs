@@ -78,15 +78,36 @@ fn too_large(cap: u64) -> io::Error {
     )
 }
 
+/// Tests: a new temporary directory holding the file `name` (its parent directories made)
+/// with `contents`, and the file's path. The directory goes with the returned guard.
+#[cfg(test)]
+pub(crate) fn temp_file(name: &str, contents: impl AsRef<[u8]>) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    std::fs::write(&path, contents).expect("write");
+    (dir, path)
+}
+
+/// Tests: make a FIFO at `path`, which nothing writes to.
+#[cfg(test)]
+pub(crate) fn mkfifo(path: &Path) {
+    let made = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success(), "mkfifo {}", path.display());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn reads_a_regular_file_up_to_the_cap() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let p = dir.path().join("f");
-        std::fs::write(&p, b"0123456789").expect("write");
+        let (_dir, p) = temp_file("f", b"0123456789");
         assert_eq!(read_regular_file(&p, 10).expect("read"), b"0123456789");
         let e = read_regular_file(&p, 9).expect_err("over the cap");
         assert!(e.to_string().contains("9-byte limit"), "{e}");
@@ -95,9 +116,7 @@ mod tests {
 
     #[test]
     fn follows_symlinks_to_regular_files() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let p = dir.path().join("f");
-        std::fs::write(&p, b"x").expect("write");
+        let (dir, p) = temp_file("f", b"x");
         let l = dir.path().join("l");
         std::os::unix::fs::symlink(&p, &l).expect("symlink");
         assert_eq!(read_regular_file(&l, 10).expect("read"), b"x");
@@ -111,11 +130,7 @@ mod tests {
         let e = read_regular_file(dir.path(), 1 << 20).expect_err("directory");
         assert!(e.to_string().contains("a directory"), "{e}");
         let fifo = dir.path().join("fifo");
-        let made = std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .expect("mkfifo runs");
-        assert!(made.success());
+        mkfifo(&fifo);
         // Without a writer, opening a FIFO for reading would wait forever.
         let e = read_regular_file(&fifo, 1 << 20).expect_err("fifo");
         assert!(e.to_string().contains("a FIFO"), "{e}");

@@ -4,7 +4,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -26,53 +26,49 @@ impl Default for Metrics {
     }
 }
 
+/// A new metric of its type, registered as `fedbroker_<name>` with `help` (metrics are
+/// exposed in the order they were registered).
+fn registered<M: Metric + Default + Clone>(registry: &mut Registry, name: &str, help: &str) -> M {
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("fedbroker");
-        let exchanges = Family::<Labels, Counter>::default();
-        registry.register(
+        let exchanges = registered(
+            &mut registry,
             "token_exchanges",
             "Token exchange requests by outcome and error code",
-            exchanges.clone(),
         );
-        let jwks_fetches = Family::<Labels, Counter>::default();
-        registry.register(
+        let jwks_fetches = registered(
+            &mut registry,
             "jwks_fetches",
             "Issuer discovery/JWKS fetches by issuer and result",
-            jwks_fetches.clone(),
         );
-        let replay_errors = Counter::default();
-        registry.register(
+        let replay_errors = registered(
+            &mut registry,
             "replay_store_errors",
             "Replay store operations that failed",
-            replay_errors.clone(),
         );
-        let replay_store_up = Gauge::default();
-        registry.register(
+        let replay_store_up = registered(
+            &mut registry,
             "replay_store_up",
             "1 when the replay store answered its last command or health check, else 0",
-            replay_store_up.clone(),
         );
-        let issuer_keys = Family::<Labels, Gauge>::default();
-        registry.register(
+        let issuer_keys = registered(
+            &mut registry,
             "issuer_keys",
             "Usable verification keys cached per issuer",
-            issuer_keys.clone(),
         );
-        let rules_loaded = Gauge::default();
-        registry.register(
-            "rules_loaded",
-            "Rules in the active rule set",
-            rules_loaded.clone(),
-        );
-        let rules_generation = Gauge::default();
-        registry.register(
+        let rules_loaded = registered(&mut registry, "rules_loaded", "Rules in the active rule set");
+        let rules_generation = registered(
+            &mut registry,
             "rules_generation",
             "Generation of the loaded configuration (1 at start, +1 per successful reload)",
-            rules_generation.clone(),
         );
-        let reloads = Family::<Labels, Counter>::default();
-        registry.register("reloads", "Configuration reloads by result", reloads.clone());
+        let reloads = registered(&mut registry, "reloads", "Configuration reloads by result");
         Metrics {
             registry,
             rules_generation,

@@ -123,14 +123,11 @@ mod tests {
 
     #[test]
     fn matches_config_rule_globs_and_not_the_audit_log() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cfg = dir.path().join("config.yaml");
-        std::fs::create_dir_all(dir.path().join("rules")).expect("mkdir");
-        std::fs::write(
-            &cfg,
+        let (dir, cfg) = crate::files::temp_file(
+            "config.yaml",
             "version: 1\nrules_files: [rules/*.yaml]\naudit:\n  path: audit.jsonl\n",
-        )
-        .expect("write");
+        );
+        std::fs::create_dir_all(dir.path().join("rules")).expect("mkdir");
         let config = crate::config::load(&cfg).expect("valid");
         let w = Watched::from_config(Some(&cfg), &config);
         let root = std::path::absolute(dir.path()).expect("abs");

@@ -20,15 +20,31 @@ use crate::config::AdminState;
 pub fn routes() -> Router<Arc<Admin>> {
     Router::new()
         .route("/admin/v1/openapi.json", get(openapi))
-        .route("/admin/v1/issuers", get(list_issuers))
-        .route("/admin/v1/rules", get(list_rules))
+        .merge(kind_routes(Kind::Issuers))
+        .merge(kind_routes(Kind::Rules))
+}
+
+/// `/admin/v1/{kind}` (`GET`: the list) and `/admin/v1/{kind}/{name}` (`GET`, `PUT`,
+/// `DELETE`): the same handlers for issuers and rules, told which kind they serve.
+fn kind_routes(kind: Kind) -> Router<Arc<Admin>> {
+    Router::new()
         .route(
-            "/admin/v1/issuers/{name}",
-            get(get_issuer).put(put_issuer).delete(delete_issuer),
+            &format!("/admin/v1/{}", kind.as_str()),
+            get(move |State(admin): State<Arc<Admin>>, headers| list(admin, headers, kind)),
         )
         .route(
-            "/admin/v1/rules/{name}",
-            get(get_rule).put(put_rule).delete(delete_rule),
+            &format!("/admin/v1/{}/{{name}}", kind.as_str()),
+            get(move |State(admin): State<Arc<Admin>>, headers, Path(name)| {
+                get_one(admin, headers, kind, name)
+            })
+            .put(
+                move |State(admin): State<Arc<Admin>>, headers, Path(name), body| {
+                    put(admin, headers, kind, name, body)
+                },
+            )
+            .delete(move |State(admin): State<Arc<Admin>>, headers, Path(name)| {
+                delete(admin, headers, kind, name)
+            }),
         )
 }
 
@@ -174,70 +190,6 @@ pub(super) async fn delete(
         Err(AdminError::NothingToDelete(_)) if owned => Err(AdminError::OwnedByFile { kind, name }),
         other => other,
     }
-}
-
-pub(super) async fn list_issuers(
-    State(admin): State<Arc<Admin>>,
-    headers: HeaderMap,
-) -> Result<Response, AdminError> {
-    list(admin, headers, Kind::Issuers).await
-}
-
-pub(super) async fn list_rules(
-    State(admin): State<Arc<Admin>>,
-    headers: HeaderMap,
-) -> Result<Response, AdminError> {
-    list(admin, headers, Kind::Rules).await
-}
-
-pub(super) async fn get_issuer(
-    State(admin): State<Arc<Admin>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Result<Response, AdminError> {
-    get_one(admin, headers, Kind::Issuers, name).await
-}
-
-pub(super) async fn get_rule(
-    State(admin): State<Arc<Admin>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Result<Response, AdminError> {
-    get_one(admin, headers, Kind::Rules, name).await
-}
-
-pub(super) async fn put_issuer(
-    State(admin): State<Arc<Admin>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    body: Body,
-) -> Result<Response, AdminError> {
-    put(admin, headers, Kind::Issuers, name, body).await
-}
-
-pub(super) async fn put_rule(
-    State(admin): State<Arc<Admin>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    body: Body,
-) -> Result<Response, AdminError> {
-    put(admin, headers, Kind::Rules, name, body).await
-}
-
-pub(super) async fn delete_issuer(
-    State(admin): State<Arc<Admin>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Result<Response, AdminError> {
-    delete(admin, headers, Kind::Issuers, name).await
-}
-
-pub(super) async fn delete_rule(
-    State(admin): State<Arc<Admin>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Result<Response, AdminError> {
-    delete(admin, headers, Kind::Rules, name).await
 }
 
 /// The OpenAPI 3.1 description of this API. Public: it describes, it grants nothing.

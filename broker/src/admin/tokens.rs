@@ -104,17 +104,22 @@ mod tests {
     use axum::http::HeaderValue;
     use std::path::PathBuf;
 
-    fn tokens() -> AdminTokens {
+    /// `tokens`, of which the last `tokens_from_file` came from `tokens_file`.
+    fn admin_tokens(tokens: &[&str], tokens_from_file: usize, tokens_file: Option<PathBuf>) -> AdminTokens {
         AdminTokens::new(&AdminConfig {
             listen: None,
-            tokens: vec!["0123456789abcdef-first".into(), "0123456789abcdef-second".into()],
-            tokens_from_file: 0,
-            tokens_file: None,
+            tokens: tokens.iter().map(|t| t.to_string()).collect(),
+            tokens_from_file,
+            tokens_file,
             state_file: PathBuf::from("/nonexistent/admin-state.json"),
             allow_insecure_issuers: false,
             allow_file_paths: false,
             state_hmac_key: None,
         })
+    }
+
+    fn tokens() -> AdminTokens {
+        admin_tokens(&["0123456789abcdef-first", "0123456789abcdef-second"], 0, None)
     }
 
     fn bearer(v: &str) -> HeaderMap {
@@ -123,16 +128,25 @@ mod tests {
         h
     }
 
+    /// Which of the `Authorization` values `a` accepts.
+    fn accepted<'t>(a: &AdminTokens, values: &[&'t str]) -> Vec<&'t str> {
+        values
+            .iter()
+            .copied()
+            .filter(|v| a.authenticate(&bearer(v)).is_some())
+            .collect()
+    }
+
     #[test]
     fn authenticates_any_configured_token_only() {
         let a = tokens();
-        assert!(a.authenticate(&bearer("Bearer 0123456789abcdef-first")).is_some());
-        assert!(
-            a.authenticate(&bearer("Bearer 0123456789abcdef-second"))
-                .is_some()
-        );
-        assert!(a.authenticate(&bearer("Bearer 0123456789abcdef-third")).is_none());
-        assert!(a.authenticate(&bearer("Basic 0123456789abcdef-first")).is_none());
+        let tried = [
+            "Bearer 0123456789abcdef-first",
+            "Bearer 0123456789abcdef-second",
+            "Bearer 0123456789abcdef-third",
+            "Basic 0123456789abcdef-first",
+        ];
+        assert_eq!(accepted(&a, &tried), &tried[..2]);
         assert!(a.authenticate(&HeaderMap::new()).is_none());
         let who = a
             .authenticate(&bearer("Bearer 0123456789abcdef-first"))
@@ -145,52 +159,30 @@ mod tests {
 
     #[test]
     fn a_reload_that_fails_still_revokes_tokens_removed_from_the_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("tokens");
-        std::fs::write(&file, "0123456789abcdef-file-a\n0123456789abcdef-file-b\n").expect("write");
-        let a = AdminTokens::new(&AdminConfig {
-            listen: None,
-            tokens: vec![
-                "0123456789abcdef-inline".into(),
-                "0123456789abcdef-file-a".into(),
-                "0123456789abcdef-file-b".into(),
+        let (_dir, file) =
+            crate::files::temp_file("tokens", "0123456789abcdef-file-a\n0123456789abcdef-file-b\n");
+        let a = admin_tokens(
+            &[
+                "0123456789abcdef-inline",
+                "0123456789abcdef-file-a",
+                "0123456789abcdef-file-b",
             ],
-            tokens_from_file: 2,
-            tokens_file: Some(file.clone()),
-            state_file: PathBuf::from("/nonexistent/admin-state.json"),
-            allow_insecure_issuers: false,
-            allow_file_paths: false,
-            state_hmac_key: None,
-        });
+            2,
+            Some(file.clone()),
+        );
         // A token added to the file waits for a reload that succeeds; a removed one goes.
         std::fs::write(&file, "0123456789abcdef-file-b\n0123456789abcdef-file-c\n").expect("write");
         a.revoke_removed();
-        assert!(
-            a.authenticate(&bearer("Bearer 0123456789abcdef-inline"))
-                .is_some()
-        );
-        assert!(
-            a.authenticate(&bearer("Bearer 0123456789abcdef-file-a"))
-                .is_none()
-        );
-        assert!(
-            a.authenticate(&bearer("Bearer 0123456789abcdef-file-b"))
-                .is_some()
-        );
-        assert!(
-            a.authenticate(&bearer("Bearer 0123456789abcdef-file-c"))
-                .is_none()
-        );
+        let tried = [
+            "Bearer 0123456789abcdef-inline",
+            "Bearer 0123456789abcdef-file-a",
+            "Bearer 0123456789abcdef-file-b",
+            "Bearer 0123456789abcdef-file-c",
+        ];
+        assert_eq!(accepted(&a, &tried), [tried[0], tried[2]]);
         // An unreadable file revokes every token from it, never the inline ones.
         std::fs::remove_file(&file).expect("rm");
         a.revoke_removed();
-        assert!(
-            a.authenticate(&bearer("Bearer 0123456789abcdef-file-b"))
-                .is_none()
-        );
-        assert!(
-            a.authenticate(&bearer("Bearer 0123456789abcdef-inline"))
-                .is_some()
-        );
+        assert_eq!(accepted(&a, &tried), [tried[0]]);
     }
 }

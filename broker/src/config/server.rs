@@ -1,6 +1,7 @@
 //! `server:`: the public listener, its URL, limits and token lifetimes.
 
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 
 use federation_rules::duration::parse_duration;
 use marked_yaml::Node;
@@ -43,6 +44,29 @@ pub(super) fn duration_field(
     }
 }
 
+/// `server.<key>` (`node` is the `server:` mapping): a duration, `default` when absent, that must lie in `range`. One that does not parse is reported and gives
+/// `default`; one outside `range` is reported with `message` and comes back as
+/// `Err(secs)`, for the caller to keep or replace.
+fn bounded_duration(
+    value: Option<&str>,
+    default: u64,
+    range: RangeInclusive<u64>,
+    message: &str,
+    key: &str,
+    node: Option<&Node>,
+    errors: &mut Errors,
+) -> Result<u64, u64> {
+    let field_node = node.and_then(|n| child(n, key));
+    let field = format!("server.{key}");
+    let secs = duration_field(value, default, field_node, &field, errors);
+    if range.contains(&secs) {
+        Ok(secs)
+    } else {
+        errors.at(field_node, field, message);
+        Err(secs)
+    }
+}
+
 pub(super) fn build_server(raw: RawServer, node: Option<&Node>, errors: &mut Errors) -> ServerConfig {
     let field_node = |k: &str| node.and_then(|n| child(n, k));
     let limits = build_limits(&raw, node, errors);
@@ -78,34 +102,28 @@ pub(super) fn build_server(raw: RawServer, node: Option<&Node>, errors: &mut Err
             "must be at least 1024",
         );
     }
-    let clock_skew = duration_field(
+    // Out of range, these two are reported and kept: the rules are compiled against the
+    // lifetime as written.
+    let clock_skew = bounded_duration(
         raw.clock_skew.as_deref(),
         DEFAULT_CLOCK_SKEW,
-        field_node("clock_skew"),
-        "server.clock_skew",
+        0..=600,
+        "must be at most 10m",
+        "clock_skew",
+        node,
         errors,
-    );
-    if clock_skew > 600 {
-        errors.at(
-            field_node("clock_skew"),
-            "server.clock_skew",
-            "must be at most 10m",
-        );
-    }
-    let max_issued_lifetime = duration_field(
+    )
+    .unwrap_or_else(|secs| secs);
+    let max_issued_lifetime = bounded_duration(
         raw.max_issued_lifetime.as_deref(),
         DEFAULT_MAX_ISSUED_LIFETIME,
-        field_node("max_issued_lifetime"),
-        "server.max_issued_lifetime",
+        1..=12 * 3600,
+        "must be between 1s and 12h",
+        "max_issued_lifetime",
+        node,
         errors,
-    );
-    if max_issued_lifetime == 0 || max_issued_lifetime > 12 * 3600 {
-        errors.at(
-            field_node("max_issued_lifetime"),
-            "server.max_issued_lifetime",
-            "must be between 1s and 12h",
-        );
-    }
+    )
+    .unwrap_or_else(|secs| secs);
     ServerConfig {
         listen,
         public_url,
@@ -118,14 +136,18 @@ pub(super) fn build_server(raw: RawServer, node: Option<&Node>, errors: &mut Err
 
 pub(super) fn build_limits(raw: &RawServer, node: Option<&Node>, errors: &mut Errors) -> ConnectionLimits {
     let field_node = |k: &str| node.and_then(|n| child(n, k));
+    // Out of range, a timeout is reported and replaced by its default.
     let mut timeout = |value: Option<&str>, default: u64, key: &str| {
-        let field = format!("server.{key}");
-        let secs = duration_field(value, default, field_node(key), &field, errors);
-        if !(1..=600).contains(&secs) {
-            errors.at(field_node(key), &field, "must be between 1s and 10m");
-            return default;
-        }
-        secs
+        bounded_duration(
+            value,
+            default,
+            1..=600,
+            "must be between 1s and 10m",
+            key,
+            node,
+            errors,
+        )
+        .unwrap_or(default)
     };
     let header_timeout = timeout(
         raw.header_timeout.as_deref(),

@@ -1,6 +1,7 @@
 //! Unit tests of the configuration: parse (pure) and load (files).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ::issuers::Algorithm;
 
@@ -19,13 +20,40 @@ fn parse(text: &str) -> Result<Config, ConfigErrors> {
     })
 }
 
+/// Fails unless `text` says each of `has` and none of `lacks`.
+#[track_caller]
+fn assert_says(text: &str, has: &[&str], lacks: &[&str]) {
+    let missing: Vec<&&str> = has.iter().filter(|w| !text.contains(**w)).collect();
+    let present: Vec<&&str> = lacks.iter().filter(|w| text.contains(**w)).collect();
+    assert!(
+        missing.is_empty() && present.is_empty(),
+        "missing {missing:?}, present {present:?} in:\n{text}"
+    );
+}
+
+/// The lines of the errors that name `field` and say `words`.
+fn reported_at(errors: &[ConfigError], field: &str, words: &str) -> Vec<Option<usize>> {
+    errors
+        .iter()
+        .filter(|x| x.field == field && x.message.contains(words))
+        .map(|x| x.line)
+        .collect()
+}
+
+/// Fails unless each of `fields` has an error.
+#[track_caller]
+fn assert_fields(e: &ConfigErrors, fields: &[&str]) {
+    let reported: Vec<&str> = e.0.iter().map(|e| e.field.as_str()).collect();
+    for f in fields {
+        assert!(reported.contains(f), "missing {f} in {reported:?}");
+    }
+}
+
 const MINIMAL: &str = "version: 1\nserver:\n  public_url: https://broker.example.com\nissuers:\n  - name: gha\n    issuer: https://token.actions.githubusercontent.com\n    audiences: [https://broker.example.com]\n";
 
 #[test]
 fn with_redis_the_admin_state_file_is_not_read() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let state = dir.path().join("admin-state.json");
-    std::fs::write(&state, "not JSON").expect("write");
+    let (dir, state) = crate::files::temp_file("admin-state.json", "not JSON");
     let cfg = dir.path().join("config.yaml");
     let admin = format!(
         "admin:\n  tokens: [\"0123456789abcdef-token\"]\n  state_file: {}\n",
@@ -50,8 +78,7 @@ fn with_redis_the_admin_state_needs_an_hmac_key() {
     std::fs::write(&cfg, format!("version: 1\n{admin}{redis}")).expect("write");
     let e = load(&cfg).expect_err("no key");
     assert!(
-        e.0.iter()
-            .any(|e| e.field == "admin.state_hmac_key" && e.message.contains("required")),
+        !reported_at(&e.0, "admin.state_hmac_key", "required").is_empty(),
         "{e}"
     );
     std::fs::write(
@@ -61,8 +88,7 @@ fn with_redis_the_admin_state_needs_an_hmac_key() {
     .expect("write");
     let e = load(&cfg).expect_err("short key");
     assert!(
-        e.0.iter()
-            .any(|e| e.field == "admin.state_hmac_key" && e.message.contains("at least 32")),
+        !reported_at(&e.0, "admin.state_hmac_key", "at least 32").is_empty(),
         "{e}"
     );
     // Without Redis the key is optional (the state file is the broker's own).
@@ -72,10 +98,8 @@ fn with_redis_the_admin_state_needs_an_hmac_key() {
 
 #[test]
 fn admin_issuers_may_not_reach_the_host_without_an_opt_in() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (dir, jwks) = crate::files::temp_file("jwks.json", r#"{"keys": []}"#);
     let cfg = dir.path().join("config.yaml");
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(&jwks, r#"{"keys": []}"#).expect("write");
     let state = AdminState {
         issuers: [(
             "dev".to_string(),
@@ -98,40 +122,34 @@ fn admin_issuers_may_not_reach_the_host_without_an_opt_in() {
                 .unwrap_or_else(|| panic!("{field}: {e}"));
         assert_eq!(found.file, PathBuf::from("admin:issuers/dev"));
     }
-    assert!(
-        e.to_string().contains("admin.allow_insecure_issuers: true"),
-        "{e}"
+    assert_says(
+        &e.to_string(),
+        &[
+            "admin.allow_insecure_issuers: true",
+            "admin.allow_file_paths: true",
+        ],
+        &[],
     );
-    assert!(e.to_string().contains("admin.allow_file_paths: true"), "{e}");
     // Opted in: the fields are taken, and the files read only if regular.
     let opt_in = "  allow_insecure_issuers: true\n  allow_file_paths: true\n";
     std::fs::write(&cfg, format!("version: 1\n{admin}{opt_in}")).expect("write");
     let e = load_with_admin(&cfg, Some(&state)).expect_err("/dev/zero is no CA file");
-    let e = e.to_string();
-    assert!(
-        !e.contains("refused in an issuer made through the admin API"),
-        "{e}"
+    assert_says(
+        &e.to_string(),
+        &["a device: only regular files are read"],
+        &["refused in an issuer made through the admin API"],
     );
-    assert!(e.contains("a device: only regular files are read"), "{e}");
 }
 
 #[test]
 fn a_rules_file_that_is_a_fifo_is_an_error_not_a_hang() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("rules")).expect("mkdir");
-    let fifo = dir.path().join("rules/pipe.yaml");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .expect("mkfifo runs");
-    assert!(made.success());
+    crate::files::mkfifo(&dir.path().join("rules/pipe.yaml"));
     let cfg = dir.path().join("config.yaml");
     std::fs::write(&cfg, "version: 1\nrules_files: [rules/*.yaml]\n").expect("write");
     let e = load(&cfg).expect_err("a FIFO is not a rules file");
-    assert!(
-        e.to_string().contains("a FIFO: only regular files are read"),
-        "{e}"
-    );
+    assert_says(&e.to_string(), &["a FIFO: only regular files are read"], &[]);
 }
 
 #[test]
@@ -169,32 +187,38 @@ fn nested_unknown_key_is_reported_with_its_line() {
 
 #[test]
 fn server_connection_limits_have_defaults_and_bounds() {
-    let c = parse(MINIMAL).expect("valid");
-    assert_eq!(c.server.limits, ConnectionLimits::default());
-    assert_eq!(c.server.limits.header_timeout.as_secs(), 10);
-    assert_eq!(c.server.limits.body_timeout.as_secs(), 10);
-    assert_eq!(c.server.limits.max_connections, 1024);
-    let set = MINIMAL.replace(
-        "server:\n",
-        "server:\n  header_timeout: 2s\n  body_timeout: 1m\n  max_connections: 8\n",
+    // (header_timeout, body_timeout, max_connections) with `set` in `server:`.
+    let limits = |set: &str| {
+        let c = parse(&MINIMAL.replace("server:\n", &format!("server:\n{set}"))).expect("valid");
+        let l = c.server.limits;
+        (
+            l.header_timeout.as_secs(),
+            l.body_timeout.as_secs(),
+            l.max_connections,
+        )
+    };
+    assert_eq!(
+        parse(MINIMAL).expect("valid").server.limits,
+        ConnectionLimits::default()
     );
-    let c = parse(&set).expect("valid");
-    assert_eq!(c.server.limits.header_timeout.as_secs(), 2);
-    assert_eq!(c.server.limits.body_timeout.as_secs(), 60);
-    assert_eq!(c.server.limits.max_connections, 8);
+    assert_eq!(limits(""), (10, 10, 1024));
+    assert_eq!(
+        limits("  header_timeout: 2s\n  body_timeout: 1m\n  max_connections: 8\n"),
+        (2, 60, 8)
+    );
     let bad = MINIMAL.replace(
         "server:\n",
         "server:\n  header_timeout: 0s\n  body_timeout: 11m\n  max_connections: 0\n",
     );
     let e = parse(&bad).expect_err("invalid");
-    let fields: Vec<&str> = e.0.iter().map(|e| e.field.as_str()).collect();
-    for f in [
-        "server.header_timeout",
-        "server.body_timeout",
-        "server.max_connections",
-    ] {
-        assert!(fields.contains(&f), "missing {f} in {fields:?}");
-    }
+    assert_fields(
+        &e,
+        &[
+            "server.header_timeout",
+            "server.body_timeout",
+            "server.max_connections",
+        ],
+    );
     let unknown = MINIMAL.replace("server:\n", "server:\n  read_timeout: 5s\n");
     let e = parse(&unknown).expect_err("unknown key");
     assert!(e.to_string().contains("read_timeout"), "{e}");
@@ -204,18 +228,18 @@ fn server_connection_limits_have_defaults_and_bounds() {
 fn every_error_is_reported() {
     let text = "version: 2\nserver:\n  clock_skew: soon\n  max_issued_lifetime: 48h\nsigning:\n  algorithm: HS256\nissuers:\n  - name: a\n    issuer: http://example.com\n    audiences: []\nbogus: 1\n";
     let e = parse(text).expect_err("invalid");
-    let fields: Vec<&str> = e.0.iter().map(|e| e.field.as_str()).collect();
-    for f in [
-        "version",
-        "server.clock_skew",
-        "server.max_issued_lifetime",
-        "signing.algorithm",
-        "issuers[0].issuer",
-        "issuers[0].audiences",
-        "bogus",
-    ] {
-        assert!(fields.contains(&f), "missing {f} in {fields:?}");
-    }
+    assert_fields(
+        &e,
+        &[
+            "version",
+            "server.clock_skew",
+            "server.max_issued_lifetime",
+            "signing.algorithm",
+            "issuers[0].issuer",
+            "issuers[0].audiences",
+            "bogus",
+        ],
+    );
 }
 
 #[test]
@@ -282,45 +306,58 @@ fn with_replay(replay: &str) -> String {
     format!("{MINIMAL}replay:\n{replay}")
 }
 
+/// The configuration with `replay`, which must choose Redis, its Redis target and the
+/// options beside it: (key_prefix, command_timeout, replicas, on_unavailable).
+fn redis(replay: &str) -> (Config, RedisTarget, (String, Duration, u32, OnUnavailable)) {
+    let c = parse(&with_replay(replay)).expect("valid");
+    let (target, options) = match &c.replay.backend {
+        ReplayBackend::Redis(r) => (
+            r.target.clone(),
+            (
+                r.key_prefix.clone(),
+                r.command_timeout,
+                c.replay.replicas,
+                c.replay.on_unavailable,
+            ),
+        ),
+        other => panic!("not redis: {other:?}"),
+    };
+    (c, target, options)
+}
+
 #[test]
 fn redis_replay_parses_with_defaults() {
-    let c = parse(&with_replay(
-        "  backend: redis\n  redis_url: rediss://fedbroker:${SECRET}@redis.internal:6380/2\n",
-    ))
-    .expect("valid");
-    let ReplayBackend::Redis(r) = &c.replay.backend else {
-        panic!("not redis: {:?}", c.replay.backend)
-    };
+    let (c, target, options) =
+        redis("  backend: redis\n  redis_url: rediss://fedbroker:${SECRET}@redis.internal:6380/2\n");
     assert_eq!(
-        r.target,
+        target,
         RedisTarget::Standalone("rediss://fedbroker:s3cret@redis.internal:6380/2".into())
     );
-    assert_eq!(r.key_prefix, "fedbroker:replay:");
-    assert_eq!(r.command_timeout, std::time::Duration::from_millis(250));
-    assert_eq!(c.replay.replicas, 1);
-    assert_eq!(c.replay.on_unavailable, OnUnavailable::FailClosed);
-    let debug = format!("{c:?}");
-    assert!(
-        !debug.contains("s3cret"),
-        "the password leaks into Debug: {debug}"
+    let defaults = (
+        "fedbroker:replay:".to_string(),
+        Duration::from_millis(250),
+        1,
+        OnUnavailable::FailClosed,
     );
-    assert!(debug.contains("fedbroker:***@redis.internal"), "{debug}");
+    assert_eq!(options, defaults);
+    // The password does not leak into Debug.
+    assert_says(&format!("{c:?}"), &["fedbroker:***@redis.internal"], &["s3cret"]);
 }
 
 #[test]
 fn redis_cluster_and_options_parse() {
-    let c = parse(&with_replay(
-            "  backend: redis\n  redis_cluster_urls: [redis://10.0.0.1:7000, redis://10.0.0.2:7000]\n  key_prefix: \"x:\"\n  command_timeout: 1s\n  on_unavailable: fail_open\n  replicas: 3\n",
-        ))
-        .expect("valid");
-    let ReplayBackend::Redis(r) = &c.replay.backend else {
-        panic!("not redis")
-    };
-    assert!(matches!(&r.target, RedisTarget::Cluster(urls) if urls.len() == 2));
-    assert_eq!(r.key_prefix, "x:");
-    assert_eq!(r.command_timeout, std::time::Duration::from_secs(1));
-    assert_eq!(c.replay.on_unavailable, OnUnavailable::FailOpen);
-    assert_eq!(c.replay.replicas, 3);
+    let (_, target, options) = redis(
+        "  backend: redis\n  redis_cluster_urls: [redis://10.0.0.1:7000, redis://10.0.0.2:7000]\n  \
+         key_prefix: \"x:\"\n  command_timeout: 1s\n  on_unavailable: fail_open\n  replicas: 3\n",
+    );
+    assert!(matches!(&target, RedisTarget::Cluster(urls) if urls.len() == 2));
+    let set = (
+        "x:".to_string(),
+        Duration::from_secs(1),
+        3,
+        OnUnavailable::FailOpen,
+    );
+    assert_eq!(options, set);
 }
 
 #[test]
@@ -369,8 +406,7 @@ fn redis_replay_errors() {
     ] {
         let e = parse(&with_replay(replay)).expect_err(replay);
         assert!(
-            e.0.iter()
-                .any(|e| e.field == field && e.message.contains(says) && e.line.is_some()),
+            reported_at(&e.0, field, says).iter().any(Option::is_some),
             "{replay}: expected {field}: ...{says}..., got {e}"
         );
     }
@@ -395,8 +431,8 @@ fn replicas_refuse_the_memory_backend_with_one_time_issuers() {
 
 #[test]
 fn command_timeout_takes_milliseconds_or_durations() {
-    assert_eq!(parse_millis("250ms"), Ok(std::time::Duration::from_millis(250)));
-    assert_eq!(parse_millis("2s"), Ok(std::time::Duration::from_secs(2)));
+    assert_eq!(parse_millis("250ms"), Ok(Duration::from_millis(250)));
+    assert_eq!(parse_millis("2s"), Ok(Duration::from_secs(2)));
     assert!(parse_millis("ms").is_err());
     assert!(parse_millis("1.5s").is_err());
 }
@@ -413,10 +449,7 @@ fn every_duplicate_key_is_reported_and_the_other_errors_too() {
                     issuers:\n  - name: a\n    name: b\nrules: []\nrules: []\n";
     let e = parse(text).expect_err("invalid");
     let shown: Vec<String> = e.0.iter().map(ToString::to_string).collect();
-    let has = |line: usize, field: &str, words: &str| {
-        e.0.iter()
-            .any(|x| x.line == Some(line) && x.field == field && x.message.contains(words))
-    };
+    let has = |line: usize, field: &str, words: &str| reported_at(&e.0, field, words).contains(&Some(line));
     assert!(
         has(
             4,
@@ -437,9 +470,7 @@ fn rule_file_duplicates_are_reported_with_the_other_errors() {
     let (_, errors) = parse_rules_file(Path::new("r.yaml"), text);
     let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
     assert!(
-        errors
-            .iter()
-            .any(|x| x.line == Some(4) && x.field == "[0].match.issuer" && x.message.contains("duplicate")),
+        reported_at(&errors, "[0].match.issuer", "duplicate").contains(&Some(4)),
         "{shown:#?}"
     );
     assert!(shown.iter().any(|x| x.contains("nope")), "{shown:#?}");
@@ -447,14 +478,11 @@ fn rule_file_duplicates_are_reported_with_the_other_errors() {
 
 #[test]
 fn a_name_the_file_and_the_admin_state_both_define_is_one_clash_error_each() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = dir.path().join("config.yaml");
-    let rules = dir.path().join("rules.yaml");
-    std::fs::write(
-        &rules,
+    let (dir, _rules) = crate::files::temp_file(
+        "rules.yaml",
         "- name: deploy\n  match:\n    issuer: gha\n    subject: s\n    audiences: [t]\n",
-    )
-    .expect("write");
+    );
+    let cfg = dir.path().join("config.yaml");
     let admin = "admin:\n  tokens: [\"0123456789abcdef-token\"]\n";
     std::fs::write(&cfg, format!("{MINIMAL}rules_files: [rules.yaml]\n{admin}")).expect("write");
     let issuer = |name: &str| serde_json::json!({"name": name, "issuer": format!("https://{name}.example.com"), "audiences": ["a"]});
