@@ -103,6 +103,93 @@ pub fn openapi_document() -> Value {
 mod tests {
     use super::*;
 
+    /// The pinned document, `src/admin/openapi.json`: the admin API's OpenAPI document,
+    /// pretty-printed with one trailing newline.
+    const PINNED: &str = include_str!("openapi.json");
+    const PINNED_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/admin/openapi.json");
+    const UPDATE: &str = "FEDBROKER_UPDATE_OPENAPI";
+
+    fn pretty(doc: &Value) -> String {
+        let mut text = serde_json::to_string_pretty(doc).expect("a JSON value serialises");
+        text.push('\n');
+        text
+    }
+
+    /// The generated document is, byte for byte, the pinned one. Whatever changes the
+    /// document (this file, the package version, `issuer_schema::json_schema()`) fails
+    /// this test until the pinned file is regenerated, on purpose, with
+    ///
+    /// ```text
+    /// FEDBROKER_UPDATE_OPENAPI=1 cargo test -p broker --lib openapi
+    /// ```
+    ///
+    /// which rewrites `src/admin/openapi.json` (the tests built next compare against the
+    /// new file); review its diff and commit it with the change.
+    #[test]
+    fn the_openapi_document_is_pinned() {
+        let generated = pretty(&openapi_document());
+        if std::env::var(UPDATE).as_deref() == Ok("1") {
+            if generated != PINNED {
+                std::fs::write(PINNED_PATH, &generated).expect("rewrite the pinned document");
+                eprintln!("{UPDATE}=1: rewrote {PINNED_PATH}");
+            }
+            return;
+        }
+        if generated != PINNED {
+            let (line, pinned, now) = PINNED
+                .lines()
+                .map(Some)
+                .chain(std::iter::repeat(None))
+                .zip(generated.lines().map(Some).chain(std::iter::repeat(None)))
+                .enumerate()
+                .find(|(_, (a, b))| a != b)
+                .map(|(i, (a, b))| (i + 1, a.unwrap_or("(end)"), b.unwrap_or("(end)")))
+                .unwrap_or((0, "", ""));
+            panic!(
+                "the admin API's OpenAPI document is not the pinned src/admin/openapi.json \
+                 (first difference on line {line}: pinned `{pinned}`, generated `{now}`).\n\
+                 If the change is meant, regenerate the file with \
+                 `{UPDATE}=1 cargo test -p broker --lib openapi`, review its diff and commit it."
+            );
+        }
+    }
+
+    /// `GET /admin/v1/openapi.json` answers the pinned document, byte for byte (compact,
+    /// as the handler serialises it).
+    #[tokio::test]
+    async fn the_served_document_is_the_pinned_one() {
+        let pinned: Value = serde_json::from_str(PINNED).expect("the pinned document is JSON");
+        let response = super::super::routes::openapi().await;
+        assert_eq!(response.status(), axum::http::StatusCode::OK);
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let expected = serde_json::to_vec(&pinned).expect("a JSON value serialises");
+        assert!(
+            body == expected,
+            "GET /admin/v1/openapi.json does not serve the pinned document (compact); \
+             the_openapi_document_is_pinned shows where they differ"
+        );
+    }
+
+    #[test]
+    fn the_pinned_document_is_json_naming_the_issuer_schema() {
+        let doc: Value = serde_json::from_str(PINNED).expect("the pinned document is JSON");
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert_eq!(
+            doc["components"]["schemas"]["Issuer"],
+            issuer_schema::json_schema(),
+            "the Issuer schema is issuer_schema::json_schema()"
+        );
+        let item = &doc["paths"]["/admin/v1/issuers/{name}"];
+        for schema in [
+            &item["get"]["responses"]["200"]["content"]["application/json"]["schema"],
+            &item["put"]["requestBody"]["content"]["application/json"]["schema"],
+        ] {
+            assert_eq!(schema["$ref"], "#/components/schemas/Issuer");
+        }
+    }
+
     #[test]
     fn the_openapi_document_names_every_path() {
         let doc = openapi_document();
