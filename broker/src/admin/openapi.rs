@@ -1,19 +1,35 @@
 //! The admin API's OpenAPI 3.1 document.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
+
+/// An operation's `responses`: its own answers (`own`, an object), then `(status, name)`
+/// pairs that refer to `#/components/responses/<name>`.
+fn responses(own: Value, refs: &[(&str, &str)]) -> Value {
+    let mut map = match own {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    for (status, name) in refs {
+        map.insert(
+            (*status).to_owned(),
+            json!({"$ref": format!("#/components/responses/{name}")}),
+        );
+    }
+    Value::Object(map)
+}
 
 pub fn openapi_document() -> Value {
+    let etag = json!({"ETag": {"schema": {"type": "string"}}});
     let item_ops = |what: &str, schema: &str| {
         json!({
             "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
             "get": {
                 "summary": format!("One {what}"),
-                "responses": {
-                    "200": {"description": "The item", "headers": {"ETag": {"schema": {"type": "string"}}},
-                            "content": {"application/json": {"schema": {"$ref": schema}}}},
-                    "401": {"$ref": "#/components/responses/Unauthorized"},
-                    "404": {"$ref": "#/components/responses/Error"}
-                }
+                "responses": responses(
+                    json!({"200": {"description": "The item", "headers": etag,
+                                   "content": {"application/json": {"schema": {"$ref": schema}}}}}),
+                    &[("401", "Unauthorized"), ("404", "Error")],
+                )
             },
             "put": {
                 "summary": format!("Create or replace a {what}"),
@@ -22,41 +38,34 @@ pub fn openapi_document() -> Value {
                     {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}}
                 ],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": schema}}}},
-                "responses": {
-                    "200": {"description": "Replaced", "headers": {"ETag": {"schema": {"type": "string"}}}},
-                    "201": {"description": "Created", "headers": {"ETag": {"schema": {"type": "string"}}}},
-                    "401": {"$ref": "#/components/responses/Unauthorized"},
-                    "409": {"$ref": "#/components/responses/Error"},
-                    "412": {"$ref": "#/components/responses/Error"},
-                    "413": {"$ref": "#/components/responses/Error"},
-                    "422": {"$ref": "#/components/responses/Invalid"},
-                    "503": {"$ref": "#/components/responses/Error"}
-                }
+                "responses": responses(
+                    json!({"200": {"description": "Replaced", "headers": etag},
+                           "201": {"description": "Created", "headers": etag}}),
+                    &[("401", "Unauthorized"), ("409", "Error"), ("412", "Error"), ("413", "Error"),
+                      ("422", "Invalid"), ("503", "Error")],
+                )
             },
             "delete": {
                 "summary": format!("Delete a {what}"),
                 "parameters": [{"name": "If-Match", "in": "header", "schema": {"type": "string"}}],
-                "responses": {
-                    "204": {"description": "Deleted"},
-                    "401": {"$ref": "#/components/responses/Unauthorized"},
-                    "404": {"$ref": "#/components/responses/Error"},
-                    "409": {"$ref": "#/components/responses/Error"},
-                    "412": {"$ref": "#/components/responses/Error"},
-                    "503": {"$ref": "#/components/responses/Error"}
-                }
+                "responses": responses(
+                    json!({"204": {"description": "Deleted"}}),
+                    &[("401", "Unauthorized"), ("404", "Error"), ("409", "Error"), ("412", "Error"),
+                      ("503", "Error")],
+                )
             }
         })
     };
     let list_op = |what: &str, schema: &str| {
         json!({"get": {
             "summary": format!("Every {what} in force: the configuration file's (marked \"read_only\": true), then those made through the admin API"),
-            "responses": {
-                "200": {"description": "The list", "content": {"application/json": {"schema": {"type": "array", "items": {"anyOf": [
+            "responses": responses(
+                json!({"200": {"description": "The list", "content": {"application/json": {"schema": {"type": "array", "items": {"anyOf": [
                     {"$ref": schema},
                     {"type": "object", "description": "An item of the configuration file: the same fields, plus read_only", "required": ["name", "read_only"], "properties": {"read_only": {"const": true}}}
-                ]}}}}},
-                "401": {"$ref": "#/components/responses/Unauthorized"}
-            }
+                ]}}}}}}),
+                &[("401", "Unauthorized")],
+            )
         }})
     };
     json!({
