@@ -1,3 +1,5 @@
+use super::redis_conn::not_run;
+use super::redis_store::eviction_policies;
 use super::*;
 use std::sync::Arc;
 
