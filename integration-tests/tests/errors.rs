@@ -12,7 +12,9 @@ use integration_tests::tokens::{
 use integration_tests::{FakeIssuer, Http, InProcess, KeyKind, SigningKey, exchange_form};
 use serde_json::{Value, json};
 
-use crate::support::{ISSUER_NAME, TARGET, app_with_rules, config_with_rules, default_app, default_rule};
+use crate::support::{
+    TARGET, app_with_issuer_extra, app_with_rules, config_with_rules, default_app, default_rule,
+};
 
 /// Exchange `token` for the default target and expect a 400 `invalid_request`
 /// that does not echo it.
@@ -118,12 +120,18 @@ async fn rejects_missing_or_repeated_parameters_with_invalid_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rejects_unknown_grant_type_with_unsupported_grant_type() {
+async fn rejects_unknown_grant_type_and_unsupported_subject_token_type() {
     let grants = [
         "client_credentials",
         "urn:ietf:params:oauth:grant-type:jwt-bearer",
     ];
     assert_each_value_rejected("grant_type", &grants, "unsupported_grant_type").await;
+    let token_types = [
+        "urn:ietf:params:oauth:token-type:saml2",
+        "urn:ietf:params:oauth:token-type:refresh_token",
+        "jwt",
+    ];
+    assert_each_value_rejected("subject_token_type", &token_types, "invalid_request").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -381,11 +389,7 @@ async fn rejects_issuer_that_differs_only_in_case_or_trailing_slash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_token_living_longer_than_max_token_lifetime() {
     let fake = FakeIssuer::start();
-    let issuer = fake.issuer_yaml_with(ISSUER_NAME, "max_token_lifetime: 1h");
-    let config = integration_tests::BrokerConfig::new()
-        .issuer(issuer)
-        .rules(default_rule());
-    let broker = InProcess::start(&config.render()).await;
+    let broker = app_with_issuer_extra(&fake, "max_token_lifetime: 1h").await;
     let now = now();
     assert_token_rejected(&broker, &fake.mint(json!({"iat": now, "exp": now + 3 * 3600}))).await;
     let fine = broker
@@ -395,24 +399,13 @@ async fn rejects_token_living_longer_than_max_token_lifetime() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rejects_unsupported_subject_token_type() {
-    let token_types = [
-        "urn:ietf:params:oauth:token-type:saml2",
-        "urn:ietf:params:oauth:token-type:refresh_token",
-        "jwt",
-    ];
-    assert_each_value_rejected("subject_token_type", &token_types, "invalid_request").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_rule_for_the_target_is_invalid_target() {
     let fake = FakeIssuer::start();
     let broker = default_app(&fake).await;
     let token = fake.mint(json!({}));
     broker
-        .exchange(&token, "target-nobody-grants")
-        .await
-        .assert_error(400, "invalid_target", &token);
+        .exchange_refused(&token, "target-nobody-grants", 400, "invalid_target")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -490,10 +483,11 @@ async fn scope_no_rule_grants_is_invalid_scope() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unobtainable_issuer_keys_are_503_with_retry_after() {
+/// A fake whose keys `break_keys` makes unobtainable: an exchange of its token is a
+/// 503 with Retry-After that does not echo the token.
+async fn assert_keys_unobtainable_503(break_keys: fn(&FakeIssuer)) {
     let fake = FakeIssuer::start();
-    fake.set_outage(true);
+    break_keys(&fake);
     let broker = default_app(&fake).await;
     let token = fake.mint(json!({}));
 
@@ -508,20 +502,13 @@ async fn unobtainable_issuer_keys_are_503_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unobtainable_issuer_keys_are_503_with_retry_after() {
+    assert_keys_unobtainable_503(|fake| fake.set_outage(true)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_issuer_is_503_with_retry_after() {
-    let fake = FakeIssuer::start();
-    fake.stop();
-    let broker = default_app(&fake).await;
-    let token = fake.mint(json!({}));
-
-    let reply = broker.exchange(&token, TARGET).await;
-
-    reply.assert_error(503, "temporarily_unavailable", &token);
-    assert!(
-        reply.header("retry-after").is_some(),
-        "Retry-After missing: {:?}",
-        reply.headers
-    );
+    assert_keys_unobtainable_503(FakeIssuer::stop).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -398,16 +398,8 @@ async fn provider_errors_carry_no_backtrace_with_rust_backtrace_set() {
         .env("RUST_LIB_BACKTRACE", "1")
         .env("FEDBROKER_ADMIN_TOKEN", "server-limits-admin-token-0123456789");
     let provider = terraform_support::provider_block(&format!("http://127.0.0.1:{closed_port}"));
-    let config = format!(
-        r#"{provider}
-resource "fedbroker_issuer" "bad" {{
-  name      = "bad"
-  kind      = "githab-actions"
-  issuer    = "https://issuer.example.com"
-  audiences = ["x"]
-}}
-"#
-    );
+    let bad = terraform_support::misspelled_kind_issuer("https://issuer.example.com", "");
+    let config = format!("{provider}{bad}");
     tf.write("main.tf", &config);
     tf.init();
     let out = tf.run(&["plan", "-no-color", "-input=false"]);

@@ -66,7 +66,18 @@ resource "fedbroker_rule" "deployer" {{
     claims_json = jsonencode({{ team = "payments", who = "{{sub}}" }})
   }}
 }}
+{data_sources}"#,
+        provider = provider_block(broker),
+        issuer = fake.issuer(),
+        data_sources = data_sources("token_endpoint"),
+    )
+}
 
+/// Both data sources, and outputs `issuer`, `attribute` (of the OpenID configuration)
+/// and `key_ids`.
+fn data_sources(attribute: &str) -> String {
+    format!(
+        r#"
 data "fedbroker_openid_configuration" "broker" {{}}
 
 data "fedbroker_jwks" "broker" {{}}
@@ -75,16 +86,14 @@ output "issuer" {{
   value = data.fedbroker_openid_configuration.broker.issuer
 }}
 
-output "token_endpoint" {{
-  value = data.fedbroker_openid_configuration.broker.token_endpoint
+output "{attribute}" {{
+  value = data.fedbroker_openid_configuration.broker.{attribute}
 }}
 
 output "key_ids" {{
   value = data.fedbroker_jwks.broker.key_ids
 }}
-"#,
-        provider = provider_block(broker),
-        issuer = fake.issuer(),
+"#
     )
 }
 
@@ -119,25 +128,7 @@ resource "fedbroker_rule" "imported" {
 /// Only the two data sources, against `endpoint`.
 fn data_sources_config(endpoint: &str) -> String {
     let provider = terraform_support::provider_block(endpoint);
-    format!(
-        r#"{provider}
-data "fedbroker_openid_configuration" "broker" {{}}
-
-data "fedbroker_jwks" "broker" {{}}
-
-output "issuer" {{
-  value = data.fedbroker_openid_configuration.broker.issuer
-}}
-
-output "jwks_uri" {{
-  value = data.fedbroker_openid_configuration.broker.jwks_uri
-}}
-
-output "key_ids" {{
-  value = data.fedbroker_jwks.broker.key_ids
-}}
-"#
-    )
+    format!("{provider}{}", data_sources("jwks_uri"))
 }
 
 /// The data sources read the broker's metadata and keys whether the provider's
@@ -382,15 +373,7 @@ async fn mistakes_are_reported_at_plan_time_and_by_the_broker() {
     let broker = admin_broker().await;
     let tf = Terraform::new().env("FEDBROKER_ADMIN_TOKEN", ADMIN_TOKEN);
     let bad = format!(
-        r#"{provider}
-resource "fedbroker_issuer" "bad" {{
-  name      = "bad"
-  kind      = "githab-actions"
-  issuer    = "http://issuer.example.com"
-  audiences = ["x"]
-  replay    = "twice"
-}}
-
+        r#"{provider}{bad_issuer}
 resource "fedbroker_issuer" "private" {{
   name      = "private"
   issuer    = "https://10.0.0.7/realms/ci"
@@ -415,7 +398,11 @@ resource "fedbroker_rule" "bad" {{
   }}
 }}
 "#,
-        provider = provider_block(&broker)
+        provider = provider_block(&broker),
+        bad_issuer = terraform_support::misspelled_kind_issuer(
+            "http://issuer.example.com",
+            "  replay    = \"twice\"\n"
+        ),
     );
     tf.write("main.tf", &bad);
     tf.init();

@@ -67,9 +67,8 @@ async fn without_tls_ca_file_a_private_ca_is_not_trusted() {
 
     let token = untrusted.mint();
     broker
-        .exchange(&token, TARGET)
-        .await
-        .assert_error(503, "temporarily_unavailable", &token);
+        .exchange_refused(&token, TARGET, 503, "temporarily_unavailable")
+        .await;
 
     let ready = broker.get("/readyz").await;
     let status = &ready.json["issuers"]["private"];
