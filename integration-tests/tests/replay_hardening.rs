@@ -1,5 +1,5 @@
 //! Replay protection that cannot be walked around, and requests that cannot cost much
-//! (issue 9, §2 and part of §5), through the real binary:
+//! (issue 9, §2 and part of §5):
 //! - a token without `jti` is marked by what its signer signed, so a malleated ECDSA
 //!   signature (r, n − s) is the same token;
 //! - an empty `jti` is no `jti`;
@@ -9,34 +9,37 @@
 //! - `audience`/`resource` are capped, and a request refused before its token verified
 //!   audits a digest of its targets, not the targets;
 //! - every issued token names its source issuer.
+//!
+//! What needs no process (the memory replay store, audit lines, caps) runs against the
+//! broker's router in this process; a reload and Redis need the real binary.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use integration_tests::redis_server::{RedisServer, redis_available};
 use integration_tests::tokens::{es256_with_s_negated, now, sha256_hex, verify_issued};
-use integration_tests::{Broker, BrokerConfig, FakeIssuer, KeyKind, Reply, exchange_form};
+use integration_tests::{Broker, BrokerConfig, FakeIssuer, Http, KeyKind, Reply, eventually, exchange_form};
 use serde_json::{Value, json};
 
-use crate::support::{ISSUER_NAME, TARGET, default_broker, default_rule};
+use crate::support::{ISSUER_NAME, TARGET, app_with_rules, default_app, default_rule};
 
 const REPLAYED: &str = "subject_token has already been used";
 
 /// The audit line of the last `/token` decision.
-fn last_audit(broker: &Broker) -> Value {
+fn last_audit(broker: &Http) -> Value {
     broker
         .audit_lines()
         .pop()
         .unwrap_or_else(|| panic!("no audit line\n{}", broker.stderr()))
 }
 
-fn assert_replayed(broker: &Broker, reply: &Reply, token: &str) {
+fn assert_replayed(broker: &Http, reply: &Reply, token: &str) {
     reply.assert_error(400, "invalid_request", token);
     let audit = last_audit(broker);
     assert_eq!(audit["reason"], REPLAYED, "refused as replayed: {audit}");
 }
 
-fn assert_ok(broker: &Broker, reply: &Reply, what: &str) {
+fn assert_ok(broker: &Http, reply: &Reply, what: &str) {
     assert_eq!(
         reply.status,
         200,
@@ -62,21 +65,28 @@ async fn reload_config(broker: &Broker, config: &BrokerConfig) {
         .replace("@PORT@", &broker.port().to_string())
         .replace("@DIR@", broker.dir().to_str().expect("UTF-8 dir"));
     write_via_rename(&broker.dir().join("fedbroker.yaml"), &text);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let reply = broker.get("/readyz").await;
-        let rules = &reply.json["rules"];
-        if rules["generation"].as_u64().is_some_and(|g| g > before) {
-            assert!(rules["last_reload_error"].is_null(), "reload failed: {rules}");
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the config was not reloaded within 10 s: {rules}\n{}",
-            broker.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let rules = eventually(Duration::from_secs(10), "the config reloaded", || async {
+        let rules = broker.get("/readyz").await.json["rules"].clone();
+        rules["generation"]
+            .as_u64()
+            .is_some_and(|g| g > before)
+            .then_some(rules)
+    })
+    .await;
+    assert!(rules["last_reload_error"].is_null(), "reload failed: {rules}");
+}
+
+/// The last audit line is under 1,000 bytes (`huge` targets did not go into it);
+/// returns it.
+fn small_last_audit(broker: &Http) -> Value {
+    let text = broker.audit_text();
+    let line = text.lines().last().expect("an audit line");
+    assert!(
+        line.len() < 1_000,
+        "audit line of {} bytes: {line:.300}",
+        line.len()
+    );
+    serde_json::from_str(line).expect("JSON")
 }
 
 fn write_via_rename(path: &Path, text: &str) {
@@ -88,7 +98,7 @@ fn write_via_rename(path: &Path, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn es256_token_without_jti_is_refused_with_its_signature_malleated() {
     let fake = FakeIssuer::start_with(KeyKind::Ec);
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let token = fake.mint(json!({"jti": null}));
     let twin = es256_with_s_negated(&token);
     assert_ne!(token, twin);
@@ -99,7 +109,7 @@ async fn es256_token_without_jti_is_refused_with_its_signature_malleated() {
     assert_replayed(&broker, &broker.exchange(&token, TARGET).await, &token);
 
     // The twin on its own is a valid token: a fresh broker accepts it once.
-    let other = default_broker(&fake).await;
+    let other = default_app(&fake).await;
     assert_ok(
         &other,
         &other.exchange(&twin, TARGET).await,
@@ -111,7 +121,7 @@ async fn es256_token_without_jti_is_refused_with_its_signature_malleated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_with_an_empty_jti_do_not_share_one_mark() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let first = fake.mint(json!({"jti": "", "n": 1}));
     let second = fake.mint(json!({"jti": "", "n": 2}));
 
@@ -137,9 +147,8 @@ async fn a_reload_that_raises_clock_skew_keeps_the_mark_for_the_whole_window() {
     let now = now();
     let token = fake.mint(json!({"iat": now - 400, "exp": now - 300}));
     broker
-        .exchange(&token, TARGET)
-        .await
-        .assert_error(400, "invalid_request", &token);
+        .exchange_refused(&token, TARGET, 400, "invalid_request")
+        .await;
 
     reload_config(&broker, &config("600s")).await;
     assert_ok(
@@ -153,13 +162,12 @@ async fn a_reload_that_raises_clock_skew_keeps_the_mark_for_the_whole_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_refused_by_the_rules_is_not_marked() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let token = fake.mint(json!({}));
 
     broker
-        .exchange(&token, "not-granted")
-        .await
-        .assert_error(400, "invalid_target", &token);
+        .exchange_refused(&token, "not-granted", 400, "invalid_target")
+        .await;
     let denial = last_audit(&broker);
     assert!(
         denial.get("replay").is_none(),
@@ -238,9 +246,8 @@ async fn a_request_refused_by_the_rules_writes_nothing_to_redis() {
     for target in ["not-granted", "also-not-granted"] {
         let token = fake.mint(json!({}));
         broker
-            .exchange(&token, target)
-            .await
-            .assert_error(400, "invalid_target", &token);
+            .exchange_refused(&token, target, 400, "invalid_target")
+            .await;
     }
     assert_eq!(
         redis.cli(&["DBSIZE"]).trim(),
@@ -263,7 +270,7 @@ async fn a_request_refused_by_the_rules_writes_nothing_to_redis() {
 async fn audience_and_resource_values_are_capped_in_number_and_length() {
     let fake = FakeIssuer::start();
     let rules = default_rule().replace(&format!("[{TARGET}]"), &format!("[{TARGET}, r0]"));
-    let broker = crate::support::broker_with_rules(&fake, &rules).await;
+    let broker = app_with_rules(&fake, &rules).await;
     let token = fake.mint(json!({}));
 
     let many: Vec<String> = (0..33).map(|i| format!("a{i}")).collect();
@@ -295,22 +302,13 @@ async fn audience_and_resource_values_are_capped_in_number_and_length() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_refused_before_verification_audits_a_digest_of_its_targets() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let bad = "eyJhbGciOiJub25lIn0.e30.";
 
     // One 60,000-byte audience: refused, and the audit line stays small.
     let huge = "a".repeat(60_000);
-    broker
-        .exchange(bad, &huge)
-        .await
-        .assert_error(400, "invalid_request", bad);
-    let text = broker.audit_text();
-    let line = text.lines().last().expect("an audit line");
-    assert!(
-        line.len() < 1_000,
-        "audit line of {} bytes: {line:.300}",
-        line.len()
-    );
+    broker.exchange_refused(bad, &huge, 400, "invalid_request").await;
+    small_last_audit(&broker);
 
     // 32 audiences of 1,000 bytes each (within the caps) with a bad token: a digest.
     let targets: Vec<String> = (0..32).map(|i| format!("{i:02}{}", "t".repeat(998))).collect();
@@ -320,14 +318,7 @@ async fn a_request_refused_before_verification_audits_a_digest_of_its_targets() 
         .token_request(&form)
         .await
         .assert_error(400, "invalid_request", bad);
-    let text = broker.audit_text();
-    let line = text.lines().last().expect("an audit line");
-    assert!(
-        line.len() < 1_000,
-        "audit line of {} bytes: {line:.300}",
-        line.len()
-    );
-    let audit: Value = serde_json::from_str(line).expect("JSON");
+    let audit = small_last_audit(&broker);
     assert!(audit.get("target").is_none(), "{audit}");
     let array = serde_json::to_string(&targets).expect("JSON");
     assert_eq!(audit["target_digest"], sha256_hex(array.as_bytes()), "{audit}");
@@ -343,7 +334,7 @@ async fn a_request_refused_before_verification_audits_a_digest_of_its_targets() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issued_tokens_name_their_source_issuer() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let reply = broker.exchange(&fake.mint(json!({})), TARGET).await;
     assert_ok(&broker, &reply, "exchange");
     let (_, claims) = verify_issued(&broker, reply.access_token(), &[TARGET]).await;
