@@ -12,7 +12,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::rule_body;
-use crate::support::{ISSUER_NAME, TARGET, default_app, default_rule, exchange_status};
+use crate::support::{ISSUER_NAME, TARGET, default_app, default_rule, exchange_status, tokens_file_broker};
 
 /// The admin token configured inline (`admin.tokens`).
 const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef-one";
@@ -339,13 +339,7 @@ async fn tokens_file_tokens_are_accepted() {
     let first = "file-token-0123456789abcdef-first";
     let second = "file-token-0123456789abcdef-second";
     let comment = "# a comment, long enough to be a token";
-    let config = BrokerConfig::new()
-        .top_level("admin:\n  tokens_file: ./admin-tokens\n")
-        .render();
-    let broker = Broker::builder()
-        .file("admin-tokens", &format!("{comment}\n{first}\n\n{second}\n"))
-        .start(&config)
-        .await;
+    let broker = tokens_file_broker(&format!("{comment}\n{first}\n\n{second}\n")).await;
     for token in [first, second] {
         let reply = Api::at(Http::clone(&broker), token).get("/admin/v1/rules").await;
         assert_eq!(reply.status, 200, "token from the file: {reply:?}");

@@ -25,7 +25,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{STATE_KEY, hget, state_mac};
+use crate::support::{STATE_KEY, hget, state_mac, tokens_file_broker};
 
 const ADMIN_TOKEN: &str = "hardening-admin-token-0123456789";
 
@@ -331,13 +331,7 @@ async fn a_token_removed_from_the_tokens_file_is_revoked_without_a_restart() {
     let first = "file-token-0123456789abcdef-first";
     let second = "file-token-0123456789abcdef-second";
     let third = "file-token-0123456789abcdef-third";
-    let config = BrokerConfig::new()
-        .top_level("admin:\n  tokens_file: ./admin-tokens\n")
-        .render();
-    let broker = Broker::builder()
-        .file("admin-tokens", &format!("{first}\n{second}\n"))
-        .start(&config)
-        .await;
+    let broker = tokens_file_broker(&format!("{first}\n{second}\n")).await;
     let status = |token: &'static str| {
         let broker = &broker;
         async move {

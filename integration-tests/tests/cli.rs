@@ -127,19 +127,7 @@ rules: []
 ";
     let path = write_config(dir.path(), yaml);
 
-    let out = check(&path);
-
-    assert_eq!(out.code, Some(1), "{}", out.all());
-    assert!(
-        out.all().contains("listen_backlogg"),
-        "field not named:\n{}",
-        out.all()
-    );
-    assert!(
-        mentions_file_and_line(&out.all(), "fedbroker.yaml", 5),
-        "file and line 5 not named:\n{}",
-        out.all()
-    );
+    assert_check_reports(&path, &[("listen_backlogg", "fedbroker.yaml", 5)]);
 }
 
 #[test]
@@ -149,15 +137,8 @@ fn check_reports_a_rule_with_an_unknown_issuer_at_its_file_and_line() {
     let (config, _) = rule_file_with_unknown_issuer(dir.path(), &fake);
     let path = config.write_to(dir.path());
 
-    let out = check(&path);
-
-    assert_eq!(out.code, Some(1), "{}", out.all());
-    assert!(out.all().contains("nobody"), "{}", out.all());
-    assert!(
-        mentions_file_and_line(&out.all(), "deploy.yaml", 8),
-        "rule file and line 8 (its `issuer: nobody`) not named:\n{}",
-        out.all()
-    );
+    // Line 8: the rule's `issuer: nobody`.
+    assert_check_reports(&path, &[("nobody", "deploy.yaml", 8)]);
 }
 
 #[test]

@@ -33,10 +33,19 @@ fn last_audit(broker: &Http) -> Value {
         .unwrap_or_else(|| panic!("no audit line\n{}", broker.stderr()))
 }
 
-fn assert_replayed(broker: &Http, reply: &Reply, token: &str) {
+/// A second exchange of `token` for [`TARGET`]: refused as replayed.
+async fn assert_replayed(broker: &Http, token: &str) {
+    let reply = broker.exchange(token, TARGET).await;
     reply.assert_error(400, "invalid_request", token);
     let audit = last_audit(broker);
     assert_eq!(audit["reason"], REPLAYED, "refused as replayed: {audit}");
+}
+
+/// An exchange of `token` for [`TARGET`] that must succeed (`what`, for the message).
+async fn exchange_ok(broker: &Http, token: &str, what: &str) -> Reply {
+    let reply = broker.exchange(token, TARGET).await;
+    assert_ok(broker, &reply, what);
+    reply
 }
 
 fn assert_ok(broker: &Http, reply: &Reply, what: &str) {
@@ -103,19 +112,15 @@ async fn es256_token_without_jti_is_refused_with_its_signature_malleated() {
     let twin = es256_with_s_negated(&token);
     assert_ne!(token, twin);
 
-    assert_ok(&broker, &broker.exchange(&token, TARGET).await, "first use");
+    exchange_ok(&broker, &token, "first use").await;
     // The twin verifies (it gets as far as the replay check) and is the same token.
-    assert_replayed(&broker, &broker.exchange(&twin, TARGET).await, &twin);
-    assert_replayed(&broker, &broker.exchange(&token, TARGET).await, &token);
+    assert_replayed(&broker, &twin).await;
+    assert_replayed(&broker, &token).await;
 
     // The twin on its own is a valid token: a fresh broker accepts it once.
     let other = default_app(&fake).await;
-    assert_ok(
-        &other,
-        &other.exchange(&twin, TARGET).await,
-        "twin at a fresh broker",
-    );
-    assert_replayed(&other, &other.exchange(&token, TARGET).await, &token);
+    exchange_ok(&other, &twin, "twin at a fresh broker").await;
+    assert_replayed(&other, &token).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,12 +130,12 @@ async fn tokens_with_an_empty_jti_do_not_share_one_mark() {
     let first = fake.mint(json!({"jti": "", "n": 1}));
     let second = fake.mint(json!({"jti": "", "n": 2}));
 
-    assert_ok(&broker, &broker.exchange(&first, TARGET).await, "first token");
-    assert_ok(&broker, &broker.exchange(&second, TARGET).await, "second token");
+    exchange_ok(&broker, &first, "first token").await;
+    exchange_ok(&broker, &second, "second token").await;
     // Each is still one-time, and audited by digest (an empty jti names nothing).
     assert_eq!(last_audit(&broker)["jti"], sha256_hex(second.as_bytes()));
-    assert_replayed(&broker, &broker.exchange(&first, TARGET).await, &first);
-    assert_replayed(&broker, &broker.exchange(&second, TARGET).await, &second);
+    assert_replayed(&broker, &first).await;
+    assert_replayed(&broker, &second).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,12 +156,8 @@ async fn a_reload_that_raises_clock_skew_keeps_the_mark_for_the_whole_window() {
         .await;
 
     reload_config(&broker, &config("600s")).await;
-    assert_ok(
-        &broker,
-        &broker.exchange(&token, TARGET).await,
-        "within the new skew",
-    );
-    assert_replayed(&broker, &broker.exchange(&token, TARGET).await, &token);
+    exchange_ok(&broker, &token, "within the new skew").await;
+    assert_replayed(&broker, &token).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,9 +176,9 @@ async fn a_token_refused_by_the_rules_is_not_marked() {
     );
 
     // The same token is still good, once, for a target the rules grant.
-    assert_ok(&broker, &broker.exchange(&token, TARGET).await, "allowed target");
+    exchange_ok(&broker, &token, "allowed target").await;
     assert_eq!(last_audit(&broker)["replay"], "recorded");
-    assert_replayed(&broker, &broker.exchange(&token, TARGET).await, &token);
+    assert_replayed(&broker, &token).await;
 }
 
 /// The Redis key of a token's mark (`jti` present, default prefix).
@@ -218,7 +219,7 @@ async fn redis_marks_expire_two_seconds_after_the_window_the_request_was_verifie
 
     let exp = now() + 300;
     let token = fake.mint(json!({"jti": "a", "exp": exp}));
-    assert_ok(&broker, &broker.exchange(&token, TARGET).await, "skew 60s");
+    exchange_ok(&broker, &token, "skew 60s").await;
     assert_eq!(
         expires_at_ms(&redis_key(fake.issuer(), "a")),
         (exp + 60 + 2) * 1000,
@@ -227,7 +228,7 @@ async fn redis_marks_expire_two_seconds_after_the_window_the_request_was_verifie
 
     reload_config(&broker, &redis_config(&fake, &redis, "600s")).await;
     let token = fake.mint(json!({"jti": "b", "exp": exp}));
-    assert_ok(&broker, &broker.exchange(&token, TARGET).await, "skew 600s");
+    exchange_ok(&broker, &token, "skew 600s").await;
     assert_eq!(
         expires_at_ms(&redis_key(fake.issuer(), "b")),
         (exp + 600 + 2) * 1000,
@@ -254,11 +255,7 @@ async fn a_request_refused_by_the_rules_writes_nothing_to_redis() {
         "0",
         "a refused request left a mark"
     );
-    assert_ok(
-        &broker,
-        &broker.exchange(&fake.mint(json!({})), TARGET).await,
-        "allowed",
-    );
+    exchange_ok(&broker, &fake.mint(json!({})), "allowed").await;
     assert_eq!(
         redis.cli(&["DBSIZE"]).trim(),
         "1",
@@ -325,7 +322,7 @@ async fn a_request_refused_before_verification_audits_a_digest_of_its_targets() 
 
     // Once the token verified, the targets themselves.
     let token = fake.mint(json!({}));
-    assert_ok(&broker, &broker.exchange(&token, TARGET).await, "valid");
+    exchange_ok(&broker, &token, "valid").await;
     let audit = last_audit(&broker);
     assert_eq!(audit["target"], TARGET, "{audit}");
     assert!(audit.get("target_digest").is_none(), "{audit}");
@@ -335,8 +332,7 @@ async fn a_request_refused_before_verification_audits_a_digest_of_its_targets() 
 async fn issued_tokens_name_their_source_issuer() {
     let fake = FakeIssuer::start();
     let broker = default_app(&fake).await;
-    let reply = broker.exchange(&fake.mint(json!({})), TARGET).await;
-    assert_ok(&broker, &reply, "exchange");
+    let reply = exchange_ok(&broker, &fake.mint(json!({})), "exchange").await;
     let (_, claims) = verify_issued(&broker, reply.access_token(), &[TARGET]).await;
     assert_eq!(claims["source_issuer"], ISSUER_NAME, "{claims}");
     let discovery = broker.get("/.well-known/openid-configuration").await;

@@ -266,6 +266,18 @@ pub async fn exchange_status(broker: &Http, fake: &FakeIssuer, target: &str) -> 
 
 // The admin API, and its state in Redis (the admin and replica tests).
 
+/// A broker whose admin tokens are in `./admin-tokens` beside its config, holding
+/// `tokens_file`.
+pub async fn tokens_file_broker(tokens_file: &str) -> Broker {
+    let config = BrokerConfig::new()
+        .top_level("admin:\n  tokens_file: ./admin-tokens\n")
+        .render();
+    Broker::builder()
+        .file("admin-tokens", tokens_file)
+        .start(&config)
+        .await
+}
+
 /// `admin.tokens` of the brokers that [`admin_send`] talks to.
 pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef-shared";
 
