@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 
 use crate::support::{
     HMAC_KEY, STATE_KEY, TARGET, admin_names as names, admin_put_expect, admin_send as send, exchange_status,
-    hget, issuer_body, ready_replica as replica, redis_admin_sections, replicas_on_redis, rule_body,
-    state_mac, wait_ready,
+    hget, issuer_body, ready_replica as replica, redis_admin_sections, redis_or_skip, replicas_on_redis,
+    rule_body, state_mac, wait_ready,
 };
 
 const CHANNEL: &str = "fedbroker:replay:admin:changed";
@@ -113,10 +113,9 @@ fn hset_state(redis: &RedisServer, version: u64, state: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_change_on_one_replica_reaches_the_others_within_a_second_and_a_later_replica_at_start() {
-    if !redis_available() {
+    let Some(redis) = redis_or_skip() else {
         return;
-    }
-    let redis = RedisServer::start();
+    };
     let fake = FakeIssuer::start();
     let yaml = config(&redis.url());
     let a = replica(&yaml).await;

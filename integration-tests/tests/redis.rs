@@ -21,7 +21,7 @@ use serde_json::json;
 
 use crate::support::{
     ISSUER_NAME, TARGET, assert_exchanges_once, assert_one_of_concurrent_copies, assert_spent_at,
-    default_rule, str_claim,
+    default_rule, redis_or_skip, str_claim,
 };
 
 /// The public URL every replica shares (a load balancer's name); the harness talks to
@@ -170,10 +170,9 @@ async fn redis_outage_answers_503_and_recovers_without_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_redis_fails_requests_promptly_instead_of_hanging() {
-    if !redis_available() {
+    let Some(redis) = redis_or_skip() else {
         return;
-    }
-    let redis = RedisServer::start();
+    };
     let fake = FakeIssuer::start();
     let broker = Broker::start(&config(&fake, &redis_replay(&redis.url(), ""), None)).await;
     assert_eq!(broker.exchange(&fake.mint(json!({})), TARGET).await.status, 200);
@@ -296,10 +295,9 @@ async fn tls_redis_with_a_password_from_the_environment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_a_request_in_flight_then_exits_0() {
-    if !redis_available() {
+    let Some(redis) = redis_or_skip() else {
         return;
-    }
-    let redis = RedisServer::start();
+    };
     let fake = FakeIssuer::start();
     let replay = format!(
         "replay:\n  backend: redis\n  redis_url: {}\n  command_timeout: 10s\n",

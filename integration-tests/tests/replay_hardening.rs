@@ -16,12 +16,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use integration_tests::redis_server::{RedisServer, redis_available};
+use integration_tests::redis_server::RedisServer;
 use integration_tests::tokens::{es256_with_s_negated, now, sha256_hex, verify_issued};
 use integration_tests::{Broker, BrokerConfig, FakeIssuer, Http, KeyKind, Reply, eventually, exchange_form};
 use serde_json::{Value, json};
 
-use crate::support::{ISSUER_NAME, TARGET, app_with_rules, default_app, default_rule};
+use crate::support::{ISSUER_NAME, TARGET, app_with_rules, default_app, default_rule, redis_or_skip};
 
 const REPLAYED: &str = "subject_token has already been used";
 
@@ -204,10 +204,9 @@ fn redis_config(fake: &FakeIssuer, redis: &RedisServer, skew: &str) -> BrokerCon
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_marks_expire_two_seconds_after_the_window_the_request_was_verified_with() {
-    if !redis_available() {
+    let Some(redis) = redis_or_skip() else {
         return;
-    }
-    let redis = RedisServer::start();
+    };
     let fake = FakeIssuer::start();
     let broker = Broker::start(&redis_config(&fake, &redis, "60s").render()).await;
     let expires_at_ms = |key: &str| -> i64 {
@@ -238,10 +237,9 @@ async fn redis_marks_expire_two_seconds_after_the_window_the_request_was_verifie
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_refused_by_the_rules_writes_nothing_to_redis() {
-    if !redis_available() {
+    let Some(redis) = redis_or_skip() else {
         return;
-    }
-    let redis = RedisServer::start();
+    };
     let fake = FakeIssuer::start();
     let broker = Broker::start(&redis_config(&fake, &redis, "60s").render()).await;
     for target in ["not-granted", "also-not-granted"] {

@@ -12,14 +12,14 @@
 //! `FEDBROKER_SKIP_REDIS_TESTS=1` (see `integration_tests::redis_server`).
 
 use integration_tests::redis_proxy::{Trap, TrapProxy};
-use integration_tests::redis_server::{RedisServer, redis_available};
+use integration_tests::redis_server::RedisServer;
 use integration_tests::{Broker, BrokerConfig, FakeIssuer};
 use reqwest::Method;
 use serde_json::json;
 
 use crate::support::{
     TARGET, admin_names, admin_put_expect, admin_send as send, assert_read_back_logged, change_lines,
-    create_rule, hget, issuer_body, one_create_audited, redis_admin_sections, wait_ready,
+    create_rule, hget, issuer_body, one_create_audited, redis_admin_sections, redis_or_skip, wait_ready,
 };
 
 /// A proxy in front of `redis` that, once armed, drops the next `EVAL` (or `EVALSHA`)
@@ -48,10 +48,9 @@ fn config(proxy: &TrapProxy) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_lost_before_it_reached_redis_is_read_back_as_not_applied_and_can_be_retried() {
-    if !redis_available() {
+    let Some(redis) = redis_or_skip() else {
         return;
-    }
-    let redis = RedisServer::start();
+    };
     let proxy = swallow_proxy(&redis).await;
     let fake = FakeIssuer::start();
     let broker = Broker::start(&config(&proxy)).await;

@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     ADMIN_TOKEN, ISSUER_NAME, TARGET, admin_send, assert_spent_at, default_rule, exchange_status,
-    issuer_body, redis_admin_sections, rule_body,
+    issuer_body, redis_admin_sections, redis_or_skip, rule_body,
 };
 
 /// `PUT /admin/v1/rules/{name}`: [`rule_body`] through `issuer` for `target`.
@@ -249,10 +249,9 @@ fn replica_config(url: &str, issuers: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_whose_config_file_defines_a_name_the_admin_state_has_is_not_ready() {
-    if !redis_available() {
+    let Some(redis) = redis_or_skip() else {
         return;
-    }
-    let redis = RedisServer::start();
+    };
     let fake = FakeIssuer::start();
     // Replica A: nothing of its own. An issuer and a rule made through it.
     let a = Broker::start(&replica_config(&redis.url(), "")).await;

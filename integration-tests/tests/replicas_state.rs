@@ -17,7 +17,6 @@
 use std::time::Duration;
 
 use integration_tests::eventually;
-use integration_tests::redis_server::{RedisServer, redis_available};
 use integration_tests::{Broker, BrokerConfig, FakeIssuer};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -25,7 +24,7 @@ use serde_json::{Value, json};
 use crate::support::{
     STATE_KEY, TARGET, admin_names as names, admin_put_expect, admin_send as send, assert_read_back_logged,
     change_lines, create_rule, exchange_status, hget, issuer_body, one_create_audited,
-    ready_replica as replica, redis_admin_sections, replicas_on_redis, rule_body,
+    ready_replica as replica, redis_admin_sections, redis_or_skip, replicas_on_redis, rule_body,
 };
 
 /// How long a change may take to reach another replica here (the broker promises a
@@ -195,10 +194,9 @@ async fn a_write_whose_reply_timed_out_is_read_back_answered_and_audited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_epoch_and_change_ids_are_authenticated_with_the_state() {
-    if !redis_available() {
+    let Some(redis) = redis_or_skip() else {
         return;
-    }
-    let redis = RedisServer::start();
+    };
     let fake = FakeIssuer::start();
     let broker = replica(&config(&redis.url())).await;
     put_expect(&broker, "/admin/v1/issuers/fake", &issuer_body(&fake), 201).await;

@@ -381,16 +381,19 @@ pub async fn ready_replica(yaml: &str) -> Broker {
     broker
 }
 
+/// A `redis-server` on a free port; `None` when the Redis tests are skipped (see
+/// `redis_server::redis_available`).
+pub fn redis_or_skip() -> Option<RedisServer> {
+    redis_available().then(RedisServer::start)
+}
+
 /// A `redis-server`, a fake issuer and two replicas of `config(redis_url)` on it (see
 /// [`ready_replica`]), the fake created through the first as issuer `fake` (201).
 /// `None` when the Redis tests are skipped (see `redis_server::redis_available`).
 pub async fn replicas_on_redis(
     config: fn(&str) -> String,
 ) -> Option<(RedisServer, FakeIssuer, Broker, Broker)> {
-    if !redis_available() {
-        return None;
-    }
-    let redis = RedisServer::start();
+    let redis = redis_or_skip()?;
     let fake = FakeIssuer::start();
     let yaml = config(&redis.url());
     let a = ready_replica(&yaml).await;

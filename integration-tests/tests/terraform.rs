@@ -28,6 +28,13 @@ async fn admin(broker: &Broker, method: reqwest::Method, path: &str, body: Optio
         .await
 }
 
+/// `terraform apply`, whose summary must read `summary` (`"1 added, 0 changed, 0 destroyed"`).
+fn apply_expecting(tf: &Terraform, summary: &str) -> terraform_support::TfOutput {
+    let out = tf.apply();
+    assert!(out.stdout.contains(summary), "{}", out.all());
+    out
+}
+
 fn provider_block(broker: &Broker) -> String {
     terraform_support::provider_block(broker.url())
 }
@@ -197,12 +204,7 @@ async fn terraform_manages_issuers_and_rules_through_the_admin_api() {
         &lifecycle_config(&broker, &fake, "ci-deployer", &["target-a"], "10m"),
     );
     tf.init();
-    let out = tf.apply();
-    assert!(
-        out.stdout.contains("2 added, 0 changed, 0 destroyed"),
-        "{}",
-        out.all()
-    );
+    apply_expecting(&tf, "2 added, 0 changed, 0 destroyed");
     let rule = admin(&broker, reqwest::Method::GET, "rules/ci-deployer", None).await;
     assert_eq!(rule.status, 200, "{}", rule.text);
     assert_eq!(rule.json["match"]["issuer"], "k8s");
@@ -239,12 +241,7 @@ async fn terraform_manages_issuers_and_rules_through_the_admin_api() {
         "main.tf",
         &lifecycle_config(&broker, &fake, "ci-deployer", &["target-b"], "5m"),
     );
-    let out = tf.apply();
-    assert!(
-        out.stdout.contains("0 added, 1 changed, 0 destroyed"),
-        "{}",
-        out.all()
-    );
+    apply_expecting(&tf, "0 added, 1 changed, 0 destroyed");
     let reply = broker.exchange(&token_for(&fake), "target-b").await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.json["expires_in"], 300);
@@ -258,12 +255,7 @@ async fn terraform_manages_issuers_and_rules_through_the_admin_api() {
         "main.tf",
         &lifecycle_config(&broker, &fake, "ci-deployer-v2", &["target-b"], "5m"),
     );
-    let out = tf.apply();
-    assert!(
-        out.stdout.contains("1 added, 0 changed, 1 destroyed"),
-        "{}",
-        out.all()
-    );
+    let out = apply_expecting(&tf, "1 added, 0 changed, 1 destroyed");
     assert!(out.stdout.contains("must be replaced"), "{}", out.all());
     let old = admin(&broker, reqwest::Method::GET, "rules/ci-deployer", None).await;
     assert_eq!(old.status, 404, "{}", old.text);
@@ -290,12 +282,7 @@ async fn terraform_manages_issuers_and_rules_through_the_admin_api() {
         "the plan does not show the drift\n{}",
         out.all()
     );
-    let out = tf.apply();
-    assert!(
-        out.stdout.contains("0 added, 1 changed, 0 destroyed"),
-        "{}",
-        out.all()
-    );
+    apply_expecting(&tf, "0 added, 1 changed, 0 destroyed");
     let restored = admin(&broker, reqwest::Method::GET, "rules/ci-deployer-v2", None).await;
     assert_eq!(restored.json["issue"]["lifetime"], "5m", "{}", restored.text);
     assert_eq!(restored.json["match"]["audiences"], json!(["target-b"]));
