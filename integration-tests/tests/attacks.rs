@@ -21,7 +21,7 @@ use integration_tests::tokens::{b64url, compact, now, random_hex};
 use integration_tests::{BrokerConfig, CliOutput, FakeIssuer, Http, InProcess, KeyKind, SigningKey, run_cli};
 use serde_json::{Value, json};
 
-use crate::support::{ISSUER_NAME, TARGET, default_app};
+use crate::support::{ISSUER_NAME, TARGET, default_app, default_app_and_token};
 
 // ---------------------------------------------------------------------------------
 // Helpers
@@ -361,9 +361,7 @@ async fn rejects_psychic_ecdsa_signature() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_stripped_and_truncated_signatures() {
-    let fake = FakeIssuer::start();
-    let broker = default_app(&fake).await;
-    let token = fake.mint(json!({}));
+    let (fake, broker, token) = default_app_and_token().await;
     let [h, p, s] = parts(&token);
     let signature = decode_b64url(&s);
     let [_, _, other_signature] = parts(&fake.mint(json!({})));

@@ -10,8 +10,8 @@ use integration_tests::{Broker, FakeIssuer, eventually};
 use serde_json::{Value, json};
 
 use crate::support::{
-    ISSUER_NAME, TARGET, app_with_issuer_extra, config_with_rules, default_app, default_broker, default_rule,
-    str_claim,
+    ISSUER_NAME, TARGET, app_with_issuer_extra, config_with_rules, default_app, default_app_and_token,
+    default_broker, default_rule, str_claim,
 };
 
 /// `target` names `expected` (as a string or inside a list).
@@ -30,9 +30,7 @@ fn names_issuer(line: &Value, fake: &FakeIssuer) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_records_an_allow_with_rule_subject_target_and_both_jtis() {
-    let fake = FakeIssuer::start();
-    let broker = default_app(&fake).await;
-    let token = fake.mint(json!({}));
+    let (fake, broker, token) = default_app_and_token().await;
     let (_, incoming) = decode_unverified(&token);
 
     let reply = broker.exchange(&token, TARGET).await;

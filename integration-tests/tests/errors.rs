@@ -13,7 +13,8 @@ use integration_tests::{FakeIssuer, Http, InProcess, KeyKind, SigningKey, exchan
 use serde_json::{Value, json};
 
 use crate::support::{
-    TARGET, app_with_issuer_extra, app_with_rules, config_with_rules, default_app, default_rule,
+    TARGET, app_with_issuer_extra, app_with_rules, config_with_rules, default_app, default_app_and_token,
+    default_rule,
 };
 
 /// Exchange `token` for the default target and expect a 400 `invalid_request`
@@ -36,9 +37,7 @@ async fn rejected_claims(claims: Value) {
 /// A plain exchange with `field` set to each of `values` in turn: each is a 400 with
 /// `error` that does not echo the token.
 async fn assert_each_value_rejected(field: &str, values: &[&str], error: &str) {
-    let fake = FakeIssuer::start();
-    let broker = default_app(&fake).await;
-    let token = fake.mint(json!({}));
+    let (_fake, broker, token) = default_app_and_token().await;
     for value in values {
         let mut form = exchange_form(&token, TARGET);
         let slot = form
@@ -52,9 +51,7 @@ async fn assert_each_value_rejected(field: &str, values: &[&str], error: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_missing_or_repeated_parameters_with_invalid_request() {
-    let fake = FakeIssuer::start();
-    let broker = default_app(&fake).await;
-    let token = fake.mint(json!({}));
+    let (fake, broker, token) = default_app_and_token().await;
     let other = fake.mint(json!({}));
     let actor = fake.mint(json!({"sub": "agent:x"}));
     let base = exchange_form(&token, TARGET);
@@ -136,9 +133,7 @@ async fn rejects_unknown_grant_type_and_unsupported_subject_token_type() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_non_form_content_types_with_invalid_request() {
-    let fake = FakeIssuer::start();
-    let broker = default_app(&fake).await;
-    let token = fake.mint(json!({}));
+    let (_fake, broker, token) = default_app_and_token().await;
     let as_json = serde_json::to_vec(&json!({
         "grant_type": GRANT_TYPE_TOKEN_EXCHANGE,
         "subject_token": token,
@@ -259,9 +254,7 @@ async fn rejects_hs256_signed_with_rsa_public_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_bad_signature() {
-    let fake = FakeIssuer::start();
-    let broker = default_app(&fake).await;
-    let token = fake.mint(json!({}));
+    let (fake, broker, token) = default_app_and_token().await;
     let (input, signature) = token.rsplit_once('.').expect("three parts");
     // Flip bits in the middle of the signature.
     let mut sig: Vec<char> = signature.chars().collect();
@@ -400,9 +393,7 @@ async fn rejects_token_living_longer_than_max_token_lifetime() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_rule_for_the_target_is_invalid_target() {
-    let fake = FakeIssuer::start();
-    let broker = default_app(&fake).await;
-    let token = fake.mint(json!({}));
+    let (_fake, broker, token) = default_app_and_token().await;
     broker
         .exchange_refused(&token, "target-nobody-grants", 400, "invalid_target")
         .await;
@@ -515,9 +506,7 @@ async fn unreachable_issuer_is_503_with_retry_after() {
 async fn access_token_type_for_actor_is_accepted_only_with_its_pair() {
     // actor_token_type alone (no actor_token) is covered above; here the full pair
     // with an access_token type is a well-formed request that policy then denies.
-    let fake = FakeIssuer::start();
-    let broker = default_app(&fake).await;
-    let token = fake.mint(json!({}));
+    let (fake, broker, token) = default_app_and_token().await;
     let actor = fake.mint(json!({"sub": "agent:x"}));
     let mut form = exchange_form(&token, TARGET);
     form.push(("actor_token", &actor));

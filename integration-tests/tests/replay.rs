@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::support::{
     TARGET, app_with_issuer_extra, app_with_rules, assert_exchanges_once, assert_one_of_concurrent_copies,
-    default_app, default_rule,
+    default_app, default_app_and_token, default_rule,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -58,9 +58,7 @@ async fn one_time_is_the_default_and_explicit_one_time_behaves_the_same() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_tokens_cannot_burn_a_jti() {
-    let fake = FakeIssuer::start();
-    let broker = default_app(&fake).await;
-    let token = fake.mint(json!({}));
+    let (fake, broker, token) = default_app_and_token().await;
     let (_, claims) = decode_unverified(&token);
 
     // Same claims (same jti), no valid signature: rejected before the replay mark.
@@ -84,9 +82,7 @@ async fn forged_tokens_cannot_burn_a_jti() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_request_does_not_consume_the_token() {
-    let fake = FakeIssuer::start();
-    let broker = default_app(&fake).await;
-    let token = fake.mint(json!({}));
+    let (_fake, broker, token) = default_app_and_token().await;
 
     // A malformed request carrying the token (no audience) does not consume it.
     let reply = broker

@@ -21,7 +21,9 @@ use integration_tests::tokens::{es256_with_s_negated, now, sha256_hex, verify_is
 use integration_tests::{Broker, BrokerConfig, FakeIssuer, Http, KeyKind, Reply, eventually, exchange_form};
 use serde_json::{Value, json};
 
-use crate::support::{ISSUER_NAME, TARGET, app_with_rules, default_app, default_rule, redis_or_skip};
+use crate::support::{
+    ISSUER_NAME, TARGET, app_with_rules, default_app, default_app_and_token, default_rule, redis_or_skip,
+};
 
 const REPLAYED: &str = "subject_token has already been used";
 
@@ -162,9 +164,7 @@ async fn a_reload_that_raises_clock_skew_keeps_the_mark_for_the_whole_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_refused_by_the_rules_is_not_marked() {
-    let fake = FakeIssuer::start();
-    let broker = default_app(&fake).await;
-    let token = fake.mint(json!({}));
+    let (_fake, broker, token) = default_app_and_token().await;
 
     broker
         .exchange_refused(&token, "not-granted", 400, "invalid_target")

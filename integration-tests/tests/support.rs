@@ -183,6 +183,14 @@ pub async fn delegation_app(name: &str, actor_clause: bool) -> (FakeIssuer, Fake
     (subjects, agents, broker)
 }
 
+/// [`default_app`] on a fresh fake, and a fresh default token from the fake.
+pub async fn default_app_and_token() -> (FakeIssuer, InProcess, String) {
+    let fake = FakeIssuer::start();
+    let broker = default_app(&fake).await;
+    let token = fake.mint(serde_json::json!({}));
+    (fake, broker, token)
+}
+
 /// A string claim of a JSON object, or a panic naming it.
 pub fn str_claim<'a>(claims: &'a serde_json::Value, name: &str) -> &'a str {
     claims[name]
