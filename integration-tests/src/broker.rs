@@ -399,7 +399,7 @@ impl Drop for Broker {
     }
 }
 
-/// The outcome of a CLI run.
+/// The outcome of a command (`fedbroker`, `terraform`).
 #[derive(Debug)]
 pub struct CliOutput {
     /// `None` when killed by a signal or by the timeout.
@@ -409,9 +409,9 @@ pub struct CliOutput {
 }
 
 impl CliOutput {
-    /// stdout and stderr together.
+    /// stdout and stderr together, each under a heading.
     pub fn all(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
+        format!("--- stdout ---\n{}\n--- stderr ---\n{}", self.stdout, self.stderr)
     }
 }
 

@@ -103,20 +103,8 @@ pub fn mirror_dir() -> &'static Path {
     })
 }
 
-/// What a Terraform command did.
-#[derive(Debug)]
-pub struct TfOutput {
-    /// `None` when killed by the timeout.
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl TfOutput {
-    pub fn all(&self) -> String {
-        format!("--- stdout ---\n{}\n--- stderr ---\n{}", self.stdout, self.stderr)
-    }
-}
+/// What a Terraform command did (`code` is `None` when killed by the timeout).
+pub use crate::broker::CliOutput as TfOutput;
 
 /// The `terraform` and `provider` blocks of a configuration using this provider with
 /// `endpoint` (the admin token comes from `FEDBROKER_ADMIN_TOKEN`).
