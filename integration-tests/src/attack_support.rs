@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
+use crate::fake_issuer::{bind_loopback, serve_on_thread};
 use crate::tokens::b64url;
 
 /// An EC P-256 key signing ES256 over whatever bytes it is given.
@@ -108,9 +109,7 @@ pub struct JwksServer {
 
 impl JwksServer {
     pub fn start(jwks: Value) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind JWKS server");
-        listener.set_nonblocking(true).expect("nonblocking listener");
-        let addr = listener.local_addr().expect("JWKS server address");
+        let (listener, addr) = bind_loopback("JWKS server");
         let shared = Arc::new(JwksShared {
             url: format!("http://{addr}"),
             jwks: Mutex::new(jwks),
@@ -121,24 +120,7 @@ impl JwksServer {
             .route("/jwks.json", get(jwks_document))
             .with_state(shared.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name(format!("jwks-server-{}", addr.port()))
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("JWKS server runtime");
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                    tokio::select! {
-                        result = axum::serve(listener, app) => {
-                            if let Err(e) = result { eprintln!("JWKS server stopped: {e}"); }
-                        }
-                        _ = rx => {}
-                    }
-                });
-            })
-            .expect("spawn JWKS server thread");
+        let thread = serve_on_thread("jwks-server", listener, app, rx);
         Self {
             shared,
             shutdown: Some(tx),

@@ -24,16 +24,17 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 /// build's lock ("Blocking waiting for file lock"), which is only slow.
 pub fn fedbroker_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(path) = std::env::var_os("FEDBROKER_BIN") {
-            return PathBuf::from(path);
-        }
-        build_fedbroker()
-    })
+    prebuilt_or_built(&BIN, "FEDBROKER_BIN", "fedbroker")
 }
 
-fn build_fedbroker() -> PathBuf {
-    build_workspace_bin("fedbroker")
+/// The executable the environment variable `env` names, or else `bin` built with
+/// [`build_workspace_bin`]; found once, in `cell`.
+pub fn prebuilt_or_built(cell: &'static OnceLock<PathBuf>, env: &str, bin: &str) -> &'static Path {
+    cell.get_or_init(|| {
+        std::env::var_os(env)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| build_workspace_bin(bin))
+    })
 }
 
 /// `$CARGO build --workspace --tests --bin BIN` in the workspace, in the profile of this
@@ -138,7 +139,7 @@ impl BrokerBuilder {
     /// after replacing `@PORT@` and `@DIR@`, and wait for `/healthz` (under
     /// the config's `public_url` path).
     pub async fn start(self, config_yaml: &str) -> Broker {
-        let mut dir = match self.dir {
+        let dir = match self.dir {
             Some(dir) => dir,
             None => tempfile::tempdir().expect("tempdir"),
         };
@@ -146,35 +147,33 @@ impl BrokerBuilder {
         let config_path = dir.path().join("fedbroker.yaml");
         let dir_text = dir.path().to_str().expect("UTF-8 tempdir").to_owned();
         let config_arg = config_path.to_str().expect("UTF-8 path").to_owned();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let port = free_port();
+        let prepare = |port: u16| {
             let fill = |text: &str| fill_placeholders(text, port, &dir_text);
             let config = fill(config_yaml);
             fs::write(&config_path, &config).expect("write config");
             for (path, contents) in &self.files {
-                let path = dir.path().join(path);
+                let path = Path::new(&dir_text).join(path);
                 if let Some(parent) = path.parent() {
                     fs::create_dir_all(parent).expect("create dirs");
                 }
                 fs::write(path, fill(contents)).expect("write file");
             }
-            let public_url = public_url_of(&config).unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
-            let args = ["serve", "--config", config_arg.as_str()];
-            match Broker::spawn(dir, port, public_url, &args, &self.env).await {
-                Ok(broker) => return broker,
-                Err((returned, stderr)) => {
-                    // A port picked free can be taken before the broker binds it.
-                    if attempt < 3 && stderr.to_lowercase().contains("in use") {
-                        dir = returned;
-                        continue;
-                    }
-                    panic!("fedbroker did not start\n--- config ---\n{config}\n--- stderr ---\n{stderr}");
-                }
+            Attempt {
+                public_url: public_url_of(&config).unwrap_or_else(|| format!("http://127.0.0.1:{port}")),
+                args: vec!["serve".into(), "--config".into(), config_arg.clone()],
+                context: format!("--- config ---\n{config}\n"),
             }
-        }
+        };
+        Broker::spawn_on_a_free_port(dir, &self.env, "fedbroker", prepare).await
     }
+}
+
+/// One attempt to start a broker on a port: its public URL, its arguments, and what to
+/// show (before its stderr) when it does not start.
+struct Attempt {
+    public_url: String,
+    args: Vec<String>,
+    context: String,
 }
 
 /// The `public_url:` value in a config text, if written plainly.
@@ -220,21 +219,45 @@ impl Broker {
 
     /// `fedbroker serve --dev --listen 127.0.0.1:PORT`.
     pub async fn start_dev() -> Broker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let prepare = |port: u16| {
+            let listen = format!("127.0.0.1:{port}");
+            Attempt {
+                public_url: format!("http://{listen}"),
+                args: vec!["serve".into(), "--dev".into(), "--listen".into(), listen],
+                context: String::new(),
+            }
+        };
+        Broker::spawn_on_a_free_port(dir, &[], "fedbroker serve --dev", prepare).await
+    }
+
+    /// [`Self::spawn`] on a free port, what `prepare` sets up for it: up to three
+    /// attempts, as a port picked free can be taken before the broker binds it. Panics
+    /// naming `what` (and the attempt's context) when it does not start.
+    async fn spawn_on_a_free_port(
+        mut dir: tempfile::TempDir,
+        env: &[(String, String)],
+        what: &str,
+        mut prepare: impl FnMut(u16) -> Attempt,
+    ) -> Broker {
         let mut attempt = 0;
-        let mut dir = tempfile::tempdir().expect("tempdir");
         loop {
             attempt += 1;
             let port = free_port();
-            let listen = format!("127.0.0.1:{port}");
-            let args = ["serve", "--dev", "--listen", listen.as_str()];
-            match Broker::spawn(dir, port, format!("http://{listen}"), &args, &[]).await {
+            let Attempt {
+                public_url,
+                args,
+                context,
+            } = prepare(port);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            match Broker::spawn(dir, port, public_url, &args, env).await {
                 Ok(broker) => return broker,
                 Err((returned, stderr)) => {
                     if attempt < 3 && stderr.to_lowercase().contains("in use") {
                         dir = returned;
                         continue;
                     }
-                    panic!("fedbroker serve --dev did not start\n--- stderr ---\n{stderr}");
+                    panic!("{what} did not start\n{context}--- stderr ---\n{stderr}");
                 }
             }
         }
@@ -345,14 +368,14 @@ impl Broker {
         &self.client
     }
 
+    /// Send signal `name` (`"HUP"`, `"STOP"`, `"CONT"`, ...) to the process.
+    pub fn signal(&self, name: &str) {
+        signal(self.child.id(), name);
+    }
+
     /// Send `signal` (`"TERM"`, `"INT"`) and wait (30 s) for the process to exit.
     pub async fn signal_and_wait(&mut self, signal: &str) -> ExitStatus {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} failed");
+        self.signal(signal);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for broker") {
@@ -376,7 +399,7 @@ impl Drop for Broker {
     }
 }
 
-/// The outcome of a CLI run.
+/// The outcome of a command (`fedbroker`, `terraform`).
 #[derive(Debug)]
 pub struct CliOutput {
     /// `None` when killed by a signal or by the timeout.
@@ -386,9 +409,9 @@ pub struct CliOutput {
 }
 
 impl CliOutput {
-    /// stdout and stderr together.
+    /// stdout and stderr together, each under a heading.
     pub fn all(&self) -> String {
-        format!("{}\n{}", self.stdout, self.stderr)
+        format!("--- stdout ---\n{}\n--- stderr ---\n{}", self.stdout, self.stderr)
     }
 }
 
@@ -443,4 +466,14 @@ pub fn run_captured(mut command: Command, timeout: Duration, what: &str) -> CliO
         stdout: fs::read_to_string(&stdout_path).unwrap_or_default(),
         stderr: fs::read_to_string(&stderr_path).unwrap_or_default(),
     }
+}
+
+/// Send signal `name` (`"STOP"`, `"CONT"`, ...) to process `pid` with `kill`.
+pub fn signal(pid: u32, name: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{name} {pid} failed");
 }

@@ -157,6 +157,48 @@ pub struct FakeIssuer {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// A nonblocking listener on a free loopback port, and its address.
+pub(crate) fn bind_loopback(what: &str) -> (std::net::TcpListener, SocketAddr) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind {what}: {e}"));
+    listener.set_nonblocking(true).expect("nonblocking listener");
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{what} address: {e}"));
+    (listener, addr)
+}
+
+/// Serve `app` on `listener` from a thread of its own (named `name-PORT`, with a
+/// runtime of its own) until `stop` fires or is dropped. Dropping the runtime then drops
+/// every open connection: a hard stop.
+pub(crate) fn serve_on_thread(
+    name: &str,
+    listener: std::net::TcpListener,
+    app: Router,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> JoinHandle<()> {
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
+    let name = format!("{name}-{port}");
+    let label = name.clone();
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("server runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                tokio::select! {
+                    result = axum::serve(listener, app) => {
+                        if let Err(e) = result { eprintln!("{label} stopped: {e}"); }
+                    }
+                    _ = stop => {}
+                }
+            });
+        })
+        .unwrap_or_else(|e| panic!("spawn a server thread: {e}"))
+}
+
 impl FakeIssuer {
     /// An issuer with one RSA key, signing RS256.
     pub fn start() -> Self {
@@ -164,9 +206,7 @@ impl FakeIssuer {
     }
 
     pub fn start_with(kind: KeyKind) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake issuer");
-        listener.set_nonblocking(true).expect("nonblocking listener");
-        let addr = listener.local_addr().expect("fake issuer address");
+        let (listener, addr) = bind_loopback("fake issuer");
         let shared = Arc::new(Shared {
             issuer: format!("http://{addr}"),
             keys: Mutex::new(vec![Arc::new(SigningKey::generate(kind))]),
@@ -181,25 +221,7 @@ impl FakeIssuer {
             .route("/jwks.json", get(jwks))
             .fallback(fallback)
             .with_state(shared.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("fake-issuer-{}", addr.port()))
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("fake issuer runtime");
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                    tokio::select! {
-                        result = axum::serve(listener, app) => {
-                            if let Err(e) = result { eprintln!("fake issuer stopped: {e}"); }
-                        }
-                        _ = rx => {}
-                    }
-                });
-                // Dropping the runtime here drops every open connection: a hard stop.
-            })
-            .expect("spawn fake issuer thread");
+        let thread = serve_on_thread("fake-issuer", listener, app, rx);
         Self {
             shared,
             addr,
@@ -248,6 +270,12 @@ impl FakeIssuer {
     /// Number of requests (in outage too) to the JWKS.
     pub fn jwks_requests(&self) -> usize {
         self.shared.jwks_requests.load(Ordering::SeqCst)
+    }
+
+    /// Requests to the discovery document and to the JWKS so far: `(0, 0)` when nothing
+    /// fetched this issuer's keys.
+    pub fn key_fetches(&self) -> (usize, usize) {
+        (self.discovery_requests(), self.jwks_requests())
     }
 
     /// Add a new key (new kid) that signs from now on; `drop_old` unpublishes the others.

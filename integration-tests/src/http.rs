@@ -234,6 +234,20 @@ impl Http {
         self.token_request(&exchange_form(subject_token, audience)).await
     }
 
+    /// A plain exchange of `subject_token` for `audience` that must be refused: `status`
+    /// with `error`, per [`Reply::assert_error`], not echoing the token. Returns the answer.
+    pub async fn exchange_refused(
+        &self,
+        subject_token: &str,
+        audience: &str,
+        status: u16,
+        error: &str,
+    ) -> Reply {
+        let reply = self.exchange(subject_token, audience).await;
+        reply.assert_error(status, error, subject_token);
+        reply
+    }
+
     /// POST form `pairs` (repeats allowed), `application/x-www-form-urlencoded`.
     pub async fn post_form(&self, path: &str, pairs: &[(&str, &str)]) -> Reply {
         let body = form_urlencoded::Serializer::new(String::new())
@@ -269,12 +283,26 @@ impl Http {
         body: Option<&Value>,
     ) -> Reply {
         let authorization = format!("Bearer {token}");
-        let mut all = vec![("authorization", authorization.as_str())];
+        let body = body.map(|b| serde_json::to_vec(b).expect("JSON"));
+        self.send_authorized(Some(&authorization), method, path, headers, body)
+            .await
+    }
+
+    /// A request with `authorization` as the `Authorization` header (none when `None`),
+    /// extra headers and an optional body sent as `application/json` (any bytes).
+    pub async fn send_authorized(
+        &self,
+        authorization: Option<&str>,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Reply {
+        let mut all: Vec<(&str, &str)> = authorization.map(|a| ("authorization", a)).into_iter().collect();
         all.extend_from_slice(headers);
         if body.is_some() {
             all.push(("content-type", "application/json"));
         }
-        let body = body.map(|b| serde_json::to_vec(b).expect("JSON"));
         self.send(method, path, &all, body).await
     }
 

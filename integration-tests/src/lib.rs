@@ -13,6 +13,8 @@
 //! - [`config`]: composes broker configuration YAML from issuer and rule blocks.
 //! - [`redis_server`]: real `redis-server` processes (one server, or a cluster with
 //!   replicas) on free ports, to kill, pause, restart and fail over.
+//! - [`redis_proxy`]: a TCP proxy in front of a Redis that drops, or cuts the reply
+//!   of, one command a test picks out.
 //! - [`terraform_support`]: the real `terraform` binary with the provider built from
 //!   this workspace, installed from a filesystem mirror (offline).
 //! - [`tls_issuer`]: an issuer over HTTPS (`openssl s_server`) with a certificate
@@ -28,6 +30,7 @@ pub mod fake_issuer;
 pub mod http;
 pub mod in_process;
 pub mod poll;
+pub mod redis_proxy;
 pub mod redis_server;
 pub mod terraform_support;
 pub mod tls_issuer;

@@ -203,13 +203,7 @@ impl RedisServer {
     }
 
     fn signal(&self, name: &str) {
-        let pid = self.child.as_ref().expect("redis-server running").id();
-        let ok = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(pid.to_string())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kill -{name} {pid} failed");
+        crate::broker::signal(self.child.as_ref().expect("redis-server running").id(), name);
     }
 
     /// Run `redis-cli -p PORT ARGS` and return its output.

@@ -58,21 +58,17 @@ pub fn require_tools() -> bool {
 }
 
 /// Path of `terraform-provider-fedbroker`, built once per test process.
+///
+/// `TERRAFORM_PROVIDER_FEDBROKER_BIN` names a prebuilt one; otherwise it is built in the
+/// workspace, in the profile of this test binary (as [`crate::broker::fedbroker_bin`]
+/// does for the broker).
 pub fn provider_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(path) = std::env::var_os("TERRAFORM_PROVIDER_FEDBROKER_BIN") {
-            return PathBuf::from(path);
-        }
-        build_provider()
-    })
-}
-
-/// `$CARGO build -p terraform-provider-fedbroker` in the workspace, in the profile of
-/// this test binary (as [`crate::broker::fedbroker_bin`] does for the broker).
-fn build_provider() -> PathBuf {
-    const NAME: &str = "terraform-provider-fedbroker";
-    crate::broker::build_workspace_bin(NAME)
+    crate::broker::prebuilt_or_built(
+        &BIN,
+        "TERRAFORM_PROVIDER_FEDBROKER_BIN",
+        "terraform-provider-fedbroker",
+    )
 }
 
 /// Terraform's name for this platform (`linux_amd64`).
@@ -107,20 +103,8 @@ pub fn mirror_dir() -> &'static Path {
     })
 }
 
-/// What a Terraform command did.
-#[derive(Debug)]
-pub struct TfOutput {
-    /// `None` when killed by the timeout.
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl TfOutput {
-    pub fn all(&self) -> String {
-        format!("--- stdout ---\n{}\n--- stderr ---\n{}", self.stdout, self.stderr)
-    }
-}
+/// What a Terraform command did (`code` is `None` when killed by the timeout).
+pub use crate::broker::CliOutput as TfOutput;
 
 /// The `terraform` and `provider` blocks of a configuration using this provider with
 /// `endpoint` (the admin token comes from `FEDBROKER_ADMIN_TOKEN`).
@@ -138,6 +122,21 @@ terraform {{
 provider "fedbroker" {{
   endpoint = "{endpoint}"
 }}
+"#
+    )
+}
+
+/// A `fedbroker_issuer` resource `bad` whose `kind` is misspelled (`githab-actions`),
+/// for `issuer`, with `extra` attribute lines (e.g. `  replay    = "twice"\n`).
+pub fn misspelled_kind_issuer(issuer: &str, extra: &str) -> String {
+    format!(
+        r#"
+resource "fedbroker_issuer" "bad" {{
+  name      = "bad"
+  kind      = "githab-actions"
+  issuer    = "{issuer}"
+  audiences = ["x"]
+{extra}}}
 "#
     )
 }

@@ -12,7 +12,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::rule_body;
-use crate::support::{ISSUER_NAME, TARGET, default_app, default_rule, exchange_status};
+use crate::support::{ISSUER_NAME, TARGET, default_app, default_rule, exchange_status, tokens_file_broker};
 
 /// The admin token configured inline (`admin.tokens`).
 const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef-one";
@@ -85,27 +85,15 @@ impl Api {
         }
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<Vec<u8>>,
-    ) -> Reply {
-        let mut all: Vec<(&str, &str)> = self
-            .authorization
-            .iter()
-            .map(|auth| ("authorization", auth.as_str()))
-            .collect();
-        all.extend_from_slice(headers);
-        if body.is_some() {
-            all.push(("content-type", "application/json"));
-        }
-        self.http.send(method, path, &all, body).await
+    /// The `Authorization` header value, if any.
+    fn auth(&self) -> Option<&str> {
+        self.authorization.as_deref()
     }
 
     async fn get(&self, path: &str) -> Reply {
-        self.send(Method::GET, path, &[], None).await
+        self.http
+            .send_authorized(self.auth(), Method::GET, path, &[], None)
+            .await
     }
 
     async fn put(&self, path: &str, body: &Value) -> Reply {
@@ -114,19 +102,27 @@ impl Api {
 
     async fn put_with(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> Reply {
         let bytes = serde_json::to_vec(body).expect("JSON");
-        self.send(Method::PUT, path, headers, Some(bytes)).await
+        self.http
+            .send_authorized(self.auth(), Method::PUT, path, headers, Some(bytes))
+            .await
     }
 
     async fn put_raw(&self, path: &str, body: &[u8]) -> Reply {
-        self.send(Method::PUT, path, &[], Some(body.to_vec())).await
+        self.http
+            .send_authorized(self.auth(), Method::PUT, path, &[], Some(body.to_vec()))
+            .await
     }
 
     async fn delete(&self, path: &str) -> Reply {
-        self.send(Method::DELETE, path, &[], None).await
+        self.http
+            .send_authorized(self.auth(), Method::DELETE, path, &[], None)
+            .await
     }
 
     async fn delete_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
-        self.send(Method::DELETE, path, headers, None).await
+        self.http
+            .send_authorized(self.auth(), Method::DELETE, path, headers, None)
+            .await
     }
 
     /// PUT that must answer `status`; returns the ETag.
@@ -148,6 +144,30 @@ impl Api {
         self.put_expect(&rule_path("r1"), &rule_body(API_ISSUER, TARGET), 201)
             .await;
     }
+}
+
+/// `api` has no admin API: GET on the lists, on issuer `issuer`, on rule `rule` and on
+/// the OpenAPI document are 404 (`where_`: where that is, for the message).
+async fn assert_no_admin_api(api: &Api, issuer: &str, rule: &str, where_: &str) {
+    for path in [
+        "/admin/v1/issuers".to_owned(),
+        "/admin/v1/rules".to_owned(),
+        issuer_path(issuer),
+        rule_path(rule),
+        "/admin/v1/openapi.json".to_owned(),
+    ] {
+        let reply = api.get(&path).await;
+        assert_eq!(reply.status, 404, "GET {path} {where_}: {reply:?}");
+    }
+}
+
+/// A fake issuer, and a broker with the admin API (see [`admin_broker`]) with its
+/// [`Api`].
+async fn admin_setup() -> (FakeIssuer, InProcess, Api) {
+    let fake = FakeIssuer::start();
+    let broker = admin_broker().await;
+    let api = Api::new(&broker);
+    (fake, broker, api)
 }
 
 fn issuer_path(name: &str) -> String {
@@ -257,9 +277,7 @@ async fn admin_changes(broker: &Http, n: usize) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_requires_a_bearer_token() {
-    let fake = FakeIssuer::start();
-    let broker = admin_broker().await;
-    let api = Api::new(&broker);
+    let (fake, broker, api) = admin_setup().await;
     let wrong = format!("Bearer {ADMIN_TOKEN}-not");
     let basic = format!("Basic {ADMIN_TOKEN}");
     let without: [(&str, Option<&str>); 4] = [
@@ -309,16 +327,7 @@ async fn admin_api_requires_a_bearer_token() {
     // Without `admin:`, there is no admin API at all.
     let plain = default_app(&fake).await;
     let plain_api = Api::new(&plain);
-    for path in [
-        "/admin/v1/issuers".to_owned(),
-        "/admin/v1/rules".to_owned(),
-        issuer_path(ISSUER_NAME),
-        rule_path("ci-deployer"),
-        "/admin/v1/openapi.json".to_owned(),
-    ] {
-        let reply = plain_api.get(&path).await;
-        assert_eq!(reply.status, 404, "GET {path} without admin: {reply:?}");
-    }
+    assert_no_admin_api(&plain_api, ISSUER_NAME, "ci-deployer", "without admin").await;
     let reply = plain_api.put(&issuer_path(API_ISSUER), &issuer_body(&fake)).await;
     assert_eq!(reply.status, 404, "PUT without admin: {reply:?}");
     let reply = plain_api.delete(&rule_path("ci-deployer")).await;
@@ -330,13 +339,7 @@ async fn tokens_file_tokens_are_accepted() {
     let first = "file-token-0123456789abcdef-first";
     let second = "file-token-0123456789abcdef-second";
     let comment = "# a comment, long enough to be a token";
-    let config = BrokerConfig::new()
-        .top_level("admin:\n  tokens_file: ./admin-tokens\n")
-        .render();
-    let broker = Broker::builder()
-        .file("admin-tokens", &format!("{comment}\n{first}\n\n{second}\n"))
-        .start(&config)
-        .await;
+    let broker = tokens_file_broker(&format!("{comment}\n{first}\n\n{second}\n")).await;
     for token in [first, second] {
         let reply = Api::at(Http::clone(&broker), token).get("/admin/v1/rules").await;
         assert_eq!(reply.status, 200, "token from the file: {reply:?}");
@@ -349,9 +352,7 @@ async fn tokens_file_tokens_are_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn created_issuer_and_rule_allow_an_exchange() {
-    let fake = FakeIssuer::start();
-    let broker = admin_broker().await;
-    let api = Api::new(&broker);
+    let (fake, broker, api) = admin_setup().await;
     assert_eq!(
         exchange_status(&broker, &fake, TARGET).await,
         400,
@@ -406,9 +407,7 @@ async fn created_issuer_and_rule_allow_an_exchange() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_bodies_get_422_with_every_problem() {
-    let fake = FakeIssuer::start();
-    let broker = admin_broker().await;
-    let api = Api::new(&broker);
+    let (fake, broker, api) = admin_setup().await;
     api.create_issuer_and_rule(&fake).await;
     let state_file = broker.dir().join("data/admin-state.json");
     let state_before = std::fs::read(&state_file).expect("the state file exists after a change");
@@ -500,9 +499,7 @@ async fn invalid_bodies_get_422_with_every_problem() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etag_preconditions() {
-    let fake = FakeIssuer::start();
-    let broker = admin_broker().await;
-    let api = Api::new(&broker);
+    let (fake, broker, api) = admin_setup().await;
     api.put_expect(&issuer_path(API_ISSUER), &issuer_body(&fake), 201)
         .await;
     let path = rule_path("r1");
@@ -568,9 +565,7 @@ async fn etag_preconditions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_an_issuer_in_use_is_409() {
-    let fake = FakeIssuer::start();
-    let broker = admin_broker().await;
-    let api = Api::new(&broker);
+    let (fake, broker, api) = admin_setup().await;
     api.create_issuer_and_rule(&fake).await;
 
     let reply = api.delete(&issuer_path(API_ISSUER)).await;
@@ -629,9 +624,7 @@ async fn admin_changes_survive_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_changes_are_audited() {
-    let fake = FakeIssuer::start();
-    let broker = admin_broker().await;
-    let api = Api::new(&broker);
+    let (fake, broker, api) = admin_setup().await;
 
     // Refused attempts are no changes.
     let wrong = format!("Bearer {ADMIN_TOKEN}-not");
@@ -714,16 +707,7 @@ async fn admin_on_its_own_listener() {
     admin.create_issuer_and_rule(&fake).await;
     exchange_ok(&broker, &fake, TARGET).await;
 
-    for path in [
-        "/admin/v1/issuers".to_owned(),
-        "/admin/v1/rules".to_owned(),
-        issuer_path(API_ISSUER),
-        rule_path("r1"),
-        "/admin/v1/openapi.json".to_owned(),
-    ] {
-        let reply = main.get(&path).await;
-        assert_eq!(reply.status, 404, "GET {path} on the main listener: {reply:?}");
-    }
+    assert_no_admin_api(&main, API_ISSUER, "r1", "on the main listener").await;
     let reply = main.delete(&rule_path("r1")).await;
     assert_eq!(reply.status, 404, "DELETE on the main listener: {reply:?}");
     let reply = main.put(&rule_path("r2"), &rule_body(API_ISSUER, TARGET_B)).await;

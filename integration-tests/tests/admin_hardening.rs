@@ -19,13 +19,12 @@ use std::time::Duration;
 use integration_tests::broker::free_port;
 use integration_tests::eventually;
 use integration_tests::fake_issuer::{DEFAULT_AUDIENCE, DEFAULT_SUBJECT};
-use integration_tests::redis_server::{RedisServer, redis_available};
 use integration_tests::{Broker, BrokerConfig, FakeIssuer, Reply, run_cli_with_timeout};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{STATE_KEY, hget, state_mac};
+use crate::support::{STATE_KEY, hget, redis_or_skip, state_mac, tokens_file_broker};
 
 const ADMIN_TOKEN: &str = "hardening-admin-token-0123456789";
 
@@ -331,13 +330,7 @@ async fn a_token_removed_from_the_tokens_file_is_revoked_without_a_restart() {
     let first = "file-token-0123456789abcdef-first";
     let second = "file-token-0123456789abcdef-second";
     let third = "file-token-0123456789abcdef-third";
-    let config = BrokerConfig::new()
-        .top_level("admin:\n  tokens_file: ./admin-tokens\n")
-        .render();
-    let broker = Broker::builder()
-        .file("admin-tokens", &format!("{first}\n{second}\n"))
-        .start(&config)
-        .await;
+    let broker = tokens_file_broker(&format!("{first}\n{second}\n")).await;
     let status = |token: &'static str| {
         let broker = &broker;
         async move {
@@ -412,10 +405,9 @@ const HMAC_KEY: &str = "hardening-hmac-key-0123456789abcdef0123";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_state_written_to_redis_without_the_hmac_key_is_not_installed() {
-    if !redis_available() {
+    let Some(redis) = redis_or_skip() else {
         return;
-    }
-    let redis = RedisServer::start();
+    };
     let fake = FakeIssuer::start();
     let config = BrokerConfig::new()
         .top_level(format!(

@@ -21,8 +21,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::{
-    ADMIN_TOKEN, HMAC_KEY, STATE_KEY, TARGET, admin_names as names, admin_send as send, exchange_status,
-    hget, issuer_body, ready_replica as replica, rule_body, state_mac, wait_ready,
+    HMAC_KEY, STATE_KEY, TARGET, admin_names as names, admin_put_expect, admin_send as send, exchange_status,
+    hget, issuer_body, ready_replica as replica, redis_admin_sections, redis_or_skip, replicas_on_redis,
+    rule_body, state_mac, wait_ready,
 };
 
 const CHANNEL: &str = "fedbroker:replay:admin:changed";
@@ -35,16 +36,14 @@ const PROPAGATION: Duration = Duration::from_secs(3);
 /// A broker with no issuer and no rule of its own, the admin API on its main listener,
 /// the replay marks (and so the admin state) in the Redis at `url`.
 fn config(url: &str) -> String {
-    config_with(&format!("redis_url: {url}\n  command_timeout: 250ms"))
+    config_with(&format!("redis_url: {url}\ncommand_timeout: 250ms"))
 }
 
-/// The same with `redis` (the Redis lines under `replay:`, after `backend: redis`).
+/// The same with `redis` (the Redis lines under `replay:`, after `backend: redis`, at
+/// column 0).
 fn config_with(redis: &str) -> String {
     BrokerConfig::new()
-        .top_level(format!(
-            "replay:\n  backend: redis\n  {redis}\n  replicas: 3\nadmin:\n  tokens: [\"{ADMIN_TOKEN}\"]\n  \
-             allow_insecure_issuers: true\n  state_hmac_key: {HMAC_KEY}\n"
-        ))
+        .top_level(redis_admin_sections(&format!("{redis}\nreplicas: 3")))
         .render()
 }
 
@@ -54,14 +53,52 @@ async fn put(broker: &Broker, path: &str, body: &Value, headers: &[(&str, &str)]
 
 /// A PUT that must answer `status`; returns the ETag.
 async fn put_expect(broker: &Broker, path: &str, body: &Value, status: u16) -> String {
-    let reply = put(broker, path, body, &[]).await;
-    assert_eq!(
-        reply.status,
-        status,
-        "PUT {path}: {reply:?}\n--- broker stderr ---\n{}",
-        broker.stderr()
-    );
+    let reply = admin_put_expect(broker, path, body, status).await;
     reply.header("etag").expect("ETag").to_owned()
+}
+
+/// Create the fake (issuer `fake`) and rule `r1` for [`TARGET`] on `a`, and wait until
+/// `b` allows the exchange; returns r1's ETag. `label` prefixes the timing printed.
+async fn create_on_a_until_b_allows(a: &Broker, b: &Broker, fake: &FakeIssuer, label: &str) -> String {
+    put_expect(a, "/admin/v1/issuers/fake", &issuer_body(fake), 201).await;
+    let etag = put_expect(a, "/admin/v1/rules/r1", &rule_body("fake", TARGET), 201).await;
+    let (_, took) = eventually_timed(
+        PROPAGATION,
+        "an exchange through B allowed by A's rule",
+        || async { (exchange_status(b, fake, TARGET).await == 200).then_some(()) },
+    )
+    .await;
+    eprintln!("{label}A's change allowed an exchange through B after {took:?}");
+    etag
+}
+
+/// `body_a` through `a` and `body_b` through `b` to `path` at once, both with
+/// `If-Match: etag`: one wins (200), the other is refused (412). Returns both answers.
+async fn race_if_match(
+    (a, b): (&Broker, &Broker),
+    path: &str,
+    etag: &str,
+    (body_a, body_b): (&Value, &Value),
+    label: &str,
+) -> (Reply, Reply) {
+    let if_match = [("if-match", etag)];
+    let (ra, rb) = tokio::join!(put(a, path, body_a, &if_match), put(b, path, body_b, &if_match));
+    let mut statuses = [ra.status, rb.status];
+    statuses.sort();
+    assert_eq!(statuses, [200, 412], "{label}A {ra:?}\nB {rb:?}");
+    (ra, rb)
+}
+
+/// `DELETE /admin/v1/rules/r1` with `If-Match: etag`.
+async fn delete_r1(broker: &Broker, etag: &str) -> Reply {
+    send(
+        broker,
+        Method::DELETE,
+        "/admin/v1/rules/r1",
+        &[("if-match", etag)],
+        None,
+    )
+    .await
 }
 
 /// Write `state` as `version` the way a replica holding [`HMAC_KEY`] does: with its
@@ -76,10 +113,9 @@ fn hset_state(redis: &RedisServer, version: u64, state: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_change_on_one_replica_reaches_the_others_within_a_second_and_a_later_replica_at_start() {
-    if !redis_available() {
+    let Some(redis) = redis_or_skip() else {
         return;
-    }
-    let redis = RedisServer::start();
+    };
     let fake = FakeIssuer::start();
     let yaml = config(&redis.url());
     let a = replica(&yaml).await;
@@ -91,15 +127,7 @@ async fn a_change_on_one_replica_reaches_the_others_within_a_second_and_a_later_
     );
 
     // An issuer and a rule made on A: B serves them within a second or two.
-    put_expect(&a, "/admin/v1/issuers/fake", &issuer_body(&fake), 201).await;
-    put_expect(&a, "/admin/v1/rules/r1", &rule_body("fake", TARGET), 201).await;
-    let (_, took) = eventually_timed(
-        PROPAGATION,
-        "an exchange through B allowed by A's rule",
-        || async { (exchange_status(&b, &fake, TARGET).await == 200).then_some(()) },
-    )
-    .await;
-    eprintln!("A's change allowed an exchange through B after {took:?}");
+    create_on_a_until_b_allows(&a, &b, &fake, "").await;
     assert_eq!(names(&b, "issuers").await, ["fake"]);
     assert_eq!(names(&b, "rules").await, ["r1"]);
 
@@ -160,15 +188,9 @@ async fn a_change_on_one_replica_reaches_the_others_within_a_second_and_a_later_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_changes_on_two_replicas_lose_nothing_and_one_if_match_wins() {
-    if !redis_available() {
+    let Some((redis, fake, a, b)) = replicas_on_redis(config).await else {
         return;
-    }
-    let redis = RedisServer::start();
-    let fake = FakeIssuer::start();
-    let yaml = config(&redis.url());
-    let a = replica(&yaml).await;
-    let b = replica(&yaml).await;
-    put_expect(&a, "/admin/v1/issuers/fake", &issuer_body(&fake), 201).await;
+    };
 
     // Different rules created at once on both replicas: every one is kept.
     let (a, b) = (Arc::new(a), Arc::new(b));
@@ -196,14 +218,14 @@ async fn concurrent_changes_on_two_replicas_lose_nothing_and_one_if_match_wins()
         let etag = current.header("etag").expect("ETag").to_owned();
         let body_a = rule_body("fake", &format!("from-a-{round}"));
         let body_b = rule_body("fake", &format!("from-b-{round}"));
-        let if_match = [("if-match", etag.as_str())];
-        let (ra, rb) = tokio::join!(
-            put(&a, "/admin/v1/rules/a0", &body_a, &if_match),
-            put(&b, "/admin/v1/rules/a0", &body_b, &if_match),
-        );
-        let mut statuses = [ra.status, rb.status];
-        statuses.sort();
-        assert_eq!(statuses, [200, 412], "round {round}: A {ra:?}\nB {rb:?}");
+        let (ra, rb) = race_if_match(
+            (&*a, &*b),
+            "/admin/v1/rules/a0",
+            &etag,
+            (&body_a, &body_b),
+            &format!("round {round}: "),
+        )
+        .await;
         let winner = if ra.status == 200 { &body_a } else { &body_b };
         for broker in [&*a, &*b] {
             let now = send(broker, Method::GET, "/admin/v1/rules/a0", &[], None).await;
@@ -228,15 +250,9 @@ async fn concurrent_changes_on_two_replicas_lose_nothing_and_one_if_match_wins()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_down_during_a_change_answers_503_and_nothing_changes() {
-    if !redis_available() {
+    let Some((mut redis, fake, a, b)) = replicas_on_redis(config).await else {
         return;
-    }
-    let mut redis = RedisServer::start();
-    let fake = FakeIssuer::start();
-    let yaml = config(&redis.url());
-    let a = replica(&yaml).await;
-    let b = replica(&yaml).await;
-    put_expect(&a, "/admin/v1/issuers/fake", &issuer_body(&fake), 201).await;
+    };
     let etag = put_expect(&a, "/admin/v1/rules/r1", &rule_body("fake", TARGET), 201).await;
     for broker in [&a, &b] {
         eventually_timed(PROPAGATION, "both replicas allow r1", || async {
@@ -264,14 +280,7 @@ async fn redis_down_during_a_change_answers_503_and_nothing_changes() {
     let reply = put(&a, "/admin/v1/rules/r2", &rule_body("fake", "target-r2"), &[]).await;
     reply.assert_error(503, "temporarily_unavailable", "");
     assert!(reply.header("retry-after").is_some(), "{reply:?}");
-    let reply = send(
-        &b,
-        Method::DELETE,
-        "/admin/v1/rules/r1",
-        &[("if-match", &etag)],
-        None,
-    )
-    .await;
+    let reply = delete_r1(&b, &etag).await;
     reply.assert_error(503, "temporarily_unavailable", "");
     let reply = send(&b, Method::GET, "/admin/v1/rules", &[], None).await;
     reply.assert_error(503, "temporarily_unavailable", "");
@@ -305,14 +314,7 @@ async fn redis_down_during_a_change_answers_503_and_nothing_changes() {
         "the write-back is logged:\n{logs}"
     );
     // And changes work again, with the ETag from before the outage.
-    let reply = send(
-        &b,
-        Method::DELETE,
-        "/admin/v1/rules/r1",
-        &[("if-match", &etag)],
-        None,
-    )
-    .await;
+    let reply = delete_r1(&b, &etag).await;
     assert_eq!(reply.status, 204, "{reply:?}");
     let (_, took) = eventually_timed(PROPAGATION, "A refuses once B deleted the rule", || async {
         (exchange_status(&a, &fake, TARGET).await == 400).then_some(())
@@ -387,19 +389,11 @@ async fn replicas_on_a_redis_cluster_share_the_admin_state() {
     let cluster = RedisCluster::start(3, 0);
     let fake = FakeIssuer::start();
     let urls = cluster.urls().join(", ");
-    let yaml = config_with(&format!("redis_cluster_urls: [{urls}]\n  command_timeout: 1s"));
+    let yaml = config_with(&format!("redis_cluster_urls: [{urls}]\ncommand_timeout: 1s"));
     let a = replica(&yaml).await;
     let b = replica(&yaml).await;
 
-    put_expect(&a, "/admin/v1/issuers/fake", &issuer_body(&fake), 201).await;
-    let etag = put_expect(&a, "/admin/v1/rules/r1", &rule_body("fake", TARGET), 201).await;
-    let (_, took) = eventually_timed(
-        PROPAGATION,
-        "an exchange through B allowed by A's rule",
-        || async { (exchange_status(&b, &fake, TARGET).await == 200).then_some(()) },
-    )
-    .await;
-    eprintln!("on a cluster, A's change allowed an exchange through B after {took:?}");
+    let etag = create_on_a_until_b_allows(&a, &b, &fake, "on a cluster, ").await;
     let master = cluster.urls()[cluster.master_for(STATE_KEY)].clone();
     let port: u16 = master
         .rsplit(':')
@@ -411,15 +405,8 @@ async fn replicas_on_a_redis_cluster_share_the_admin_state() {
         "2"
     );
 
-    let if_match = [("if-match", etag.as_str())];
     let (body_a, body_b) = (rule_body("fake", "from-a"), rule_body("fake", "from-b"));
-    let (ra, rb) = tokio::join!(
-        put(&a, "/admin/v1/rules/r1", &body_a, &if_match),
-        put(&b, "/admin/v1/rules/r1", &body_b, &if_match),
-    );
-    let mut statuses = [ra.status, rb.status];
-    statuses.sort();
-    assert_eq!(statuses, [200, 412], "A {ra:?}\nB {rb:?}");
+    let (ra, _) = race_if_match((&a, &b), "/admin/v1/rules/r1", &etag, (&body_a, &body_b), "").await;
     let winner = if ra.status == 200 { "from-a" } else { "from-b" };
     for broker in [&a, &b] {
         eventually_timed(PROPAGATION, "both replicas enforce the winner", || async {

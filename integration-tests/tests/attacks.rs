@@ -21,7 +21,7 @@ use integration_tests::tokens::{b64url, compact, now, random_hex};
 use integration_tests::{BrokerConfig, CliOutput, FakeIssuer, Http, InProcess, KeyKind, SigningKey, run_cli};
 use serde_json::{Value, json};
 
-use crate::support::{ISSUER_NAME, TARGET, default_app};
+use crate::support::{ISSUER_NAME, TARGET, default_app, default_app_and_token};
 
 // ---------------------------------------------------------------------------------
 // Helpers
@@ -45,6 +45,17 @@ fn stderr_tail(broker: &Http) -> String {
 
 /// Exchange each `(case, token)` for [`TARGET`]; every one must be a 400
 /// `invalid_request` with a string description that does not echo the token.
+/// [`assert_all_refused`], then a genuine token from `fake` is accepted (`control`).
+async fn assert_refused_but_genuine_accepted(
+    broker: &Http,
+    cases: &[(String, String)],
+    fake: &FakeIssuer,
+    control: &str,
+) {
+    assert_all_refused(broker, cases).await;
+    assert_accepted(broker, control, &fake.mint(json!({}))).await;
+}
+
 async fn assert_all_refused(broker: &Http, cases: &[(String, String)]) {
     let mut failures = Vec::new();
     for (case, token) in cases {
@@ -196,6 +207,15 @@ fn check_config(dir: &Path, yaml: &str) -> CliOutput {
 // Algorithm and signature attacks
 // ---------------------------------------------------------------------------------
 
+/// The audit line of an allow through issuer `issuer` (waiting for a line).
+async fn allow_line(broker: &Http, issuer: &str) -> Value {
+    let lines = broker.wait_for_audit_lines(1).await;
+    lines
+        .into_iter()
+        .find(|l| l["outcome"] == "allow" && l["issuer"] == issuer)
+        .unwrap_or_else(|| panic!("no allow line for {issuer}: {:#?}", broker.audit_lines()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_alg_none_in_every_spelling() {
     let fake = FakeIssuer::start();
@@ -226,8 +246,7 @@ async fn rejects_alg_none_in_every_spelling() {
             ));
         }
     }
-    assert_all_refused(&broker, &cases).await;
-    assert_accepted(&broker, "control: a genuine token", &fake.mint(json!({}))).await;
+    assert_refused_but_genuine_accepted(&broker, &cases, &fake, "control: a genuine token").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,15 +356,12 @@ async fn rejects_psychic_ecdsa_signature() {
             b64url(&[0x30, 0x06, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00])
         ),
     ));
-    assert_all_refused(&broker, &cases).await;
-    assert_accepted(&broker, "control: a genuine ES256 token", &fake.mint(json!({}))).await;
+    assert_refused_but_genuine_accepted(&broker, &cases, &fake, "control: a genuine ES256 token").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_stripped_and_truncated_signatures() {
-    let fake = FakeIssuer::start();
-    let broker = default_app(&fake).await;
-    let token = fake.mint(json!({}));
+    let (fake, broker, token) = default_app_and_token().await;
     let [h, p, s] = parts(&token);
     let signature = decode_b64url(&s);
     let [_, _, other_signature] = parts(&fake.mint(json!({})));
@@ -582,8 +598,7 @@ async fn rejects_issuer_string_variants() {
         .into_iter()
         .map(|(label, value)| (label.to_owned(), fake.mint(json!({ "iss": value }))))
         .collect();
-    assert_all_refused(&broker, &cases).await;
-    assert_accepted(&broker, "control: the exact issuer", &fake.mint(json!({}))).await;
+    assert_refused_but_genuine_accepted(&broker, &cases, &fake, "control: the exact issuer").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -921,11 +936,7 @@ async fn rejects_kubernetes_tokens_whose_sub_or_typ_do_not_fit_the_kind() {
         &kube.mint(good.clone()),
     )
     .await;
-    let lines = broker.wait_for_audit_lines(1).await;
-    let allow = lines
-        .iter()
-        .find(|l| l["outcome"] == "allow" && l["issuer"] == "kube")
-        .unwrap_or_else(|| panic!("no allow line for kube: {lines:#?}"));
+    let allow = allow_line(&broker, "kube").await;
     assert_eq!(allow["kind"], "kubernetes", "{allow}");
     assert_eq!(
         allow["claims"],
@@ -997,11 +1008,7 @@ async fn rejects_github_actions_token_whose_sub_is_not_its_repository() {
         &fake.mint(github("repo:octo-org/app:ref:refs/heads/main", "octo-org/app")),
     )
     .await;
-    let lines = broker.wait_for_audit_lines(1).await;
-    let allow = lines
-        .iter()
-        .find(|l| l["outcome"] == "allow" && l["issuer"] == "gha")
-        .unwrap_or_else(|| panic!("no allow line for gha: {lines:#?}"));
+    let allow = allow_line(&broker, "gha").await;
     assert_eq!(allow["kind"], "github-actions", "{allow}");
     assert_eq!(allow["claims"]["repository"], "octo-org/app", "{allow}");
 

@@ -1,12 +1,18 @@
 //! The audit stream: one JSON line per decision, with who, what, which rule and
-//! why, and never a token.
+//! why, and never a token. The audit file is read from the broker's router in this
+//! process; what needs the process's stderr (logs, audit without a path) spawns one.
 
 use integration_tests::fake_issuer::DEFAULT_SUBJECT;
 use integration_tests::tokens::{decode_unverified, sha256_hex};
-use integration_tests::{Broker, BrokerConfig, FakeIssuer};
+use std::time::Duration;
+
+use integration_tests::{Broker, FakeIssuer, eventually};
 use serde_json::{Value, json};
 
-use crate::support::{ISSUER_NAME, TARGET, config_with_rules, default_broker, default_rule, str_claim};
+use crate::support::{
+    ISSUER_NAME, TARGET, app_with_issuer_extra, config_with_rules, default_app, default_app_and_token,
+    default_broker, default_rule, str_claim,
+};
 
 /// `target` names `expected` (as a string or inside a list).
 fn names_target(line: &Value, expected: &str) -> bool {
@@ -24,9 +30,7 @@ fn names_issuer(line: &Value, fake: &FakeIssuer) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_records_an_allow_with_rule_subject_target_and_both_jtis() {
-    let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
-    let token = fake.mint(json!({}));
+    let (fake, broker, token) = default_app_and_token().await;
     let (_, incoming) = decode_unverified(&token);
 
     let reply = broker.exchange(&token, TARGET).await;
@@ -53,7 +57,7 @@ async fn audit_records_an_allow_with_rule_subject_target_and_both_jtis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_records_a_denial_with_its_reason() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let token = fake.mint(json!({"sub": "system:serviceaccount:ci:intruder"}));
     let (_, incoming) = decode_unverified(&token);
 
@@ -79,10 +83,7 @@ async fn audit_records_a_denial_with_its_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_identifies_a_token_without_jti_by_its_sha256() {
     let fake = FakeIssuer::start();
-    let config = BrokerConfig::new()
-        .issuer(fake.issuer_yaml_with(ISSUER_NAME, "replay: reusable"))
-        .rules(default_rule());
-    let broker = Broker::start(&config.render()).await;
+    let broker = app_with_issuer_extra(&fake, "replay: reusable").await;
     let token = fake.mint(json!({"jti": null}));
 
     let reply = broker.exchange(&token, TARGET).await;
@@ -137,20 +138,13 @@ async fn audit_goes_to_stderr_without_an_audit_path() {
 
     assert_eq!(broker.exchange(&token, TARGET).await.status, 200);
 
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let stderr = broker.stderr();
-        let found = stderr
+    eventually(Duration::from_secs(10), "an audit line on stderr", || async {
+        broker
+            .stderr()
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .any(|l| l.to_string().contains(&jti) && l.to_string().contains("allow"));
-        if found {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no audit line on stderr:\n{stderr}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+            .any(|l| l.to_string().contains(&jti) && l.to_string().contains("allow"))
+            .then_some(())
+    })
+    .await;
 }

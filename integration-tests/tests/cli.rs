@@ -4,22 +4,30 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
+use integration_tests::config::fill_placeholders;
 use integration_tests::tokens::verify_with_jwks;
 use integration_tests::{Broker, BrokerConfig, FakeIssuer, dedent, run_cli, run_cli_in};
 use jsonwebtoken::EncodingKey;
 use jsonwebtoken::jwk::Jwk;
 use serde_json::json;
 
-use crate::support::{TARGET, config_with_rules, default_broker, default_rule};
+use crate::support::{
+    TARGET, config_with_rules, default_broker, default_config_file, default_rule, explain,
+    rule_file_with_unknown_issuer,
+};
 
 /// Write `yaml` (placeholders filled, port 18080) to `dir/fedbroker.yaml`.
 fn write_config(dir: &Path, yaml: &str) -> PathBuf {
-    let text = yaml
-        .replace("@PORT@", "18080")
-        .replace("@DIR@", dir.to_str().expect("UTF-8 path"));
+    let text = fill_placeholders(yaml, 18080, dir.to_str().expect("UTF-8 path"));
     let path = dir.join("fedbroker.yaml");
     std::fs::write(&path, text).expect("write config");
     path
+}
+
+/// `check` of `config`, written in a tempdir of its own.
+fn check_config(config: &BrokerConfig) -> integration_tests::CliOutput {
+    let dir = tempfile::tempdir().expect("tempdir");
+    check(&config.write_to(dir.path()))
 }
 
 fn write_file(dir: &Path, relative: &str, text: &str) -> PathBuf {
@@ -98,16 +106,12 @@ fn check_accepts_a_valid_config_without_touching_the_network() {
         .server("clock_skew: 60s")
         .server("max_issued_lifetime: 1h")
         .top_level("replay:\n  backend: memory\n  on_unavailable: fail_closed");
-    let path = write_config(dir.path(), &config.render());
+    let path = config.write_to(dir.path());
 
     let out = check(&path);
 
     assert_eq!(out.code, Some(0), "{}", out.all());
-    assert_eq!(
-        (fake.discovery_requests(), fake.jwks_requests()),
-        (0, 0),
-        "check used the network"
-    );
+    assert_eq!(fake.key_fetches(), (0, 0), "check used the network");
 }
 
 #[test]
@@ -123,55 +127,18 @@ rules: []
 ";
     let path = write_config(dir.path(), yaml);
 
-    let out = check(&path);
-
-    assert_eq!(out.code, Some(1), "{}", out.all());
-    assert!(
-        out.all().contains("listen_backlogg"),
-        "field not named:\n{}",
-        out.all()
-    );
-    assert!(
-        mentions_file_and_line(&out.all(), "fedbroker.yaml", 5),
-        "file and line 5 not named:\n{}",
-        out.all()
-    );
+    assert_check_reports(&path, &[("listen_backlogg", "fedbroker.yaml", 5)]);
 }
 
 #[test]
 fn check_reports_a_rule_with_an_unknown_issuer_at_its_file_and_line() {
     let fake = FakeIssuer::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    write_file(
-        dir.path(),
-        "rules/deploy.yaml",
-        r#"
-        - name: good-rule
-          match:
-            issuer: k8s
-            subject: a
-            audiences: [t]
-        - name: bad-rule
-          match:
-            issuer: nobody
-            subject: b
-            audiences: [t]
-        "#,
-    );
-    let config = BrokerConfig::new()
-        .issuer(fake.issuer_yaml("k8s"))
-        .top_level("rules_files: [./rules/*.yaml]");
-    let path = write_config(dir.path(), &config.render());
+    let (config, _) = rule_file_with_unknown_issuer(dir.path(), &fake);
+    let path = config.write_to(dir.path());
 
-    let out = check(&path);
-
-    assert_eq!(out.code, Some(1), "{}", out.all());
-    assert!(out.all().contains("nobody"), "{}", out.all());
-    assert!(
-        mentions_file_and_line(&out.all(), "deploy.yaml", 8),
-        "rule file and line 8 (its `issuer: nobody`) not named:\n{}",
-        out.all()
-    );
+    // Line 8: the rule's `issuer: nobody`.
+    assert_check_reports(&path, &[("nobody", "deploy.yaml", 8)]);
 }
 
 #[test]
@@ -242,10 +209,9 @@ fn check_reports_reference_errors_alongside_syntax_errors() {
 #[test]
 fn check_rejects_rule_lifetime_above_max_issued_lifetime() {
     let fake = FakeIssuer::start();
-    let dir = tempfile::tempdir().expect("tempdir");
     let config = config_with_rules(&fake, &default_rule().replace("lifetime: 10m", "lifetime: 2h"))
         .server("max_issued_lifetime: 1h");
-    let out = check(&write_config(dir.path(), &config.render()));
+    let out = check_config(&config);
     assert_eq!(out.code, Some(1), "{}", out.all());
     assert!(out.all().contains("lifetime"), "{}", out.all());
 }
@@ -258,12 +224,10 @@ fn check_rejects_loopback_issuer_urls_without_the_danger_flag() {
         "http://localhost:9".to_owned(),
         "https://10.0.0.1".to_owned(),
     ] {
-        let dir = tempfile::tempdir().expect("tempdir");
         let issuer = fake
             .issuer_yaml_with("k8s", "danger_allow_insecure: false")
             .replace(fake.issuer(), &url);
-        let config = BrokerConfig::new().issuer(issuer).rules(default_rule());
-        let out = check(&write_config(dir.path(), &config.render()));
+        let out = check_config(&BrokerConfig::new().issuer(issuer).rules(default_rule()));
         assert_eq!(
             out.code,
             Some(1),
@@ -277,10 +241,8 @@ fn check_rejects_loopback_issuer_urls_without_the_danger_flag() {
 fn check_rejects_none_and_hmac_issuer_algorithms() {
     let fake = FakeIssuer::start();
     for algs in ["[none]", "[HS256]", "[RS256, HS512]"] {
-        let dir = tempfile::tempdir().expect("tempdir");
         let issuer = fake.issuer_yaml_with("k8s", &format!("algorithms: {algs}"));
-        let config = BrokerConfig::new().issuer(issuer).rules(default_rule());
-        let out = check(&write_config(dir.path(), &config.render()));
+        let out = check_config(&BrokerConfig::new().issuer(issuer).rules(default_rule()));
         assert_eq!(out.code, Some(1), "algorithms {algs} accepted:\n{}", out.all());
     }
 }
@@ -305,8 +267,7 @@ fn check_rejects_duplicate_names_and_empty_audiences() {
         ),
     ];
     for (case, config) in cases {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let out = check(&write_config(dir.path(), &config.render()));
+        let out = check_config(&config);
         assert_eq!(out.code, Some(1), "{case} accepted:\n{}", out.all());
     }
 }
@@ -417,25 +378,13 @@ async fn broker_signs_with_the_key_from_keys_generate() {
 
 #[test]
 fn explain_reports_allow_with_exit_0_and_deny_with_exit_2() {
-    let fake = FakeIssuer::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = config_with_rules(&fake, &default_rule());
-    let path = write_config(dir.path(), &config.render());
-    let path = path.to_str().expect("path");
+    let (fake, dir, path) = default_config_file();
 
     let allowed = fake.mint(json!({}));
-    let out = run_cli_in(
+    let out = explain(
         dir.path(),
-        &[
-            "explain",
-            "--config",
-            path,
-            "--subject-token",
-            &allowed,
-            "--audience",
-            TARGET,
-        ],
-        &[],
+        &path,
+        &["--subject-token", &allowed, "--audience", TARGET],
     );
     assert_eq!(out.code, Some(0), "{}", out.all());
     assert!(
@@ -446,19 +395,10 @@ fn explain_reports_allow_with_exit_0_and_deny_with_exit_2() {
 
     let denied = fake.mint(json!({"sub": "system:serviceaccount:ci:intruder"}));
     std::fs::write(dir.path().join("token.jwt"), &denied).expect("token file");
-    let out = run_cli_in(
+    let out = explain(
         dir.path(),
-        &[
-            "explain",
-            "--config",
-            path,
-            "--subject-token",
-            "@token.jwt",
-            "--audience",
-            TARGET,
-            "--json",
-        ],
-        &[],
+        &path,
+        &["--subject-token", "@token.jwt", "--audience", TARGET, "--json"],
     );
     assert_eq!(out.code, Some(2), "{}", out.all());
     let parsed: Result<serde_json::Value, _> = serde_json::from_str(&out.stdout);
@@ -468,23 +408,13 @@ fn explain_reports_allow_with_exit_0_and_deny_with_exit_2() {
 
 #[test]
 fn explain_records_no_replay() {
-    let fake = FakeIssuer::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = write_config(dir.path(), &config_with_rules(&fake, &default_rule()).render());
+    let (fake, dir, path) = default_config_file();
     let token = fake.mint(json!({}));
     for run in 1..=2 {
-        let out = run_cli_in(
+        let out = explain(
             dir.path(),
-            &[
-                "explain",
-                "--config",
-                path.to_str().expect("path"),
-                "--subject-token",
-                &token,
-                "--audience",
-                TARGET,
-            ],
-            &[],
+            &path,
+            &["--subject-token", &token, "--audience", TARGET],
         );
         assert_eq!(out.code, Some(0), "run {run}: {}", out.all());
     }

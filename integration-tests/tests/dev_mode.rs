@@ -6,6 +6,8 @@ use integration_tests::tokens::{TOKEN_TYPE_JWT, decode_unverified, now, verify_i
 use integration_tests::{Broker, run_cli_with_timeout};
 use serde_json::{Value, json};
 
+use crate::support::assert_exchanges_once;
+
 async fn dev_token(broker: &Broker, claims: Value) -> String {
     let response = broker
         .client()
@@ -55,11 +57,7 @@ async fn dev_issuer_fills_registered_claims() {
     assert!((iat - now()).abs() < 120 && exp > iat, "{claims}");
     assert!(claims["jti"].as_str().is_some_and(|j| !j.is_empty()), "{claims}");
     // The dev issuer's tokens are one-time like any other issuer's.
-    assert_eq!(broker.exchange(&token, "example-target").await.status, 200);
-    broker
-        .exchange(&token, "example-target")
-        .await
-        .assert_error(400, "invalid_request", &token);
+    assert_exchanges_once(&broker, &token, "example-target").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,9 +65,8 @@ async fn dev_mode_denies_other_targets() {
     let broker = Broker::start_dev().await;
     let token = dev_token(&broker, json!({"sub": "me"})).await;
     broker
-        .exchange(&token, "production-database")
-        .await
-        .assert_error(400, "invalid_target", &token);
+        .exchange_refused(&token, "production-database", 400, "invalid_target")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,10 @@ use integration_tests::tokens::{
 use integration_tests::{FakeIssuer, Http, InProcess, KeyKind, SigningKey, exchange_form};
 use serde_json::{Value, json};
 
-use crate::support::{ISSUER_NAME, TARGET, app_with_rules, config_with_rules, default_app, default_rule};
+use crate::support::{
+    TARGET, app_with_issuer_extra, app_with_rules, config_with_rules, default_app, default_app_and_token,
+    default_rule,
+};
 
 /// Exchange `token` for the default target and expect a 400 `invalid_request`
 /// that does not echo it.
@@ -34,9 +37,7 @@ async fn rejected_claims(claims: Value) {
 /// A plain exchange with `field` set to each of `values` in turn: each is a 400 with
 /// `error` that does not echo the token.
 async fn assert_each_value_rejected(field: &str, values: &[&str], error: &str) {
-    let fake = FakeIssuer::start();
-    let broker = default_app(&fake).await;
-    let token = fake.mint(json!({}));
+    let (_fake, broker, token) = default_app_and_token().await;
     for value in values {
         let mut form = exchange_form(&token, TARGET);
         let slot = form
@@ -50,9 +51,7 @@ async fn assert_each_value_rejected(field: &str, values: &[&str], error: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_missing_or_repeated_parameters_with_invalid_request() {
-    let fake = FakeIssuer::start();
-    let broker = default_app(&fake).await;
-    let token = fake.mint(json!({}));
+    let (fake, broker, token) = default_app_and_token().await;
     let other = fake.mint(json!({}));
     let actor = fake.mint(json!({"sub": "agent:x"}));
     let base = exchange_form(&token, TARGET);
@@ -118,19 +117,23 @@ async fn rejects_missing_or_repeated_parameters_with_invalid_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rejects_unknown_grant_type_with_unsupported_grant_type() {
+async fn rejects_unknown_grant_type_and_unsupported_subject_token_type() {
     let grants = [
         "client_credentials",
         "urn:ietf:params:oauth:grant-type:jwt-bearer",
     ];
     assert_each_value_rejected("grant_type", &grants, "unsupported_grant_type").await;
+    let token_types = [
+        "urn:ietf:params:oauth:token-type:saml2",
+        "urn:ietf:params:oauth:token-type:refresh_token",
+        "jwt",
+    ];
+    assert_each_value_rejected("subject_token_type", &token_types, "invalid_request").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_non_form_content_types_with_invalid_request() {
-    let fake = FakeIssuer::start();
-    let broker = default_app(&fake).await;
-    let token = fake.mint(json!({}));
+    let (_fake, broker, token) = default_app_and_token().await;
     let as_json = serde_json::to_vec(&json!({
         "grant_type": GRANT_TYPE_TOKEN_EXCHANGE,
         "subject_token": token,
@@ -251,9 +254,7 @@ async fn rejects_hs256_signed_with_rsa_public_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_bad_signature() {
-    let fake = FakeIssuer::start();
-    let broker = default_app(&fake).await;
-    let token = fake.mint(json!({}));
+    let (fake, broker, token) = default_app_and_token().await;
     let (input, signature) = token.rsplit_once('.').expect("three parts");
     // Flip bits in the middle of the signature.
     let mut sig: Vec<char> = signature.chars().collect();
@@ -381,11 +382,7 @@ async fn rejects_issuer_that_differs_only_in_case_or_trailing_slash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_token_living_longer_than_max_token_lifetime() {
     let fake = FakeIssuer::start();
-    let issuer = fake.issuer_yaml_with(ISSUER_NAME, "max_token_lifetime: 1h");
-    let config = integration_tests::BrokerConfig::new()
-        .issuer(issuer)
-        .rules(default_rule());
-    let broker = InProcess::start(&config.render()).await;
+    let broker = app_with_issuer_extra(&fake, "max_token_lifetime: 1h").await;
     let now = now();
     assert_token_rejected(&broker, &fake.mint(json!({"iat": now, "exp": now + 3 * 3600}))).await;
     let fine = broker
@@ -395,24 +392,11 @@ async fn rejects_token_living_longer_than_max_token_lifetime() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rejects_unsupported_subject_token_type() {
-    let token_types = [
-        "urn:ietf:params:oauth:token-type:saml2",
-        "urn:ietf:params:oauth:token-type:refresh_token",
-        "jwt",
-    ];
-    assert_each_value_rejected("subject_token_type", &token_types, "invalid_request").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_rule_for_the_target_is_invalid_target() {
-    let fake = FakeIssuer::start();
-    let broker = default_app(&fake).await;
-    let token = fake.mint(json!({}));
+    let (_fake, broker, token) = default_app_and_token().await;
     broker
-        .exchange(&token, "target-nobody-grants")
-        .await
-        .assert_error(400, "invalid_target", &token);
+        .exchange_refused(&token, "target-nobody-grants", 400, "invalid_target")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -490,10 +474,11 @@ async fn scope_no_rule_grants_is_invalid_scope() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unobtainable_issuer_keys_are_503_with_retry_after() {
+/// A fake whose keys `break_keys` makes unobtainable: an exchange of its token is a
+/// 503 with Retry-After that does not echo the token.
+async fn assert_keys_unobtainable_503(break_keys: fn(&FakeIssuer)) {
     let fake = FakeIssuer::start();
-    fake.set_outage(true);
+    break_keys(&fake);
     let broker = default_app(&fake).await;
     let token = fake.mint(json!({}));
 
@@ -508,29 +493,20 @@ async fn unobtainable_issuer_keys_are_503_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unobtainable_issuer_keys_are_503_with_retry_after() {
+    assert_keys_unobtainable_503(|fake| fake.set_outage(true)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_issuer_is_503_with_retry_after() {
-    let fake = FakeIssuer::start();
-    fake.stop();
-    let broker = default_app(&fake).await;
-    let token = fake.mint(json!({}));
-
-    let reply = broker.exchange(&token, TARGET).await;
-
-    reply.assert_error(503, "temporarily_unavailable", &token);
-    assert!(
-        reply.header("retry-after").is_some(),
-        "Retry-After missing: {:?}",
-        reply.headers
-    );
+    assert_keys_unobtainable_503(FakeIssuer::stop).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_token_type_for_actor_is_accepted_only_with_its_pair() {
     // actor_token_type alone (no actor_token) is covered above; here the full pair
     // with an access_token type is a well-formed request that policy then denies.
-    let fake = FakeIssuer::start();
-    let broker = default_app(&fake).await;
-    let token = fake.mint(json!({}));
+    let (fake, broker, token) = default_app_and_token().await;
     let actor = fake.mint(json!({"sub": "agent:x"}));
     let mut form = exchange_form(&token, TARGET);
     form.push(("actor_token", &actor));

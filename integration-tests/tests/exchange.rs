@@ -14,7 +14,13 @@ use integration_tests::{Broker, BrokerConfig, FakeIssuer, InProcess, KeyKind, ex
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
-use crate::support::{ISSUER_NAME, TARGET, app_with_rules, config_with_rules, default_app, str_claim};
+use crate::support::{
+    ISSUER_NAME, TARGET, app_with_rules, assert_denied_by_policy, config_with_rules, default_app,
+    delegation_app, str_claim, subject_rule,
+};
+
+/// The `match` lines of a rule granting [`TARGET`].
+const TARGET_A: &str = "audiences: [target-a]";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exchange_issues_verifiable_jwt_with_no_store_headers() {
@@ -132,29 +138,23 @@ async fn id_token_and_access_token_subject_token_types_are_accepted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_templates_map_subject_audience_and_nested_claims() {
     let fake = FakeIssuer::start();
-    let rules = r#"
-        - name: map-claims
-          match:
-            issuer: k8s
-            subject: "system:serviceaccount:ci:deployer"
-            audiences: [target-a]
-          issue:
-            audience: sts.amazonaws.com
-            subject: "gha:{claims.repository}"
-            lifetime: 5m
-            claims:
-              repo: "{claims.repository}"
-              namespace: '{claims["kubernetes.io"].namespace}'
-              service_account: '{claims["kubernetes.io"].serviceaccount.name}'
-              origin: "{iss}"
-              who: "{sub}"
-              literal: fixed-value
-              https://aws.amazon.com/tags:
-                principal_tags:
-                  repo: ["{claims.repository}"]
-                transitive_tag_keys: [repo]
+    let issue = r#"
+        audience: sts.amazonaws.com
+        subject: "gha:{claims.repository}"
+        lifetime: 5m
+        claims:
+          repo: "{claims.repository}"
+          namespace: '{claims["kubernetes.io"].namespace}'
+          service_account: '{claims["kubernetes.io"].serviceaccount.name}'
+          origin: "{iss}"
+          who: "{sub}"
+          literal: fixed-value
+          https://aws.amazon.com/tags:
+            principal_tags:
+              repo: ["{claims.repository}"]
+            transitive_tag_keys: [repo]
         "#;
-    let broker = app_with_rules(&fake, rules).await;
+    let broker = app_with_rules(&fake, &subject_rule("map-claims", TARGET_A, issue)).await;
     let subject_token = fake.mint(json!({
         "repository": "acme/api",
         "kubernetes.io": {"namespace": "ci", "serviceaccount": {"name": "deployer"}},
@@ -191,16 +191,8 @@ async fn issue_templates_map_subject_audience_and_nested_claims() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn template_with_missing_claim_denies_instead_of_issuing_empty_value() {
     let fake = FakeIssuer::start();
-    let rules = r#"
-        - name: needs-repository
-          match:
-            issuer: k8s
-            subject: "system:serviceaccount:ci:deployer"
-            audiences: [target-a]
-          issue:
-            subject: "gha:{claims.repository}"
-        "#;
-    let broker = app_with_rules(&fake, rules).await;
+    let issue = r#"subject: "gha:{claims.repository}""#;
+    let broker = app_with_rules(&fake, &subject_rule("needs-repository", TARGET_A, issue)).await;
     let subject_token = fake.mint(json!({}));
 
     let reply = broker.exchange(&subject_token, TARGET).await;
@@ -211,14 +203,7 @@ async fn template_with_missing_claim_denies_instead_of_issuing_empty_value() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_lifetime_is_fifteen_minutes() {
     let fake = FakeIssuer::start();
-    let rules = r#"
-        - name: no-lifetime
-          match:
-            issuer: k8s
-            subject: "system:serviceaccount:ci:deployer"
-            audiences: [target-a]
-        "#;
-    let broker = app_with_rules(&fake, rules).await;
+    let broker = app_with_rules(&fake, &subject_rule("no-lifetime", TARGET_A, "")).await;
 
     let reply = broker.exchange(&fake.mint(json!({})), TARGET).await;
 
@@ -234,14 +219,8 @@ async fn default_lifetime_is_fifteen_minutes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_requested_audiences_make_an_array_aud() {
     let fake = FakeIssuer::start();
-    let rules = r#"
-        - name: two-targets
-          match:
-            issuer: k8s
-            subject: "system:serviceaccount:ci:deployer"
-            audiences: [target-a, target-b]
-        "#;
-    let broker = app_with_rules(&fake, rules).await;
+    let rule = subject_rule("two-targets", "audiences: [target-a, target-b]", "");
+    let broker = app_with_rules(&fake, &rule).await;
     let subject_token = fake.mint(json!({}));
     let mut form = exchange_form(&subject_token, "target-a");
     form.push(("audience", "target-b"));
@@ -256,14 +235,8 @@ async fn several_requested_audiences_make_an_array_aud() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resource_parameter_names_the_target() {
     let fake = FakeIssuer::start();
-    let rules = r#"
-        - name: api-resource
-          match:
-            issuer: k8s
-            subject: "system:serviceaccount:ci:deployer"
-            audiences: ["https://api.example.com/"]
-        "#;
-    let broker = app_with_rules(&fake, rules).await;
+    let rule = subject_rule("api-resource", r#"audiences: ["https://api.example.com/"]"#, "");
+    let broker = app_with_rules(&fake, &rule).await;
     let subject_token = fake.mint(json!({}));
 
     let reply = broker
@@ -345,17 +318,13 @@ async fn claim_matchers_and_anchored_subject_patterns_select_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn number_and_boolean_claims_match_their_json_text() {
     let fake = FakeIssuer::start();
-    let rules = r#"
-        - name: typed-claims
-          match:
-            issuer: k8s
-            subject: "system:serviceaccount:ci:deployer"
-            claims:
-              run_attempt: "1"
-              hosted: "true"
-            audiences: [target-a]
+    let matching = r#"
+        claims:
+          run_attempt: "1"
+          hosted: "true"
+        audiences: [target-a]
         "#;
-    let broker = app_with_rules(&fake, rules).await;
+    let broker = app_with_rules(&fake, &subject_rule("typed-claims", matching, "")).await;
 
     let token = fake.mint(json!({"run_attempt": 1, "hosted": true}));
     let reply = broker.exchange(&token, TARGET).await;
@@ -368,30 +337,17 @@ async fn number_and_boolean_claims_match_their_json_text() {
 }
 
 fn reply_denied(reply: &integration_tests::Reply) {
-    assert_eq!(
-        (
-            reply.status,
-            reply.json["error"].as_str(),
-            reply.json["error_description"].as_str()
-        ),
-        (400, Some("invalid_request"), Some("denied by policy")),
-        "{}",
-        reply.text
-    );
+    assert_denied_by_policy(reply, "");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn condition_expression_gates_the_rule() {
     let fake = FakeIssuer::start();
-    let rules = r#"
-        - name: hosted-only
-          match:
-            issuer: k8s
-            subject: "system:serviceaccount:ci:deployer"
-            condition: 'claims.runner_environment == "github-hosted"'
-            audiences: [target-a]
+    let matching = r#"
+        condition: 'claims.runner_environment == "github-hosted"'
+        audiences: [target-a]
         "#;
-    let broker = app_with_rules(&fake, rules).await;
+    let broker = app_with_rules(&fake, &subject_rule("hosted-only", matching, "")).await;
 
     let token = fake.mint(json!({"runner_environment": "github-hosted"}));
     assert_eq!(broker.exchange(&token, TARGET).await.status, 200);
@@ -402,15 +358,8 @@ async fn condition_expression_gates_the_rule() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scope_granted_by_a_rule_is_accepted() {
     let fake = FakeIssuer::start();
-    let rules = r#"
-        - name: scoped
-          match:
-            issuer: k8s
-            subject: "system:serviceaccount:ci:deployer"
-            audiences: [target-a]
-            scopes: [read, write]
-        "#;
-    let broker = app_with_rules(&fake, rules).await;
+    let matching = "audiences: [target-a]\nscopes: [read, write]";
+    let broker = app_with_rules(&fake, &subject_rule("scoped", matching, "")).await;
     let subject_token = fake.mint(json!({}));
     let mut form = exchange_form(&subject_token, TARGET);
     form.push(("scope", "read write"));
@@ -451,31 +400,6 @@ async fn token_expired_within_clock_skew_is_accepted() {
     );
 }
 
-async fn delegation_setup(with_actor_clause: bool) -> (FakeIssuer, FakeIssuer, InProcess) {
-    let subjects = FakeIssuer::start();
-    let agents = FakeIssuer::start();
-    let actor = if with_actor_clause {
-        "
-            actor:
-              issuer: agents
-              subject_pattern: \"agent:*\""
-    } else {
-        ""
-    };
-    let rules = format!(
-        r#"
-        - name: delegated-deploy
-          match:
-            issuer: {ISSUER_NAME}
-            subject: "{DEFAULT_SUBJECT}"
-            audiences: [target-a]{actor}
-        "#
-    );
-    let config = config_with_rules(&subjects, &rules).issuer(agents.issuer_yaml("agents"));
-    let broker = InProcess::start(&config.render()).await;
-    (subjects, agents, broker)
-}
-
 fn delegation_form<'a>(subject_token: &'a str, actor_token: &'a str) -> Vec<(&'a str, &'a str)> {
     let mut form = exchange_form(subject_token, TARGET);
     form.push(("actor_token", actor_token));
@@ -483,50 +407,60 @@ fn delegation_form<'a>(subject_token: &'a str, actor_token: &'a str) -> Vec<(&'a
     form
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn actor_token_delegation_adds_act_claim() {
-    let (subjects, agents, broker) = delegation_setup(true).await;
-    let subject_token = subjects.mint(json!({}));
-    let actor_token = agents.mint(json!({"sub": "agent:builder"}));
+/// A delegated exchange (subject token from `k8s`, actor token from `agents` with
+/// subject `actor_sub`) against a rule with or without an actor clause.
+struct Delegation {
+    subjects: FakeIssuer,
+    agents: FakeIssuer,
+    broker: InProcess,
+    subject_token: String,
+    actor_token: String,
+    reply: integration_tests::Reply,
+}
 
+async fn delegate(with_actor_clause: bool, actor_sub: &str) -> Delegation {
+    let (subjects, agents, broker) = delegation_app("delegated-deploy", with_actor_clause).await;
+    let subject_token = subjects.mint(json!({}));
+    let actor_token = agents.mint(json!({"sub": actor_sub}));
     let reply = broker
         .token_request(&delegation_form(&subject_token, &actor_token))
         .await;
+    Delegation {
+        subjects,
+        agents,
+        broker,
+        subject_token,
+        actor_token,
+        reply,
+    }
+}
 
-    let (_, claims) = verify_issued(&broker, reply.access_token(), &[TARGET]).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actor_token_delegation_adds_act_claim() {
+    let d = delegate(true, "agent:builder").await;
+
+    let (_, claims) = verify_issued(&d.broker, d.reply.access_token(), &[TARGET]).await;
     assert_eq!(claims["sub"], DEFAULT_SUBJECT, "the subject stays the subject");
     assert_eq!(claims["act"]["sub"], "agent:builder");
-    assert_eq!(claims["act"]["iss"], agents.issuer());
+    assert_eq!(claims["act"]["iss"], d.agents.issuer());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actor_not_matching_the_rule_actor_is_denied() {
-    let (subjects, agents, broker) = delegation_setup(true).await;
-    let subject_token = subjects.mint(json!({}));
-    let actor_token = agents.mint(json!({"sub": "human:mallory"}));
+    let d = delegate(true, "human:mallory").await;
 
-    let reply = broker
-        .token_request(&delegation_form(&subject_token, &actor_token))
-        .await;
-
-    reply.assert_error(400, "invalid_request", &subject_token);
-    assert_eq!(reply.json["error_description"], "denied by policy");
+    d.reply.assert_error(400, "invalid_request", &d.subject_token);
+    assert_eq!(d.reply.json["error_description"], "denied by policy");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actor_token_against_rule_without_actor_is_denied() {
-    let (subjects, agents, broker) = delegation_setup(false).await;
-    let subject_token = subjects.mint(json!({}));
-    let actor_token = agents.mint(json!({"sub": "agent:builder"}));
+    let d = delegate(false, "agent:builder").await;
 
-    let reply = broker
-        .token_request(&delegation_form(&subject_token, &actor_token))
-        .await;
-
-    reply.assert_error(400, "invalid_request", &actor_token);
-    assert_eq!(reply.json["error_description"], "denied by policy");
+    d.reply.assert_error(400, "invalid_request", &d.actor_token);
+    assert_eq!(d.reply.json["error_description"], "denied by policy");
     // The same subject without an actor is fine: the actor alone made the difference.
-    let reply = broker.exchange(&subjects.mint(json!({})), TARGET).await;
+    let reply = d.broker.exchange(&d.subjects.mint(json!({})), TARGET).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
 }
 
@@ -655,18 +589,25 @@ async fn issued_header_for(signing_algorithm: &str) -> jsonwebtoken::Header {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signs_with_es256_verifiable_by_jsonwebtoken() {
-    assert_eq!(issued_header_for("ES256").await.alg, Algorithm::ES256);
+async fn signs_with_es256_ps256_and_eddsa_verifiable_by_jsonwebtoken() {
+    for (name, alg) in [
+        ("ES256", Algorithm::ES256),
+        ("PS256", Algorithm::PS256),
+        ("EdDSA", Algorithm::EdDSA),
+    ] {
+        assert_eq!(issued_header_for(name).await.alg, alg, "{name}");
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signs_with_ps256_verifiable_by_jsonwebtoken() {
-    assert_eq!(issued_header_for("PS256").await.alg, Algorithm::PS256);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signs_with_eddsa_verifiable_by_jsonwebtoken() {
-    assert_eq!(issued_header_for("EdDSA").await.alg, Algorithm::EdDSA);
+/// The `kid`s of a broker's JWKS, in order.
+async fn kids(broker: &integration_tests::Http) -> Vec<Option<String>> {
+    broker
+        .jwks()
+        .await
+        .keys
+        .iter()
+        .map(|k| k.common.key_id.clone())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -674,13 +615,7 @@ async fn signing_key_is_generated_once_and_kept_across_restarts() {
     let fake = FakeIssuer::start();
     let config = config_with_rules(&fake, &crate::support::default_rule()).render();
     let first = Broker::start(&config).await;
-    let kids_before: Vec<_> = first
-        .jwks()
-        .await
-        .keys
-        .iter()
-        .map(|k| k.common.key_id.clone())
-        .collect();
+    let kids_before = kids(&first).await;
     let token = first
         .exchange(&fake.mint(json!({})), TARGET)
         .await
@@ -698,13 +633,7 @@ async fn signing_key_is_generated_once_and_kept_across_restarts() {
 
     let second = Broker::builder().dir(dir).start(&config).await;
 
-    let kids_after: Vec<_> = second
-        .jwks()
-        .await
-        .keys
-        .iter()
-        .map(|k| k.common.key_id.clone())
-        .collect();
+    let kids_after = kids(&second).await;
     assert_eq!(kids_before, kids_after);
     // A token from before the restart still verifies against the restarted broker's
     // keys (its `iss` names the first broker's port).
@@ -728,9 +657,8 @@ async fn environment_references_in_config_are_substituted() {
     assert_eq!(accepted.status, 200, "{}", accepted.text);
     let token = fake.mint(json!({"aud": DEFAULT_AUDIENCE}));
     broker
-        .exchange(&token, TARGET)
-        .await
-        .assert_error(400, "invalid_request", &token);
+        .exchange_refused(&token, TARGET, 400, "invalid_request")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,20 +3,16 @@
 use std::path::Path;
 
 use integration_tests::fake_issuer::DEFAULT_SUBJECT;
-use integration_tests::{BrokerConfig, CliOutput, FakeIssuer, dedent, run_cli_in};
+use integration_tests::{CliOutput, FakeIssuer};
 use serde_json::{Value, json};
 
-use crate::support::{ISSUER_NAME, TARGET, config_with_rules, default_broker, default_rule};
+use crate::support::{
+    ISSUER_NAME, TARGET, check_in, config_with_rules, default_broker, default_config_file, default_rule,
+    explain, rule_file_with_unknown_issuer,
+};
 
 /// `server.public_url` of the configs written here (nothing listens on it).
 const PUBLIC_URL: &str = "http://127.0.0.1:18080";
-
-/// `fedbroker explain --config <config> ARGS` in `dir`.
-fn explain(dir: &Path, config: &Path, args: &[&str]) -> CliOutput {
-    let mut all = vec!["explain", "--config", config.to_str().expect("UTF-8 path")];
-    all.extend_from_slice(args);
-    run_cli_in(dir, &all, &[])
-}
 
 /// [`explain`] with `--json`: the output and its parsed stdout.
 fn explain_json(dir: &Path, config: &Path, args: &[&str]) -> (CliOutput, Value) {
@@ -216,9 +212,7 @@ fn explain_deny_gives_each_rules_first_failed_condition() {
 
 #[test]
 fn explain_a_claims_document_needs_no_token_and_no_network() {
-    let fake = FakeIssuer::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = config_with_rules(&fake, &default_rule()).write_to(dir.path());
+    let (fake, dir, config) = default_config_file();
     let with_iss = dir.path().join("with-iss.json");
     std::fs::write(
         &with_iss,
@@ -285,7 +279,7 @@ fn explain_a_claims_document_needs_no_token_and_no_network() {
     }
 
     assert_eq!(
-        (fake.discovery_requests(), fake.jwks_requests()),
+        fake.key_fetches(),
         (0, 0),
         "explaining a claims document fetched issuer keys"
     );
@@ -293,9 +287,7 @@ fn explain_a_claims_document_needs_no_token_and_no_network() {
 
 #[test]
 fn explain_reports_invalid_target_and_invalid_scope() {
-    let fake = FakeIssuer::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = config_with_rules(&fake, &default_rule()).write_to(dir.path());
+    let (fake, dir, config) = default_config_file();
 
     let token = fake.mint(json!({}));
     let (out, doc) = explain_json(
@@ -309,44 +301,23 @@ fn explain_reports_invalid_target_and_invalid_scope() {
     assert_eq!(doc["targets"], json!(["nobody-grants-this"]), "{doc}");
     assert!(doc["issued_claims"].is_null(), "{doc}");
 
-    // A target the rule grants plus one it does not: still no rule for the request.
-    let (out, doc) = explain_json(
-        dir.path(),
-        &config,
-        &[
-            "--subject-token",
-            &token,
-            "--audience",
-            TARGET,
-            "--resource",
-            "https://elsewhere.example.com",
-        ],
-    );
-    assert_eq!(out.code, Some(2), "{}", out.all());
-    assert_eq!(doc["decision"]["error"], "invalid_target", "{doc}");
-
-    // A scope the rule does not grant.
-    let (out, doc) = explain_json(
-        dir.path(),
-        &config,
-        &[
-            "--subject-token",
-            &token,
-            "--audience",
-            TARGET,
-            "--scope",
-            "admin",
-        ],
-    );
-    assert_eq!(out.code, Some(2), "{}", out.all());
-    assert_eq!(doc["decision"]["error"], "invalid_scope", "{doc}");
+    for (extra, error) in [
+        // A target the rule grants plus one it does not: still no rule for the request.
+        (["--resource", "https://elsewhere.example.com"], "invalid_target"),
+        // A scope the rule does not grant.
+        (["--scope", "admin"], "invalid_scope"),
+    ] {
+        let mut args = vec!["--subject-token", token.as_str(), "--audience", TARGET];
+        args.extend(extra);
+        let (out, doc) = explain_json(dir.path(), &config, &args);
+        assert_eq!(out.code, Some(2), "{extra:?}: {}", out.all());
+        assert_eq!(doc["decision"]["error"], error, "{doc}");
+    }
 }
 
 #[test]
 fn explain_denies_tokens_the_server_would_reject_at_the_token_stage() {
-    let fake = FakeIssuer::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = config_with_rules(&fake, &default_rule()).write_to(dir.path());
+    let (fake, dir, config) = default_config_file();
     let now = integration_tests::tokens::now();
     let expired = fake.mint(json!({"iat": now - 7200, "exp": now - 3600}));
     let stranger = integration_tests::SigningKey::generate(integration_tests::KeyKind::Rsa);
@@ -428,9 +399,8 @@ async fn explain_leaves_the_token_usable_by_a_running_broker() {
     );
     // And the broker's own replay check still works on it.
     broker
-        .exchange(&token, TARGET)
-        .await
-        .assert_error(400, "invalid_request", &token);
+        .exchange_refused(&token, TARGET, 400, "invalid_request")
+        .await;
 }
 
 /// 1-based number of the first line of `text` that contains `needle`.
@@ -443,17 +413,7 @@ fn line_of(text: &str, needle: &str) -> u64 {
 }
 
 fn check_json(dir: &Path, config: &Path) -> (CliOutput, Value) {
-    let out = run_cli_in(
-        dir,
-        &[
-            "check",
-            "--config",
-            config.to_str().expect("UTF-8 path"),
-            "--format",
-            "json",
-        ],
-        &[],
-    );
+    let out = check_in(dir, config, true);
     let doc = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("check --format json stdout is not JSON ({e}):\n{}", out.all()));
     (out, doc)
@@ -463,26 +423,8 @@ fn check_json(dir: &Path, config: &Path) -> (CliOutput, Value) {
 fn check_format_json_lists_every_error_with_file_line_field_and_message() {
     let fake = FakeIssuer::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let rules_text = dedent(
-        r#"
-        - name: good-rule
-          match:
-            issuer: k8s
-            subject: a
-            audiences: [t]
-        - name: bad-rule
-          match:
-            issuer: nobody
-            subject: b
-            audiences: [t]
-        "#,
-    );
-    std::fs::create_dir_all(dir.path().join("rules")).expect("rules dir");
-    std::fs::write(dir.path().join("rules/deploy.yaml"), &rules_text).expect("rule file");
-    let config_obj = BrokerConfig::new()
-        .issuer(fake.issuer_yaml("k8s"))
-        .top_level("rules_files: [./rules/*.yaml]\nsurprise_key: 1");
-    let config = config_obj.write_to(dir.path());
+    let (config, rules_text) = rule_file_with_unknown_issuer(dir.path(), &fake);
+    let config = config.top_level("surprise_key: 1").write_to(dir.path());
     let config_text = std::fs::read_to_string(&config).expect("read config");
 
     let (out, doc) = check_json(dir.path(), &config);
@@ -507,30 +449,21 @@ fn check_format_json_lists_every_error_with_file_line_field_and_message() {
             })
             .unwrap_or_else(|| panic!("no error mentions {needle}: {doc}"))
     };
-    let unknown_key = find("surprise_key");
-    assert!(
-        unknown_key["file"]
-            .as_str()
-            .is_some_and(|f| f.ends_with("fedbroker.yaml")),
-        "{unknown_key}"
-    );
-    assert_eq!(
-        unknown_key["line"],
-        line_of(&config_text, "surprise_key"),
-        "{unknown_key}"
+    let located = |error: &Value, file: &str, text: &str, needle: &str| {
+        assert!(
+            error["file"].as_str().is_some_and(|f| f.ends_with(file)),
+            "{error}"
+        );
+        assert_eq!(error["line"], line_of(text, needle), "{error}");
+    };
+    located(
+        find("surprise_key"),
+        "fedbroker.yaml",
+        &config_text,
+        "surprise_key",
     );
     let unknown_issuer = find("nobody");
-    assert!(
-        unknown_issuer["file"]
-            .as_str()
-            .is_some_and(|f| f.ends_with("rules/deploy.yaml")),
-        "{unknown_issuer}"
-    );
-    assert_eq!(
-        unknown_issuer["line"],
-        line_of(&rules_text, "issuer: nobody"),
-        "{unknown_issuer}"
-    );
+    located(unknown_issuer, "rules/deploy.yaml", &rules_text, "issuer: nobody");
     assert!(
         unknown_issuer["field"]
             .as_str()
@@ -541,18 +474,12 @@ fn check_format_json_lists_every_error_with_file_line_field_and_message() {
 
 #[test]
 fn check_format_json_on_a_valid_config() {
-    let fake = FakeIssuer::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = config_with_rules(&fake, &default_rule()).write_to(dir.path());
+    let (fake, dir, config) = default_config_file();
 
     let (out, doc) = check_json(dir.path(), &config);
 
     assert_eq!(out.code, Some(0), "{}", out.all());
     assert_eq!(doc["valid"], true, "{doc}");
     assert!(doc["errors"].as_array().is_none_or(Vec::is_empty), "{doc}");
-    assert_eq!(
-        (fake.discovery_requests(), fake.jwks_requests()),
-        (0, 0),
-        "check used the network"
-    );
+    assert_eq!(fake.key_fetches(), (0, 0), "check used the network");
 }

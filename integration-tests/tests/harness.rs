@@ -48,7 +48,7 @@ async fn fake_issuer_tokens_verify_against_its_published_jwks() {
         assert_eq!(claims["sub"], DEFAULT_SUBJECT);
         assert_eq!(claims["repository"], "acme/api");
         assert!(claims["jti"].is_string() && claims["iat"].is_i64());
-        assert_eq!((fake.discovery_requests(), fake.jwks_requests()), (1, 1));
+        assert_eq!(fake.key_fetches(), (1, 1));
     }
 }
 

@@ -1,17 +1,19 @@
-//! What a new user meets following the README, through the real binary: rule files
+//! What a new user meets following the README (the real binary, but for `/token` next
+//! to `explain`, which runs against the broker's router in this process): rule files
 //! watched with the README's own patterns (`./rules/*.yaml`, `**`), `explain --claims`
 //! deciding as `/token` does for every issuer kind, `check` reporting every error
 //! (duplicate keys included) on stdout, and `/readyz` naming the URL a fetch failed at.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use integration_tests::fake_issuer::DEFAULT_SUBJECT;
 use integration_tests::tokens::random_hex;
-use integration_tests::{Broker, BrokerConfig, FakeIssuer, KeyKind, SigningKey, run_cli_in};
+use integration_tests::{
+    Broker, BrokerConfig, FakeIssuer, InProcess, KeyKind, SigningKey, eventually, run_cli_in,
+};
 use serde_json::{Value, json};
 
-use crate::support::{ISSUER_NAME, TARGET};
+use crate::support::{ISSUER_NAME, TARGET, allow_rule, exchange_status, explain};
 
 /// How long a file change may take to show in `/readyz` (the debounce is 300 ms).
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,26 +27,12 @@ async fn generation(broker: &Broker) -> u64 {
 
 /// Poll `/readyz` until `rules.generation` exceeds `previous`; returns the new one.
 async fn wait_for_reload(broker: &Broker, previous: u64, what: &str) -> u64 {
-    let deadline = Instant::now() + RELOAD_TIMEOUT;
-    loop {
+    let what = format!("{what}: a reload (generation above {previous})");
+    eventually(RELOAD_TIMEOUT, &what, || async {
         let now = generation(broker).await;
-        if now > previous {
-            return now;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: no reload within {RELOAD_TIMEOUT:?} (generation still {now})\n--- stderr ---\n{}",
-            broker.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A rule-file list with one rule granting the fake's default subject `target`.
-fn rule_file(name: &str, target: &str) -> String {
-    format!(
-        "- name: {name}\n  match:\n    issuer: {ISSUER_NAME}\n    subject: \"{DEFAULT_SUBJECT}\"\n    audiences: [{target}]\n"
-    )
+        (now > previous).then_some(now)
+    })
+    .await
 }
 
 /// Write to a temporary name in the same directory, then rename over `path` (as
@@ -57,10 +45,6 @@ fn write_file(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).expect("rename");
 }
 
-async fn exchange_status(broker: &Broker, fake: &FakeIssuer, target: &str) -> u16 {
-    broker.exchange(&fake.mint(json!({})), target).await.status
-}
-
 /// The README's `rules_files: [./rules/*.yaml]` (and a `**` pattern written with `./`,
 /// and one with `..`): editing a rule file, adding one, and adding one in a new nested
 /// directory each reload.
@@ -71,9 +55,9 @@ async fn rule_files_are_watched_with_the_readmes_own_patterns() {
         .issuer(fake.issuer_yaml(ISSUER_NAME))
         .top_level("rules_files: [./rules/*.yaml, ./teams/**/*.yaml, ./rules/../shared/*.yaml]");
     let broker = Broker::builder()
-        .file("rules/a.yaml", &rule_file("a", TARGET))
-        .file("teams/payments/b.yaml", &rule_file("b", "target-b"))
-        .file("shared/s.yaml", &rule_file("s", "target-g"))
+        .file("rules/a.yaml", &allow_rule("a", TARGET))
+        .file("teams/payments/b.yaml", &allow_rule("b", "target-b"))
+        .file("shared/s.yaml", &allow_rule("s", "target-g"))
         .start(&config.render())
         .await;
     let dir = broker.dir().to_path_buf();
@@ -88,28 +72,28 @@ async fn rule_files_are_watched_with_the_readmes_own_patterns() {
 
     // 1. Edit a file matched by `./rules/*.yaml`.
     let g = generation(&broker).await;
-    write_file(&dir.join("rules/a.yaml"), &rule_file("a", "target-c"));
+    write_file(&dir.join("rules/a.yaml"), &allow_rule("a", "target-c"));
     let g = wait_for_reload(&broker, g, "editing rules/a.yaml").await;
     assert_eq!(exchange_status(&broker, &fake, "target-c").await, 200);
     assert_eq!(exchange_status(&broker, &fake, TARGET).await, 400);
 
     // 2. Add a new file there.
-    write_file(&dir.join("rules/new.yaml"), &rule_file("new", "target-d"));
+    write_file(&dir.join("rules/new.yaml"), &allow_rule("new", "target-d"));
     let g = wait_for_reload(&broker, g, "adding rules/new.yaml").await;
     assert_eq!(exchange_status(&broker, &fake, "target-d").await, 200);
 
     // 3. Edit a file matched by `./teams/**/*.yaml`.
-    write_file(&dir.join("teams/payments/b.yaml"), &rule_file("b", "target-e"));
+    write_file(&dir.join("teams/payments/b.yaml"), &allow_rule("b", "target-e"));
     let g = wait_for_reload(&broker, g, "editing teams/payments/b.yaml").await;
     assert_eq!(exchange_status(&broker, &fake, "target-e").await, 200);
 
     // 4. Add a file in a new nested directory under the `**`.
-    write_file(&dir.join("teams/infra/prod/c.yaml"), &rule_file("c", "target-f"));
+    write_file(&dir.join("teams/infra/prod/c.yaml"), &allow_rule("c", "target-f"));
     let g = wait_for_reload(&broker, g, "adding teams/infra/prod/c.yaml").await;
     assert_eq!(exchange_status(&broker, &fake, "target-f").await, 200);
 
     // 5. Edit a file matched by a pattern with `..` (`./rules/../shared/*.yaml`).
-    write_file(&dir.join("shared/s.yaml"), &rule_file("s", "target-h"));
+    write_file(&dir.join("shared/s.yaml"), &allow_rule("s", "target-h"));
     wait_for_reload(&broker, g, "editing shared/s.yaml").await;
     assert_eq!(exchange_status(&broker, &fake, "target-h").await, 200);
 }
@@ -227,7 +211,7 @@ async fn explain_claims_and_token_decide_alike_for_every_issuer_kind() {
             "- name: any-{kind}\n  match:\n    issuer: {kind}\n    allow_any_subject: true\n    audiences: [{TARGET}]\n"
         ));
     }
-    let broker = Broker::start(&config.rules(rules).render()).await;
+    let broker = InProcess::start(&config.rules(rules).render()).await;
     let config_path = broker.dir().join("fedbroker.yaml");
     let work = tempfile::tempdir().expect("tempdir");
 
@@ -250,18 +234,11 @@ async fn explain_claims_and_token_decide_alike_for_every_issuer_kind() {
             let reply = broker.exchange(&token, TARGET).await;
             let claims_file = work.path().join("claims.json");
             std::fs::write(&claims_file, claims.to_string()).expect("write claims");
-            let out = run_cli_in(
+            let claims_path = claims_file.to_str().expect("UTF-8");
+            let out = explain(
                 work.path(),
-                &[
-                    "explain",
-                    "--config",
-                    config_path.to_str().expect("UTF-8"),
-                    "--claims",
-                    claims_file.to_str().expect("UTF-8"),
-                    "--audience",
-                    TARGET,
-                ],
-                &[],
+                &config_path,
+                &["--claims", claims_path, "--audience", TARGET],
             );
             let token_allows = match reply.status {
                 200 => true,
@@ -394,19 +371,14 @@ async fn readyz_names_the_url_an_issuer_fetch_failed_at() {
     let discovery = format!("{}/.well-known/openid-configuration", fake.issuer());
     let jwks_uri = fake.jwks_uri();
     for (name, url) in [("down", discovery.as_str()), ("down-jwks", jwks_uri.as_str())] {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let error = loop {
+        let what = format!("a fetch error for {name} in /readyz");
+        let error = eventually(Duration::from_secs(15), &what, || async {
             let ready = broker.get("/readyz").await;
-            if let Some(e) = ready.json["issuers"][name]["last_error"].as_str() {
-                break e.to_owned();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no fetch error for {name} in /readyz: {}",
-                ready.text
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+            ready.json["issuers"][name]["last_error"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .await;
         assert!(
             error.contains(url),
             "{name}: the error does not name {url}: {error}"

@@ -7,9 +7,9 @@
 //! Without `redis-server` these tests fail naming it, unless
 //! `FEDBROKER_SKIP_REDIS_TESTS=1` (see `integration_tests::redis_server`).
 
+use integration_tests::broker::signal;
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,10 @@ use integration_tests::tokens::{decode_unverified, sha256_hex};
 use integration_tests::{Broker, BrokerConfig, FakeIssuer, Reply, dedent, exchange_form, run_cli_in};
 use serde_json::json;
 
-use crate::support::{ISSUER_NAME, TARGET, assert_one_of_concurrent_copies, default_rule, str_claim};
+use crate::support::{
+    ISSUER_NAME, TARGET, assert_exchanges_once, assert_one_of_concurrent_copies, assert_spent_at,
+    default_rule, redis_or_skip, str_claim,
+};
 
 /// The public URL every replica shares (a load balancer's name); the harness talks to
 /// each replica on its own port.
@@ -132,11 +135,7 @@ async fn redis_outage_answers_503_and_recovers_without_a_restart() {
     )
     .await;
     // The 503 above did not record the token: it exchanges once now.
-    assert_eq!(broker.exchange(&token, TARGET).await.status, 200);
-    broker
-        .exchange(&token, TARGET)
-        .await
-        .assert_error(400, "invalid_request", &token);
+    assert_exchanges_once(&broker, &token, TARGET).await;
 
     redis.kill();
     let fresh = fake.mint(json!({}));
@@ -171,10 +170,9 @@ async fn redis_outage_answers_503_and_recovers_without_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_redis_fails_requests_promptly_instead_of_hanging() {
-    if !redis_available() {
+    let Some(redis) = redis_or_skip() else {
         return;
-    }
-    let redis = RedisServer::start();
+    };
     let fake = FakeIssuer::start();
     let broker = Broker::start(&config(&fake, &redis_replay(&redis.url(), ""), None)).await;
     assert_eq!(broker.exchange(&fake.mint(json!({})), TARGET).await.status, 200);
@@ -263,9 +261,8 @@ async fn restarted_replica_serves_again_and_still_refuses_used_tokens() {
         "same keys after a restart"
     );
     broker
-        .exchange(&token, TARGET)
-        .await
-        .assert_error(400, "invalid_request", &token);
+        .exchange_refused(&token, TARGET, 400, "invalid_request")
+        .await;
     assert_eq!(broker.exchange(&fake.mint(json!({})), TARGET).await.status, 200);
 }
 
@@ -291,21 +288,16 @@ async fn tls_redis_with_a_password_from_the_environment() {
     })
     .await;
     let token = fake.mint(json!({}));
-    assert_eq!(broker.exchange(&token, TARGET).await.status, 200);
-    broker
-        .exchange(&token, TARGET)
-        .await
-        .assert_error(400, "invalid_request", &token);
+    assert_exchanges_once(&broker, &token, TARGET).await;
     assert_eq!(redis.cli(&["EXISTS", &redis_key(&token)]).trim(), "1");
     assert!(!broker.stderr().contains("tls-s3cret"), "the password is logged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_a_request_in_flight_then_exits_0() {
-    if !redis_available() {
+    let Some(redis) = redis_or_skip() else {
         return;
-    }
-    let redis = RedisServer::start();
+    };
     let fake = FakeIssuer::start();
     let replay = format!(
         "replay:\n  backend: redis\n  redis_url: {}\n  command_timeout: 10s\n",
@@ -317,14 +309,10 @@ async fn sigterm_finishes_a_request_in_flight_then_exits_0() {
     // A request waits on a paused Redis while SIGTERM arrives; Redis resumes later.
     redis.pause();
     let token = fake.mint(json!({}));
-    let pid = broker.pid().to_string();
+    let pid = broker.pid();
     let (reply, ()) = tokio::join!(broker.exchange(&token, TARGET), async {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(sent, "kill -TERM");
+        signal(pid, "TERM");
         tokio::time::sleep(Duration::from_millis(500)).await;
         redis.resume();
     });
@@ -370,11 +358,7 @@ async fn killed_replica_under_load_leaves_the_other_serving_and_no_token_issued_
     let mut tasks = tokio::task::JoinSet::new();
     for (i, token) in tokens.iter().enumerate() {
         if i == 40 {
-            let killed = Command::new("kill")
-                .args(["-KILL", &a.pid().to_string()])
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(killed, "kill -KILL replica A");
+            a.signal("KILL");
             let dead_by = Instant::now() + Duration::from_secs(5);
             while std::net::TcpStream::connect(("127.0.0.1", a.port())).is_ok() {
                 assert!(Instant::now() < dead_by, "replica A still accepts connections");
@@ -467,12 +451,7 @@ async fn cluster_refuses_replays_across_replicas_and_after_a_failover() {
         "the mark survived"
     );
     for broker in [&a, &b] {
-        let reply = eventually(Duration::from_secs(10), "an answer other than 503", || async {
-            let reply = broker.exchange(&token, TARGET).await;
-            (reply.status != 503).then_some(reply)
-        })
-        .await;
-        reply.assert_error(400, "invalid_request", &token);
+        assert_spent_at(broker, &token).await;
     }
     let fresh = fake.mint(json!({}));
     assert_eq!(b.exchange(&fresh, TARGET).await.status, 200);

@@ -13,7 +13,7 @@ use integration_tests::tokens::{decode_unverified, verify_issued};
 use integration_tests::{Broker, BrokerConfig, FakeIssuer};
 use serde_json::{Value, json};
 
-use crate::support::{ISSUER_NAME, TARGET, default_rule};
+use crate::support::{ISSUER_NAME, TARGET, allow_rule, default_rule};
 
 /// How long a file change or SIGHUP may take to show in `/readyz`.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,19 +21,21 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 const TARGET_B: &str = "target-b";
 const TARGET_C: &str = "target-c";
 
-/// One allow rule (column 0, a rule-file list item): the fake's default subject
-/// may get `target`.
-fn allow_rule(name: &str, target: &str) -> String {
-    format!(
-        "- name: {name}\n  match:\n    issuer: {ISSUER_NAME}\n    subject: \"{DEFAULT_SUBJECT}\"\n    audiences: [{target}]\n"
-    )
-}
-
 /// The fake as `k8s`, no inline rules, rules from `rules/*.yaml`.
 fn config_with_rule_files(fake: &FakeIssuer) -> BrokerConfig {
     BrokerConfig::new()
         .issuer(fake.issuer_yaml(ISSUER_NAME))
         .top_level("rules_files: [rules/*.yaml]")
+}
+
+/// A fake and a broker reading `rules/*.yaml`, with `rules/a.yaml` granting [`TARGET`].
+async fn broker_with_rule_file_a() -> (FakeIssuer, Broker) {
+    let fake = FakeIssuer::start();
+    let broker = Broker::builder()
+        .file("rules/a.yaml", &allow_rule("grant-a", TARGET))
+        .start(&config_with_rule_files(&fake).render())
+        .await;
+    (fake, broker)
 }
 
 /// `/readyz`'s `rules` object.
@@ -150,18 +152,13 @@ async fn exchange_ok(broker: &Broker, fake: &FakeIssuer, target: &str) -> Value 
 async fn assert_invalid_target(broker: &Broker, fake: &FakeIssuer, target: &str) {
     let token = fake.mint(json!({}));
     broker
-        .exchange(&token, target)
-        .await
-        .assert_error(400, "invalid_target", &token);
+        .exchange_refused(&token, target, 400, "invalid_target")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_file_change_is_picked_up_without_restart() {
-    let fake = FakeIssuer::start();
-    let broker = Broker::builder()
-        .file("rules/a.yaml", &allow_rule("grant-a", TARGET))
-        .start(&config_with_rule_files(&fake).render())
-        .await;
+    let (fake, broker) = broker_with_rule_file_a().await;
     let rules_dir = broker.dir().join("rules");
     exchange_ok(&broker, &fake, TARGET).await;
     assert_invalid_target(&broker, &fake, TARGET_B).await;
@@ -267,28 +264,14 @@ async fn broken_rule_file_keeps_the_old_rules_serving() {
     exchange_ok(&broker, &fake, TARGET_B).await;
 }
 
-/// `kill -HUP <pid>`.
-fn sighup(broker: &Broker) {
-    let status = std::process::Command::new("kill")
-        .arg("-HUP")
-        .arg(broker.pid().to_string())
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -HUP failed");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads() {
-    let fake = FakeIssuer::start();
-    let broker = Broker::builder()
-        .file("rules/a.yaml", &allow_rule("grant-a", TARGET))
-        .start(&config_with_rule_files(&fake).render())
-        .await;
+    let (fake, broker) = broker_with_rule_file_a().await;
     let rules_dir = broker.dir().join("rules");
 
     // No file changed: SIGHUP alone reloads.
     let g0 = generation(&broker).await;
-    sighup(&broker);
+    broker.signal("HUP");
     let g1 = wait_for_generation_above(&broker, g0).await["generation"]
         .as_u64()
         .expect("generation");
@@ -299,7 +282,7 @@ async fn sighup_reloads() {
     write_via_rename(&rules_dir.join("b.yaml"), &allow_rule("grant-b", TARGET_B));
     let before = generation(&broker).await;
     assert!(before >= g1);
-    sighup(&broker);
+    broker.signal("HUP");
     wait_for_generation_above(&broker, before).await;
     exchange_ok(&broker, &fake, TARGET_B).await;
     wait_for_stderr(&broker, &["SIGHUP"]).await;
@@ -424,9 +407,8 @@ async fn issuer_added_by_reload_is_usable() {
     exchange_ok(&broker, &fake_a, TARGET).await;
     let token_b = fake_b.mint(json!({}));
     broker
-        .exchange(&token_b, TARGET)
-        .await
-        .assert_error(400, "invalid_request", &token_b);
+        .exchange_refused(&token_b, TARGET, 400, "invalid_request")
+        .await;
     let g0 = generation(&broker).await;
 
     let after = before.issuer(fake_b.issuer_yaml("second")).rules(format!(

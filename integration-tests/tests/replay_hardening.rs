@@ -1,5 +1,5 @@
 //! Replay protection that cannot be walked around, and requests that cannot cost much
-//! (issue 9, §2 and part of §5), through the real binary:
+//! (issue 9, §2 and part of §5):
 //! - a token without `jti` is marked by what its signer signed, so a malleated ECDSA
 //!   signature (r, n − s) is the same token;
 //! - an empty `jti` is no `jti`;
@@ -9,34 +9,48 @@
 //! - `audience`/`resource` are capped, and a request refused before its token verified
 //!   audits a digest of its targets, not the targets;
 //! - every issued token names its source issuer.
+//!
+//! What needs no process (the memory replay store, audit lines, caps) runs against the
+//! broker's router in this process; a reload and Redis need the real binary.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use integration_tests::redis_server::{RedisServer, redis_available};
+use integration_tests::redis_server::RedisServer;
 use integration_tests::tokens::{es256_with_s_negated, now, sha256_hex, verify_issued};
-use integration_tests::{Broker, BrokerConfig, FakeIssuer, KeyKind, Reply, exchange_form};
+use integration_tests::{Broker, BrokerConfig, FakeIssuer, Http, KeyKind, Reply, eventually, exchange_form};
 use serde_json::{Value, json};
 
-use crate::support::{ISSUER_NAME, TARGET, default_broker, default_rule};
+use crate::support::{
+    ISSUER_NAME, TARGET, app_with_rules, default_app, default_app_and_token, default_rule, redis_or_skip,
+};
 
 const REPLAYED: &str = "subject_token has already been used";
 
 /// The audit line of the last `/token` decision.
-fn last_audit(broker: &Broker) -> Value {
+fn last_audit(broker: &Http) -> Value {
     broker
         .audit_lines()
         .pop()
         .unwrap_or_else(|| panic!("no audit line\n{}", broker.stderr()))
 }
 
-fn assert_replayed(broker: &Broker, reply: &Reply, token: &str) {
+/// A second exchange of `token` for [`TARGET`]: refused as replayed.
+async fn assert_replayed(broker: &Http, token: &str) {
+    let reply = broker.exchange(token, TARGET).await;
     reply.assert_error(400, "invalid_request", token);
     let audit = last_audit(broker);
     assert_eq!(audit["reason"], REPLAYED, "refused as replayed: {audit}");
 }
 
-fn assert_ok(broker: &Broker, reply: &Reply, what: &str) {
+/// An exchange of `token` for [`TARGET`] that must succeed (`what`, for the message).
+async fn exchange_ok(broker: &Http, token: &str, what: &str) -> Reply {
+    let reply = broker.exchange(token, TARGET).await;
+    assert_ok(broker, &reply, what);
+    reply
+}
+
+fn assert_ok(broker: &Http, reply: &Reply, what: &str) {
     assert_eq!(
         reply.status,
         200,
@@ -62,21 +76,28 @@ async fn reload_config(broker: &Broker, config: &BrokerConfig) {
         .replace("@PORT@", &broker.port().to_string())
         .replace("@DIR@", broker.dir().to_str().expect("UTF-8 dir"));
     write_via_rename(&broker.dir().join("fedbroker.yaml"), &text);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let reply = broker.get("/readyz").await;
-        let rules = &reply.json["rules"];
-        if rules["generation"].as_u64().is_some_and(|g| g > before) {
-            assert!(rules["last_reload_error"].is_null(), "reload failed: {rules}");
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the config was not reloaded within 10 s: {rules}\n{}",
-            broker.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let rules = eventually(Duration::from_secs(10), "the config reloaded", || async {
+        let rules = broker.get("/readyz").await.json["rules"].clone();
+        rules["generation"]
+            .as_u64()
+            .is_some_and(|g| g > before)
+            .then_some(rules)
+    })
+    .await;
+    assert!(rules["last_reload_error"].is_null(), "reload failed: {rules}");
+}
+
+/// The last audit line is under 1,000 bytes (`huge` targets did not go into it);
+/// returns it.
+fn small_last_audit(broker: &Http) -> Value {
+    let text = broker.audit_text();
+    let line = text.lines().last().expect("an audit line");
+    assert!(
+        line.len() < 1_000,
+        "audit line of {} bytes: {line:.300}",
+        line.len()
+    );
+    serde_json::from_str(line).expect("JSON")
 }
 
 fn write_via_rename(path: &Path, text: &str) {
@@ -88,39 +109,35 @@ fn write_via_rename(path: &Path, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn es256_token_without_jti_is_refused_with_its_signature_malleated() {
     let fake = FakeIssuer::start_with(KeyKind::Ec);
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let token = fake.mint(json!({"jti": null}));
     let twin = es256_with_s_negated(&token);
     assert_ne!(token, twin);
 
-    assert_ok(&broker, &broker.exchange(&token, TARGET).await, "first use");
+    exchange_ok(&broker, &token, "first use").await;
     // The twin verifies (it gets as far as the replay check) and is the same token.
-    assert_replayed(&broker, &broker.exchange(&twin, TARGET).await, &twin);
-    assert_replayed(&broker, &broker.exchange(&token, TARGET).await, &token);
+    assert_replayed(&broker, &twin).await;
+    assert_replayed(&broker, &token).await;
 
     // The twin on its own is a valid token: a fresh broker accepts it once.
-    let other = default_broker(&fake).await;
-    assert_ok(
-        &other,
-        &other.exchange(&twin, TARGET).await,
-        "twin at a fresh broker",
-    );
-    assert_replayed(&other, &other.exchange(&token, TARGET).await, &token);
+    let other = default_app(&fake).await;
+    exchange_ok(&other, &twin, "twin at a fresh broker").await;
+    assert_replayed(&other, &token).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_with_an_empty_jti_do_not_share_one_mark() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let first = fake.mint(json!({"jti": "", "n": 1}));
     let second = fake.mint(json!({"jti": "", "n": 2}));
 
-    assert_ok(&broker, &broker.exchange(&first, TARGET).await, "first token");
-    assert_ok(&broker, &broker.exchange(&second, TARGET).await, "second token");
+    exchange_ok(&broker, &first, "first token").await;
+    exchange_ok(&broker, &second, "second token").await;
     // Each is still one-time, and audited by digest (an empty jti names nothing).
     assert_eq!(last_audit(&broker)["jti"], sha256_hex(second.as_bytes()));
-    assert_replayed(&broker, &broker.exchange(&first, TARGET).await, &first);
-    assert_replayed(&broker, &broker.exchange(&second, TARGET).await, &second);
+    assert_replayed(&broker, &first).await;
+    assert_replayed(&broker, &second).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,29 +154,21 @@ async fn a_reload_that_raises_clock_skew_keeps_the_mark_for_the_whole_window() {
     let now = now();
     let token = fake.mint(json!({"iat": now - 400, "exp": now - 300}));
     broker
-        .exchange(&token, TARGET)
-        .await
-        .assert_error(400, "invalid_request", &token);
+        .exchange_refused(&token, TARGET, 400, "invalid_request")
+        .await;
 
     reload_config(&broker, &config("600s")).await;
-    assert_ok(
-        &broker,
-        &broker.exchange(&token, TARGET).await,
-        "within the new skew",
-    );
-    assert_replayed(&broker, &broker.exchange(&token, TARGET).await, &token);
+    exchange_ok(&broker, &token, "within the new skew").await;
+    assert_replayed(&broker, &token).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_refused_by_the_rules_is_not_marked() {
-    let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
-    let token = fake.mint(json!({}));
+    let (_fake, broker, token) = default_app_and_token().await;
 
     broker
-        .exchange(&token, "not-granted")
-        .await
-        .assert_error(400, "invalid_target", &token);
+        .exchange_refused(&token, "not-granted", 400, "invalid_target")
+        .await;
     let denial = last_audit(&broker);
     assert!(
         denial.get("replay").is_none(),
@@ -167,9 +176,9 @@ async fn a_token_refused_by_the_rules_is_not_marked() {
     );
 
     // The same token is still good, once, for a target the rules grant.
-    assert_ok(&broker, &broker.exchange(&token, TARGET).await, "allowed target");
+    exchange_ok(&broker, &token, "allowed target").await;
     assert_eq!(last_audit(&broker)["replay"], "recorded");
-    assert_replayed(&broker, &broker.exchange(&token, TARGET).await, &token);
+    assert_replayed(&broker, &token).await;
 }
 
 /// The Redis key of a token's mark (`jti` present, default prefix).
@@ -195,10 +204,9 @@ fn redis_config(fake: &FakeIssuer, redis: &RedisServer, skew: &str) -> BrokerCon
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_marks_expire_two_seconds_after_the_window_the_request_was_verified_with() {
-    if !redis_available() {
+    let Some(redis) = redis_or_skip() else {
         return;
-    }
-    let redis = RedisServer::start();
+    };
     let fake = FakeIssuer::start();
     let broker = Broker::start(&redis_config(&fake, &redis, "60s").render()).await;
     let expires_at_ms = |key: &str| -> i64 {
@@ -210,7 +218,7 @@ async fn redis_marks_expire_two_seconds_after_the_window_the_request_was_verifie
 
     let exp = now() + 300;
     let token = fake.mint(json!({"jti": "a", "exp": exp}));
-    assert_ok(&broker, &broker.exchange(&token, TARGET).await, "skew 60s");
+    exchange_ok(&broker, &token, "skew 60s").await;
     assert_eq!(
         expires_at_ms(&redis_key(fake.issuer(), "a")),
         (exp + 60 + 2) * 1000,
@@ -219,7 +227,7 @@ async fn redis_marks_expire_two_seconds_after_the_window_the_request_was_verifie
 
     reload_config(&broker, &redis_config(&fake, &redis, "600s")).await;
     let token = fake.mint(json!({"jti": "b", "exp": exp}));
-    assert_ok(&broker, &broker.exchange(&token, TARGET).await, "skew 600s");
+    exchange_ok(&broker, &token, "skew 600s").await;
     assert_eq!(
         expires_at_ms(&redis_key(fake.issuer(), "b")),
         (exp + 600 + 2) * 1000,
@@ -229,29 +237,23 @@ async fn redis_marks_expire_two_seconds_after_the_window_the_request_was_verifie
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_refused_by_the_rules_writes_nothing_to_redis() {
-    if !redis_available() {
+    let Some(redis) = redis_or_skip() else {
         return;
-    }
-    let redis = RedisServer::start();
+    };
     let fake = FakeIssuer::start();
     let broker = Broker::start(&redis_config(&fake, &redis, "60s").render()).await;
     for target in ["not-granted", "also-not-granted"] {
         let token = fake.mint(json!({}));
         broker
-            .exchange(&token, target)
-            .await
-            .assert_error(400, "invalid_target", &token);
+            .exchange_refused(&token, target, 400, "invalid_target")
+            .await;
     }
     assert_eq!(
         redis.cli(&["DBSIZE"]).trim(),
         "0",
         "a refused request left a mark"
     );
-    assert_ok(
-        &broker,
-        &broker.exchange(&fake.mint(json!({})), TARGET).await,
-        "allowed",
-    );
+    exchange_ok(&broker, &fake.mint(json!({})), "allowed").await;
     assert_eq!(
         redis.cli(&["DBSIZE"]).trim(),
         "1",
@@ -263,7 +265,7 @@ async fn a_request_refused_by_the_rules_writes_nothing_to_redis() {
 async fn audience_and_resource_values_are_capped_in_number_and_length() {
     let fake = FakeIssuer::start();
     let rules = default_rule().replace(&format!("[{TARGET}]"), &format!("[{TARGET}, r0]"));
-    let broker = crate::support::broker_with_rules(&fake, &rules).await;
+    let broker = app_with_rules(&fake, &rules).await;
     let token = fake.mint(json!({}));
 
     let many: Vec<String> = (0..33).map(|i| format!("a{i}")).collect();
@@ -295,22 +297,13 @@ async fn audience_and_resource_values_are_capped_in_number_and_length() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_refused_before_verification_audits_a_digest_of_its_targets() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
+    let broker = default_app(&fake).await;
     let bad = "eyJhbGciOiJub25lIn0.e30.";
 
     // One 60,000-byte audience: refused, and the audit line stays small.
     let huge = "a".repeat(60_000);
-    broker
-        .exchange(bad, &huge)
-        .await
-        .assert_error(400, "invalid_request", bad);
-    let text = broker.audit_text();
-    let line = text.lines().last().expect("an audit line");
-    assert!(
-        line.len() < 1_000,
-        "audit line of {} bytes: {line:.300}",
-        line.len()
-    );
+    broker.exchange_refused(bad, &huge, 400, "invalid_request").await;
+    small_last_audit(&broker);
 
     // 32 audiences of 1,000 bytes each (within the caps) with a bad token: a digest.
     let targets: Vec<String> = (0..32).map(|i| format!("{i:02}{}", "t".repeat(998))).collect();
@@ -320,21 +313,14 @@ async fn a_request_refused_before_verification_audits_a_digest_of_its_targets() 
         .token_request(&form)
         .await
         .assert_error(400, "invalid_request", bad);
-    let text = broker.audit_text();
-    let line = text.lines().last().expect("an audit line");
-    assert!(
-        line.len() < 1_000,
-        "audit line of {} bytes: {line:.300}",
-        line.len()
-    );
-    let audit: Value = serde_json::from_str(line).expect("JSON");
+    let audit = small_last_audit(&broker);
     assert!(audit.get("target").is_none(), "{audit}");
     let array = serde_json::to_string(&targets).expect("JSON");
     assert_eq!(audit["target_digest"], sha256_hex(array.as_bytes()), "{audit}");
 
     // Once the token verified, the targets themselves.
     let token = fake.mint(json!({}));
-    assert_ok(&broker, &broker.exchange(&token, TARGET).await, "valid");
+    exchange_ok(&broker, &token, "valid").await;
     let audit = last_audit(&broker);
     assert_eq!(audit["target"], TARGET, "{audit}");
     assert!(audit.get("target_digest").is_none(), "{audit}");
@@ -343,9 +329,8 @@ async fn a_request_refused_before_verification_audits_a_digest_of_its_targets() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issued_tokens_name_their_source_issuer() {
     let fake = FakeIssuer::start();
-    let broker = default_broker(&fake).await;
-    let reply = broker.exchange(&fake.mint(json!({})), TARGET).await;
-    assert_ok(&broker, &reply, "exchange");
+    let broker = default_app(&fake).await;
+    let reply = exchange_ok(&broker, &fake.mint(json!({})), "exchange").await;
     let (_, claims) = verify_issued(&broker, reply.access_token(), &[TARGET]).await;
     assert_eq!(claims["source_issuer"], ISSUER_NAME, "{claims}");
     let discovery = broker.get("/.well-known/openid-configuration").await;

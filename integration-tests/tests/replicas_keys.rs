@@ -13,7 +13,7 @@ use integration_tests::tokens::{decode_unverified, verify_with_jwks};
 use integration_tests::{Broker, FakeIssuer, KeyKind, run_cli, run_cli_in};
 use serde_json::json;
 
-use crate::support::{TARGET, config_with_rules, default_rule};
+use crate::support::{TARGET, check_in, config_with_rules, default_rule};
 
 /// The default config (fake issuer as `k8s`, one rule), keys in `key_dir`, signing with
 /// `algorithm`, `active_kid` when given.
@@ -263,11 +263,7 @@ async fn active_kid_signs_and_a_missing_one_stops_the_start() {
         .expect("config")
         .replace(&missing, "not-a-kid");
     std::fs::write(&path, bad).expect("write config");
-    let out = run_cli_in(
-        dir.path(),
-        &["check", "--config", path.to_str().expect("path")],
-        &[],
-    );
+    let out = check_in(dir.path(), &path, false);
     assert_eq!(out.code, Some(1), "{}", out.all());
     assert!(out.stdout.contains("signing.active_kid"), "{}", out.all());
 }

@@ -18,21 +18,27 @@
 //! `FEDBROKER_SKIP_REDIS_TESTS=1` (see `integration_tests::redis_server`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
 
 use integration_tests::eventually;
 use integration_tests::fake_issuer::{DEFAULT_AUDIENCE, DEFAULT_SUBJECT};
-use integration_tests::redis_server::{RedisServer, redis_available, resp_command};
+use integration_tests::redis_proxy::{Trap, TrapProxy};
+use integration_tests::redis_server::{RedisServer, redis_available};
 use integration_tests::{Broker, BrokerConfig, FakeIssuer, Reply};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::{
-    ADMIN_TOKEN, HMAC_KEY, ISSUER_NAME, TARGET, admin_send, default_rule, exchange_status, rule_body,
+    ADMIN_TOKEN, ISSUER_NAME, TARGET, admin_send, assert_spent_at, default_rule, exchange_status,
+    issuer_body, redis_admin_sections, redis_or_skip, rule_body,
 };
+
+/// `PUT /admin/v1/rules/{name}`: [`rule_body`] through `issuer` for `target`.
+async fn put_rule(broker: &Broker, name: &str, issuer: &str, target: &str) -> Reply {
+    let path = format!("/admin/v1/rules/{name}");
+    send(broker, Method::PUT, &path, Some(&rule_body(issuer, target))).await
+}
 
 /// An admin API request without extra headers.
 async fn send(broker: &Broker, method: Method, path: &str, body: Option<&Value>) -> Reply {
@@ -67,21 +73,25 @@ fn rule_yaml(name: &str, issuer: &str, target: &str) -> String {
     )
 }
 
-/// `/readyz` once it answers `status`.
-async fn readyz_becomes(broker: &Broker, status: u16, what: &str) -> Value {
+/// `/readyz`'s body once its status and body satisfy `done` (15 s).
+async fn readyz_when(broker: &Broker, what: &str, done: impl Fn(u16, &Value) -> bool) -> Value {
     eventually(Duration::from_secs(15), what, || async {
         let reply = broker.get("/readyz").await;
-        (reply.status == status).then_some(reply.json)
+        done(reply.status, &reply.json).then_some(reply.json)
     })
     .await
+}
+
+/// `/readyz` once it answers `status`.
+async fn readyz_becomes(broker: &Broker, status: u16, what: &str) -> Value {
+    readyz_when(broker, what, |s, _| s == status).await
 }
 
 /// `/readyz` once it answers 503 naming a clash (a replica is also unready, for
 /// another reason, before it has read the admin state from Redis).
 async fn readyz_names_a_clash(broker: &Broker, what: &str) -> Value {
-    eventually(Duration::from_secs(15), what, || async {
-        let reply = broker.get("/readyz").await;
-        (reply.status == 503 && !clash_reasons(&reply.json).is_empty()).then_some(reply.json)
+    readyz_when(broker, what, |s, body| {
+        s == 503 && !clash_reasons(body).is_empty()
     })
     .await
 }
@@ -138,13 +148,7 @@ async fn the_admin_api_refuses_names_the_config_file_owns_and_lists_them_read_on
     assert_eq!(exchange_status(&broker, &fake, "elsewhere").await, 400);
 
     // A name of its own is the API's to make.
-    let reply = send(
-        &broker,
-        Method::PUT,
-        "/admin/v1/rules/api-made",
-        Some(&rule_body(ISSUER_NAME, "api-target")),
-    )
-    .await;
+    let reply = put_rule(&broker, "api-made", ISSUER_NAME, "api-target").await;
     assert_status(&reply, 201, "PUT an API-made rule", &broker);
     assert_eq!(exchange_status(&broker, &fake, "api-target").await, 200);
 
@@ -191,13 +195,7 @@ async fn a_config_edit_that_clashes_with_the_admin_state_makes_readyz_503_until_
         .top_level(&admin);
     let broker = Broker::start(&config.render()).await;
     readyz_becomes(&broker, 200, "ready at start").await;
-    let reply = send(
-        &broker,
-        Method::PUT,
-        "/admin/v1/rules/shared",
-        Some(&rule_body(ISSUER_NAME, "api-target")),
-    )
-    .await;
+    let reply = put_rule(&broker, "shared", ISSUER_NAME, "api-target").await;
     assert_status(&reply, 201, "PUT rule shared", &broker);
     assert_eq!(exchange_status(&broker, &fake, "api-target").await, 200);
 
@@ -234,13 +232,7 @@ async fn a_config_edit_that_clashes_with_the_admin_state_makes_readyz_503_until_
     assert_eq!(exchange_status(&broker, &fake, "file-target").await, 200);
     assert_eq!(exchange_status(&broker, &fake, "api-target").await, 400);
     // And now the file owns the name.
-    let reply = send(
-        &broker,
-        Method::PUT,
-        "/admin/v1/rules/shared",
-        Some(&rule_body(ISSUER_NAME, "api-target")),
-    )
-    .await;
+    let reply = put_rule(&broker, "shared", ISSUER_NAME, "api-target").await;
     assert_owned_by_file(&reply, "PUT a name the file now owns", &broker);
 }
 
@@ -251,37 +243,23 @@ fn replica_config(url: &str, issuers: &str) -> String {
     if !issuers.is_empty() {
         config = config.issuer(issuers);
     }
-    config
-        .top_level(format!(
-            "replay:\n  backend: redis\n  redis_url: {url}\n  command_timeout: 1s\n  replicas: 2\n\
-             admin:\n  tokens: [\"{ADMIN_TOKEN}\"]\n  allow_insecure_issuers: true\n  state_hmac_key: {HMAC_KEY}\n"
-        ))
-        .render()
+    let redis = format!("redis_url: {url}\ncommand_timeout: 1s\nreplicas: 2");
+    config.top_level(redis_admin_sections(&redis)).render()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_whose_config_file_defines_a_name_the_admin_state_has_is_not_ready() {
-    if !redis_available() {
+    let Some(redis) = redis_or_skip() else {
         return;
-    }
-    let redis = RedisServer::start();
+    };
     let fake = FakeIssuer::start();
     // Replica A: nothing of its own. An issuer and a rule made through it.
     let a = Broker::start(&replica_config(&redis.url(), "")).await;
     readyz_becomes(&a, 200, "A ready").await;
-    let issuer = json!({
-        "issuer": fake.issuer(), "audiences": [DEFAULT_AUDIENCE], "algorithms": ["RS256"],
-        "replay": "reusable", "danger_allow_insecure": true,
-    });
+    let issuer = issuer_body(&fake);
     let reply = send(&a, Method::PUT, "/admin/v1/issuers/fake", Some(&issuer)).await;
     assert_status(&reply, 201, "PUT issuer fake on A", &a);
-    let reply = send(
-        &a,
-        Method::PUT,
-        "/admin/v1/rules/r1",
-        Some(&rule_body("fake", TARGET)),
-    )
-    .await;
+    let reply = put_rule(&a, "r1", "fake", TARGET).await;
     assert_status(&reply, 201, "PUT rule r1 on A", &a);
     assert_eq!(exchange_status(&a, &fake, TARGET).await, 200);
 
@@ -325,159 +303,26 @@ async fn a_replica_whose_config_file_defines_a_name_the_admin_state_has_is_not_r
 // ---------------------------------------------------------------------------------
 // Item 11: a mark whose reply was lost.
 
-/// A TCP proxy in front of one Redis that, once armed, cuts the connection carrying the
-/// next replay mark (`SET fedbroker:replay:...`) after Redis has applied it and before
-/// its reply reaches the broker: exactly what a connection dropped at the wrong moment
-/// does. Deterministic: the proxy parses the broker's commands (RESP arrays), stops
-/// forwarding Redis's replies on that connection *before* it forwards the mark, and
-/// closes the connection only once Redis holds the mark (polled on a connection of its
-/// own). Every other command and connection passes through untouched.
-struct CutProxy {
-    port: u16,
-    armed: Arc<AtomicBool>,
-    cuts: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl CutProxy {
-    /// Listen on a free port now; forward to the port set later with [`Self::forward_to`]
-    /// (a cluster node must announce the proxy's port before it starts).
-    async fn listen(upstream: Arc<AtomicU16>) -> CutProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let port = listener.local_addr().expect("addr").port();
-        let armed = Arc::new(AtomicBool::new(false));
-        let cuts = Arc::new(AtomicUsize::new(0));
-        let (armed2, cuts2) = (armed.clone(), cuts.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    return;
-                };
-                let upstream_port = upstream.load(Ordering::SeqCst);
-                tokio::spawn(relay(client, upstream_port, armed2.clone(), cuts2.clone()));
-            }
-        });
-        CutProxy {
-            port,
-            armed,
-            cuts,
-            task,
-        }
-    }
-
-    fn arm(&self) {
-        self.armed.store(true, Ordering::SeqCst);
-    }
-
-    fn cuts(&self) -> usize {
-        self.cuts.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for CutProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Whether Redis at `port` holds `key` (`EXISTS`, on a connection of its own).
-async fn redis_has(port: u16, key: &[u8]) -> bool {
-    let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
+/// A proxy that, once armed, cuts the connection carrying the next replay mark
+/// (`SET fedbroker:replay:...`) after Redis has applied it and before its reply reaches
+/// the broker: exactly what a connection dropped at the wrong moment does.
+/// Deterministic: the proxy stops forwarding Redis's replies on that connection
+/// *before* it forwards the mark, and closes the connection only once Redis holds the
+/// mark (polled on a connection of its own). It forwards to the port in `upstream`
+/// (set later: a cluster node must announce the proxy's port before it starts).
+async fn cut_proxy(upstream: Arc<AtomicU16>) -> TrapProxy {
+    let is_mark = |parts: &[Vec<u8>]| {
+        parts.len() > 2 && parts[0].eq_ignore_ascii_case(b"SET") && parts[1].starts_with(b"fedbroker:replay:")
     };
-    let mut cmd = format!("*2\r\n$6\r\nEXISTS\r\n${}\r\n", key.len()).into_bytes();
-    cmd.extend_from_slice(key);
-    cmd.extend_from_slice(b"\r\n");
-    if conn.write_all(&cmd).await.is_err() {
-        return false;
-    }
-    let mut reply = [0u8; 16];
-    matches!(conn.read(&mut reply).await, Ok(n) if reply[..n].starts_with(b":1"))
-}
-
-async fn relay(client: TcpStream, upstream_port: u16, armed: Arc<AtomicBool>, cuts: Arc<AtomicUsize>) {
-    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream_port)).await else {
-        return;
-    };
-    let (mut client_read, client_write) = client.into_split();
-    let (server_read, mut server_write) = server.into_split();
-    let client_write = Arc::new(tokio::sync::Mutex::new(client_write));
-    let hold = Arc::new(AtomicBool::new(false));
-    // Redis → broker, until the cut.
-    let replies = {
-        let (client_write, hold) = (client_write.clone(), hold.clone());
-        let mut server_read = server_read;
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                let n = match server_read.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                };
-                if hold.load(Ordering::SeqCst) {
-                    return;
-                }
-                if client_write.lock().await.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
-            }
-        })
-    };
-    // Broker → Redis, command by command.
-    let mut pending: Vec<u8> = Vec::new();
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match client_read.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        pending.extend_from_slice(&buf[..n]);
-        while !pending.is_empty() {
-            let Some((len, parts)) = resp_command(&pending) else {
-                if pending[0] != b'*' {
-                    // Not RESP: pass it through as it is.
-                    let _ = server_write.write_all(&pending).await;
-                    pending.clear();
-                }
-                break;
-            };
-            let frame: Vec<u8> = pending.drain(..len).collect();
-            let is_mark = parts.len() > 2
-                && parts[0].eq_ignore_ascii_case(b"SET")
-                && parts[1].starts_with(b"fedbroker:replay:");
-            if is_mark
-                && armed
-                    .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_ok()
-            {
-                // No reply reaches the broker from here on; the mark goes to Redis.
-                hold.store(true, Ordering::SeqCst);
-                let _ = server_write.write_all(&frame).await;
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while !redis_has(upstream_port, &parts[1]).await {
-                    assert!(Instant::now() < deadline, "Redis never applied the mark");
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                // Counted before the broker can see the drop (and answer).
-                cuts.fetch_add(1, Ordering::SeqCst);
-                replies.abort();
-                let _ = client_write.lock().await.shutdown().await;
-                return;
-            }
-            if server_write.write_all(&frame).await.is_err() {
-                return;
-            }
-        }
-    }
-    replies.abort();
+    TrapProxy::listen(upstream, is_mark, Trap::CutAfterApplied).await
 }
 
 /// The replay part of a config whose Redis is reached through `proxy`.
-fn replay_through(proxy: &CutProxy, cluster: bool) -> String {
+fn replay_through(proxy: &TrapProxy, cluster: bool) -> String {
     let target = if cluster {
-        format!("redis_cluster_urls: [redis://127.0.0.1:{}]", proxy.port)
+        format!("redis_cluster_urls: [redis://127.0.0.1:{}]", proxy.port())
     } else {
-        format!("redis_url: redis://127.0.0.1:{}", proxy.port)
+        format!("redis_url: redis://127.0.0.1:{}", proxy.port())
     };
     format!("replay:\n  backend: redis\n  {target}\n  command_timeout: 1s\n  replicas: 2\n")
 }
@@ -485,7 +330,7 @@ fn replay_through(proxy: &CutProxy, cluster: bool) -> String {
 /// Two replicas on the Redis behind `proxy`; the first exchange of a token whose mark is
 /// cut after Redis applied it answers 503 (never "already used"), and the token is
 /// spent for both replicas afterwards (fail_closed burns it; nothing issued twice).
-async fn a_cut_mark_answers_503(proxy: &CutProxy, cluster: bool) {
+async fn a_cut_mark_answers_503(proxy: &TrapProxy, cluster: bool) {
     let fake = FakeIssuer::start();
     let yaml = BrokerConfig::new()
         .issuer(fake.issuer_yaml(ISSUER_NAME))
@@ -504,17 +349,16 @@ async fn a_cut_mark_answers_503(proxy: &CutProxy, cluster: bool) {
     let token = fake.mint(json!({}));
     proxy.arm();
     let reply = a.exchange(&token, TARGET).await;
-    assert_eq!(proxy.cuts(), 1, "the proxy cut the mark's connection: {reply:?}");
+    assert_eq!(
+        proxy.trapped(),
+        1,
+        "the proxy cut the mark's connection: {reply:?}"
+    );
     reply.assert_error(503, "temporarily_unavailable", &token);
     assert!(reply.header("retry-after").is_some(), "{reply:?}");
     // The mark is in Redis: the token is spent on every replica.
     for broker in [&a, &b] {
-        let reply = eventually(Duration::from_secs(10), "an answer other than 503", || async {
-            let reply = broker.exchange(&token, TARGET).await;
-            (reply.status != 503).then_some(reply)
-        })
-        .await;
-        reply.assert_error(400, "invalid_request", &token);
+        assert_spent_at(broker, &token).await;
     }
 }
 
@@ -526,9 +370,9 @@ async fn cluster_a_mark_whose_connection_dropped_after_it_applied_is_503_not_a_r
     // A one-node Redis Cluster that announces the proxy's port, so the cluster client
     // reaches the node (and reconnects to it) through the proxy only.
     let upstream = Arc::new(AtomicU16::new(0));
-    let proxy = CutProxy::listen(upstream.clone()).await;
+    let proxy = cut_proxy(upstream.clone()).await;
     let bus = integration_tests::broker::free_port().to_string();
-    let announce = proxy.port.to_string();
+    let announce = proxy.port().to_string();
     let node = RedisServer::start_with(&[
         "--cluster-enabled",
         "yes",
@@ -558,7 +402,7 @@ async fn standalone_a_mark_whose_connection_dropped_after_it_applied_is_503_not_
         return;
     }
     let upstream = Arc::new(AtomicU16::new(0));
-    let proxy = CutProxy::listen(upstream.clone()).await;
+    let proxy = cut_proxy(upstream.clone()).await;
     let redis = RedisServer::start();
     upstream.store(redis.port(), Ordering::SeqCst);
     a_cut_mark_answers_503(&proxy, false).await;

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::{ADMIN_TOKEN, HMAC_KEY, admin_send, exchange_status, rule_body};
+use crate::support::{ADMIN_TOKEN, HMAC_KEY, admin_send, exchange_status, redis_or_skip, rule_body};
 use integration_tests::eventually;
 use integration_tests::fake_issuer::DEFAULT_SUBJECT;
 use integration_tests::redis_server::{RedisServer, redis_available};
@@ -240,10 +240,9 @@ async fn an_admin_change_racing_a_file_reload_never_brings_back_the_removed_rule
 /// reload failed, so a rule removed from its file kept issuing on B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_that_cannot_install_the_admin_state_keeps_the_last_one_and_is_unready() {
-    if !redis_available() {
+    let Some(redis) = redis_or_skip() else {
         return;
-    }
-    let redis = RedisServer::start();
+    };
     let fake = FakeIssuer::start();
     let extra = FakeIssuer::start();
     let yaml_a = config(

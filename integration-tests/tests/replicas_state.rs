@@ -14,18 +14,17 @@
 //! Without `redis-server` these tests fail naming it, unless
 //! `FEDBROKER_SKIP_REDIS_TESTS=1` (see `integration_tests::redis_server`).
 
-use std::process::Command;
 use std::time::Duration;
 
 use integration_tests::eventually;
-use integration_tests::redis_server::{RedisServer, redis_available};
 use integration_tests::{Broker, BrokerConfig, FakeIssuer};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::{
-    ADMIN_TOKEN, HMAC_KEY, STATE_KEY, TARGET, admin_names as names, admin_send as send, change_lines,
-    exchange_status, hget, issuer_body, ready_replica as replica, rule_body,
+    STATE_KEY, TARGET, admin_names as names, admin_put_expect, admin_send as send, assert_read_back_logged,
+    change_lines, create_rule, exchange_status, hget, issuer_body, one_create_audited,
+    ready_replica as replica, redis_admin_sections, redis_or_skip, replicas_on_redis, rule_body,
 };
 
 /// How long a change may take to reach another replica here (the broker promises a
@@ -35,18 +34,14 @@ const PROPAGATION: Duration = Duration::from_secs(5);
 /// A broker with no issuer or rule of its own, the admin API on its main listener, the
 /// replay marks and the admin state in the Redis at `url`, commands bounded by 250 ms.
 fn config(url: &str) -> String {
+    let redis = format!("redis_url: {url}\ncommand_timeout: 250ms\nreplicas: 2");
     BrokerConfig::new()
-        .top_level(format!(
-            "replay:\n  backend: redis\n  redis_url: {url}\n  command_timeout: 250ms\n  replicas: 2\n\
-             admin:\n  tokens: [\"{ADMIN_TOKEN}\"]\n  allow_insecure_issuers: true\n  \
-             state_hmac_key: {HMAC_KEY}\n"
-        ))
+        .top_level(redis_admin_sections(&redis))
         .render()
 }
 
 async fn put_expect(broker: &Broker, path: &str, body: &Value, status: u16) {
-    let reply = send(broker, Method::PUT, path, &[], Some(body)).await;
-    assert_eq!(reply.status, status, "PUT {path}: {reply:?}\n{}", broker.stderr());
+    admin_put_expect(broker, path, body, status).await;
 }
 
 async fn delete_expect(broker: &Broker, path: &str, status: u16) {
@@ -68,15 +63,6 @@ async fn decisions(broker: &Broker, fake: &FakeIssuer, targets: &[&str]) -> Vec<
     out
 }
 
-fn signal(pid: u32, name: &str) {
-    let ok = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -{name} {pid} failed");
-}
-
 /// `/readyz`'s admin identity: (version, epoch).
 async fn identity(broker: &Broker) -> (Value, Value) {
     let admin = broker.get("/readyz").await.json["admin"].clone();
@@ -85,15 +71,9 @@ async fn identity(broker: &Broker) -> (Value, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_away_while_redis_lost_the_state_converges_when_the_versions_repeat() {
-    if !redis_available() {
+    let Some((mut redis, fake, a, b)) = replicas_on_redis(config).await else {
         return;
-    }
-    let mut redis = RedisServer::start();
-    let fake = FakeIssuer::start();
-    let yaml = config(&redis.url());
-    let a = replica(&yaml).await;
-    let b = replica(&yaml).await;
-    put_expect(&a, "/admin/v1/issuers/fake", &issuer_body(&fake), 201).await;
+    };
     put_expect(&a, "/admin/v1/rules/r1", &rule_body("fake", TARGET), 201).await;
     put_expect(&a, "/admin/v1/rules/r2", &rule_body("fake", "target-2"), 201).await;
     let targets = [TARGET, "target-2", "target-3"];
@@ -109,7 +89,7 @@ async fn a_replica_away_while_redis_lost_the_state_converges_when_the_versions_r
     // B is away (stopped) while Redis loses the state: A writes its copy back as
     // version 1 of a new epoch, then deletes r1 and creates r3: version 3 again, other
     // content.
-    signal(b.pid(), "STOP");
+    b.signal("STOP");
     redis.restart();
     let second_epoch = eventually(PROPAGATION, "A writes the state back", || async {
         let epoch = hget(&redis, "epoch");
@@ -128,7 +108,7 @@ async fn a_replica_away_while_redis_lost_the_state_converges_when_the_versions_r
     assert_eq!(decisions(&a, &fake, &targets).await, [400, 200, 200]);
 
     // B comes back: it installs the new content (r1 no longer issues), as A serves it.
-    signal(b.pid(), "CONT");
+    b.signal("CONT");
     eventually(PROPAGATION, "B converges on A's decisions", || async {
         (decisions(&b, &fake, &targets).await == [400, 200, 200]).then_some(())
     })
@@ -148,16 +128,9 @@ async fn a_replica_away_while_redis_lost_the_state_converges_when_the_versions_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_whose_reply_timed_out_is_read_back_answered_and_audited() {
-    if !redis_available() {
+    let Some((redis, fake, a, b)) = replicas_on_redis(config).await else {
         return;
-    }
-    let redis = RedisServer::start();
-    let fake = FakeIssuer::start();
-    let yaml = config(&redis.url());
-    let a = replica(&yaml).await;
-    let b = replica(&yaml).await;
-    put_expect(&a, "/admin/v1/issuers/fake", &issuer_body(&fake), 201).await;
-    let create = [("if-none-match", "*")];
+    };
 
     // 1. Redis holds every write for 1.2 s (`CLIENT PAUSE 1200 WRITE`; reads go on, so
     // the change reads the state and validates): the write's reply times out after
@@ -165,34 +138,11 @@ async fn a_write_whose_reply_timed_out_is_read_back_answered_and_audited() {
     // within the read-back window, in order, so the write is known to have applied:
     // 201, audited `applied`.
     assert_eq!(redis.cli(&["CLIENT", "PAUSE", "1200", "WRITE"]).trim(), "OK");
-    let reply = send(
-        &a,
-        Method::PUT,
-        "/admin/v1/rules/r1",
-        &create,
-        Some(&rule_body("fake", TARGET)),
-    )
-    .await;
+    let reply = create_rule(&a, "r1", TARGET).await;
     assert_eq!(reply.status, 201, "{reply:?}\n{}", a.stderr());
     assert!(reply.header("etag").is_some(), "{reply:?}");
-    assert!(
-        a.stderr().contains("reading back whether it applied"),
-        "the write did time out:\n{}",
-        a.stderr()
-    );
-    let lines = change_lines(&a, "admin_change", "r1");
-    assert_eq!(lines.len(), 1, "one attempt, one line: {lines:?}");
-    assert_eq!(lines[0]["outcome"], "applied", "{lines:?}");
-    assert_eq!(lines[0]["action"], "create", "{lines:?}");
-    assert!(
-        lines[0]["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("read back"),
-        "{lines:?}"
-    );
-    let change_id = lines[0]["change_id"].as_str().expect("change_id").to_owned();
-    assert_eq!(change_id.len(), 32, "{lines:?}");
+    assert_read_back_logged(&a);
+    let change_id = one_create_audited(&a, "r1", "applied", "read back");
     assert!(hget(&redis, "changes").starts_with(&change_id));
     eventually(PROPAGATION, "B allows r1", || async {
         (exchange_status(&b, &fake, TARGET).await == 200).then_some(())
@@ -204,14 +154,7 @@ async fn a_write_whose_reply_timed_out_is_read_back_answered_and_audited() {
     // was queued first: applied) and audits the outcome; the client's retry of the same
     // create then answers 200 with the item, never 412.
     assert_eq!(redis.cli(&["CLIENT", "PAUSE", "4000", "WRITE"]).trim(), "OK");
-    let reply = send(
-        &a,
-        Method::PUT,
-        "/admin/v1/rules/r2",
-        &create,
-        Some(&rule_body("fake", "target-r2")),
-    )
-    .await;
+    let reply = create_rule(&a, "r2", "target-r2").await;
     reply.assert_error(503, "temporarily_unavailable", "");
     let description = reply.json["error_description"].as_str().unwrap_or_default();
     assert!(description.contains("unknown"), "{reply:?}");
@@ -227,14 +170,7 @@ async fn a_write_whose_reply_timed_out_is_read_back_answered_and_audited() {
     .await;
     assert_eq!(resolved["change_id"], change_id.as_str(), "{resolved}");
     assert_eq!(resolved["outcome"], "applied", "{resolved}");
-    let retry = send(
-        &a,
-        Method::PUT,
-        "/admin/v1/rules/r2",
-        &create,
-        Some(&rule_body("fake", "target-r2")),
-    )
-    .await;
+    let retry = create_rule(&a, "r2", "target-r2").await;
     assert_eq!(retry.status, 200, "{retry:?}");
     assert!(retry.header("etag").is_some(), "{retry:?}");
     assert_eq!(
@@ -243,23 +179,9 @@ async fn a_write_whose_reply_timed_out_is_read_back_answered_and_audited() {
         "{retry:?}"
     );
     // Through the other replica too, and a different body is still refused.
-    let retry = send(
-        &b,
-        Method::PUT,
-        "/admin/v1/rules/r2",
-        &create,
-        Some(&rule_body("fake", "target-r2")),
-    )
-    .await;
+    let retry = create_rule(&b, "r2", "target-r2").await;
     assert_eq!(retry.status, 200, "{retry:?}");
-    let other = send(
-        &b,
-        Method::PUT,
-        "/admin/v1/rules/r2",
-        &create,
-        Some(&rule_body("fake", "elsewhere")),
-    )
-    .await;
+    let other = create_rule(&b, "r2", "elsewhere").await;
     other.assert_error(412, "precondition_failed", "");
     for broker in [&a, &b] {
         assert_eq!(names(broker, "rules").await, ["r1", "r2"]);
@@ -272,10 +194,9 @@ async fn a_write_whose_reply_timed_out_is_read_back_answered_and_audited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_epoch_and_change_ids_are_authenticated_with_the_state() {
-    if !redis_available() {
+    let Some(redis) = redis_or_skip() else {
         return;
-    }
-    let redis = RedisServer::start();
+    };
     let fake = FakeIssuer::start();
     let broker = replica(&config(&redis.url())).await;
     put_expect(&broker, "/admin/v1/issuers/fake", &issuer_body(&fake), 201).await;

@@ -15,7 +15,10 @@ use integration_tests::{
 };
 use serde_json::{Value, json};
 
-use crate::support::{ISSUER_NAME, TARGET, app_with_rules, config_with_rules};
+use crate::support::{
+    ISSUER_NAME, TARGET, app_with_rules, assert_denied_by_policy, check_in, config_with_rules,
+    delegation_app, explain, subject_rule,
+};
 
 /// A second target, for rules that must not overlap with those on [`TARGET`].
 const TARGET_B: &str = "target-b";
@@ -31,11 +34,7 @@ fn write_file(dir: &Path, relative: &str, text: &str) -> String {
 
 /// `fedbroker check --config <config>` run in `dir`.
 fn check(dir: &Path, config: &Path) -> CliOutput {
-    run_cli_in(
-        dir,
-        &["check", "--config", config.to_str().expect("UTF-8 path")],
-        &[],
-    )
+    check_in(dir, config, false)
 }
 
 /// 1-based line of the first line of `text` at or after line `from` containing `needle`.
@@ -55,15 +54,6 @@ fn report_line<'a>(output: &'a str, file: &str, line: usize) -> Option<&'a str> 
         l.match_indices(&needle)
             .any(|(i, m)| !l[i + m.len()..].starts_with(|c: char| c.is_ascii_digit()))
     })
-}
-
-fn assert_denied_by_policy(reply: &Reply, secret: &str) {
-    reply.assert_error(400, "invalid_request", secret);
-    assert_eq!(
-        reply.json["error_description"], "denied by policy",
-        "{}",
-        reply.text
-    );
 }
 
 /// The audit lines so far that record a denial, waiting (10 s) until there are `n` lines.
@@ -325,23 +315,7 @@ async fn condition_over_request_and_actor() {
 
 /// `k8s` (subjects) and `agents`; one rule on [`TARGET`] for any `agent:*` actor.
 async fn delegation_broker() -> (FakeIssuer, FakeIssuer, InProcess) {
-    let subjects = FakeIssuer::start();
-    let agents = FakeIssuer::start();
-    let rules = format!(
-        r#"
-        - name: agents-deploy
-          match:
-            issuer: {ISSUER_NAME}
-            subject: "{DEFAULT_SUBJECT}"
-            audiences: [{TARGET}]
-            actor:
-              issuer: agents
-              subject_pattern: "agent:*"
-        "#
-    );
-    let config = config_with_rules(&subjects, &rules).issuer(agents.issuer_yaml("agents"));
-    let broker = InProcess::start(&config.render()).await;
-    (subjects, agents, broker)
+    delegation_app("agents-deploy", true).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -624,10 +598,9 @@ fn bad_cel_is_a_load_error_with_line() {
         .issuer(fake.issuer_yaml(ISSUER_NAME))
         .top_level("rules_files: [./rules/*.yaml]");
     let config = config_obj.write_to(dir.path());
-    let text = write_file(
-        dir.path(),
-        "rules/bad-cel.yaml",
-        &format!(
+    let targets = format!("audiences: [{TARGET}]");
+    let rules = [
+        dedent(&format!(
             r#"
             - name: fine
               match:
@@ -639,23 +612,20 @@ fn bad_cel_is_a_load_error_with_line() {
                 issuer: {ISSUER_NAME}
                 condition: 'claims.team == ('
                 audiences: [{TARGET}]
-            - name: unknown-variable
-              match:
-                issuer: {ISSUER_NAME}
-                subject: "{DEFAULT_SUBJECT}"
-                audiences: [{TARGET}]
-                condition: 'environment.name == "prod"'
-            - name: bad-mapping
-              match:
-                issuer: {ISSUER_NAME}
-                subject: "{DEFAULT_SUBJECT}"
-                audiences: [{TARGET}]
-              issue:
-                claims:
-                  repo: {{expr: 'claims.repository.noSuchFunction()'}}
             "#
+        )),
+        subject_rule(
+            "unknown-variable",
+            &format!("{targets}\ncondition: 'environment.name == \"prod\"'"),
+            "",
         ),
-    );
+        subject_rule(
+            "bad-mapping",
+            &targets,
+            "claims:\n  repo: {expr: 'claims.repository.noSuchFunction()'}",
+        ),
+    ];
+    let text = write_file(dir.path(), "rules/bad-cel.yaml", &rules.concat());
 
     let out = check(dir.path(), &config);
     assert_eq!(out.code, Some(1), "{}", out.all());
@@ -680,17 +650,7 @@ fn bad_cel_is_a_load_error_with_line() {
     );
 
     // The JSON form agrees: the same three errors, each with the rule file and line.
-    let out = run_cli_in(
-        dir.path(),
-        &[
-            "check",
-            "--config",
-            config.to_str().expect("UTF-8 path"),
-            "--format",
-            "json",
-        ],
-        &[],
-    );
+    let out = check_in(dir.path(), &config, true);
     assert_eq!(out.code, Some(1), "{}", out.all());
     let doc: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.all()));
     let errors = doc["errors"].as_array().expect("errors list");
@@ -784,19 +744,11 @@ fn kubernetes_claims(iss: &str, namespace: &str, service_account: &str) -> Value
 fn explain_claims(dir: &Path, config: &Path, name: &str, doc: &Value, audience: &str) -> (CliOutput, Value) {
     let path = dir.join(format!("{name}.json"));
     std::fs::write(&path, doc.to_string()).expect("claims file");
-    let out = run_cli_in(
+    let claims = path.to_str().expect("UTF-8 path");
+    let out = explain(
         dir,
-        &[
-            "explain",
-            "--config",
-            config.to_str().expect("UTF-8 path"),
-            "--claims",
-            path.to_str().expect("UTF-8 path"),
-            "--audience",
-            audience,
-            "--json",
-        ],
-        &[],
+        config,
+        &["--claims", claims, "--audience", audience, "--json"],
     );
     let doc = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("{name}: explain --json stdout is not JSON ({e}):\n{}", out.all()));

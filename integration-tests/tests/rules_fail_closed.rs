@@ -3,14 +3,16 @@
 //! to the evaluation budget, and `check`, a reload and the admin API warn when rules of
 //! two issuers issue the incoming `sub` unchanged for one audience.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use integration_tests::fake_issuer::DEFAULT_SUBJECT;
-use integration_tests::{Broker, BrokerConfig, CliOutput, FakeIssuer, Reply, run_cli_in};
+use integration_tests::{Broker, BrokerConfig, FakeIssuer};
 use serde_json::{Value, json};
 
-use crate::support::{ISSUER_NAME, TARGET, broker_with_rules, config_with_rules};
+use crate::support::{
+    ISSUER_NAME, TARGET, assert_denied_by_policy, broker_with_rules, check_in, config_with_rules, explain,
+    subject_rule,
+};
 
 /// A second target.
 const TARGET_B: &str = "target-b";
@@ -43,15 +45,6 @@ fn deny_on_groups_rules() -> String {
 /// `n` short distinct group names.
 fn groups(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("g{i}")).collect()
-}
-
-fn assert_denied_by_policy(reply: &Reply, token: &str) {
-    reply.assert_error(400, "invalid_request", token);
-    assert_eq!(
-        reply.json["error_description"], "denied by policy",
-        "{}",
-        reply.text
-    );
 }
 
 /// The audit line of the `n`th decision (1-based), waiting for it.
@@ -122,25 +115,13 @@ fn explain_shows_the_evaluation_error_of_a_deny_rule() {
         json!({"iss": fake.issuer(), "sub": DEFAULT_SUBJECT, "groups": groups(1025)}).to_string(),
     )
     .expect("claims file");
-    let args = |json: bool| {
-        let mut args = vec![
-            "explain",
-            "--config",
-            config.to_str().expect("UTF-8 path"),
-            "--claims",
-            claims.to_str().expect("UTF-8 path"),
-            "--audience",
-            TARGET,
-        ];
+    let run = |json: bool| {
+        let claims = claims.to_str().expect("UTF-8 path");
+        let mut args = vec!["--claims", claims, "--audience", TARGET];
         if json {
             args.push("--json");
         }
-        args.into_iter().map(str::to_owned).collect::<Vec<_>>()
-    };
-    let run = |json: bool| {
-        let args = args(json);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_cli_in(dir.path(), &args, &[])
+        explain(dir.path(), &config, &args)
     };
     let error = "match.condition: comprehension: may iterate over at most 1024 elements, got 1025";
 
@@ -257,21 +238,13 @@ fn two_issuer_config(prod: &FakeIssuer, dev: &FakeIssuer, rules: &str) -> Broker
 
 const WARNING: &str = "rules `k8s-deploy` (issuer `k8s`) and `dev-deploy` (issuer `dev`) can all issue tokens for `target-a` with the incoming `sub` as their subject";
 
-fn check(dir: &Path, config: &Path, json: bool) -> CliOutput {
-    let mut args = vec!["check", "--config", config.to_str().expect("UTF-8 path")];
-    if json {
-        args.extend(["--format", "json"]);
-    }
-    run_cli_in(dir, &args, &[])
-}
-
 #[test]
 fn check_warns_when_two_issuers_share_a_target_with_the_default_subject() {
     let (prod, dev) = (FakeIssuer::start(), FakeIssuer::start());
     let dir = tempfile::tempdir().expect("tempdir");
     let config = two_issuer_config(&prod, &dev, &two_issuer_rules(TARGET, "")).write_to(dir.path());
 
-    let out = check(dir.path(), &config, false);
+    let out = check_in(dir.path(), &config, false);
     assert_eq!(out.code, Some(0), "a warning is not an error: {}", out.all());
     let warnings: Vec<&str> = out
         .stdout
@@ -290,7 +263,7 @@ fn check_warns_when_two_issuers_share_a_target_with_the_default_subject() {
         warnings[0]
     );
 
-    let out = check(dir.path(), &config, true);
+    let out = check_in(dir.path(), &config, true);
     assert_eq!(out.code, Some(0), "{}", out.all());
     let doc: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.all()));
     assert_eq!(doc["valid"], true, "{doc}");
@@ -310,10 +283,10 @@ fn check_warns_when_two_issuers_share_a_target_with_the_default_subject() {
         two_issuer_rules(TARGET, "audience: other-target"),
     ] {
         let config = two_issuer_config(&prod, &dev, &rules).write_to(dir.path());
-        let out = check(dir.path(), &config, false);
+        let out = check_in(dir.path(), &config, false);
         assert_eq!(out.code, Some(0), "{}", out.all());
         assert!(!out.stdout.contains("warning:"), "{rules}\n{}", out.all());
-        let out = check(dir.path(), &config, true);
+        let out = check_in(dir.path(), &config, true);
         let doc: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.all()));
         assert_eq!(doc["warnings"], json!([]), "{doc}");
     }
@@ -323,20 +296,13 @@ fn check_warns_when_two_issuers_share_a_target_with_the_default_subject() {
 fn check_refuses_rules_that_set_source_issuer() {
     let fake = FakeIssuer::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let rules = format!(
-        r#"
-        - name: spoofer
-          match:
-            issuer: {ISSUER_NAME}
-            subject: "{DEFAULT_SUBJECT}"
-            audiences: [{TARGET}]
-          issue:
-            claims:
-              source_issuer: prod
-        "#
+    let rules = subject_rule(
+        "spoofer",
+        &format!("audiences: [{TARGET}]"),
+        "claims:\n  source_issuer: prod",
     );
     let config = config_with_rules(&fake, &rules).write_to(dir.path());
-    let out = check(dir.path(), &config, false);
+    let out = check_in(dir.path(), &config, false);
     assert_eq!(out.code, Some(1), "{}", out.all());
     assert!(
         out.all().lines().any(|l| l.contains("spoofer")
@@ -389,11 +355,7 @@ async fn a_reload_that_makes_subjects_indistinguishable_warns() {
     let tmp = broker.dir().join("fedbroker.yaml.tmp");
     std::fs::write(&tmp, changed).expect("write config");
     std::fs::rename(&tmp, &path).expect("rename config");
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &broker.pid().to_string()])
-        .status()
-        .expect("kill -HUP");
-    assert!(status.success());
+    broker.signal("HUP");
     wait_for_log(&broker, WARNING).await;
     // Installed anyway: both issuers' tokens are exchanged.
     let reply = broker.exchange(&dev.mint(json!({})), TARGET).await;

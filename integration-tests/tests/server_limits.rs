@@ -40,6 +40,15 @@ async fn healthz_status(client: &reqwest::Client, origin: &str) -> u16 {
         .as_u16()
 }
 
+/// A broker with `server_setting`, a fresh client, and a connection to the broker that
+/// has sent `sent` (part of a request) and stalls.
+async fn stalled_request(server_setting: &str, sent: &[u8]) -> (Broker, reqwest::Client, TcpStream) {
+    let broker = Broker::start(&BrokerConfig::new().server(server_setting).render()).await;
+    let mut stalled = connect(broker.port()).await;
+    stalled.write_all(sent).await.expect("send part of a request");
+    (broker, fresh_client(), stalled)
+}
+
 async fn connect(port: u16) -> TcpStream {
     TcpStream::connect(("127.0.0.1", port))
         .await
@@ -74,15 +83,8 @@ async fn read_until_closed(stream: &mut TcpStream, what: &str) -> String {
 /// `header_timeout`; other clients are served all the while.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_stalled_in_its_headers_is_disconnected_while_others_are_served() {
-    let config = BrokerConfig::new().server("header_timeout: 1s").render();
-    let broker = Broker::start(&config).await;
-    let client = fresh_client();
-
-    let mut stalled = connect(broker.port()).await;
-    stalled
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
-        .await
-        .expect("send half the headers");
+    let half_headers = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
+    let (broker, client, mut stalled) = stalled_request("header_timeout: 1s", half_headers).await;
     for _ in 0..5 {
         assert_eq!(healthz_status(&client, &broker.origin()).await, 200);
     }
@@ -98,15 +100,10 @@ async fn a_client_stalled_in_its_headers_is_disconnected_while_others_are_served
 /// `body_timeout`, and the connection is closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_stalls_is_answered_408_and_the_connection_closed() {
-    let config = BrokerConfig::new().server("body_timeout: 1s").render();
-    let broker = Broker::start(&config).await;
-    let client = fresh_client();
-
-    let mut stalled = connect(broker.port()).await;
     let head = "POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\n\
                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n\
                 grant_type=urn";
-    stalled.write_all(head.as_bytes()).await.expect("send the head");
+    let (broker, client, mut stalled) = stalled_request("body_timeout: 1s", head.as_bytes()).await;
     assert_eq!(healthz_status(&client, &broker.origin()).await, 200);
     let received = read_until_closed(&mut stalled, "a stalled body").await;
     assert!(
@@ -398,16 +395,8 @@ async fn provider_errors_carry_no_backtrace_with_rust_backtrace_set() {
         .env("RUST_LIB_BACKTRACE", "1")
         .env("FEDBROKER_ADMIN_TOKEN", "server-limits-admin-token-0123456789");
     let provider = terraform_support::provider_block(&format!("http://127.0.0.1:{closed_port}"));
-    let config = format!(
-        r#"{provider}
-resource "fedbroker_issuer" "bad" {{
-  name      = "bad"
-  kind      = "githab-actions"
-  issuer    = "https://issuer.example.com"
-  audiences = ["x"]
-}}
-"#
-    );
+    let bad = terraform_support::misspelled_kind_issuer("https://issuer.example.com", "");
+    let config = format!("{provider}{bad}");
     tf.write("main.tf", &config);
     tf.init();
     let out = tf.run(&["plan", "-no-color", "-input=false"]);

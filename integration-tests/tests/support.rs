@@ -1,11 +1,14 @@
 //! Helpers shared by the test modules.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use integration_tests::fake_issuer::{DEFAULT_AUDIENCE, DEFAULT_SUBJECT};
-use integration_tests::redis_server::RedisServer;
-use integration_tests::{Broker, BrokerConfig, FakeIssuer, Http, InProcess, Reply, eventually};
+use integration_tests::redis_server::{RedisServer, redis_available};
+use integration_tests::{
+    Broker, BrokerConfig, CliOutput, FakeIssuer, Http, InProcess, Reply, dedent, eventually, run_cli_in,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -30,11 +33,55 @@ pub fn default_rule() -> String {
     )
 }
 
+/// A rule for the fake's default subject through `k8s`, named `name`: `match` gets
+/// `match_extra` (YAML at column 0, e.g. `audiences: [target-a]`) and, when `issue`
+/// is not empty, an `issue` block with it (YAML at column 0).
+pub fn subject_rule(name: &str, match_extra: &str, issue: &str) -> String {
+    let mut out = format!(
+        "- name: {name}\n  match:\n    issuer: {ISSUER_NAME}\n    subject: \"{DEFAULT_SUBJECT}\"\n{}",
+        indented(match_extra, 4)
+    );
+    if !issue.trim().is_empty() {
+        out.push_str("  issue:\n");
+        out.push_str(&indented(issue, 4));
+    }
+    out
+}
+
+/// A rule (column 0, a rule-file list item) that lets the fake's default subject get
+/// `target`.
+pub fn allow_rule(name: &str, target: &str) -> String {
+    subject_rule(name, &format!("audiences: [{target}]"), "")
+}
+
+/// `yaml` dedented, then every line indented by `by` spaces.
+fn indented(yaml: &str, by: usize) -> String {
+    let pad = " ".repeat(by);
+    dedent(yaml)
+        .lines()
+        .map(|line| format!("{pad}{line}\n"))
+        .collect()
+}
+
 /// The fake registered as `k8s`, plus `rules`.
 pub fn config_with_rules(fake: &FakeIssuer, rules: &str) -> BrokerConfig {
     BrokerConfig::new()
         .issuer(fake.issuer_yaml(ISSUER_NAME))
         .rules(rules)
+}
+
+/// The fake registered as `k8s` with `extra` issuer settings (e.g. `replay: reusable`),
+/// plus [`default_rule`].
+pub fn config_with_issuer_extra(fake: &FakeIssuer, extra: &str) -> BrokerConfig {
+    BrokerConfig::new()
+        .issuer(fake.issuer_yaml_with(ISSUER_NAME, extra))
+        .rules(default_rule())
+}
+
+/// The broker's router in this process, trusting `fake` as `k8s` with `extra` issuer
+/// settings, with [`default_rule`].
+pub async fn app_with_issuer_extra(fake: &FakeIssuer, extra: &str) -> InProcess {
+    InProcess::start(&config_with_issuer_extra(fake, extra).render()).await
 }
 
 /// A broker trusting `fake` as `k8s`, with `rules`.
@@ -55,6 +102,93 @@ pub async fn app_with_rules(fake: &FakeIssuer, rules: &str) -> InProcess {
 /// The broker's router in this process, trusting `fake` as `k8s`, with [`default_rule`].
 pub async fn default_app(fake: &FakeIssuer) -> InProcess {
     app_with_rules(fake, &default_rule()).await
+}
+
+/// `fedbroker check --config <config>` in `dir`, with `--format json` when `json`.
+pub fn check_in(dir: &Path, config: &Path, json: bool) -> CliOutput {
+    let mut args = vec!["check", "--config", config.to_str().expect("UTF-8 path")];
+    if json {
+        args.extend(["--format", "json"]);
+    }
+    run_cli_in(dir, &args, &[])
+}
+
+/// A 400 `invalid_request` "denied by policy" that does not echo `secret`.
+pub fn assert_denied_by_policy(reply: &Reply, secret: &str) {
+    reply.assert_error(400, "invalid_request", secret);
+    assert_eq!(
+        reply.json["error_description"], "denied by policy",
+        "{}",
+        reply.text
+    );
+}
+
+/// `fedbroker explain --config <config> ARGS` in `dir`.
+pub fn explain(dir: &Path, config: &Path, args: &[&str]) -> CliOutput {
+    let mut all = vec!["explain", "--config", config.to_str().expect("UTF-8 path")];
+    all.extend_from_slice(args);
+    run_cli_in(dir, &all, &[])
+}
+
+/// A fake issuer and, in a tempdir, a config file that trusts it as `k8s` with
+/// [`default_rule`] (for the CLI: nothing listens on its port).
+pub fn default_config_file() -> (FakeIssuer, tempfile::TempDir, PathBuf) {
+    let fake = FakeIssuer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = config_with_rules(&fake, &default_rule()).write_to(dir.path());
+    (fake, dir, path)
+}
+
+/// Write `rules/deploy.yaml` in `dir`: `good-rule`, then `bad-rule` whose
+/// `issuer: nobody` (line 8) no issuer defines. Returns the config that trusts `fake`
+/// as `k8s` and reads `./rules/*.yaml`, and the rule file's text.
+pub fn rule_file_with_unknown_issuer(dir: &Path, fake: &FakeIssuer) -> (BrokerConfig, String) {
+    let rules_text = dedent(
+        r#"
+        - name: good-rule
+          match:
+            issuer: k8s
+            subject: a
+            audiences: [t]
+        - name: bad-rule
+          match:
+            issuer: nobody
+            subject: b
+            audiences: [t]
+        "#,
+    );
+    std::fs::create_dir_all(dir.join("rules")).expect("rules dir");
+    std::fs::write(dir.join("rules/deploy.yaml"), &rules_text).expect("rule file");
+    let config = BrokerConfig::new()
+        .issuer(fake.issuer_yaml("k8s"))
+        .top_level("rules_files: [./rules/*.yaml]");
+    (config, rules_text)
+}
+
+/// Two fakes, `k8s` (subjects) and `agents`, and the broker's router in this process with
+/// one rule `name` on [`TARGET`] for the default subject: with `actor_clause`, for any
+/// `agent:*` actor from `agents`; without, with no actor clause at all.
+pub async fn delegation_app(name: &str, actor_clause: bool) -> (FakeIssuer, FakeIssuer, InProcess) {
+    let subjects = FakeIssuer::start();
+    let agents = FakeIssuer::start();
+    let actor = if actor_clause {
+        "actor:\n  issuer: agents\n  subject_pattern: \"agent:*\""
+    } else {
+        ""
+    };
+    let matching = format!("audiences: [{TARGET}]\n{actor}");
+    let config =
+        config_with_rules(&subjects, &subject_rule(name, &matching, "")).issuer(agents.issuer_yaml("agents"));
+    let broker = InProcess::start(&config.render()).await;
+    (subjects, agents, broker)
+}
+
+/// [`default_app`] on a fresh fake, and a fresh default token from the fake.
+pub async fn default_app_and_token() -> (FakeIssuer, InProcess, String) {
+    let fake = FakeIssuer::start();
+    let broker = default_app(&fake).await;
+    let token = fake.mint(serde_json::json!({}));
+    (fake, broker, token)
 }
 
 /// A string claim of a JSON object, or a panic naming it.
@@ -88,7 +222,10 @@ pub fn rule_body(issuer: &str, target: &str) -> Value {
 /// Exchange `copies` copies of `token` for [`TARGET`] at once, in turn through each of
 /// `brokers`: exactly one may succeed; every other answer is a 400 `invalid_request`
 /// that does not echo the token.
-pub async fn assert_one_of_concurrent_copies(brokers: &[Arc<Broker>], token: &str, copies: usize) {
+pub async fn assert_one_of_concurrent_copies<B>(brokers: &[Arc<B>], token: &str, copies: usize)
+where
+    B: std::ops::Deref<Target = Http> + Send + Sync + 'static,
+{
     let token: Arc<str> = Arc::from(token);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..copies {
@@ -109,12 +246,45 @@ pub async fn assert_one_of_concurrent_copies(brokers: &[Arc<Broker>], token: &st
     }
 }
 
+/// `token` exchanges for `target` once at `broker`; the second time is a 400
+/// `invalid_request` (a replay) that does not echo it.
+pub async fn assert_exchanges_once(broker: &Http, token: &str, target: &str) {
+    let first = broker.exchange(token, target).await;
+    assert_eq!(first.status, 200, "first exchange: {}", first.text);
+    broker
+        .exchange_refused(token, target, 400, "invalid_request")
+        .await;
+}
+
+/// Once `broker` answers an exchange of `token` for [`TARGET`] with something other
+/// than 503 (10 s), it is a 400 `invalid_request`: the token is spent there.
+pub async fn assert_spent_at(broker: &Http, token: &str) {
+    let reply = eventually(Duration::from_secs(10), "an answer other than 503", || async {
+        let reply = broker.exchange(token, TARGET).await;
+        (reply.status != 503).then_some(reply)
+    })
+    .await;
+    reply.assert_error(400, "invalid_request", token);
+}
+
 /// The status of an exchange of a fresh default token from `fake` for `target`.
 pub async fn exchange_status(broker: &Http, fake: &FakeIssuer, target: &str) -> u16 {
     broker.exchange(&fake.mint(json!({})), target).await.status
 }
 
 // The admin API, and its state in Redis (the admin and replica tests).
+
+/// A broker whose admin tokens are in `./admin-tokens` beside its config, holding
+/// `tokens_file`.
+pub async fn tokens_file_broker(tokens_file: &str) -> Broker {
+    let config = BrokerConfig::new()
+        .top_level("admin:\n  tokens_file: ./admin-tokens\n")
+        .render();
+    Broker::builder()
+        .file("admin-tokens", tokens_file)
+        .start(&config)
+        .await
+}
 
 /// `admin.tokens` of the brokers that [`admin_send`] talks to.
 pub const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef-shared";
@@ -138,6 +308,64 @@ pub async fn admin_send(
         .await
 }
 
+/// The `replay:` and `admin:` sections of a replica's config: the replay marks and the
+/// admin state in Redis (`redis`: the lines under `replay:` after `backend: redis`, at
+/// column 0), the admin API on the main listener with [`ADMIN_TOKEN`], insecure issuers
+/// allowed, the state authenticated with [`HMAC_KEY`].
+pub fn redis_admin_sections(redis: &str) -> String {
+    format!(
+        "replay:\n  backend: redis\n{}admin:\n  tokens: [\"{ADMIN_TOKEN}\"]\n  \
+         allow_insecure_issuers: true\n  state_hmac_key: {HMAC_KEY}\n",
+        indented(redis, 2)
+    )
+}
+
+/// A PUT of `body` (with [`ADMIN_TOKEN`]) that must answer `status`.
+pub async fn admin_put_expect(broker: &Http, path: &str, body: &Value, status: u16) -> Reply {
+    let reply = admin_send(broker, Method::PUT, path, &[], Some(body)).await;
+    assert_eq!(
+        reply.status,
+        status,
+        "PUT {path}: {reply:?}\n--- broker stderr ---\n{}",
+        broker.stderr()
+    );
+    reply
+}
+
+/// Create rule `name` granting `target` through issuer `fake` as Terraform creates:
+/// `PUT` with `If-None-Match: *`.
+pub async fn create_rule(broker: &Http, name: &str, target: &str) -> Reply {
+    let path = format!("/admin/v1/rules/{name}");
+    let body = rule_body("fake", target);
+    admin_send(broker, Method::PUT, &path, &[("if-none-match", "*")], Some(&body)).await
+}
+
+/// The one `admin_change` audit line of a create of `name`: its `outcome` and a
+/// `reason` that contains `reason`. Returns its change id (32 characters).
+pub fn one_create_audited(broker: &Broker, name: &str, outcome: &str, reason: &str) -> String {
+    let lines = change_lines(broker, "admin_change", name);
+    assert_eq!(lines.len(), 1, "one attempt, one line: {lines:?}");
+    assert_eq!(lines[0]["outcome"], outcome, "{lines:?}");
+    assert_eq!(lines[0]["action"], "create", "{lines:?}");
+    assert!(
+        lines[0]["reason"].as_str().unwrap_or_default().contains(reason),
+        "{lines:?}"
+    );
+    let change_id = lines[0]["change_id"].as_str().expect("change_id").to_owned();
+    assert_eq!(change_id.len(), 32, "{lines:?}");
+    change_id
+}
+
+/// `broker` logged that it reads a write back by its change id (the write's reply was
+/// lost or timed out).
+pub fn assert_read_back_logged(broker: &Broker) {
+    assert!(
+        broker.stderr().contains("reading back whether it applied"),
+        "the write's reply was lost or timed out:\n{}",
+        broker.stderr()
+    );
+}
+
 /// The sorted names of `/admin/v1/{kind}`.
 pub async fn admin_names(broker: &Http, kind: &str) -> Vec<String> {
     let reply = admin_send(broker, Method::GET, &format!("/admin/v1/{kind}"), &[], None).await;
@@ -159,6 +387,27 @@ pub async fn ready_replica(yaml: &str) -> Broker {
     let broker = Broker::start(yaml).await;
     wait_ready(&broker).await;
     broker
+}
+
+/// A `redis-server` on a free port; `None` when the Redis tests are skipped (see
+/// `redis_server::redis_available`).
+pub fn redis_or_skip() -> Option<RedisServer> {
+    redis_available().then(RedisServer::start)
+}
+
+/// A `redis-server`, a fake issuer and two replicas of `config(redis_url)` on it (see
+/// [`ready_replica`]), the fake created through the first as issuer `fake` (201).
+/// `None` when the Redis tests are skipped (see `redis_server::redis_available`).
+pub async fn replicas_on_redis(
+    config: fn(&str) -> String,
+) -> Option<(RedisServer, FakeIssuer, Broker, Broker)> {
+    let redis = redis_or_skip()?;
+    let fake = FakeIssuer::start();
+    let yaml = config(&redis.url());
+    let a = ready_replica(&yaml).await;
+    let b = ready_replica(&yaml).await;
+    admin_put_expect(&a, "/admin/v1/issuers/fake", &issuer_body(&fake), 201).await;
+    Some((redis, fake, a, b))
 }
 
 /// Wait (15 s) until `/readyz` answers 200.

@@ -28,6 +28,13 @@ async fn admin(broker: &Broker, method: reqwest::Method, path: &str, body: Optio
         .await
 }
 
+/// `terraform apply`, whose summary must read `summary` (`"1 added, 0 changed, 0 destroyed"`).
+fn apply_expecting(tf: &Terraform, summary: &str) -> terraform_support::TfOutput {
+    let out = tf.apply();
+    assert!(out.stdout.contains(summary), "{}", out.all());
+    out
+}
+
 fn provider_block(broker: &Broker) -> String {
     terraform_support::provider_block(broker.url())
 }
@@ -66,7 +73,18 @@ resource "fedbroker_rule" "deployer" {{
     claims_json = jsonencode({{ team = "payments", who = "{{sub}}" }})
   }}
 }}
+{data_sources}"#,
+        provider = provider_block(broker),
+        issuer = fake.issuer(),
+        data_sources = data_sources("token_endpoint"),
+    )
+}
 
+/// Both data sources, and outputs `issuer`, `attribute` (of the OpenID configuration)
+/// and `key_ids`.
+fn data_sources(attribute: &str) -> String {
+    format!(
+        r#"
 data "fedbroker_openid_configuration" "broker" {{}}
 
 data "fedbroker_jwks" "broker" {{}}
@@ -75,16 +93,14 @@ output "issuer" {{
   value = data.fedbroker_openid_configuration.broker.issuer
 }}
 
-output "token_endpoint" {{
-  value = data.fedbroker_openid_configuration.broker.token_endpoint
+output "{attribute}" {{
+  value = data.fedbroker_openid_configuration.broker.{attribute}
 }}
 
 output "key_ids" {{
   value = data.fedbroker_jwks.broker.key_ids
 }}
-"#,
-        provider = provider_block(broker),
-        issuer = fake.issuer(),
+"#
     )
 }
 
@@ -119,25 +135,7 @@ resource "fedbroker_rule" "imported" {
 /// Only the two data sources, against `endpoint`.
 fn data_sources_config(endpoint: &str) -> String {
     let provider = terraform_support::provider_block(endpoint);
-    format!(
-        r#"{provider}
-data "fedbroker_openid_configuration" "broker" {{}}
-
-data "fedbroker_jwks" "broker" {{}}
-
-output "issuer" {{
-  value = data.fedbroker_openid_configuration.broker.issuer
-}}
-
-output "jwks_uri" {{
-  value = data.fedbroker_openid_configuration.broker.jwks_uri
-}}
-
-output "key_ids" {{
-  value = data.fedbroker_jwks.broker.key_ids
-}}
-"#
-    )
+    format!("{provider}{}", data_sources("jwks_uri"))
 }
 
 /// The data sources read the broker's metadata and keys whether the provider's
@@ -206,12 +204,7 @@ async fn terraform_manages_issuers_and_rules_through_the_admin_api() {
         &lifecycle_config(&broker, &fake, "ci-deployer", &["target-a"], "10m"),
     );
     tf.init();
-    let out = tf.apply();
-    assert!(
-        out.stdout.contains("2 added, 0 changed, 0 destroyed"),
-        "{}",
-        out.all()
-    );
+    apply_expecting(&tf, "2 added, 0 changed, 0 destroyed");
     let rule = admin(&broker, reqwest::Method::GET, "rules/ci-deployer", None).await;
     assert_eq!(rule.status, 200, "{}", rule.text);
     assert_eq!(rule.json["match"]["issuer"], "k8s");
@@ -248,12 +241,7 @@ async fn terraform_manages_issuers_and_rules_through_the_admin_api() {
         "main.tf",
         &lifecycle_config(&broker, &fake, "ci-deployer", &["target-b"], "5m"),
     );
-    let out = tf.apply();
-    assert!(
-        out.stdout.contains("0 added, 1 changed, 0 destroyed"),
-        "{}",
-        out.all()
-    );
+    apply_expecting(&tf, "0 added, 1 changed, 0 destroyed");
     let reply = broker.exchange(&token_for(&fake), "target-b").await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     assert_eq!(reply.json["expires_in"], 300);
@@ -267,12 +255,7 @@ async fn terraform_manages_issuers_and_rules_through_the_admin_api() {
         "main.tf",
         &lifecycle_config(&broker, &fake, "ci-deployer-v2", &["target-b"], "5m"),
     );
-    let out = tf.apply();
-    assert!(
-        out.stdout.contains("1 added, 0 changed, 1 destroyed"),
-        "{}",
-        out.all()
-    );
+    let out = apply_expecting(&tf, "1 added, 0 changed, 1 destroyed");
     assert!(out.stdout.contains("must be replaced"), "{}", out.all());
     let old = admin(&broker, reqwest::Method::GET, "rules/ci-deployer", None).await;
     assert_eq!(old.status, 404, "{}", old.text);
@@ -299,12 +282,7 @@ async fn terraform_manages_issuers_and_rules_through_the_admin_api() {
         "the plan does not show the drift\n{}",
         out.all()
     );
-    let out = tf.apply();
-    assert!(
-        out.stdout.contains("0 added, 1 changed, 0 destroyed"),
-        "{}",
-        out.all()
-    );
+    apply_expecting(&tf, "0 added, 1 changed, 0 destroyed");
     let restored = admin(&broker, reqwest::Method::GET, "rules/ci-deployer-v2", None).await;
     assert_eq!(restored.json["issue"]["lifetime"], "5m", "{}", restored.text);
     assert_eq!(restored.json["match"]["audiences"], json!(["target-b"]));
@@ -382,15 +360,7 @@ async fn mistakes_are_reported_at_plan_time_and_by_the_broker() {
     let broker = admin_broker().await;
     let tf = Terraform::new().env("FEDBROKER_ADMIN_TOKEN", ADMIN_TOKEN);
     let bad = format!(
-        r#"{provider}
-resource "fedbroker_issuer" "bad" {{
-  name      = "bad"
-  kind      = "githab-actions"
-  issuer    = "http://issuer.example.com"
-  audiences = ["x"]
-  replay    = "twice"
-}}
-
+        r#"{provider}{bad_issuer}
 resource "fedbroker_issuer" "private" {{
   name      = "private"
   issuer    = "https://10.0.0.7/realms/ci"
@@ -415,7 +385,11 @@ resource "fedbroker_rule" "bad" {{
   }}
 }}
 "#,
-        provider = provider_block(&broker)
+        provider = provider_block(&broker),
+        bad_issuer = terraform_support::misspelled_kind_issuer(
+            "http://issuer.example.com",
+            "  replay    = \"twice\"\n"
+        ),
     );
     tf.write("main.tf", &bad);
     tf.init();

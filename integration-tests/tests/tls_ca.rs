@@ -24,13 +24,18 @@ fn rule_for(issuer: &str) -> String {
     )
 }
 
+/// `issuer` as `private`, with its CA in `tls_ca_file` when `trust`, and [`rule_for`] it.
+fn private_issuer_config(issuer: &TlsIssuer, trust: bool) -> BrokerConfig {
+    let ca = issuer.ca_pem();
+    BrokerConfig::new()
+        .issuer(issuer.issuer_yaml("private", trust.then_some(ca.as_path())))
+        .rules(rule_for("private"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_ca_file_trusts_a_private_ca() {
     let issuer = TlsIssuer::start();
-    let config = BrokerConfig::new()
-        .issuer(issuer.issuer_yaml("private", Some(&issuer.ca_pem())))
-        .rules(rule_for("private"));
-    let broker = Broker::start(&config.render()).await;
+    let broker = Broker::start(&private_issuer_config(&issuer, true).render()).await;
 
     let reply = broker.exchange(&issuer.mint(), TARGET).await;
 
@@ -67,9 +72,8 @@ async fn without_tls_ca_file_a_private_ca_is_not_trusted() {
 
     let token = untrusted.mint();
     broker
-        .exchange(&token, TARGET)
-        .await
-        .assert_error(503, "temporarily_unavailable", &token);
+        .exchange_refused(&token, TARGET, 503, "temporarily_unavailable")
+        .await;
 
     let ready = broker.get("/readyz").await;
     let status = &ready.json["issuers"]["private"];
@@ -151,17 +155,12 @@ fn tls_ca_file_must_hold_a_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_without_tls_ca_file_withdraws_the_trust() {
     let issuer = TlsIssuer::start();
-    let with_ca = BrokerConfig::new()
-        .issuer(issuer.issuer_yaml("private", Some(&issuer.ca_pem())))
-        .rules(rule_for("private"));
-    let broker = Broker::start(&with_ca.render()).await;
+    let broker = Broker::start(&private_issuer_config(&issuer, true).render()).await;
     assert_eq!(broker.exchange(&issuer.mint(), TARGET).await.status, 200);
     let generation = |r: &integration_tests::Reply| r.json["rules"]["generation"].as_u64().unwrap_or(0);
     let before = generation(&broker.get("/readyz").await);
 
-    let without = BrokerConfig::new()
-        .issuer(issuer.issuer_yaml("private", None))
-        .rules(rule_for("private"))
+    let without = private_issuer_config(&issuer, false)
         .render()
         .replace("@PORT@", &broker.port().to_string())
         .replace("@DIR@", broker.dir().to_str().expect("utf-8 dir"));
