@@ -293,22 +293,24 @@ mod tests {
         out
     }
 
-    #[test]
-    fn peek_inputs() {
-        let all = inputs("peek");
-        assert!(!all.is_empty());
+    /// Runs `check` (which panics on a broken invariant) on every input of `target`,
+    /// of which there must be some.
+    fn check_all(target: &str, check: fn(&[u8])) {
+        let all = inputs(target);
+        assert!(!all.is_empty(), "no inputs for {target}");
         for (_, data) in all {
-            check_peek(&data);
+            check(&data);
         }
     }
 
     #[test]
+    fn peek_inputs() {
+        check_all("peek", check_peek);
+    }
+
+    #[test]
     fn jwks_inputs() {
-        let all = inputs("jwks");
-        assert!(!all.is_empty());
-        for (_, data) in all {
-            check_jwks(&data);
-        }
+        check_all("jwks", check_jwks);
     }
 
     /// Seeds named `ok-*` must verify, so the signing mode and the fixtures
@@ -326,20 +328,12 @@ mod tests {
 
     #[test]
     fn token_form_inputs() {
-        let all = inputs("token_form");
-        assert!(!all.is_empty());
-        for (_, data) in all {
-            check_token_form(&data);
-        }
+        check_all("token_form", check_token_form);
     }
 
     #[test]
     fn rules_inputs() {
-        let all = inputs("rules");
-        assert!(!all.is_empty());
-        for (_, data) in all {
-            check_rules(&data);
-        }
+        check_all("rules", check_rules);
     }
 
     #[test]

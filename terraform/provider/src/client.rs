@@ -28,7 +28,7 @@ impl Kind {
             Kind::Rules => "rules",
         }
     }
-    fn singular(self) -> &'static str {
+    pub(crate) fn singular(self) -> &'static str {
         match self {
             Kind::Issuers => "issuer",
             Kind::Rules => "rule",

@@ -1,9 +1,11 @@
 //! `fedbroker_openid_configuration` and `fedbroker_jwks`: the broker's public documents
 //! (`/.well-known/openid-configuration`, `/jwks.json`), fetched without the admin token.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use tf_provider::schema::{AttributeConstraint, AttributeType, Block, Description, Schema};
@@ -35,15 +37,69 @@ fn base(diags: &mut Diagnostics, client: &Client, url: &Str) -> Option<(reqwest:
     }
 }
 
-fn fetch_error(diags: &mut Diagnostics, what: &str, e: ApiError) {
-    match e {
-        ApiError::Transport(t) => diags.root_error(format!("fetching {what}"), t),
-        ApiError::Status {
-            status, description, ..
-        } => diags.root_error(
-            format!("fetching {what}: the broker answered {status}"),
-            description,
-        ),
+/// A public document of the broker, and the state of the data source that reads it.
+pub trait Document: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// Where it is served, under the broker's URL.
+    const PATH: &'static [&'static str];
+    /// What it is, in errors: "the broker's jwks.json".
+    const WHAT: &'static str;
+    /// The data source's schema.
+    const SCHEMA: fn() -> Schema;
+
+    /// The `url` attribute: the broker's URL, if the configuration sets one.
+    fn url(&self) -> &Str;
+    /// The state for the document `doc` read under `url`.
+    fn from_document(url: String, doc: &Json) -> Self;
+}
+
+/// The data source that reads the document `T`.
+pub struct DocumentDataSource<T> {
+    shared: Arc<Shared>,
+    document: PhantomData<fn() -> T>,
+}
+
+impl<T> DocumentDataSource<T> {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        DocumentDataSource {
+            shared,
+            document: PhantomData,
+        }
+    }
+}
+
+#[async_trait]
+impl<T: Document> DataSource for DocumentDataSource<T> {
+    type State<'a> = T;
+    type ProviderMetaState<'a> = ValueEmpty;
+
+    fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
+        Some((T::SCHEMA)())
+    }
+
+    async fn read<'a>(
+        &self,
+        diags: &mut Diagnostics,
+        config: Self::State<'a>,
+        _meta: Self::ProviderMetaState<'a>,
+    ) -> Option<Self::State<'a>> {
+        let client = self.shared.client(diags)?;
+        let (base, url) = base(diags, &client, config.url())?;
+        match client.get_public(&base, T::PATH).await {
+            Ok((_, doc)) => Some(T::from_document(url, &doc)),
+            Err(ApiError::Transport(t)) => {
+                diags.root_error(format!("fetching {}", T::WHAT), t);
+                None
+            }
+            Err(ApiError::Status {
+                status, description, ..
+            }) => {
+                diags.root_error(
+                    format!("fetching {}: the broker answered {status}", T::WHAT),
+                    description,
+                );
+                None
+            }
+        }
     }
 }
 
@@ -95,109 +151,71 @@ pub struct OpenIdConfigurationState {
     pub json: Str,
 }
 
-pub struct OpenIdConfigurationDataSource {
-    pub shared: Arc<Shared>,
-}
+pub type OpenIdConfigurationDataSource = DocumentDataSource<OpenIdConfigurationState>;
 
-#[async_trait]
-impl DataSource for OpenIdConfigurationDataSource {
-    type State<'a> = OpenIdConfigurationState;
-    type ProviderMetaState<'a> = ValueEmpty;
+impl Document for OpenIdConfigurationState {
+    const PATH: &'static [&'static str] = &[".well-known", "openid-configuration"];
+    const WHAT: &'static str = "the broker's openid-configuration";
+    const SCHEMA: fn() -> Schema = openid_configuration_schema;
 
-    fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
-        use AttributeConstraint::Computed;
-        let s = AttributeType::String;
-        Some(Schema {
-            version: 1,
-            block: Block {
-                version: 1,
-                description: Description::markdown(
-                    "The broker's OpenID Provider metadata (`GET {url}/.well-known/openid-configuration`): what a cloud's OIDC trust is set up from.",
-                ),
-                attributes: attributes([
-                    url_attribute("the discovery document"),
-                    (
-                        "issuer",
-                        attribute(
-                            s.clone(),
-                            Computed,
-                            "`iss` of issued tokens: the URL a cloud trusts.",
-                        ),
-                    ),
-                    (
-                        "jwks_uri",
-                        attribute(s.clone(), Computed, "Where the signing keys are published."),
-                    ),
-                    (
-                        "token_endpoint",
-                        attribute(s.clone(), Computed, "The RFC 8693 token endpoint."),
-                    ),
-                    (
-                        "grant_types_supported",
-                        attribute(string_list_type(), Computed, ""),
-                    ),
-                    (
-                        "response_types_supported",
-                        attribute(string_list_type(), Computed, ""),
-                    ),
-                    (
-                        "subject_types_supported",
-                        attribute(string_list_type(), Computed, ""),
-                    ),
-                    (
-                        "id_token_signing_alg_values_supported",
-                        attribute(
-                            string_list_type(),
-                            Computed,
-                            "The algorithms issued tokens are signed with.",
-                        ),
-                    ),
-                    (
-                        "token_endpoint_auth_methods_supported",
-                        attribute(string_list_type(), Computed, ""),
-                    ),
-                    ("claims_supported", attribute(string_list_type(), Computed, "")),
-                    (
-                        "json",
-                        attribute(s, Computed, "The whole document, as JSON text."),
-                    ),
-                ]),
-                ..Default::default()
-            },
-        })
+    fn url(&self) -> &Str {
+        &self.url
     }
 
-    async fn read<'a>(
-        &self,
-        diags: &mut Diagnostics,
-        config: Self::State<'a>,
-        _meta: Self::ProviderMetaState<'a>,
-    ) -> Option<Self::State<'a>> {
-        let client = self.shared.client(diags)?;
-        let (base, url) = base(diags, &client, &config.url)?;
-        let doc = match client
-            .get_public(&base, &[".well-known", "openid-configuration"])
-            .await
-        {
-            Ok((_, doc)) => doc,
-            Err(e) => {
-                fetch_error(diags, "the broker's openid-configuration", e);
-                return None;
-            }
-        };
-        Some(OpenIdConfigurationState {
+    fn from_document(url: String, doc: &Json) -> Self {
+        OpenIdConfigurationState {
             url: Value::Value(url),
-            issuer: text(&doc, "issuer"),
-            jwks_uri: text(&doc, "jwks_uri"),
-            token_endpoint: text(&doc, "token_endpoint"),
-            grant_types_supported: strings(&doc, "grant_types_supported"),
-            response_types_supported: strings(&doc, "response_types_supported"),
-            subject_types_supported: strings(&doc, "subject_types_supported"),
-            id_token_signing_alg_values_supported: strings(&doc, "id_token_signing_alg_values_supported"),
-            token_endpoint_auth_methods_supported: strings(&doc, "token_endpoint_auth_methods_supported"),
-            claims_supported: strings(&doc, "claims_supported"),
-            json: Value::Value(jsonencode(&doc)),
-        })
+            issuer: text(doc, "issuer"),
+            jwks_uri: text(doc, "jwks_uri"),
+            token_endpoint: text(doc, "token_endpoint"),
+            grant_types_supported: strings(doc, "grant_types_supported"),
+            response_types_supported: strings(doc, "response_types_supported"),
+            subject_types_supported: strings(doc, "subject_types_supported"),
+            id_token_signing_alg_values_supported: strings(doc, "id_token_signing_alg_values_supported"),
+            token_endpoint_auth_methods_supported: strings(doc, "token_endpoint_auth_methods_supported"),
+            claims_supported: strings(doc, "claims_supported"),
+            json: Value::Value(jsonencode(doc)),
+        }
+    }
+}
+
+fn openid_configuration_schema() -> Schema {
+    use AttributeConstraint::Computed;
+    let s = AttributeType::String;
+    let string_attributes = [
+        ("issuer", "`iss` of issued tokens: the URL a cloud trusts."),
+        ("jwks_uri", "Where the signing keys are published."),
+        ("token_endpoint", "The RFC 8693 token endpoint."),
+        ("json", "The whole document, as JSON text."),
+    ];
+    let list_attributes = [
+        ("grant_types_supported", ""),
+        ("response_types_supported", ""),
+        ("subject_types_supported", ""),
+        (
+            "id_token_signing_alg_values_supported",
+            "The algorithms issued tokens are signed with.",
+        ),
+        ("token_endpoint_auth_methods_supported", ""),
+        ("claims_supported", ""),
+    ];
+    Schema {
+        version: 1,
+        block: Block {
+            version: 1,
+            description: Description::markdown(
+                "The broker's OpenID Provider metadata (`GET {url}/.well-known/openid-configuration`): what a cloud's OIDC trust is set up from.",
+            ),
+            attributes: [url_attribute("the discovery document")]
+                .into_iter()
+                .chain(string_attributes.map(|(name, doc)| (name, attribute(s.clone(), Computed, doc))))
+                .chain(
+                    list_attributes.map(|(name, doc)| (name, attribute(string_list_type(), Computed, doc))),
+                )
+                .map(|(name, attribute)| (name.to_owned(), attribute))
+                .collect(),
+            ..Default::default()
+        },
     }
 }
 
@@ -223,69 +241,18 @@ pub struct JwksState {
     pub keys: Value<Vec<Value<JwkState>>>,
 }
 
-pub struct JwksDataSource {
-    pub shared: Arc<Shared>,
-}
+pub type JwksDataSource = DocumentDataSource<JwksState>;
 
-#[async_trait]
-impl DataSource for JwksDataSource {
-    type State<'a> = JwksState;
-    type ProviderMetaState<'a> = ValueEmpty;
+impl Document for JwksState {
+    const PATH: &'static [&'static str] = &["jwks.json"];
+    const WHAT: &'static str = "the broker's jwks.json";
+    const SCHEMA: fn() -> Schema = jwks_schema;
 
-    fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
-        use AttributeConstraint::Computed;
-        let s = AttributeType::String;
-        // A list of objects (not nested attributes: tf-provider 0.2 sends those with a
-        // `type` as well, which Terraform refuses).
-        let key = AttributeType::Object(
-            ["kid", "kty", "alg", "use", "crv", "n", "e", "x", "y"]
-                .into_iter()
-                .map(|k| (k.to_owned(), AttributeType::String))
-                .collect(),
-        );
-        Some(Schema {
-            version: 1,
-            block: Block {
-                version: 1,
-                description: Description::markdown(
-                    "The broker's public signing keys (`GET {url}/jwks.json`).",
-                ),
-                attributes: attributes([
-                    url_attribute("the key set"),
-                    ("json", attribute(s, Computed, "The JWKS document, as JSON text.")),
-                    (
-                        "key_ids",
-                        attribute(string_list_type(), Computed, "The `kid` of every key."),
-                    ),
-                    (
-                        "keys",
-                        attribute(
-                            AttributeType::List(Box::new(key)),
-                            Computed,
-                            "The public keys: `kid`, `kty`, `alg`, `use`, `crv`, `n`, `e`, `x`, `y` (null where a key has none).",
-                        ),
-                    ),
-                ]),
-                ..Default::default()
-            },
-        })
+    fn url(&self) -> &Str {
+        &self.url
     }
 
-    async fn read<'a>(
-        &self,
-        diags: &mut Diagnostics,
-        config: Self::State<'a>,
-        _meta: Self::ProviderMetaState<'a>,
-    ) -> Option<Self::State<'a>> {
-        let client = self.shared.client(diags)?;
-        let (base, url) = base(diags, &client, &config.url)?;
-        let doc = match client.get_public(&base, &["jwks.json"]).await {
-            Ok((_, doc)) => doc,
-            Err(e) => {
-                fetch_error(diags, "the broker's jwks.json", e);
-                return None;
-            }
-        };
+    fn from_document(url: String, doc: &Json) -> Self {
         let keys: Vec<Json> = doc
             .get("keys")
             .and_then(Json::as_array)
@@ -295,9 +262,9 @@ impl DataSource for JwksDataSource {
             .iter()
             .filter_map(|k| k.get("kid").and_then(Json::as_str).map(str::to_owned))
             .collect::<Vec<_>>();
-        Some(JwksState {
+        JwksState {
             url: Value::Value(url),
-            json: Value::Value(jsonencode(&doc)),
+            json: Value::Value(jsonencode(doc)),
             key_ids: Value::Value(key_ids.into_iter().map(Value::Value).collect()),
             keys: Value::Value(
                 keys.iter()
@@ -316,6 +283,43 @@ impl DataSource for JwksDataSource {
                     })
                     .collect(),
             ),
-        })
+        }
+    }
+}
+
+fn jwks_schema() -> Schema {
+    use AttributeConstraint::Computed;
+    let s = AttributeType::String;
+    // A list of objects (not nested attributes: tf-provider 0.2 sends those with a
+    // `type` as well, which Terraform refuses).
+    let key = AttributeType::Object(
+        ["kid", "kty", "alg", "use", "crv", "n", "e", "x", "y"]
+            .into_iter()
+            .map(|k| (k.to_owned(), AttributeType::String))
+            .collect(),
+    );
+    Schema {
+        version: 1,
+        block: Block {
+            version: 1,
+            description: Description::markdown("The broker's public signing keys (`GET {url}/jwks.json`)."),
+            attributes: attributes([
+                url_attribute("the key set"),
+                ("json", attribute(s, Computed, "The JWKS document, as JSON text.")),
+                (
+                    "key_ids",
+                    attribute(string_list_type(), Computed, "The `kid` of every key."),
+                ),
+                (
+                    "keys",
+                    attribute(
+                        AttributeType::List(Box::new(key)),
+                        Computed,
+                        "The public keys: `kid`, `kty`, `alg`, `use`, `crv`, `n`, `e`, `x`, `y` (null where a key has none).",
+                    ),
+                ),
+            ]),
+            ..Default::default()
+        },
     }
 }

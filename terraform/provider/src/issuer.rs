@@ -1,18 +1,15 @@
 //! `fedbroker_issuer`: one trusted token issuer, with the YAML's field names. The static
 //! key set `jwks` is JSON, so it is the string attribute `jwks_json`.
 
-use std::sync::Arc;
-
-use async_trait::async_trait;
 use issuer_schema::RawIssuer;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 use tf_provider::schema::{AttributeConstraint, AttributeType, Block, Description, Schema};
-use tf_provider::value::{Value, ValueEmpty};
-use tf_provider::{AttributePath, Diagnostics, Resource};
+use tf_provider::value::Value;
+use tf_provider::{AttributePath, Diagnostics};
 
-use crate::client::{Kind, Precondition, report};
-use crate::provider::Shared;
+use crate::client::Kind;
+use crate::item::{Item, ItemResource, NotReady, report_invalid};
 use crate::values::*;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -109,30 +106,30 @@ impl IssuerState {
 }
 
 /// The broker's JSON for this state (the YAML schema), or why it cannot be made yet.
-/// `Err(Ok(problems))`: invalid; `Err(Err(Unknown))`: not known yet.
-pub fn to_json(state: &IssuerState) -> Result<Json, Result<Vec<(AttributePath, String)>, Unknown>> {
+/// Fails with the problems found or while a value is not known yet.
+pub fn to_json(state: &IssuerState) -> Result<Json, NotReady> {
     let mut problems = Vec::new();
     let mut out = Map::new();
     out.insert(
         "name".into(),
-        Json::String(known(&state.name).map_err(Err)?.unwrap_or_default()),
+        Json::String(known(&state.name)?.unwrap_or_default()),
     );
     for field in STRING_FIELDS {
-        if let Some(v) = known(state.string(field)).map_err(Err)? {
+        if let Some(v) = known(state.string(field))? {
             out.insert((*field).into(), Json::String(v));
         }
     }
     for field in LIST_FIELDS {
-        if let Some(v) = string_list(state.list(field)).map_err(Err)? {
+        if let Some(v) = string_list(state.list(field))? {
             out.insert((*field).into(), v.into_iter().map(Json::String).collect());
         }
     }
     for field in BOOL_FIELDS {
-        if known(state.boolean(field)).map_err(Err)? == Some(true) {
+        if known(state.boolean(field))? == Some(true) {
             out.insert((*field).into(), Json::Bool(true));
         }
     }
-    if let Some(text) = known(&state.jwks_json).map_err(Err)? {
+    if let Some(text) = known(&state.jwks_json)? {
         match parse_json_object(&text) {
             Ok(map) => {
                 out.insert("jwks".into(), Json::Object(map));
@@ -143,7 +140,7 @@ pub fn to_json(state: &IssuerState) -> Result<Json, Result<Vec<(AttributePath, S
     if problems.is_empty() {
         Ok(Json::Object(out))
     } else {
-        Err(Ok(problems))
+        Err(NotReady::Invalid(problems))
     }
 }
 
@@ -238,9 +235,7 @@ pub fn check(diags: &mut Diagnostics, state: &IssuerState) -> bool {
         Err(Unknown) => return true,
     };
     let valid = problems.is_empty();
-    for (path, message) in problems {
-        diags.error("Invalid fedbroker issuer", message, path);
-    }
+    report_invalid::<IssuerState>(diags, problems);
     valid
 }
 
@@ -249,8 +244,8 @@ pub fn check(diags: &mut Diagnostics, state: &IssuerState) -> bool {
 pub fn plan_problems(state: &IssuerState) -> Result<Vec<(AttributePath, String)>, Unknown> {
     let json = match to_json(state) {
         Ok(json) => json,
-        Err(Err(Unknown)) => return Err(Unknown),
-        Err(Ok(problems)) => return Ok(problems),
+        Err(NotReady::Unknown) => return Err(Unknown),
+        Err(NotReady::Invalid(problems)) => return Ok(problems),
     };
     let raw: RawIssuer = match serde_json::from_value(json) {
         Ok(raw) => raw,
@@ -273,224 +268,48 @@ fn attribute_name(field: &str) -> &str {
     if field == "jwks" { "jwks_json" } else { field }
 }
 
-fn fill_computed(state: &mut IssuerState) {
-    state.id = match &state.name {
-        Value::Value(n) => Value::Value(n.clone()),
-        _ => Value::Unknown,
-    };
-    for b in [&mut state.allow_access_tokens, &mut state.danger_allow_insecure] {
-        if b.is_null() {
-            *b = Value::Value(false);
-        }
+pub type IssuerResource = ItemResource<IssuerState>;
+
+impl Item for IssuerState {
+    const KIND: Kind = Kind::Issuers;
+    const IMPORT_DETAIL: &'static str = "Only issuers made through the admin API can be imported; issuers from the broker's configuration file are not managed by Terraform.";
+
+    const SCHEMA: fn() -> Schema = issuer_schema;
+    const PATH_OF: fn(&str) -> AttributePath = path_of;
+    const CHECK: fn(&mut Diagnostics, &Self) -> bool = check;
+
+    fn name(&self) -> &Str {
+        &self.name
     }
-}
-
-pub struct IssuerResource {
-    pub shared: Arc<Shared>,
-}
-
-fn name_of(diags: &mut Diagnostics, state: &IssuerState) -> Option<String> {
-    match &state.name {
-        Value::Value(n) => Some(n.clone()),
-        _ => {
-            diags.error_short("the issuer's name is not known", AttributePath::new("name"));
-            None
-        }
-    }
-}
-
-fn body_of(diags: &mut Diagnostics, state: &IssuerState) -> Option<Json> {
-    match to_json(state) {
-        Ok(json) => Some(json),
-        Err(Err(Unknown)) => {
-            diags.root_error_short("the issuer still has unknown values at apply time");
-            None
-        }
-        Err(Ok(problems)) => {
-            for (path, message) in problems {
-                diags.error("Invalid fedbroker issuer", message, path);
+    fn fill_computed(&mut self) {
+        self.id = match &self.name {
+            Value::Value(n) => Value::Value(n.clone()),
+            _ => Value::Unknown,
+        };
+        for b in [&mut self.allow_access_tokens, &mut self.danger_allow_insecure] {
+            if b.is_null() {
+                *b = Value::Value(false);
             }
-            None
         }
     }
-}
-
-#[async_trait]
-impl Resource for IssuerResource {
-    type State<'a> = IssuerState;
-    type PrivateState<'a> = PrivateState;
-    type ProviderMetaState<'a> = ValueEmpty;
-
-    fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
-        Some(issuer_schema())
+    fn body(&self) -> Result<Json, NotReady> {
+        to_json(self)
     }
-
-    async fn validate<'a>(&self, diags: &mut Diagnostics, config: Self::State<'a>) -> Option<()> {
-        check(diags, &config);
-        Some(())
+    fn from_item(item: &Json) -> Result<Self, String> {
+        Ok(from_json(item))
     }
-
-    async fn read<'a>(
-        &self,
-        diags: &mut Diagnostics,
-        state: Self::State<'a>,
-        private_state: Self::PrivateState<'a>,
-        _meta: Self::ProviderMetaState<'a>,
-    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        // `None` would tell Terraform the item is gone: never say so without asking.
-        let Some(client) = self.shared.client(diags) else {
-            return Some((state, private_state));
-        };
-        let Some(name) = name_of(diags, &state) else {
-            return Some((state, private_state));
-        };
-        let item = match client.get(Kind::Issuers, &name).await {
-            Ok(Some(item)) => item,
-            Ok(None) => return None,
-            Err(e) => {
-                report(diags, &client, Kind::Issuers, &name, "reading", e, &path_of);
-                return Some((state, private_state));
-            }
-        };
-        let private = private_with(item.etag);
-        if to_json(&state).is_ok_and(|prior| normalize(&prior) == normalize(&item.value)) {
-            return Some((state, private));
+    fn refresh(prior: &Self, item: &Json) -> Result<Option<Self>, String> {
+        if to_json(prior).is_ok_and(|prior| normalize(&prior) == normalize(item)) {
+            return Ok(None);
         }
-        let mut fresh = from_json(&item.value);
+        let mut fresh = from_json(item);
         // Keep jwks_json as written when it still means the same key set.
-        if let (Value::Value(p), Value::Value(f)) = (&state.jwks_json, &fresh.jwks_json)
+        if let (Value::Value(p), Value::Value(f)) = (&prior.jwks_json, &fresh.jwks_json)
             && serde_json::from_str::<Json>(p).ok() == serde_json::from_str::<Json>(f).ok()
         {
-            fresh.jwks_json = state.jwks_json.clone();
+            fresh.jwks_json = prior.jwks_json.clone();
         }
-        Some((fresh, private))
-    }
-
-    async fn plan_create<'a>(
-        &self,
-        diags: &mut Diagnostics,
-        proposed_state: Self::State<'a>,
-        _config_state: Self::State<'a>,
-        _meta: Self::ProviderMetaState<'a>,
-    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        let mut planned = proposed_state;
-        fill_computed(&mut planned);
-        check(diags, &planned);
-        Some((planned, Value::Null))
-    }
-
-    async fn plan_update<'a>(
-        &self,
-        diags: &mut Diagnostics,
-        prior_state: Self::State<'a>,
-        proposed_state: Self::State<'a>,
-        _config_state: Self::State<'a>,
-        prior_private_state: Self::PrivateState<'a>,
-        _meta: Self::ProviderMetaState<'a>,
-    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>, Vec<AttributePath>)> {
-        let mut planned = proposed_state;
-        let mut replace = Vec::new();
-        if planned.name != prior_state.name {
-            replace.push(AttributePath::new("name"));
-        }
-        fill_computed(&mut planned);
-        check(diags, &planned);
-        Some((planned, prior_private_state, replace))
-    }
-
-    async fn plan_destroy<'a>(
-        &self,
-        _diags: &mut Diagnostics,
-        _prior_state: Self::State<'a>,
-        prior_private_state: Self::PrivateState<'a>,
-        _meta: Self::ProviderMetaState<'a>,
-    ) -> Option<Self::PrivateState<'a>> {
-        Some(prior_private_state)
-    }
-
-    async fn create<'a>(
-        &self,
-        diags: &mut Diagnostics,
-        planned_state: Self::State<'a>,
-        _config_state: Self::State<'a>,
-        _planned_private_state: Self::PrivateState<'a>,
-        _meta: Self::ProviderMetaState<'a>,
-    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        let client = self.shared.client(diags)?;
-        let name = name_of(diags, &planned_state)?;
-        let body = body_of(diags, &planned_state)?;
-        match client
-            .put(Kind::Issuers, &name, &body, &Precondition::Absent)
-            .await
-        {
-            Ok(item) => Some((planned_state, private_with(item.etag))),
-            Err(e) => {
-                report(diags, &client, Kind::Issuers, &name, "creating", e, &path_of);
-                None
-            }
-        }
-    }
-
-    async fn update<'a>(
-        &self,
-        diags: &mut Diagnostics,
-        _prior_state: Self::State<'a>,
-        planned_state: Self::State<'a>,
-        _config_state: Self::State<'a>,
-        planned_private_state: Self::PrivateState<'a>,
-        _meta: Self::ProviderMetaState<'a>,
-    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        let client = self.shared.client(diags)?;
-        let name = name_of(diags, &planned_state)?;
-        let body = body_of(diags, &planned_state)?;
-        let precondition = etag_of(&planned_private_state).map_or(Precondition::None, Precondition::Matches);
-        match client.put(Kind::Issuers, &name, &body, &precondition).await {
-            Ok(item) => Some((planned_state, private_with(item.etag))),
-            Err(e) => {
-                report(diags, &client, Kind::Issuers, &name, "updating", e, &path_of);
-                None
-            }
-        }
-    }
-
-    async fn destroy<'a>(
-        &self,
-        diags: &mut Diagnostics,
-        prior_state: Self::State<'a>,
-        _planned_private_state: Self::PrivateState<'a>,
-        _meta: Self::ProviderMetaState<'a>,
-    ) -> Option<()> {
-        let client = self.shared.client(diags)?;
-        let name = name_of(diags, &prior_state)?;
-        match client.delete(Kind::Issuers, &name).await {
-            Ok(_) => Some(()),
-            Err(e) => {
-                report(diags, &client, Kind::Issuers, &name, "deleting", e, &path_of);
-                None
-            }
-        }
-    }
-
-    async fn import<'a>(
-        &self,
-        diags: &mut Diagnostics,
-        id: String,
-    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        let client = self.shared.client(diags)?;
-        match client.get(Kind::Issuers, &id).await {
-            Ok(Some(item)) => Some((from_json(&item.value), private_with(item.etag))),
-            Ok(None) => {
-                diags.root_error(
-                    format!("importing issuer `{id}`: the broker has no such issuer"),
-                    "Only issuers made through the admin API can be imported; issuers from the broker's configuration file are not managed by Terraform.",
-                );
-                None
-            }
-            Err(e) => {
-                report(diags, &client, Kind::Issuers, &id, "importing", e, &path_of);
-                None
-            }
-        }
+        Ok(Some(fresh))
     }
 }
 

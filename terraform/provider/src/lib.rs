@@ -12,6 +12,7 @@ pub mod client;
 pub mod data_sources;
 pub mod error;
 pub mod issuer;
+pub mod item;
 pub mod provider;
 pub mod rule;
 pub mod values;

@@ -56,12 +56,32 @@ pub struct FedbrokerProvider {
     shared: Arc<Shared>,
 }
 
-/// The configured value, else the environment's; `Err` while unknown.
-fn setting(value: &Str, env: &str) -> Result<Option<String>, ()> {
+/// The errors (summary, detail) while a setting is not known yet.
+const UNKNOWN_ENDPOINT: (&str, &str) = (
+    "The broker's endpoint is not known yet",
+    "The fedbroker provider needs `endpoint` when Terraform plans; it cannot come from a resource created in the same run.",
+);
+const UNKNOWN_TOKEN: (&str, &str) = (
+    "The admin token is not known yet",
+    "The fedbroker provider needs `token` when Terraform plans.",
+);
+
+/// The configured value, else the environment's. While it is unknown: `None`, with the
+/// error `unknown` (summary, detail) reported at `attribute`.
+fn setting(
+    diags: &mut Diagnostics,
+    value: &Str,
+    env: &str,
+    attribute: &'static str,
+    unknown: (&'static str, &'static str),
+) -> Option<Option<String>> {
     match value {
-        Value::Value(v) => Ok(Some(v.clone())),
-        Value::Null => Ok(std::env::var(env).ok().filter(|v| !v.is_empty())),
-        Value::Unknown => Err(()),
+        Value::Value(v) => Some(Some(v.clone())),
+        Value::Null => Some(std::env::var(env).ok().filter(|v| !v.is_empty())),
+        Value::Unknown => {
+            diags.error(unknown.0, unknown.1, AttributePath::new(attribute));
+            None
+        }
     }
 }
 
@@ -116,20 +136,16 @@ impl Provider for FedbrokerProvider {
         _terraform_version: String,
         config: Self::Config<'a>,
     ) -> Option<()> {
-        let Ok(endpoint) = setting(&config.endpoint, ENDPOINT_ENV) else {
-            diags.error(
-                "The broker's endpoint is not known yet",
-                "The fedbroker provider needs `endpoint` when Terraform plans; it cannot come from a resource created in the same run.",
-                AttributePath::new("endpoint"),
-            );
+        let Some(endpoint) = setting(
+            diags,
+            &config.endpoint,
+            ENDPOINT_ENV,
+            "endpoint",
+            UNKNOWN_ENDPOINT,
+        ) else {
             return Some(());
         };
-        let Ok(token) = setting(&config.token, TOKEN_ENV) else {
-            diags.error(
-                "The admin token is not known yet",
-                "The fedbroker provider needs `token` when Terraform plans.",
-                AttributePath::new("token"),
-            );
+        let Some(token) = setting(diags, &config.token, TOKEN_ENV, "token", UNKNOWN_TOKEN) else {
             return Some(());
         };
         let Some(endpoint) = endpoint else {
@@ -148,39 +164,25 @@ impl Provider for FedbrokerProvider {
     }
 
     fn get_resources(&self, _diags: &mut Diagnostics) -> Option<HashMap<String, Box<dyn DynamicResource>>> {
-        let mut out: HashMap<String, Box<dyn DynamicResource>> = HashMap::new();
-        out.insert(
-            "issuer".into(),
-            Box::new(IssuerResource {
-                shared: self.shared.clone(),
-            }),
-        );
-        out.insert(
-            "rule".into(),
-            Box::new(RuleResource {
-                shared: self.shared.clone(),
-            }),
-        );
-        Some(out)
+        Some(HashMap::from([
+            (
+                "issuer".to_owned(),
+                IssuerResource::new(self.shared.clone()).into(),
+            ),
+            ("rule".to_owned(), RuleResource::new(self.shared.clone()).into()),
+        ]))
     }
 
     fn get_data_sources(
         &self,
         _diags: &mut Diagnostics,
     ) -> Option<HashMap<String, Box<dyn DynamicDataSource>>> {
-        let mut out: HashMap<String, Box<dyn DynamicDataSource>> = HashMap::new();
-        out.insert(
-            "openid_configuration".into(),
-            Box::new(OpenIdConfigurationDataSource {
-                shared: self.shared.clone(),
-            }),
-        );
-        out.insert(
-            "jwks".into(),
-            Box::new(JwksDataSource {
-                shared: self.shared.clone(),
-            }),
-        );
-        Some(out)
+        Some(HashMap::from([
+            (
+                "openid_configuration".to_owned(),
+                OpenIdConfigurationDataSource::new(self.shared.clone()).into(),
+            ),
+            ("jwks".to_owned(), JwksDataSource::new(self.shared.clone()).into()),
+        ]))
     }
 }

@@ -11,18 +11,16 @@
 //! broker's issuers) and no lifetime cap; the broker checks those on apply.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use async_trait::async_trait;
 use federation_rules::{ClaimValues, CompileContext, Effect, RawActor, RawIssue, RawMatch, RawRule, RuleSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use tf_provider::schema::{AttributeConstraint, AttributeType, Block, NestedBlock, Schema};
-use tf_provider::value::{Value, ValueEmpty};
-use tf_provider::{AttributePath, Diagnostics, Resource};
+use tf_provider::value::Value;
+use tf_provider::{AttributePath, Diagnostics};
 
-use crate::client::{Kind, Precondition, report};
-use crate::provider::Shared;
+use crate::client::Kind;
+use crate::item::{Item, ItemResource, NotReady, report_invalid};
 use crate::values::*;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -82,15 +80,6 @@ pub fn path_of(field: &str) -> AttributePath {
     attribute_path(field, BLOCKS, JSON_ATTRIBUTES)
 }
 
-/// Why a state cannot become a rule yet.
-#[derive(Debug)]
-pub enum NotARule {
-    /// Terraform does not know some value yet.
-    Unknown,
-    /// Problems the provider finds before the rule compiler: (path, message).
-    Invalid(Vec<(AttributePath, String)>),
-}
-
 /// A rule, with the problems found while converting it (a malformed `claims_json`, both
 /// `subject` and `subject_expr`): the rule is still compiled so that every problem is
 /// reported at once.
@@ -98,12 +87,6 @@ pub enum NotARule {
 pub struct Converted {
     pub raw: RawRule,
     pub problems: Vec<(AttributePath, String)>,
-}
-
-impl From<Unknown> for NotARule {
-    fn from(_: Unknown) -> Self {
-        NotARule::Unknown
-    }
 }
 
 fn claim_values(map: Option<BTreeMap<String, Vec<String>>>) -> BTreeMap<String, ClaimValues> {
@@ -114,17 +97,17 @@ fn claim_values(map: Option<BTreeMap<String, Vec<String>>>) -> BTreeMap<String, 
 }
 
 /// The rule a (config, plan or state) value describes, if it has no problem.
-pub fn to_raw(state: &RuleState) -> Result<RawRule, NotARule> {
+pub fn to_raw(state: &RuleState) -> Result<RawRule, NotReady> {
     let converted = convert(state)?;
     if converted.problems.is_empty() {
         Ok(converted.raw)
     } else {
-        Err(NotARule::Invalid(converted.problems))
+        Err(NotReady::Invalid(converted.problems))
     }
 }
 
 /// The rule a (config, plan or state) value describes, and its problems.
-pub fn convert(state: &RuleState) -> Result<Converted, NotARule> {
+pub fn convert(state: &RuleState) -> Result<Converted, NotReady> {
     let mut problems = Vec::new();
     let name = known(&state.name)?.unwrap_or_default();
     let effect = match known(&state.effect)?.as_deref() {
@@ -140,7 +123,7 @@ pub fn convert(state: &RuleState) -> Result<Converted, NotARule> {
     };
     let description = known(&state.description)?;
     let Some(m) = known(&state.matcher)? else {
-        return Err(NotARule::Invalid(vec![(
+        return Err(NotReady::Invalid(vec![(
             AttributePath::new("match"),
             "a `match` block is required".into(),
         )]));
@@ -285,18 +268,14 @@ pub fn canonical(raw: &RawRule) -> Json {
 pub fn check(diags: &mut Diagnostics, state: &RuleState) -> bool {
     let Converted { raw, problems } = match convert(state) {
         Ok(converted) => converted,
-        Err(NotARule::Unknown) => return true,
-        Err(NotARule::Invalid(problems)) => {
-            for (path, message) in problems {
-                diags.error("Invalid fedbroker rule", message, path);
-            }
+        Err(NotReady::Unknown) => return true,
+        Err(NotReady::Invalid(problems)) => {
+            report_invalid::<RuleState>(diags, problems);
             return false;
         }
     };
     let mut ok = problems.is_empty();
-    for (path, message) in problems {
-        diags.error("Invalid fedbroker rule", message, path);
-    }
+    report_invalid::<RuleState>(diags, problems);
     let accept_any = |_: &str| true;
     let ctx = CompileContext {
         issuers: &accept_any,
@@ -304,253 +283,59 @@ pub fn check(diags: &mut Diagnostics, state: &RuleState) -> bool {
     };
     if let Err(errors) = RuleSet::compile(vec![raw], &ctx) {
         ok = false;
-        for e in errors {
-            diags.error(
-                "Invalid fedbroker rule",
-                format!("{}: {}", e.field, e.message),
-                path_of(&e.field),
-            );
-        }
+        let problems = errors
+            .into_iter()
+            .map(|e| (path_of(&e.field), format!("{}: {}", e.field, e.message)))
+            .collect();
+        report_invalid::<RuleState>(diags, problems);
     }
     ok
 }
 
-/// Fill what the provider computes: `id`, and the defaults of `effect` and
-/// `match.allow_any_subject`.
-fn fill_computed(state: &mut RuleState) {
-    state.id = match &state.name {
-        Value::Value(n) => Value::Value(n.clone()),
-        _ => Value::Unknown,
-    };
-    if state.effect.is_null() {
-        state.effect = Value::Value("allow".into());
-    }
-    if let Value::Value(m) = &mut state.matcher
-        && m.allow_any_subject.is_null()
-    {
-        m.allow_any_subject = Value::Value(false);
-    }
-}
+pub type RuleResource = ItemResource<RuleState>;
 
-pub struct RuleResource {
-    pub shared: Arc<Shared>,
-}
+impl Item for RuleState {
+    const KIND: Kind = Kind::Rules;
+    const IMPORT_DETAIL: &'static str = "Only rules made through the admin API can be imported; rules from the broker's configuration files are not managed by Terraform.";
 
-fn name_of(diags: &mut Diagnostics, state: &RuleState) -> Option<String> {
-    match &state.name {
-        Value::Value(n) => Some(n.clone()),
-        _ => {
-            diags.error_short("the rule's name is not known", AttributePath::new("name"));
-            None
+    const SCHEMA: fn() -> Schema = rule_schema;
+    const PATH_OF: fn(&str) -> AttributePath = path_of;
+    const CHECK: fn(&mut Diagnostics, &Self) -> bool = check;
+
+    fn name(&self) -> &Str {
+        &self.name
+    }
+    /// Fill what the provider computes: `id`, and the defaults of `effect` and
+    /// `match.allow_any_subject`.
+    fn fill_computed(&mut self) {
+        self.id = match &self.name {
+            Value::Value(n) => Value::Value(n.clone()),
+            _ => Value::Unknown,
+        };
+        if self.effect.is_null() {
+            self.effect = Value::Value("allow".into());
+        }
+        if let Value::Value(m) = &mut self.matcher
+            && m.allow_any_subject.is_null()
+        {
+            m.allow_any_subject = Value::Value(false);
         }
     }
-}
-
-fn body_of(diags: &mut Diagnostics, state: &RuleState) -> Option<Json> {
-    match to_raw(state) {
-        Ok(raw) => Some(canonical(&raw)),
-        Err(NotARule::Unknown) => {
-            diags.root_error_short("the rule still has unknown values at apply time");
-            None
-        }
-        Err(NotARule::Invalid(problems)) => {
-            for (path, message) in problems {
-                diags.error("Invalid fedbroker rule", message, path);
-            }
-            None
-        }
+    fn body(&self) -> Result<Json, NotReady> {
+        to_raw(self).map(|raw| canonical(&raw))
     }
-}
-
-#[async_trait]
-impl Resource for RuleResource {
-    type State<'a> = RuleState;
-    type PrivateState<'a> = PrivateState;
-    type ProviderMetaState<'a> = ValueEmpty;
-
-    fn schema(&self, _diags: &mut Diagnostics) -> Option<Schema> {
-        Some(rule_schema())
+    fn from_item(item: &Json) -> Result<Self, String> {
+        let raw: RawRule = from_json(item).map_err(|e| e.to_string())?;
+        Ok(from_raw(&raw))
     }
-
-    async fn validate<'a>(&self, diags: &mut Diagnostics, config: Self::State<'a>) -> Option<()> {
-        check(diags, &config);
-        Some(())
-    }
-
-    async fn read<'a>(
-        &self,
-        diags: &mut Diagnostics,
-        state: Self::State<'a>,
-        private_state: Self::PrivateState<'a>,
-        _meta: Self::ProviderMetaState<'a>,
-    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        // `None` would tell Terraform the item is gone: never say so without asking.
-        let Some(client) = self.shared.client(diags) else {
-            return Some((state, private_state));
-        };
-        let Some(name) = name_of(diags, &state) else {
-            return Some((state, private_state));
-        };
-        let item = match client.get(Kind::Rules, &name).await {
-            Ok(Some(item)) => item,
-            Ok(None) => return None,
-            Err(e) => {
-                report(diags, &client, Kind::Rules, &name, "reading", e, &path_of);
-                return Some((state, private_state));
-            }
-        };
-        let raw: RawRule = match from_json(&item.value) {
-            Ok(raw) => raw,
-            Err(e) => {
-                diags.root_error(
-                    format!("reading rule `{name}`: the broker's item is not a rule"),
-                    e.to_string(),
-                );
-                return Some((state, private_state));
-            }
-        };
-        let private = private_with(item.etag);
-        // Unchanged on the broker: keep the state as written (formatting of JSON, null
-        // versus empty lists). Changed: the broker's version, so that plan shows the drift.
-        if to_raw(&state).is_ok_and(|prior| canonical(&prior) == canonical(&raw)) {
-            return Some((state, private));
+    fn refresh(prior: &Self, item: &Json) -> Result<Option<Self>, String> {
+        let raw: RawRule = from_json(item).map_err(|e| e.to_string())?;
+        if to_raw(prior).is_ok_and(|prior| canonical(&prior) == canonical(&raw)) {
+            return Ok(None);
         }
         let mut fresh = from_raw(&raw);
-        keep_equal_json(&state, &mut fresh);
-        Some((fresh, private))
-    }
-
-    async fn plan_create<'a>(
-        &self,
-        diags: &mut Diagnostics,
-        proposed_state: Self::State<'a>,
-        _config_state: Self::State<'a>,
-        _meta: Self::ProviderMetaState<'a>,
-    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        let mut planned = proposed_state;
-        fill_computed(&mut planned);
-        check(diags, &planned);
-        Some((planned, Value::Null))
-    }
-
-    async fn plan_update<'a>(
-        &self,
-        diags: &mut Diagnostics,
-        prior_state: Self::State<'a>,
-        proposed_state: Self::State<'a>,
-        _config_state: Self::State<'a>,
-        prior_private_state: Self::PrivateState<'a>,
-        _meta: Self::ProviderMetaState<'a>,
-    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>, Vec<AttributePath>)> {
-        let mut planned = proposed_state;
-        let mut replace = Vec::new();
-        if planned.name != prior_state.name {
-            replace.push(AttributePath::new("name"));
-        }
-        fill_computed(&mut planned);
-        check(diags, &planned);
-        Some((planned, prior_private_state, replace))
-    }
-
-    async fn plan_destroy<'a>(
-        &self,
-        _diags: &mut Diagnostics,
-        _prior_state: Self::State<'a>,
-        prior_private_state: Self::PrivateState<'a>,
-        _meta: Self::ProviderMetaState<'a>,
-    ) -> Option<Self::PrivateState<'a>> {
-        Some(prior_private_state)
-    }
-
-    async fn create<'a>(
-        &self,
-        diags: &mut Diagnostics,
-        planned_state: Self::State<'a>,
-        _config_state: Self::State<'a>,
-        _planned_private_state: Self::PrivateState<'a>,
-        _meta: Self::ProviderMetaState<'a>,
-    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        let client = self.shared.client(diags)?;
-        let name = name_of(diags, &planned_state)?;
-        let body = body_of(diags, &planned_state)?;
-        match client.put(Kind::Rules, &name, &body, &Precondition::Absent).await {
-            Ok(item) => Some((planned_state, private_with(item.etag))),
-            Err(e) => {
-                report(diags, &client, Kind::Rules, &name, "creating", e, &path_of);
-                None
-            }
-        }
-    }
-
-    async fn update<'a>(
-        &self,
-        diags: &mut Diagnostics,
-        _prior_state: Self::State<'a>,
-        planned_state: Self::State<'a>,
-        _config_state: Self::State<'a>,
-        planned_private_state: Self::PrivateState<'a>,
-        _meta: Self::ProviderMetaState<'a>,
-    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        let client = self.shared.client(diags)?;
-        let name = name_of(diags, &planned_state)?;
-        let body = body_of(diags, &planned_state)?;
-        let precondition = etag_of(&planned_private_state).map_or(Precondition::None, Precondition::Matches);
-        match client.put(Kind::Rules, &name, &body, &precondition).await {
-            Ok(item) => Some((planned_state, private_with(item.etag))),
-            Err(e) => {
-                report(diags, &client, Kind::Rules, &name, "updating", e, &path_of);
-                None
-            }
-        }
-    }
-
-    async fn destroy<'a>(
-        &self,
-        diags: &mut Diagnostics,
-        prior_state: Self::State<'a>,
-        _planned_private_state: Self::PrivateState<'a>,
-        _meta: Self::ProviderMetaState<'a>,
-    ) -> Option<()> {
-        let client = self.shared.client(diags)?;
-        let name = name_of(diags, &prior_state)?;
-        match client.delete(Kind::Rules, &name).await {
-            Ok(_) => Some(()),
-            Err(e) => {
-                report(diags, &client, Kind::Rules, &name, "deleting", e, &path_of);
-                None
-            }
-        }
-    }
-
-    async fn import<'a>(
-        &self,
-        diags: &mut Diagnostics,
-        id: String,
-    ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        let client = self.shared.client(diags)?;
-        match client.get(Kind::Rules, &id).await {
-            Ok(Some(item)) => match from_json::<RawRule>(&item.value) {
-                Ok(raw) => Some((from_raw(&raw), private_with(item.etag))),
-                Err(e) => {
-                    diags.root_error(
-                        format!("importing rule `{id}`: the broker's item is not a rule"),
-                        e.to_string(),
-                    );
-                    None
-                }
-            },
-            Ok(None) => {
-                diags.root_error(
-                    format!("importing rule `{id}`: the broker has no such rule"),
-                    "Only rules made through the admin API can be imported; rules from the broker's configuration files are not managed by Terraform.",
-                );
-                None
-            }
-            Err(e) => {
-                report(diags, &client, Kind::Rules, &id, "importing", e, &path_of);
-                None
-            }
-        }
+        keep_equal_json(prior, &mut fresh);
+        Ok(Some(fresh))
     }
 }
 
@@ -612,6 +397,15 @@ fn token_attributes(who: &str) -> Vec<(&'static str, tf_provider::schema::Attrib
     ]
 }
 
+/// A nested block with these attributes.
+fn block(description: &str, attributes: Vec<(&str, tf_provider::schema::Attribute)>) -> Block {
+    Block {
+        description: tf_provider::schema::Description::markdown(description),
+        attributes: attributes.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        ..Default::default()
+    }
+}
+
 pub fn rule_schema() -> Schema {
     use AttributeConstraint::*;
     let mut actor_attributes = vec![(
@@ -623,16 +417,10 @@ pub fn rule_schema() -> Schema {
         ),
     )];
     actor_attributes.extend(token_attributes("actor token"));
-    let actor = Block {
-        description: tf_provider::schema::Description::markdown(
-            "Delegation: the actor token this rule requires. Without it, a request with an actor token is not allowed by this rule.",
-        ),
-        attributes: actor_attributes
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect(),
-        ..Default::default()
-    };
+    let actor = block(
+        "Delegation: the actor token this rule requires. Without it, a request with an actor token is not allowed by this rule.",
+        actor_attributes,
+    );
     let mut match_attributes = vec![
         (
             "issuer",
@@ -669,23 +457,14 @@ pub fn rule_schema() -> Schema {
     ];
     match_attributes.extend(token_attributes("subject token"));
     let matcher = Block {
-        description: tf_provider::schema::Description::markdown(
-            "What the request must be (the YAML `match`).",
-        ),
-        attributes: match_attributes
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect(),
         blocks: [("actor".to_owned(), NestedBlock::Optional(actor))]
             .into_iter()
             .collect(),
-        ..Default::default()
+        ..block("What the request must be (the YAML `match`).", match_attributes)
     };
-    let issue = Block {
-        description: tf_provider::schema::Description::markdown(
-            "What the issued token carries (the YAML `issue`).",
-        ),
-        attributes: attributes([
+    let issue = block(
+        "What the issued token carries (the YAML `issue`).",
+        vec![
             (
                 "audience",
                 attribute(
@@ -726,9 +505,8 @@ pub fn rule_schema() -> Schema {
                     "Extra claims as a JSON object (`jsonencode({...})`): the YAML's `issue.claims`. String values are templates; `{expr = \"...\"}` objects CEL expressions.",
                 ),
             ),
-        ]),
-        ..Default::default()
-    };
+        ],
+    );
     Schema {
         version: 1,
         block: Block {

@@ -83,31 +83,22 @@ pub fn list_value(items: &[String]) -> StrList {
 }
 
 pub fn map_value(items: &BTreeMap<String, String>) -> StrMap {
-    if items.is_empty() {
-        Value::Null
-    } else {
-        Value::Value(
-            items
-                .iter()
-                .map(|(k, v)| (k.clone(), Value::Value(v.clone())))
-                .collect(),
-        )
-    }
+    map_of(items, Clone::clone)
 }
 
 pub fn list_map_value(items: &BTreeMap<String, Vec<String>>) -> StrListMap {
+    map_of(items, |v| v.iter().cloned().map(Value::Value).collect())
+}
+
+/// A map whose values are `value(v)`; an empty map is written as null, like an empty list.
+fn map_of<V, T>(items: &BTreeMap<String, V>, value: impl Fn(&V) -> T) -> Value<BTreeMap<String, Value<T>>> {
     if items.is_empty() {
         Value::Null
     } else {
         Value::Value(
             items
                 .iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        Value::Value(v.iter().cloned().map(Value::Value).collect()),
-                    )
-                })
+                .map(|(k, v)| (k.clone(), Value::Value(value(v))))
                 .collect(),
         )
     }
