@@ -107,30 +107,25 @@ fn object(value: Value) -> Map<String, Value> {
     }
 }
 
+/// GitHub's claims for a production deploy of acme/API (`examples/claims/`, shared with
+/// the broker's end-to-end test of these examples), with the registered claims.
 fn github_claims() -> Value {
-    json!({
-        "iss": "https://token.actions.githubusercontent.com",
-        "aud": "https://broker.example.com",
-        "sub": "repo:acme/API:environment:production",
-        "repository": "acme/API",
-        "repository_owner": "acme",
-        "repository_owner_id": "1342004",
-        "repository_visibility": "private",
-        "environment": "production",
-        "ref": "refs/heads/main",
-        "ref_type": "branch",
-        "ref_protected": "true",
-        "event_name": "push",
-        "actor": "octocat",
-        "workflow": "deploy",
-        "job_workflow_ref": "acme/API/.github/workflows/deploy.yml@refs/heads/main",
-        "runner_environment": "github-hosted",
-        "run_id": "5120233931",
-        "run_attempt": "1",
-        "jti": "a5c47ac4-3a1e-4fd8-9e25-d0b6f0a7a0a9",
-        "iat": 1700000000,
-        "exp": 1700000300,
-    })
+    let path = format!(
+        "{}/examples/claims/github-actions-production.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let claims: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    with(
+        &claims,
+        json!({
+            "iss": "https://token.actions.githubusercontent.com",
+            "aud": "https://broker.example.com",
+            "jti": "a5c47ac4-3a1e-4fd8-9e25-d0b6f0a7a0a9",
+            "iat": 1700000000,
+            "exp": 1700000300,
+        }),
+    )
 }
 
 #[test]

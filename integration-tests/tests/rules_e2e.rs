@@ -693,27 +693,12 @@ fn examples_dir() -> PathBuf {
     std::fs::canonicalize(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
 }
 
-/// GitHub's claims for a production deploy of acme/API, without the registered claims
-/// the fake fills in (iss, aud, iat, exp, jti).
+/// GitHub's claims for a production deploy of acme/API (the examples' fixture), without
+/// the registered claims the fake fills in (iss, aud, iat, exp, jti).
 fn github_claims() -> Value {
-    json!({
-        "sub": "repo:acme/API:environment:production",
-        "repository": "acme/API",
-        "repository_owner": "acme",
-        "repository_owner_id": "1342004",
-        "repository_visibility": "private",
-        "environment": "production",
-        "ref": "refs/heads/main",
-        "ref_type": "branch",
-        "ref_protected": "true",
-        "event_name": "push",
-        "actor": "octocat",
-        "workflow": "deploy",
-        "job_workflow_ref": "acme/API/.github/workflows/deploy.yml@refs/heads/main",
-        "runner_environment": "github-hosted",
-        "run_id": "5120233931",
-        "run_attempt": "1",
-    })
+    let path = examples_dir().join("claims/github-actions-production.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn patched(base: &Value, patch: Value) -> Value {

@@ -8,6 +8,7 @@ use tf_provider::schema::{AttributeConstraint, AttributeType, Block, Description
 use tf_provider::value::Value;
 use tf_provider::{AttributePath, Diagnostics};
 
+use crate::ProviderError;
 use crate::client::Kind;
 use crate::item::{Item, ItemResource, NotReady, report_invalid};
 use crate::values::*;
@@ -281,11 +282,10 @@ impl Item for IssuerState {
     fn name(&self) -> &Str {
         &self.name
     }
-    fn fill_computed(&mut self) {
-        self.id = match &self.name {
-            Value::Value(n) => Value::Value(n.clone()),
-            _ => Value::Unknown,
-        };
+    fn id_mut(&mut self) -> &mut Str {
+        &mut self.id
+    }
+    fn fill_defaults(&mut self) {
         for b in [&mut self.allow_access_tokens, &mut self.danger_allow_insecure] {
             if b.is_null() {
                 *b = Value::Value(false);
@@ -295,10 +295,10 @@ impl Item for IssuerState {
     fn body(&self) -> Result<Json, NotReady> {
         to_json(self)
     }
-    fn from_item(item: &Json) -> Result<Self, String> {
+    fn from_item(item: &Json) -> Result<Self, ProviderError> {
         Ok(from_json(item))
     }
-    fn refresh(prior: &Self, item: &Json) -> Result<Option<Self>, String> {
+    fn refresh(prior: &Self, item: &Json) -> Result<Option<Self>, ProviderError> {
         if to_json(prior).is_ok_and(|prior| normalize(&prior) == normalize(item)) {
             return Ok(None);
         }

@@ -14,6 +14,7 @@ use tf_provider::schema::Schema;
 use tf_provider::value::{Value, ValueEmpty};
 use tf_provider::{AttributePath, Diagnostics, Resource};
 
+use crate::ProviderError;
 use crate::client::{Client, Kind, Precondition, report};
 use crate::provider::Shared;
 use crate::values::{PrivateState, Str, etag_of, private_with};
@@ -50,15 +51,17 @@ pub trait Item: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
 
     /// The `name` attribute: the item's name in the admin API.
     fn name(&self) -> &Str;
-    /// Fill what the provider computes (`id`, defaults) in a planned state.
-    fn fill_computed(&mut self);
+    /// The computed `id` attribute (the name, once known).
+    fn id_mut(&mut self) -> &mut Str;
+    /// Fill the defaults the provider computes in a planned state.
+    fn fill_defaults(&mut self);
     /// The JSON the broker is sent for this state.
     fn body(&self) -> Result<Json, NotReady>;
     /// The state for an item read from the broker, or why the item is not one.
-    fn from_item(item: &Json) -> Result<Self, String>;
+    fn from_item(item: &Json) -> Result<Self, ProviderError>;
     /// The state after reading `item` from the broker: `None` when it means what
     /// `prior` does (the state is kept as written), or why the item is not one.
-    fn refresh(prior: &Self, item: &Json) -> Result<Option<Self>, String>;
+    fn refresh(prior: &Self, item: &Json) -> Result<Option<Self>, ProviderError>;
 }
 
 /// The Terraform resource for the items of type `T`.
@@ -128,17 +131,22 @@ pub fn report_invalid<T: Item>(diags: &mut Diagnostics, problems: Vec<(Attribute
 /// checked.
 fn planned<T: Item>(diags: &mut Diagnostics, proposed: T) -> T {
     let mut planned = proposed;
-    planned.fill_computed();
+    let id = match planned.name() {
+        Value::Value(n) => Value::Value(n.clone()),
+        _ => Value::Unknown,
+    };
+    *planned.id_mut() = id;
+    planned.fill_defaults();
     (T::CHECK)(diags, &planned);
     planned
 }
 
 /// The error for an item of the broker that does not parse as a `T`.
-fn not_an_item<T: Item>(diags: &mut Diagnostics, doing: &str, name: &str, detail: String) {
+fn not_an_item<T: Item>(diags: &mut Diagnostics, doing: &str, name: &str, detail: ProviderError) {
     let noun = noun::<T>();
     diags.root_error(
         format!("{doing} {noun} `{name}`: the broker's item is not a {noun}"),
-        detail,
+        detail.to_string(),
     );
 }
 

@@ -19,6 +19,7 @@ use tf_provider::schema::{AttributeConstraint, AttributeType, Block, NestedBlock
 use tf_provider::value::Value;
 use tf_provider::{AttributePath, Diagnostics};
 
+use crate::ProviderError;
 use crate::client::Kind;
 use crate::item::{Item, ItemResource, NotReady, report_invalid};
 use crate::values::*;
@@ -305,13 +306,11 @@ impl Item for RuleState {
     fn name(&self) -> &Str {
         &self.name
     }
-    /// Fill what the provider computes: `id`, and the defaults of `effect` and
-    /// `match.allow_any_subject`.
-    fn fill_computed(&mut self) {
-        self.id = match &self.name {
-            Value::Value(n) => Value::Value(n.clone()),
-            _ => Value::Unknown,
-        };
+    /// The defaults of `effect` and `match.allow_any_subject`.
+    fn id_mut(&mut self) -> &mut Str {
+        &mut self.id
+    }
+    fn fill_defaults(&mut self) {
         if self.effect.is_null() {
             self.effect = Value::Value("allow".into());
         }
@@ -324,12 +323,12 @@ impl Item for RuleState {
     fn body(&self) -> Result<Json, NotReady> {
         to_raw(self).map(|raw| canonical(&raw))
     }
-    fn from_item(item: &Json) -> Result<Self, String> {
-        let raw: RawRule = from_json(item).map_err(|e| e.to_string())?;
+    fn from_item(item: &Json) -> Result<Self, ProviderError> {
+        let raw: RawRule = from_json(item)?;
         Ok(from_raw(&raw))
     }
-    fn refresh(prior: &Self, item: &Json) -> Result<Option<Self>, String> {
-        let raw: RawRule = from_json(item).map_err(|e| e.to_string())?;
+    fn refresh(prior: &Self, item: &Json) -> Result<Option<Self>, ProviderError> {
+        let raw: RawRule = from_json(item)?;
         if to_raw(prior).is_ok_and(|prior| canonical(&prior) == canonical(&raw)) {
             return Ok(None);
         }
