@@ -16,9 +16,8 @@ const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Path of the `fedbroker` executable, built once per test process.
 ///
-/// `FEDBROKER_BIN` names a prebuilt binary. Otherwise this runs
-/// `$CARGO build -p broker --bin fedbroker` in the workspace (same profile as
-/// this test binary) and takes the path from cargo's artifact message. Cargo
+/// `FEDBROKER_BIN` names a prebuilt binary. Otherwise it is built with
+/// [`build_workspace_bin`] (same profile as this test binary). Cargo
 /// releases its build-directory lock before it runs test binaries, so the
 /// nested build does not deadlock under `cargo test`; it may wait for another
 /// build's lock ("Blocking waiting for file lock"), which is only slow.
