@@ -71,7 +71,9 @@ impl FromStr for Algorithm {
     /// Exact, case-sensitive match on the registered name (JWS names are
     /// case-sensitive, so `rs256` is not `RS256`).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        crate::find_named(&Algorithm::ALL, Algorithm::as_str, s)
+        Algorithm::ALL
+            .into_iter()
+            .find(|alg| alg.as_str() == s)
             .ok_or_else(|| UnsupportedAlgorithm(s.to_owned()))
     }
 }

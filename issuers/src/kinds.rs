@@ -481,13 +481,16 @@ impl fmt::Display for IssuerKind {
 impl FromStr for IssuerKind {
     type Err = KindConfigError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        crate::find_named(&IssuerKind::ALL, IssuerKind::as_str, s).ok_or_else(|| {
-            let names: Vec<&str> = IssuerKind::ALL.iter().map(|k| k.as_str()).collect();
-            KindConfigError(format!(
-                "unknown kind `{s}`; expected one of {}",
-                names.join(", ")
-            ))
-        })
+        IssuerKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = IssuerKind::ALL.iter().map(|k| k.as_str()).collect();
+                KindConfigError(format!(
+                    "unknown kind `{s}`; expected one of {}",
+                    names.join(", ")
+                ))
+            })
     }
 }
 

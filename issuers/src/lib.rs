@@ -35,9 +35,3 @@ pub use keys::{JwksError, KeySet, MAX_KEYS, SkippedKey, VerifyingKey};
 pub use kinds::{IssuerKind, KindConfigError, KindError, KindParams};
 pub use registry::{DuplicateIssuer, IssuerRegistry};
 pub use verify::{IssuerPolicy, VerifiedToken, VerifyError, verify};
-
-/// The value of `all` whose name is exactly `s` (names are case-sensitive: `rs256` is
-/// not `RS256`).
-fn find_named<T: Copy>(all: &[T], name: fn(T) -> &'static str, s: &str) -> Option<T> {
-    all.iter().copied().find(|&value| name(value) == s)
-}

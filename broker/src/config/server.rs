@@ -44,9 +44,10 @@ pub(super) fn duration_field(
     }
 }
 
-/// `server.<key>` (`node` is the `server:` mapping): a duration, `default` when absent, that must lie in `range`. One that does not parse is reported and gives
-/// `default`; one outside `range` is reported with `message` and comes back as
-/// `Err(secs)`, for the caller to keep or replace.
+/// `server.<key>` (`node` is the `server:` mapping): a duration, `default` when absent,
+/// that must lie in `range`. One that does not parse is reported and gives `default`;
+/// one outside `range` is reported with `message` and comes back as `Err(secs)`, for
+/// the caller to keep or replace.
 fn bounded_duration(
     value: Option<&str>,
     default: u64,

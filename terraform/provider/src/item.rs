@@ -84,6 +84,25 @@ impl<T: Item> ItemResource<T> {
         let name = name_of(diags, state)?;
         Some((client, name))
     }
+
+    /// Create or update: PUT the planned state under `precondition`.
+    async fn put(
+        &self,
+        diags: &mut Diagnostics,
+        planned_state: T,
+        precondition: Precondition,
+        doing: &str,
+    ) -> Option<(T, PrivateState)> {
+        let (client, name) = self.client_and_name(diags, &planned_state)?;
+        let body = body_of(diags, &planned_state)?;
+        match client.put(T::KIND, &name, &body, &precondition).await {
+            Ok(item) => Some((planned_state, private_with(item.etag))),
+            Err(e) => {
+                report(diags, &client, T::KIND, &name, doing, e, &T::PATH_OF);
+                None
+            }
+        }
+    }
 }
 
 fn noun<T: Item>() -> &'static str {
@@ -298,27 +317,6 @@ impl<T: Item> Resource for ItemResource<T> {
             }
             Err(e) => {
                 report(diags, &client, T::KIND, &id, "importing", e, &T::PATH_OF);
-                None
-            }
-        }
-    }
-}
-
-impl<T: Item> ItemResource<T> {
-    /// Create or update: PUT the planned state under `precondition`.
-    async fn put(
-        &self,
-        diags: &mut Diagnostics,
-        planned_state: T,
-        precondition: Precondition,
-        doing: &str,
-    ) -> Option<(T, PrivateState)> {
-        let (client, name) = self.client_and_name(diags, &planned_state)?;
-        let body = body_of(diags, &planned_state)?;
-        match client.put(T::KIND, &name, &body, &precondition).await {
-            Ok(item) => Some((planned_state, private_with(item.etag))),
-            Err(e) => {
-                report(diags, &client, T::KIND, &name, doing, e, &T::PATH_OF);
                 None
             }
         }

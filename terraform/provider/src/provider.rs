@@ -56,32 +56,12 @@ pub struct FedbrokerProvider {
     shared: Arc<Shared>,
 }
 
-/// The errors (summary, detail) while a setting is not known yet.
-const UNKNOWN_ENDPOINT: (&str, &str) = (
-    "The broker's endpoint is not known yet",
-    "The fedbroker provider needs `endpoint` when Terraform plans; it cannot come from a resource created in the same run.",
-);
-const UNKNOWN_TOKEN: (&str, &str) = (
-    "The admin token is not known yet",
-    "The fedbroker provider needs `token` when Terraform plans.",
-);
-
-/// The configured value, else the environment's. While it is unknown: `None`, with the
-/// error `unknown` (summary, detail) reported at `attribute`.
-fn setting(
-    diags: &mut Diagnostics,
-    value: &Str,
-    env: &str,
-    attribute: &'static str,
-    unknown: (&'static str, &'static str),
-) -> Option<Option<String>> {
+/// The configured value, else the environment's; `Err` while unknown.
+fn setting(value: &Str, env: &str) -> Result<Option<String>, ()> {
     match value {
-        Value::Value(v) => Some(Some(v.clone())),
-        Value::Null => Some(std::env::var(env).ok().filter(|v| !v.is_empty())),
-        Value::Unknown => {
-            diags.error(unknown.0, unknown.1, AttributePath::new(attribute));
-            None
-        }
+        Value::Value(v) => Ok(Some(v.clone())),
+        Value::Null => Ok(std::env::var(env).ok().filter(|v| !v.is_empty())),
+        Value::Unknown => Err(()),
     }
 }
 
@@ -136,16 +116,20 @@ impl Provider for FedbrokerProvider {
         _terraform_version: String,
         config: Self::Config<'a>,
     ) -> Option<()> {
-        let Some(endpoint) = setting(
-            diags,
-            &config.endpoint,
-            ENDPOINT_ENV,
-            "endpoint",
-            UNKNOWN_ENDPOINT,
-        ) else {
+        let Ok(endpoint) = setting(&config.endpoint, ENDPOINT_ENV) else {
+            diags.error(
+                "The broker's endpoint is not known yet",
+                "The fedbroker provider needs `endpoint` when Terraform plans; it cannot come from a resource created in the same run.",
+                AttributePath::new("endpoint"),
+            );
             return Some(());
         };
-        let Some(token) = setting(diags, &config.token, TOKEN_ENV, "token", UNKNOWN_TOKEN) else {
+        let Ok(token) = setting(&config.token, TOKEN_ENV) else {
+            diags.error(
+                "The admin token is not known yet",
+                "The fedbroker provider needs `token` when Terraform plans.",
+                AttributePath::new("token"),
+            );
             return Some(());
         };
         let Some(endpoint) = endpoint else {
