@@ -183,9 +183,7 @@ pub struct ConnectionCounter {
 
 impl ConnectionCounter {
     pub fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind counter");
-        listener.set_nonblocking(true).expect("nonblocking listener");
-        let addr = listener.local_addr().expect("counter address");
+        let (listener, addr) = crate::fake_issuer::bind_loopback("connection counter");
         let accepted = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {

@@ -41,4 +41,4 @@ pub use config::{BrokerConfig, dedent};
 pub use fake_issuer::{FakeIssuer, KeyKind, SigningKey};
 pub use http::{Http, Reply, exchange_form};
 pub use in_process::InProcess;
-pub use poll::{eventually, eventually_timed};
+pub use poll::{eventually, eventually_explained, eventually_timed};

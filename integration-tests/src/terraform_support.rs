@@ -215,12 +215,7 @@ impl Terraform {
             .env("RUST_BACKTRACE", "0")
             .env("NO_COLOR", "1")
             .envs(self.env.iter().map(|(k, v)| (k, v)));
-        let out = crate::broker::run_captured(command, COMMAND_TIMEOUT, "terraform");
-        TfOutput {
-            code: out.code,
-            stdout: out.stdout,
-            stderr: out.stderr,
-        }
+        crate::broker::run_captured(command, COMMAND_TIMEOUT, "terraform")
     }
 
     pub fn run(&self, args: &[&str]) -> TfOutput {

@@ -85,15 +85,21 @@ impl Api {
         }
     }
 
-    /// The `Authorization` header value, if any.
-    fn auth(&self) -> Option<&str> {
-        self.authorization.as_deref()
+    /// `method path` with this client's `Authorization` header, if any.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Reply {
+        self.http
+            .send_authorized(self.authorization.as_deref(), method, path, headers, body)
+            .await
     }
 
     async fn get(&self, path: &str) -> Reply {
-        self.http
-            .send_authorized(self.auth(), Method::GET, path, &[], None)
-            .await
+        self.send(Method::GET, path, &[], None).await
     }
 
     async fn put(&self, path: &str, body: &Value) -> Reply {
@@ -102,27 +108,19 @@ impl Api {
 
     async fn put_with(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> Reply {
         let bytes = serde_json::to_vec(body).expect("JSON");
-        self.http
-            .send_authorized(self.auth(), Method::PUT, path, headers, Some(bytes))
-            .await
+        self.send(Method::PUT, path, headers, Some(bytes)).await
     }
 
     async fn put_raw(&self, path: &str, body: &[u8]) -> Reply {
-        self.http
-            .send_authorized(self.auth(), Method::PUT, path, &[], Some(body.to_vec()))
-            .await
+        self.send(Method::PUT, path, &[], Some(body.to_vec())).await
     }
 
     async fn delete(&self, path: &str) -> Reply {
-        self.http
-            .send_authorized(self.auth(), Method::DELETE, path, &[], None)
-            .await
+        self.send(Method::DELETE, path, &[], None).await
     }
 
     async fn delete_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
-        self.http
-            .send_authorized(self.auth(), Method::DELETE, path, headers, None)
-            .await
+        self.send(Method::DELETE, path, headers, None).await
     }
 
     /// PUT that must answer `status`; returns the ETag.

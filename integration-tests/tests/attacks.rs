@@ -43,8 +43,6 @@ fn stderr_tail(broker: &Http) -> String {
     text.chars().skip(skip).collect()
 }
 
-/// Exchange each `(case, token)` for [`TARGET`]; every one must be a 400
-/// `invalid_request` with a string description that does not echo the token.
 /// [`assert_all_refused`], then a genuine token from `fake` is accepted (`control`).
 async fn assert_refused_but_genuine_accepted(
     broker: &Http,
@@ -56,6 +54,8 @@ async fn assert_refused_but_genuine_accepted(
     assert_accepted(broker, control, &fake.mint(json!({}))).await;
 }
 
+/// Exchange each `(case, token)` for [`TARGET`]; every one must be a 400
+/// `invalid_request` with a string description that does not echo the token.
 async fn assert_all_refused(broker: &Http, cases: &[(String, String)]) {
     let mut failures = Vec::new();
     for (case, token) in cases {
@@ -211,9 +211,10 @@ fn check_config(dir: &Path, yaml: &str) -> CliOutput {
 async fn allow_line(broker: &Http, issuer: &str) -> Value {
     let lines = broker.wait_for_audit_lines(1).await;
     lines
-        .into_iter()
+        .iter()
         .find(|l| l["outcome"] == "allow" && l["issuer"] == issuer)
-        .unwrap_or_else(|| panic!("no allow line for {issuer}: {:#?}", broker.audit_lines()))
+        .cloned()
+        .unwrap_or_else(|| panic!("no allow line for {issuer}: {lines:#?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

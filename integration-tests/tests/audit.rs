@@ -6,7 +6,7 @@ use integration_tests::fake_issuer::DEFAULT_SUBJECT;
 use integration_tests::tokens::{decode_unverified, sha256_hex};
 use std::time::Duration;
 
-use integration_tests::{Broker, FakeIssuer, eventually};
+use integration_tests::{Broker, FakeIssuer, eventually_explained};
 use serde_json::{Value, json};
 
 use crate::support::{
@@ -138,13 +138,18 @@ async fn audit_goes_to_stderr_without_an_audit_path() {
 
     assert_eq!(broker.exchange(&token, TARGET).await.status, 200);
 
-    eventually(Duration::from_secs(10), "an audit line on stderr", || async {
-        broker
-            .stderr()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .any(|l| l.to_string().contains(&jti) && l.to_string().contains("allow"))
-            .then_some(())
-    })
+    eventually_explained(
+        Duration::from_secs(10),
+        "an audit line on stderr",
+        || async {
+            broker
+                .stderr()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .any(|l| l.to_string().contains(&jti) && l.to_string().contains("allow"))
+                .then_some(())
+        },
+        || format!("--- stderr ---\n{}", broker.stderr()),
+    )
     .await;
 }

@@ -19,8 +19,8 @@ use crate::support::{
     delegation_app, str_claim, subject_rule,
 };
 
-/// The `match` lines of a rule granting [`TARGET`].
-const TARGET_A: &str = "audiences: [target-a]";
+/// The `match` line of a rule granting [`TARGET`] (`target-a`).
+const AUDIENCES_TARGET: &str = "audiences: [target-a]";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exchange_issues_verifiable_jwt_with_no_store_headers() {
@@ -154,7 +154,7 @@ async fn issue_templates_map_subject_audience_and_nested_claims() {
               repo: ["{claims.repository}"]
             transitive_tag_keys: [repo]
         "#;
-    let broker = app_with_rules(&fake, &subject_rule("map-claims", TARGET_A, issue)).await;
+    let broker = app_with_rules(&fake, &subject_rule("map-claims", AUDIENCES_TARGET, issue)).await;
     let subject_token = fake.mint(json!({
         "repository": "acme/api",
         "kubernetes.io": {"namespace": "ci", "serviceaccount": {"name": "deployer"}},
@@ -192,7 +192,7 @@ async fn issue_templates_map_subject_audience_and_nested_claims() {
 async fn template_with_missing_claim_denies_instead_of_issuing_empty_value() {
     let fake = FakeIssuer::start();
     let issue = r#"subject: "gha:{claims.repository}""#;
-    let broker = app_with_rules(&fake, &subject_rule("needs-repository", TARGET_A, issue)).await;
+    let broker = app_with_rules(&fake, &subject_rule("needs-repository", AUDIENCES_TARGET, issue)).await;
     let subject_token = fake.mint(json!({}));
 
     let reply = broker.exchange(&subject_token, TARGET).await;
@@ -203,7 +203,7 @@ async fn template_with_missing_claim_denies_instead_of_issuing_empty_value() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_lifetime_is_fifteen_minutes() {
     let fake = FakeIssuer::start();
-    let broker = app_with_rules(&fake, &subject_rule("no-lifetime", TARGET_A, "")).await;
+    let broker = app_with_rules(&fake, &subject_rule("no-lifetime", AUDIENCES_TARGET, "")).await;
 
     let reply = broker.exchange(&fake.mint(json!({})), TARGET).await;
 

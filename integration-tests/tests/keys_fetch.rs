@@ -2,14 +2,15 @@
 //! an unknown kid with a cooldown, surviving outages, static key sources.
 //!
 //! Against the broker's router in this process (the fake issuers still serve their
-//! keys over HTTP), but for a key file that changes under a running broker and the
-//! refetch cooldown, which needs `serve`'s background fetch at start.
+//! keys over HTTP), but for a key file that changes under a running broker, the
+//! refetch cooldown and an issuer down at start, which need `serve` (its background
+//! fetch at start).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use integration_tests::tokens::random_hex;
-use integration_tests::{Broker, BrokerConfig, FakeIssuer, Http, InProcess, Reply};
+use integration_tests::{Broker, BrokerConfig, FakeIssuer, Http, Reply};
 use serde_json::json;
 
 use crate::support::{
@@ -124,7 +125,7 @@ async fn unknown_kid_triggers_one_coalesced_refetch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_kids_within_cooldown_cause_at_most_one_fetch() {
     let fake = FakeIssuer::start();
-    let broker = default_app(&fake).await;
+    let broker = default_broker(&fake).await;
     assert_exchanges(&broker, &fake).await;
     let fetches_before = fake.jwks_requests();
 
@@ -245,7 +246,8 @@ async fn one_issuer_outage_does_not_take_the_broker_or_other_issuers_down() {
         .issuer(down.issuer_yaml(ISSUER_NAME))
         .issuer(up.issuer_yaml("up"))
         .rules(rules);
-    let broker = InProcess::start(&config.render()).await;
+    // A real `serve`, started while one issuer is down.
+    let broker = Broker::start(&config.render()).await;
 
     let ready = broker.get("/readyz").await;
     assert_eq!(ready.status, 200, "{}", ready.text);

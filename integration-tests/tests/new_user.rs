@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use integration_tests::tokens::random_hex;
 use integration_tests::{
-    Broker, BrokerConfig, FakeIssuer, InProcess, KeyKind, SigningKey, eventually, run_cli_in,
+    Broker, BrokerConfig, FakeIssuer, InProcess, KeyKind, SigningKey, eventually, eventually_explained,
+    run_cli_in,
 };
 use serde_json::{Value, json};
 
@@ -28,10 +29,15 @@ async fn generation(broker: &Broker) -> u64 {
 /// Poll `/readyz` until `rules.generation` exceeds `previous`; returns the new one.
 async fn wait_for_reload(broker: &Broker, previous: u64, what: &str) -> u64 {
     let what = format!("{what}: a reload (generation above {previous})");
-    eventually(RELOAD_TIMEOUT, &what, || async {
-        let now = generation(broker).await;
-        (now > previous).then_some(now)
-    })
+    eventually_explained(
+        RELOAD_TIMEOUT,
+        &what,
+        || async {
+            let now = generation(broker).await;
+            (now > previous).then_some(now)
+        },
+        || format!("--- stderr ---\n{}", broker.stderr()),
+    )
     .await
 }
 

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use integration_tests::eventually;
-use integration_tests::fake_issuer::{DEFAULT_AUDIENCE, DEFAULT_SUBJECT};
+use integration_tests::fake_issuer::DEFAULT_AUDIENCE;
 use integration_tests::redis_proxy::{Trap, TrapProxy};
 use integration_tests::redis_server::{RedisServer, redis_available};
 use integration_tests::{Broker, BrokerConfig, FakeIssuer, Reply};
@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     ADMIN_TOKEN, ISSUER_NAME, TARGET, admin_send, assert_spent_at, default_rule, exchange_status,
-    issuer_body, redis_admin_sections, redis_or_skip, rule_body,
+    issuer_body, issuer_subject_rule, redis_admin_sections, redis_or_skip, rule_body,
 };
 
 /// `PUT /admin/v1/rules/{name}`: [`rule_body`] through `issuer` for `target`.
@@ -67,10 +67,7 @@ fn assert_owned_by_file(reply: &Reply, what: &str, broker: &Broker) {
 
 /// The same rule as YAML, for a config file (a list item at column 0).
 fn rule_yaml(name: &str, issuer: &str, target: &str) -> String {
-    format!(
-        "- name: {name}\n  match:\n    issuer: {issuer}\n    subject: \"{DEFAULT_SUBJECT}\"\n    \
-         audiences: [{target}]\n  issue:\n    lifetime: 5m\n"
-    )
+    issuer_subject_rule(name, issuer, &format!("audiences: [{target}]"), "lifetime: 5m")
 }
 
 /// `/readyz`'s body once its status and body satisfy `done` (15 s).

@@ -20,9 +20,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::{ADMIN_TOKEN, HMAC_KEY, admin_send, exchange_status, redis_or_skip, rule_body};
+use crate::support::{
+    ADMIN_TOKEN, HMAC_KEY, admin_send, exchange_status, issuer_subject_rule, redis_or_skip, rule_body,
+};
 use integration_tests::eventually;
-use integration_tests::fake_issuer::DEFAULT_SUBJECT;
 use integration_tests::redis_server::{RedisServer, redis_available};
 use integration_tests::{Broker, BrokerConfig, FakeIssuer, Reply};
 use reqwest::Method;
@@ -53,9 +54,7 @@ fn config(redis_url: &str, issuers: &[String]) -> String {
 /// One allow rule (a rule-file list item): the fake's default subject, through
 /// `issuer`, may get `target`.
 fn allow_rule(name: &str, issuer: &str, target: &str) -> String {
-    format!(
-        "- name: {name}\n  match:\n    issuer: {issuer}\n    subject: \"{DEFAULT_SUBJECT}\"\n    audiences: [{target}]\n"
-    )
+    issuer_subject_rule(name, issuer, &format!("audiences: [{target}]"), "")
 }
 
 /// `n` rules that never match (another subject), each with a CEL condition to

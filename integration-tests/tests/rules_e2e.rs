@@ -768,7 +768,8 @@ async fn example_rule_files_load_in_the_real_binary() {
     assert_eq!(out.code, Some(0), "the examples must load:\n{}", out.all());
 
     // GitHub Actions → AWS: the production rule, with its session tags.
-    let gha_doc = patched(&github_claims(), json!({"iss": github.issuer()}));
+    let gha_claims = github_claims();
+    let gha_doc = patched(&gha_claims, json!({"iss": github.issuer()}));
     let (out, doc) = explain_claims(dir.path(), &config, "gha", &gha_doc, "sts.amazonaws.com");
     assert_eq!(out.code, Some(0), "{}", out.all());
     assert_eq!(doc["decision"]["outcome"], "allow", "{doc}");
@@ -885,7 +886,7 @@ async fn example_rule_files_load_in_the_real_binary() {
         ready.text
     );
 
-    let token = github.mint(github_claims());
+    let token = github.mint(gha_claims.clone());
     let reply = broker.exchange(&token, "sts.amazonaws.com").await;
     let (_, claims) = verify_issued(&broker, reply.access_token(), &["sts.amazonaws.com"]).await;
     assert_eq!(claims["sub"], "gha:acme/API:production", "{claims}");
@@ -908,7 +909,7 @@ async fn example_rule_files_load_in_the_real_binary() {
 
     // And a fork's token is refused by the deny example, with the rule in the audit log.
     let fork = github.mint(patched(
-        &github_claims(),
+        &gha_claims,
         json!({"repository": "mallory/API", "repository_owner": "mallory"}),
     ));
     let reply = broker.exchange(&fork, "sts.amazonaws.com").await;

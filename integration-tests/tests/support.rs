@@ -37,8 +37,13 @@ pub fn default_rule() -> String {
 /// `match_extra` (YAML at column 0, e.g. `audiences: [target-a]`) and, when `issue`
 /// is not empty, an `issue` block with it (YAML at column 0).
 pub fn subject_rule(name: &str, match_extra: &str, issue: &str) -> String {
+    issuer_subject_rule(name, ISSUER_NAME, match_extra, issue)
+}
+
+/// [`subject_rule`] through the issuer named `issuer`.
+pub fn issuer_subject_rule(name: &str, issuer: &str, match_extra: &str, issue: &str) -> String {
     let mut out = format!(
-        "- name: {name}\n  match:\n    issuer: {ISSUER_NAME}\n    subject: \"{DEFAULT_SUBJECT}\"\n{}",
+        "- name: {name}\n  match:\n    issuer: {issuer}\n    subject: \"{DEFAULT_SUBJECT}\"\n{}",
         indented(match_extra, 4)
     );
     if !issue.trim().is_empty() {
