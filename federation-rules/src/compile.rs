@@ -11,6 +11,7 @@ use crate::expr::{Expression, Runtime};
 use crate::path::ClaimPath;
 use crate::pattern::Pattern;
 use crate::raw::{ClaimValues, Effect, RawActor, RawIssue, RawMatch, RawRule};
+use crate::credentials::{self, CredentialsSpec};
 use crate::template::Template;
 
 /// What compilation needs to know about the rest of the configuration.
@@ -162,6 +163,8 @@ pub(crate) struct Issue {
     pub(crate) subject_is_default: bool,
     pub(crate) lifetime: u64,
     pub(crate) claims: Vec<(String, IssueValue)>,
+    /// `issue.credentials`.
+    pub(crate) credentials: Option<CredentialsSpec>,
 }
 
 /// A value of `issue.claims` (or `issue.subject`): strings are templates, `{expr: ...}`
@@ -518,6 +521,7 @@ fn compile_issue(raw: Option<RawIssue>, ctx: &CompileContext<'_>, errs: &mut Err
             subject_is_default: true,
             lifetime: default_lifetime,
             claims: Vec::new(),
+            credentials: None,
         };
     };
 
@@ -583,12 +587,17 @@ fn compile_issue(raw: Option<RawIssue>, ctx: &CompileContext<'_>, errs: &mut Err
         claims.push((key, compile_issue_value(&field, value, errs)));
     }
 
+    let credentials = raw
+        .credentials
+        .and_then(|raw| credentials::compile(raw, &mut |field, message| errs.push(field, message)));
+
     Issue {
         audience,
         subject,
         subject_is_default,
         lifetime,
         claims,
+        credentials,
     }
 }
 

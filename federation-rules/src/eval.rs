@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use crate::compile::{Condition, IssueValue, IssuerRules, Rule, RuleSet, TokenConditions, ValueTest};
 use crate::expr::{EvalError, Expression, JsonError, Runtime, Scope, cel_to_json, type_name};
 use crate::raw::Effect;
+use crate::credentials::{Credentials, CredentialsError};
 use crate::template::RenderError;
 
 /// All verified claims of one token, including `iss`, `sub` and `aud`.
@@ -86,6 +87,10 @@ pub struct Grant {
     pub scopes: Vec<String>,
     /// Rendered `issue.claims`.
     pub claims: Map<String, Value>,
+    /// Rendered `issue.credentials`: what the cloud is asked for, when a request wants
+    /// native credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Credentials>,
 }
 
 /// Why a request was refused. `reason` is for the audit log and `explain`, never for
@@ -608,6 +613,8 @@ enum GrantError {
     Evaluation(#[from] FieldEvalError),
     #[error("{field}: {error}")]
     NotJson { field: String, error: JsonError },
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
 }
 
 fn count_check() {
@@ -890,6 +897,10 @@ fn grant(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<Grant, GrantError> {
     for (key, value) in &issue.claims {
         issued.insert(key.clone(), render_value(value, claims, inputs)?);
     }
+    let credentials = match &issue.credentials {
+        Some(spec) => Some(spec.render(claims)?),
+        None => None,
+    };
     Ok(Grant {
         rule: rule.name.clone(),
         audience,
@@ -897,6 +908,7 @@ fn grant(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<Grant, GrantError> {
         lifetime: issue.lifetime,
         scopes: req.scopes.to_vec(),
         claims: issued,
+        credentials,
     })
 }
 
@@ -1233,6 +1245,7 @@ mod tests {
                 lifetime: crate::DEFAULT_LIFETIME,
                 scopes: vec![],
                 claims: Map::new(),
+                credentials: None,
             }
         );
     }

@@ -253,6 +253,7 @@
 #![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
 
 pub mod compile;
+pub mod credentials;
 pub mod duration;
 pub mod eval;
 mod expr;
@@ -265,6 +266,7 @@ pub mod warnings;
 #[cfg(test)]
 mod test_support;
 
+pub use credentials::{Cloud, Credentials};
 pub use compile::{CompileContext, DEFAULT_LIFETIME, RuleError, RuleSet};
 pub use duration::{DurationError, DurationProblem, format_duration, parse_duration};
 pub use eval::{Actor, Claims, Decision, Denial, DenialKind, Explanation, Grant, Request, RuleOutcome};
@@ -273,5 +275,6 @@ pub use expr::{
     MAX_LIST_ITEMS, MAX_REGEX_BYTES, MAX_STRING_BYTES,
 };
 pub use pattern::MAX_PATTERN_CHARS;
-pub use raw::{ClaimValues, Effect, RawActor, RawIssue, RawMatch, RawRule, RawRuleFile, parse_rules_json};
+pub use raw::{
+    ClaimValues, Effect, RawActor, RawAwsCredentials, RawAzureCredentials, RawCredentials, RawGcpCredentials, RawIssue, RawMatch, RawRule, RawRuleFile, parse_rules_json};
 pub use warnings::{PolicyWarning, WarnedRule};

@@ -174,6 +174,158 @@ pub struct RawIssue {
     pub lifetime: Option<String>,
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub claims: serde_json::Map<String, serde_json::Value>,
+    /// Native cloud credentials to trade the issued token for (contract §9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<RawCredentials>,
+}
+
+/// `issue.credentials`: at most one cloud (checked when compiling). Strings marked
+/// "template" take placeholders as `issue.claims` does; endpoints, regions and CA files
+/// are fixed text, so that no claim can choose where the broker sends a token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredentials {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<RawAwsCredentials>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcp: Option<RawGcpCredentials>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<RawAzureCredentials>,
+}
+
+/// `issue.credentials.aws`: `AssumeRoleWithWebIdentity`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAwsCredentials {
+    /// Template.
+    #[serde(deserialize_with = "scalar_string")]
+    pub role_arn: String,
+    /// Template; 2–64 characters of `[\w+=,.@-]` once rendered.
+    #[serde(deserialize_with = "scalar_string")]
+    pub session_name: String,
+    #[serde(
+        default,
+        deserialize_with = "opt_scalar_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub duration: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "opt_scalar_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub region: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "opt_scalar_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub endpoint: Option<String>,
+    /// Allows `http://` endpoints (tests, local emulators).
+    #[serde(
+        default,
+        deserialize_with = "scalar_bool",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub danger_allow_insecure_endpoint: bool,
+    /// PEM file of the CAs to trust for the endpoints instead of the system's roots.
+    #[serde(
+        default,
+        deserialize_with = "opt_scalar_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ca_file: Option<String>,
+}
+
+/// `issue.credentials.gcp`: Google STS, then optionally `generateAccessToken`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGcpCredentials {
+    /// Template: the workload identity provider,
+    /// `//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/providers/R`.
+    #[serde(deserialize_with = "scalar_string")]
+    pub audience: String,
+    /// Template: the service account to impersonate.
+    #[serde(
+        default,
+        deserialize_with = "opt_scalar_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub service_account: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "scalar_string_list",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub scopes: Vec<String>,
+    #[serde(
+        default,
+        deserialize_with = "opt_scalar_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub lifetime: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "opt_scalar_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sts_endpoint: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "opt_scalar_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub iamcredentials_endpoint: Option<String>,
+    /// Allows `http://` endpoints (tests, local emulators).
+    #[serde(
+        default,
+        deserialize_with = "scalar_bool",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub danger_allow_insecure_endpoint: bool,
+    /// PEM file of the CAs to trust for the endpoints instead of the system's roots.
+    #[serde(
+        default,
+        deserialize_with = "opt_scalar_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ca_file: Option<String>,
+}
+
+/// `issue.credentials.azure`: Entra `client_credentials` with the issued token as the
+/// client assertion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAzureCredentials {
+    /// Template.
+    #[serde(deserialize_with = "scalar_string")]
+    pub tenant_id: String,
+    /// Template.
+    #[serde(deserialize_with = "scalar_string")]
+    pub client_id: String,
+    /// Template ending in `/.default`.
+    #[serde(deserialize_with = "scalar_string")]
+    pub scope: String,
+    #[serde(
+        default,
+        deserialize_with = "opt_scalar_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub authority_host: Option<String>,
+    /// Allows `http://` endpoints (tests, local emulators).
+    #[serde(
+        default,
+        deserialize_with = "scalar_bool",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub danger_allow_insecure_endpoint: bool,
+    /// PEM file of the CAs to trust for the endpoints instead of the system's roots.
+    #[serde(
+        default,
+        deserialize_with = "opt_scalar_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ca_file: Option<String>,
 }
 
 /// A rule file: either a bare list of rules or `{rules: [...]}`. Deserializing this type

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::path::{ClaimPath, Cursor, PathError, parse_continuation, parse_relative};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Template {
     segments: Vec<Segment>,
 }

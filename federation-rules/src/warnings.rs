@@ -38,6 +38,7 @@ use std::fmt::{self, Write as _};
 use serde::Serialize;
 
 use crate::compile::{IssueValue, Rule, RuleSet};
+use crate::credentials::CredentialsSpec;
 use crate::raw::Effect;
 
 /// One warning about a rule set.
@@ -84,8 +85,65 @@ impl RuleSet {
     /// deterministic order: exact audiences sorted, then pairs of templates in input
     /// order.
     pub fn warnings(&self) -> Vec<PolicyWarning> {
-        indistinguishable_subjects(&self.rules)
+        let mut all = indistinguishable_subjects(&self.rules);
+        all.extend(self.rules.iter().filter_map(cloud_limit));
+        all
     }
+}
+
+/// The kind of [`PolicyWarning`] about a credentials block whose rendered values can
+/// exceed what its cloud accepts.
+pub const CLOUD_LIMIT: &str = "cloud_limit";
+
+/// Google's limit on `google.subject` (the issued `sub`), in bytes.
+pub const GCP_SUBJECT_BYTES: usize = 127;
+
+/// A warning when a rule's credentials block can render a value its cloud refuses: an
+/// AWS session name with placeholders (a claim can make it longer than 64 characters or
+/// bring characters AWS refuses), a GCP `sub` with placeholders or an expression (Google
+/// maps `sub` to `google.subject`, at most 127 bytes). Such requests are denied (AWS) or
+/// refused by the cloud (GCP), not issued wrong.
+fn cloud_limit(rule: &Rule) -> Option<PolicyWarning> {
+    let issue = rule.issue.as_ref()?;
+    let (target, message) = match issue.credentials.as_ref()? {
+        CredentialsSpec::Aws { session_name, .. } if session_name.parts().contains(&None) => (
+            "issue.credentials.aws.session_name",
+            format!(
+                "rule `{}`: issue.credentials.aws.session_name `{}` has placeholders, so a token's claims can make it longer than 64 characters or bring characters AWS refuses; such requests are denied (keep placeholders to short, bounded claims such as run IDs)",
+                rule.name,
+                session_name.source()
+            ),
+        ),
+        CredentialsSpec::Gcp { .. } => {
+            let unbounded = match &issue.subject {
+                IssueValue::Template { template, .. } => {
+                    let parts = template.parts();
+                    parts.contains(&None) || parts.iter().flatten().map(|p| p.len()).sum::<usize>() > GCP_SUBJECT_BYTES
+                }
+                _ => true,
+            };
+            if !unbounded {
+                return None;
+            }
+            (
+                "issue.subject",
+                format!(
+                    "rule `{}`: its issued `sub` can be longer than {GCP_SUBJECT_BYTES} bytes, which Google refuses as google.subject; set issue.subject to a template of bounded claims",
+                    rule.name
+                ),
+            )
+        }
+        _ => return None,
+    };
+    Some(PolicyWarning {
+        kind: CLOUD_LIMIT,
+        target: target.to_owned(),
+        rules: vec![WarnedRule {
+            rule: rule.name.clone(),
+            issuer: rule.issuer.clone(),
+        }],
+        message,
+    })
 }
 
 /// What audiences a rule's issued tokens can carry.
