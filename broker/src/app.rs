@@ -179,6 +179,7 @@ async fn discovery(State(st): State<Metadata>) -> Response {
             "id_token_signing_alg_values_supported": [alg],
             "token_endpoint_auth_methods_supported": ["none"],
             "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "act", "scope", exchange::SOURCE_ISSUER_CLAIM],
+            "fedbroker_token_types_supported": exchange::REQUESTED_TOKEN_TYPES,
         }),
         3600,
     )

@@ -49,6 +49,10 @@ pub struct AuditRecord<'a> {
     pub kind: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub claims: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    /// The cloud native credentials were requested from (`aws`, `gcp`, `azure`); its
+    /// answer is never recorded, its refusal is in `reason`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud: Option<&'a str>,
 }
 
 enum Sink {

@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{
-    self, Config, DEFAULT_CLOCK_SKEW, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_ISSUED_LIFETIME, IssuerConfig,
-    KeySource, ReplayMode, ServerConfig, SigningConfig,
+    self, Config, DEFAULT_CLOCK_SKEW, DEFAULT_CLOUD_TIMEOUT, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_ISSUED_LIFETIME, IssuerConfig, KeySource, ReplayMode, ServerConfig, SigningConfig,
 };
 use crate::signing::{Signer, SigningError};
 
@@ -135,6 +135,7 @@ pub fn config(listen: SocketAddr) -> Result<(Config, Signer, Arc<DevIssuer>), De
         max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         clock_skew: DEFAULT_CLOCK_SKEW,
         max_issued_lifetime: DEFAULT_MAX_ISSUED_LIFETIME,
+        cloud_timeout: DEFAULT_CLOUD_TIMEOUT,
         limits: Default::default(),
     };
     let signing = SigningConfig {

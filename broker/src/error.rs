@@ -6,12 +6,13 @@
 use axum::http::header::{self, HeaderName};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
-use federation_rules::DenialKind;
+use federation_rules::{Cloud, DenialKind};
 use issuers::VerifyError;
 use serde_json::{Map, Value};
 
 use crate::admin::AdminError;
 use crate::admin_store::StoreError;
+use crate::credentials::CloudError;
 use crate::dev::MintError;
 use crate::exchange::TokenError;
 
@@ -106,6 +107,15 @@ fn rejected(e: &VerifyError) -> &'static str {
     }
 }
 
+/// A cloud as the client is told of it.
+fn cloud_name(cloud: Cloud) -> &'static str {
+    match cloud {
+        Cloud::Aws => "AWS STS",
+        Cloud::Gcp => "Google Cloud",
+        Cloud::Azure => "Microsoft Entra",
+    }
+}
+
 const UNAVAILABLE: &str = "the service is temporarily unavailable; retry later";
 
 impl TokenError {
@@ -152,9 +162,18 @@ impl TokenError {
                 let (status, code, description) = denial(*kind);
                 (status, code, description.into())
             }
-            E::NoKeys(_) | E::Evaluation(_) | E::ReplayStore(_) | E::SigningTask(_) | E::Signing(_) => {
-                unavailable
-            }
+            E::NoCredentials { cloud, .. } => bad(format!("the matching rule issues no {cloud} credentials")),
+            E::Cloud(CloudError::Refused { cloud, .. }) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_target",
+                format!("{} refused the credentials request", cloud_name(*cloud)),
+            ),
+            E::NoKeys(_)
+            | E::Evaluation(_)
+            | E::ReplayStore(_)
+            | E::SigningTask(_)
+            | E::Signing(_)
+            | E::Cloud(CloudError::Unavailable { .. }) => unavailable,
         }
     }
 

@@ -34,6 +34,7 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod credentials;
 pub mod dev;
 pub mod error;
 pub mod exchange;

@@ -4,9 +4,13 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
 
 type Labels = Vec<(&'static str, String)>;
+
+/// Buckets of the cloud latency histogram, in seconds.
+const CLOUD_LATENCY_BUCKETS: [f64; 10] = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 pub struct Metrics {
     registry: Registry,
@@ -18,6 +22,8 @@ pub struct Metrics {
     rules_loaded: Gauge,
     rules_generation: Gauge,
     reloads: Family<Labels, Counter>,
+    cloud_requests: Family<Labels, Counter>,
+    cloud_latency: Family<Labels, Histogram, fn() -> Histogram>,
 }
 
 impl Default for Metrics {
@@ -69,8 +75,22 @@ impl Metrics {
             "Generation of the loaded configuration (1 at start, +1 per successful reload)",
         );
         let reloads = registered(&mut registry, "reloads", "Configuration reloads by result");
+        let cloud_requests = registered(
+            &mut registry,
+            "cloud_requests",
+            "Native-credential requests to clouds by cloud and outcome (issued, refused, unavailable)",
+        );
+        let cloud_latency: Family<Labels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(CLOUD_LATENCY_BUCKETS));
+        registry.register(
+            "cloud_request_duration_seconds",
+            "Time a cloud took to answer a native-credential request, retries included",
+            cloud_latency.clone(),
+        );
         Metrics {
             registry,
+            cloud_requests,
+            cloud_latency,
             rules_generation,
             reloads,
             exchanges,
@@ -89,6 +109,19 @@ impl Metrics {
                 ("error", error.to_string()),
             ])
             .inc();
+    }
+
+    /// One native-credential request to `cloud`, answered with `outcome` after `seconds`.
+    pub fn cloud_request(&self, cloud: &'static str, outcome: &'static str, seconds: f64) {
+        self.cloud_requests
+            .get_or_create(&vec![
+                ("cloud", cloud.to_string()),
+                ("outcome", outcome.to_string()),
+            ])
+            .inc();
+        self.cloud_latency
+            .get_or_create(&vec![("cloud", cloud.to_string())])
+            .observe(seconds);
     }
 
     pub fn jwks_fetch(&self, issuer: &str, ok: bool) {

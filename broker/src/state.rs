@@ -11,6 +11,7 @@ use crate::admin::Admin;
 use crate::audit::AuditLog;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{AdminState, Config, OnUnavailable, ReplayBackend, ServerConfig};
+use crate::credentials::Clouds;
 use crate::dev::DevIssuer;
 use crate::exchange::TokenState;
 use crate::issuer_keys::FetchClients;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub on_unavailable: OnUnavailable,
     pub audit: Arc<AuditLog>,
     pub metrics: Arc<Metrics>,
+    /// The clients of the clouds that native credentials come from.
+    pub clouds: Arc<Clouds>,
     pub dev: Option<Arc<DevIssuer>>,
     pub admin: Option<Arc<Admin>>,
     /// The broker's one clock.
@@ -114,6 +117,7 @@ impl AppState {
         if let Some(admin) = &admin {
             admin.spawn_sync();
         }
+        let config_cloud_timeout = config.server.cloud_timeout;
         Ok(Arc::new(AppState {
             server: Arc::new(config.server.clone()),
             live,
@@ -123,6 +127,7 @@ impl AppState {
             signer: Arc::new(signer),
             replay,
             audit,
+            clouds: Arc::new(Clouds::new(config_cloud_timeout, metrics.clone())),
             metrics,
             dev,
             admin,
@@ -213,6 +218,7 @@ impl FromRef<Arc<AppState>> for TokenState {
             on_unavailable: st.on_unavailable,
             audit: st.audit.clone(),
             metrics: st.metrics.clone(),
+            clouds: st.clouds.clone(),
             clock: st.clock.clone(),
         }
     }

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::credentials::{self, CredentialsSpec};
 use crate::duration::{format_duration, parse_duration};
 use crate::expr::{Expression, Runtime};
 use crate::path::ClaimPath;
 use crate::pattern::Pattern;
 use crate::raw::{ClaimValues, Effect, RawActor, RawIssue, RawMatch, RawRule};
-use crate::credentials::{self, CredentialsSpec};
 use crate::template::Template;
 
 /// What compilation needs to know about the rest of the configuration.

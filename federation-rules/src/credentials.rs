@@ -368,7 +368,10 @@ impl Compiler<'_> {
         let region = raw.region.filter(|r| {
             let ok = !r.is_empty() && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
             if !ok {
-                self.error("issue.credentials.aws.region", format!("`{r}` is not an AWS region name"));
+                self.error(
+                    "issue.credentials.aws.region",
+                    format!("`{r}` is not an AWS region name"),
+                );
             }
             ok
         });
@@ -377,7 +380,11 @@ impl Compiler<'_> {
         CredentialsSpec::Aws {
             role_arn: self.template("issue.credentials.aws.role_arn", &raw.role_arn),
             session_name,
-            duration: self.duration("issue.credentials.aws.duration", raw.duration.as_deref(), AWS_DURATION),
+            duration: self.duration(
+                "issue.credentials.aws.duration",
+                raw.duration.as_deref(),
+                AWS_DURATION,
+            ),
             region,
             endpoint: raw
                 .endpoint
@@ -401,9 +408,18 @@ impl Compiler<'_> {
             .find(|c| !(c.is_ascii_alphanumeric() || "_+=,.@-".contains(*c)));
         let field = "issue.credentials.aws.session_name";
         if let Some(c) = bad_char {
-            self.error(field, format!("{c:?} is not allowed in an AWS session name (letters, digits and _+=,.@- only)"));
+            self.error(
+                field,
+                format!("{c:?} is not allowed in an AWS session name (letters, digits and _+=,.@- only)"),
+            );
         } else if literal.len() > max || (placeholders == 0 && literal.len() < min) {
-            self.error(field, format!("an AWS session name is {min} to {max} characters, not {}", literal.len()));
+            self.error(
+                field,
+                format!(
+                    "an AWS session name is {min} to {max} characters, not {}",
+                    literal.len()
+                ),
+            );
         }
     }
 
@@ -432,7 +448,11 @@ impl Compiler<'_> {
                 .service_account
                 .map(|sa| self.template("issue.credentials.gcp.service_account", &sa)),
             scopes,
-            lifetime: self.duration("issue.credentials.gcp.lifetime", raw.lifetime.as_deref(), GCP_LIFETIME),
+            lifetime: self.duration(
+                "issue.credentials.gcp.lifetime",
+                raw.lifetime.as_deref(),
+                GCP_LIFETIME,
+            ),
             sts_endpoint: self.endpoint(
                 "issue.credentials.gcp.sts_endpoint",
                 raw.sts_endpoint.as_deref().unwrap_or(GCP_STS_ENDPOINT),
@@ -489,7 +509,10 @@ mod tests {
     fn compile_errors(credentials: Value) -> Vec<String> {
         match try_compile(rule(credentials)) {
             Ok(_) => Vec::new(),
-            Err(errors) => errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect(),
+            Err(errors) => errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect(),
         }
     }
 
@@ -509,11 +532,16 @@ mod tests {
 
     #[test]
     fn aws_renders_with_defaults() {
-        let decision = decide(aws(json!({})), json!({"sub": "s", "repository": "acme/api", "run_id": 42}));
-        let Decision::Allow(grant) = decision else { panic!("{decision:?}") };
+        let decision = decide(
+            aws(json!({})),
+            json!({"sub": "s", "repository": "acme/api", "run_id": 42}),
+        );
+        let Decision::Allow(grant) = decision else {
+            panic!("{decision:?}")
+        };
         assert_eq!(
             grant.credentials,
-            Some(Credentials::Aws(AwsCredentials {
+            Some(Box::new(Credentials::Aws(AwsCredentials {
                 role_arn: "arn:aws:iam::111122223333:role/deployer".into(),
                 session_name: "gha-42".into(),
                 duration: 3600,
@@ -523,7 +551,7 @@ mod tests {
                     danger_allow_insecure_endpoint: false,
                     ca_file: None
                 },
-            }))
+            })))
         );
         assert_eq!(
             serde_json::to_value(grant.credentials).unwrap_or_default(),
@@ -534,30 +562,50 @@ mod tests {
     #[test]
     fn a_session_name_aws_refuses_denies_the_request() {
         for run_id in [json!("x".repeat(61)), json!("a b"), json!("a/b")] {
-            let decision = decide(aws(json!({})), json!({"sub": "s", "repository": "acme/api", "run_id": run_id}));
-            let Decision::Deny(denial) = decision else { panic!("allowed {run_id}") };
+            let decision = decide(
+                aws(json!({})),
+                json!({"sub": "s", "repository": "acme/api", "run_id": run_id}),
+            );
+            let Decision::Deny(denial) = decision else {
+                panic!("allowed {run_id}")
+            };
             assert!(
-                denial.reason.contains("issue.credentials.aws.session_name rendered to"),
+                denial
+                    .reason
+                    .contains("issue.credentials.aws.session_name rendered to"),
                 "{}",
                 denial.reason
             );
         }
         // 64 characters exactly is fine.
-        let decision = decide(aws(json!({})), json!({"sub": "s", "repository": "acme/api", "run_id": "x".repeat(60)}));
+        let decision = decide(
+            aws(json!({})),
+            json!({"sub": "s", "repository": "acme/api", "run_id": "x".repeat(60)}),
+        );
         assert!(decision.is_allow(), "{decision:?}");
         let decision = decide(aws(json!({})), json!({"sub": "s", "repository": "acme/api"}));
-        let Decision::Deny(denial) = decision else { panic!("allowed without run_id") };
-        assert!(denial.reason.contains("claims.run_id is missing"), "{}", denial.reason);
+        let Decision::Deny(denial) = decision else {
+            panic!("allowed without run_id")
+        };
+        assert!(
+            denial.reason.contains("claims.run_id is missing"),
+            "{}",
+            denial.reason
+        );
     }
 
     #[test]
     fn gcp_and_azure_render_with_defaults() {
         let gcp = json!({"gcp": {"audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/{claims.repository_owner}",
                                   "service_account": "deployer@proj.iam.gserviceaccount.com"}});
-        let Decision::Allow(grant) = decide(gcp, json!({"repository": "acme/api", "repository_owner": "acme"})) else {
+        let Decision::Allow(grant) =
+            decide(gcp, json!({"repository": "acme/api", "repository_owner": "acme"}))
+        else {
             panic!("gcp denied")
         };
-        let Some(Credentials::Gcp(g)) = grant.credentials else { panic!() };
+        let Some(Credentials::Gcp(g)) = grant.credentials.map(|c| *c) else {
+            panic!()
+        };
         assert!(g.audience.ends_with("/providers/acme"));
         assert_eq!(g.scopes, [GCP_DEFAULT_SCOPE]);
         assert_eq!((g.lifetime, g.sts_endpoint.as_str()), (3600, GCP_STS_ENDPOINT));
@@ -565,8 +613,12 @@ mod tests {
 
         let azure = json!({"azure": {"tenant_id": "t", "client_id": "c", "scope": "https://management.azure.com/.default",
                                       "authority_host": "http://127.0.0.1:9/", "danger_allow_insecure_endpoint": "true"}});
-        let Decision::Allow(grant) = decide(azure, json!({"repository": "acme/api"})) else { panic!("azure denied") };
-        let Some(Credentials::Azure(a)) = grant.credentials else { panic!() };
+        let Decision::Allow(grant) = decide(azure, json!({"repository": "acme/api"})) else {
+            panic!("azure denied")
+        };
+        let Some(Credentials::Azure(a)) = grant.credentials.map(|c| *c) else {
+            panic!()
+        };
         assert_eq!(a.authority_host, "http://127.0.0.1:9");
         assert!(a.trust.danger_allow_insecure_endpoint);
     }
@@ -574,13 +626,22 @@ mod tests {
     #[test]
     fn compile_errors_name_the_field() {
         let cases: Vec<(Value, &str)> = vec![
-            (json!({}), "issue.credentials: must name exactly one cloud (aws, gcp or azure), not 0"),
+            (
+                json!({}),
+                "issue.credentials: must name exactly one cloud (aws, gcp or azure), not 0",
+            ),
             (
                 json!({"aws": {"role_arn": "a", "session_name": "ab"}, "azure": {"tenant_id": "t", "client_id": "c", "scope": "s/.default"}}),
                 "issue.credentials: must name exactly one cloud (aws, gcp or azure), not 2",
             ),
-            (aws(json!({"duration": "10m"})), "issue.credentials.aws.duration: must be between 15m and 12h, not 10m"),
-            (aws(json!({"duration": "13h"})), "issue.credentials.aws.duration: must be between 15m and 12h, not 13h"),
+            (
+                aws(json!({"duration": "10m"})),
+                "issue.credentials.aws.duration: must be between 15m and 12h, not 10m",
+            ),
+            (
+                aws(json!({"duration": "13h"})),
+                "issue.credentials.aws.duration: must be between 15m and 12h, not 13h",
+            ),
             (
                 aws(json!({"endpoint": "http://127.0.0.1:5000"})),
                 "issue.credentials.aws.endpoint: `http://127.0.0.1:5000` must be an https:// URL (http:// only with danger_allow_insecure_endpoint: true)",
@@ -589,7 +650,10 @@ mod tests {
                 aws(json!({"endpoint": "https://sts.amazonaws.com/?x=1"})),
                 "issue.credentials.aws.endpoint: `https://sts.amazonaws.com/?x=1` must be a URL with a host and without user info, query or fragment",
             ),
-            (aws(json!({"region": "us east"})), "issue.credentials.aws.region: `us east` is not an AWS region name"),
+            (
+                aws(json!({"region": "us east"})),
+                "issue.credentials.aws.region: `us east` is not an AWS region name",
+            ),
             (
                 aws(json!({"session_name": "gha/{claims.run_id}"})),
                 "issue.credentials.aws.session_name: '/' is not allowed in an AWS session name (letters, digits and _+=,.@- only)",
@@ -614,7 +678,12 @@ mod tests {
         for (block, expected) in cases {
             assert_eq!(compile_errors(block.clone()), [expected], "{block}");
         }
-        assert_eq!(compile_errors(aws(json!({"endpoint": "http://127.0.0.1:5000", "danger_allow_insecure_endpoint": true}))), Vec::<String>::new());
+        assert_eq!(
+            compile_errors(aws(
+                json!({"endpoint": "http://127.0.0.1:5000", "danger_allow_insecure_endpoint": true})
+            )),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
@@ -632,7 +701,10 @@ mod tests {
         let set = try_compile(rule(aws(json!({})))).expect("compiles");
         let warnings = set.warnings();
         assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert_eq!((warnings[0].kind, warnings[0].target.as_str()), ("cloud_limit", "issue.credentials.aws.session_name"));
+        assert_eq!(
+            (warnings[0].kind, warnings[0].target.as_str()),
+            ("cloud_limit", "issue.credentials.aws.session_name")
+        );
         let fixed = try_compile(rule(aws(json!({"session_name": "deploy"})))).expect("compiles");
         assert!(fixed.warnings().is_empty());
         let gcp = try_compile(rule(json!({"gcp": {"audience": "//iam"}}))).expect("compiles");

@@ -8,9 +8,9 @@ use serde::ser::{SerializeStruct, Serializer};
 use serde_json::{Map, Value, json};
 
 use crate::compile::{Condition, IssueValue, IssuerRules, Rule, RuleSet, TokenConditions, ValueTest};
+use crate::credentials::{Credentials, CredentialsError};
 use crate::expr::{EvalError, Expression, JsonError, Runtime, Scope, cel_to_json, type_name};
 use crate::raw::Effect;
-use crate::credentials::{Credentials, CredentialsError};
 use crate::template::RenderError;
 
 /// All verified claims of one token, including `iss`, `sub` and `aud`.
@@ -90,7 +90,7 @@ pub struct Grant {
     /// Rendered `issue.credentials`: what the cloud is asked for, when a request wants
     /// native credentials.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub credentials: Option<Credentials>,
+    pub credentials: Option<Box<Credentials>>,
 }
 
 /// Why a request was refused. `reason` is for the audit log and `explain`, never for
@@ -898,7 +898,7 @@ fn grant(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<Grant, GrantError> {
         issued.insert(key.clone(), render_value(value, claims, inputs)?);
     }
     let credentials = match &issue.credentials {
-        Some(spec) => Some(spec.render(claims)?),
+        Some(spec) => Some(Box::new(spec.render(claims)?)),
         None => None,
     };
     Ok(Grant {

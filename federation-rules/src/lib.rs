@@ -266,8 +266,8 @@ pub mod warnings;
 #[cfg(test)]
 mod test_support;
 
-pub use credentials::{Cloud, Credentials};
 pub use compile::{CompileContext, DEFAULT_LIFETIME, RuleError, RuleSet};
+pub use credentials::{Cloud, Credentials};
 pub use duration::{DurationError, DurationProblem, format_duration, parse_duration};
 pub use eval::{Actor, Claims, Decision, Denial, DenialKind, Explanation, Grant, Request, RuleOutcome};
 pub use expr::{
@@ -276,5 +276,7 @@ pub use expr::{
 };
 pub use pattern::MAX_PATTERN_CHARS;
 pub use raw::{
-    ClaimValues, Effect, RawActor, RawAwsCredentials, RawAzureCredentials, RawCredentials, RawGcpCredentials, RawIssue, RawMatch, RawRule, RawRuleFile, parse_rules_json};
+    ClaimValues, Effect, RawActor, RawAwsCredentials, RawAzureCredentials, RawCredentials, RawGcpCredentials,
+    RawIssue, RawMatch, RawRule, RawRuleFile, parse_rules_json,
+};
 pub use warnings::{PolicyWarning, WarnedRule};

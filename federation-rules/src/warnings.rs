@@ -118,7 +118,8 @@ fn cloud_limit(rule: &Rule) -> Option<PolicyWarning> {
             let unbounded = match &issue.subject {
                 IssueValue::Template { template, .. } => {
                     let parts = template.parts();
-                    parts.contains(&None) || parts.iter().flatten().map(|p| p.len()).sum::<usize>() > GCP_SUBJECT_BYTES
+                    parts.contains(&None)
+                        || parts.iter().flatten().map(|p| p.len()).sum::<usize>() > GCP_SUBJECT_BYTES
                 }
                 _ => true,
             };

@@ -21,6 +21,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub clock_skew: u64,
     pub max_issued_lifetime: u64,
+    /// Seconds a cloud may take to answer one request for native credentials, retries
+    /// included (`server.cloud_timeout`).
+    pub cloud_timeout: u64,
     /// Read timeouts and the connection cap of every listener.
     pub limits: ConnectionLimits,
 }
@@ -39,6 +42,7 @@ pub struct ConnectionLimits {
 }
 
 pub const DEFAULT_HEADER_TIMEOUT: u64 = 10;
+pub const DEFAULT_CLOUD_TIMEOUT: u64 = 10;
 pub const DEFAULT_BODY_TIMEOUT: u64 = 10;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;

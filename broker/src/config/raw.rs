@@ -14,6 +14,7 @@ pub(super) struct RawServer {
     pub(super) max_body_bytes: Option<usize>,
     pub(super) clock_skew: Option<String>,
     pub(super) max_issued_lifetime: Option<String>,
+    pub(super) cloud_timeout: Option<String>,
     pub(super) header_timeout: Option<String>,
     pub(super) body_timeout: Option<String>,
     pub(super) max_connections: Option<usize>,

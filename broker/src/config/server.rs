@@ -125,12 +125,23 @@ pub(super) fn build_server(raw: RawServer, node: Option<&Node>, errors: &mut Err
         errors,
     )
     .unwrap_or_else(|secs| secs);
+    let cloud_timeout = bounded_duration(
+        raw.cloud_timeout.as_deref(),
+        DEFAULT_CLOUD_TIMEOUT,
+        1..=60,
+        "must be between 1s and 1m",
+        "cloud_timeout",
+        node,
+        errors,
+    )
+    .unwrap_or(DEFAULT_CLOUD_TIMEOUT);
     ServerConfig {
         listen,
         public_url,
         max_body_bytes,
         clock_skew,
         max_issued_lifetime,
+        cloud_timeout,
         limits,
     }
 }

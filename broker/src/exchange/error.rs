@@ -2,10 +2,11 @@
 //! full reason, for the audit log; what the client is told (status, RFC error code, a
 //! fixed description) is mapped in one place, [`crate::error`].
 
-use federation_rules::DenialKind;
+use federation_rules::{Cloud, DenialKind};
 use issuers::{IssuerKind, KindError, PeekError, VerifyError};
 
 use super::{GRANT_TYPE, MAX_TARGET_BYTES, MAX_TARGET_VALUES};
+use crate::credentials::CloudError;
 use crate::replay::ReplayError;
 use crate::signing::SigningError;
 
@@ -102,6 +103,11 @@ pub enum TokenError {
     SigningTask(tokio::task::JoinError),
     #[error("signing: {0}")]
     Signing(SigningError),
+    /// Native credentials were requested, and the deciding rule has no block for them.
+    #[error("rule `{rule}` has no issue.credentials.{cloud} block")]
+    NoCredentials { rule: String, cloud: Cloud },
+    #[error("{0}")]
+    Cloud(CloudError),
 }
 
 impl From<federation_rules::Denial> for TokenError {

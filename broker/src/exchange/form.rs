@@ -8,7 +8,12 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, header};
 
 use super::TokenError;
-use super::{GRANT_TYPE, MAX_TARGET_BYTES, MAX_TARGET_VALUES, TT_ACCESS_TOKEN, TT_ID_TOKEN, TT_JWT};
+use federation_rules::Cloud;
+
+use super::{
+    GRANT_TYPE, MAX_TARGET_BYTES, MAX_TARGET_VALUES, TT_ACCESS_TOKEN, TT_AWS_CREDENTIALS,
+    TT_AZURE_ACCESS_TOKEN, TT_GCP_ACCESS_TOKEN, TT_ID_TOKEN, TT_JWT,
+};
 
 const SINGLETONS: [&str; 7] = [
     "grant_type",
@@ -28,6 +33,8 @@ pub enum TokenType {
     Jwt,
     /// An OAuth access token in JWT form (RFC 9068, `typ: at+jwt`).
     AccessToken,
+    /// A cloud's own credentials, for the JWT the broker mints (contract §9).
+    Cloud(Cloud),
 }
 
 impl TokenType {
@@ -36,13 +43,14 @@ impl TokenType {
         match self {
             TokenType::Jwt => TT_JWT,
             TokenType::AccessToken => TT_ACCESS_TOKEN,
+            TokenType::Cloud(cloud) => cloud_urn(cloud),
         }
     }
 
     /// The issued token's `typ` header.
     pub fn typ(self) -> &'static str {
         match self {
-            TokenType::Jwt => "JWT",
+            TokenType::Jwt | TokenType::Cloud(_) => "JWT",
             TokenType::AccessToken => "at+jwt",
         }
     }
@@ -51,9 +59,32 @@ impl TokenType {
     /// access token).
     pub fn token_type(self) -> &'static str {
         match self {
-            TokenType::Jwt => "N_A",
-            TokenType::AccessToken => "Bearer",
+            TokenType::Jwt | TokenType::Cloud(Cloud::Aws) => "N_A",
+            TokenType::AccessToken | TokenType::Cloud(_) => "Bearer",
         }
+    }
+
+    /// The type a `requested_token_type` URN names.
+    pub fn from_urn(urn: &str) -> Option<TokenType> {
+        match urn {
+            TT_JWT => Some(TokenType::Jwt),
+            TT_ACCESS_TOKEN => Some(TokenType::AccessToken),
+            _ => CLOUDS
+                .into_iter()
+                .find(|c| cloud_urn(*c) == urn)
+                .map(TokenType::Cloud),
+        }
+    }
+}
+
+const CLOUDS: [Cloud; 3] = [Cloud::Aws, Cloud::Gcp, Cloud::Azure];
+
+/// The `requested_token_type` URN of a cloud's credentials (contract §9).
+pub fn cloud_urn(cloud: Cloud) -> &'static str {
+    match cloud {
+        Cloud::Aws => TT_AWS_CREDENTIALS,
+        Cloud::Gcp => TT_GCP_ACCESS_TOKEN,
+        Cloud::Azure => TT_AZURE_ACCESS_TOKEN,
     }
 }
 
@@ -207,10 +238,11 @@ pub(super) fn parse_form(body: &[u8]) -> Result<TokenRequest, TokenError> {
     if targets.all.is_empty() {
         return Err(TokenError::NoTarget);
     }
-    let requested = match one("requested_token_type").as_deref() {
-        None | Some(TT_JWT) => TokenType::Jwt,
-        Some(TT_ACCESS_TOKEN) => TokenType::AccessToken,
-        Some(_) => return Err(TokenError::UnsupportedTokenType("requested_token_type")),
+    let requested = match one("requested_token_type") {
+        None => TokenType::Jwt,
+        Some(urn) => {
+            TokenType::from_urn(&urn).ok_or(TokenError::UnsupportedTokenType("requested_token_type"))?
+        }
     };
     let actor_token = match (one("actor_token"), one("actor_token_type")) {
         (None, None) => None,

@@ -108,6 +108,7 @@ mod tests {
             lifetime: 60,
             scopes: vec![],
             claims,
+            credentials: None,
         };
         let c = issued_claims(
             "https://b",

@@ -25,7 +25,7 @@ use axum::extract::{FromRef, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{MethodRouter, post};
-use federation_rules::Grant;
+use federation_rules::{Credentials, Grant};
 use serde_json::{Map, Value, json};
 
 pub use decide::RulesInput;
@@ -39,6 +39,7 @@ pub(crate) use verify::verify_token;
 use crate::audit::{AuditLog, AuditRecord, rfc3339};
 use crate::clock::SharedClock;
 use crate::config::{OnUnavailable, ReplayMode, ServerConfig};
+use crate::credentials::{CloudToken, Clouds};
 use crate::metrics::Metrics;
 use crate::policy::LivePolicy;
 use crate::replay::{ReplayStore, effective_jti, mark_expiry, replay_key, signing_input, token_digest};
@@ -49,6 +50,18 @@ pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const TT_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 pub const TT_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
 pub const TT_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+pub const TT_AWS_CREDENTIALS: &str = "urn:fedbroker:token-type:aws-credentials";
+pub const TT_GCP_ACCESS_TOKEN: &str = "urn:fedbroker:token-type:gcp-access-token";
+pub const TT_AZURE_ACCESS_TOKEN: &str = "urn:fedbroker:token-type:azure-access-token";
+/// Every `requested_token_type` the broker answers (the metadata's
+/// `fedbroker_token_types_supported` lists them).
+pub const REQUESTED_TOKEN_TYPES: [&str; 5] = [
+    TT_JWT,
+    TT_ACCESS_TOKEN,
+    TT_AWS_CREDENTIALS,
+    TT_GCP_ACCESS_TOKEN,
+    TT_AZURE_ACCESS_TOKEN,
+];
 
 /// At most this many `audience` values, and as many `resource` values, per request
 /// (counted as sent, before deduplication): beyond it, `invalid_request`.
@@ -66,6 +79,7 @@ pub struct TokenState {
     pub on_unavailable: OnUnavailable,
     pub audit: Arc<AuditLog>,
     pub metrics: Arc<Metrics>,
+    pub clouds: Arc<Clouds>,
     pub clock: SharedClock,
 }
 
@@ -130,6 +144,8 @@ async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Re
     let grant = decide::decide(policy.rules.clone(), input).await;
     trail.decided(&grant);
     let grant = grant?;
+    let cloud = cloud_credentials(&request, &grant)?;
+    trail.cloud = cloud.map(|c| c.cloud().as_str());
     // Replay: only once the rules allow (a refusal stores nothing) and before signing
     // (nothing is issued unmarked, unless fail_open says so).
     if subject.issuer.config.replay == ReplayMode::OneTime {
@@ -137,7 +153,39 @@ async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Re
     }
     let (token, jti) = mint(st, &grant, &subject, actor.as_ref(), request.requested).await?;
     trail.issued_jti = Some(jti);
-    Ok(answer(st, &request, &grant, token))
+    let issued = match cloud {
+        // The minted token is the broker's half of the trade, not the answer.
+        Some(credentials) => st
+            .clouds
+            .obtain(credentials, &token)
+            .await
+            .map_err(TokenError::Cloud)?,
+        None => CloudToken {
+            access_token: token,
+            token_type: request.requested.token_type(),
+            expires_in: grant.lifetime.min(st.server.max_issued_lifetime),
+            extra: None,
+        },
+    };
+    Ok(answer(&request, &grant, issued))
+}
+
+/// The deciding rule's credentials block for the cloud the request asks credentials of;
+/// `None` when it asks for a JWT. Checked before anything is marked or minted.
+fn cloud_credentials<'g>(
+    request: &TokenRequest,
+    grant: &'g Grant,
+) -> Result<Option<&'g Credentials>, TokenError> {
+    let TokenType::Cloud(cloud) = request.requested else {
+        return Ok(None);
+    };
+    match &grant.credentials {
+        Some(credentials) if credentials.cloud() == cloud => Ok(Some(&**credentials)),
+        _ => Err(TokenError::NoCredentials {
+            rule: grant.rule.clone(),
+            cloud,
+        }),
+    }
 }
 
 /// Record the subject token as used, or refuse it as replayed; answers what the audit
@@ -199,13 +247,16 @@ async fn mint(
 
 /// The successful answer (RFC 8693 §2.2.1); `scope` only when it differs from the
 /// requested one.
-fn answer(st: &TokenState, request: &TokenRequest, grant: &Grant, token: String) -> Response {
+fn answer(request: &TokenRequest, grant: &Grant, issued: CloudToken) -> Response {
     let mut body = json!({
-        "access_token": token,
+        "access_token": issued.access_token,
         "issued_token_type": request.requested.urn(),
-        "token_type": request.requested.token_type(),
-        "expires_in": grant.lifetime.min(st.server.max_issued_lifetime),
+        "token_type": issued.token_type,
+        "expires_in": issued.expires_in,
     });
+    if let Some((member, value)) = issued.extra {
+        body[member] = value;
+    }
     let granted_scope = grant.scopes.join(" ");
     if request.scope.as_deref().is_some_and(|s| s != granted_scope) && !granted_scope.is_empty() {
         body["scope"] = Value::String(granted_scope);
@@ -241,6 +292,7 @@ struct Trail {
     replay: Option<&'static str>,
     kind: Option<&'static str>,
     claims: Option<Map<String, Value>>,
+    cloud: Option<&'static str>,
 }
 
 impl Trail {
@@ -313,6 +365,7 @@ impl Trail {
             replay: self.replay,
             kind: self.kind,
             claims: self.claims.as_ref(),
+            cloud: self.cloud,
         }
     }
 }
