@@ -29,6 +29,7 @@ pub mod config;
 pub mod fake_issuer;
 pub mod http;
 pub mod in_process;
+pub mod moto;
 pub mod poll;
 pub mod redis_proxy;
 pub mod redis_server;

@@ -19,6 +19,7 @@ mod explain;
 mod harness;
 mod issuer_schema;
 mod keys_fetch;
+mod moto_server;
 mod new_user;
 mod redis;
 mod reload;
