@@ -930,3 +930,118 @@ fn rfc3339_formats_utc() {
     assert_eq!(rfc3339(951_827_696), "2000-02-29T12:34:56Z");
     assert_eq!(rfc3339(1_796_608_800), "2026-12-07T02:00:00Z");
 }
+
+// ---------------------------------------------------------------- TLS
+
+/// A client that trusts only the CA in `ca`.
+fn client_trusting(ca: &std::path::Path) -> reqwest::Client {
+    let pem = std::fs::read(ca).expect("CA file");
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(&pem).expect("PEM"))
+        .build()
+        .expect("HTTP client")
+}
+
+#[tokio::test]
+async fn fakes_serve_https_under_their_own_ca() {
+    let issuer = FakeIssuer::start();
+    let google = FakeGoogle::start_https(GoogleSetup::new(issuer.issuer()));
+    assert!(google.url().starts_with("https://127.0.0.1:"), "{}", google.url());
+    let ca = google.ca_pem().expect("an HTTPS fake has a CA");
+    let tls = client_trusting(&ca);
+    let token = google_token(&issuer, &google, json!({}));
+    let form = sts_form(&google, &token, &[]);
+    let (status, body) = read(
+        tls.post(google.token_url())
+            .form(&form)
+            .send()
+            .await
+            .expect("STS over TLS"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let federated = body["access_token"].as_str().expect("token").to_owned();
+    let response = tls
+        .post(google.generate_access_token_url(SA))
+        .bearer_auth(&federated)
+        .json(&json!({"scope": [SCOPE]}))
+        .send()
+        .await
+        .expect("IAM Credentials over TLS");
+    let (status, body) = read(response).await;
+    assert_eq!(status, 200, "{body}");
+    // Refusals come through the same way.
+    let other = FakeIssuer::start().mint(json!({"aud": google.setup().default_token_audience()}));
+    let form = sts_form(&google, &other, &[]);
+    let reply = read(
+        tls.post(google.token_url())
+            .form(&form)
+            .send()
+            .await
+            .expect("STS"),
+    )
+    .await;
+    assert_oauth_refusal(&reply, "invalid_grant", "issuer");
+    // A client without the CA does not get through.
+    let untrusting = reqwest::Client::builder().no_proxy().build().expect("client");
+    assert!(
+        untrusting
+            .post(google.token_url())
+            .form(&form)
+            .send()
+            .await
+            .is_err()
+    );
+    assert!(
+        FakeGoogle::start(GoogleSetup::new(issuer.issuer()))
+            .ca_pem()
+            .is_none()
+    );
+
+    let entra = FakeEntra::start_https(EntraSetup::new(issuer.issuer(), DEFAULT_SUBJECT));
+    let tls = client_trusting(&entra.ca_pem().expect("CA"));
+    let form = entra_form(&entra, &assertion(&issuer, json!({})), &[]);
+    let (status, body) = read(
+        tls.post(entra.token_url())
+            .form(&form)
+            .send()
+            .await
+            .expect("Entra over TLS"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    entra.set_fault(Fault::Stall);
+    let stalled = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(500))
+        .tls_certs_only(
+            reqwest::Certificate::from_pem_bundle(&std::fs::read(entra.ca_pem().expect("CA")).expect("CA"))
+                .expect("PEM"),
+        )
+        .build()
+        .expect("client")
+        .post(entra.token_url())
+        .form(&form)
+        .send()
+        .await;
+    assert!(stalled.expect_err("never answered").is_timeout());
+}
+
+#[tokio::test]
+async fn fakes_fetch_keys_of_an_https_issuer_with_its_ca() {
+    let issuer = integration_tests::tls_issuer::TlsIssuer::start();
+    let mut setup = GoogleSetup::new(issuer.issuer());
+    setup.allowed_audiences = vec![integration_tests::fake_issuer::DEFAULT_AUDIENCE.to_owned()];
+    let untrusting = FakeGoogle::start(setup.clone());
+    assert_oauth_refusal(
+        &sts_token(&untrusting, &issuer.mint()).await,
+        "invalid_grant",
+        "keys",
+    );
+    setup.issuer_ca_file = Some(issuer.ca_pem());
+    let google = FakeGoogle::start(setup);
+    let (status, body) = sts_token(&google, &issuer.mint()).await;
+    assert_eq!(status, 200, "{body}");
+}

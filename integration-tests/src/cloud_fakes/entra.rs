@@ -43,6 +43,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -54,6 +55,7 @@ use axum::routing::post;
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value, json};
 
+use super::tls::TlsFront;
 use super::verify::{self, KeyPolicy, VerifyError};
 use super::{
     Common, FAULT_RETRY_AFTER, Fault, RecordedRequest, Running, body_fields, json_response, lock,
@@ -96,6 +98,9 @@ pub struct EntraSetup {
     pub tenant_id: String,
     pub client_id: String,
     pub federated_credentials: Vec<FederatedCredential>,
+    /// A CA (PEM file) to trust for the issuers' discovery and JWKS, when they are
+    /// HTTPS with a test CA; `None`: plain HTTP or public roots.
+    pub issuer_ca_file: Option<PathBuf>,
 }
 
 impl EntraSetup {
@@ -107,6 +112,7 @@ impl EntraSetup {
             tenant_id: "00000000-0000-0000-0000-000000000000".to_owned(),
             client_id: "11111111-1111-1111-1111-111111111111".to_owned(),
             federated_credentials: vec![FederatedCredential::new(issuer, subject)],
+            issuer_ca_file: None,
         }
     }
 }
@@ -133,32 +139,57 @@ struct Shared {
 pub struct FakeEntra {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    tls: Option<TlsFront>,
     running: Running,
 }
 
 impl FakeEntra {
+    /// Serve plain HTTP on a loopback port.
     pub fn start(setup: EntraSetup) -> Self {
+        Self::start_inner(setup, false)
+    }
+
+    /// Serve HTTPS (a certificate for `127.0.0.1` from a fresh private CA, see
+    /// [`ca_pem`](Self::ca_pem)), for clients that insist on TLS.
+    pub fn start_https(setup: EntraSetup) -> Self {
+        Self::start_inner(setup, true)
+    }
+
+    fn start_inner(setup: EntraSetup, https: bool) -> Self {
         let (listener, addr) = bind_loopback("fake Entra");
+        let setup_ca = setup.issuer_ca_file.clone();
         let shared = Arc::new(Shared {
             setup,
             common: Common::default(),
             issued: Mutex::new(HashMap::new()),
-            client: verify::key_client(),
+            client: verify::key_client(setup_ca.as_deref()),
         });
         let app = Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(token))
             .with_state(shared.clone());
         let running = Running::serve("fake-entra", listener, app);
+        let tls = https.then(|| TlsFront::start(addr));
         Self {
             shared,
             addr,
+            tls,
             running,
         }
     }
 
-    /// The authority host, `http://127.0.0.1:PORT` (no trailing slash).
+    /// The authority host, `http://127.0.0.1:PORT` (`https://` from
+    /// [`start_https`](Self::start_https)), no trailing slash.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match &self.tls {
+            Some(tls) => tls.url().to_owned(),
+            None => format!("http://{}", self.addr),
+        }
+    }
+
+    /// The CA certificate (PEM file) to trust for [`url`](Self::url), when started with
+    /// [`start_https`](Self::start_https).
+    pub fn ca_pem(&self) -> Option<PathBuf> {
+        self.tls.as_ref().map(TlsFront::ca_pem)
     }
 
     /// `{url}/{tenant}/oauth2/v2.0/token` for the configured tenant.

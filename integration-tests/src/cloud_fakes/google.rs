@@ -52,6 +52,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -63,6 +64,7 @@ use axum::routing::post;
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value, json};
 
+use super::tls::TlsFront;
 use super::verify::{self, KeyPolicy, VerifyError};
 use super::{Common, Fault, RecordedRequest, Running, body_fields, json_response, lock, opaque_token, stall};
 use crate::fake_issuer::bind_loopback;
@@ -93,6 +95,9 @@ pub struct GoogleSetup {
     pub allowed_audiences: Vec<String>,
     /// Service accounts the federated principals may impersonate.
     pub service_accounts: Vec<String>,
+    /// A CA (PEM file) to trust for the issuer's discovery and JWKS, when the issuer
+    /// is HTTPS with a test CA; `None`: plain HTTP or public roots.
+    pub issuer_ca_file: Option<PathBuf>,
 }
 
 impl GoogleSetup {
@@ -106,6 +111,7 @@ impl GoogleSetup {
             provider: "fedbroker".to_owned(),
             allowed_audiences: Vec::new(),
             service_accounts: vec!["deployer@proj.iam.gserviceaccount.com".to_owned()],
+            issuer_ca_file: None,
         }
     }
 
@@ -175,18 +181,31 @@ struct Shared {
 pub struct FakeGoogle {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    tls: Option<TlsFront>,
     running: Running,
 }
 
 impl FakeGoogle {
+    /// Serve plain HTTP on a loopback port.
     pub fn start(setup: GoogleSetup) -> Self {
+        Self::start_inner(setup, false)
+    }
+
+    /// Serve HTTPS (a certificate for `127.0.0.1` from a fresh private CA, see
+    /// [`ca_pem`](Self::ca_pem)), for clients that insist on TLS.
+    pub fn start_https(setup: GoogleSetup) -> Self {
+        Self::start_inner(setup, true)
+    }
+
+    fn start_inner(setup: GoogleSetup, https: bool) -> Self {
         let (listener, addr) = bind_loopback("fake Google");
+        let setup_ca = setup.issuer_ca_file.clone();
         let shared = Arc::new(Shared {
             setup,
             common: Common::default(),
             iam_fault: Mutex::new(None),
             issued: Mutex::new(HashMap::new()),
-            client: verify::key_client(),
+            client: verify::key_client(setup_ca.as_deref()),
         });
         let app = Router::new()
             .route("/v1/token", post(sts_token))
@@ -196,16 +215,27 @@ impl FakeGoogle {
             )
             .with_state(shared.clone());
         let running = Running::serve("fake-google", listener, app);
+        let tls = https.then(|| TlsFront::start(addr));
         Self {
             shared,
             addr,
+            tls,
             running,
         }
     }
 
-    /// `http://127.0.0.1:PORT`: the base of both APIs (STS at `/v1/token`).
+    /// `http://127.0.0.1:PORT` (`https://` from [`start_https`](Self::start_https)): the base of both APIs (STS at `/v1/token`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match &self.tls {
+            Some(tls) => tls.url().to_owned(),
+            None => format!("http://{}", self.addr),
+        }
+    }
+
+    /// The CA certificate (PEM file) to trust for [`url`](Self::url), when started with
+    /// [`start_https`](Self::start_https).
+    pub fn ca_pem(&self) -> Option<PathBuf> {
+        self.tls.as_ref().map(TlsFront::ca_pem)
     }
 
     /// `{url}/v1/token`.

@@ -12,7 +12,11 @@
 //! the pages): discovery and JWKS of the configured issuer fetched over HTTP at every
 //! exchange, `kid` and `alg`, signature, then the claims; and refuses with its
 //! cloud's status and error body. Like [`crate::fake_issuer`], each runs on its own
-//! thread with its own runtime, so it answers while a test blocks.
+//! thread with its own runtime, so it answers while a test blocks. `start` serves
+//! plain HTTP; `start_https` puts a TLS terminator in front (a certificate for
+//! `127.0.0.1` from a fresh private CA, `ca_pem()`), for clients that insist on TLS.
+//! A setup's `issuer_ca_file` lets a fake fetch the keys of an HTTPS issuer with a
+//! test CA.
 //!
 //! Shared by both: [`Fault`] injection, and [`RecordedRequest`]s in which a presented
 //! JWT is replaced by its decoded header and claims and a bearer token by whether
@@ -20,6 +24,7 @@
 
 pub mod entra;
 pub mod google;
+mod tls;
 pub(crate) mod verify;
 
 use std::sync::{Mutex, MutexGuard};

@@ -6,6 +6,7 @@
 //! Only the signature and the key lookup live here; each fake checks the claims
 //! itself, in its cloud's order and with its cloud's error texts.
 
+use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -73,14 +74,20 @@ pub(crate) fn redacted(token: &str) -> Value {
     }
 }
 
-/// An HTTP client for key fetches: no proxy, no redirects, short timeouts.
-pub(crate) fn key_client() -> reqwest::Client {
-    reqwest::Client::builder()
+/// An HTTP client for key fetches: no proxy, no redirects, short timeouts; trusting
+/// only the CA in `ca_file` when one is given (an issuer over HTTPS with a test CA).
+pub(crate) fn key_client(ca_file: Option<&Path>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(5))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("HTTP client for key fetches")
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .unwrap_or_else(|e| panic!("{} is not PEM certificates: {e}", path.display()));
+        builder = builder.tls_certs_only(certs);
+    }
+    builder.build().expect("HTTP client for key fetches")
 }
 
 /// Verify `token`'s signature with the keys of `issuer` (the configured issuer, not
