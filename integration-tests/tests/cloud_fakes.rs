@@ -667,7 +667,7 @@ async fn entra_refuses_assertions_without_a_matching_federated_credential() {
 }
 
 #[tokio::test]
-async fn entra_accepts_only_rs256_with_a_valid_signature_before_expiry() {
+async fn entra_accepts_only_rsa_signatures_that_verify_before_expiry() {
     let ec = FakeIssuer::start_with(KeyKind::Ec);
     let entra_ec = entra_for(&ec);
     assert_aadsts(
@@ -683,7 +683,12 @@ async fn entra_accepts_only_rs256_with_a_valid_signature_before_expiry() {
         json!({"alg": "RS512"}),
         json!({"aud": "api://AzureADTokenExchange"}),
     );
-    assert_aadsts(&entra_token(&entra, &rs512).await, 401, "invalid_client", 5002738);
+    // RS512 is an algorithm Entra takes, but the key's JWK says RS256: not used.
+    assert_aadsts(&entra_token(&entra, &rs512).await, 401, "invalid_client", 700027);
+    let header = json!({"alg": "HS256", "typ": "JWT", "kid": issuer.current_key().kid});
+    let claims = issuer.claims(json!({"aud": "api://AzureADTokenExchange"}));
+    let hs = hs256(&header, &claims, issuer.current_key().public_pem().as_bytes());
+    assert_aadsts(&entra_token(&entra, &hs).await, 401, "invalid_client", 5002738);
 
     let impostor = SigningKey::generate(KeyKind::Rsa);
     let forged = issuer.mint_with_key(
@@ -862,15 +867,17 @@ impl KeySetIssuer {
     }
 
     fn sign(&self, key: &SigningKey, claims: Value) -> String {
+        self.sign_with_alg(key, &format!("{:?}", key.alg), claims)
+    }
+
+    /// Signed under `alg` (of `key`'s family), the issuer's claims with `claims` over them.
+    fn sign_with_alg(&self, key: &SigningKey, alg: &str, claims: Value) -> String {
         let now = now();
         let mut full = json!({"iss": self.url, "sub": DEFAULT_SUBJECT, "iat": now, "exp": now + 600});
         for (k, v) in claims.as_object().expect("object") {
             full[k] = v.clone();
         }
-        key.sign(
-            &json!({"alg": format!("{:?}", key.alg), "typ": "JWT", "kid": key.kid}),
-            &full,
-        )
+        key.sign(&json!({"alg": alg, "typ": "JWT", "kid": key.kid}), &full)
     }
 }
 
@@ -908,6 +915,16 @@ async fn entra_reads_only_the_first_100_keys_and_only_signature_keys() {
     no_use.as_object_mut().expect("object").remove("use");
     issuer.publish(vec![no_use]);
     assert_eq!(entra_token(&entra, &token).await.0, 200);
+
+    // Other RSA algorithms verify under a key whose JWK names no `alg`.
+    let mut any_alg = key.jwk();
+    any_alg.as_object_mut().expect("object").remove("alg");
+    issuer.publish(vec![any_alg]);
+    for alg in ["RS512", "PS256"] {
+        let token = issuer.sign_with_alg(&key, alg, json!({"aud": "api://AzureADTokenExchange"}));
+        let reply = entra_token(&entra, &token).await;
+        assert_eq!(reply.0, 200, "{alg}: {}", reply.1);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,8 +16,12 @@
 //!   matching federated identity record found for presented assertion. Assertion
 //!   Issuer: ... Subject: ... Audience: ..."), the body quoted in
 //!   Azure/azure-workload-identity issue #616;
-//! - the assertion is RS256 (Entra validates federated tokens' RS256 signatures;
-//!   another `alg` is refused, 401 `invalid_client`);
+//! - the assertion is signed with an RSA algorithm (RS256/384/512, PS256/384/512):
+//!   Entra refuses elliptic-curve and other algorithms with 401 `invalid_client`
+//!   AADSTS5002738 ("Invalid JWT token. 'ES256' is not a supported signature
+//!   algorithm", quoted in AzureAD/microsoft-identity-web issue #3467, which also
+//!   lists the RSA algorithms Entra supports for federation). A key whose JWK names
+//!   another `alg` than the header's is not used;
 //! - the keys come from the credential's issuer: `{issuer}/.well-known/openid-configuration`
 //!   → `jwks_uri`, of which only the first 100 keys are read, and a key whose `use` is
 //!   present and not `sig` is ignored ("Microsoft Entra ID reads only the first 100
@@ -70,6 +74,15 @@ pub const TOKEN_EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
 pub const CLIENT_ASSERTION_TYPE_JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// `expires_in` of issued tokens.
 pub const TOKEN_LIFETIME_SECS: i64 = 3599;
+/// The signature algorithms Entra accepts in federated assertions (the RSA family).
+pub const ALGORITHMS: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+];
 /// Keys read from the issuer's JWKS.
 pub const MAX_KEYS_READ: usize = 100;
 
@@ -388,13 +401,13 @@ async fn token(
         );
     };
     let alg = header["alg"].as_str().unwrap_or_default();
-    if alg != "RS256" {
+    if !ALGORITHMS.iter().any(|a| format!("{a:?}") == alg) {
         return aadsts(
             401,
             "invalid_client",
             5002738,
             &format!(
-                "Invalid JWT token. '{alg}' is not a supported signature algorithm. Supported signing algorithms are: 'RS256'."
+                "Invalid JWT token. '{alg}' is not a supported signature algorithm. Supported signing algorithms are: 'RS256, RS384, RS512, PS256, PS384, PS512'."
             ),
         );
     }
@@ -411,7 +424,7 @@ async fn token(
         return no_match(iss, sub, &auds.join(","));
     };
     let policy = KeyPolicy {
-        algorithms: &[Algorithm::RS256],
+        algorithms: ALGORITHMS,
         max_keys: Some(MAX_KEYS_READ),
         skip_non_sig_use: true,
         allowed_members: None,

@@ -52,11 +52,10 @@ pub(crate) enum VerifyError {
 /// not one.
 pub(crate) fn decode_parts(token: &str) -> Option<(Value, Value)> {
     let mut parts = token.split('.');
-    let (h, c, s) = (parts.next()?, parts.next()?, parts.next()?);
+    let (h, c, _signature) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {
         return None;
     }
-    let _ = s;
     let json = |part: &str| -> Option<Value> {
         let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
         let value: Value = serde_json::from_slice(&bytes).ok()?;
@@ -114,8 +113,7 @@ pub(crate) async fn verify_signature(
         .ok_or(VerifyError::NoKid)?
         .to_owned();
 
-    let keys = fetch_keys(client, issuer).await?;
-    let mut keys: Vec<Value> = keys;
+    let mut keys = fetch_keys(client, issuer).await?;
     if let Some(max) = policy.max_keys {
         keys.truncate(max);
     }
@@ -150,7 +148,12 @@ fn key_fits(key: &Value, alg: Algorithm) -> bool {
         return false;
     }
     match alg {
-        Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 => key["kty"] == "RSA",
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => key["kty"] == "RSA",
         Algorithm::ES256 => key["kty"] == "EC" && key["crv"] == "P-256",
         Algorithm::ES384 => key["kty"] == "EC" && key["crv"] == "P-384",
         _ => false,
