@@ -24,15 +24,17 @@
 //!   another `alg` than the header's is not used;
 //! - the keys come from the credential's issuer: `{issuer}/.well-known/openid-configuration`
 //!   → `jwks_uri`, of which only the first 100 keys are read, and a key whose `use` is
-//!   present and not `sig` is ignored ("Microsoft Entra ID reads only the first 100
-//!   signing keys", considerations page); a missing kid or bad signature: 401
+//!   present and not `sig` is ignored (the limits issue 12 §3 lists for Entra, from
+//!   the considerations page); a missing kid or bad signature: 401
 //!   `invalid_client` AADSTS700027; the issuer unreachable: 400 `invalid_request`
 //!   AADSTS50166;
 //! - `exp` in the future (and `nbf`, when present, in the past): else 401
 //!   `invalid_client` AADSTS700024 ("Client assertion is not within its valid time
 //!   range").
 //!
-//! Other refusals: unknown tenant 400 `invalid_request` AADSTS90002; unknown
+//! The AADSTS codes are those of
+//! <https://learn.microsoft.com/entra/identity-platform/reference-error-codes>; the
+//! texts are close to, not copies of, Entra's. Other refusals: unknown tenant 400 `invalid_request` AADSTS90002; unknown
 //! application 400 `unauthorized_client` AADSTS700016; scope without `/.default` 400
 //! `invalid_scope` AADSTS1002012; another grant type 400 `unsupported_grant_type`
 //! AADSTS70003; a missing or unknown assertion type 401 `invalid_client`

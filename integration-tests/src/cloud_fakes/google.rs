@@ -28,7 +28,9 @@
 //! - `google.subject` (mapped from `assertion.sub`) at most 127 bytes.
 //!
 //! Token refusals are 400 `invalid_grant` with an `error_description` (OAuth error
-//! shape, RFC 6749 §5.2, which STS uses). Success: `access_token` (opaque),
+//! shape, RFC 6749 §5.2, which STS uses); but for the two `audience` texts above, the
+//! descriptions are close to Google's, not copies, so match on `error`, not on them.
+//! An oversized `google.subject` is 400 `invalid_request`. Success: `access_token` (opaque),
 //! `issued_token_type` (access token URN), `token_type` `Bearer`, `expires_in` 3600.
 //!
 //! # `POST /v1/projects/-/serviceAccounts/{EMAIL}:generateAccessToken`
