@@ -25,6 +25,7 @@
 
 pub mod attack_support;
 pub mod broker;
+pub mod cloud_fakes;
 pub mod config;
 pub mod fake_issuer;
 pub mod http;

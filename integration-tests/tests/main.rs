@@ -12,6 +12,7 @@ mod admin_redis;
 mod attacks;
 mod audit;
 mod cli;
+mod cloud_fakes;
 mod dev_mode;
 mod errors;
 mod exchange;
