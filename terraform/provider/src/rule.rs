@@ -182,6 +182,7 @@ pub fn convert(state: &RuleState) -> Result<Converted, NotReady> {
                 subject,
                 lifetime: known(&i.lifetime)?,
                 claims,
+                credentials: None,
             })
         }
     };
