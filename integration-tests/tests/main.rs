@@ -13,6 +13,7 @@ mod attacks;
 mod audit;
 mod cli;
 mod cloud_fakes;
+mod credentials;
 mod dev_mode;
 mod errors;
 mod exchange;

@@ -4,6 +4,8 @@
 //! - [`google::FakeGoogle`]: the Security Token Service (`POST /v1/token`) and IAM
 //!   Credentials (`POST /v1/projects/-/serviceAccounts/{email}:generateAccessToken`) on
 //!   one base URL.
+//! - [`aws_sts_errors::StsErrors`]: an AWS STS that refuses every request with one
+//!   documented error (moto plays the AWS STS that answers).
 //! - [`entra::FakeEntra`]: the Microsoft Entra token endpoint
 //!   (`POST /{tenant}/oauth2/v2.0/token`, client credentials with a federated client
 //!   assertion).
@@ -22,6 +24,7 @@
 //! JWT is replaced by its decoded header and claims and a bearer token by whether
 //! the fake knows it: a record never holds a usable credential.
 
+pub mod aws_sts_errors;
 pub mod entra;
 pub mod google;
 mod tls;
