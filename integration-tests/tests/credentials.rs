@@ -15,7 +15,7 @@ use integration_tests::tokens::verify_issued;
 use integration_tests::{Broker, BrokerConfig, FakeIssuer, Reply, exchange_form};
 use serde_json::{Value, json};
 
-use crate::support::{ISSUER_NAME, TARGET, subject_rule};
+use crate::support::{ISSUER_NAME, TARGET, check_in, explain, subject_rule};
 
 const AWS: &str = "urn:fedbroker:token-type:aws-credentials";
 const GCP: &str = "urn:fedbroker:token-type:gcp-access-token";
@@ -603,4 +603,95 @@ async fn metadata_lists_the_credential_urns() {
     request(&broker, &token, AWS)
         .await
         .assert_error(400, "invalid_request", &token);
+}
+
+/// The first value under `key` anywhere in `doc`.
+fn find<'a>(doc: &'a Value, key: &str) -> Option<&'a Value> {
+    match doc {
+        Value::Object(map) => map.get(key).or_else(|| map.values().find_map(|v| find(v, key))),
+        Value::Array(items) => items.iter().find_map(|v| find(v, key)),
+        _ => None,
+    }
+}
+
+/// `explain` shows what the cloud would be asked, rendered for the claims, and calls no
+/// cloud; `check` warns that the session name template can exceed AWS's limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_the_cloud_request_and_check_warns_of_its_limits() {
+    let fake = FakeIssuer::start();
+    let sts = StsErrors::start(403, "AccessDenied", "explain must not call STS");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = BrokerConfig::new()
+        .issuer(fake.issuer_yaml(ISSUER_NAME))
+        .rules(subject_rule(
+            "cloud",
+            &format!("audiences: [{TARGET}]"),
+            &aws_issue(sts.url()),
+        ))
+        .write_to(dir.path());
+    let claims = dir.path().join("claims.json");
+    std::fs::write(
+        &claims,
+        json!({"iss": fake.issuer(), "sub": DEFAULT_SUBJECT, "run": 42}).to_string(),
+    )
+    .expect("claims");
+
+    let out = explain(
+        dir.path(),
+        &config,
+        &[
+            "--claims",
+            claims.to_str().expect("path"),
+            "--audience",
+            TARGET,
+            "--json",
+        ],
+    );
+
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.all()));
+    assert_eq!(
+        find(&doc, "credentials"),
+        Some(&json!({
+            "cloud": "aws",
+            "role_arn": ROLE_ARN,
+            "session_name": "k8s-42",
+            "duration": 900,
+            "endpoint": sts.url(),
+            "danger_allow_insecure_endpoint": true,
+        })),
+        "{doc}"
+    );
+    assert_eq!(sts.requests(), 0, "explain called STS");
+
+    let out = check_in(dir.path(), &config, true);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.all()));
+    let warnings = doc["warnings"].as_array().cloned().unwrap_or_default();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w["kind"] == "cloud_limit" && w["target"] == "issue.credentials.aws.session_name"),
+        "{doc}"
+    );
+}
+
+/// A credentials block the cloud could never accept does not load: the field is named.
+#[test]
+fn a_bad_credentials_block_is_a_load_error_naming_the_field() {
+    let fake = FakeIssuer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let issue = "credentials:\n  aws:\n    role_arn: arn:aws:iam::1:role/r\n    session_name: s-{claims.run}\n    endpoint: http://127.0.0.1:9\n";
+    let config = BrokerConfig::new()
+        .issuer(fake.issuer_yaml(ISSUER_NAME))
+        .rules(subject_rule("cloud", &format!("audiences: [{TARGET}]"), issue))
+        .write_to(dir.path());
+    let out = check_in(dir.path(), &config, false);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(
+        out.all().contains("issue.credentials.aws.endpoint")
+            && out.all().contains("danger_allow_insecure_endpoint"),
+        "{}",
+        out.all()
+    );
 }
