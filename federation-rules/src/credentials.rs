@@ -165,9 +165,94 @@ pub(crate) enum CredentialsError {
         "issue.credentials.aws.session_name rendered to {shown}, which AWS refuses: a session name is 2 to 64 characters of letters, digits and _+=,.@-"
     )]
     SessionName { shown: String },
+    #[error("the issued sub is {0} bytes; Google accepts at most {GCP_SUBJECT_BYTES} as google.subject")]
+    GcpSubject(usize),
+    #[error("issue.claims.{AWS_TAGS_CLAIM}: {0} (AWS refuses such a token)")]
+    AwsTags(String),
+}
+
+/// The claim AWS reads session tags from.
+pub const AWS_TAGS_CLAIM: &str = "https://aws.amazon.com/tags";
+/// Google's limit on `google.subject` (the issued `sub`), in bytes.
+pub const GCP_SUBJECT_BYTES: usize = 127;
+/// AWS's session tag limits: tags, key characters, value characters.
+pub const AWS_TAG_LIMITS: (usize, usize, usize) = (50, 128, 256);
+
+/// What AWS demands of the session tags in a web identity token
+/// (<https://docs.aws.amazon.com/IAM/latest/UserGuide/id_session-tags.html>): at most 50
+/// principal tags, keys of 1–128 characters, values of at most 256, each value one
+/// string (or a one-string list), and transitive keys among the tags.
+pub(crate) fn check_aws_tags(claims: &Map<String, Value>) -> Result<(), CredentialsError> {
+    let Some(tags) = claims.get(AWS_TAGS_CLAIM) else {
+        return Ok(());
+    };
+    let bad = |message: String| Err(CredentialsError::AwsTags(message));
+    let Some(principal) = tags.get("principal_tags").and_then(Value::as_object) else {
+        return bad("must be an object with a principal_tags object".into());
+    };
+    let (max_tags, max_key, max_value) = AWS_TAG_LIMITS;
+    if principal.len() > max_tags {
+        return bad(format!(
+            "{} principal tags; AWS accepts at most {max_tags}",
+            principal.len()
+        ));
+    }
+    for (key, value) in principal {
+        let chars = key.chars().count();
+        if chars == 0 || chars > max_key {
+            return bad(format!(
+                "tag key of {chars} characters; AWS accepts 1 to {max_key}"
+            ));
+        }
+        let text = match value {
+            Value::String(s) => Some(s.as_str()),
+            Value::Array(items) if items.len() == 1 => items[0].as_str(),
+            _ => None,
+        };
+        match text {
+            None => return bad(format!("tag `{key}` must be one string")),
+            Some(t) if t.chars().count() > max_value => {
+                return bad(format!(
+                    "tag `{key}` has a value of {} characters; AWS accepts at most {max_value}",
+                    t.chars().count()
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(transitive) = tags.get("transitive_tag_keys") {
+        let keys = transitive.as_array().map(Vec::as_slice).unwrap_or_default();
+        if !transitive.is_array()
+            || keys
+                .iter()
+                .any(|k| k.as_str().is_none_or(|k| !principal.contains_key(k)))
+        {
+            return bad("transitive_tag_keys must list keys of principal_tags".into());
+        }
+    }
+    Ok(())
 }
 
 impl CredentialsSpec {
+    /// Whether the issued `sub` fits the cloud (Google's 127 bytes).
+    pub(crate) fn check_subject(&self, subject: &str) -> Result<(), CredentialsError> {
+        match self {
+            CredentialsSpec::Gcp { .. } if subject.len() > GCP_SUBJECT_BYTES => {
+                Err(CredentialsError::GcpSubject(subject.len()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The cloud of the block.
+    pub(crate) fn cloud(&self) -> Cloud {
+        match self {
+            CredentialsSpec::Aws { .. } => Cloud::Aws,
+            CredentialsSpec::Gcp { .. } => Cloud::Gcp,
+            CredentialsSpec::Azure { .. } => Cloud::Azure,
+        }
+    }
+
     /// The block for one request's claims.
     pub(crate) fn render(&self, claims: &Map<String, Value>) -> Result<Credentials, CredentialsError> {
         let render = |field: &str, template: &Template| {
@@ -234,6 +319,19 @@ impl CredentialsSpec {
                 trust: trust.clone(),
             }),
         })
+    }
+}
+
+impl crate::RuleSet {
+    /// The rules with an `issue.credentials` block and its cloud, in input order.
+    pub fn credential_clouds(&self) -> Vec<(&str, Cloud)> {
+        self.rules
+            .iter()
+            .filter_map(|r| {
+                let spec = r.issue.as_ref()?.credentials.as_ref()?;
+                Some((r.name.as_str(), spec.cloud()))
+            })
+            .collect()
     }
 }
 
@@ -709,5 +807,84 @@ mod tests {
         assert!(fixed.warnings().is_empty());
         let gcp = try_compile(rule(json!({"gcp": {"audience": "//iam"}}))).expect("compiles");
         assert_eq!(gcp.warnings()[0].target, "issue.subject");
+    }
+
+    #[test]
+    fn aws_session_tags_beyond_aws_limits_deny() {
+        let tags = |principal: Value, transitive: Value| {
+            let mut m = Map::new();
+            m.insert(
+                AWS_TAGS_CLAIM.into(),
+                json!({"principal_tags": principal, "transitive_tag_keys": transitive}),
+            );
+            check_aws_tags(&m).map_err(|e| e.to_string())
+        };
+        assert_eq!(tags(json!({"repo": ["acme/api"]}), json!(["repo"])), Ok(()));
+        let many: Map<String, Value> = (0..51).map(|i| (format!("k{i}"), json!(["v"]))).collect();
+        let cases = [
+            (
+                Value::Object(many),
+                json!([]),
+                "51 principal tags; AWS accepts at most 50",
+            ),
+            (
+                json!({"k".repeat(129): ["v"]}),
+                json!([]),
+                "tag key of 129 characters; AWS accepts 1 to 128",
+            ),
+            (
+                json!({"k": ["v".repeat(257)]}),
+                json!([]),
+                "tag `k` has a value of 257 characters; AWS accepts at most 256",
+            ),
+            (json!({"k": ["a", "b"]}), json!([]), "tag `k` must be one string"),
+            (
+                json!({"k": ["v"]}),
+                json!(["other"]),
+                "transitive_tag_keys must list keys of principal_tags",
+            ),
+        ];
+        for (principal, transitive, expected) in cases {
+            let err = tags(principal, transitive).expect_err(expected);
+            assert!(err.contains(expected), "{err}");
+        }
+        // Through a rule: the request is denied with the reason.
+        let set = try_compile(json!([{"name": "r", "match": {"issuer": "github-actions", "allow_any_subject": true, "audiences": ["sts.amazonaws.com"]},
+            "issue": {"claims": {AWS_TAGS_CLAIM: {"principal_tags": {"repo": ["{claims.repository}"]}}}}}]))
+        .expect("compiles");
+        let req = Req::new(
+            "github-actions",
+            json!({"sub": "s", "repository": "x".repeat(300)}),
+            &["sts.amazonaws.com"],
+        );
+        let Decision::Deny(denial) = set.evaluate(&req.request()) else {
+            panic!("allowed")
+        };
+        assert!(
+            denial.reason.contains("AWS refuses such a token"),
+            "{}",
+            denial.reason
+        );
+    }
+
+    #[test]
+    fn a_gcp_subject_over_127_bytes_denies() {
+        let gcp = json!({"gcp": {"audience": "//iam"}});
+        let ok = decide(gcp.clone(), json!({"repository": "a".repeat(123)}));
+        assert!(ok.is_allow(), "127 bytes: {ok:?}");
+        let Decision::Deny(denial) = decide(gcp, json!({"repository": "a".repeat(124)})) else {
+            panic!("allowed")
+        };
+        assert!(
+            denial.reason.contains("the issued sub is 128 bytes"),
+            "{}",
+            denial.reason
+        );
+    }
+
+    #[test]
+    fn credential_clouds_lists_the_blocks() {
+        let set = try_compile(rule(aws(json!({})))).expect("compiles");
+        assert_eq!(set.credential_clouds(), [("r", Cloud::Aws)]);
     }
 }

@@ -8,7 +8,7 @@ use serde::ser::{SerializeStruct, Serializer};
 use serde_json::{Map, Value, json};
 
 use crate::compile::{Condition, IssueValue, IssuerRules, Rule, RuleSet, TokenConditions, ValueTest};
-use crate::credentials::{Credentials, CredentialsError};
+use crate::credentials::{Credentials, CredentialsError, check_aws_tags};
 use crate::expr::{EvalError, Expression, JsonError, Runtime, Scope, cel_to_json, type_name};
 use crate::raw::Effect;
 use crate::template::RenderError;
@@ -897,8 +897,12 @@ fn grant(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<Grant, GrantError> {
     for (key, value) in &issue.claims {
         issued.insert(key.clone(), render_value(value, claims, inputs)?);
     }
+    check_aws_tags(&issued)?;
     let credentials = match &issue.credentials {
-        Some(spec) => Some(Box::new(spec.render(claims)?)),
+        Some(spec) => {
+            spec.check_subject(&subject)?;
+            Some(Box::new(spec.render(claims)?))
+        }
         None => None,
     };
     Ok(Grant {

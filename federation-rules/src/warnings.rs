@@ -38,7 +38,7 @@ use std::fmt::{self, Write as _};
 use serde::Serialize;
 
 use crate::compile::{IssueValue, Rule, RuleSet};
-use crate::credentials::CredentialsSpec;
+use crate::credentials::{CredentialsSpec, GCP_SUBJECT_BYTES};
 use crate::raw::Effect;
 
 /// One warning about a rule set.
@@ -94,9 +94,6 @@ impl RuleSet {
 /// The kind of [`PolicyWarning`] about a credentials block whose rendered values can
 /// exceed what its cloud accepts.
 pub const CLOUD_LIMIT: &str = "cloud_limit";
-
-/// Google's limit on `google.subject` (the issued `sub`), in bytes.
-pub const GCP_SUBJECT_BYTES: usize = 127;
 
 /// A warning when a rule's credentials block can render a value its cloud refuses: an
 /// AWS session name with placeholders (a claim can make it longer than 64 characters or

@@ -12,6 +12,7 @@ mod admin_redis;
 mod attacks;
 mod audit;
 mod cli;
+mod cloud_conformance;
 mod cloud_fakes;
 mod credentials;
 mod dev_mode;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use federation_rules::{CompileContext, RawRule, RuleSet};
+use issuers::Algorithm;
 use marked_yaml::Node;
 
 use super::admin::{AdminConfig, AdminState, build_admin};
@@ -194,6 +195,9 @@ pub fn assemble(
             None
         }
     };
+    if let Some(rules) = &rules {
+        entra_needs_rs256(rules, &draft.signing, &draft.file, &mut list);
+    }
     match rules {
         Some(rules) if list.is_empty() => Ok(Config {
             server: draft.server,
@@ -208,6 +212,27 @@ pub fn assemble(
             file_items: Arc::default(),
         }),
         _ => Err(ConfigErrors(list)),
+    }
+}
+
+/// Entra accepts only RS256 client assertions: a rule with an `azure` credentials block
+/// under another signing algorithm could never succeed, so it does not load.
+fn entra_needs_rs256(rules: &RuleSet, signing: &SigningConfig, file: &Path, list: &mut Vec<ConfigError>) {
+    if signing.algorithm == Algorithm::RS256 {
+        return;
+    }
+    for (rule, cloud) in rules.credential_clouds() {
+        if cloud == federation_rules::Cloud::Azure {
+            list.push(ConfigError {
+                file: file.to_path_buf(),
+                line: None,
+                field: format!("rule `{rule}`: issue.credentials.azure"),
+                message: format!(
+                    "Entra accepts only RS256 client assertions, and signing.algorithm is {}",
+                    signing.algorithm.as_str()
+                ),
+            });
+        }
     }
 }
 
