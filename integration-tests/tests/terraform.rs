@@ -549,6 +549,183 @@ rules = {
     tf.ok_in("module", &destroy_args);
 }
 
+/// A rule with `issue.credentials_json` (contract §9) whose AWS block has the role
+/// ARN, session name, duration and region.
+fn credentials_config(broker: &Broker, fake: &FakeIssuer, credentials: &str) -> String {
+    format!(
+        r#"{provider}
+resource "fedbroker_issuer" "k8s" {{
+  name                  = "k8s"
+  issuer                = "{issuer}"
+  audiences             = ["{DEFAULT_AUDIENCE}"]
+  algorithms            = ["RS256"]
+  danger_allow_insecure = true
+}}
+
+resource "fedbroker_rule" "aws" {{
+  name = "to-aws"
+
+  match {{
+    issuer    = fedbroker_issuer.k8s.name
+    subject   = "{DEFAULT_SUBJECT}"
+    audiences = ["sts.amazonaws.com"]
+  }}
+
+  issue {{
+    lifetime         = "10m"
+    credentials_json = {credentials}
+  }}
+}}
+"#,
+        provider = provider_block(broker),
+        issuer = fake.issuer(),
+    )
+}
+
+/// `issue.credentials_json` end to end: a block of the wrong shape, or with a value
+/// the broker's compiler refuses, fails `plan` at that attribute; a good one is created
+/// through `apply` as the broker's `issue.credentials`, reads back with no diff, keeps
+/// its text through drift elsewhere in the rule, is put back after drift in it, and
+/// imports with no diff.
+#[tokio::test]
+async fn terraform_carries_a_rules_credentials_block() {
+    if !require_tools() {
+        return;
+    }
+    let fake = FakeIssuer::start();
+    let broker = admin_broker().await;
+    let tf = Terraform::new().env("FEDBROKER_ADMIN_TOKEN", ADMIN_TOKEN);
+
+    // The shape is checked by the provider, the values by the broker's compiler: both
+    // at plan (`validate` skips a rule whose issuer is a reference, still unknown there),
+    // before any API call, at the attribute.
+    tf.write(
+        "main.tf",
+        &credentials_config(
+            &broker,
+            &fake,
+            r#"jsonencode({ aws = { role_arn = "arn:aws:iam::111122223333:role/deployer" } })"#,
+        ),
+    );
+    tf.init();
+    let out = tf.run(&["plan", "-no-color", "-input=false"]);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("credentials_json is not a credentials block (aws): missing field")
+            && out.stderr.contains("`session_name`")
+            && out.stderr.contains("credentials_json = jsonencode"),
+        "{}",
+        out.all()
+    );
+    tf.write(
+        "main.tf",
+        &credentials_config(
+            &broker,
+            &fake,
+            r#"jsonencode({ aws = { role_arn = "r", session_name = "s", duration = "13h" } })"#,
+        ),
+    );
+    let out = tf.run(&["plan", "-no-color", "-input=false"]);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("issue.credentials.aws.duration: must be between")
+            && out.stderr.contains("credentials_json = jsonencode"),
+        "{}",
+        out.all()
+    );
+
+    // Not the text the broker's item reads back as: a null member it drops. The state
+    // keeps the configuration's text while it means the same block.
+    let with_null = r#"jsonencode({
+      aws = {
+        session_name = "gha-{claims.run_id}"
+        role_arn     = "arn:aws:iam::111122223333:role/deployer"
+        region       = "us-east-1"
+        duration     = "1h"
+        endpoint     = null
+      }
+    })"#;
+    tf.write("main.tf", &credentials_config(&broker, &fake, with_null));
+    apply_expecting(&tf, "2 added, 0 changed, 0 destroyed");
+    let rule = admin(&broker, reqwest::Method::GET, "rules/to-aws", None).await;
+    assert_eq!(rule.status, 200, "{}", rule.text);
+    assert_eq!(
+        rule.json["issue"]["credentials"],
+        json!({"aws": {
+            "role_arn": "arn:aws:iam::111122223333:role/deployer",
+            "session_name": "gha-{claims.run_id}",
+            "duration": "1h",
+            "region": "us-east-1",
+        }}),
+        "{}",
+        rule.text
+    );
+    let (code, out) = tf.plan_exit_code();
+    assert_eq!(
+        code,
+        Some(0),
+        "a plan right after apply is not empty\n{}",
+        out.all()
+    );
+
+    // Drift elsewhere in the rule: the plan shows it, not the credentials.
+    let mut changed = rule.json.clone();
+    changed["issue"]["lifetime"] = json!("1m");
+    let put = admin(&broker, reqwest::Method::PUT, "rules/to-aws", Some(changed)).await;
+    assert_eq!(put.status, 200, "{}", put.text);
+    let (code, out) = tf.plan_exit_code();
+    assert_eq!(code, Some(2), "the drift was not detected\n{}", out.all());
+    assert!(out.stdout.contains(r#""1m" -> "10m""#), "{}", out.all());
+    assert!(
+        !out.stdout.contains("credentials_json"),
+        "the unchanged credentials show as a change\n{}",
+        out.all()
+    );
+    // Drift in the block: the plan puts Terraform's version back.
+    let mut changed = rule.json.clone();
+    changed["issue"]["credentials"]["aws"]["duration"] = json!("2h");
+    let put = admin(&broker, reqwest::Method::PUT, "rules/to-aws", Some(changed)).await;
+    assert_eq!(put.status, 200, "{}", put.text);
+    let (code, out) = tf.plan_exit_code();
+    assert_eq!(code, Some(2), "the drift was not detected\n{}", out.all());
+    assert!(
+        out.stdout.contains("credentials_json") && out.stdout.contains("2h"),
+        "{}",
+        out.all()
+    );
+    apply_expecting(&tf, "0 added, 1 changed, 0 destroyed");
+    let restored = admin(&broker, reqwest::Method::GET, "rules/to-aws", None).await;
+    assert_eq!(restored.json["issue"]["credentials"]["aws"]["duration"], "1h");
+    assert_eq!(restored.json["issue"]["lifetime"], "10m");
+
+    // Imported, the broker's block reads as jsonencode writes it: no diff with a
+    // configuration without the null member (whose order of keys does not matter).
+    tf.write(
+        "main.tf",
+        &credentials_config(&broker, &fake, &with_null.replace("endpoint     = null", "")),
+    );
+    tf.ok(&["state", "rm", "fedbroker_rule.aws"]);
+    tf.ok(&[
+        "import",
+        "-no-color",
+        "-input=false",
+        "fedbroker_rule.aws",
+        "to-aws",
+    ]);
+    let (code, out) = tf.plan_exit_code();
+    assert_eq!(
+        code,
+        Some(0),
+        "the imported rule differs from its configuration\n{}",
+        out.all()
+    );
+
+    let out = tf.ok(&["destroy", "-no-color", "-input=false", "-auto-approve"]);
+    assert!(out.stdout.contains("2 destroyed"), "{}", out.all());
+}
+
 /// Every Terraform file in the repository is formatted (the cloud modules cannot be
 /// initialised here, without a registry, but `fmt` needs no provider).
 #[test]

@@ -29,9 +29,10 @@ resource "fedbroker_rule" "this" {
   }
 
   issue {
-    audience    = each.value.issue_audience
-    subject     = each.value.issue_subject
-    lifetime    = each.value.lifetime
-    claims_json = each.value.claims_json
+    audience         = each.value.issue_audience
+    subject          = each.value.issue_subject
+    lifetime         = each.value.lifetime
+    claims_json      = each.value.claims_json
+    credentials_json = each.value.credentials_json
   }
 }

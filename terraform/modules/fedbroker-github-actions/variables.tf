@@ -37,16 +37,19 @@ variable "rules" {
       issue_subject  `sub` of the issued token (a template; default "gha:{claims.repository}")
       lifetime       lifetime of the issued token (default 15m)
       claims_json    extra claims as JSON (jsonencode({...}))
+      credentials_json  cloud credentials the issued token is traded for, as JSON
+                        (jsonencode({aws = {role_arn = ..., session_name = ...}}))
   EOT
   type = map(object({
-    repository     = string
-    refs           = optional(list(string), ["refs/heads/main"])
-    environments   = optional(list(string))
-    audiences      = list(string)
-    issue_audience = optional(string)
-    issue_subject  = optional(string, "gha:{claims.repository}")
-    lifetime       = optional(string, "15m")
-    claims_json    = optional(string)
+    repository       = string
+    refs             = optional(list(string), ["refs/heads/main"])
+    environments     = optional(list(string))
+    audiences        = list(string)
+    issue_audience   = optional(string)
+    issue_subject    = optional(string, "gha:{claims.repository}")
+    lifetime         = optional(string, "15m")
+    claims_json      = optional(string)
+    credentials_json = optional(string)
   }))
 
   validation {

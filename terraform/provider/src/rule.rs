@@ -3,8 +3,11 @@
 //! HCL shape: `match` is a required block and `issue` and `match.actor` optional blocks,
 //! as in the YAML. `match.claims` is a map of lists (`{environment = ["prod", "staging"]}`,
 //! a one-element list for a single value). `issue.claims` is arbitrary JSON, so it is the
-//! string attribute `issue.claims_json` (write `jsonencode({...})`); `issue.subject`'s
-//! `{expr: ...}` form is `issue.subject_expr`.
+//! string attribute `issue.claims_json` (write `jsonencode({...})`), and so is the cloud
+//! credentials block `issue.credentials` (contract §9): `issue.credentials_json`
+//! (`jsonencode({aws = {role_arn = "...", session_name = "..."}})`), parsed into the
+//! broker's `RawCredentials`; `issue.subject`'s `{expr: ...}` form is
+//! `issue.subject_expr`.
 //!
 //! The rule is compiled by `federation-rules` (the broker's own compiler) when Terraform
 //! validates and plans, with every issuer name accepted (the provider cannot see the
@@ -12,7 +15,9 @@
 
 use std::collections::BTreeMap;
 
-use federation_rules::{ClaimValues, CompileContext, Effect, RawActor, RawIssue, RawMatch, RawRule, RuleSet};
+use federation_rules::{
+    ClaimValues, CompileContext, Effect, RawActor, RawCredentials, RawIssue, RawMatch, RawRule, RuleSet,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use tf_provider::schema::{AttributeConstraint, AttributeType, Block, NestedBlock, Schema};
@@ -68,12 +73,14 @@ pub struct IssueBlock {
     pub subject_expr: Str,
     pub lifetime: Str,
     pub claims_json: Str,
+    pub credentials_json: Str,
 }
 
 /// Blocks that are lists of one on the wire, and JSON attributes that hold a subtree.
 const BLOCKS: &[(&str, bool)] = &[("match", false), ("issue", true), ("match.actor", true)];
 const JSON_ATTRIBUTES: &[(&str, &str)] = &[
     ("issue.claims", "issue.claims_json"),
+    ("issue.credentials", "issue.credentials_json"),
     ("issue.subject.expr", "issue.subject_expr"),
 ];
 
@@ -81,9 +88,28 @@ pub fn path_of(field: &str) -> AttributePath {
     attribute_path(field, BLOCKS, JSON_ATTRIBUTES)
 }
 
-/// A rule, with the problems found while converting it (a malformed `claims_json`, both
-/// `subject` and `subject_expr`): the rule is still compiled so that every problem is
-/// reported at once.
+/// The credentials block `credentials_json` holds, or why it holds none (a phrase that
+/// follows the attribute's name): not JSON, not an object, or not the shape of
+/// `issue.credentials` (serde's message, naming the cloud whose block is wrong). The
+/// values are checked when the rule is compiled.
+pub fn parse_credentials(text: &str) -> Result<RawCredentials, String> {
+    let map = parse_json_object(text).map_err(|e| e.to_string())?;
+    serde_json::from_value(Json::Object(map.clone())).map_err(|e| {
+        let wrong = ["aws", "gcp", "azure"].into_iter().find(|cloud| {
+            map.get(*cloud).is_some_and(|block| {
+                serde_json::from_value::<RawCredentials>(serde_json::json!({ *cloud: block })).is_err()
+            })
+        });
+        match wrong {
+            Some(cloud) => format!("is not a credentials block ({cloud}): {e}"),
+            None => format!("is not a credentials block: {e}"),
+        }
+    })
+}
+
+/// A rule, with the problems found while converting it (a malformed `claims_json` or
+/// `credentials_json`, both `subject` and `subject_expr`): the rule is still compiled so
+/// that every problem is reported at once.
 #[derive(Debug)]
 pub struct Converted {
     pub raw: RawRule,
@@ -177,12 +203,23 @@ pub fn convert(state: &RuleState) -> Result<Converted, NotReady> {
                     serde_json::Map::new()
                 }),
             };
+            let credentials = match known(&i.credentials_json)? {
+                None => None,
+                Some(text) => parse_credentials(&text)
+                    .map_err(|e| {
+                        problems.push((
+                            AttributePath::new("issue").index(0).attribute("credentials_json"),
+                            format!("credentials_json {e}"),
+                        ));
+                    })
+                    .ok(),
+            };
             Some(RawIssue {
                 audience: known(&i.audience)?,
                 subject,
                 lifetime: known(&i.lifetime)?,
                 claims,
-                credentials: None,
+                credentials,
             })
         }
     };
@@ -235,6 +272,10 @@ pub fn from_raw(raw: &RawRule) -> RuleState {
                     Value::Null
                 } else {
                     Value::Value(jsonencode(&Json::Object(i.claims.clone())))
+                },
+                credentials_json: match &i.credentials {
+                    None => Value::Null,
+                    Some(c) => Value::Value(jsonencode(&serde_json::to_value(c).unwrap_or(Json::Null))),
                 },
             })
         }
@@ -339,13 +380,23 @@ impl Item for RuleState {
     }
 }
 
-/// After drift, keep `claims_json` as written when it still means the same JSON.
+/// After drift, keep `claims_json` as written when it still means the same JSON, and
+/// `credentials_json` when it still means the same credentials block (the broker's
+/// parse: `"scopes": "x"` is `["x"]`, a `null` member an absent one).
 fn keep_equal_json(prior: &RuleState, fresh: &mut RuleState) {
-    if let (Value::Value(p), Value::Value(f)) = (&prior.issue, &mut fresh.issue)
-        && let (Value::Value(pt), Value::Value(ft)) = (&p.claims_json, &f.claims_json)
+    let (Value::Value(p), Value::Value(f)) = (&prior.issue, &mut fresh.issue) else {
+        return;
+    };
+    if let (Value::Value(pt), Value::Value(ft)) = (&p.claims_json, &f.claims_json)
         && serde_json::from_str::<Json>(pt).ok() == serde_json::from_str::<Json>(ft).ok()
     {
         f.claims_json = Value::Value(pt.clone());
+    }
+    if let (Value::Value(pt), Value::Value(ft)) = (&p.credentials_json, &f.credentials_json)
+        && let (Ok(prior_block), Ok(fresh_block)) = (parse_credentials(pt), parse_credentials(ft))
+        && prior_block == fresh_block
+    {
+        f.credentials_json = Value::Value(pt.clone());
     }
 }
 
@@ -503,6 +554,14 @@ pub fn rule_schema() -> Schema {
                     AttributeType::String,
                     Optional,
                     "Extra claims as a JSON object (`jsonencode({...})`): the YAML's `issue.claims`. String values are templates; `{expr = \"...\"}` objects CEL expressions.",
+                ),
+            ),
+            (
+                "credentials_json",
+                attribute(
+                    AttributeType::String,
+                    Optional,
+                    "Native cloud credentials the issued token is traded for, as a JSON object (`jsonencode({aws = {role_arn = \"...\", session_name = \"gha-{claims.run_id}\", duration = \"1h\"}})`): the YAML's `issue.credentials`, with exactly one of `aws`, `gcp` or `azure`. The names (`role_arn`, `session_name`, `audience`, `service_account`, `tenant_id`, `client_id`, `scope`) are templates; endpoints, regions and `ca_file` (a path on the broker's host) are fixed text. Checked at plan time by the broker's own compiler.",
                 ),
             ),
         ],
@@ -675,5 +734,185 @@ mod tests {
         for expected in ["claims_json", "not both", "match.condition"] {
             assert!(text.contains(expected), "{expected}: {text}");
         }
+    }
+
+    /// The text `jsonencode` writes for the contract's AWS example.
+    const AWS: &str = r#"{"aws":{"duration":"1h","role_arn":"arn:aws:iam::111122223333:role/deployer","session_name":"gha-{claims.run_id}"}}"#;
+
+    fn with_credentials(text: &str) -> RuleState {
+        let mut st = sample();
+        if let Value::Value(i) = &mut st.issue {
+            i.credentials_json = s(text);
+        }
+        st
+    }
+
+    fn credentials_json_of(st: &RuleState) -> Str {
+        match &st.issue {
+            Value::Value(i) => i.credentials_json.clone(),
+            other => panic!("issue block lost: {other:?}"),
+        }
+    }
+
+    fn credentials_path() -> AttributePath {
+        AttributePath::new("issue").index(0).attribute("credentials_json")
+    }
+
+    /// The errors `check` reports at `credentials_json`, by detail.
+    fn errors_at_credentials(st: &RuleState) -> Vec<String> {
+        let mut diags = Diagnostics::default();
+        check(&mut diags, st);
+        diags
+            .errors
+            .iter()
+            .filter(|d| d.attribute == credentials_path())
+            .map(|d| d.detail.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_credentials_block_round_trips_through_the_broker_schema() {
+        let st = with_credentials(AWS);
+        let mut diags = Diagnostics::default();
+        assert!(check(&mut diags, &st), "{:?}", diags.errors);
+        let json = canonical(&to_raw(&st).expect("a rule"));
+        assert_eq!(
+            json["issue"]["credentials"],
+            serde_json::json!({"aws": {
+                "role_arn": "arn:aws:iam::111122223333:role/deployer",
+                "session_name": "gha-{claims.run_id}",
+                "duration": "1h",
+            }})
+        );
+        let back = from_raw(&from_json::<RawRule>(&json).expect("parses"));
+        assert_eq!(credentials_json_of(&back), s(AWS));
+        assert_eq!(canonical(&to_raw(&back).expect("a rule")), json);
+
+        // Every cloud, with its optional fields, survives the trip.
+        for text in [
+            r#"{"aws":{"ca_file":"/etc/ca.pem","danger_allow_insecure_endpoint":true,"duration":"15m","endpoint":"http://127.0.0.1:5000","region":"eu-west-1","role_arn":"arn:aws:iam::1:role/r","session_name":"s-{claims.sub}"}}"#,
+            r#"{"gcp":{"audience":"//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/p/providers/fedbroker","iamcredentials_endpoint":"https://iam.example.com","lifetime":"30m","scopes":["https://www.googleapis.com/auth/cloud-platform"],"service_account":"deployer@proj.iam.gserviceaccount.com","sts_endpoint":"https://sts.example.com"}}"#,
+            r#"{"azure":{"authority_host":"https://login.example.com","client_id":"11111111-1111-1111-1111-111111111111","scope":"https://management.azure.com/.default","tenant_id":"00000000-0000-0000-0000-000000000000"}}"#,
+        ] {
+            let st = with_credentials(text);
+            let mut diags = Diagnostics::default();
+            assert!(check(&mut diags, &st), "{text}: {:?}", diags.errors);
+            let json = canonical(&to_raw(&st).expect("a rule"));
+            let back = from_raw(&from_json::<RawRule>(&json).expect("parses"));
+            assert_eq!(credentials_json_of(&back), s(text));
+        }
+
+        // No block: none sent, none read back.
+        let json = canonical(&to_raw(&sample()).expect("a rule"));
+        assert!(json["issue"].get("credentials").is_none(), "{json}");
+        let back = from_raw(&from_json::<RawRule>(&json).expect("parses"));
+        assert_eq!(credentials_json_of(&back), Value::Null);
+    }
+
+    #[test]
+    fn malformed_credentials_json_is_a_problem_at_its_attribute() {
+        for (text, expected) in [
+            ("{aws", "is not valid JSON"),
+            ("[1, 2]", "must be a JSON object"),
+            (
+                r#"{"aws":{"role_arn":"arn:aws:iam::1:role/r"}}"#,
+                "(aws): missing field `session_name`",
+            ),
+            (
+                r#"{"gcp":{"audience":"a","lifetime":"1h","scope":"x"}}"#,
+                "(gcp): unknown field `scope`",
+            ),
+            (r#"{"amazon":{"role_arn":"r"}}"#, "unknown field `amazon`"),
+        ] {
+            let st = with_credentials(text);
+            let Err(NotReady::Invalid(problems)) = to_raw(&st) else {
+                panic!("{text} accepted");
+            };
+            assert_eq!(problems.len(), 1, "{text}: {problems:?}");
+            assert_eq!(problems[0].0, credentials_path(), "{text}");
+            let message = &problems[0].1;
+            assert!(
+                message.starts_with("credentials_json ") && message.contains(expected),
+                "{text}: {message}"
+            );
+            let errors = errors_at_credentials(&st);
+            assert!(errors.iter().any(|e| e.contains(expected)), "{text}: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn the_compilers_credentials_errors_point_at_credentials_json() {
+        assert_eq!(path_of("issue.credentials.aws.duration"), credentials_path());
+        assert_eq!(path_of("issue.credentials"), credentials_path());
+        for (text, expected) in [
+            (
+                r#"{"aws":{"duration":"13h","role_arn":"r","session_name":"s"}}"#,
+                "issue.credentials.aws.duration",
+            ),
+            (
+                r#"{"aws":{"role_arn":"r","session_name":"bad name"}}"#,
+                "issue.credentials.aws.session_name",
+            ),
+            (
+                r#"{"azure":{"client_id":"c","scope":"s","tenant_id":"t"},"gcp":{"audience":"a"}}"#,
+                "exactly one cloud",
+            ),
+            ("{}", "exactly one cloud"),
+        ] {
+            let st = with_credentials(text);
+            assert!(to_raw(&st).is_ok(), "{text}: the JSON has the right shape");
+            let errors = errors_at_credentials(&st);
+            assert!(errors.iter().any(|e| e.contains(expected)), "{text}: {errors:?}");
+        }
+    }
+
+    #[test]
+    fn refresh_keeps_credentials_json_as_written_when_it_means_the_same() {
+        // Written by hand: other key order, spacing, a null member, a scope as a string.
+        let written = r#"{ "gcp": { "scopes": "https://www.googleapis.com/auth/cloud-platform",
+            "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/f",
+            "lifetime": null } }"#;
+        let prior = with_credentials(written);
+        let item = canonical(&to_raw(&prior).expect("a rule"));
+
+        // Unchanged on the broker: the state is kept as it is.
+        assert_eq!(RuleState::refresh(&prior, &item).expect("a rule"), None);
+
+        // Drift elsewhere: the drifted field is the broker's, the credentials text the
+        // configuration's.
+        let mut drifted = item.clone();
+        drifted["issue"]["lifetime"] = serde_json::json!("1m");
+        let fresh = RuleState::refresh(&prior, &drifted)
+            .expect("a rule")
+            .expect("drift");
+        let Value::Value(issue) = &fresh.issue else {
+            panic!("issue block lost")
+        };
+        assert_eq!(issue.lifetime, s("1m"));
+        assert_eq!(issue.credentials_json, s(written));
+
+        // Drift in the block itself: the broker's version, as jsonencode writes it.
+        let mut drifted = item.clone();
+        drifted["issue"]["credentials"]["gcp"]["lifetime"] = serde_json::json!("2h");
+        let fresh = RuleState::refresh(&prior, &drifted)
+            .expect("a rule")
+            .expect("drift");
+        assert_eq!(
+            credentials_json_of(&fresh),
+            s(
+                r#"{"gcp":{"audience":"//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/f","lifetime":"2h","scopes":["https://www.googleapis.com/auth/cloud-platform"]}}"#
+            )
+        );
+
+        // The block removed behind Terraform's back: null, so the plan puts it back.
+        let mut drifted = item;
+        drifted["issue"]
+            .as_object_mut()
+            .expect("issue")
+            .remove("credentials");
+        let fresh = RuleState::refresh(&prior, &drifted)
+            .expect("a rule")
+            .expect("drift");
+        assert_eq!(credentials_json_of(&fresh), Value::Null);
     }
 }

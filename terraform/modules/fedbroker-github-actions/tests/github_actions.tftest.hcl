@@ -65,6 +65,12 @@ run "changes_a_rule_in_place" {
         environments = ["prod"]
         audiences    = ["sts.amazonaws.com"]
         lifetime     = "5m"
+        credentials_json = jsonencode({
+          aws = {
+            role_arn     = "arn:aws:iam::111122223333:role/deployer"
+            session_name = "gha-{claims.run_id}"
+          }
+        })
       }
     }
   }
@@ -77,6 +83,11 @@ run "changes_a_rule_in_place" {
   assert {
     condition     = fedbroker_rule.this["gha-acme-api-deploys"].match.claims["environment"] == tolist(["prod"])
     error_message = "the environment condition was not added"
+  }
+
+  assert {
+    condition     = jsondecode(fedbroker_rule.this["gha-acme-api-deploys"].issue[0].credentials_json).aws.session_name == "gha-{claims.run_id}"
+    error_message = "the credentials block was not added"
   }
 }
 
