@@ -193,6 +193,48 @@ pub struct RawCredentials {
     pub azure: Option<RawAzureCredentials>,
 }
 
+impl RawCredentials {
+    /// The endpoint overrides the block sets: (field under `issue.credentials`, URL).
+    pub fn endpoints(&self) -> Vec<(&'static str, &str)> {
+        let mut out = Vec::new();
+        if let Some(aws) = &self.aws {
+            out.extend(aws.endpoint.as_deref().map(|e| ("aws.endpoint", e)));
+        }
+        if let Some(gcp) = &self.gcp {
+            out.extend(gcp.sts_endpoint.as_deref().map(|e| ("gcp.sts_endpoint", e)));
+            out.extend(
+                gcp.iamcredentials_endpoint
+                    .as_deref()
+                    .map(|e| ("gcp.iamcredentials_endpoint", e)),
+            );
+        }
+        if let Some(azure) = &self.azure {
+            out.extend(
+                azure
+                    .authority_host
+                    .as_deref()
+                    .map(|e| ("azure.authority_host", e)),
+            );
+        }
+        out
+    }
+
+    /// Each block's name with its `danger_allow_insecure_endpoint` and `ca_file`.
+    pub fn trust_mut(&mut self) -> Vec<(&'static str, &mut bool, &mut Option<String>)> {
+        let mut out = Vec::new();
+        if let Some(b) = &mut self.aws {
+            out.push(("aws", &mut b.danger_allow_insecure_endpoint, &mut b.ca_file));
+        }
+        if let Some(b) = &mut self.gcp {
+            out.push(("gcp", &mut b.danger_allow_insecure_endpoint, &mut b.ca_file));
+        }
+        if let Some(b) = &mut self.azure {
+            out.push(("azure", &mut b.danger_allow_insecure_endpoint, &mut b.ca_file));
+        }
+        out
+    }
+}
+
 /// `issue.credentials.aws`: `AssumeRoleWithWebIdentity`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

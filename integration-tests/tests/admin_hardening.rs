@@ -522,3 +522,46 @@ async fn a_state_written_to_redis_without_the_hmac_key_is_not_installed() {
     let readyz = broker.get("/readyz").await;
     assert!(readyz.json["admin"].get("error").is_none(), "{}", readyz.text);
 }
+
+/// An admin-API rule's credentials block may not send tokens to internal addresses or
+/// over plain HTTP, nor name a file on the broker's host, without the config file's
+/// opt-ins: the same line as for issuers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_rules_credentials_may_not_reach_the_host_or_internal_addresses_without_an_opt_in() {
+    let broker = Broker::start(&admin_config("")).await;
+    let rule = |aws: Value| {
+        let mut block = json!({"role_arn": "arn:aws:iam::111122223333:role/r", "session_name": "fixed"});
+        if let (Some(b), Some(e)) = (block.as_object_mut(), aws.as_object()) {
+            b.extend(e.clone());
+        }
+        json!({"match": {"issuer": "nobody", "allow_any_subject": true, "audiences": ["a"]},
+               "issue": {"credentials": {"aws": block}}})
+    };
+    let cases = [
+        (
+            json!({"endpoint": "https://169.254.169.254/latest"}),
+            "aws.endpoint",
+            "admin.allow_insecure_issuers",
+        ),
+        (
+            json!({"endpoint": "https://localhost:9"}),
+            "aws.endpoint",
+            "admin.allow_insecure_issuers",
+        ),
+        (
+            json!({"endpoint": "http://127.0.0.1:9", "danger_allow_insecure_endpoint": true}),
+            "aws.danger_allow_insecure_endpoint",
+            "admin.allow_insecure_issuers",
+        ),
+        (
+            json!({"ca_file": "/etc/passwd"}),
+            "aws.ca_file",
+            "admin.allow_file_paths",
+        ),
+    ];
+    for (aws, field, setting) in cases {
+        let reply = put(&broker, "/admin/v1/rules/r", &rule(aws)).await;
+        let p = problem(&reply, &format!("rule `r`.issue.credentials.{field}"));
+        assert!(p["message"].as_str().is_some_and(|m| m.contains(setting)), "{p}");
+    }
+}

@@ -13,7 +13,7 @@ use super::error::{ConfigError, Errors};
 use super::model::{ReplayBackend, ReplayConfig};
 use super::parse::{Draft, SourcedRule};
 use super::raw::{RawAdmin, RawIssuer};
-use super::yaml::{child, from_node, line_of, parse_yaml};
+use super::yaml::{child, from_node, line_of, node_at, parse_yaml};
 
 /// The admin API (contract §8): off unless `admin:` is configured.
 #[derive(Debug, Clone)]
@@ -319,11 +319,57 @@ pub(super) fn parse_admin_items(
     for (name, value) in &state.rules {
         if let Some((file, node)) = parse("rules", name, value, &mut problems) {
             let mut errors = Errors::new(&file);
-            if let Some(rule) = from_node::<RawRule>(&node, "", &mut errors) {
+            if let Some(mut rule) = from_node::<RawRule>(&node, "", &mut errors) {
+                for (field, message) in refuse_rule_host_access(&mut rule, settings) {
+                    errors.at(
+                        Some(node_at(&node, &field)),
+                        format!("rule `{}`.{field}", rule.name),
+                        message,
+                    );
+                }
                 rules.push(SourcedRule { file, node, rule });
             }
             problems.extend(errors.list);
         }
     }
     (issuers, rules, problems)
+}
+
+/// What an admin-API rule's `issue.credentials` may not do without the config file's
+/// opt-ins, as for issuers: `danger_allow_insecure_endpoint`, or an endpoint on a
+/// loopback, private or link-local address, needs `admin.allow_insecure_issuers`;
+/// `ca_file` (a file on the broker's host) needs `admin.allow_file_paths`. A refused
+/// field is cleared, so its file is never opened. Answers (field, message) pairs.
+fn refuse_rule_host_access(rule: &mut RawRule, settings: &AdminConfig) -> Vec<(String, String)> {
+    let Some(credentials) = rule.issue.as_mut().and_then(|i| i.credentials.as_mut()) else {
+        return Vec::new();
+    };
+    let mut problems = Vec::new();
+    if !settings.allow_insecure_issuers {
+        for (field, url) in credentials.endpoints() {
+            if let Err(e) = issuer_schema::check_fetch_url(url, false) {
+                problems.push((
+                    format!("issue.credentials.{field}"),
+                    format!("{e} (an admin-API rule needs admin.allow_insecure_issuers: true for that)"),
+                ));
+            }
+        }
+    }
+    for (cloud, insecure, ca_file) in credentials.trust_mut() {
+        if *insecure && !settings.allow_insecure_issuers {
+            *insecure = false;
+            problems.push((
+                format!("issue.credentials.{cloud}.danger_allow_insecure_endpoint"),
+                "an admin-API rule may set it only with admin.allow_insecure_issuers: true".to_owned(),
+            ));
+        }
+        if ca_file.is_some() && !settings.allow_file_paths {
+            *ca_file = None;
+            problems.push((
+                format!("issue.credentials.{cloud}.ca_file"),
+                "an admin-API rule may name a file on the broker's host only with admin.allow_file_paths: true".to_owned(),
+            ));
+        }
+    }
+    problems
 }
