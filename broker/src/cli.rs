@@ -123,9 +123,29 @@ pub enum KeysCommand {
     },
 }
 
+/// Crates whose debug and trace output can hold a token or a credential.
+const QUIET_TARGETS: [&str; 9] = [
+    "aws_smithy_runtime",
+    "aws_smithy_http_client",
+    "aws_sdk_sts",
+    "aws_runtime",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "reqwest",
+    "rustls",
+];
+
 fn init_logging(format: Option<LogFormat>) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // The HTTP stacks that carry tokens and cloud credentials log request and response
+    // contents at debug and trace: never below info, whatever RUST_LOG asks.
+    for target in QUIET_TARGETS {
+        if let Ok(directive) = format!("{target}=info").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let json = match format {
         Some(LogFormat::Json) => true,
         Some(LogFormat::Text) => false,

@@ -26,13 +26,18 @@ const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/deployer";
 /// `target-a` whose `issue` block is `issue` (YAML at column 0), clouds answering
 /// within 3 s. Listens on a port chosen first: the URL is the fakes' issuer.
 async fn broker(fake: &FakeIssuer, port: u16, issue: &str) -> Broker {
+    broker_logging(fake, port, issue, "info").await
+}
+
+/// [`broker`] with `RUST_LOG` set to `log`.
+async fn broker_logging(fake: &FakeIssuer, port: u16, issue: &str, log: &str) -> Broker {
     let yaml = BrokerConfig::new()
         .issuer(fake.issuer_yaml(ISSUER_NAME))
         .server("cloud_timeout: 3s")
         .rules(subject_rule("cloud", &format!("audiences: [{TARGET}]"), issue))
         .render()
         .replace("@PORT@", &port.to_string());
-    Broker::start(&yaml).await
+    Broker::builder().env("RUST_LOG", log).start(&yaml).await
 }
 
 fn url_of(port: u16) -> String {
@@ -77,7 +82,8 @@ async fn aws_credentials_come_from_sts_for_the_minted_token() {
     moto.start_recording();
     let fake = FakeIssuer::start();
     let port = free_port();
-    let broker = broker(&fake, port, &aws_issue(&moto.url())).await;
+    // Even at trace level, no credential reaches the log.
+    let broker = broker_logging(&fake, port, &aws_issue(&moto.url()), "trace").await;
     let token = fake.mint(json!({"run": 42}));
 
     let reply = request(&broker, &token, AWS).await;
@@ -123,6 +129,10 @@ async fn aws_credentials_come_from_sts_for_the_minted_token() {
     assert_eq!(
         (audit[0]["outcome"].as_str(), audit[0]["cloud"].as_str()),
         (Some("allow"), Some("aws"))
+    );
+    assert!(
+        broker.stderr().contains("TRACE"),
+        "the broker logs at trace level"
     );
     assert_not_logged(
         &broker,
@@ -344,7 +354,7 @@ async fn gcp_access_token_through_sts_and_impersonation() {
     let port = free_port();
     let google = FakeGoogle::start(google_setup(port));
     let sa = "deployer@proj.iam.gserviceaccount.com";
-    let broker = broker(&fake, port, &gcp_issue(&google, Some(sa))).await;
+    let broker = broker_logging(&fake, port, &gcp_issue(&google, Some(sa)), "trace").await;
     let token = fake.mint(json!({}));
 
     let reply = request(&broker, &token, GCP).await;
