@@ -48,7 +48,6 @@
 //! with `Retry-After`. [`Fault::Refuse`] → the AADSTS70021 refusal.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -61,13 +60,11 @@ use axum::routing::post;
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value, json};
 
-use super::tls::TlsFront;
 use super::verify::{self, KeyPolicy, VerifyError};
 use super::{
-    Common, FAULT_RETRY_AFTER, Fault, RecordedRequest, Running, body_fields, json_response, lock,
+    Common, FAULT_RETRY_AFTER, Fault, RecordedRequest, Served, body_fields, json_response, lock,
     opaque_token, stall,
 };
-use crate::fake_issuer::bind_loopback;
 use crate::tokens::{now, random_hex};
 
 /// The audience Entra expects in federated assertions.
@@ -153,9 +150,7 @@ struct Shared {
 /// A running fake of login.microsoftonline.com's token endpoint. Dropping it stops it.
 pub struct FakeEntra {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    tls: Option<TlsFront>,
-    running: Running,
+    served: Served,
 }
 
 impl FakeEntra {
@@ -171,7 +166,6 @@ impl FakeEntra {
     }
 
     fn start_inner(setup: EntraSetup, https: bool) -> Self {
-        let (listener, addr) = bind_loopback("fake Entra");
         let setup_ca = setup.issuer_ca_file.clone();
         let shared = Arc::new(Shared {
             setup,
@@ -182,29 +176,22 @@ impl FakeEntra {
         let app = Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(token))
             .with_state(shared.clone());
-        let running = Running::serve("fake-entra", listener, app);
-        let tls = https.then(|| TlsFront::start(addr));
         Self {
             shared,
-            addr,
-            tls,
-            running,
+            served: Served::start("fake-entra", app, https),
         }
     }
 
     /// The authority host, `http://127.0.0.1:PORT` (`https://` from
     /// [`start_https`](Self::start_https)), no trailing slash.
     pub fn url(&self) -> String {
-        match &self.tls {
-            Some(tls) => tls.url().to_owned(),
-            None => format!("http://{}", self.addr),
-        }
+        self.served.url()
     }
 
     /// The CA certificate (PEM file) to trust for [`url`](Self::url), when started with
     /// [`start_https`](Self::start_https).
     pub fn ca_pem(&self) -> Option<PathBuf> {
-        self.tls.as_ref().map(TlsFront::ca_pem)
+        self.served.ca_pem()
     }
 
     /// `{url}/{tenant}/oauth2/v2.0/token` for the configured tenant.
@@ -233,7 +220,7 @@ impl FakeEntra {
 
     /// Stop serving: connections are refused from now on.
     pub fn stop(&self) {
-        self.running.stop();
+        self.served.stop();
     }
 }
 

@@ -53,7 +53,6 @@
 //! [`Fault::Refuse`]: STS 400 `invalid_grant`, IAM Credentials 403 `PERMISSION_DENIED`.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -66,10 +65,8 @@ use axum::routing::post;
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value, json};
 
-use super::tls::TlsFront;
 use super::verify::{self, KeyPolicy, VerifyError};
-use super::{Common, Fault, RecordedRequest, Running, body_fields, json_response, lock, opaque_token, stall};
-use crate::fake_issuer::bind_loopback;
+use super::{Common, Fault, RecordedRequest, Served, body_fields, json_response, lock, opaque_token, stall};
 use crate::tokens::{
     GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS_TOKEN, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT, now,
 };
@@ -182,9 +179,7 @@ struct Shared {
 /// stops it.
 pub struct FakeGoogle {
     shared: Arc<Shared>,
-    addr: SocketAddr,
-    tls: Option<TlsFront>,
-    running: Running,
+    served: Served,
 }
 
 impl FakeGoogle {
@@ -200,7 +195,6 @@ impl FakeGoogle {
     }
 
     fn start_inner(setup: GoogleSetup, https: bool) -> Self {
-        let (listener, addr) = bind_loopback("fake Google");
         let setup_ca = setup.issuer_ca_file.clone();
         let shared = Arc::new(Shared {
             setup,
@@ -216,28 +210,21 @@ impl FakeGoogle {
                 post(generate_access_token),
             )
             .with_state(shared.clone());
-        let running = Running::serve("fake-google", listener, app);
-        let tls = https.then(|| TlsFront::start(addr));
         Self {
             shared,
-            addr,
-            tls,
-            running,
+            served: Served::start("fake-google", app, https),
         }
     }
 
     /// `http://127.0.0.1:PORT` (`https://` from [`start_https`](Self::start_https)): the base of both APIs (STS at `/v1/token`).
     pub fn url(&self) -> String {
-        match &self.tls {
-            Some(tls) => tls.url().to_owned(),
-            None => format!("http://{}", self.addr),
-        }
+        self.served.url()
     }
 
     /// The CA certificate (PEM file) to trust for [`url`](Self::url), when started with
     /// [`start_https`](Self::start_https).
     pub fn ca_pem(&self) -> Option<PathBuf> {
-        self.tls.as_ref().map(TlsFront::ca_pem)
+        self.served.ca_pem()
     }
 
     /// `{url}/v1/token`.
@@ -284,7 +271,7 @@ impl FakeGoogle {
 
     /// Stop serving: connections are refused from now on.
     pub fn stop(&self) {
-        self.running.stop();
+        self.served.stop();
     }
 }
 

@@ -180,6 +180,40 @@ pub fn rfc3339(unix: i64) -> String {
     )
 }
 
+/// Where a fake serves: a loopback port, with a TLS front (`start_https`) or not.
+pub(crate) struct Served {
+    addr: std::net::SocketAddr,
+    tls: Option<tls::TlsFront>,
+    running: Running,
+}
+
+impl Served {
+    /// Serve `app` on a fresh loopback port; with `https`, behind a TLS front.
+    pub(crate) fn start(name: &str, app: axum::Router, https: bool) -> Served {
+        let (listener, addr) = crate::fake_issuer::bind_loopback(name);
+        let running = Running::serve(name, listener, app);
+        let tls = https.then(|| tls::TlsFront::start(addr));
+        Served { addr, tls, running }
+    }
+
+    /// `http://127.0.0.1:PORT`, or the TLS front's `https://` URL; no trailing slash.
+    pub(crate) fn url(&self) -> String {
+        match &self.tls {
+            Some(tls) => tls.url().to_owned(),
+            None => format!("http://{}", self.addr),
+        }
+    }
+
+    /// The CA certificate (PEM file) of the TLS front, if any.
+    pub(crate) fn ca_pem(&self) -> Option<std::path::PathBuf> {
+        self.tls.as_ref().map(tls::TlsFront::ca_pem)
+    }
+
+    pub(crate) fn stop(&self) {
+        self.running.stop();
+    }
+}
+
 /// The shared state of a running fake and its stop handle; dropping stops it.
 pub(crate) struct Running {
     shutdown: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
