@@ -47,7 +47,29 @@ fn google_for(issuer: &FakeIssuer) -> FakeGoogle {
 
 /// A subject token from `issuer` that meets `google`'s setup, with `overrides`.
 fn google_token(issuer: &FakeIssuer, google: &FakeGoogle, overrides: Value) -> String {
-    let mut claims = json!({"aud": google.setup().default_token_audience()});
+    mint_over(
+        issuer,
+        json!({"aud": google.setup().default_token_audience()}),
+        overrides,
+    )
+}
+
+/// `form` with `changes` applied: each named field replaced, or removed when its new
+/// value is empty.
+fn with_changes(form: Vec<(&str, String)>, changes: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut form: Vec<(String, String)> = form.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    for (k, v) in changes {
+        form.retain(|(name, _)| name != k);
+        if !v.is_empty() {
+            form.push(((*k).to_owned(), (*v).to_owned()));
+        }
+    }
+    form
+}
+
+/// `issuer`'s token with `base` claims, `overrides` on top.
+fn mint_over(issuer: &FakeIssuer, base: Value, overrides: Value) -> String {
+    let mut claims = base;
     for (k, v) in overrides.as_object().expect("object") {
         claims[k] = v.clone();
     }
@@ -56,7 +78,7 @@ fn google_token(issuer: &FakeIssuer, google: &FakeGoogle, overrides: Value) -> S
 
 /// The STS form for `token`, with `changes` applied (empty value: field removed).
 fn sts_form(google: &FakeGoogle, token: &str, changes: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut form: Vec<(String, String)> = [
+    let form: Vec<(&str, String)> = [
         ("grant_type", GRANT_TYPE_TOKEN_EXCHANGE.to_owned()),
         ("audience", google.setup().audience()),
         ("scope", SCOPE.to_owned()),
@@ -64,16 +86,8 @@ fn sts_form(google: &FakeGoogle, token: &str, changes: &[(&str, &str)]) -> Vec<(
         ("subject_token_type", TOKEN_TYPE_JWT.to_owned()),
         ("subject_token", token.to_owned()),
     ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    for (k, v) in changes {
-        form.retain(|(name, _)| name != k);
-        if !v.is_empty() {
-            form.push(((*k).to_owned(), (*v).to_owned()));
-        }
-    }
-    form
+    .into();
+    with_changes(form, changes)
 }
 
 async fn sts(google: &FakeGoogle, form: &[(String, String)]) -> (u16, Value) {
@@ -527,15 +541,11 @@ fn entra_for(issuer: &FakeIssuer) -> FakeEntra {
 }
 
 fn assertion(issuer: &FakeIssuer, overrides: Value) -> String {
-    let mut claims = json!({"aud": "api://AzureADTokenExchange"});
-    for (k, v) in overrides.as_object().expect("object") {
-        claims[k] = v.clone();
-    }
-    issuer.mint(claims)
+    mint_over(issuer, json!({"aud": "api://AzureADTokenExchange"}), overrides)
 }
 
 fn entra_form(entra: &FakeEntra, assertion: &str, changes: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut form: Vec<(String, String)> = [
+    let form: Vec<(&str, String)> = [
         ("client_id", entra.setup().client_id.clone()),
         ("scope", AZURE_SCOPE.to_owned()),
         ("grant_type", "client_credentials".to_owned()),
@@ -545,16 +555,8 @@ fn entra_form(entra: &FakeEntra, assertion: &str, changes: &[(&str, &str)]) -> V
         ),
         ("client_assertion", assertion.to_owned()),
     ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    for (k, v) in changes {
-        form.retain(|(name, _)| name != k);
-        if !v.is_empty() {
-            form.push(((*k).to_owned(), (*v).to_owned()));
-        }
-    }
-    form
+    .into();
+    with_changes(form, changes)
 }
 
 async fn entra_post(entra: &FakeEntra, url: &str, form: &[(String, String)]) -> (u16, Value) {
