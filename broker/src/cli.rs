@@ -92,6 +92,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The workload's side: read the home token where the platform puts it, trade it at
+    /// a broker, and print what a cloud SDK's credential hook consumes (AWS
+    /// credential_process, Google's executable-sourced credentials), or keep a token file
+    /// fresh (--watch). Exit 0 on success, 1 on any error (message on stderr).
+    Credentials(crate::workload::CredentialsArgs),
     /// Manage signing keys.
     Keys {
         #[command(subcommand)]
@@ -198,6 +203,7 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::Credentials(args) => crate::workload::main(args),
         Command::Keys {
             command:
                 KeysCommand::Generate {

@@ -50,3 +50,4 @@ pub mod replay;
 pub mod signing;
 pub mod state;
 pub mod watched;
+pub mod workload;

@@ -9,6 +9,7 @@
 //!   `admin_request`, ...) and the [`Reply`] it reads, the same for both kinds of broker.
 //! - [`in_process`]: the broker's router in this test process, built from the same
 //!   config YAML, for protocol-level cases that need no process.
+//! - [`python`]: the test tools' Python, to drive the real cloud SDKs as a workload.
 //! - [`poll`]: [`eventually`], waiting for what a broker does in the background.
 //! - [`config`]: composes broker configuration YAML from issuer and rule blocks.
 //! - [`redis_server`]: real `redis-server` processes (one server, or a cluster with
@@ -32,6 +33,7 @@ pub mod http;
 pub mod in_process;
 pub mod moto;
 pub mod poll;
+pub mod python;
 pub mod redis_proxy;
 pub mod redis_server;
 pub mod terraform_support;

@@ -38,3 +38,4 @@ mod rules_fail_closed;
 mod server_limits;
 mod terraform;
 mod tls_ca;
+mod workload;

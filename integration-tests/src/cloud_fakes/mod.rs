@@ -27,6 +27,7 @@
 pub mod aws_sts_errors;
 pub mod entra;
 pub mod google;
+pub mod metadata;
 mod tls;
 pub(crate) mod verify;
 
@@ -76,7 +77,7 @@ pub(crate) struct Common {
     requests: Mutex<Vec<RecordedRequest>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 

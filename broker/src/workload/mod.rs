@@ -1,0 +1,229 @@
+//! `fedbroker credentials` (contract §11): the workload's side. Reads the home token
+//! where the platform puts it ([`source`]), trades it at the broker (RFC 8693), and
+//! prints what a cloud SDK's external-credential hook consumes ([`output`]), or keeps a
+//! token file fresh (`--watch`). A credential still valid is reused from a cache file
+//! ([`cache`]), so that an SDK calling the command at every refresh does not spend a
+//! one-time home token twice.
+
+mod cache;
+mod output;
+mod source;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::ValueEnum;
+use serde_json::Value;
+
+pub use output::Output;
+pub use source::Source;
+
+use crate::exchange::{GRANT_TYPE, TT_JWT};
+
+/// Which SDK the credentials are for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    /// AWS: the `credential_process` JSON (native credentials from the broker).
+    Aws,
+    /// Google Cloud: the executable-sourced credential response (the broker's JWT, which
+    /// the Google SDK trades at Google's STS itself).
+    Gcp,
+    /// Azure: a federated token file for `AZURE_FEDERATED_TOKEN_FILE` (with --watch), or
+    /// an access token (--output access-token).
+    Azure,
+    /// The broker's JWT alone.
+    Token,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CredentialsArgs {
+    /// aws, gcp, azure or token.
+    #[arg(value_enum)]
+    pub kind: Kind,
+    /// The broker's base URL (its `server.public_url`).
+    #[arg(long, value_name = "URL")]
+    pub broker: String,
+    /// A target audience to request; may repeat.
+    #[arg(long)]
+    pub audience: Vec<String>,
+    /// A target resource to request; may repeat.
+    #[arg(long)]
+    pub resource: Vec<String>,
+    /// Where the home token comes from: file:PATH, env:NAME, kubernetes, github-actions,
+    /// gitlab:VARIABLE, gcp-metadata or azure-imds. Without it: AWS_WEB_IDENTITY_TOKEN_FILE,
+    /// AZURE_FEDERATED_TOKEN_FILE, GitHub Actions' token endpoint, then the Kubernetes
+    /// service-account token file, the first present.
+    #[arg(long, value_name = "SOURCE")]
+    pub subject_token_source: Option<Source>,
+    /// The audience (or Azure resource) of the home token, for github-actions,
+    /// gcp-metadata and azure-imds.
+    #[arg(long, value_name = "AUDIENCE")]
+    pub source_audience: Option<String>,
+    /// credential-process (aws), gcp-executable (gcp), access-token (gcp, azure: the
+    /// cloud's access token as JSON) or jwt (token); default: the kind's.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub output: Option<Output>,
+    /// Write the broker's JWT to PATH (atomically, mode 0600) and keep it fresh: the
+    /// token file of AWS_WEB_IDENTITY_TOKEN_FILE, AZURE_FEDERATED_TOKEN_FILE or a Google
+    /// file-sourced credential.
+    #[arg(long, value_name = "PATH")]
+    pub watch: Option<PathBuf>,
+    /// With --watch: write the file once and exit (an init container), instead of
+    /// refreshing it until stopped (a sidecar).
+    #[arg(long, requires = "watch")]
+    pub once: bool,
+    /// Where cached credentials are kept; default $XDG_CACHE_HOME/fedbroker or
+    /// ~/.cache/fedbroker. `none` turns the cache off.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<String>,
+}
+
+/// Why the command failed: a message for stderr (never a token).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    #[error("{0}")]
+    Source(String),
+    #[error("broker {0}")]
+    Broker(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+impl WorkloadError {
+    /// A short code for formats that carry one (Google's executable response).
+    fn code(&self) -> &'static str {
+        match self {
+            WorkloadError::Source(_) => "SUBJECT_TOKEN_UNAVAILABLE",
+            WorkloadError::Broker(_) => "BROKER_REFUSED",
+            WorkloadError::Usage(_) => "USAGE",
+            WorkloadError::Io(_) => "IO",
+        }
+    }
+}
+
+/// The broker's answer, as far as the outputs need it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Issued {
+    pub access_token: String,
+    pub issued_token_type: String,
+    pub expires_in: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_credentials: Option<Value>,
+    /// Unix seconds at which it expires (set here, from `expires_in`).
+    #[serde(default)]
+    pub expires_at: u64,
+}
+
+pub fn main(args: CredentialsArgs) -> ExitCode {
+    let output = match output::choose(&args) {
+        Ok(output) => output,
+        Err(e) => return fail(None, &e),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            return fail(
+                Some(output),
+                &WorkloadError::Io(format!("cannot start the runtime: {e}")),
+            );
+        }
+    };
+    match runtime.block_on(run(&args, output)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(Some(output), &e),
+    }
+}
+
+fn fail(output: Option<Output>, e: &WorkloadError) -> ExitCode {
+    eprintln!("fedbroker credentials: {e}");
+    if output == Some(Output::GcpExecutable) {
+        println!("{}", output::gcp_error(e.code(), &e.to_string()));
+    }
+    ExitCode::FAILURE
+}
+
+async fn run(args: &CredentialsArgs, output: Output) -> Result<(), WorkloadError> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("fedbroker-credentials/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| WorkloadError::Io(format!("HTTP client: {e}")))?;
+    let requested = output.requested_token_type(args.kind);
+    let Some(path) = &args.watch else {
+        let issued = obtain(&client, args, requested).await?;
+        println!("{}", output.render(&issued)?);
+        return Ok(());
+    };
+    loop {
+        let issued = obtain(&client, args, TT_JWT).await?;
+        output::write_token_file(path, &issued.access_token)?;
+        if args.once {
+            return Ok(());
+        }
+        tokio::time::sleep(cache::refresh_in(&issued)).await;
+    }
+}
+
+/// A credential for `requested`: from the cache while it is fresh, else from the broker.
+async fn obtain(
+    client: &reqwest::Client,
+    args: &CredentialsArgs,
+    requested: &str,
+) -> Result<Issued, WorkloadError> {
+    let source = match &args.subject_token_source {
+        Some(source) => source.clone(),
+        None => Source::detect()?,
+    };
+    let home = source.read(client, args.source_audience.as_deref()).await?;
+    let cache = cache::Cache::new(args.cache_dir.as_deref(), args, requested, &home);
+    if let Some(issued) = cache.as_ref().and_then(cache::Cache::fresh) {
+        return Ok(issued);
+    }
+    let issued = exchange(client, args, requested, &home).await?;
+    if let Some(cache) = &cache {
+        cache.store(&issued);
+    }
+    Ok(issued)
+}
+
+async fn exchange(
+    client: &reqwest::Client,
+    args: &CredentialsArgs,
+    requested: &str,
+    home: &str,
+) -> Result<Issued, WorkloadError> {
+    let mut form = vec![
+        ("grant_type", GRANT_TYPE),
+        ("subject_token", home),
+        ("subject_token_type", TT_JWT),
+        ("requested_token_type", requested),
+    ];
+    form.extend(args.audience.iter().map(|a| ("audience", a.as_str())));
+    form.extend(args.resource.iter().map(|r| ("resource", r.as_str())));
+    let url = format!("{}/token", args.broker.trim_end_matches('/'));
+    let resp = client
+        .post(&url)
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| WorkloadError::Broker(format!("{url}: {}", e.without_url())))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.map_err(|e| {
+        WorkloadError::Broker(format!("{url}: answered {status}, not JSON: {}", e.without_url()))
+    })?;
+    if !status.is_success() {
+        return Err(WorkloadError::Broker(format!(
+            "refused ({status}): {}: {}",
+            body["error"].as_str().unwrap_or("?"),
+            body["error_description"].as_str().unwrap_or("")
+        )));
+    }
+    let mut issued: Issued = serde_json::from_value(body)
+        .map_err(|e| WorkloadError::Broker(format!("answered an unexpected document: {e}")))?;
+    issued.expires_at = cache::now().saturating_add(issued.expires_in);
+    Ok(issued)
+}
