@@ -119,21 +119,41 @@ async fn google_auth_refreshes_with_the_executable_source() {
     let dir = tempfile::tempdir().expect("tempdir");
     let home = token_file(dir.path(), &fake.mint(json!({})));
     let sa = "deployer@proj.iam.gserviceaccount.com";
-    let config = json!({
-        "type": "external_account",
-        "audience": setup.audience(),
-        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
-        "token_url": google.token_url(),
-        "service_account_impersonation_url": google.generate_access_token_url(sa),
-        "credential_source": {"executable": {
-            "command": format!(
-                "{} credentials gcp --broker {} --audience {TARGET} --subject-token-source file:{home} --cache-dir none",
-                fedbroker_bin().display(),
-                broker.url()
-            ),
-            "timeout_millis": 30000,
-        }},
-    });
+    // The configuration file comes from the command itself.
+    let generated = run_cli_in(
+        dir.path(),
+        &[
+            "credentials",
+            "gcp",
+            "--output",
+            "gcp-config",
+            "--broker",
+            broker.url(),
+            "--audience",
+            TARGET,
+            "--subject-token-source",
+            &format!("file:{home}"),
+            "--cache-dir",
+            "none",
+            "--gcp-audience",
+            &setup.audience(),
+            "--gcp-service-account",
+            sa,
+            "--gcp-sts-endpoint",
+            &google.url(),
+            "--gcp-iamcredentials-endpoint",
+            &google.url(),
+        ],
+        &[],
+    );
+    assert_eq!(generated.code, Some(0), "{}", generated.all());
+    let config: Value =
+        serde_json::from_str(&generated.stdout).unwrap_or_else(|e| panic!("{e}: {}", generated.all()));
+    assert_eq!(config["token_url"], google.token_url());
+    assert_eq!(
+        config["service_account_impersonation_url"],
+        google.generate_access_token_url(sa)
+    );
     let script = format!(
         "import json, google.auth.pluggable as p, google.auth.transport.requests as r\n\
          creds = p.Credentials.from_info(json.loads('''{config}'''), scopes=['https://www.googleapis.com/auth/cloud-platform'])\n\

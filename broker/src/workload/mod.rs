@@ -60,8 +60,9 @@ pub struct CredentialsArgs {
     /// gcp-metadata and azure-imds.
     #[arg(long, value_name = "AUDIENCE")]
     pub source_audience: Option<String>,
-    /// credential-process (aws), gcp-executable (gcp), access-token (gcp, azure: the
-    /// cloud's access token as JSON) or jwt (token); default: the kind's.
+    /// credential-process (aws), gcp-executable (gcp), gcp-config (gcp: the Google SDK's
+    /// external_account configuration that runs this command), access-token (gcp, azure:
+    /// the cloud's access token as JSON) or jwt (token); default: the kind's.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub output: Option<Output>,
     /// Write the broker's JWT to PATH (atomically, mode 0600) and keep it fresh: the
@@ -73,6 +74,20 @@ pub struct CredentialsArgs {
     /// refreshing it until stopped (a sidecar).
     #[arg(long, requires = "watch")]
     pub once: bool,
+    /// With --output gcp-config: the workload identity provider
+    /// (`//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/providers/R`).
+    #[arg(long, value_name = "AUDIENCE")]
+    pub gcp_audience: Option<String>,
+    /// With --output gcp-config: a service account for the Google SDK to impersonate.
+    #[arg(long, value_name = "EMAIL")]
+    pub gcp_service_account: Option<String>,
+    /// With --output gcp-config: Google STS's base URL (default https://sts.googleapis.com).
+    #[arg(long, value_name = "URL")]
+    pub gcp_sts_endpoint: Option<String>,
+    /// With --output gcp-config: IAM Credentials' base URL (default
+    /// https://iamcredentials.googleapis.com).
+    #[arg(long, value_name = "URL")]
+    pub gcp_iamcredentials_endpoint: Option<String>,
     /// Where cached credentials are kept; default $XDG_CACHE_HOME/fedbroker or
     /// ~/.cache/fedbroker. `none` turns the cache off.
     #[arg(long, value_name = "DIR")]
@@ -152,6 +167,10 @@ async fn run(args: &CredentialsArgs, output: Output) -> Result<(), WorkloadError
         .user_agent(concat!("fedbroker-credentials/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| WorkloadError::Io(format!("HTTP client: {e}")))?;
+    if output == Output::GcpConfig {
+        println!("{}", output::gcp_config(args)?);
+        return Ok(());
+    }
     let requested = output.requested_token_type(args.kind);
     let Some(path) = &args.watch else {
         let issued = obtain(&client, args, requested).await?;

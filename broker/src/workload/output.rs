@@ -17,6 +17,9 @@ pub enum Output {
     /// Google's executable-sourced credential response: `{"version": 1, "success": true,
     /// "token_type", "id_token", "expiration_time"}` (the error object on failure).
     GcpExecutable,
+    /// The Google SDK's `external_account` configuration file whose executable source is
+    /// this command (with --output gcp-executable); asks the broker nothing.
+    GcpConfig,
     /// The cloud's access token: `{"accessToken", "expiresOn", "expires_on", "tokenType"}`.
     AccessToken,
     /// The broker's JWT alone.
@@ -44,7 +47,7 @@ pub(super) fn choose(args: &CredentialsArgs) -> Result<Output, WorkloadError> {
     let output = args.output.unwrap_or(default);
     let fits = match output {
         Output::CredentialProcess => args.kind == Kind::Aws,
-        Output::GcpExecutable => args.kind == Kind::Gcp,
+        Output::GcpExecutable | Output::GcpConfig => args.kind == Kind::Gcp,
         Output::AccessToken => matches!(args.kind, Kind::Gcp | Kind::Azure),
         Output::Jwt => true,
     };
@@ -76,7 +79,7 @@ impl Output {
             (Output::CredentialProcess, _) => TT_AWS_CREDENTIALS,
             (Output::AccessToken, Kind::Gcp) => TT_GCP_ACCESS_TOKEN,
             (Output::AccessToken, _) => TT_AZURE_ACCESS_TOKEN,
-            (Output::GcpExecutable | Output::Jwt, _) => TT_JWT,
+            (Output::GcpExecutable | Output::GcpConfig | Output::Jwt, _) => TT_JWT,
         }
     }
 
@@ -115,7 +118,7 @@ impl Output {
                 "tokenType": "Bearer",
             })
             .to_string(),
-            Output::Jwt => issued.access_token.clone(),
+            Output::Jwt | Output::GcpConfig => issued.access_token.clone(),
         })
     }
 }
@@ -150,4 +153,92 @@ pub(super) fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
         .truncate(true)
         .mode(0o600)
         .open(path)
+}
+
+/// The `external_account` configuration (Google's executable-sourced credentials) that
+/// runs this very command with `--output gcp-executable`: point
+/// `GOOGLE_APPLICATION_CREDENTIALS` at it and set `GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES=1`.
+pub(super) fn gcp_config(args: &CredentialsArgs) -> Result<String, WorkloadError> {
+    let audience = args
+        .gcp_audience
+        .as_deref()
+        .ok_or_else(|| WorkloadError::Usage("--output gcp-config needs --gcp-audience".into()))?;
+    let exe = std::env::current_exe().map_err(|e| WorkloadError::Io(format!("this program's path: {e}")))?;
+    let mut command = vec![
+        exe.to_string_lossy().into_owned(),
+        "credentials".into(),
+        "gcp".into(),
+    ];
+    let mut flag = |name: &str, value: &str| {
+        command.push(format!("--{name}"));
+        command.push(value.to_owned());
+    };
+    flag("broker", &args.broker);
+    for a in &args.audience {
+        flag("audience", a);
+    }
+    for r in &args.resource {
+        flag("resource", r);
+    }
+    if let Some(source) = &args.subject_token_source {
+        flag("subject-token-source", &source.to_string());
+    }
+    if let Some(a) = &args.source_audience {
+        flag("source-audience", a);
+    }
+    if let Some(dir) = &args.cache_dir {
+        flag("cache-dir", dir);
+    }
+    let sts = args
+        .gcp_sts_endpoint
+        .as_deref()
+        .unwrap_or(federation_rules::credentials::GCP_STS_ENDPOINT)
+        .trim_end_matches('/');
+    let mut config = json!({
+        "type": "external_account",
+        "audience": audience,
+        "subject_token_type": TT_JWT,
+        "token_url": format!("{sts}/v1/token"),
+        "credential_source": {"executable": {
+            "command": command.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" "),
+            "timeout_millis": 30000,
+        }},
+    });
+    if let Some(sa) = &args.gcp_service_account {
+        let iam = args
+            .gcp_iamcredentials_endpoint
+            .as_deref()
+            .unwrap_or(federation_rules::credentials::GCP_IAMCREDENTIALS_ENDPOINT)
+            .trim_end_matches('/');
+        config["service_account_impersonation_url"] = json!(format!(
+            "{iam}/v1/projects/-/serviceAccounts/{sa}:generateAccessToken"
+        ));
+    }
+    serde_json::to_string_pretty(&config).map_err(|e| WorkloadError::Io(e.to_string()))
+}
+
+/// `arg` as a POSIX shell word (Google's SDKs split the command with shell rules).
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(&b));
+    if plain {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\"'\"'"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words() {
+        assert_eq!(shell_quote("file:/a/b"), "file:/a/b");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\"'\"'s'");
+        assert_eq!(shell_quote(""), "''");
+    }
 }

@@ -109,22 +109,10 @@ impl Source {
         if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
             return Err(WorkloadError::Source(format!(
                 "the home token from {} is empty or longer than {MAX_TOKEN_BYTES} bytes",
-                self.name()
+                self
             )));
         }
         Ok(token)
-    }
-
-    fn name(&self) -> String {
-        match self {
-            Source::File(path) => format!("file:{path}"),
-            Source::Env(name) => format!("env:{name}"),
-            Source::Gitlab(name) => format!("gitlab:{name}"),
-            Source::Kubernetes => "kubernetes".into(),
-            Source::GithubActions => "github-actions".into(),
-            Source::GcpMetadata => "gcp-metadata".into(),
-            Source::AzureImds => "azure-imds".into(),
-        }
     }
 }
 
@@ -233,6 +221,21 @@ fn json_member(text: &str, member: &str, what: &str) -> Result<String, WorkloadE
         .ok_or_else(|| WorkloadError::Source(format!("{what} answered without `{member}`")))
 }
 
+impl std::fmt::Display for Source {
+    /// As `--subject-token-source` takes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File(path) => write!(f, "file:{path}"),
+            Source::Env(name) => write!(f, "env:{name}"),
+            Source::Gitlab(name) => write!(f, "gitlab:{name}"),
+            Source::Kubernetes => f.write_str("kubernetes"),
+            Source::GithubActions => f.write_str("github-actions"),
+            Source::GcpMetadata => f.write_str("gcp-metadata"),
+            Source::AzureImds => f.write_str("azure-imds"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,6 +250,17 @@ mod tests {
         assert_eq!("gcp-metadata".parse(), Ok(Source::GcpMetadata));
         assert_eq!("azure-imds".parse(), Ok(Source::AzureImds));
         assert!("file:".parse::<Source>().is_err());
+        for text in [
+            "file:/t",
+            "env:T",
+            "gitlab:V",
+            "kubernetes",
+            "github-actions",
+            "gcp-metadata",
+            "azure-imds",
+        ] {
+            assert_eq!(text.parse::<Source>().map(|s| s.to_string()).as_deref(), Ok(text));
+        }
         assert!(
             "nfs"
                 .parse::<Source>()
