@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use base64::Engine as _;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::output::open_private;
+use super::source::Home;
 use super::{CredentialsArgs, Issued};
 use crate::replay::token_digest;
 
@@ -50,7 +50,7 @@ impl Cache {
         dir: Option<&str>,
         args: &CredentialsArgs,
         requested: &str,
-        home: &str,
+        home: &Home,
     ) -> Option<Cache> {
         let dir = match dir {
             Some("none") => return None,
@@ -61,9 +61,11 @@ impl Cache {
                 _ => return None,
             },
         };
-        // Keyed by broker, request and home subject (its issuer and `sub`, read without
-        // verification: the broker verifies). A token that is not a JWT is its own key.
-        let subject = subject_of(home).unwrap_or_else(|| json!(token_digest(home)));
+        // Keyed by broker, request and home subject; a token without one is its own key.
+        let subject = home
+            .subject
+            .clone()
+            .unwrap_or_else(|| json!(token_digest(&home.token)));
         let key = json!([
             args.broker.trim_end_matches('/'),
             requested,
@@ -105,14 +107,4 @@ impl Cache {
         file.write_all(serde_json::to_string(issued).unwrap_or_default().as_bytes())?;
         std::fs::rename(&tmp, &self.path)
     }
-}
-
-/// `[iss, sub]` of a JWT, unverified.
-fn subject_of(token: &str) -> Option<Value> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let claims: Value = serde_json::from_slice(&bytes).ok()?;
-    Some(json!([claims["iss"], claims["sub"]]))
 }

@@ -5,6 +5,7 @@
 //! ([`cache`]), so that an SDK calling the command at every refresh does not spend a
 //! one-time home token twice.
 
+mod aws_iam;
 mod cache;
 mod output;
 mod source;
@@ -51,13 +52,15 @@ pub struct CredentialsArgs {
     #[arg(long)]
     pub resource: Vec<String>,
     /// Where the home token comes from: file:PATH, env:NAME, kubernetes, github-actions,
-    /// gitlab:VARIABLE, gcp-metadata or azure-imds. Without it: AWS_WEB_IDENTITY_TOKEN_FILE,
+    /// gitlab:VARIABLE, gcp-metadata, azure-imds or aws-iam (a GetCallerIdentity signed
+    /// with the default AWS credential chain). Without it: AWS_WEB_IDENTITY_TOKEN_FILE,
     /// AZURE_FEDERATED_TOKEN_FILE, GitHub Actions' token endpoint, then the Kubernetes
     /// service-account token file, the first present.
     #[arg(long, value_name = "SOURCE")]
     pub subject_token_source: Option<Source>,
-    /// The audience (or Azure resource) of the home token, for github-actions,
-    /// gcp-metadata and azure-imds.
+    /// The audience of the home token: for github-actions and gcp-metadata; the Azure
+    /// resource for azure-imds; the broker's server ID (the aws-iam issuer's
+    /// `server_id`) for aws-iam.
     #[arg(long, value_name = "AUDIENCE")]
     pub source_audience: Option<String>,
     /// credential-process (aws), gcp-executable (gcp), gcp-config (gcp: the Google SDK's
@@ -213,12 +216,12 @@ async fn exchange(
     client: &reqwest::Client,
     args: &CredentialsArgs,
     requested: &str,
-    home: &str,
+    home: &source::Home,
 ) -> Result<Issued, WorkloadError> {
     let mut form = vec![
         ("grant_type", GRANT_TYPE),
-        ("subject_token", home),
-        ("subject_token_type", TT_JWT),
+        ("subject_token", home.token.as_str()),
+        ("subject_token_type", home.token_type),
         ("requested_token_type", requested),
     ];
     form.extend(args.audience.iter().map(|a| ("audience", a.as_str())));

@@ -6,7 +6,32 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use base64::Engine as _;
+use serde_json::json;
+
 use super::WorkloadError;
+use crate::exchange::TT_JWT;
+
+/// The `subject_token_type` of a signed `GetCallerIdentity` (contract §10).
+pub const TT_AWS4_REQUEST: &str = "urn:ietf:params:aws:token-type:aws4_request";
+
+/// A home token, its `subject_token_type`, and what the cache keys it by: `[iss, sub]`
+/// of a JWT (read without verification: the broker verifies), the access key of a
+/// signed request; `None` when neither can be read (the token itself is then the key).
+pub struct Home {
+    pub token: String,
+    pub token_type: &'static str,
+    pub subject: Option<Value>,
+}
+
+fn subject_of(token: &str) -> Option<Value> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    Some(json!([claims["iss"], claims["sub"]]))
+}
 
 /// Where Kubernetes mounts a pod's service-account token.
 pub const KUBERNETES_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
@@ -31,6 +56,9 @@ pub enum Source {
     /// `gcp-metadata`: the GCP metadata server's identity endpoint
     /// (`GCE_METADATA_HOST` overrides `metadata.google.internal`), for `--source-audience`.
     GcpMetadata,
+    /// `aws-iam`: a `GetCallerIdentity` request signed with the default AWS credential
+    /// chain, naming the broker's server ID (`--source-audience`), for `aws-iam` issuers.
+    AwsIam,
     /// `azure-imds`: Azure's instance metadata service (`AZURE_POD_IDENTITY_AUTHORITY_HOST`
     /// overrides `http://169.254.169.254`), a managed-identity token for the resource
     /// `--source-audience`.
@@ -57,8 +85,9 @@ impl FromStr for Source {
                 "github-actions" => Ok(Source::GithubActions),
                 "gcp-metadata" => Ok(Source::GcpMetadata),
                 "azure-imds" => Ok(Source::AzureImds),
+                "aws-iam" => Ok(Source::AwsIam),
                 other => Err(format!(
-                    "unknown source `{other}`: file:PATH, env:NAME, kubernetes, github-actions, gitlab:VARIABLE, gcp-metadata or azure-imds"
+                    "unknown source `{other}`: file:PATH, env:NAME, kubernetes, github-actions, gitlab:VARIABLE, gcp-metadata, azure-imds or aws-iam"
                 )),
             },
         }
@@ -94,7 +123,15 @@ impl Source {
         &self,
         client: &reqwest::Client,
         audience: Option<&str>,
-    ) -> Result<String, WorkloadError> {
+    ) -> Result<Home, WorkloadError> {
+        if *self == Source::AwsIam {
+            let (token, access_key) = super::aws_iam::signed_request(needs(audience, "aws-iam")?).await?;
+            return Ok(Home {
+                token,
+                token_type: TT_AWS4_REQUEST,
+                subject: Some(serde_json::json!(["aws-iam", access_key])),
+            });
+        }
         let token = match self {
             Source::File(path) => read_file(path)?,
             Source::Kubernetes => read_file(KUBERNETES_TOKEN)?,
@@ -104,6 +141,7 @@ impl Source {
             Source::GithubActions => github_actions(client, needs(audience, "github-actions")?).await?,
             Source::GcpMetadata => gcp_metadata(client, needs(audience, "gcp-metadata")?).await?,
             Source::AzureImds => azure_imds(client, needs(audience, "azure-imds")?).await?,
+            Source::AwsIam => String::new(),
         };
         let token = token.trim().to_owned();
         if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
@@ -112,7 +150,11 @@ impl Source {
                 self
             )));
         }
-        Ok(token)
+        Ok(Home {
+            subject: subject_of(&token),
+            token,
+            token_type: TT_JWT,
+        })
     }
 }
 
@@ -232,6 +274,7 @@ impl std::fmt::Display for Source {
             Source::GithubActions => f.write_str("github-actions"),
             Source::GcpMetadata => f.write_str("gcp-metadata"),
             Source::AzureImds => f.write_str("azure-imds"),
+            Source::AwsIam => f.write_str("aws-iam"),
         }
     }
 }
@@ -251,6 +294,7 @@ mod tests {
         assert_eq!("azure-imds".parse(), Ok(Source::AzureImds));
         assert!("file:".parse::<Source>().is_err());
         for text in [
+            "aws-iam",
             "file:/t",
             "env:T",
             "gitlab:V",
