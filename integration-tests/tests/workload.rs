@@ -458,3 +458,105 @@ async fn home_token_sources() {
     assert_eq!(out.code, Some(1), "{}", out.all());
     assert!(out.stderr.contains("--subject-token-source"), "{}", out.all());
 }
+
+/// A child process killed when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `--watch` keeps an AWS web-identity token file fresh: boto3's own
+/// `AWS_WEB_IDENTITY_TOKEN_FILE` flow assumes the role at STS (moto) with it, and the
+/// file is rewritten before the broker's token expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_keeps_a_web_identity_token_file_fresh_for_boto3() {
+    let Some(python) = python_with(&["boto3"]) else {
+        return;
+    };
+    let Some(moto) = moto_or_skip() else { return };
+    let fake = FakeIssuer::start();
+    // A reusable home token: the sidecar presents the same one at every refresh (with a
+    // one-time issuer the platform must rotate it, as Kubernetes does).
+    let yaml = BrokerConfig::new()
+        .issuer(fake.issuer_yaml_with(ISSUER_NAME, "replay: reusable"))
+        .rules(subject_rule(
+            "workload",
+            &format!("audiences: [{TARGET}]"),
+            "audience: sts.amazonaws.com\nlifetime: 10s\n",
+        ))
+        .render();
+    let broker = Broker::start(&yaml).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let home = token_file(dir.path(), &fake.mint(json!({})));
+    let token_path = dir.path().join("aws-web-identity-token");
+    let _sidecar = KillOnDrop(
+        std::process::Command::new(fedbroker_bin())
+            .args([
+                "credentials",
+                "aws",
+                "--broker",
+                broker.url(),
+                "--audience",
+                TARGET,
+                "--cache-dir",
+                "none",
+            ])
+            .arg("--subject-token-source")
+            .arg(format!("file:{home}"))
+            .arg("--watch")
+            .arg(&token_path)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn the sidecar"),
+    );
+    let read = || {
+        std::fs::read_to_string(&token_path)
+            .ok()
+            .filter(|t| !t.is_empty())
+    };
+    let first =
+        integration_tests::eventually(std::time::Duration::from_secs(30), "the token file", || async {
+            read()
+        })
+        .await;
+
+    let script = format!(
+        "import boto3\nprint(boto3.Session().client('sts', endpoint_url='{}').get_caller_identity()['Arn'])",
+        moto.url()
+    );
+    let token_file_env = token_path.to_str().expect("path");
+    let out = run_python(
+        &python,
+        &script,
+        &[
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file_env),
+            ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/web-identity"),
+            ("AWS_ROLE_SESSION_NAME", "boto3-session"),
+            ("AWS_ENDPOINT_URL_STS", &moto.url()),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_CONFIG_FILE", "/nonexistent"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_eq!(
+        out.stdout.trim(),
+        "arn:aws:sts::123456789012:assumed-role/web-identity/boto3-session"
+    );
+
+    // Rewritten with a new token before this one's 10 s are up.
+    let second = integration_tests::eventually(
+        std::time::Duration::from_secs(30),
+        "a refreshed token file",
+        || async { read().filter(|t| *t != first) },
+    )
+    .await;
+    let (_, claims) =
+        integration_tests::tokens::verify_issued(&broker, &second, &["sts.amazonaws.com"]).await;
+    assert_eq!(claims["sub"], DEFAULT_SUBJECT);
+}
