@@ -10,7 +10,8 @@ use integration_tests::moto::{self, Moto, enforcing_moto_or_skip, xml_text};
 use integration_tests::sigv4::{Credentials, Request, url_encode};
 use integration_tests::tokens::verify_issued;
 use integration_tests::{BrokerConfig, InProcess, Reply};
-use serde_json::Value;
+use reqwest::Method;
+use serde_json::{Value, json};
 
 const TT_AWS4: &str = "urn:ietf:params:aws:token-type:aws4_request";
 const SERVER_ID: &str = "fedbroker.test";
@@ -384,4 +385,97 @@ async fn sts_stalled_or_down_is_503_with_retry_after() {
             .unwrap_or_default()
             .contains("cannot connect")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aws_iam_issuer_and_rule_made_through_the_admin_api() {
+    let Some(moto) = enforcing_moto_or_skip() else {
+        return;
+    };
+    const ADMIN: &str = "admin-token-0123456789abcdef-aws";
+    let config = BrokerConfig::new().top_level(format!(
+        "admin:\n  tokens: [\"{ADMIN}\"]\n  allow_insecure_issuers: true\n"
+    ));
+    let broker = InProcess::start(&config.render()).await;
+    let issuer = json!({
+        "kind": "aws-iam", "issuer": "aws-iam:api", "accounts": [moto::ACCOUNT_ID],
+        "server_id": SERVER_ID, "sts_endpoints": [moto.url()], "danger_allow_insecure": true,
+    });
+    let rule = json!({
+        "match": {"issuer": "aws", "claims": {"account": moto::ACCOUNT_ID}, "audiences": [TARGET]},
+        "issue": {"lifetime": "5m"},
+    });
+    for (path, body) in [
+        ("/admin/v1/issuers/aws", &issuer),
+        ("/admin/v1/rules/aws-all", &rule),
+    ] {
+        let reply = broker
+            .admin_request(ADMIN, Method::PUT, path, &[], Some(body))
+            .await;
+        assert_eq!(reply.status, 201, "PUT {path}: {}", reply.text);
+    }
+    let listed = broker
+        .admin_request(ADMIN, Method::GET, "/admin/v1/issuers/aws", &[], None)
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    assert_eq!(listed.json["server_id"], SERVER_ID, "{}", listed.text);
+    assert_eq!(
+        listed.json["accounts"],
+        json!([moto::ACCOUNT_ID]),
+        "{}",
+        listed.text
+    );
+
+    let (creds, arn) = user(&moto, "ci").await;
+    let reply = exchange(&broker, &signed(&moto, &creds).subject_token()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let (_, claims) = verify_issued(&broker, reply.access_token(), &[TARGET]).await;
+    assert_eq!(claims["sub"], arn.as_str());
+
+    // Refused like any issuer's field: a server ID another aws-iam issuer has.
+    let mut twin = issuer.clone();
+    twin["issuer"] = json!("aws-iam:twin");
+    let reply = broker
+        .admin_request(ADMIN, Method::PUT, "/admin/v1/issuers/twin", &[], Some(&twin))
+        .await;
+    assert_eq!(reply.status, 422, "{}", reply.text);
+    assert_eq!(
+        reply.json["errors"][0]["message"], "another aws-iam issuer has the same `server_id`",
+        "{}",
+        reply.text
+    );
+}
+
+/// A JWT naming an aws-iam issuer's `issuer` is from no token issuer; an aws4_request
+/// is no actor token.
+#[tokio::test]
+async fn an_aws_iam_issuer_verifies_no_token() {
+    let issuer = "- name: aws\n  kind: aws-iam\n  issuer: aws-iam:test\n  accounts: [\"123456789012\"]\n  server_id: s\n  sts_endpoints: [https://sts.amazonaws.com]\n";
+    let rules = format!(
+        "- name: any\n  match:\n    issuer: aws\n    allow_any_subject: true\n    audiences: [{TARGET}]\n"
+    );
+    let broker = InProcess::start(&BrokerConfig::new().issuer(issuer).rules(rules).render()).await;
+    let jwt = integration_tests::tokens::unsigned(&json!({
+        "iss": "aws-iam:test", "sub": "arn:aws:iam::123456789012:user/ci", "aud": TARGET,
+        "exp": integration_tests::tokens::now() + 300,
+    }));
+    let reply = broker.exchange(&jwt, TARGET).await;
+    reply.assert_error(400, "invalid_request", &jwt);
+    assert_eq!(
+        reply.json["error_description"],
+        "subject_token is from an unknown issuer"
+    );
+
+    let reply = broker
+        .token_request(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+            ("subject_token", &jwt),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+            ("actor_token", "{}"),
+            ("actor_token_type", TT_AWS4),
+            ("audience", TARGET),
+        ])
+        .await;
+    reply.assert_error(400, "invalid_request", "");
+    assert_eq!(reply.json["error_description"], "unsupported `actor_token_type`");
 }
