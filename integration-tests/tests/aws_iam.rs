@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use integration_tests::moto::{self, Moto, enforcing_moto_or_skip, xml_text};
 use integration_tests::sigv4::{Credentials, Request, url_encode};
 use integration_tests::tokens::verify_issued;
-use integration_tests::{BrokerConfig, InProcess, Reply};
+use integration_tests::{BrokerConfig, InProcess, Reply, run_cli};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -22,6 +22,11 @@ const REPLAYED: &str = "subject_token has already been used";
 /// A broker with one aws-iam issuer `aws` for moto (`accounts`), and two rules: IAM
 /// users of the account, and the role `fedbroker-reader`.
 async fn broker(moto: &Moto, accounts: &str) -> InProcess {
+    InProcess::start(&config(moto, accounts).render()).await
+}
+
+/// [`broker`]'s configuration.
+fn config(moto: &Moto, accounts: &str) -> BrokerConfig {
     let issuer = format!(
         "- name: aws\n  kind: aws-iam\n  issuer: aws-iam:test\n  accounts: {accounts}\n  server_id: {SERVER_ID}\n  sts_endpoints: [{}]\n  danger_allow_insecure: true\n",
         moto.url()
@@ -53,11 +58,10 @@ async fn broker(moto: &Moto, accounts: &str) -> InProcess {
         "#,
         acct = moto::ACCOUNT_ID
     );
-    let config = BrokerConfig::new()
+    BrokerConfig::new()
         .issuer(issuer)
         .server("cloud_timeout: 2s")
-        .rules(rules);
-    InProcess::start(&config.render()).await
+        .rules(rules)
 }
 
 async fn exchange(broker: &InProcess, subject_token: &str) -> Reply {
@@ -478,4 +482,64 @@ async fn an_aws_iam_issuer_verifies_no_token() {
         .await;
     reply.assert_error(400, "invalid_request", "");
     assert_eq!(reply.json["error_description"], "unsupported `actor_token_type`");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_verifies_a_signed_request_at_sts_and_marks_nothing() {
+    let Some(moto) = enforcing_moto_or_skip() else {
+        return;
+    };
+    let (creds, arn) = user(&moto, "ci").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("keys")).expect("keys");
+    let config = config(&moto, "[\"123456789012\"]").write_to(dir.path());
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, signed(&moto, &creds).subject_token()).expect("token");
+    let explain = |token: &str| {
+        run_cli(&[
+            "explain",
+            "--config",
+            config.to_str().expect("path"),
+            "--subject-token",
+            token,
+            "--subject-token-type",
+            TT_AWS4,
+            "--audience",
+            TARGET,
+            "--json",
+        ])
+    };
+    let at_path = format!("@{}", token_file.display());
+    moto.start_recording();
+    for _ in 0..2 {
+        let out = explain(&at_path);
+        assert_eq!(out.code, Some(0), "{}", out.all());
+        let doc: Value = serde_json::from_str(&out.stdout).expect("JSON");
+        assert_eq!(doc["decision"]["outcome"], "allow", "{doc}");
+        assert_eq!(doc["decision"]["rule"], "aws-users", "{doc}");
+        assert_eq!(doc["subject"]["kind"], "aws-iam", "{doc}");
+        assert_eq!(doc["subject"]["sub"], arn.as_str(), "{doc}");
+        assert_eq!(doc["subject"]["verified"], true, "{doc}");
+        assert_eq!(
+            doc["subject"]["kind_claims"]["account"],
+            moto::ACCOUNT_ID,
+            "{doc}"
+        );
+        assert_eq!(doc["issued_claims"]["caller"], arn.as_str(), "{doc}");
+    }
+    assert_eq!(moto.recorded().len(), 2, "explain asks STS each time");
+
+    let wrong = Credentials::new(&creds.key_id, "not-the-secret");
+    let out = explain(&signed(&moto, &wrong).subject_token());
+    assert_eq!(out.code, Some(2), "{}", out.all());
+    let doc: Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(doc["decision"]["error"], "invalid_request", "{doc}");
+    assert!(
+        doc["decision"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("STS refused"),
+        "{doc}"
+    );
+    assert!(!out.all().contains(&creds.secret));
 }
