@@ -53,8 +53,12 @@ pub enum AwsRequestError {
     TooManyHeaders,
     #[error("aws4_request: a header name is empty, too long or not a token")]
     BadHeaderName,
-    #[error("aws4_request: a header value is too long or has control characters")]
+    #[error("aws4_request: a header value is too long or not printable ASCII")]
     BadHeaderValue,
+    #[error("aws4_request: a connection or framing header (Connection, Transfer-Encoding, ...) is given")]
+    ForbiddenHeader,
+    #[error("aws4_request: Content-Length is not the body's length")]
+    ContentLength,
     #[error("aws4_request: a header is given twice")]
     DuplicateHeader,
     #[error("aws4_request: the URL is too long or not an https?:// URL")]
@@ -171,6 +175,9 @@ pub fn parse_signed_request(token: &str) -> Result<SignedRequest, AwsRequestErro
     if body.len() > MAX_BODY_BYTES || !is_get_caller_identity(body) {
         return Err(AwsRequestError::Body);
     }
+    if header(&headers, "content-length").is_some_and(|n| n.trim() != body.len().to_string()) {
+        return Err(AwsRequestError::ContentLength);
+    }
     let need = |name: &'static str| header(&headers, name).ok_or(AwsRequestError::MissingHeader(name));
     let authorization = parse_authorization(need("authorization")?)?;
     let amz_date = need("x-amz-date")?;
@@ -226,9 +233,25 @@ fn parse_headers(value: &Value) -> Result<Vec<(String, String)>, AwsRequestError
         if key.is_empty() || key.len() > MAX_HEADER_NAME_BYTES || !key.bytes().all(token_char) {
             return Err(AwsRequestError::BadHeaderName);
         }
-        if value.len() > MAX_HEADER_VALUE_BYTES || value.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f)
+        // Printable ASCII only: what an HTTP client sends as given, byte for byte.
+        if value.len() > MAX_HEADER_VALUE_BYTES
+            || !value.bytes().all(|b| (0x20..0x7f).contains(&b) || b == b'\t')
         {
             return Err(AwsRequestError::BadHeaderValue);
+        }
+        // The connection is the broker's: nothing that changes how the request is framed
+        // or forwarded.
+        const FORBIDDEN: [&str; 7] = [
+            "connection",
+            "transfer-encoding",
+            "te",
+            "upgrade",
+            "keep-alive",
+            "proxy-connection",
+            "expect",
+        ];
+        if FORBIDDEN.iter().any(|f| key.eq_ignore_ascii_case(f)) {
+            return Err(AwsRequestError::ForbiddenHeader);
         }
         if out.iter().any(|(k, _)| k.eq_ignore_ascii_case(key)) {
             return Err(AwsRequestError::DuplicateHeader);
@@ -728,6 +751,22 @@ mod tests {
                 .push(json!({"key": "a", "value": "x\r\ny: z"}))),
             Some(E::BadHeaderValue)
         );
+        let push = |header: Value| {
+            move |d: &mut Value| d["headers"].as_array_mut().expect("list").push(header.clone())
+        };
+        assert_eq!(
+            with(&push(json!({"key": "a", "value": "caf\u{e9}"}))),
+            Some(E::BadHeaderValue)
+        );
+        assert_eq!(
+            with(&push(json!({"key": "Transfer-Encoding", "value": "chunked"}))),
+            Some(E::ForbiddenHeader)
+        );
+        assert_eq!(
+            with(&push(json!({"key": "Content-Length", "value": "7"}))),
+            Some(E::ContentLength)
+        );
+        assert_eq!(with(&push(json!({"key": "Content-Length", "value": "43"}))), None);
     }
 
     #[test]
