@@ -543,3 +543,65 @@ async fn explain_verifies_a_signed_request_at_sts_and_marks_nothing() {
     );
     assert!(!out.all().contains(&creds.secret));
 }
+
+/// The Terraform resource `fedbroker_issuer` takes an aws-iam issuer: checked at plan
+/// time with the broker's words, applied through the admin API, stable on the next plan.
+#[tokio::test]
+async fn terraform_manages_an_aws_iam_issuer() {
+    use integration_tests::terraform_support::{Terraform, provider_block, require_tools};
+    if !require_tools() {
+        return;
+    }
+    const ADMIN: &str = "terraform-aws-iam-admin-token-0123456789";
+    let config = BrokerConfig::new().top_level(format!(
+        "admin:\n  tokens: [\"{ADMIN}\"]\n  state_file: @DIR@/admin-state.json\n"
+    ));
+    let broker = integration_tests::Broker::start(&config.render()).await;
+    let tf = Terraform::new().env("FEDBROKER_ADMIN_TOKEN", ADMIN);
+    let main_tf = |accounts: &str| {
+        format!(
+            r#"{provider}
+resource "fedbroker_issuer" "aws" {{
+  name          = "aws"
+  kind          = "aws-iam"
+  issuer        = "aws-iam:prod"
+  accounts      = {accounts}
+  server_id     = "{SERVER_ID}"
+  sts_endpoints = ["https://sts.amazonaws.com", "https://sts.us-east-1.amazonaws.com"]
+}}
+"#,
+            provider = provider_block(broker.url())
+        )
+    };
+    tf.write("main.tf", &main_tf(r#"["1111"]"#));
+    tf.init();
+    let out = tf.run(&["validate", "-no-color"]);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("accounts: `1111` is not a 12-digit AWS account ID"),
+        "{}",
+        out.all()
+    );
+
+    tf.write("main.tf", &main_tf(r#"["111122223333"]"#));
+    let out = tf.apply();
+    assert!(
+        out.stdout.contains("1 added, 0 changed, 0 destroyed"),
+        "{}",
+        out.all()
+    );
+    let issuer = broker
+        .admin_request(ADMIN, Method::GET, "/admin/v1/issuers/aws", &[], None)
+        .await;
+    assert_eq!(issuer.status, 200, "{}", issuer.text);
+    assert_eq!(issuer.json["kind"], "aws-iam");
+    assert_eq!(issuer.json["accounts"], json!(["111122223333"]));
+    assert_eq!(issuer.json["server_id"], SERVER_ID);
+    assert_eq!(
+        issuer.json["sts_endpoints"][1],
+        "https://sts.us-east-1.amazonaws.com"
+    );
+    let (code, out) = tf.plan_exit_code();
+    assert_eq!(code, Some(0), "no change expected\n{}", out.all());
+}
