@@ -336,7 +336,11 @@ async fn refusals_are_invalid_request_and_reach_sts_only_when_checked() {
     // Refused by STS: a wrong secret.
     let wrong = Credentials::new(&creds.key_id, "not-the-secret");
     let reply = exchange(&broker, &signed(&moto, &wrong).subject_token()).await;
-    assert_refused(&broker, &reply, "STS refused the request (HTTP 403)");
+    assert_refused(
+        &broker,
+        &reply,
+        "STS refused the request (HTTP 403, SignatureDoesNotMatch)",
+    );
     assert_eq!(moto.recorded().len(), 1);
 }
 
@@ -604,4 +608,59 @@ resource "fedbroker_issuer" "aws" {{
     );
     let (code, out) = tf.plan_exit_code();
     assert_eq!(code, Some(0), "no change expected\n{}", out.all());
+}
+
+/// STS's own answers, from an STS that only refuses (moto cannot be made to throttle
+/// or fail): a refusal is 400 with STS's error code in the audit line; throttling (400
+/// `Throttling`, 429) and STS failures (5xx) are 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sts_error_answers_map_to_400_or_503() {
+    use integration_tests::cloud_fakes::aws_sts_errors::StsErrors;
+    let cases = [
+        (
+            403,
+            "AccessDenied",
+            400,
+            "STS refused the request (HTTP 403, AccessDenied)",
+        ),
+        (
+            403,
+            "ExpiredToken",
+            400,
+            "STS refused the request (HTTP 403, ExpiredToken)",
+        ),
+        (400, "Throttling", 503, "STS unavailable: HTTP 400, Throttling"),
+        (429, "TooManyRequestsException", 503, "STS unavailable: HTTP 429"),
+        (
+            500,
+            "InternalFailure",
+            503,
+            "STS unavailable: HTTP 500, InternalFailure",
+        ),
+    ];
+    for (status, code, want, reason) in cases {
+        let sts = StsErrors::start(status, code, "refused");
+        let issuer = format!(
+            "- name: aws\n  kind: aws-iam\n  issuer: aws-iam:test\n  accounts: [\"123456789012\"]\n  server_id: {SERVER_ID}\n  sts_endpoints: [{}]\n  danger_allow_insecure: true\n",
+            sts.url()
+        );
+        let rules = format!(
+            "- name: any\n  match:\n    issuer: aws\n    allow_any_subject: true\n    audiences: [{TARGET}]\n"
+        );
+        let broker = InProcess::start(&BrokerConfig::new().issuer(issuer).rules(rules).render()).await;
+        let request = Request::get_caller_identity(sts.url(), SERVER_ID)
+            .sign(&Credentials::new("AKIDEXAMPLE", "secret"), SystemTime::now());
+        let reply = exchange(&broker, &request.subject_token()).await;
+        if want == 400 {
+            assert_refused(&broker, &reply, reason);
+        } else {
+            reply.assert_error(503, "temporarily_unavailable", "");
+            let got = last_audit(&broker)["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            assert!(got.contains(reason), "{status} {code}: {got}");
+        }
+        assert_eq!(sts.requests(), 1, "{status} {code}");
+    }
 }

@@ -514,6 +514,50 @@ pub fn parse_caller_identity(xml: &str) -> Result<CallerIdentity, IdentityRespon
     })
 }
 
+/// The `Code` of an AWS Query-API error answer
+/// (`<ErrorResponse><Error><Code>SignatureDoesNotMatch</Code>...`), when it is one and
+/// the code is a plain name (letters, digits, `.`, at most 64): safe to log.
+pub fn error_code(xml: &str) -> Option<String> {
+    use xmlparser::{ElementEnd, Token, Tokenizer};
+    if xml.len() > MAX_RESPONSE_BYTES {
+        return None;
+    }
+    let mut path: Vec<&str> = Vec::new();
+    for token in Tokenizer::from(xml) {
+        match token.ok()? {
+            Token::ElementStart { local, .. } => {
+                if path.len() >= 16 {
+                    return None;
+                }
+                path.push(local.as_str());
+            }
+            Token::ElementEnd { end, .. } => match end {
+                ElementEnd::Open => {}
+                ElementEnd::Empty | ElementEnd::Close(..) => {
+                    path.pop();
+                }
+            },
+            Token::Text { text } if path.ends_with(&["Error", "Code"]) => {
+                let code = text.as_str().trim();
+                let plain = !code.is_empty()
+                    && code.len() <= 64
+                    && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.');
+                return plain.then(|| code.to_string());
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Whether an STS error code says "later" rather than "no": throttling.
+pub fn is_throttling(code: &str) -> bool {
+    matches!(
+        code,
+        "Throttling" | "ThrottlingException" | "RequestLimitExceeded" | "TooManyRequestsException"
+    )
+}
+
 fn unescape_xml(text: &str) -> Option<String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
@@ -819,6 +863,23 @@ mod tests {
             account: "123456789012".into(),
         };
         assert!(!user.claims("i").contains_key("role_name"));
+    }
+
+    #[test]
+    fn error_codes() {
+        let answer = |code: &str| {
+            format!(
+                "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>m</Message></Error><RequestId>r</RequestId></ErrorResponse>"
+            )
+        };
+        assert_eq!(
+            error_code(&answer("SignatureDoesNotMatch")).as_deref(),
+            Some("SignatureDoesNotMatch")
+        );
+        assert_eq!(error_code(&answer("a b")), None);
+        assert_eq!(error_code("<x><Code>Throttling</Code></x>"), None);
+        assert_eq!(error_code("not xml <"), None);
+        assert!(is_throttling("Throttling") && !is_throttling("AccessDenied"));
     }
 
     #[test]

@@ -34,8 +34,8 @@ pub enum AwsIamError {
     EndpointNotAllowed(String),
     #[error("aws4_request: X-Amz-Date is {0} s from the broker's clock (at most {MAX_DATE_OFFSET_SECS} s)")]
     Stale(i64),
-    #[error("aws4_request: STS refused the request (HTTP {0})")]
-    Refused(u16),
+    #[error("aws4_request: STS refused the request (HTTP {0}, {code})", code = .1.as_deref().unwrap_or("no error code"))]
+    Refused(u16, Option<String>),
     #[error("aws4_request: account {0} is not one of issuer {1}'s accounts")]
     AccountNotListed(String, String),
     #[error("aws4_request: {0}")]
@@ -169,8 +169,10 @@ fn client() -> Result<&'static reqwest::Client, AwsIamError> {
 }
 
 /// Send the signed request (its method, headers and body, as given) to `endpoint`;
-/// STS's answer body, at most [`aws_iam::MAX_RESPONSE_BYTES`]. 4xx other than 429: STS
-/// refused; anything else that is not 2xx, and every transport failure: unavailable.
+/// STS's answer body, at most [`aws_iam::MAX_RESPONSE_BYTES`]. A 4xx is STS refusing
+/// (its error code in the audit line), except 429 and throttling codes (STS throttles
+/// with 400 `Throttling`); anything else that is not 2xx, and every transport failure:
+/// unavailable.
 async fn call_sts(endpoint: &str, request: &SignedRequest, timeout: Duration) -> Result<String, AwsIamError> {
     let mut builder = client()?
         .post(endpoint)
@@ -193,12 +195,6 @@ async fn call_sts(endpoint: &str, request: &SignedRequest, timeout: Duration) ->
     };
     let mut response = builder.send().await.map_err(unavailable)?;
     let status = response.status();
-    if status.is_client_error() && status.as_u16() != 429 {
-        return Err(AwsIamError::Refused(status.as_u16()));
-    }
-    if !status.is_success() {
-        return Err(AwsIamError::Unavailable(format!("HTTP {}", status.as_u16())));
-    }
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(unavailable)? {
         if body.len() + chunk.len() > aws_iam::MAX_RESPONSE_BYTES {
@@ -206,5 +202,18 @@ async fn call_sts(endpoint: &str, request: &SignedRequest, timeout: Duration) ->
         }
         body.extend_from_slice(&chunk);
     }
-    String::from_utf8(body).map_err(|_| AwsIamError::Unavailable("answer is not UTF-8".into()))
+    let body = String::from_utf8(body).map_err(|_| AwsIamError::Unavailable("answer is not UTF-8".into()))?;
+    if status.is_success() {
+        return Ok(body);
+    }
+    let code = aws_iam::error_code(&body);
+    let throttled = status.as_u16() == 429 || code.as_deref().is_some_and(aws_iam::is_throttling);
+    if status.is_client_error() && !throttled {
+        return Err(AwsIamError::Refused(status.as_u16(), code));
+    }
+    let code = code.map(|c| format!(", {c}")).unwrap_or_default();
+    Err(AwsIamError::Unavailable(format!(
+        "HTTP {}{code}",
+        status.as_u16()
+    )))
 }
