@@ -546,6 +546,35 @@ async fn explain_verifies_a_signed_request_at_sts_and_marks_nothing() {
         "{doc}"
     );
     assert!(!out.all().contains(&creds.secret));
+
+    // A claims document (no STS): the kind's claim checks, then the rules.
+    let claims_file = dir.path().join("claims.json");
+    let claims_of = |account: &str| {
+        json!({"iss": "aws-iam:test", "sub": format!("arn:aws:iam::{account}:user/ci"),
+               "arn": format!("arn:aws:iam::{account}:user/ci"), "account": account, "user_id": "AIDA"})
+    };
+    let explain_claims = |claims: Value| {
+        std::fs::write(&claims_file, claims.to_string()).expect("claims");
+        run_cli(&[
+            "explain",
+            "--config",
+            config.to_str().expect("path"),
+            "--claims",
+            claims_file.to_str().expect("path"),
+            "--audience",
+            TARGET,
+            "--json",
+        ])
+    };
+    let out = explain_claims(claims_of(moto::ACCOUNT_ID));
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = explain_claims(claims_of("210987654321"));
+    assert_eq!(out.code, Some(2), "{}", out.all());
+    assert!(
+        out.stdout.contains("account is not one of the issuer's accounts"),
+        "{}",
+        out.all()
+    );
 }
 
 /// The Terraform resource `fedbroker_issuer` takes an aws-iam issuer: checked at plan
