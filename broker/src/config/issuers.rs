@@ -126,23 +126,16 @@ fn build_issuer(
     if let Err(e) = schema::kind_config(kind, &issuer_text, &kind_params) {
         report.at("kind", e);
     }
-    let tls_ca_pem = r.tls_ca_file.as_ref().and_then(|p| {
+    // An aws-iam issuer fetches nothing: its `tls_ca_file` is refused, never read.
+    let tls_ca_file = r.tls_ca_file.as_ref().filter(|_| kind != IssuerKind::AwsIam);
+    let tls_ca_pem = tls_ca_file.and_then(|p| {
         read_tls_ca(&base.join(p), read_file)
             .map_err(|e| report.at("tls_ca_file", e))
             .ok()
     });
     check_unique(r, &issuer_text, seen, report);
     if kind == IssuerKind::AwsIam {
-        return build_aws_iam(
-            r,
-            kind,
-            kind_params,
-            issuer_text,
-            tls_ca_pem,
-            seen,
-            report,
-            before,
-        );
+        return build_aws_iam(r, kind, kind_params, issuer_text, seen, report, before);
     }
     let issuer_url = schema::check_fetch_url(&issuer_text, r.danger_allow_insecure)
         .map_err(|e| report.at("issuer", e))
@@ -191,13 +184,11 @@ fn build_issuer(
 
 /// A `kind: aws-iam` issuer: no keys and no token checks, the aws-iam fields instead
 /// (`issuer_schema::aws_iam`), and a `server_id` no other aws-iam issuer has.
-#[allow(clippy::too_many_arguments)]
 fn build_aws_iam(
     r: &RawIssuer,
     kind: IssuerKind,
     kind_params: issuers::KindParams,
     issuer_text: String,
-    tls_ca_pem: Option<Vec<u8>>,
     seen: &mut Seen,
     report: &mut Report<'_>,
     before: usize,
@@ -223,7 +214,7 @@ fn build_aws_iam(
         kind,
         kind_params,
         allow_access_tokens: false,
-        tls_ca_pem,
+        tls_ca_pem: None,
         policy: IssuerPolicy {
             issuer: issuer_text,
             audiences: Vec::new(),

@@ -552,7 +552,7 @@ fn aws_iam_problems_name_their_field_and_server_ids_are_unique() {
         .replace("aws-iam:prod", "aws-iam:dev")
         .replace("[\"111122223333\"]", "[\"1111\"]")
         .replace("https://sts.us-east-1.amazonaws.com", "http://sts.example.com");
-    let text = format!("{MINIMAL}{AWS_IAM}{second}    audiences: [x]\n");
+    let text = format!("{MINIMAL}{AWS_IAM}{second}    audiences: [x]\n    tls_ca_file: ca.pem\n");
     let e = parse(&text).expect_err("refused");
     let errors = &e.0;
     assert_eq!(
@@ -585,5 +585,11 @@ fn aws_iam_problems_name_their_field_and_server_ids_are_unique() {
         1,
         "{e}"
     );
-    assert_eq!(errors.len(), 4, "{e}");
+    // Refused, and not read (no "cannot read" error for it).
+    assert_eq!(
+        reported_at(errors, "issuers[2].tls_ca_file", "not used by kind aws-iam").len(),
+        1,
+        "{e}"
+    );
+    assert_eq!(errors.len(), 5, "{e}");
 }
