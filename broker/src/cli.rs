@@ -60,13 +60,20 @@ pub enum Command {
     },
     /// Dry run: verify a token as the server would, evaluate every rule, print the decision,
     /// why each other rule did not match, and the claims the issued token would carry.
-    /// Issues nothing, records no replay. Exit 0 allow, 2 deny, 1 error.
+    /// Issues nothing, records no replay. Exit 0 allow, 2 deny, 1 error. A signed AWS
+    /// request (--subject-token-type urn:ietf:params:aws:token-type:aws4_request) is
+    /// verified by sending it to its aws-iam issuer's STS endpoint, as /token does.
     Explain {
         #[arg(long)]
         config: PathBuf,
         /// The subject token, or @PATH to read it from a file.
         #[arg(long, value_name = "TOKEN|@PATH", required_unless_present = "claims")]
         subject_token: Option<String>,
+        /// What the subject token is, as `subject_token_type` names it: a JWT (the
+        /// default) or urn:ietf:params:aws:token-type:aws4_request, a signed
+        /// GetCallerIdentity request, which explain sends to STS to learn the caller.
+        #[arg(long, value_name = "URN", requires = "subject_token")]
+        subject_token_type: Option<String>,
         /// A JSON claims document to explain instead of a token (no verification).
         #[arg(long, value_name = "FILE", conflicts_with = "subject_token")]
         claims: Option<PathBuf>,
@@ -173,6 +180,7 @@ pub fn main() -> ExitCode {
         Command::Explain {
             config,
             subject_token,
+            subject_token_type,
             claims,
             issuer,
             actor_token,
@@ -186,6 +194,7 @@ pub fn main() -> ExitCode {
             let args = crate::explain::ExplainArgs {
                 config,
                 subject_token,
+                subject_token_type,
                 claims,
                 issuer,
                 actor_token,

@@ -168,6 +168,10 @@ impl TokenError {
                 "invalid_target",
                 format!("{} refused the credentials request", cloud_name(*cloud)),
             ),
+            E::AwsIam(e) if e.is_unavailable() => unavailable,
+            E::AwsIam(_) => {
+                bad("subject_token is not an accepted signed AWS GetCallerIdentity request".into())
+            }
             E::NoKeys(_)
             | E::Evaluation(_)
             | E::ReplayStore(_)

@@ -6,7 +6,9 @@
 //! document without any token (for reviewing rule changes before a token exists): no
 //! signature, time or audience checks, but the issuer kind's claim checks run through
 //! `IssuerKind::check_claims`, the function `/token` applies to a verified token, so the
-//! two decide the same claims alike.
+//! two decide the same claims alike. With `--subject-token-type` aws4_request the subject
+//! is a signed AWS GetCallerIdentity request, verified by sending it to its aws-iam
+//! issuer's STS endpoint (as `/token` does); it is not marked used.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,8 +20,8 @@ use serde_json::{Map, Value, json};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
 use crate::exchange::{
-    RulesInput, Targets, TokenError, TokenRole, TokenType, Verified, issued_claims, split_scopes,
-    verify_token,
+    RulesInput, SubjectTokenType, Targets, TokenError, TokenRole, TokenType, Verified, issued_claims,
+    split_scopes, verify_subject, verify_token,
 };
 use crate::issuer_keys::FetchClients;
 use crate::metrics::Metrics;
@@ -31,6 +33,9 @@ pub struct ExplainArgs {
     pub config: PathBuf,
     /// A token, or `@PATH` to read it from a file.
     pub subject_token: Option<String>,
+    /// `subject_token_type`'s URN; a JWT when `None`. A signed AWS request
+    /// (`aws4_request`) is verified by sending it to STS, as `/token` does.
+    pub subject_token_type: Option<String>,
     /// A JSON claims document instead of a token.
     pub claims: Option<PathBuf>,
     /// With `--claims`: the issuer name, when the document has no `iss`.
@@ -101,6 +106,8 @@ pub enum ExplainError {
     NoIssuerWithIss(String),
     #[error("the claims document has no `iss`; use --issuer NAME")]
     NoIss,
+    #[error("unsupported --subject-token-type `{0}`")]
+    UnsupportedTokenType(String),
 }
 
 fn read_token(value: &str) -> Result<String, ExplainError> {
@@ -139,9 +146,15 @@ async fn verify_arg(
     policy: &Policy,
     value: &str,
     role: TokenRole,
+    subject_type: Option<(SubjectTokenType, std::time::Duration)>,
 ) -> Result<Result<Verified, Outcome>, ExplainError> {
     let token = read_token(value)?;
-    match verify_token(policy, &token, role, SystemClock.unix()).await {
+    let now = SystemClock.unix();
+    let verified = match subject_type {
+        Some((ty, sts_timeout)) => verify_subject(policy, &token, ty, now, sts_timeout).await,
+        None => verify_token(policy, &token, role, now).await,
+    };
+    match verified {
         Ok(verified) => Ok(Ok(verified)),
         Err(e) if e.is_unavailable() => Err(ExplainError::Unavailable(e)),
         Err(e) => Ok(Err(Outcome::Rejected {
@@ -175,16 +188,24 @@ async fn explain(args: &ExplainArgs) -> Result<u8, ExplainError> {
     let subject = match (&args.subject_token, &args.claims) {
         (Some(_), Some(_)) => return Err(ExplainError::BothSubjects),
         (None, None) => return Err(ExplainError::NoSubject),
-        (Some(token), None) => match verify_arg(&policy, token, TokenRole::Subject).await? {
-            Ok(verified) => Subject {
-                issuer_name: verified.issuer.config.name.clone(),
-                kind: verified.issuer.config.kind,
-                claims: verified.token.claims,
-                verified: true,
-                actor: None,
-            },
-            Err(refused) => return Ok(report(args, &config, &targets.all, None, refused)),
-        },
+        (Some(token), None) => {
+            let ty = match args.subject_token_type.as_deref() {
+                None => SubjectTokenType::Jwt,
+                Some(urn) => SubjectTokenType::from_urn(urn)
+                    .ok_or_else(|| ExplainError::UnsupportedTokenType(urn.to_string()))?,
+            };
+            let sts_timeout = std::time::Duration::from_secs(config.server.cloud_timeout);
+            match verify_arg(&policy, token, TokenRole::Subject, Some((ty, sts_timeout))).await? {
+                Ok(verified) => Subject {
+                    issuer_name: verified.issuer.config.name.clone(),
+                    kind: verified.issuer.config.kind,
+                    claims: verified.token.claims,
+                    verified: true,
+                    actor: None,
+                },
+                Err(refused) => return Ok(report(args, &config, &targets.all, None, refused)),
+            }
+        }
         (None, Some(path)) => {
             let claims = read_claims(path)?;
             let issuer_name = match (&args.issuer, claims.get("iss").and_then(Value::as_str)) {
@@ -243,7 +264,7 @@ async fn explain(args: &ExplainArgs) -> Result<u8, ExplainError> {
 
     let actor = match &args.actor_token {
         None => None,
-        Some(token) => match verify_arg(&policy, token, TokenRole::Actor).await? {
+        Some(token) => match verify_arg(&policy, token, TokenRole::Actor, None).await? {
             Ok(verified) => Some(verified),
             Err(refused) => return Ok(report(args, &config, &targets.all, Some(&subject), refused)),
         },

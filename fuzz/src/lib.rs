@@ -269,6 +269,44 @@ pub fn check_rules(data: &[u8]) {
     }
 }
 
+/// The `aws4_request` subject-token parser (a signed GetCallerIdentity request as
+/// URL-encoded JSON) and the STS answer parser on arbitrary text: never panic; an
+/// accepted request carries the server ID header, at most `MAX_HEADERS` headers and a
+/// 64-hex-digit replay ID, and parses the same, to the same replay ID, once
+/// URL-encoded; an accepted STS answer's claims name its ARN as `sub`.
+pub fn check_aws4_request(data: &[u8]) {
+    use issuers::aws_iam::{self, MAX_HEADERS, SERVER_ID_HEADER};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(request) = aws_iam::parse_signed_request(text) {
+        assert_eq!(request.header(SERVER_ID_HEADER), Some(request.server_id.as_str()));
+        assert!(request.headers.len() <= MAX_HEADERS);
+        let id = request.replay_id();
+        assert!(id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()));
+        let _ = request.is_fresh(NOW);
+        if text.starts_with('{') {
+            let encoded: String = text
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            let again = aws_iam::parse_signed_request(&encoded).expect("the URL-encoded form parses too");
+            assert_eq!(again.replay_id(), id);
+        }
+    }
+    if let Ok(identity) = aws_iam::parse_caller_identity(text) {
+        let claims = identity.claims("aws-iam:fuzz");
+        assert_eq!(claims.get("sub"), claims.get("arn"));
+        assert_eq!(identity.account.len(), 12);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::fs;
@@ -329,6 +367,23 @@ mod tests {
     #[test]
     fn token_form_inputs() {
         check_all("token_form", check_token_form);
+    }
+
+    #[test]
+    fn aws4_request_inputs() {
+        check_all("aws4_request", check_aws4_request);
+    }
+
+    /// The seeds named `ok-*` are accepted requests or STS answers, so the fuzzer
+    /// starts past the parsers' first checks.
+    #[test]
+    fn aws4_request_ok_seeds_are_accepted() {
+        for (name, data) in inputs("aws4_request") {
+            let text = String::from_utf8(data).expect("UTF-8 seed");
+            let accepted = issuers::aws_iam::parse_signed_request(&text).is_ok()
+                || issuers::aws_iam::parse_caller_identity(&text).is_ok();
+            assert_eq!(accepted, name.contains("/ok-"), "{name}");
+        }
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //!   replicas) on free ports, to kill, pause, restart and fail over.
 //! - [`redis_proxy`]: a TCP proxy in front of a Redis that drops, or cuts the reply
 //!   of, one command a test picks out.
+//! - [`sigv4`]: a SigV4 signer for STS requests, and signed GetCallerIdentity requests
+//!   as `aws4_request` subject tokens.
 //! - [`terraform_support`]: the real `terraform` binary with the provider built from
 //!   this workspace, installed from a filesystem mirror (offline).
 //! - [`tls_issuer`]: an issuer over HTTPS (`openssl s_server`) with a certificate
@@ -36,6 +38,7 @@ pub mod poll;
 pub mod python;
 pub mod redis_proxy;
 pub mod redis_server;
+pub mod sigv4;
 pub mod terraform_support;
 pub mod tls_issuer;
 pub mod tokens;

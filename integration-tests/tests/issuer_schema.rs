@@ -156,6 +156,92 @@ fn table() -> Vec<(&'static str, Value, Expect)> {
             },
         ),
         (
+            "no audiences field (required for every kind but aws-iam)",
+            json!({"name": "corp", "issuer": "https://idp.example.com"}),
+            Invalid {
+                field: "audiences",
+                words: "non-empty list of accepted `aud` values",
+                shape: false,
+            },
+        ),
+        (
+            "an aws-iam issuer",
+            json!({"name": "aws", "kind": "aws-iam", "issuer": "aws-iam:prod",
+                   "accounts": ["111122223333"], "server_id": "fedbroker.example.com",
+                   "sts_endpoints": ["https://sts.amazonaws.com", "https://sts.us-east-1.amazonaws.com"],
+                   "replay": "one_time"}),
+            Valid,
+        ),
+        (
+            "an aws-iam issuer with a local STS, allowed for development",
+            json!({"name": "aws", "kind": "aws-iam", "issuer": "aws-iam:dev",
+                   "accounts": ["111122223333"], "server_id": "dev",
+                   "sts_endpoints": ["http://127.0.0.1:5000"], "danger_allow_insecure": true}),
+            Valid,
+        ),
+        (
+            "an aws-iam issuer with a local STS",
+            json!({"name": "aws", "kind": "aws-iam", "issuer": "aws-iam:dev",
+                   "accounts": ["111122223333"], "server_id": "dev",
+                   "sts_endpoints": ["http://127.0.0.1:5000"]}),
+            Invalid {
+                field: "sts_endpoints",
+                words: "must be https://",
+                shape: false,
+            },
+        ),
+        (
+            "an aws-iam issuer named by a URL",
+            json!({"name": "aws", "kind": "aws-iam", "issuer": "https://sts.amazonaws.com",
+                   "accounts": ["111122223333"], "server_id": "s",
+                   "sts_endpoints": ["https://sts.amazonaws.com"]}),
+            Invalid {
+                field: "issuer",
+                words: "not a URL",
+                shape: false,
+            },
+        ),
+        (
+            "an aws-iam issuer without accounts",
+            json!({"name": "aws", "kind": "aws-iam", "issuer": "aws-iam:prod", "server_id": "s",
+                   "sts_endpoints": ["https://sts.amazonaws.com"]}),
+            Invalid {
+                field: "accounts",
+                words: "12-digit AWS account IDs",
+                shape: false,
+            },
+        ),
+        (
+            "an aws-iam issuer with a short account ID",
+            json!({"name": "aws", "kind": "aws-iam", "issuer": "aws-iam:prod", "server_id": "s",
+                   "accounts": ["11112222333"], "sts_endpoints": ["https://sts.amazonaws.com"]}),
+            Invalid {
+                field: "accounts",
+                words: "`11112222333` is not a 12-digit AWS account ID",
+                shape: false,
+            },
+        ),
+        (
+            "an aws-iam issuer with token fields",
+            json!({"name": "aws", "kind": "aws-iam", "issuer": "aws-iam:prod", "server_id": "s",
+                   "accounts": ["111122223333"], "sts_endpoints": ["https://sts.amazonaws.com"],
+                   "audiences": aud}),
+            Invalid {
+                field: "audiences",
+                words: "not used by kind aws-iam",
+                shape: false,
+            },
+        ),
+        (
+            "an aws-iam field on another kind",
+            json!({"name": "gha", "kind": "github-actions", "audiences": aud, "server_id": "s"}),
+            Invalid {
+                field: "kind",
+                words: "`server_id` is only for kind aws-iam",
+                shape: false,
+            },
+        ),
+        (
             "an empty name",
             json!({"name": "", "issuer": "https://idp.example.com", "audiences": aud}),
             Invalid {

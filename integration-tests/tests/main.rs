@@ -11,6 +11,7 @@ mod admin_hardening;
 mod admin_redis;
 mod attacks;
 mod audit;
+mod aws_iam;
 mod cli;
 mod cloud_conformance;
 mod cloud_fakes;

@@ -6,10 +6,10 @@
 //! (see `integration_tests::moto`); `scripts/test` installs it.
 
 use std::ffi::OsStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use integration_tests::moto::{self, Moto, enforcing_moto_or_skip, find_moto_server, moto_or_skip, xml_text};
-use integration_tests::tokens::sha256_hex;
+use integration_tests::sigv4::{Credentials, GET_CALLER_IDENTITY, Request};
 
 const TRUST_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Federated":"arn:aws:iam::123456789012:oidc-provider/fedbroker.test"},"Action":"sts:AssumeRoleWithWebIdentity"}]}"#;
 
@@ -202,70 +202,8 @@ fn empty_dir_name() -> &'static OsStr {
 /// `GetCallerIdentity` signed with SigV4 (region us-east-1, service sts) by
 /// `key_id`/`secret`, as the AWS SDKs sign it: `(status, body)`.
 async fn signed_get_caller_identity(moto: &Moto, key_id: &str, secret: &str) -> (u16, String) {
-    let body = "Action=GetCallerIdentity&Version=2011-06-15";
-    let content_type = "application/x-www-form-urlencoded; charset=utf-8";
-    let host = format!("127.0.0.1:{}", moto.port());
-    let amz_date = amz_date(SystemTime::now());
-    let date = &amz_date[..8];
-    let scope = format!("{date}/us-east-1/sts/aws4_request");
-    let signed_headers = "content-type;host;x-amz-date";
-    let canonical = format!(
-        "POST\n/\n\ncontent-type:{content_type}\nhost:{host}\nx-amz-date:{amz_date}\n\n{signed_headers}\n{}",
-        sha256_hex(body.as_bytes())
-    );
-    let to_sign = format!(
-        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-        sha256_hex(canonical.as_bytes())
-    );
-    let mut key = format!("AWS4{secret}").into_bytes();
-    for part in [date, "us-east-1", "sts", "aws4_request", to_sign.as_str()] {
-        let hmac_key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &key);
-        key = aws_lc_rs::hmac::sign(&hmac_key, part.as_bytes())
-            .as_ref()
-            .to_vec();
-    }
-    let signature: String = key.iter().map(|b| format!("{b:02x}")).collect();
-    let authorization = format!(
-        "AWS4-HMAC-SHA256 Credential={key_id}/{scope}, SignedHeaders={signed_headers}, Signature={signature}"
-    );
-    let response = reqwest::Client::new()
-        .post(moto.url())
-        .header("Content-Type", content_type)
-        .header("X-Amz-Date", &amz_date)
-        .header("Authorization", authorization)
-        .body(body)
+    Request::post(&moto.url(), GET_CALLER_IDENTITY)
+        .sign(&Credentials::new(key_id, secret), SystemTime::now())
         .send()
         .await
-        .expect("POST to moto");
-    let status = response.status().as_u16();
-    (status, response.text().await.expect("moto's body"))
-}
-
-/// `YYYYMMDDTHHMMSSZ` (UTC) of `at`.
-fn amz_date(at: SystemTime) -> String {
-    let secs = at.duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's days_from_civil, inverted).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    )
-}
-
-#[test]
-fn amz_date_is_utc_basic_format() {
-    assert_eq!(amz_date(UNIX_EPOCH), "19700101T000000Z");
-    let leap_day = UNIX_EPOCH + Duration::from_secs(951_782_400 + 3_661);
-    assert_eq!(amz_date(leap_day), "20000229T010101Z");
 }

@@ -55,6 +55,18 @@ pub enum IssuerError {
     /// `federation_rules::parse_duration`'s message, which names the input.
     #[error("{0}")]
     Duration(String),
+    #[error("not used by kind aws-iam (it checks signed AWS requests, not tokens): remove it")]
+    NotForAwsIam,
+    #[error("for kind aws-iam, a name such as aws-iam:prod, not a URL")]
+    AwsIamIssuerIsUrl,
+    #[error("required for kind aws-iam: a non-empty list of 12-digit AWS account IDs")]
+    NoAccounts,
+    #[error("`{0}` is not a 12-digit AWS account ID")]
+    BadAccount(String),
+    #[error("required for kind aws-iam: a non-empty value of printable ASCII, at most 256 characters")]
+    BadServerId,
+    #[error("required for kind aws-iam: a non-empty list of STS endpoint URLs")]
+    NoStsEndpoints,
     #[error(
         "refused in an issuer made through the admin API (it allows http:// and loopback or private \
          addresses); to allow it, set `admin.allow_insecure_issuers: true` in the configuration file"
@@ -97,6 +109,9 @@ pub fn kind_params(raw: &RawIssuer) -> KindParams {
         tenant: raw.tenant.clone(),
         entra_version: raw.entra_version.clone(),
         trust_domain: raw.trust_domain.clone(),
+        accounts: raw.accounts.clone(),
+        server_id: raw.server_id.clone(),
+        sts_endpoints: raw.sts_endpoints.clone(),
     }
 }
 
@@ -211,6 +226,66 @@ pub fn algorithms(raw: &RawIssuer, kind: IssuerKind) -> (Vec<Algorithm>, Vec<Iss
     (algs, errors)
 }
 
+/// The checks of a `kind: aws-iam` issuer, which has no keys and no tokens: `issuer` a
+/// name, not a URL; `accounts` 12-digit IDs; `server_id`; `sts_endpoints` https URLs
+/// (http and private addresses with `danger_allow_insecure`); and none of the token
+/// fields. One `(field, error)` per problem, in field order.
+pub fn aws_iam(raw: &RawIssuer) -> Vec<(&'static str, IssuerError)> {
+    let mut problems = Vec::new();
+    if raw.issuer.starts_with("https://") || raw.issuer.starts_with("http://") {
+        problems.push(("issuer", IssuerError::AwsIamIssuerIsUrl));
+    }
+    match raw.accounts.as_deref() {
+        None | Some([]) => problems.push(("accounts", IssuerError::NoAccounts)),
+        Some(list) => {
+            for a in list {
+                if a.len() != 12 || !a.bytes().all(|b| b.is_ascii_digit()) {
+                    problems.push(("accounts", IssuerError::BadAccount(a.clone())));
+                }
+            }
+        }
+    }
+    let server_id_ok = raw.server_id.as_deref().is_some_and(|id| {
+        !id.is_empty() && id.len() <= 256 && id.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    });
+    if !server_id_ok {
+        problems.push(("server_id", IssuerError::BadServerId));
+    }
+    match raw.sts_endpoints.as_deref() {
+        None | Some([]) => problems.push(("sts_endpoints", IssuerError::NoStsEndpoints)),
+        Some(list) => {
+            for url in list {
+                if let Err(e) = check_fetch_url(url, raw.danger_allow_insecure) {
+                    problems.push(("sts_endpoints", e));
+                }
+            }
+        }
+    }
+    for (field, given) in [
+        ("audiences", !raw.audiences.is_empty()),
+        ("jwks_uri", raw.jwks_uri.is_some()),
+        ("jwks", raw.jwks.is_some()),
+        ("jwks_file", raw.jwks_file.is_some()),
+        ("algorithms", raw.algorithms.is_some()),
+        ("max_token_lifetime", raw.max_token_lifetime.is_some()),
+        ("allow_access_tokens", raw.allow_access_tokens),
+        ("tls_ca_file", raw.tls_ca_file.is_some()),
+    ] {
+        if given {
+            problems.push((field, IssuerError::NotForAwsIam));
+        }
+    }
+    problems
+}
+
+/// An STS endpoint as the broker compares it: parsed (so scheme and host case, a
+/// default port and an empty path are spelt one way), without a trailing `/`. `None`
+/// when not a URL.
+pub fn sts_endpoint_key(text: &str) -> Option<String> {
+    let url = Url::parse(text).ok()?;
+    Some(url.as_str().trim_end_matches('/').to_string())
+}
+
 /// `replay`: `one_time` (default) or `reusable`.
 pub fn replay(raw: &RawIssuer) -> Result<ReplayMode, IssuerError> {
     match raw.replay.as_deref() {
@@ -251,6 +326,13 @@ pub fn check(raw: &RawIssuer) -> Vec<Problem> {
     });
     report("kind", kind_config(kind, &issuer, &params));
     report("name", name(raw));
+    if kind == IssuerKind::AwsIam {
+        for (field, e) in aws_iam(raw) {
+            report(field, Err(e));
+        }
+        report("replay", replay(raw).map(drop));
+        return problems;
+    }
     report(
         "issuer",
         check_fetch_url(&issuer, raw.danger_allow_insecure).map(drop),
@@ -316,6 +398,106 @@ mod tests {
     fn a_valid_issuer_has_no_problem() {
         let raw = issuer(serde_json::json!({"name": "gha", "kind": "github-actions", "audiences": ["x"]}));
         assert_eq!(check(&raw), vec![]);
+    }
+
+    #[test]
+    fn aws_iam_issuers() {
+        let good = serde_json::json!({
+            "name": "aws", "kind": "aws-iam", "issuer": "aws-iam:prod",
+            "accounts": ["111122223333"], "server_id": "fedbroker.example.com",
+            "sts_endpoints": ["https://sts.amazonaws.com"]
+        });
+        assert_eq!(check(&issuer(good.clone())), vec![]);
+        let fields = |patch: serde_json::Value| -> Vec<(&'static str, String)> {
+            let mut v = good.clone();
+            for (k, x) in patch.as_object().expect("object") {
+                if x.is_null() {
+                    v.as_object_mut().expect("object").remove(k);
+                } else {
+                    v[k] = x.clone();
+                }
+            }
+            check(&issuer(v))
+                .into_iter()
+                .map(|p| (p.field, p.error.to_string()))
+                .collect()
+        };
+        let only = |patch, field: &str, words: &str| {
+            let got = fields(patch);
+            assert_eq!(got.len(), 1, "{got:?}");
+            assert_eq!(got[0].0, field, "{got:?}");
+            assert!(got[0].1.contains(words), "{got:?}");
+        };
+        use serde_json::json;
+        only(json!({"issuer": null}), "issuer", "required for kind aws-iam");
+        only(json!({"issuer": "https://x.example"}), "issuer", "not a URL");
+        only(json!({"accounts": []}), "accounts", "12-digit");
+        only(json!({"accounts": ["1234"]}), "accounts", "`1234`");
+        only(json!({"server_id": ""}), "server_id", "required for kind aws-iam");
+        only(
+            json!({"server_id": null}),
+            "server_id",
+            "required for kind aws-iam",
+        );
+        only(json!({"sts_endpoints": null}), "sts_endpoints", "STS endpoint");
+        only(
+            json!({"sts_endpoints": ["http://127.0.0.1:5000"]}),
+            "sts_endpoints",
+            "https",
+        );
+        only(
+            json!({"audiences": ["x"]}),
+            "audiences",
+            "not used by kind aws-iam",
+        );
+        only(
+            json!({"jwks_uri": "https://k.example"}),
+            "jwks_uri",
+            "not used by kind aws-iam",
+        );
+        only(
+            json!({"algorithms": ["RS256"]}),
+            "algorithms",
+            "not used by kind aws-iam",
+        );
+        let insecure = json!({"sts_endpoints": ["http://127.0.0.1:5000"], "danger_allow_insecure": true});
+        assert_eq!(fields(insecure), vec![]);
+    }
+
+    #[test]
+    fn the_aws_iam_fields_belong_to_aws_iam() {
+        let raw = issuer(
+            serde_json::json!({"name": "gha", "kind": "github-actions", "audiences": ["x"], "server_id": "s"}),
+        );
+        let problems = check(&raw);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].field, "kind");
+        assert!(
+            problems[0]
+                .error
+                .to_string()
+                .contains("`server_id` is only for kind aws-iam")
+        );
+    }
+
+    #[test]
+    fn sts_endpoint_keys() {
+        for (a, b) in [
+            ("https://sts.amazonaws.com", "https://STS.amazonaws.com/"),
+            ("https://sts.amazonaws.com:443/", "https://sts.amazonaws.com"),
+            ("http://127.0.0.1:5000", "http://127.0.0.1:5000/"),
+        ] {
+            assert_eq!(sts_endpoint_key(a), sts_endpoint_key(b), "{a} {b}");
+        }
+        assert_ne!(
+            sts_endpoint_key("https://sts.amazonaws.com"),
+            sts_endpoint_key("https://sts.amazonaws.com.evil.example")
+        );
+        assert_ne!(
+            sts_endpoint_key("https://sts.amazonaws.com"),
+            sts_endpoint_key("https://sts.amazonaws.com/x")
+        );
+        assert_eq!(sts_endpoint_key("not a url"), None);
     }
 
     #[test]

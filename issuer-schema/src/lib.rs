@@ -24,8 +24,9 @@ pub mod schema;
 
 pub use address::is_public;
 pub use checks::{
-    IssuerError, Problem, ReplayMode, algorithms, audiences, check, check_fetch_url, issuer_url, kind,
-    kind_config, kind_params, max_token_lifetime, name, one_key_source, replay, static_jwks,
+    IssuerError, Problem, ReplayMode, algorithms, audiences, aws_iam, check, check_fetch_url, issuer_url,
+    kind, kind_config, kind_params, max_token_lifetime, name, one_key_source, replay, static_jwks,
+    sts_endpoint_key,
 };
 pub use host_access::{HostAccess, refuse_host_access};
 pub use raw::RawIssuer;

@@ -10,12 +10,19 @@ use serde::{Deserialize, Serialize};
 pub struct RawIssuer {
     pub name: String,
     /// Optional when the kind has a default (github-actions, gitlab, google, azure-entra).
+    /// For `aws-iam`, a name such as `aws-iam:prod` (not a URL).
     #[serde(default)]
     pub issuer: String,
     pub kind: Option<String>,
     pub tenant: Option<String>,
     pub entra_version: Option<String>,
     pub trust_domain: Option<String>,
+    /// `aws-iam`: the accepted AWS account IDs (12 digits each).
+    pub accounts: Option<Vec<String>>,
+    /// `aws-iam`: what the signed request's `x-fedbroker-server-id` header must say.
+    pub server_id: Option<String>,
+    /// `aws-iam`: the STS endpoints a signed request may be forwarded to.
+    pub sts_endpoints: Option<Vec<String>>,
     #[serde(default)]
     pub allow_access_tokens: bool,
     pub tls_ca_file: Option<String>,

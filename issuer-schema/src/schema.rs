@@ -33,7 +33,7 @@ pub const FIELDS: &[IssuerField] = &[
     field("name", FieldType::String, true),
     field("issuer", FieldType::String, false),
     field("kind", FieldType::String, false),
-    field("audiences", FieldType::StringList, true),
+    field("audiences", FieldType::StringList, false),
     field("jwks_uri", FieldType::String, false),
     field("jwks", FieldType::Object, false),
     field("jwks_file", FieldType::String, false),
@@ -46,6 +46,9 @@ pub const FIELDS: &[IssuerField] = &[
     field("trust_domain", FieldType::String, false),
     field("allow_access_tokens", FieldType::Boolean, false),
     field("tls_ca_file", FieldType::String, false),
+    field("accounts", FieldType::StringList, false),
+    field("server_id", FieldType::String, false),
+    field("sts_endpoints", FieldType::StringList, false),
 ];
 
 fn type_schema(ty: FieldType) -> Value {
@@ -86,6 +89,9 @@ mod tests {
             entra_version: Some(String::new()),
             trust_domain: Some(String::new()),
             tls_ca_file: Some(String::new()),
+            accounts: Some(Vec::new()),
+            server_id: Some(String::new()),
+            sts_endpoints: Some(Vec::new()),
             jwks_uri: Some(String::new()),
             jwks: Some(json!({})),
             jwks_file: Some(String::new()),
@@ -125,16 +131,16 @@ mod tests {
             let mut without = full.clone();
             without.as_object_mut().expect("object").remove(f.name);
             let parsed = serde_json::from_value::<RawIssuer>(without);
-            // `audiences` has a serde default (the check, not the parser, requires it).
             let parser_requires = parsed.is_err();
-            assert_eq!(parser_requires, f.required && f.name != "audiences", "{}", f.name);
+            assert_eq!(parser_requires, f.required, "{}", f.name);
         }
     }
 
     #[test]
     fn the_schema_is_the_openapi_documents() {
         let schema = json_schema();
-        assert_eq!(schema["required"], json!(["name", "audiences"]));
+        // `audiences`: the check requires it for every kind but aws-iam.
+        assert_eq!(schema["required"], json!(["name"]));
         assert_eq!(
             schema["properties"]["replay"],
             json!({"enum": ["one_time", "reusable"]})

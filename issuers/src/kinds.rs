@@ -31,6 +31,9 @@ pub enum IssuerKind {
     Google,
     AwsOutbound,
     Spiffe,
+    /// AWS workloads without OIDC: a signed `sts:GetCallerIdentity` request, not a token
+    /// (see [`crate::aws_iam`]).
+    AwsIam,
 }
 
 /// Per-issuer parameters some kinds need.
@@ -43,6 +46,12 @@ pub struct KindParams {
     pub entra_version: Option<String>,
     /// `spiffe`: the trust domain every accepted SPIFFE ID must be in.
     pub trust_domain: Option<String>,
+    /// `aws-iam`: the accepted AWS account IDs.
+    pub accounts: Option<Vec<String>>,
+    /// `aws-iam`: the value the signed request's `x-fedbroker-server-id` must carry.
+    pub server_id: Option<String>,
+    /// `aws-iam`: the STS endpoints signed requests may be forwarded to.
+    pub sts_endpoints: Option<Vec<String>>,
 }
 
 /// A token that verified but is not shaped as its issuer's kind requires.
@@ -62,7 +71,7 @@ pub enum KindError {
 pub struct KindConfigError(pub String);
 
 impl IssuerKind {
-    pub const ALL: [IssuerKind; 11] = [
+    pub const ALL: [IssuerKind; 12] = [
         IssuerKind::Generic,
         IssuerKind::GithubActions,
         IssuerKind::Gitlab,
@@ -74,6 +83,7 @@ impl IssuerKind {
         IssuerKind::Google,
         IssuerKind::AwsOutbound,
         IssuerKind::Spiffe,
+        IssuerKind::AwsIam,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +99,7 @@ impl IssuerKind {
             IssuerKind::Google => "google",
             IssuerKind::AwsOutbound => "aws-outbound",
             IssuerKind::Spiffe => "spiffe",
+            IssuerKind::AwsIam => "aws-iam",
         }
     }
 
@@ -139,6 +150,17 @@ impl IssuerKind {
         }
         if params.trust_domain.is_some() && self != IssuerKind::Spiffe {
             return err("`trust_domain` is only for kind spiffe".into());
+        }
+        if self != IssuerKind::AwsIam {
+            for (field, given) in [
+                ("accounts", params.accounts.is_some()),
+                ("server_id", params.server_id.is_some()),
+                ("sts_endpoints", params.sts_endpoints.is_some()),
+            ] {
+                if given {
+                    return err(format!("`{field}` is only for kind aws-iam"));
+                }
+            }
         }
         match self {
             IssuerKind::AzureEntra => {
@@ -330,6 +352,21 @@ impl IssuerKind {
                     return Err(invalid("aws_account disagrees with the account in sub".into()));
                 }
             }
+            IssuerKind::AwsIam => {
+                let arn = need("arn")?;
+                let account = need("account")?;
+                if subject != arn {
+                    return Err(invalid("sub is not the arn".into()));
+                }
+                if arn_account(arn) != Some(account) {
+                    return Err(invalid("arn is not a principal of account".into()));
+                }
+                need("user_id")?;
+                let listed = params.accounts.as_deref().unwrap_or_default();
+                if !listed.iter().any(|a| a == account) {
+                    return Err(invalid("account is not one of the issuer's accounts".into()));
+                }
+            }
             IssuerKind::Spiffe => {
                 let td = params.trust_domain.as_deref().unwrap_or_default();
                 match spiffe_trust_domain(subject) {
@@ -369,6 +406,7 @@ impl IssuerKind {
             ],
             IssuerKind::AzureEntra => &["tid", "oid", "appid", "azp", "xms_mirid", "ver"],
             IssuerKind::Google => &["email", "azp"],
+            IssuerKind::AwsIam => &["arn", "account", "user_id", "role_name", "session_name"],
             _ => &[],
         };
         let mut out = Map::new();
@@ -418,7 +456,7 @@ pub const AWS_NAMESPACE: &str = "https://sts.amazonaws.com/";
 /// The account of an IAM principal ARN (`arn:aws:iam::123456789012:role/x`,
 /// `arn:aws:sts::123456789012:assumed-role/x/y`; also the aws-cn and aws-us-gov
 /// partitions).
-fn arn_account(arn: &str) -> Option<&str> {
+pub(crate) fn arn_account(arn: &str) -> Option<&str> {
     let mut parts = arn.splitn(6, ':');
     let (arn_, partition, service, region, account, resource) = (
         parts.next()?,
@@ -519,6 +557,9 @@ mod tests {
             IssuerKind::AwsOutbound => include_str!("../tests/fixtures/kinds/aws-outbound.json"),
             IssuerKind::Spiffe => include_str!("../tests/fixtures/kinds/spiffe.json"),
             IssuerKind::Generic => r#"{"iss": "https://idp.example.com", "aud": "x", "sub": "s"}"#,
+            IssuerKind::AwsIam => {
+                r#"{"iss": "aws-iam:prod", "aud": "x", "sub": "arn:aws:iam::123456789012:user/ci", "arn": "arn:aws:iam::123456789012:user/ci", "account": "123456789012", "user_id": "AIDAEXAMPLE"}"#
+            }
         };
         serde_json::from_str(text).expect("fixture is JSON")
     }
@@ -531,6 +572,12 @@ mod tests {
             },
             IssuerKind::Spiffe => KindParams {
                 trust_domain: Some("example.org".into()),
+                ..Default::default()
+            },
+            IssuerKind::AwsIam => KindParams {
+                accounts: Some(vec!["123456789012".into()]),
+                server_id: Some("fedbroker.example.com".into()),
+                sts_endpoints: Some(vec!["https://sts.amazonaws.com".into()]),
                 ..Default::default()
             },
             _ => KindParams::default(),
@@ -590,6 +637,7 @@ mod tests {
                 IssuerKind::Google => &["email"],
                 IssuerKind::AwsOutbound => &["aws_account", "source_region"],
                 IssuerKind::Spiffe => &["trust_domain"],
+                IssuerKind::AwsIam => &["arn", "account", "user_id"],
                 IssuerKind::Generic => &[],
             };
             for f in expected {
@@ -649,6 +697,22 @@ mod tests {
             (
                 IssuerKind::Spiffe,
                 Box::new(|c| c["sub"] = json!("spiffe://other.org/ns/payments/sa/api")),
+            ),
+            (
+                IssuerKind::AwsIam,
+                Box::new(|c| {
+                    c["sub"] = json!("arn:aws:iam::999999999999:user/ci");
+                    c["arn"] = json!("arn:aws:iam::999999999999:user/ci");
+                    c["account"] = json!("999999999999");
+                }),
+            ),
+            (
+                IssuerKind::AwsIam,
+                Box::new(|c| c["sub"] = json!("arn:aws:iam::123456789012:user/other")),
+            ),
+            (
+                IssuerKind::AwsIam,
+                Box::new(|c| c["account"] = json!("210987654321")),
             ),
             (
                 IssuerKind::Spiffe,

@@ -10,6 +10,8 @@
 //!   [`IssuerPolicy`], producing a [`VerifiedToken`].
 //! - [`kinds`]: [`IssuerKind`], what `kind:` on an issuer brings: default issuer URL and
 //!   algorithms, the platform's claim shape, accepted `typ`, claims worth auditing.
+//! - [`aws_iam`]: the pure half of `kind: aws-iam`: a signed GetCallerIdentity request
+//!   as a subject token, and STS's answer as claims.
 //! - [`registry`]: [`IssuerRegistry`], configured issuers indexed by exact `iss`.
 //!
 //! Nothing here does I/O or reads the clock: fetching keys is the broker's job, and
@@ -20,6 +22,7 @@
 #![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
 
 pub mod alg;
+pub mod aws_iam;
 pub mod jose;
 pub mod keys;
 pub mod kinds;

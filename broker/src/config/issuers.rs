@@ -38,6 +38,8 @@ pub enum IssuerFileError {
     DuplicateName(String),
     #[error("another issuer has the same `issuer` URL")]
     DuplicateUrl,
+    #[error("another aws-iam issuer has the same `server_id`")]
+    DuplicateServerId,
 }
 
 /// Validate raw issuers into [`IssuerConfig`]s. `read_file` reads `jwks_file`s and
@@ -73,6 +75,8 @@ pub(super) fn build_issuers(
 struct Seen {
     names: HashSet<String>,
     urls: HashSet<String>,
+    /// aws-iam issuers' `server_id`s: the one a signed request names picks its issuer.
+    server_ids: HashSet<String>,
 }
 
 /// One issuer's problems, each at its field's line (or the issuer's, when the field is
@@ -122,12 +126,17 @@ fn build_issuer(
     if let Err(e) = schema::kind_config(kind, &issuer_text, &kind_params) {
         report.at("kind", e);
     }
-    let tls_ca_pem = r.tls_ca_file.as_ref().and_then(|p| {
+    // An aws-iam issuer fetches nothing: its `tls_ca_file` is refused, never read.
+    let tls_ca_file = r.tls_ca_file.as_ref().filter(|_| kind != IssuerKind::AwsIam);
+    let tls_ca_pem = tls_ca_file.and_then(|p| {
         read_tls_ca(&base.join(p), read_file)
             .map_err(|e| report.at("tls_ca_file", e))
             .ok()
     });
     check_unique(r, &issuer_text, seen, report);
+    if kind == IssuerKind::AwsIam {
+        return build_aws_iam(r, kind, kind_params, issuer_text, seen, report, before);
+    }
     let issuer_url = schema::check_fetch_url(&issuer_text, r.danger_allow_insecure)
         .map_err(|e| report.at("issuer", e))
         .ok();
@@ -168,6 +177,52 @@ fn build_issuer(
             clock_skew: 0,
         },
         keys,
+        replay,
+        danger_allow_insecure: r.danger_allow_insecure,
+    })
+}
+
+/// A `kind: aws-iam` issuer: no keys and no token checks, the aws-iam fields instead
+/// (`issuer_schema::aws_iam`), and a `server_id` no other aws-iam issuer has.
+fn build_aws_iam(
+    r: &RawIssuer,
+    kind: IssuerKind,
+    kind_params: issuers::KindParams,
+    issuer_text: String,
+    seen: &mut Seen,
+    report: &mut Report<'_>,
+    before: usize,
+) -> Option<IssuerConfig> {
+    for (field, e) in schema::aws_iam(r) {
+        report.at(field, e);
+    }
+    if let Some(id) = &r.server_id
+        && !seen.server_ids.insert(id.clone())
+    {
+        report.at("server_id", IssuerFileError::DuplicateServerId);
+    }
+    let replay = schema::replay(r).unwrap_or_else(|e| {
+        report.at("replay", e);
+        ReplayMode::OneTime
+    });
+    if report.count() != before || issuer_text.is_empty() {
+        return None;
+    }
+    let no_keys = KeySet::from_jwks_value(&serde_json::json!({"keys": []})).ok()?;
+    Some(IssuerConfig {
+        name: r.name.clone(),
+        kind,
+        kind_params,
+        allow_access_tokens: false,
+        tls_ca_pem: None,
+        policy: IssuerPolicy {
+            issuer: issuer_text,
+            audiences: Vec::new(),
+            algorithms: Vec::new(),
+            max_token_lifetime: None,
+            clock_skew: 0,
+        },
+        keys: KeySource::Static(Arc::new(no_keys)),
         replay,
         danger_allow_insecure: r.danger_allow_insecure,
     })

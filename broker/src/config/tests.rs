@@ -518,3 +518,78 @@ fn a_name_the_file_and_the_admin_state_both_define_is_one_clash_error_each() {
     );
     assert_eq!(config.file_items.rules[0].1["match"]["subject"], "s");
 }
+
+const AWS_IAM: &str = "  - name: aws-prod\n    kind: aws-iam\n    issuer: aws-iam:prod\n    accounts: [\"111122223333\"]\n    server_id: fedbroker.example.com\n    sts_endpoints: [https://sts.amazonaws.com, https://sts.us-east-1.amazonaws.com]\n";
+
+#[test]
+fn an_aws_iam_issuer_has_no_keys_and_keeps_its_parameters() {
+    let text = format!("{MINIMAL}{AWS_IAM}");
+    let config = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let aws = config
+        .issuers
+        .iter()
+        .find(|i| i.name == "aws-prod")
+        .expect("aws-prod");
+    assert_eq!(aws.kind, ::issuers::IssuerKind::AwsIam);
+    assert_eq!(aws.policy.issuer, "aws-iam:prod");
+    assert_eq!(
+        aws.kind_params.accounts.as_deref(),
+        Some(&["111122223333".to_string()][..])
+    );
+    assert_eq!(
+        aws.kind_params.server_id.as_deref(),
+        Some("fedbroker.example.com")
+    );
+    assert_eq!(aws.kind_params.sts_endpoints.as_ref().map(Vec::len), Some(2));
+    assert_eq!(aws.replay, ReplayMode::OneTime);
+    assert!(matches!(&aws.keys, KeySource::Static(set) if set.is_empty()));
+}
+
+#[test]
+fn aws_iam_problems_name_their_field_and_server_ids_are_unique() {
+    let second = AWS_IAM
+        .replace("aws-prod", "aws-dev")
+        .replace("aws-iam:prod", "aws-iam:dev")
+        .replace("[\"111122223333\"]", "[\"1111\"]")
+        .replace("https://sts.us-east-1.amazonaws.com", "http://sts.example.com");
+    let text = format!("{MINIMAL}{AWS_IAM}{second}    audiences: [x]\n    tls_ca_file: ca.pem\n");
+    let e = parse(&text).expect_err("refused");
+    let errors = &e.0;
+    assert_eq!(
+        reported_at(
+            errors,
+            "issuers[2].accounts",
+            "`1111` is not a 12-digit AWS account ID"
+        )
+        .len(),
+        1,
+        "{e}"
+    );
+    assert_eq!(
+        reported_at(
+            errors,
+            "issuers[2].server_id",
+            "another aws-iam issuer has the same `server_id`"
+        )
+        .len(),
+        1,
+        "{e}"
+    );
+    assert_eq!(
+        reported_at(errors, "issuers[2].sts_endpoints", "must be https://").len(),
+        1,
+        "{e}"
+    );
+    assert_eq!(
+        reported_at(errors, "issuers[2].audiences", "not used by kind aws-iam").len(),
+        1,
+        "{e}"
+    );
+    // Refused, and not read (no "cannot read" error for it).
+    assert_eq!(
+        reported_at(errors, "issuers[2].tls_ca_file", "not used by kind aws-iam").len(),
+        1,
+        "{e}"
+    );
+    assert_eq!(errors.len(), 5, "{e}");
+}

@@ -108,6 +108,9 @@ pub enum TokenError {
     NoCredentials { rule: String, cloud: Cloud },
     #[error("{0}")]
     Cloud(CloudError),
+    /// A signed AWS request (`aws4_request`) refused, or STS unavailable.
+    #[error("{0}")]
+    AwsIam(super::aws_iam::AwsIamError),
 }
 
 impl From<federation_rules::Denial> for TokenError {

@@ -110,9 +110,34 @@ impl Targets {
     }
 }
 
+/// What `subject_token_type` says the subject token is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SubjectTokenType {
+    /// A JWT (`jwt`, `id_token` or `access_token` URNs).
+    #[default]
+    Jwt,
+    /// A signed AWS GetCallerIdentity request
+    /// ([`issuers::aws_iam::TOKEN_TYPE`], contract §10).
+    Aws4Request,
+}
+
+impl SubjectTokenType {
+    /// The type a `subject_token_type` URN names (`None`: not supported).
+    pub fn from_urn(urn: &str) -> Option<SubjectTokenType> {
+        if supported_token_type(urn) {
+            Some(SubjectTokenType::Jwt)
+        } else if urn == issuers::aws_iam::TOKEN_TYPE {
+            Some(SubjectTokenType::Aws4Request)
+        } else {
+            None
+        }
+    }
+}
+
 /// A parsed, well-formed token request.
 pub struct TokenRequest {
     pub subject_token: String,
+    pub subject_token_type: SubjectTokenType,
     pub targets: Targets,
     pub scope: Option<String>,
     pub scopes: Vec<String>,
@@ -215,9 +240,8 @@ pub(super) fn parse_form(body: &[u8]) -> Result<TokenRequest, TokenError> {
     }
     let subject_token = one("subject_token").ok_or(TokenError::Missing("subject_token"))?;
     let subject_token_type = one("subject_token_type").ok_or(TokenError::Missing("subject_token_type"))?;
-    if !supported_token_type(&subject_token_type) {
-        return Err(TokenError::UnsupportedTokenType("subject_token_type"));
-    }
+    let subject_token_type = SubjectTokenType::from_urn(&subject_token_type)
+        .ok_or(TokenError::UnsupportedTokenType("subject_token_type"))?;
     let mut lists: [&[String]; 2] = Default::default();
     for (name, list) in ["audience", "resource"].into_iter().zip(lists.iter_mut()) {
         let values = params.get(name).map(Vec::as_slice).unwrap_or_default();
@@ -257,6 +281,7 @@ pub(super) fn parse_form(body: &[u8]) -> Result<TokenRequest, TokenError> {
     let scopes = split_scopes(scope.as_deref());
     Ok(TokenRequest {
         subject_token,
+        subject_token_type,
         targets,
         scope,
         scopes,

@@ -13,6 +13,7 @@
 //! - `mint`: the issued token's claims, signed.
 //! - `error`: why a request is refused.
 
+mod aws_iam;
 mod decide;
 mod error;
 mod form;
@@ -28,13 +29,14 @@ use axum::routing::{MethodRouter, post};
 use federation_rules::{Credentials, Grant};
 use serde_json::{Map, Value, json};
 
+pub use aws_iam::AwsIamError;
 pub use decide::RulesInput;
 pub use error::{TokenError, TokenRole};
 pub(crate) use form::split_scopes;
-pub use form::{Targets, TokenType, check_token_form};
+pub use form::{SubjectTokenType, Targets, TokenType, check_token_form};
 pub use mint::{SOURCE_ISSUER_CLAIM, issued_claims};
 pub use verify::Verified;
-pub(crate) use verify::verify_token;
+pub(crate) use verify::{verify_subject, verify_token};
 
 use crate::audit::{AuditLog, AuditRecord, rfc3339};
 use crate::clock::SharedClock;
@@ -121,11 +123,12 @@ async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Re
     let request = form::parse_form(&body)?;
     trail.requested(&request);
     let policy = st.live.current();
-    let subject = verify_token(
+    let subject = verify_subject(
         &policy,
         &request.subject_token,
-        TokenRole::Subject,
+        request.subject_token_type,
         st.clock.unix(),
+        std::time::Duration::from_secs(st.server.cloud_timeout),
     )
     .await?;
     trail.verified(&request, &subject);

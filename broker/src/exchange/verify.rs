@@ -5,13 +5,31 @@ use std::sync::Arc;
 
 use issuers::VerifiedToken;
 
-use super::{TokenError, TokenRole};
+use super::{SubjectTokenType, TokenError, TokenRole};
 use crate::policy::{Issuer, Policy};
 
 /// A token that verified, and the registered issuer that verified it.
 pub struct Verified {
     pub issuer: Arc<Issuer>,
     pub token: VerifiedToken,
+}
+
+/// Verify the subject token by its type: a JWT through [`verify_token`], a signed AWS
+/// request through [`super::aws_iam::verify_aws_request`] (which calls STS, waiting at
+/// most `sts_timeout`).
+pub(crate) async fn verify_subject(
+    policy: &Policy,
+    token: &str,
+    token_type: SubjectTokenType,
+    now: u64,
+    sts_timeout: std::time::Duration,
+) -> Result<Verified, TokenError> {
+    match token_type {
+        SubjectTokenType::Jwt => verify_token(policy, token, TokenRole::Subject, now).await,
+        SubjectTokenType::Aws4Request => {
+            super::aws_iam::verify_aws_request(policy, token, now, sts_timeout).await
+        }
+    }
 }
 
 /// Verify `token` (the request's `role` token) against the issuers of `policy` at `now`.
@@ -23,9 +41,11 @@ pub(crate) async fn verify_token(
 ) -> Result<Verified, TokenError> {
     let peeked = issuers::peek(token).map_err(|e| TokenError::Malformed(role, e))?;
     let iss = peeked.unverified_issuer().ok_or(TokenError::NoIssuer(role))?;
+    // An aws-iam issuer's name is no token issuer: it takes signed AWS requests only.
     let issuer = policy
         .issuers
         .get(iss)
+        .filter(|i| i.config.kind != issuers::IssuerKind::AwsIam)
         .cloned()
         .ok_or(TokenError::UnknownIssuer(role))?;
     let keys = issuer

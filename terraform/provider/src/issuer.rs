@@ -32,6 +32,9 @@ pub struct IssuerState {
     pub trust_domain: Str,
     pub allow_access_tokens: Bool,
     pub tls_ca_file: Str,
+    pub accounts: StrList,
+    pub server_id: Str,
+    pub sts_endpoints: StrList,
 }
 
 /// Plain string fields, in the order they are written.
@@ -46,8 +49,9 @@ const STRING_FIELDS: &[&str] = &[
     "tls_ca_file",
     "replay",
     "max_token_lifetime",
+    "server_id",
 ];
-const LIST_FIELDS: &[&str] = &["audiences", "algorithms"];
+const LIST_FIELDS: &[&str] = &["audiences", "algorithms", "accounts", "sts_endpoints"];
 const BOOL_FIELDS: &[&str] = &["allow_access_tokens", "danger_allow_insecure"];
 
 pub fn path_of(field: &str) -> AttributePath {
@@ -72,6 +76,7 @@ impl IssuerState {
             "tls_ca_file" => &self.tls_ca_file,
             "replay" => &self.replay,
             "max_token_lifetime" => &self.max_token_lifetime,
+            "server_id" => &self.server_id,
             _ => &self.name,
         }
     }
@@ -87,14 +92,16 @@ impl IssuerState {
             "tls_ca_file" => &mut self.tls_ca_file,
             "replay" => &mut self.replay,
             "max_token_lifetime" => &mut self.max_token_lifetime,
+            "server_id" => &mut self.server_id,
             _ => &mut self.name,
         }
     }
     fn list(&self, field: &str) -> &StrList {
-        if field == "algorithms" {
-            &self.algorithms
-        } else {
-            &self.audiences
+        match field {
+            "algorithms" => &self.algorithms,
+            "accounts" => &self.accounts,
+            "sts_endpoints" => &self.sts_endpoints,
+            _ => &self.audiences,
         }
     }
     fn boolean(&self, field: &str) -> &Bool {
@@ -214,6 +221,8 @@ pub fn from_json(item: &Json) -> IssuerState {
     };
     state.audiences = list("audiences");
     state.algorithms = list("algorithms");
+    state.accounts = list("accounts");
+    state.sts_endpoints = list("sts_endpoints");
     state.allow_access_tokens = Value::Value(item.get("allow_access_tokens") == Some(&Json::Bool(true)));
     state.danger_allow_insecure = Value::Value(item.get("danger_allow_insecure") == Some(&Json::Bool(true)));
     state.jwks_json = match item.get("jwks") {
@@ -346,12 +355,16 @@ pub fn issuer_schema() -> Schema {
                     attribute(
                         s.clone(),
                         Optional,
-                        "generic (default), github-actions, gitlab, kubernetes, eks, gke, aks, azure-entra, google, aws-outbound, spiffe.",
+                        "generic (default), github-actions, gitlab, kubernetes, eks, gke, aks, azure-entra, google, aws-outbound, spiffe, aws-iam.",
                     ),
                 ),
                 (
                     "audiences",
-                    attribute(string_list_type(), Required, "Accepted `aud` values (non-empty)."),
+                    attribute(
+                        string_list_type(),
+                        Optional,
+                        "Accepted `aud` values (non-empty); required for every kind but aws-iam.",
+                    ),
                 ),
                 (
                     "jwks_uri",
@@ -404,6 +417,30 @@ pub fn issuer_schema() -> Schema {
                 (
                     "tenant",
                     attribute(s.clone(), Optional, "azure-entra: the tenant ID (a GUID)."),
+                ),
+                (
+                    "accounts",
+                    attribute(
+                        string_list_type(),
+                        Optional,
+                        "aws-iam: the accepted AWS account IDs (12 digits each).",
+                    ),
+                ),
+                (
+                    "server_id",
+                    attribute(
+                        s.clone(),
+                        Optional,
+                        "aws-iam: the value the signed request's `x-fedbroker-server-id` header must carry, signed.",
+                    ),
+                ),
+                (
+                    "sts_endpoints",
+                    attribute(
+                        string_list_type(),
+                        Optional,
+                        "aws-iam: the STS endpoints signed GetCallerIdentity requests are forwarded to (https).",
+                    ),
                 ),
                 (
                     "entra_version",
