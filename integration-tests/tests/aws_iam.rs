@@ -693,3 +693,62 @@ async fn sts_error_answers_map_to_400_or_503() {
         assert_eq!(sts.requests(), 1, "{status} {code}");
     }
 }
+
+/// `fedbroker credentials --subject-token-source aws-iam`: the workload's side of this
+/// kind. The command signs GetCallerIdentity with the default AWS credential chain (here
+/// the environment's keys of a moto IAM user), the broker forwards it to the enforcing
+/// moto, and the JWT it prints carries the user's ARN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_credentials_command_signs_with_the_default_chain() {
+    let Some(moto) = enforcing_moto_or_skip() else {
+        return;
+    };
+    let (key_id, secret, user_arn) = moto.iam_user_with_key("workload").await;
+    let broker =
+        integration_tests::Broker::start(&config(&moto, &format!("[\"{}\"]", moto::ACCOUNT_ID)).render())
+            .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let moto_url = moto.url();
+    let env = [
+        ("AWS_ACCESS_KEY_ID", key_id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL_STS", moto_url.as_str()),
+        ("AWS_CONFIG_FILE", "/nonexistent"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let args = [
+        "credentials",
+        "token",
+        "--broker",
+        broker.url(),
+        "--audience",
+        TARGET,
+        "--subject-token-source",
+        "aws-iam",
+        "--source-audience",
+        SERVER_ID,
+        "--cache-dir",
+        "none",
+    ];
+    let out = integration_tests::run_cli_in(dir.path(), &args, &env);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "{}\n--- audit ---\n{}",
+        out.all(),
+        broker.audit_text()
+    );
+    let (_, claims) = verify_issued(&broker, out.stdout.trim(), &[TARGET]).await;
+    assert_eq!(claims["sub"], user_arn.as_str());
+    assert!(!out.all().contains(&secret), "the secret key is not printed");
+
+    // Another server ID: the broker finds no issuer for it (the header is signed, so
+    // the request cannot be re-labelled).
+    let mut wrong = args;
+    wrong[9] = "other.example";
+    let out = integration_tests::run_cli_in(dir.path(), &wrong, &env);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(out.stderr.contains("invalid_request"), "{}", out.all());
+}

@@ -14,10 +14,10 @@ use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, si
 use aws_sigv4::sign::v4;
 use serde_json::json;
 
+use issuers::aws_iam::SERVER_ID_HEADER;
+
 use super::WorkloadError;
 
-/// The header the signed request carries the broker's server ID in.
-pub const SERVER_ID_HEADER: &str = "x-fedbroker-server-id";
 /// The body of every signed request.
 const BODY: &str = "Action=GetCallerIdentity&Version=2011-06-15";
 
@@ -37,7 +37,33 @@ pub(super) async fn signed_request(server_id: &str) -> Result<(String, String), 
         .region()
         .map_or_else(|| "us-east-1".to_owned(), ToString::to_string);
     let url = endpoint(&region);
-    let parsed = reqwest::Url::parse(&url).map_err(|e| err("STS endpoint", &e))?;
+    let access_key = credentials.access_key_id().to_owned();
+    let headers = sign_request(credentials, &region, &url, server_id, SystemTime::now())?;
+    let request = json!({
+        "url": url,
+        "method": "POST",
+        "headers": headers.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
+        "body": BODY,
+    });
+    // Percent-encoding (a space is %20: `+` would stay a plus, as Google's STS reads it).
+    let encoded: String = form_urlencoded::byte_serialize(request.to_string().as_bytes())
+        .collect::<String>()
+        .replace('+', "%20");
+    Ok((encoded, access_key))
+}
+
+/// The headers of a GetCallerIdentity POST to `url`, signed at `time`: `host`,
+/// `content-type`, the server ID, then what SigV4 adds (`x-amz-date`, the session token
+/// when there is one, `authorization`).
+fn sign_request(
+    credentials: aws_credential_types::Credentials,
+    region: &str,
+    url: &str,
+    server_id: &str,
+    time: SystemTime,
+) -> Result<Vec<(String, String)>, WorkloadError> {
+    let err = |what: &str, e: &dyn std::fmt::Display| WorkloadError::Source(format!("aws-iam: {what}: {e}"));
+    let parsed = reqwest::Url::parse(url).map_err(|e| err("STS endpoint", &e))?;
     let host = match (parsed.host_str(), parsed.port()) {
         (Some(host), Some(port)) => format!("{host}:{port}"),
         (Some(host), None) => host.to_owned(),
@@ -55,20 +81,19 @@ pub(super) async fn signed_request(server_id: &str) -> Result<(String, String), 
         ),
         (SERVER_ID_HEADER.into(), server_id.to_owned()),
     ];
-    let access_key = credentials.access_key_id().to_owned();
     let identity = credentials.into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
-        .region(&region)
+        .region(region)
         .name("sts")
-        .time(SystemTime::now())
+        .time(time)
         .settings(SigningSettings::default())
         .build()
         .map_err(|e| err("signing", &e))?
         .into();
     let signable = SignableRequest::new(
         "POST",
-        url.clone(),
+        url,
         headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         SignableBody::Bytes(BODY.as_bytes()),
     )
@@ -77,14 +102,7 @@ pub(super) async fn signed_request(server_id: &str) -> Result<(String, String), 
         .map_err(|e| err("signing", &e))?
         .into_parts();
     headers.extend(instructions.headers().map(|(k, v)| (k.to_owned(), v.to_owned())));
-    let request = json!({
-        "url": url,
-        "method": "POST",
-        "headers": headers.iter().map(|(k, v)| json!({"key": k, "value": v})).collect::<Vec<_>>(),
-        "body": BODY,
-    });
-    let encoded: String = form_urlencoded::byte_serialize(request.to_string().as_bytes()).collect();
-    Ok((encoded, access_key))
+    Ok(headers)
 }
 
 /// STS's URL: `AWS_ENDPOINT_URL_STS`, else `AWS_ENDPOINT_URL` (the SDKs' own
@@ -99,5 +117,42 @@ fn endpoint(region: &str) -> String {
             format!("{}/", url.trim_end_matches('/'))
         }
         _ => url,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_is_signed_over_the_server_id() {
+        let credentials = aws_credential_types::Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_000_000);
+        let headers = sign_request(
+            credentials,
+            "us-east-1",
+            "http://127.0.0.1:5000/",
+            "broker.example",
+            time,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("host"), Some("127.0.0.1:5000"));
+        assert_eq!(get("x-amz-date"), Some("20261130T005320Z"));
+        let auth = get("authorization").unwrap_or_default();
+        assert!(
+            auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261130/us-east-1/sts/aws4_request, "),
+            "{auth}"
+        );
+        assert!(
+            auth.contains("SignedHeaders=content-type;host;x-amz-date;x-fedbroker-server-id,"),
+            "{auth}"
+        );
+        assert!(!auth.contains("secret"));
     }
 }

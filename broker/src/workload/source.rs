@@ -12,9 +12,6 @@ use serde_json::json;
 use super::WorkloadError;
 use crate::exchange::TT_JWT;
 
-/// The `subject_token_type` of a signed `GetCallerIdentity` (contract §10).
-pub const TT_AWS4_REQUEST: &str = "urn:ietf:params:aws:token-type:aws4_request";
-
 /// A home token, its `subject_token_type`, and what the cache keys it by: `[iss, sub]`
 /// of a JWT (read without verification: the broker verifies), the access key of a
 /// signed request; `None` when neither can be read (the token itself is then the key).
@@ -128,7 +125,7 @@ impl Source {
             let (token, access_key) = super::aws_iam::signed_request(needs(audience, "aws-iam")?).await?;
             return Ok(Home {
                 token,
-                token_type: TT_AWS4_REQUEST,
+                token_type: issuers::aws_iam::TOKEN_TYPE,
                 subject: Some(serde_json::json!(["aws-iam", access_key])),
             });
         }
