@@ -165,26 +165,10 @@ pub fn url_encode(text: &str) -> String {
         .collect()
 }
 
-/// `YYYYMMDDTHHMMSSZ` (UTC) of `at`.
+/// `YYYYMMDDTHHMMSSZ` (UTC) of `at`: RFC 3339 without its separators.
 pub fn amz_date(at: SystemTime) -> String {
     let secs = at.duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's days_from_civil, inverted).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    )
+    crate::cloud_fakes::rfc3339(i64::try_from(secs).expect("seconds")).replace(['-', ':'], "")
 }
 
 #[cfg(test)]
