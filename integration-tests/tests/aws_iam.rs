@@ -709,15 +709,13 @@ async fn the_credentials_command_signs_with_the_default_chain() {
             .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let moto_url = moto.url();
-    let env = [
+    let mut env = vec![
         ("AWS_ACCESS_KEY_ID", key_id.as_str()),
         ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
         ("AWS_REGION", "us-east-1"),
         ("AWS_ENDPOINT_URL_STS", moto_url.as_str()),
-        ("AWS_CONFIG_FILE", "/nonexistent"),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
     ];
+    env.extend(crate::support::AWS_ISOLATED);
     let args = [
         "credentials",
         "token",

@@ -449,3 +449,11 @@ pub fn change_lines(broker: &Broker, event: &str, name: &str) -> Vec<Value> {
         .filter(|l| l["event"] == event && l["name"] == name)
         .collect()
 }
+
+/// The environment that keeps an AWS SDK or `fedbroker credentials` to the keys a test
+/// gives it: no shared config or credentials file, no instance metadata.
+pub const AWS_ISOLATED: [(&str, &str); 3] = [
+    ("AWS_CONFIG_FILE", "/nonexistent"),
+    ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];

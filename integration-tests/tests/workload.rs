@@ -10,10 +10,10 @@ use integration_tests::cloud_fakes::{FakeGoogle, GoogleSetup};
 use integration_tests::fake_issuer::DEFAULT_SUBJECT;
 use integration_tests::moto::moto_or_skip;
 use integration_tests::python::{python_with, run_python};
-use integration_tests::{Broker, BrokerConfig, FakeIssuer};
+use integration_tests::{Broker, BrokerConfig, CliOutput, FakeIssuer};
 use serde_json::{Value, json};
 
-use crate::support::{ISSUER_NAME, TARGET, subject_rule};
+use crate::support::{AWS_ISOLATED, ISSUER_NAME, TARGET, subject_rule};
 
 /// A broker (at `port`) trusting `fake` as `k8s` (one-time tokens, the default), one
 /// rule for `target-a` with `issue` (YAML at column 0).
@@ -71,11 +71,8 @@ async fn boto3_gets_credentials_through_credential_process() {
         "import boto3\nprint(boto3.Session().client('sts', endpoint_url='{}').get_caller_identity()['Arn'])",
         moto.url()
     );
-    let env = [
-        ("AWS_CONFIG_FILE", aws_config.to_str().expect("path")),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ];
+    let mut env = AWS_ISOLATED.to_vec();
+    env[0].1 = aws_config.to_str().expect("path");
 
     let first = run_python(&python, &script, &env);
 
@@ -178,6 +175,31 @@ async fn google_auth_refreshes_with_the_executable_source() {
     assert_eq!(sts["subject_token"]["claims"]["sub"], DEFAULT_SUBJECT);
 }
 
+/// `fedbroker credentials azure --audience target-a --watch PATH --once` with the home
+/// token from `source` (and `env`).
+fn write_token_file_once(
+    broker: &Broker,
+    dir: &Path,
+    source: &str,
+    path: &Path,
+    env: &[(&str, &str)],
+) -> CliOutput {
+    let args = [
+        "credentials",
+        "azure",
+        "--broker",
+        broker.url(),
+        "--audience",
+        TARGET,
+        "--subject-token-source",
+        source,
+        "--watch",
+        path.to_str().expect("UTF-8 path"),
+        "--once",
+    ];
+    run_cli_in(dir, &args, env)
+}
+
 /// `--watch PATH --once`: the broker's JWT in a 0600 file, as AZURE_FEDERATED_TOKEN_FILE
 /// and AWS_WEB_IDENTITY_TOKEN_FILE want it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,21 +209,11 @@ async fn watch_once_writes_the_token_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let env_token = fake.mint(json!({}));
     let out_path = dir.path().join("federated-token");
-    let out = run_cli_in(
+    let out = write_token_file_once(
+        &broker,
         dir.path(),
-        &[
-            "credentials",
-            "azure",
-            "--broker",
-            broker.url(),
-            "--audience",
-            TARGET,
-            "--subject-token-source",
-            "env:HOME_TOKEN",
-            "--watch",
-            out_path.to_str().expect("path"),
-            "--once",
-        ],
+        "env:HOME_TOKEN",
+        &out_path,
         &[("HOME_TOKEN", &env_token)],
     );
     assert_eq!(out.code, Some(0), "{}", out.all());
@@ -305,23 +317,7 @@ async fn azure_identity_uses_the_federated_token_file() {
     let home = token_file(dir.path(), &fake.mint(json!({})));
     let token_path = dir.path().join("azure-federated-token");
     let token_file_arg = token_path.to_str().expect("path");
-    let out = run_cli_in(
-        dir.path(),
-        &[
-            "credentials",
-            "azure",
-            "--broker",
-            broker.url(),
-            "--audience",
-            TARGET,
-            "--subject-token-source",
-            &format!("file:{home}"),
-            "--watch",
-            token_file_arg,
-            "--once",
-        ],
-        &[],
-    );
+    let out = write_token_file_once(&broker, dir.path(), &format!("file:{home}"), &token_path, &[]);
     assert_eq!(out.code, Some(0), "{}", out.all());
     let setup = entra.setup();
     let script = format!(
@@ -528,21 +524,16 @@ async fn watch_keeps_a_web_identity_token_file_fresh_for_boto3() {
         "import boto3\nprint(boto3.Session().client('sts', endpoint_url='{}').get_caller_identity()['Arn'])",
         moto.url()
     );
-    let token_file_env = token_path.to_str().expect("path");
-    let out = run_python(
-        &python,
-        &script,
-        &[
-            ("AWS_WEB_IDENTITY_TOKEN_FILE", token_file_env),
-            ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/web-identity"),
-            ("AWS_ROLE_SESSION_NAME", "boto3-session"),
-            ("AWS_ENDPOINT_URL_STS", &moto.url()),
-            ("AWS_DEFAULT_REGION", "us-east-1"),
-            ("AWS_CONFIG_FILE", "/nonexistent"),
-            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-        ],
-    );
+    let moto_url = moto.url();
+    let mut env = vec![
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", token_path.to_str().expect("path")),
+        ("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/web-identity"),
+        ("AWS_ROLE_SESSION_NAME", "boto3-session"),
+        ("AWS_ENDPOINT_URL_STS", moto_url.as_str()),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ];
+    env.extend(AWS_ISOLATED);
+    let out = run_python(&python, &script, &env);
     assert_eq!(out.code, Some(0), "{}", out.all());
     assert_eq!(
         out.stdout.trim(),
