@@ -49,12 +49,8 @@ impl Clients {
             // The SDK's standard mode: exponential backoff with full jitter, for
             // throttling, 5xx and transport errors.
             .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .operation_timeout(self.timeout)
-                    .connect_timeout(self.timeout)
-                    .build(),
-            );
+            // The whole call runs under `Clouds::obtain`'s `server.cloud_timeout`.
+            .timeout_config(TimeoutConfig::builder().connect_timeout(self.timeout).build());
         if let Some(endpoint) = &aws.endpoint {
             config = config.endpoint_url(endpoint);
         }

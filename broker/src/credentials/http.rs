@@ -46,8 +46,9 @@ impl Clients {
 }
 
 fn build(timeout: Duration, trust: &EndpointTrust) -> Result<reqwest::Client, String> {
+    // No per-request timeout: the whole call, retries included, runs under the one
+    // `server.cloud_timeout` of `Clouds::obtain`, which names it when it runs out.
     let mut b = reqwest::Client::builder()
-        .timeout(timeout)
         .connect_timeout(timeout)
         .no_proxy()
         // A token is in every request: never follow a redirect with it.
