@@ -47,8 +47,13 @@ impl Clients {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(region))
             // The SDK's standard mode: exponential backoff with full jitter, for
-            // throttling, 5xx and transport errors.
-            .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
+            // throttling, 5xx and transport errors; from 200 ms, as for the REST clouds,
+            // so that the retries fit well inside server.cloud_timeout.
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(MAX_ATTEMPTS)
+                    .with_initial_backoff(std::time::Duration::from_millis(200)),
+            )
             // The whole call runs under `Clouds::obtain`'s `server.cloud_timeout`.
             .timeout_config(TimeoutConfig::builder().connect_timeout(self.timeout).build());
         if let Some(endpoint) = &aws.endpoint {
