@@ -76,6 +76,18 @@ impl IntoResponse for ErrorAnswer {
     }
 }
 
+/// `e` and its sources, `: ` between them (`error sending request: connection refused`).
+pub fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// How a rules denial is answered (used by `/token` and `explain` alike).
 pub fn denial(kind: DenialKind) -> (StatusCode, &'static str, &'static str) {
     match kind {

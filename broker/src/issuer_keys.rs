@@ -545,14 +545,7 @@ fn describe(e: &reqwest::Error) -> String {
     } else if e.is_body() || e.is_decode() {
         "could not read the response".into()
     } else {
-        let mut msg = e.to_string();
-        let mut src = std::error::Error::source(e);
-        while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            src = s.source();
-        }
-        msg
+        crate::error::with_sources(e)
     }
 }
 

@@ -17,6 +17,7 @@ use federation_rules::credentials::AwsCredentials;
 use serde_json::json;
 
 use super::{CloudError, CloudToken, MAX_ATTEMPTS};
+use crate::error::with_sources;
 
 /// The region when a rule names none: STS's home region.
 const DEFAULT_REGION: &str = "us-east-1";
@@ -170,22 +171,12 @@ fn classify(e: SdkError<AssumeRoleWithWebIdentityError>) -> CloudError {
         // Building the request failed: the rule's values (a role ARN AWS's model refuses).
         SdkError::ConstructionFailure(_) => CloudError::refused(
             Cloud::Aws,
-            format!("AWS STS: the request could not be built: {}", source_chain(&e)),
+            format!("AWS STS: the request could not be built: {}", with_sources(&e)),
         ),
-        _ => CloudError::unavailable(Cloud::Aws, format!("AWS STS: {}", source_chain(&e))),
+        _ => CloudError::unavailable(Cloud::Aws, format!("AWS STS: {}", with_sources(&e))),
     }
 }
 
 fn service_status(e: &SdkError<AssumeRoleWithWebIdentityError>) -> Option<u16> {
     e.raw_response().map(|raw| raw.status().as_u16())
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text = format!("{text}: {s}");
-        source = s.source();
-    }
-    text
 }

@@ -118,13 +118,7 @@ fn transport(e: &reqwest::Error) -> String {
     } else if e.is_connect() {
         "cannot connect".into()
     } else {
-        let mut text = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            text = format!("{text}: {s}");
-            source = s.source();
-        }
-        text
+        crate::error::with_sources(e)
     }
 }
 
