@@ -111,6 +111,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> std::io::Result<()> {
+    let audit = state.audit.clone();
     let (tx, rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.changed().await;
@@ -148,13 +149,16 @@ pub async fn serve(
         let _ = tx.send(true);
         tokio::time::sleep(drain).await;
     };
-    tokio::select! {
+    let result = tokio::select! {
         r = servers => r,
         _ = signal => {
             tracing::warn!(seconds = drain.as_secs(), "drain timeout reached; exiting with requests in flight");
             Ok(())
         }
-    }
+    };
+    // Every decision made is in the audit log before the process goes.
+    audit.flush().await;
+    result
 }
 
 fn cacheable_json(value: serde_json::Value, max_age: u32) -> Response {

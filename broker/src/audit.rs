@@ -1,12 +1,25 @@
 //! The audit stream (contract §6): one JSON line per decision, to `audit.path` or stderr.
 //! Never a whole token: incoming tokens are named by `jti` or SHA-256.
+//!
+//! Requests never write: a record is serialised by the request and queued (bounded, at
+//! most [`QUEUE_RECORDS`] lines) to one writer thread, which writes whatever has queued
+//! up with one `write` call (group commit). A request is answered only once its record
+//! is written: like Vault's audit devices, no token leaves the broker before the line
+//! that records it, and under load one `write` carries the lines of many requests. The
+//! request's task waits without holding a worker thread. When the queue is full, new
+//! records wait for room (back-pressure, counted in `fedbroker_audit_queue_full_total`):
+//! no record is ever dropped. [`AuditLog::flush`] waits until everything queued before it
+//! is written; the server calls it when it stops.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
-use std::sync::Mutex;
 
+use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
 
 /// One decision.
 #[derive(Debug, Default, Serialize)]
@@ -55,50 +68,155 @@ pub struct AuditRecord<'a> {
     pub cloud: Option<&'a str>,
 }
 
+/// At most this many records wait for the writer; beyond, requests wait for room.
+pub const QUEUE_RECORDS: usize = 16_384;
+/// The writer writes at most this many bytes per `write` call.
+const BATCH_BYTES: usize = 256 * 1024;
+
 enum Sink {
     Stderr,
-    File(Mutex<File>),
+    File(File),
 }
 
+impl Sink {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Stderr => std::io::stderr().lock().write_all(bytes),
+            Sink::File(f) => f.write_all(bytes),
+        }
+    }
+}
+
+enum Message {
+    /// A line, and who waits for it to be written.
+    Line(Vec<u8>, Option<oneshot::Sender<()>>),
+    /// Answered once every line queued before it is written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// The audit log: a queue to its writer thread. The thread ends when the log is dropped,
+/// after writing what was queued.
 pub struct AuditLog {
-    sink: Sink,
+    queue: mpsc::Sender<Message>,
+    queue_full: Counter,
 }
 
 impl AuditLog {
-    pub fn stderr() -> Self {
-        AuditLog { sink: Sink::Stderr }
+    /// Audit lines on stderr.
+    pub fn stderr(metrics: &Metrics) -> std::io::Result<Self> {
+        Self::start(Sink::Stderr, metrics)
     }
 
-    pub fn file(path: &Path) -> std::io::Result<Self> {
+    /// Audit lines appended to `path` (its directory made when missing).
+    pub fn file(path: &Path, metrics: &Metrics) -> std::io::Result<Self> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
         let f = OpenOptions::new().create(true).append(true).open(path)?;
+        Self::start(Sink::File(f), metrics)
+    }
+
+    fn start(sink: Sink, metrics: &Metrics) -> std::io::Result<Self> {
+        let (queue, rx) = mpsc::channel(QUEUE_RECORDS);
+        let write_errors = metrics.audit_write_errors();
+        std::thread::Builder::new()
+            .name("fedbroker-audit".into())
+            .spawn(move || writer(sink, rx, write_errors))?;
         Ok(AuditLog {
-            sink: Sink::File(Mutex::new(f)),
+            queue,
+            queue_full: metrics.audit_queue_full(),
         })
     }
 
-    pub fn record(&self, rec: &AuditRecord) {
-        self.write_line(serde_json::to_vec(rec));
+    /// Queue a decision's line and wait until it is written.
+    pub async fn record(&self, rec: &AuditRecord<'_>) {
+        let Ok(line) = line(rec) else { return };
+        let (done, written) = oneshot::channel();
+        self.send(Message::Line(line, Some(done))).await;
+        let _ = written.await;
     }
 
-    /// Any other audited event (admin changes), as one JSON line.
+    /// Any other audited event (admin changes, rare), as one JSON line; callable where
+    /// nothing can be awaited. When the queue is full, the line waits for room in a task
+    /// of its own (or, outside the runtime, this thread waits).
     pub fn record_value(&self, value: &serde_json::Value) {
-        self.write_line(serde_json::to_vec(value));
+        let Ok(line) = line(value) else { return };
+        let message = match self.queue.try_send(Message::Line(line, None)) {
+            Err(mpsc::error::TrySendError::Full(message)) => message,
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return,
+        };
+        self.queue_full.inc();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let queue = self.queue.clone();
+                runtime.spawn(async move { queue.send(message).await });
+            }
+            Err(_) => {
+                let _ = self.queue.blocking_send(message);
+            }
+        }
     }
 
-    fn write_line(&self, line: serde_json::Result<Vec<u8>>) {
-        let Ok(mut line) = line else {
-            return;
+    async fn send(&self, message: Message) {
+        let message = match self.queue.try_send(message) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(message)) => message,
+            // The writer is gone only if it could not run at all; nothing to wait for.
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
         };
-        line.push(b'\n');
-        let result = match &self.sink {
-            Sink::Stderr => std::io::stderr().lock().write_all(&line),
-            Sink::File(f) => f.lock().unwrap_or_else(|e| e.into_inner()).write_all(&line),
-        };
-        if let Err(e) = result {
-            tracing::error!(error = %e, "writing the audit log failed");
+        self.queue_full.inc();
+        let _ = self.queue.send(message).await;
+    }
+
+    /// Wait until every line queued before this call is written.
+    pub async fn flush(&self) {
+        let (done, written) = oneshot::channel();
+        if self.queue.send(Message::Flush(done)).await.is_ok() {
+            let _ = written.await;
+        }
+    }
+}
+
+fn line<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
+    let mut line = Vec::with_capacity(512);
+    serde_json::to_writer(&mut line, value)?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// The writer thread: take what has queued up (up to [`BATCH_BYTES`]), write it in one
+/// call, then tell whoever waits on those lines (or on a flush); end when every sender
+/// is gone. A failed write is logged and counted, and its waiters are answered all the
+/// same (as before the queue: the request's answer does not depend on the audit sink).
+fn writer(mut sink: Sink, mut rx: mpsc::Receiver<Message>, write_errors: Counter) {
+    let mut batch = Vec::with_capacity(BATCH_BYTES);
+    let mut flushed = Vec::new();
+    while let Some(first) = rx.blocking_recv() {
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Line(line, done) => {
+                    batch.extend_from_slice(&line);
+                    flushed.extend(done);
+                }
+                Message::Flush(done) => flushed.push(done),
+            }
+            if batch.len() < BATCH_BYTES {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(e) = sink.write(&batch) {
+                write_errors.inc();
+                tracing::error!(error = %e, bytes = batch.len(), "writing the audit log failed");
+            }
+            batch.clear();
+            if batch.capacity() > 4 * BATCH_BYTES {
+                batch.shrink_to(BATCH_BYTES);
+            }
+        }
+        for done in flushed.drain(..) {
+            let _ = done.send(());
         }
     }
 }
@@ -118,30 +236,41 @@ mod tests {
         assert_eq!(rfc3339(t), "2026-11-28T21:06:40.123Z");
     }
 
-    #[test]
-    fn writes_one_json_line_per_record() {
+    #[tokio::test]
+    async fn writes_one_json_line_per_record_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("a/audit.jsonl");
-        let log = AuditLog::file(&path).expect("open");
+        let metrics = Metrics::new();
+        let log = AuditLog::file(&path, &metrics).expect("open");
         log.record(&AuditRecord {
             outcome: "allow",
             event: "token_exchange",
             rule: Some("r"),
             ..Default::default()
-        });
-        log.record(&AuditRecord {
-            outcome: "deny",
-            event: "token_exchange",
-            reason: Some("x"),
-            ..Default::default()
-        });
+        })
+        .await;
+        for i in 0..1000 {
+            let rule = format!("r{i}");
+            log.record(&AuditRecord {
+                outcome: "deny",
+                event: "token_exchange",
+                rule: Some(&rule),
+                reason: Some("x"),
+                ..Default::default()
+            })
+            .await;
+        }
+        log.flush().await;
         let text = std::fs::read_to_string(&path).expect("read");
         let lines: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).expect("json"))
             .collect();
-        assert_eq!(lines.len(), 2);
+        assert_eq!(lines.len(), 1001);
         assert_eq!(lines[0]["outcome"], "allow");
         assert_eq!(lines[1]["reason"], "x");
+        for (i, line) in lines[1..].iter().enumerate() {
+            assert_eq!(line["rule"], format!("r{i}"));
+        }
     }
 }

@@ -184,12 +184,9 @@ impl TokenError {
             E::AwsIam(_) => {
                 bad("subject_token is not an accepted signed AWS GetCallerIdentity request".into())
             }
-            E::NoKeys(_)
-            | E::Evaluation(_)
-            | E::ReplayStore(_)
-            | E::SigningTask(_)
-            | E::Signing(_)
-            | E::Cloud(CloudError::Unavailable { .. }) => unavailable,
+            E::NoKeys(_) | E::ReplayStore(_) | E::Signing(_) | E::Cloud(CloudError::Unavailable { .. }) => {
+                unavailable
+            }
         }
     }
 

@@ -24,7 +24,26 @@ pub struct Metrics {
     reloads: Family<Labels, Counter>,
     cloud_requests: Family<Labels, Counter>,
     cloud_latency: Family<Labels, Histogram, fn() -> Histogram>,
+    audit_queue_full: Counter,
+    audit_write_errors: Counter,
+    /// `token_exchanges` of the outcomes requests have, resolved once: counting an
+    /// exchange is one atomic add, no label allocation and no lock.
+    exchange_counters: Vec<(&'static str, &'static str, Counter)>,
 }
+
+/// Every (outcome, error) pair an exchange can be counted under; an error code missing
+/// here still counts, through the labelled family.
+const EXCHANGE_OUTCOMES: [(&str, &str); 9] = [
+    ("allow", ""),
+    ("deny", "invalid_request"),
+    ("deny", "invalid_grant"),
+    ("deny", "invalid_target"),
+    ("deny", "unsupported_grant_type"),
+    ("deny", "invalid_scope"),
+    ("deny", "temporarily_unavailable"),
+    ("deny", "server_error"),
+    ("deny", "invalid_client"),
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -43,7 +62,7 @@ fn registered<M: Metric + Default + Clone>(registry: &mut Registry, name: &str, 
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("fedbroker");
-        let exchanges = registered(
+        let exchanges: Family<Labels, Counter> = registered(
             &mut registry,
             "token_exchanges",
             "Token exchange requests by outcome and error code",
@@ -87,8 +106,28 @@ impl Metrics {
             "Time a cloud took to answer a native-credential request, retries included",
             cloud_latency.clone(),
         );
+        let audit_queue_full = registered(
+            &mut registry,
+            "audit_queue_full",
+            "Audit records that waited for room in the full audit queue (the request waited; no record is dropped)",
+        );
+        let audit_write_errors = registered(
+            &mut registry,
+            "audit_write_errors",
+            "Writes of queued audit lines to the audit sink that failed",
+        );
+        let exchange_counters = EXCHANGE_OUTCOMES
+            .iter()
+            .map(|&(outcome, error)| {
+                let labels = vec![("outcome", outcome.to_string()), ("error", error.to_string())];
+                (outcome, error, exchanges.get_or_create(&labels).clone())
+            })
+            .collect();
         Metrics {
             registry,
+            audit_queue_full,
+            audit_write_errors,
+            exchange_counters,
             cloud_requests,
             cloud_latency,
             rules_generation,
@@ -103,6 +142,14 @@ impl Metrics {
     }
 
     pub fn exchange(&self, outcome: &'static str, error: &'static str) {
+        if let Some((_, _, counter)) = self
+            .exchange_counters
+            .iter()
+            .find(|(o, e, _)| *o == outcome && *e == error)
+        {
+            counter.inc();
+            return;
+        }
         self.exchanges
             .get_or_create(&vec![
                 ("outcome", outcome.to_string()),
@@ -161,6 +208,15 @@ impl Metrics {
         self.reloads
             .get_or_create(&vec![("result", result.to_string())])
             .inc();
+    }
+
+    /// The audit log's counters (it is made after the metrics).
+    pub fn audit_queue_full(&self) -> Counter {
+        self.audit_queue_full.clone()
+    }
+
+    pub fn audit_write_errors(&self) -> Counter {
+        self.audit_write_errors.clone()
     }
 
     pub fn render(&self) -> String {

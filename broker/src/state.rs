@@ -86,11 +86,14 @@ impl AppState {
         let clients = FetchClients::new()?;
         let policy = Policy::build(1, &config, None, &clients, &metrics, true)?;
         let audit = match &config.audit.path {
-            Some(p) => AuditLog::file(p).map_err(|source| StartError::Audit {
+            Some(p) => AuditLog::file(p, &metrics).map_err(|source| StartError::Audit {
                 path: p.display().to_string(),
                 source,
             })?,
-            None => AuditLog::stderr(),
+            None => AuditLog::stderr(&metrics).map_err(|source| StartError::Audit {
+                path: "stderr".into(),
+                source,
+            })?,
         };
         let audit = Arc::new(audit);
         let live = Arc::new(LivePolicy::new(

@@ -90,8 +90,6 @@ pub enum TokenError {
         rule: Option<String>,
         reason: String,
     },
-    #[error("rule evaluation failed: {0}")]
-    Evaluation(tokio::task::JoinError),
     /// The subject token's acceptance window closed while the request was decided.
     #[error("subject_token: token expired while the request was being decided")]
     ExpiredWhileDeciding,
@@ -99,8 +97,6 @@ pub enum TokenError {
     Replayed,
     #[error("replay store: {0}")]
     ReplayStore(ReplayError),
-    #[error("signing task failed: {0}")]
-    SigningTask(tokio::task::JoinError),
     #[error("signing: {0}")]
     Signing(SigningError),
     /// Native credentials were requested, and the deciding rule has no block for them.

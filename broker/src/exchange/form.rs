@@ -1,7 +1,8 @@
 //! The token request as sent: the body read under its limits, the form parsed into a
 //! [`TokenRequest`], every malformed request refused with its own [`TokenError`].
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::HashSet;
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
@@ -98,6 +99,18 @@ pub struct Targets {
 }
 
 impl Targets {
+    /// From the values as sent (deduplicated here).
+    fn from_values(audiences: &[Cow<'_, str>], resources: &[Cow<'_, str>]) -> Targets {
+        let audiences = dedup(audiences.iter().map(|v| &**v));
+        let resources = dedup(resources.iter().map(|v| &**v));
+        let all = union(&audiences, &resources);
+        Targets {
+            audiences,
+            resources,
+            all,
+        }
+    }
+
     pub fn new(audiences: &[String], resources: &[String]) -> Targets {
         let audiences = union(audiences, &[]);
         let resources = union(resources, &[]);
@@ -215,23 +228,33 @@ pub(super) async fn read_body(req: Request, limit: usize) -> Result<Bytes, Token
     )
 }
 
-pub(super) fn parse_form(body: &[u8]) -> Result<TokenRequest, TokenError> {
-    let mut params: HashMap<String, Vec<String>> = HashMap::new();
+/// Parse a token request body. One pass over the form: each parameter the broker reads
+/// is decoded once (borrowed from the body when it needs no decoding, as tokens never
+/// do), and every other parameter is skipped without a copy.
+pub fn parse_form(body: &[u8]) -> Result<TokenRequest, TokenError> {
+    let mut singles: [Option<Cow<'_, str>>; SINGLETONS.len()] = Default::default();
+    let mut repeated: Option<usize> = None;
+    let mut lists: [Vec<Cow<'_, str>>; 2] = Default::default();
     for (k, v) in form_urlencoded::parse(body) {
-        params.entry(k.into_owned()).or_default().push(v.into_owned());
+        if let Some(i) = SINGLETONS.iter().position(|name| *name == k) {
+            if singles[i].is_some() {
+                repeated = Some(repeated.map_or(i, |r| r.min(i)));
+            }
+            singles[i] = Some(v);
+        } else if let Some(i) = ["audience", "resource"].iter().position(|name| *name == k) {
+            lists[i].push(v);
+        }
     }
-    if let Some(name) = SINGLETONS
-        .into_iter()
-        .find(|name| params.get(*name).is_some_and(|v| v.len() > 1))
-    {
-        return Err(TokenError::Repeated(name));
+    if let Some(i) = repeated {
+        return Err(TokenError::Repeated(SINGLETONS[i]));
     }
     let one = |name: &str| -> Option<String> {
-        params
-            .get(name)
-            .and_then(|v| v.first())
+        SINGLETONS
+            .iter()
+            .position(|n| *n == name)
+            .and_then(|i| singles[i].as_deref())
             .filter(|s| !s.is_empty())
-            .cloned()
+            .map(str::to_owned)
     };
     match one("grant_type") {
         None => return Err(TokenError::Missing("grant_type")),
@@ -242,9 +265,7 @@ pub(super) fn parse_form(body: &[u8]) -> Result<TokenRequest, TokenError> {
     let subject_token_type = one("subject_token_type").ok_or(TokenError::Missing("subject_token_type"))?;
     let subject_token_type = SubjectTokenType::from_urn(&subject_token_type)
         .ok_or(TokenError::UnsupportedTokenType("subject_token_type"))?;
-    let mut lists: [&[String]; 2] = Default::default();
-    for (name, list) in ["audience", "resource"].into_iter().zip(lists.iter_mut()) {
-        let values = params.get(name).map(Vec::as_slice).unwrap_or_default();
+    for (name, values) in ["audience", "resource"].into_iter().zip(&lists) {
         if values.len() > MAX_TARGET_VALUES {
             return Err(TokenError::TooManyTargetValues(name));
         }
@@ -256,9 +277,8 @@ pub(super) fn parse_form(body: &[u8]) -> Result<TokenRequest, TokenError> {
                 return Err(TokenError::TargetTooLong(name));
             }
         }
-        *list = values;
     }
-    let targets = Targets::new(lists[0], lists[1]);
+    let targets = Targets::from_values(&lists[0], &lists[1]);
     if targets.all.is_empty() {
         return Err(TokenError::NoTarget);
     }

@@ -33,7 +33,7 @@ pub use aws_iam::AwsIamError;
 pub use decide::RulesInput;
 pub use error::{TokenError, TokenRole};
 pub(crate) use form::split_scopes;
-pub use form::{SubjectTokenType, Targets, TokenType, check_token_form};
+pub use form::{SubjectTokenType, Targets, TokenRequest, TokenType, check_token_form, parse_form};
 pub use mint::{SOURCE_ISSUER_CLAIM, issued_claims};
 pub use verify::Verified;
 pub(crate) use verify::{verify_subject, verify_token};
@@ -46,7 +46,6 @@ use crate::metrics::Metrics;
 use crate::policy::LivePolicy;
 use crate::replay::{ReplayStore, effective_jti, mark_expiry, replay_key, signing_input, token_digest};
 use crate::signing::Signer;
-use form::TokenRequest;
 
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const TT_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
@@ -107,7 +106,8 @@ async fn token(State(st): State<TokenState>, req: Request) -> Response {
     );
     let reason = error.map(ToString::to_string);
     st.audit
-        .record(&trail.record(st.clock.now(), error, reason.as_deref()));
+        .record(&trail.record(st.clock.now(), error, reason.as_deref()))
+        .await;
     match result {
         Ok(resp) => resp,
         Err(e) => {
@@ -144,7 +144,7 @@ async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Re
         &request.scopes,
         request.requested,
     );
-    let grant = decide::decide(policy.rules.clone(), input).await;
+    let grant = decide::decide(&policy.rules, &input);
     trail.decided(&grant);
     let grant = grant?;
     let cloud = cloud_credentials(&request, &grant)?;
@@ -244,7 +244,7 @@ async fn mint(
         &jti,
         now,
     );
-    let token = mint::sign(st.signer.clone(), requested, claims).await?;
+    let token = mint::sign(&st.signer, requested, &claims)?;
     Ok((token, jti))
 }
 

@@ -135,3 +135,31 @@ fn keys_differ_by_issuer_and_fall_back_to_the_signing_input() {
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
 }
+
+#[tokio::test]
+async fn memory_keys_in_hex_and_other_keys_are_told_apart() {
+    let store = MemoryReplayStore::new();
+    let hex = replay_key("iss", Some("a"), "");
+    assert!(store.mark(&hex, 100, 1).await.expect("mark"));
+    assert!(!store.mark(&hex, 100, 1).await.expect("mark"));
+    // Not hex: digested, so it is its own mark, as are upper-case and odd-length keys.
+    for other in ["k", &hex.to_uppercase(), &hex[..63]] {
+        assert!(store.mark(other, 100, 1).await.expect("mark"), "{other}");
+        assert!(!store.mark(other, 100, 1).await.expect("mark"), "{other}");
+    }
+    assert_eq!(store.len(), 4);
+}
+
+#[tokio::test]
+async fn a_key_marked_again_after_expiry_keeps_its_new_mark_through_the_old_sweep() {
+    let store = MemoryReplayStore::new();
+    assert!(store.mark("k", 10, 0).await.expect("mark"));
+    // Expired at 11: marked again, now until 100.
+    assert!(store.mark("k", 100, 11).await.expect("mark"));
+    // The sweep at 12 drops second 10's list, not the new mark.
+    assert!(!store.mark("k", 100, 12).await.expect("mark"));
+    assert_eq!(store.len(), 1);
+    // Past 100 it is swept.
+    store.mark("other", 200, 150).await.expect("mark");
+    assert_eq!(store.len(), 1);
+}
