@@ -148,7 +148,13 @@ const QUIET_TARGETS: [&str; 9] = [
     "rustls",
 ];
 
-fn init_logging(format: Option<LogFormat>) {
+/// Log lines go to stderr from a thread of their own, through a bounded queue: a request
+/// never waits for stderr. When a flood of lines (a burst of denials) fills the queue,
+/// further lines are dropped until it drains; every decision is still in the audit log,
+/// which never drops. The guard writes what is queued when dropped: keep it for the
+/// command's life.
+#[must_use]
+fn init_logging(format: Option<LogFormat>) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let mut filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // The HTTP stacks that carry tokens and cloud credentials log request and response
@@ -163,13 +169,39 @@ fn init_logging(format: Option<LogFormat>) {
         Some(LogFormat::Text) => false,
         None => !std::io::stderr().is_terminal(),
     };
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("fedbroker-log")
+        // Buffered: the writer thread flushes once the queue is empty, so a burst of
+        // lines costs one write.
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, WholeStderr));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     if json {
         builder.json().flatten_event(true).init();
     } else {
         builder.init();
+    }
+    guard
+}
+
+/// Log lines waiting for stderr, at most.
+const LOG_QUEUE_LINES: usize = 16_384;
+
+/// stderr, each write whole under its lock: the log thread's batches and the audit
+/// writer's (with the audit on stderr) never interleave mid-line.
+struct WholeStderr;
+
+impl std::io::Write for WholeStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::io::stderr().lock().write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 
@@ -190,7 +222,7 @@ pub fn main() -> ExitCode {
             access_token,
             json,
         } => {
-            init_logging(cli.log_format.or(Some(LogFormat::Text)));
+            let _log = init_logging(cli.log_format.or(Some(LogFormat::Text)));
             let args = crate::explain::ExplainArgs {
                 config,
                 subject_token,
@@ -222,7 +254,7 @@ pub fn main() -> ExitCode {
                 },
         } => keys_generate(dir, algorithm.as_deref(), config.as_deref()),
         Command::Serve { config, dev, listen } => {
-            init_logging(cli.log_format);
+            let _log = init_logging(cli.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {

@@ -85,7 +85,13 @@ pub struct Signer {
     active: usize,
     keys: Vec<SigningKey>,
     jwks: Value,
+    /// The active key's JWS headers, base64url, for `typ` `JWT` and `at+jwt`: the same
+    /// for every token, so encoded once.
+    headers: [String; 2],
 }
+
+/// The `typ` values the broker issues, in the order of [`Signer::headers`].
+const TYPS: [&str; 2] = ["JWT", "at+jwt"];
 
 impl Signer {
     /// A signer with one key generated in memory (development mode).
@@ -107,11 +113,17 @@ impl Signer {
                 k.public_jwk(alg)
             })
             .collect();
+        let headers = TYPS.map(|typ| {
+            let kid = keys.get(active).map(SigningKey::kid).unwrap_or_default();
+            let header = json!({"alg": algorithm.as_str(), "kid": kid, "typ": typ});
+            B64.encode(header.to_string())
+        });
         Signer {
             algorithm,
             active,
             keys,
             jwks: json!({ "keys": jwks_keys }),
+            headers,
         }
     }
 
@@ -170,12 +182,14 @@ impl Signer {
     /// Sign a JWT: `typ` is `JWT` or `at+jwt`.
     pub fn sign_jwt(&self, typ: &str, claims: &Value) -> Result<String, SigningError> {
         let key = &self.keys[self.active];
-        let header = json!({"alg": self.algorithm.as_str(), "kid": key.kid(), "typ": typ});
         let mut out = String::with_capacity(1024);
-        B64.encode_string(
-            serde_json::to_vec(&header).map_err(|_| SigningError::Sign)?,
-            &mut out,
-        );
+        match TYPS.iter().position(|t| *t == typ) {
+            Some(i) => out.push_str(&self.headers[i]),
+            None => {
+                let header = json!({"alg": self.algorithm.as_str(), "kid": key.kid(), "typ": typ});
+                B64.encode_string(header.to_string(), &mut out);
+            }
+        }
         out.push('.');
         B64.encode_string(
             serde_json::to_vec(claims).map_err(|_| SigningError::Sign)?,
