@@ -89,9 +89,31 @@ impl Sink {
 
 enum Message {
     /// A line, and who waits for it to be written.
-    Line(Vec<u8>, Option<oneshot::Sender<()>>),
+    Line(Vec<u8>, Waiter),
     /// Answered once every line queued before it is written.
     Flush(oneshot::Sender<()>),
+}
+
+/// Who waits for a line to be written: a request's task, a thread that cannot await,
+/// or no one (only when the queue was full for a thread that cannot await).
+enum Waiter {
+    Task(oneshot::Sender<()>),
+    Thread(std::sync::mpsc::SyncSender<()>),
+    None,
+}
+
+impl Waiter {
+    fn written(self) {
+        match self {
+            Waiter::Task(done) => {
+                let _ = done.send(());
+            }
+            Waiter::Thread(done) => {
+                let _ = done.send(());
+            }
+            Waiter::None => {}
+        }
+    }
 }
 
 /// The audit log: a queue to its writer thread. The thread ends when the log is dropped,
@@ -132,18 +154,24 @@ impl AuditLog {
     pub async fn record(&self, rec: &AuditRecord<'_>) {
         let Ok(line) = line(rec) else { return };
         let (done, written) = oneshot::channel();
-        self.send(Message::Line(line, Some(done))).await;
+        self.send(Message::Line(line, Waiter::Task(done))).await;
         let _ = written.await;
     }
 
-    /// Any other audited event (admin changes, rare), as one JSON line; callable where
-    /// nothing can be awaited. When the queue is full, the line waits for room in a task
-    /// of its own (or, outside the runtime, this thread waits).
+    /// Any other audited event (admin changes, rare), as one JSON line, written before
+    /// this returns; callable where nothing can be awaited (the thread waits, as long
+    /// as one write takes). When the queue is full, the line waits for room in a task
+    /// of its own (or, outside the runtime, this thread waits) and this returns at once.
     pub fn record_value(&self, value: &serde_json::Value) {
         let Ok(line) = line(value) else { return };
-        let message = match self.queue.try_send(Message::Line(line, None)) {
-            Err(mpsc::error::TrySendError::Full(message)) => message,
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => return,
+        let (done, written) = std::sync::mpsc::sync_channel(1);
+        let message = match self.queue.try_send(Message::Line(line, Waiter::Thread(done))) {
+            Ok(()) => {
+                let _ = written.recv();
+                return;
+            }
+            Err(mpsc::error::TrySendError::Full(Message::Line(line, _))) => Message::Line(line, Waiter::None),
+            Err(_) => return,
         };
         self.queue_full.inc();
         match tokio::runtime::Handle::try_current() {
@@ -190,16 +218,16 @@ fn line<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
 /// same (as before the queue: the request's answer does not depend on the audit sink).
 fn writer(mut sink: Sink, mut rx: mpsc::Receiver<Message>, write_errors: Counter) {
     let mut batch = Vec::with_capacity(BATCH_BYTES);
-    let mut flushed = Vec::new();
+    let mut waiting: Vec<Waiter> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(message) = next.take() {
             match message {
-                Message::Line(line, done) => {
+                Message::Line(line, waiter) => {
                     batch.extend_from_slice(&line);
-                    flushed.extend(done);
+                    waiting.push(waiter);
                 }
-                Message::Flush(done) => flushed.push(done),
+                Message::Flush(done) => waiting.push(Waiter::Task(done)),
             }
             if batch.len() < BATCH_BYTES {
                 next = rx.try_recv().ok();
@@ -215,8 +243,8 @@ fn writer(mut sink: Sink, mut rx: mpsc::Receiver<Message>, write_errors: Counter
                 batch.shrink_to(BATCH_BYTES);
             }
         }
-        for done in flushed.drain(..) {
-            let _ = done.send(());
+        for waiter in waiting.drain(..) {
+            waiter.written();
         }
     }
 }
@@ -271,6 +299,29 @@ mod tests {
         assert_eq!(lines[1]["reason"], "x");
         for (i, line) in lines[1..].iter().enumerate() {
             assert_eq!(line["rule"], format!("r{i}"));
+        }
+    }
+
+    /// Both kinds of record are in the file when the call returns: a decision's after
+    /// its `await`, an admin event's (from a runtime thread) at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_are_written_when_the_call_returns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::file(&path, &Metrics::new()).expect("open");
+        for i in 0..50 {
+            log.record_value(&serde_json::json!({"event": "admin_change", "n": i}));
+            let text = std::fs::read_to_string(&path).expect("read");
+            assert_eq!(text.lines().count(), 2 * i + 1, "{text}");
+            assert!(text.ends_with(&format!("\"n\":{i}}}\n")), "{text}");
+            log.record(&AuditRecord {
+                outcome: "allow",
+                event: "token_exchange",
+                ..Default::default()
+            })
+            .await;
+            let text = std::fs::read_to_string(&path).expect("read");
+            assert_eq!(text.lines().count(), 2 * i + 2, "{text}");
         }
     }
 }

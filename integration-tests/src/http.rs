@@ -149,6 +149,19 @@ impl Http {
         fs::read_to_string(self.audit_path()).unwrap_or_default()
     }
 
+    /// Poll stderr until it has a line containing `needle` (10 s; log lines are written
+    /// by the broker's log thread, a moment after the event); answers all of stderr.
+    pub async fn wait_for_stderr(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.stderr();
+            if text.contains(needle) || Instant::now() > deadline {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Poll the audit file until it has at least `n` lines (10 s).
     pub async fn wait_for_audit_lines(&self, n: usize) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(10);

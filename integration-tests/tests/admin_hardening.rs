@@ -492,11 +492,8 @@ async fn a_state_written_to_redis_without_the_hmac_key_is_not_installed() {
             "the verified state keeps serving"
         );
     }
-    assert!(
-        broker.stderr().contains("fails authentication"),
-        "{}",
-        broker.stderr()
-    );
+    let stderr = broker.wait_for_stderr("fails authentication").await;
+    assert!(stderr.contains("fails authentication"), "{stderr}");
     // A change is refused while the state does not verify.
     let reply = put(&broker, "/admin/v1/rules/other", &rule("target-other")).await;
     assert_eq!(reply.status, 503, "{reply:?}");

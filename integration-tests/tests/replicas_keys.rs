@@ -384,7 +384,9 @@ async fn serve_warns_about_keys_that_do_not_fit_the_algorithm() {
 
     let broker = Broker::start(&config(&fake, &key_dir, "ES256", None)).await;
 
-    let stderr = broker.stderr();
+    let stderr = broker
+        .wait_for_stderr("does not fit signing.algorithm ES256")
+        .await;
     let warning = stderr
         .lines()
         .find(|l| l.contains("does not fit signing.algorithm ES256"))

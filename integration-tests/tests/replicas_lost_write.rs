@@ -73,7 +73,7 @@ async fn a_write_lost_before_it_reached_redis_is_read_back_as_not_applied_and_ca
         "{reply:?}\n{}",
         broker.stderr()
     );
-    assert_read_back_logged(&broker);
+    assert_read_back_logged(&broker).await;
 
     // One attempt, one audit line: rejected, with the read-back's finding.
     let change_id = one_create_audited(

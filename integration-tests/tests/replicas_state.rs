@@ -141,7 +141,7 @@ async fn a_write_whose_reply_timed_out_is_read_back_answered_and_audited() {
     let reply = create_rule(&a, "r1", TARGET).await;
     assert_eq!(reply.status, 201, "{reply:?}\n{}", a.stderr());
     assert!(reply.header("etag").is_some(), "{reply:?}");
-    assert_read_back_logged(&a);
+    assert_read_back_logged(&a).await;
     let change_id = one_create_audited(&a, "r1", "applied", "read back");
     assert!(hget(&redis, "changes").starts_with(&change_id));
     eventually(PROPAGATION, "B allows r1", || async {

@@ -363,11 +363,12 @@ pub fn one_create_audited(broker: &Broker, name: &str, outcome: &str, reason: &s
 
 /// `broker` logged that it reads a write back by its change id (the write's reply was
 /// lost or timed out).
-pub fn assert_read_back_logged(broker: &Broker) {
+pub async fn assert_read_back_logged(broker: &Broker) {
+    let needle = "reading back whether it applied";
+    let stderr = broker.wait_for_stderr(needle).await;
     assert!(
-        broker.stderr().contains("reading back whether it applied"),
-        "the write's reply was lost or timed out:\n{}",
-        broker.stderr()
+        stderr.contains(needle),
+        "the write's reply was lost or timed out:\n{stderr}"
     );
 }
 
