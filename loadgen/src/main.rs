@@ -97,6 +97,15 @@ fn main() -> Result<()> {
         bail!("--issuers, --rules and --concurrency must be at least 1");
     }
     let scale = args.scale || args.duration == 0.0;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Ctrl-C: stop the broker and Redis before exiting (a signal skips destructors).
+    rt.spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: stopping the broker and Redis");
+            setup::terminate_children();
+            std::process::exit(130);
+        }
+    });
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let broker = std::fs::canonicalize(&args.broker).with_context(|| {
         format!(
@@ -199,7 +208,6 @@ fn main() -> Result<()> {
     };
     drop(keys);
 
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let log = dir.join("broker.log");
     let result = rt.block_on(async {
         let spawned = Instant::now();

@@ -118,7 +118,7 @@ pub fn render(r: &Report) -> String {
                 l.window_s,
                 l.warmup_s,
                 if l.ran_out_of_tokens {
-                    " (TOKENS RAN OUT: window cut short)"
+                    " (TOKENS RAN OUT: window cut short; mint more with --tokens)"
                 } else {
                     ""
                 }

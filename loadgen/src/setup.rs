@@ -4,6 +4,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -134,6 +135,17 @@ pub fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// Children still running, for the Ctrl-C handler (a signal skips destructors).
+static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// SIGTERM to every child still running; for the Ctrl-C handler.
+pub fn terminate_children() {
+    let pids = RUNNING.lock().map(|v| v.clone()).unwrap_or_default();
+    for pid in pids {
+        let _ = signal(pid, "TERM");
+    }
+}
+
 /// A child process that gets SIGTERM (then SIGKILL after 10 s) when dropped.
 pub struct Guard {
     pub name: &'static str,
@@ -141,12 +153,23 @@ pub struct Guard {
 }
 
 impl Guard {
+    fn new(name: &'static str, child: Child) -> Guard {
+        if let Ok(mut v) = RUNNING.lock() {
+            v.push(child.id());
+        }
+        Guard { name, child }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// SIGTERM and wait up to 10 s, then SIGKILL.
     pub fn stop(&mut self) -> Result<()> {
+        let pid = self.pid();
+        if let Ok(mut v) = RUNNING.lock() {
+            v.retain(|&p| p != pid);
+        }
         if self.child.try_wait()?.is_some() {
             return Ok(());
         }
@@ -205,10 +228,7 @@ pub fn start_redis(dir: &Path) -> Result<(Guard, String)> {
         .stderr(log)
         .spawn()
         .map_err(|e| anyhow!("cannot start redis-server (is it on PATH?): {e}"))?;
-    let guard = Guard {
-        name: "redis-server",
-        child,
-    };
+    let guard = Guard::new("redis-server", child);
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if start.elapsed() > Duration::from_secs(10) {
@@ -252,10 +272,7 @@ pub fn spawn_broker(broker: &Path, config: &Path, log: &Path) -> Result<Guard> {
         .stderr(log)
         .spawn()
         .with_context(|| format!("starting {}", broker.display()))?;
-    Ok(Guard {
-        name: "fedbroker",
-        child,
-    })
+    Ok(Guard::new("fedbroker", child))
 }
 
 /// One GET on a fresh connection: (status, body).
