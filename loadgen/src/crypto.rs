@@ -168,6 +168,9 @@ pub struct Bound {
     pub sign_per_s: f64,
     /// 1 / (1/verify + 1/sign): exchanges per second if a request were one verify and one sign.
     pub exchanges_per_s: f64,
+    /// CPU time of one verify plus one sign, in ms, from the threads' own CPU time (so
+    /// not skewed by other processes sharing the cores); aws-lc-rs only.
+    pub cpu_ms_per_exchange: Option<f64>,
 }
 
 pub fn bound(verify_per_s: f64, sign_per_s: f64) -> f64 {
@@ -186,15 +189,18 @@ fn sample_message() -> Vec<u8> {
     format!("{header}.{claims}").into_bytes()
 }
 
-/// Runs `op` on `threads` threads for `each` and returns the total operations per second.
-fn per_second<F>(threads: usize, each: Duration, op: F) -> Result<f64>
+/// Runs `op` on `threads` threads for `each`: (operations per second of wall time, all
+/// threads together; operations per second of the threads' own CPU time).
+fn per_second<F>(threads: usize, each: Duration, op: F) -> Result<(f64, f64)>
 where
     F: Fn() -> Result<()> + Sync,
 {
+    let ticks = crate::setup::clock_ticks();
     let counts = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
-                s.spawn(|| -> Result<f64> {
+                s.spawn(|| -> Result<(f64, u64, f64)> {
+                    let cpu0 = thread_cpu_seconds(ticks)?;
                     let start = Instant::now();
                     let mut n = 0u64;
                     while start.elapsed() < each {
@@ -203,7 +209,8 @@ where
                         }
                         n += 16;
                     }
-                    Ok(n as f64 / start.elapsed().as_secs_f64())
+                    let wall = start.elapsed().as_secs_f64();
+                    Ok((n as f64 / wall, n, thread_cpu_seconds(ticks)? - cpu0))
                 })
             })
             .collect();
@@ -213,9 +220,17 @@ where
                 h.join()
                     .map_err(|_| anyhow!("a crypto benchmark thread panicked"))?
             })
-            .collect::<Result<Vec<f64>>>()
+            .collect::<Result<Vec<_>>>()
     })?;
-    Ok(counts.iter().sum())
+    let wall_rate = counts.iter().map(|c| c.0).sum();
+    let ops: u64 = counts.iter().map(|c| c.1).sum();
+    let cpu: f64 = counts.iter().map(|c| c.2).sum();
+    Ok((wall_rate, if cpu > 0.0 { ops as f64 / cpu } else { 0.0 }))
+}
+
+fn thread_cpu_seconds(ticks: f64) -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").context("reading /proc/thread-self/stat")?;
+    crate::setup::cpu_from_stat(&stat, ticks)
 }
 
 /// Measures verify/s of `verify_alg` and sign/s of `sign_alg` on `threads` threads.
@@ -228,19 +243,21 @@ pub fn measure(verify_alg: Alg, sign_alg: Alg, threads: usize, each: Duration) -
     public
         .verify_sig(&message, &sig)
         .map_err(|_| anyhow!("self-check: a {} signature does not verify", verify_alg.as_str()))?;
-    let verify_per_s = per_second(threads, each, || {
+    let (verify_per_s, verify_per_cpu_s) = per_second(threads, each, || {
         public
             .verify_sig(&message, &sig)
             .map_err(|_| anyhow!("verify failed"))
     })?;
     let skey = SigningKey::generate(sign_alg)?;
-    let sign_per_s = per_second(threads, each, || skey.sign(&message).map(|_| ()))?;
+    let (sign_per_s, sign_per_cpu_s) = per_second(threads, each, || skey.sign(&message).map(|_| ()))?;
+    let cpu = bound(verify_per_cpu_s, sign_per_cpu_s);
     Ok(Bound {
         verify_alg,
         verify_per_s,
         sign_alg,
         sign_per_s,
         exchanges_per_s: bound(verify_per_s, sign_per_s),
+        cpu_ms_per_exchange: (cpu > 0.0).then(|| 1000.0 / cpu),
     })
 }
 
@@ -267,6 +284,7 @@ pub fn openssl_speed(verify_alg: Alg, sign_alg: Alg, cores: usize) -> Result<Bou
         sign_alg,
         sign_per_s,
         exchanges_per_s: bound(verify_per_s, sign_per_s),
+        cpu_ms_per_exchange: None,
     })
 }
 

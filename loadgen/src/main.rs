@@ -139,6 +139,7 @@ fn main() -> Result<()> {
         issued_alg: args.issued_alg.as_str().into(),
         replay: format!("{:?}", args.replay).to_lowercase(),
         audit: format!("{:?}", args.audit).to_lowercase(),
+        loadavg_before: loadavg(),
         ..Report::default()
     };
 
@@ -243,6 +244,7 @@ fn main() -> Result<()> {
     });
     drop(redis);
     result?;
+    report.loadavg_after = loadavg();
 
     let text = report::render(&report);
     println!("{text}");
@@ -302,6 +304,17 @@ fn figures(args: &Args, tokens: usize, mut o: drive::Outcome, report: &Report) -
         statuses: o.statuses,
         pct_of_crypto_bound: pct(&report.crypto_bound),
         pct_of_openssl_bound: pct(&report.openssl_bound),
+        pct_of_cpu_bound: report
+            .crypto_bound
+            .as_ref()
+            .and_then(|b| b.cpu_ms_per_exchange)
+            .map(|ms| req_per_s / (report.cores as f64 * 1000.0 / ms) * 100.0),
+        crypto_pct_of_broker_cpu: report
+            .crypto_bound
+            .as_ref()
+            .and_then(|b| b.cpu_ms_per_exchange)
+            .zip(per_req(o.broker_cpu_s))
+            .map(|(crypto, broker)| crypto / broker * 100.0),
     }
 }
 
@@ -345,6 +358,15 @@ async fn reload(pid: u32, port: u16) -> Result<ReloadFigures> {
         peak_rss_kib: peak.max(rss_after.rss_kib),
         rss_after,
     })
+}
+
+fn loadavg() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn broker_version(broker: &std::path::Path) -> String {

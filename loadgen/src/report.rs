@@ -30,6 +30,10 @@ pub struct Report {
     pub issued_alg: String,
     pub replay: String,
     pub audit: String,
+    /// 1-minute load average (/proc/loadavg) before the setup and after the run: other
+    /// work sharing the cores.
+    pub loadavg_before: Option<f64>,
+    pub loadavg_after: Option<f64>,
     pub startup_ms: f64,
     pub rss_after_startup: Rss,
     pub rss_after_run: Option<Rss>,
@@ -66,6 +70,12 @@ pub struct LoadFigures {
     pub loadgen_cpu_cores: f64,
     pub pct_of_crypto_bound: Option<f64>,
     pub pct_of_openssl_bound: Option<f64>,
+    /// req/s as a share of cores × 1000 / crypto CPU ms per exchange: the bound if every
+    /// core were the broker's, whatever else ran meanwhile.
+    pub pct_of_cpu_bound: Option<f64>,
+    /// The crypto's CPU per exchange (aws-lc-rs, thread CPU time) as a share of the
+    /// broker's CPU per request: robust to other processes sharing the cores.
+    pub crypto_pct_of_broker_cpu: Option<f64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -95,6 +105,14 @@ pub fn render(r: &Report) -> String {
         format!(
             "{} issuers, {} rules, subject {}, issued {}, replay {}, audit {}, {} cores",
             r.issuers, r.rules, r.subject_alg, r.issued_alg, r.replay, r.audit, r.cores
+        ),
+    );
+    row(
+        "load average (1 min)",
+        format!(
+            "{} before, {} after",
+            opt(r.loadavg_before, "", 2),
+            opt(r.loadavg_after, "", 2)
         ),
     );
     row("startup (spawn to ready)", format!("{:.0} ms", r.startup_ms));
@@ -161,6 +179,18 @@ pub fn render(r: &Report) -> String {
                 l.broker_cpu_cores
             ),
         );
+        if let Some(p) = l.pct_of_cpu_bound {
+            row(
+                "% of the all-cores bound",
+                format!("{p:.1}% (cores x 1 / crypto CPU per exchange)"),
+            );
+        }
+        if let Some(p) = l.crypto_pct_of_broker_cpu {
+            row(
+                "  of which crypto",
+                format!("{p:.0}% (verify + sign CPU time, measured apart)"),
+            );
+        }
         row(
             "loadgen CPU",
             format!(
@@ -186,12 +216,14 @@ pub fn render(r: &Report) -> String {
             row(
                 name,
                 format!(
-                    "{:.0} exchanges/s ({} verify {:.0}/s, {} sign {:.0}/s){}",
+                    "{:.0} exchanges/s ({} verify {:.0}/s, {} sign {:.0}/s{}){}",
                     b.exchanges_per_s,
                     b.verify_alg.as_str(),
                     b.verify_per_s,
                     b.sign_alg.as_str(),
                     b.sign_per_s,
+                    b.cpu_ms_per_exchange
+                        .map_or_else(String::new, |ms| format!(", {ms:.3} ms CPU per verify + sign")),
                     pct.map_or_else(String::new, |p| format!("; the load reached {p:.1}% of it"))
                 ),
             );
