@@ -109,25 +109,66 @@ pub fn write_config(dir: &Path, s: &Settings<'_>, keys: &[SigningKey]) -> Result
     }
     std::fs::create_dir_all(dir.join("rules")).context("creating the rules directory")?;
     let config_path = dir.join("config.yaml");
-    std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)
-        .with_context(|| format!("writing {}", config_path.display()))?;
-    // One rule a line, so that an error's line number names the rule.
-    let mut rules = String::from("[\n");
-    for i in 0..s.rules {
-        let rule = json!({
-            "name": format!("r{i}"),
-            "match": {"issuer": format!("iss{}", i % s.issuers), "subject": subject(i), "audiences": [TARGET]},
-        });
-        rules.push_str(&rule.to_string());
-        rules.push_str(if i + 1 < s.rules { ",\n" } else { "\n" });
+    let text = one_item_a_line(&config)?;
+    if text.len() > FILE_CAP {
+        bail!(
+            "the config file would be {} bytes, over the broker's 4 MiB cap: fewer issuers, or a \
+             subject algorithm with smaller keys (--subject-alg ES256 or EdDSA)",
+            text.len()
+        );
     }
-    rules.push_str("]\n");
-    let rules_path = dir.join("rules/rules.yaml");
-    std::fs::write(&rules_path, rules).with_context(|| format!("writing {}", rules_path.display()))?;
+    std::fs::write(&config_path, text).with_context(|| format!("writing {}", config_path.display()))?;
+    // Rule files of RULES_PER_FILE rules (a file may hold at most 4 MiB), one rule a line
+    // so that an error's line number names the rule.
+    for (f, first) in (0..s.rules).step_by(RULES_PER_FILE).enumerate() {
+        let mut rules = String::from("[\n");
+        let last = (first + RULES_PER_FILE).min(s.rules);
+        for i in first..last {
+            let rule = json!({
+                "name": format!("r{i}"),
+                "match": {"issuer": format!("iss{}", i % s.issuers), "subject": subject(i), "audiences": [TARGET]},
+            });
+            rules.push_str(&rule.to_string());
+            rules.push_str(if i + 1 < last { ",\n" } else { "\n" });
+        }
+        rules.push_str("]\n");
+        let rules_path = dir.join(format!("rules/rules-{f:05}.yaml"));
+        std::fs::write(&rules_path, rules).with_context(|| format!("writing {}", rules_path.display()))?;
+    }
     Ok(Layout {
         config: config_path,
         port,
     })
+}
+
+/// The broker's size cap for the config file and each rule file.
+const FILE_CAP: usize = 4 << 20;
+const RULES_PER_FILE: usize = 10_000;
+
+/// JSON (which is YAML) with each element of a top-level list on a line of its own.
+fn one_item_a_line(config: &Value) -> Result<String> {
+    let map = config
+        .as_object()
+        .ok_or_else(|| anyhow!("the config is not an object"))?;
+    let mut out = String::from("{\n");
+    for (n, (key, value)) in map.iter().enumerate() {
+        out.push_str(&format!("{}: ", serde_json::to_string(key)?));
+        match value {
+            Value::Array(items) if !items.is_empty() => {
+                out.push_str("[\n");
+                for (i, item) in items.iter().enumerate() {
+                    out.push_str("  ");
+                    out.push_str(&item.to_string());
+                    out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+        out.push_str(if n + 1 < map.len() { ",\n" } else { "\n" });
+    }
+    out.push_str("}\n");
+    Ok(out)
 }
 
 pub fn free_port() -> Result<u16> {
@@ -378,6 +419,14 @@ pub fn clock_ticks() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_text_is_the_same_json_one_item_a_line() {
+        let config = json!({"version": 1, "issuers": [{"name": "a"}, {"name": "b"}], "rules_files": [], "x": {"y": 2}});
+        let text = one_item_a_line(&config).expect("text");
+        assert_eq!(serde_json::from_str::<Value>(&text).expect("json"), config);
+        assert!(text.contains("\n  {\"name\":\"b\"}\n"), "{text}");
+    }
 
     #[test]
     fn reads_utime_and_stime_past_a_command_with_spaces() {
