@@ -20,6 +20,8 @@ pub struct Load {
     /// Total requests per second, spread over the connections; None: as fast as answered.
     pub rate: Option<f64>,
     pub broker_pid: u32,
+    /// redis-server, whose CPU is reported apart.
+    pub redis_pid: Option<u32>,
     pub ticks_per_s: f64,
 }
 
@@ -41,6 +43,7 @@ pub struct Outcome {
     pub warmup_requests: u64,
     pub broker_cpu_s: f64,
     pub self_cpu_s: f64,
+    pub redis_cpu_s: Option<f64>,
 }
 
 #[derive(Default)]
@@ -62,25 +65,28 @@ pub async fn run(load: &Load, tokens: Arc<Vec<String>>) -> Result<Outcome> {
     let done = Arc::new(Notify::new());
 
     // CPU of both processes at the window's start and end.
-    let (pid, ticks) = (load.broker_pid, load.ticks_per_s);
+    let (pid, ticks, redis) = (load.broker_pid, load.ticks_per_s, load.redis_pid);
+    let sample = move || -> Result<(f64, f64, Option<f64>)> {
+        Ok((
+            crate::setup::cpu_seconds(Some(pid), ticks)?,
+            crate::setup::cpu_seconds(None, ticks)?,
+            redis
+                .map(|r| crate::setup::cpu_seconds(Some(r), ticks))
+                .transpose()?,
+        ))
+    };
     let sampler = {
         let done = done.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(warm_end).await;
-            let a = (
-                crate::setup::cpu_seconds(Some(pid), ticks)?,
-                crate::setup::cpu_seconds(None, ticks)?,
-            );
+            let a = sample()?;
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {}
                 _ = done.notified() => {}
             }
             let end = Instant::now().min(deadline);
-            let b = (
-                crate::setup::cpu_seconds(Some(pid), ticks)?,
-                crate::setup::cpu_seconds(None, ticks)?,
-            );
-            anyhow::Ok((end, b.0 - a.0, b.1 - a.1))
+            let b = sample()?;
+            anyhow::Ok((end, b.0 - a.0, b.1 - a.1, b.2.zip(a.2).map(|(b, a)| b - a)))
         })
     };
 
@@ -115,7 +121,7 @@ pub async fn run(load: &Load, tokens: Arc<Vec<String>>) -> Result<Outcome> {
         out.warmup_requests += r.warmup_requests;
     }
     done.notify_one();
-    let (end, broker_cpu, self_cpu) = sampler.await.context("the CPU sampler panicked")??;
+    let (end, broker_cpu, self_cpu, redis_cpu) = sampler.await.context("the CPU sampler panicked")??;
     out.ran_out = ran_out.load(Ordering::Relaxed);
     if out.ran_out && last_answer < warm_end {
         bail!(
@@ -131,6 +137,7 @@ pub async fn run(load: &Load, tokens: Arc<Vec<String>>) -> Result<Outcome> {
     out.window = end.saturating_duration_since(warm_end);
     out.broker_cpu_s = broker_cpu;
     out.self_cpu_s = self_cpu;
+    out.redis_cpu_s = redis_cpu;
     Ok(out)
 }
 

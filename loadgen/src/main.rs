@@ -212,6 +212,7 @@ fn main() -> Result<()> {
     drop(keys);
 
     let log = dir.join("broker.log");
+    let redis_pid = redis.as_ref().map(setup::Guard::pid);
     let result = rt.block_on(async {
         let spawned = Instant::now();
         let mut broker_proc = setup::spawn_broker(&broker, &layout.config, &log)?;
@@ -232,6 +233,7 @@ fn main() -> Result<()> {
                 duration: Duration::from_secs_f64(args.duration),
                 rate: args.rate,
                 broker_pid: pid,
+                redis_pid,
                 ticks_per_s: setup::clock_ticks(),
             };
             let count = tokens.len();
@@ -300,6 +302,7 @@ fn figures(args: &Args, tokens: usize, mut o: drive::Outcome, report: &Report) -
             0.0
         },
         loadgen_cpu_ms_per_req: per_req(o.self_cpu_s),
+        redis_cpu_ms_per_req: o.redis_cpu_s.and_then(per_req),
         loadgen_cpu_cores: if window > 0.0 { o.self_cpu_s / window } else { 0.0 },
         statuses: o.statuses,
         pct_of_crypto_bound: pct(&report.crypto_bound),

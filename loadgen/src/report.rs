@@ -67,6 +67,7 @@ pub struct LoadFigures {
     pub broker_cpu_ms_per_req: Option<f64>,
     pub broker_cpu_cores: f64,
     pub loadgen_cpu_ms_per_req: Option<f64>,
+    pub redis_cpu_ms_per_req: Option<f64>,
     pub loadgen_cpu_cores: f64,
     pub pct_of_crypto_bound: Option<f64>,
     pub pct_of_openssl_bound: Option<f64>,
@@ -190,6 +191,9 @@ pub fn render(r: &Report) -> String {
                 "  of which crypto",
                 format!("{p:.0}% (verify + sign CPU time, measured apart)"),
             );
+        }
+        if let Some(ms) = l.redis_cpu_ms_per_req {
+            row("redis-server CPU", format!("{ms:.3} ms per request"));
         }
         row(
             "loadgen CPU",
