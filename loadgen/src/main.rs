@@ -59,6 +59,7 @@ struct Args {
     /// Algorithm of the subject tokens.
     #[arg(long, value_enum, default_value = "RS256")]
     subject_alg: Alg,
+    /// Replay store: memory, or redis (a redis-server of its own on a free port).
     #[arg(long, value_enum, default_value = "memory")]
     replay: Replay,
     #[arg(long, value_enum, default_value = "file")]
