@@ -5,6 +5,7 @@
 
 mod crypto;
 mod drive;
+mod peer;
 mod report;
 mod setup;
 mod tokens;
@@ -32,6 +33,12 @@ enum Audit {
     File,
     /// no audit.path: audit lines on the broker's stderr, sent to broker.log in the work dir
     Stderr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PeerKind {
+    /// panva's oidc-provider (npm) with an RFC 8693 grant: loadgen/peer/oidc-provider
+    OidcProvider,
 }
 
 #[derive(Debug, Parser)]
@@ -89,9 +96,27 @@ struct Args {
     /// Keep everything here instead of a temporary directory (must be empty or absent).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Drive the peer instead of the broker: the same subject issuer, tokens and report
+    /// (one issuer, one rule-equivalent, memory replay). Needs node and npm; runs `npm ci`
+    /// in --peer-dir when its node_modules is missing.
+    #[arg(long, value_enum)]
+    peer: Option<PeerKind>,
+    /// The peer's directory (package.json, package-lock.json, server.js).
+    #[arg(long, default_value = "loadgen/peer/oidc-provider")]
+    peer_dir: PathBuf,
+    /// Run the broker, then the peer (--peer, default oidc-provider), with the same
+    /// settings and equal shares of one batch of tokens; print both reports and the ratios.
+    #[arg(long)]
+    side_by_side: bool,
     /// Also write the figures as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+/// What one measured run drives.
+enum Target<'a> {
+    Broker(&'a std::path::Path),
+    Peer(&'a peer::Peer),
 }
 
 fn main() -> Result<()> {
@@ -100,22 +125,43 @@ fn main() -> Result<()> {
         bail!("--issuers, --rules and --concurrency must be at least 1");
     }
     let scale = args.scale || args.duration == 0.0;
+    let with_peer = args.peer.is_some() || args.side_by_side;
+    if with_peer {
+        if args.issuers > 1 || args.rules > 1 {
+            bail!("--peer and --side-by-side take one issuer and one rule (no --issuers/--rules over 1)");
+        }
+        if args.replay != Replay::Memory {
+            bail!("--peer and --side-by-side measure memory replay only (the peer has no Redis store)");
+        }
+        if scale {
+            bail!("--peer and --side-by-side measure a load, not the scale run");
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    // Ctrl-C: stop the broker and Redis before exiting (a signal skips destructors).
+    // Ctrl-C: stop the broker, the peer and Redis before exiting (a signal skips destructors).
     rt.spawn(async {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted: stopping the broker and Redis");
+            eprintln!("interrupted: stopping the servers");
             setup::terminate_children();
             std::process::exit(130);
         }
     });
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let broker = std::fs::canonicalize(&args.broker).with_context(|| {
-        format!(
-            "the broker binary {} (build it: cargo build --release -p broker)",
-            args.broker.display()
-        )
-    })?;
+    let broker = if args.peer.is_none() || args.side_by_side {
+        Some(std::fs::canonicalize(&args.broker).with_context(|| {
+            format!(
+                "the broker binary {} (build it: cargo build --release -p broker)",
+                args.broker.display()
+            )
+        })?)
+    } else {
+        None
+    };
+    let peer = if with_peer {
+        Some(peer::prepare(&args.peer_dir)?)
+    } else {
+        None
+    };
     let (_tmp, dir) = match &args.work_dir {
         Some(d) => {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
@@ -130,32 +176,27 @@ fn main() -> Result<()> {
             (Some(t), p)
         }
     };
-    let mut report = Report {
-        broker: broker.display().to_string(),
-        broker_version: broker_version(&broker),
+    let base = Report {
         cores,
         issuers: args.issuers,
         rules: args.rules,
         subject_alg: args.subject_alg.as_str().into(),
         issued_alg: args.issued_alg.as_str().into(),
         replay: format!("{:?}", args.replay).to_lowercase(),
-        audit: format!("{:?}", args.audit).to_lowercase(),
-        loadavg_before: loadavg(),
         ..Report::default()
     };
-
+    let mut bounds = (None, None, None);
     if !scale && !args.no_crypto_bound {
         eprintln!("measuring the crypto bound on {cores} threads ...");
-        let b = crypto::measure(
+        bounds.0 = Some(crypto::measure(
             args.subject_alg,
             args.issued_alg,
             cores,
             Duration::from_millis(1500),
-        )?;
-        report.crypto_bound = Some(b);
+        )?);
         match crypto::openssl_speed(args.subject_alg, args.issued_alg, cores) {
-            Ok(b) => report.openssl_bound = Some(b),
-            Err(e) => report.openssl_error = Some(format!("{e:#}")),
+            Ok(b) => bounds.1 = Some(b),
+            Err(e) => bounds.2 = Some(format!("{e:#}")),
         }
     }
 
@@ -167,33 +208,15 @@ fn main() -> Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    let mut redis = None;
-    let redis_url = if args.replay == Replay::Redis {
-        let (guard, url) = setup::start_redis(&dir)?;
-        redis = Some(guard);
-        Some(url)
-    } else {
-        None
-    };
-    let settings = setup::Settings {
-        issuers: args.issuers,
-        rules: args.rules,
-        subject_alg: args.subject_alg,
-        issued_alg: args.issued_alg,
-        redis_url: redis_url.as_deref(),
-        audit_file: args.audit == Audit::File,
-        max_connections: args.concurrency + 64,
-    };
-    let layout = setup::write_config(&dir, &settings, &keys)?;
-    setup::generate_signing_key(&broker, &layout.config)?;
-
-    let tokens = if scale {
+    let runs = if args.side_by_side { 2 } else { 1 };
+    let mut tokens = if scale {
         Vec::new()
     } else {
-        let count = args.tokens.unwrap_or_else(|| match args.rate {
+        let each = args.tokens.unwrap_or_else(|| match args.rate {
             Some(r) => (r * (args.warmup + args.duration) * 1.05) as usize + args.concurrency,
             None => 60_000,
         });
+        let count = each * runs;
         let t = Instant::now();
         let minted = tokens::mint(&tokens::Plan {
             count,
@@ -210,25 +233,161 @@ fn main() -> Result<()> {
         );
         minted
     };
+
+    let mut reports = Vec::new();
+    if let Some(b) = &broker {
+        let mine = if args.side_by_side {
+            let rest = tokens.split_off(tokens.len() / 2);
+            std::mem::replace(&mut tokens, rest)
+        } else {
+            std::mem::take(&mut tokens)
+        };
+        let report = Report {
+            broker: b.display().to_string(),
+            broker_version: broker_version(b),
+            audit: format!("{:?}", args.audit).to_lowercase(),
+            crypto_bound: bounds.0.clone(),
+            openssl_bound: bounds.1.clone(),
+            openssl_error: bounds.2.clone(),
+            ..base.clone()
+        };
+        reports.push(measure(
+            &args,
+            &rt,
+            &dir,
+            &keys,
+            Target::Broker(b),
+            mine,
+            report,
+            scale,
+        )?);
+    }
+    if let Some(p) = &peer {
+        let mine = std::mem::take(&mut tokens)
+            .iter()
+            .map(|t| peer::form_body(t))
+            .collect();
+        let report = Report {
+            broker: format!("node server.js in {}", p.dir.display()),
+            broker_version: p.version.clone(),
+            audit: "none (oidc-provider writes no audit line)".into(),
+            crypto_bound: bounds.0.clone(),
+            openssl_bound: bounds.1.clone(),
+            openssl_error: bounds.2.clone(),
+            ..base.clone()
+        };
+        let work = if args.side_by_side {
+            dir.join("peer")
+        } else {
+            dir.clone()
+        };
+        reports.push(measure(
+            &args,
+            &rt,
+            &work,
+            &keys,
+            Target::Peer(p),
+            mine,
+            report,
+            scale,
+        )?);
+    }
     drop(keys);
 
-    let log = dir.join("broker.log");
+    let mut text = String::new();
+    for r in &reports {
+        text.push_str(&report::render(r));
+        text.push('\n');
+    }
+    if let [b, p] = reports.as_slice() {
+        text.push_str(&report::render_ratios(b, p));
+    }
+    println!("{}", text.trim_end());
+    if let Some(path) = &args.json {
+        let json = match reports.as_slice() {
+            [b, p] => serde_json::to_string_pretty(&serde_json::json!({"broker": b, "peer": p}))?,
+            [one] => serde_json::to_string_pretty(one)?,
+            _ => bail!("no report"),
+        };
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.work_dir.is_some() {
+        eprintln!("work dir kept: {}", dir.display());
+    }
+    Ok(())
+}
+
+/// Starts the target (broker or peer), drives it, stops it; returns the report.
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    args: &Args,
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    keys: &[crypto::SigningKey],
+    target: Target<'_>,
+    tokens: Vec<String>,
+    mut report: Report,
+    scale: bool,
+) -> Result<Report> {
+    report.loadavg_before = loadavg();
+    let mut redis = None;
+    let (mut proc, port, log) = match target {
+        Target::Broker(broker) => {
+            let redis_url = if args.replay == Replay::Redis {
+                let (guard, url) = setup::start_redis(dir)?;
+                redis = Some(guard);
+                Some(url)
+            } else {
+                None
+            };
+            let settings = setup::Settings {
+                issuers: args.issuers,
+                rules: args.rules,
+                subject_alg: args.subject_alg,
+                issued_alg: args.issued_alg,
+                redis_url: redis_url.as_deref(),
+                audit_file: args.audit == Audit::File,
+                max_connections: args.concurrency + 64,
+            };
+            let layout = setup::write_config(dir, &settings, keys)?;
+            setup::generate_signing_key(broker, &layout.config)?;
+            let log = dir.join("broker.log");
+            let spawned = Instant::now();
+            let mut proc = setup::spawn_broker(broker, &layout.config, &log)?;
+            let ready = rt.block_on(setup::wait_ready(
+                &mut proc,
+                layout.port,
+                Duration::from_secs(120),
+            ));
+            if let Err(e) = ready {
+                bail!("{e:#}\n--- broker.log (end) ---\n{}", log_tail(&log));
+            }
+            report.startup_ms = spawned.elapsed().as_secs_f64() * 1000.0;
+            (proc, layout.port, log)
+        }
+        Target::Peer(p) => {
+            let key = keys.first().context("no issuer key")?;
+            let spawned = Instant::now();
+            let (mut proc, port) = peer::spawn(p, dir, key, args.subject_alg, args.issued_alg)?;
+            let log = dir.join("peer.log");
+            let ready = rt.block_on(peer::wait_ready(&mut proc, port, Duration::from_secs(60)));
+            if let Err(e) = ready {
+                bail!("{e:#}\n--- peer.log (end) ---\n{}", log_tail(&log));
+            }
+            report.startup_ms = spawned.elapsed().as_secs_f64() * 1000.0;
+            (proc, port, log)
+        }
+    };
+    let pid = proc.pid();
+    report.rss_after_startup = setup::rss(pid)?;
+    eprintln!("{} ready in {:.0} ms", proc.name, report.startup_ms);
     let redis_pid = redis.as_ref().map(setup::Guard::pid);
     let result = rt.block_on(async {
-        let spawned = Instant::now();
-        let mut broker_proc = setup::spawn_broker(&broker, &layout.config, &log)?;
-        if let Err(e) = setup::wait_ready(&mut broker_proc, layout.port, Duration::from_secs(120)).await {
-            bail!("{e:#}\n--- broker.log (end) ---\n{}", log_tail(&log));
-        }
-        report.startup_ms = spawned.elapsed().as_secs_f64() * 1000.0;
-        let pid = broker_proc.pid();
-        report.rss_after_startup = setup::rss(pid)?;
-        eprintln!("broker ready in {:.0} ms", report.startup_ms);
         if scale {
-            report.reload = Some(reload(pid, layout.port).await?);
+            report.reload = Some(reload(pid, port).await?);
         } else {
             let load = drive::Load {
-                port: layout.port,
+                port,
                 concurrency: args.concurrency,
                 warmup: Duration::from_secs_f64(args.warmup),
                 duration: Duration::from_secs_f64(args.duration),
@@ -239,26 +398,19 @@ fn main() -> Result<()> {
             };
             let count = tokens.len();
             let outcome = drive::run(&load, Arc::new(tokens)).await?;
-            report.load = Some(figures(&args, count, outcome, &report));
+            report.load = Some(figures(args, count, outcome, &report));
         }
         report.rss_after_run = Some(setup::rss(pid)?);
-        broker_proc.stop()?;
         anyhow::Ok(())
     });
+    let stopped = proc.stop();
     drop(redis);
-    result?;
+    if let Err(e) = result {
+        bail!("{e:#}\n--- {} (end) ---\n{}", log.display(), log_tail(&log));
+    }
+    stopped?;
     report.loadavg_after = loadavg();
-
-    let text = report::render(&report);
-    println!("{text}");
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    if args.work_dir.is_some() {
-        eprintln!("work dir kept: {}", dir.display());
-    }
-    Ok(())
+    Ok(report)
 }
 
 fn figures(args: &Args, tokens: usize, mut o: drive::Outcome, report: &Report) -> LoadFigures {

@@ -19,7 +19,7 @@ pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     pub broker: String,
     pub broker_version: String,
@@ -44,7 +44,7 @@ pub struct Report {
     pub openssl_error: Option<String>,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct LoadFigures {
     pub concurrency: usize,
     pub rate: Option<f64>,
@@ -79,7 +79,7 @@ pub struct LoadFigures {
     pub crypto_pct_of_broker_cpu: Option<f64>,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ReloadFigures {
     pub reload_ms: f64,
     /// Highest VmRSS seen, sampling every 10 ms from SIGHUP to the reload's end.
@@ -100,7 +100,7 @@ pub fn render(r: &Report) -> String {
     let mut row = |k: &str, v: String| {
         let _ = writeln!(s, "  {k:<28} {v}");
     };
-    row("broker", format!("{} ({})", r.broker, r.broker_version));
+    row("server", format!("{} ({})", r.broker, r.broker_version));
     row(
         "setup",
         format!(
@@ -173,7 +173,7 @@ pub fn render(r: &Report) -> String {
             );
         }
         row(
-            "broker CPU",
+            "server CPU",
             format!(
                 "{} per request, {:.2} cores",
                 opt(l.broker_cpu_ms_per_req, " ms", 3),
@@ -257,6 +257,69 @@ pub fn render(r: &Report) -> String {
     s
 }
 
+/// Broker against peer, from two reports of the same invocation.
+pub fn render_ratios(broker: &Report, peer: &Report) -> String {
+    let mut s = String::from("broker / peer (same tokens, settings and machine, one after the other)\n");
+    let (Some(b), Some(p)) = (&broker.load, &peer.load) else {
+        s.push_str("  no load figures\n");
+        return s;
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "-".to_string(),
+    };
+    let mut row = |k: &str, bv: String, pv: String, r: String| {
+        let _ = writeln!(s, "  {k:<28} {bv:>14} {pv:>14}   {r}");
+    };
+    row("", "broker".into(), "peer".into(), "ratio".into());
+    row(
+        "throughput",
+        format!("{:.0} req/s", b.req_per_s),
+        format!("{:.0} req/s", p.req_per_s),
+        format!("{} broker/peer", ratio(Some(b.req_per_s), Some(p.req_per_s))),
+    );
+    row(
+        "server CPU per request",
+        opt(b.broker_cpu_ms_per_req, " ms", 3),
+        opt(p.broker_cpu_ms_per_req, " ms", 3),
+        format!(
+            "{} peer/broker",
+            ratio(p.broker_cpu_ms_per_req, b.broker_cpu_ms_per_req)
+        ),
+    );
+    for (name, bv, pv) in [
+        ("latency p50", b.p50_ms, p.p50_ms),
+        ("latency p99", b.p99_ms, p.p99_ms),
+    ] {
+        row(
+            name,
+            opt(bv, " ms", 3),
+            opt(pv, " ms", 3),
+            format!("{} peer/broker", ratio(pv, bv)),
+        );
+    }
+    let rss = |r: &Report| r.rss_after_run.map(|x| x.rss_kib as f64);
+    row(
+        "RSS after the run",
+        rss(broker).map_or_else(|| "-".into(), |k| mib(k as u64)),
+        rss(peer).map_or_else(|| "-".into(), |k| mib(k as u64)),
+        format!("{} peer/broker", ratio(rss(peer), rss(broker))),
+    );
+    row(
+        "% of the crypto bound",
+        opt(b.pct_of_crypto_bound, "%", 1),
+        opt(p.pct_of_crypto_bound, "%", 1),
+        "(aws-lc-rs, same run)".into(),
+    );
+    row(
+        "non-200 answers",
+        b.non_200.to_string(),
+        p.non_200.to_string(),
+        String::new(),
+    );
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,5 +337,29 @@ mod tests {
         let small = [10, 20, 30, 40];
         assert_eq!(percentile(&small, 50.0), Some(20));
         assert_eq!(percentile(&small, 51.0), Some(30));
+    }
+
+    #[test]
+    fn ratios_divide_broker_by_peer_for_throughput_and_peer_by_broker_for_cost() {
+        let load = |rps: f64, cpu: f64| LoadFigures {
+            req_per_s: rps,
+            broker_cpu_ms_per_req: Some(cpu),
+            p50_ms: Some(cpu),
+            p99_ms: Some(cpu * 2.0),
+            ..LoadFigures::default()
+        };
+        let broker = Report {
+            load: Some(load(5000.0, 0.2)),
+            ..Report::default()
+        };
+        let peer = Report {
+            load: Some(load(2000.0, 0.9)),
+            ..Report::default()
+        };
+        let text = render_ratios(&broker, &peer);
+        assert!(text.contains("2.50x broker/peer"), "{text}");
+        assert!(text.contains("4.50x peer/broker"), "{text}");
+        let none = render_ratios(&broker, &Report::default());
+        assert!(none.contains("no load figures"), "{none}");
     }
 }

@@ -194,7 +194,7 @@ pub struct Guard {
 }
 
 impl Guard {
-    fn new(name: &'static str, child: Child) -> Guard {
+    pub fn new(name: &'static str, child: Child) -> Guard {
         if let Ok(mut v) = RUNNING.lock() {
             v.push(child.id());
         }
