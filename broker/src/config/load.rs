@@ -56,8 +56,12 @@ pub fn load_with_admin(path: &Path, admin: Option<&AdminState>) -> Result<Config
         errors.extend(problems);
     }
     let rules = read_rule_files(path, &draft.rules_files, &mut errors);
-    // The configuration file's own items, before the admin API's join them.
-    let file_items = file_items(&draft, &rules);
+    // The configuration file's own items, before the admin API's join them. Only the
+    // admin API reads them: without it, a JSON copy of every rule would be kept for nothing.
+    let file_items = match &draft.admin {
+        Some(_) => file_items(&draft, &rules),
+        None => FileItems::default(),
+    };
     // A name both define is one error, under the admin item: the file's item wins
     // nothing either, the load fails and the previous set keeps serving.
     refuse_name_clashes(&draft, &rules, &mut admin_issuers, &mut admin_rules, &mut errors);
