@@ -28,8 +28,9 @@ pub struct AppState {
     pub live: Arc<LivePolicy>,
     /// The config file, when there is one: reloads read it again.
     pub config_path: Option<PathBuf>,
-    /// The configuration the broker started with (some settings change only by a restart).
-    startup: Config,
+    /// The settings the broker started with that change only by a restart (not the
+    /// whole configuration: its issuers and rules would outlive every reload).
+    startup: RestartOnly,
     pub signer: Arc<Signer>,
     pub replay: Arc<dyn ReplayStore>,
     pub on_unavailable: OnUnavailable,
@@ -126,7 +127,7 @@ impl AppState {
             live,
             config_path,
             on_unavailable: config.replay.on_unavailable,
-            startup: config,
+            startup: RestartOnly::of(&config),
             signer: Arc::new(signer),
             replay,
             audit,
@@ -206,6 +207,25 @@ impl AppState {
             tracing::warn!(
                 "server, signing, replay or audit settings changed: they take effect only after a restart"
             );
+        }
+    }
+}
+
+/// The settings of a configuration that a reload does not change.
+struct RestartOnly {
+    server: ServerConfig,
+    signing: crate::config::SigningConfig,
+    audit: crate::config::AuditConfig,
+    replay: crate::config::ReplayConfig,
+}
+
+impl RestartOnly {
+    fn of(config: &Config) -> RestartOnly {
+        RestartOnly {
+            server: config.server.clone(),
+            signing: config.signing.clone(),
+            audit: config.audit.clone(),
+            replay: config.replay.clone(),
         }
     }
 }

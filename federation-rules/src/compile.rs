@@ -88,35 +88,79 @@ impl fmt::Display for RuleLabel<'_> {
 /// and target. Build a new one to reload.
 #[derive(Debug, Clone)]
 pub struct RuleSet {
-    pub(crate) rules: Vec<Rule>,
-    pub(crate) index: HashMap<String, IssuerRules>,
+    pub(crate) rules: Box<[Rule]>,
+    /// Keyed by the interned issuer names the rules hold.
+    pub(crate) index: HashMap<Arc<str>, IssuerRules>,
     /// The functions CEL expressions call; shared by clones.
     pub(crate) cel: Arc<Runtime>,
 }
 
 /// The rules of one issuer, by requested target. Lists hold indexes into
-/// `RuleSet::rules` in ascending (input) order.
+/// `RuleSet::rules` in ascending (input) order; keys are the interned audiences the
+/// rules hold, and every list is sized to what it holds.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct IssuerRules {
-    pub(crate) allow_by_target: HashMap<String, Vec<usize>>,
-    pub(crate) deny_by_target: HashMap<String, Vec<usize>>,
+    pub(crate) allow_by_target: HashMap<Arc<str>, Box<[usize]>>,
+    pub(crate) deny_by_target: HashMap<Arc<str>, Box<[usize]>>,
     /// Deny rules without `audiences`: they concern every target.
-    pub(crate) deny_any_target: Vec<usize>,
+    pub(crate) deny_any_target: Box<[usize]>,
 }
 
+/// One copy of each issuer name and audience, shared by every rule that names it (a
+/// hundred thousand rules of a few issuers and audiences hold a few strings, not a
+/// hundred thousand copies). Used only while compiling.
+#[derive(Default)]
+struct Interner(std::collections::HashSet<Arc<str>>);
+
+impl Interner {
+    fn intern(&mut self, text: String) -> Arc<str> {
+        if let Some(shared) = self.0.get(text.as_str()) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(text);
+        self.0.insert(shared.clone());
+        shared
+    }
+}
+
+/// What every rule compiled in one call shares: interned strings and lists of
+/// audiences, and the one `issue` of the allow rules that write none.
+struct Shared {
+    strings: Interner,
+    audience_lists: std::collections::HashSet<Arc<[Arc<str>]>>,
+    default_issue: Option<Arc<Issue>>,
+}
+
+impl Shared {
+    fn audiences(&mut self, list: Vec<String>) -> Arc<[Arc<str>]> {
+        let list: Vec<Arc<str>> = list.into_iter().map(|a| self.strings.intern(a)).collect();
+        if let Some(shared) = self.audience_lists.get(list.as_slice()) {
+            return shared.clone();
+        }
+        let shared: Arc<[Arc<str>]> = Arc::from(list);
+        self.audience_lists.insert(shared.clone());
+        shared
+    }
+}
+
+/// One compiled rule. Kept small (a rule set may hold a hundred thousand): strings are
+/// boxed or interned, and what most rules leave out (`actor`, `condition`, a glob) is
+/// boxed so that it costs a pointer when absent.
 #[derive(Debug, Clone)]
 pub(crate) struct Rule {
-    pub(crate) name: String,
+    pub(crate) name: Box<str>,
     pub(crate) effect: Effect,
-    pub(crate) description: Option<String>,
-    pub(crate) issuer: String,
+    pub(crate) description: Option<Box<str>>,
+    /// Interned: one copy per issuer name.
+    pub(crate) issuer: Arc<str>,
     pub(crate) token: TokenConditions,
-    /// Deduplicated, input order.
-    pub(crate) audiences: Vec<String>,
-    pub(crate) scopes: Vec<String>,
-    pub(crate) actor: Option<ActorConditions>,
-    /// Always present on allow rules, never on deny rules.
-    pub(crate) issue: Option<Issue>,
+    /// Deduplicated, input order; interned (rules with the same list share it).
+    pub(crate) audiences: Arc<[Arc<str>]>,
+    pub(crate) scopes: Box<[String]>,
+    pub(crate) actor: Option<Box<ActorConditions>>,
+    /// Always present on allow rules, never on deny rules. Allow rules without `issue`
+    /// share one.
+    pub(crate) issue: Option<Arc<Issue>>,
 }
 
 /// Conditions on one token (the subject token, or the actor token).
@@ -125,7 +169,7 @@ pub(crate) struct TokenConditions {
     pub(crate) subject: Option<ValueTest>,
     pub(crate) claims: Vec<ClaimCondition>,
     /// `match.condition` or `match.actor.condition`.
-    pub(crate) condition: Option<Condition>,
+    pub(crate) condition: Option<Box<Condition>>,
 }
 
 #[derive(Debug, Clone)]
@@ -146,12 +190,12 @@ pub(crate) struct ClaimCondition {
 #[derive(Debug, Clone)]
 pub(crate) enum ValueTest {
     OneOf(Vec<String>),
-    Glob(Pattern),
+    Glob(Box<Pattern>),
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct ActorConditions {
-    pub(crate) issuer: String,
+    pub(crate) issuer: Arc<str>,
     pub(crate) token: TokenConditions,
 }
 
@@ -208,9 +252,25 @@ impl RuleSet {
     /// Compiles rules, checking every one against `ctx`. Returns every error found, in
     /// rule order, not just the first.
     pub fn compile(rules: Vec<RawRule>, ctx: &CompileContext<'_>) -> Result<RuleSet, Vec<RuleError>> {
+        RuleSet::compile_each(rules, ctx)
+    }
+
+    /// [`RuleSet::compile`] taking the rules one at a time: each raw rule is dropped as
+    /// soon as it is compiled, so a caller can stream them instead of holding a second
+    /// copy of every rule.
+    pub fn compile_each(
+        rules: impl IntoIterator<Item = RawRule>,
+        ctx: &CompileContext<'_>,
+    ) -> Result<RuleSet, Vec<RuleError>> {
+        let rules = rules.into_iter();
         let mut errors = Vec::new();
-        let mut compiled = Vec::with_capacity(rules.len());
+        let mut compiled = Vec::with_capacity(rules.size_hint().0);
         let mut names: HashMap<String, usize> = HashMap::new();
+        let mut shared = Shared {
+            strings: Interner::default(),
+            audience_lists: Default::default(),
+            default_issue: None,
+        };
         for (index, raw) in rules.into_iter().enumerate() {
             let usable_name = !raw.name.trim().is_empty();
             let mut errs = Errors {
@@ -228,7 +288,7 @@ impl RuleSet {
                     names.insert(raw.name.clone(), index);
                 }
             }
-            if let Some(rule) = compile_rule(raw, ctx, &mut errs) {
+            if let Some(rule) = compile_rule(raw, ctx, &mut shared, &mut errs) {
                 compiled.push(rule);
             }
         }
@@ -253,7 +313,7 @@ impl RuleSet {
 
     /// Rule names in input order.
     pub fn rule_names(&self) -> impl Iterator<Item = &str> {
-        self.rules.iter().map(|r| r.name.as_str())
+        self.rules.iter().map(|r| &*r.name)
     }
 
     /// Whether any rule names `issuer` in `match.issuer` or `match.actor.issuer` (the
@@ -261,7 +321,7 @@ impl RuleSet {
     pub fn uses_issuer(&self, issuer: &str) -> bool {
         self.rules
             .iter()
-            .any(|r| r.issuer == issuer || r.actor.as_ref().is_some_and(|a| a.issuer == issuer))
+            .any(|r| &*r.issuer == issuer || r.actor.as_ref().is_some_and(|a| &*a.issuer == issuer))
     }
 
     /// The names of the rules that use `issuer` (as in [`RuleSet::uses_issuer`]), in
@@ -269,31 +329,56 @@ impl RuleSet {
     pub fn rules_using_issuer(&self, issuer: &str) -> Vec<&str> {
         self.rules
             .iter()
-            .filter(|r| r.issuer == issuer || r.actor.as_ref().is_some_and(|a| a.issuer == issuer))
-            .map(|r| r.name.as_str())
+            .filter(|r| &*r.issuer == issuer || r.actor.as_ref().is_some_and(|a| &*a.issuer == issuer))
+            .map(|r| &*r.name)
             .collect()
     }
 
     fn from_rules(rules: Vec<Rule>) -> RuleSet {
-        let mut index: HashMap<String, IssuerRules> = HashMap::new();
+        /// The index while it grows: lists become boxed slices once complete.
+        #[derive(Default)]
+        struct Growing {
+            allow_by_target: HashMap<Arc<str>, Vec<usize>>,
+            deny_by_target: HashMap<Arc<str>, Vec<usize>>,
+            deny_any_target: Vec<usize>,
+        }
+        let mut growing: HashMap<Arc<str>, Growing> = HashMap::new();
         for (i, rule) in rules.iter().enumerate() {
-            let entry = index.entry(rule.issuer.clone()).or_default();
+            let entry = growing.entry(rule.issuer.clone()).or_default();
             match rule.effect {
                 Effect::Allow => {
-                    for target in &rule.audiences {
+                    for target in rule.audiences.iter() {
                         entry.allow_by_target.entry(target.clone()).or_default().push(i);
                     }
                 }
                 Effect::Deny if rule.audiences.is_empty() => entry.deny_any_target.push(i),
                 Effect::Deny => {
-                    for target in &rule.audiences {
+                    for target in rule.audiences.iter() {
                         entry.deny_by_target.entry(target.clone()).or_default().push(i);
                     }
                 }
             }
         }
+        fn sized(map: HashMap<Arc<str>, Vec<usize>>) -> HashMap<Arc<str>, Box<[usize]>> {
+            let mut out: HashMap<Arc<str>, Box<[usize]>> =
+                map.into_iter().map(|(k, v)| (k, v.into_boxed_slice())).collect();
+            out.shrink_to_fit();
+            out
+        }
+        let mut index: HashMap<Arc<str>, IssuerRules> = growing
+            .into_iter()
+            .map(|(issuer, g)| {
+                let rules = IssuerRules {
+                    allow_by_target: sized(g.allow_by_target),
+                    deny_by_target: sized(g.deny_by_target),
+                    deny_any_target: g.deny_any_target.into_boxed_slice(),
+                };
+                (issuer, rules)
+            })
+            .collect();
+        index.shrink_to_fit();
         RuleSet {
-            rules,
+            rules: rules.into_boxed_slice(),
             index,
             cel: Arc::new(Runtime::new()),
         }
@@ -301,7 +386,12 @@ impl RuleSet {
 }
 
 /// Compiles one rule; `None` when it had errors (already recorded).
-fn compile_rule(raw: RawRule, ctx: &CompileContext<'_>, errs: &mut Errors<'_>) -> Option<Rule> {
+fn compile_rule(
+    raw: RawRule,
+    ctx: &CompileContext<'_>,
+    shared: &mut Shared,
+    errs: &mut Errors<'_>,
+) -> Option<Rule> {
     let before = errs.out.len();
 
     if raw.name.trim().is_empty() {
@@ -380,7 +470,7 @@ fn compile_rule(raw: RawRule, ctx: &CompileContext<'_>, errs: &mut Errors<'_>) -
         }
     }
 
-    let actor = actor.map(|actor| compile_actor(actor, ctx, errs));
+    let actor = actor.map(|actor| Box::new(compile_actor(actor, ctx, &mut shared.strings, errs)));
 
     let issue = match (raw.effect, raw.issue) {
         (Effect::Deny, Some(_)) => {
@@ -388,20 +478,26 @@ fn compile_rule(raw: RawRule, ctx: &CompileContext<'_>, errs: &mut Errors<'_>) -
             None
         }
         (Effect::Deny, None) => None,
-        (Effect::Allow, raw_issue) => Some(compile_issue(raw_issue, ctx, errs)),
+        (Effect::Allow, None) => Some(
+            shared
+                .default_issue
+                .get_or_insert_with(|| Arc::new(default_issue(ctx)))
+                .clone(),
+        ),
+        (Effect::Allow, Some(raw_issue)) => Some(Arc::new(compile_issue(raw_issue, ctx, errs))),
     };
 
     if errs.out.len() != before {
         return None;
     }
     Some(Rule {
-        name: raw.name,
+        name: raw.name.into_boxed_str(),
         effect: raw.effect,
-        description: raw.description,
-        issuer,
+        description: raw.description.map(String::into_boxed_str),
+        issuer: shared.strings.intern(issuer),
         token,
-        audiences: unique_audiences,
-        scopes: unique_scopes,
+        audiences: shared.audiences(unique_audiences),
+        scopes: unique_scopes.into_boxed_slice(),
         actor,
         issue,
     })
@@ -418,7 +514,12 @@ fn check_issuer(issuer: &str, field: &str, ctx: &CompileContext<'_>, errs: &mut 
     }
 }
 
-fn compile_actor(actor: RawActor, ctx: &CompileContext<'_>, errs: &mut Errors<'_>) -> ActorConditions {
+fn compile_actor(
+    actor: RawActor,
+    ctx: &CompileContext<'_>,
+    strings: &mut Interner,
+    errs: &mut Errors<'_>,
+) -> ActorConditions {
     check_issuer(&actor.issuer, "match.actor.issuer", ctx, errs);
     let token = compile_token_conditions(
         "match.actor",
@@ -430,7 +531,7 @@ fn compile_actor(actor: RawActor, ctx: &CompileContext<'_>, errs: &mut Errors<'_
         errs,
     );
     ActorConditions {
-        issuer: actor.issuer,
+        issuer: strings.intern(actor.issuer),
         token,
     }
 }
@@ -456,7 +557,7 @@ fn compile_token_conditions(
         }
         (Some(subject), None) => conditions.subject = Some(ValueTest::OneOf(vec![subject])),
         (None, Some(pattern)) => match Pattern::new(&pattern) {
-            Ok(p) => conditions.subject = Some(ValueTest::Glob(p)),
+            Ok(p) => conditions.subject = Some(ValueTest::Glob(Box::new(p))),
             Err(e) => errs.push(format!("{prefix}.subject_pattern"), e),
         },
         (None, None) => {}
@@ -487,7 +588,7 @@ fn compile_token_conditions(
             conditions.claims.push(ClaimCondition {
                 display: path.display_with("claims"),
                 path,
-                test: ValueTest::Glob(pattern),
+                test: ValueTest::Glob(Box::new(pattern)),
             });
         }
     }
@@ -495,7 +596,7 @@ fn compile_token_conditions(
     if let Some(source) = condition {
         let field = format!("{prefix}.condition");
         match Expression::compile(&source) {
-            Ok(expr) => conditions.condition = Some(Condition { field, expr }),
+            Ok(expr) => conditions.condition = Some(Box::new(Condition { field, expr })),
             Err(e) => errs.push(field, e),
         }
     }
@@ -508,22 +609,29 @@ fn is_wildcard_only(pattern: &str) -> bool {
     pattern.chars().all(|c| c == '*' || c == '?')
 }
 
-fn compile_issue(raw: Option<RawIssue>, ctx: &CompileContext<'_>, errs: &mut Errors<'_>) -> Issue {
-    let default_lifetime = DEFAULT_LIFETIME.min(ctx.max_lifetime);
-    let default_subject = IssueValue::Template {
+/// `issue.subject` when a rule sets none: `{sub}`.
+fn default_subject() -> IssueValue {
+    IssueValue::Template {
         field: "issue.subject".to_owned(),
         template: Template::claim("sub"),
-    };
-    let Some(raw) = raw else {
-        return Issue {
-            audience: None,
-            subject: default_subject,
-            subject_is_default: true,
-            lifetime: default_lifetime,
-            claims: Vec::new(),
-            credentials: None,
-        };
-    };
+    }
+}
+
+/// What an allow rule without `issue` issues: the incoming `sub`, the default lifetime
+/// (lowered to the server's cap), no claims.
+fn default_issue(ctx: &CompileContext<'_>) -> Issue {
+    Issue {
+        audience: None,
+        subject: default_subject(),
+        subject_is_default: true,
+        lifetime: DEFAULT_LIFETIME.min(ctx.max_lifetime),
+        claims: Vec::new(),
+        credentials: None,
+    }
+}
+
+fn compile_issue(raw: RawIssue, ctx: &CompileContext<'_>, errs: &mut Errors<'_>) -> Issue {
+    let default_lifetime = DEFAULT_LIFETIME.min(ctx.max_lifetime);
 
     let mut template = |field: &str, text: &str| -> Option<Template> {
         if text.is_empty() {
@@ -549,7 +657,7 @@ fn compile_issue(raw: Option<RawIssue>, ctx: &CompileContext<'_>, errs: &mut Err
         }
     };
     let subject_is_default = subject.is_none();
-    let subject = subject.unwrap_or(default_subject);
+    let subject = subject.unwrap_or_else(default_subject);
 
     let lifetime = match raw.lifetime {
         None => default_lifetime,
@@ -1193,14 +1301,29 @@ mod tests {
             rule(json!({"name": "b", "match": {"issuer": "gitlab", "audiences": ["t1"]}})),
             rule(json!({"name": "c", "effect": "deny", "match": {"audiences": null}})),
             rule(json!({"name": "d", "effect": "deny", "match": {"audiences": ["t2"]}})),
+            rule(json!({"name": "e", "match": {"issuer": "gitlab", "audiences": ["t1", "t1"]}})),
         ]));
         let gha = &set.index["github-actions"];
-        assert_eq!(gha.allow_by_target["t1"], [0]);
-        assert_eq!(gha.allow_by_target["t2"], [0]);
-        assert_eq!(gha.deny_any_target, [2]);
-        assert_eq!(gha.deny_by_target["t2"], [3]);
-        assert_eq!(set.index["gitlab"].allow_by_target["t1"], [1]);
-        assert_eq!(set.rules[0].audiences, ["t1", "t2"]);
+        assert_eq!(*gha.allow_by_target["t1"], [0]);
+        assert_eq!(*gha.allow_by_target["t2"], [0]);
+        assert_eq!(*gha.deny_any_target, [2]);
+        assert_eq!(*gha.deny_by_target["t2"], [3]);
+        assert_eq!(*set.index["gitlab"].allow_by_target["t1"], [1, 4]);
+        let audiences: Vec<&str> = set.rules[0].audiences.iter().map(|a| &**a).collect();
+        assert_eq!(audiences, ["t1", "t2"]);
+        // Interned: one copy of `t1` for every rule and the index, one list `[t1]`.
+        assert!(Arc::ptr_eq(
+            &set.rules[0].audiences[0],
+            &set.rules[1].audiences[0]
+        ));
+        assert!(Arc::ptr_eq(&set.rules[1].audiences, &set.rules[4].audiences));
+        assert!(!Arc::ptr_eq(&set.rules[1].audiences, &set.rules[3].audiences));
+        assert!(Arc::ptr_eq(&set.rules[0].issuer, &set.rules[2].issuer));
+        // Allow rules without `issue` share the default one.
+        match (&set.rules[0].issue, &set.rules[1].issue) {
+            (Some(a), Some(b)) => assert!(Arc::ptr_eq(a, b)),
+            other => panic!("allow rules without an issue: {other:?}"),
+        }
         assert!(set.uses_issuer("gitlab"));
         assert!(!set.uses_issuer("agents"));
     }

@@ -329,7 +329,7 @@ impl crate::RuleSet {
             .iter()
             .filter_map(|r| {
                 let spec = r.issue.as_ref()?.credentials.as_ref()?;
-                Some((r.name.as_str(), spec.cloud()))
+                Some((&*r.name, spec.cloud()))
             })
             .collect()
     }

@@ -397,9 +397,9 @@ impl RuleSet {
         issuer_rules: &'s IssuerRules,
         targets: &[String],
     ) -> Vec<(usize, &'s Rule)> {
-        let mut shortest: Option<&Vec<usize>> = None;
+        let mut shortest: Option<&[usize]> = None;
         for target in targets {
-            match issuer_rules.allow_by_target.get(target) {
+            match issuer_rules.allow_by_target.get(target.as_str()).map(|l| &**l) {
                 None => return Vec::new(),
                 Some(list) if shortest.is_none_or(|s| list.len() < s.len()) => shortest = Some(list),
                 Some(_) => {}
@@ -409,7 +409,7 @@ impl RuleSet {
             .into_iter()
             .flatten()
             .filter_map(|&i| self.rules.get(i).map(|rule| (i, rule)))
-            .filter(|(_, rule)| targets.iter().all(|t| rule.audiences.contains(t)))
+            .filter(|(_, rule)| targets.iter().all(|t| grants(rule, t)))
             .collect()
     }
 
@@ -419,9 +419,9 @@ impl RuleSet {
         issuer_rules: &'s IssuerRules,
         targets: &[String],
     ) -> Vec<(usize, &'s Rule)> {
-        let mut indexes: Vec<usize> = issuer_rules.deny_any_target.clone();
+        let mut indexes: Vec<usize> = issuer_rules.deny_any_target.to_vec();
         for target in targets {
-            if let Some(list) = issuer_rules.deny_by_target.get(target) {
+            if let Some(list) = issuer_rules.deny_by_target.get(target.as_str()) {
                 indexes.extend_from_slice(list);
             }
         }
@@ -443,8 +443,8 @@ impl RuleSet {
     ) {
         let mut indexes: Vec<usize> = targets
             .iter()
-            .filter_map(|t| issuer_rules.allow_by_target.get(t))
-            .flatten()
+            .filter_map(|t| issuer_rules.allow_by_target.get(t.as_str()))
+            .flat_map(|l| l.iter())
             .copied()
             .filter(|i| !candidates.iter().any(|(j, _)| j == i))
             .collect();
@@ -452,7 +452,7 @@ impl RuleSet {
         indexes.dedup();
         for i in indexes {
             let Some(rule) = self.rules.get(i) else { continue };
-            let missing = targets.iter().find(|t| !rule.audiences.contains(t));
+            let missing = targets.iter().find(|t| !grants(rule, t));
             let reason = missing.map(|t| format!("audiences: does not grant the requested target `{t}`"));
             trace.push((i, outcome(rule, false, reason)));
         }
@@ -472,7 +472,7 @@ impl RuleSet {
                 );
                 if let Some(t) = many
                     .iter()
-                    .find(|t| !issuer_rules.allow_by_target.contains_key(*t))
+                    .find(|t| !issuer_rules.allow_by_target.contains_key(t.as_str()))
                 {
                     let _ = write!(reason, " (none grants `{t}`)");
                 }
@@ -481,6 +481,11 @@ impl RuleSet {
         };
         denial(DenialKind::NoRuleForTarget, None, reason)
     }
+}
+
+/// Whether a rule's `audiences` hold `target`.
+fn grants(rule: &Rule, target: &str) -> bool {
+    rule.audiences.iter().any(|a| **a == *target)
 }
 
 fn denial(kind: DenialKind, rule: Option<&str>, reason: String) -> Decision {
@@ -509,7 +514,7 @@ fn evaluation_error_note(error: &Miss) -> String {
 
 fn outcome(rule: &Rule, matched: bool, reason: Option<String>) -> RuleOutcome {
     RuleOutcome {
-        rule: rule.name.clone(),
+        rule: rule.name.to_string(),
         effect: rule.effect,
         matched,
         reason,
@@ -650,7 +655,7 @@ fn check_deny(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<Option<Miss>, Miss
     }
     if !rule.scopes.is_empty() && !req.scopes.iter().any(|s| rule.scopes.contains(s)) {
         return Err(Miss::NoDeniedScope {
-            scopes: rule.scopes.clone(),
+            scopes: rule.scopes.to_vec(),
         });
     }
     Ok(error.flatten())
@@ -669,9 +674,9 @@ fn check_actor(rule: &Rule, inputs: &Inputs<'_, '_>, errors: &mut EvaluationErro
     let Some(actor) = &req.actor else {
         return Err(Miss::NoActorToken);
     };
-    if conditions.issuer != actor.issuer {
+    if *conditions.issuer != *actor.issuer {
         return Err(Miss::ActorIssuer {
-            expected: conditions.issuer.clone(),
+            expected: conditions.issuer.to_string(),
             got: actor.issuer.to_owned(),
         });
     }
@@ -722,7 +727,7 @@ fn check_scopes(rule: &Rule, scopes: &[String]) -> Result<(), Miss> {
     } else {
         Err(Miss::ScopesRefused {
             refused,
-            allowed: rule.scopes.clone(),
+            allowed: rule.scopes.to_vec(),
         })
     }
 }
@@ -906,7 +911,7 @@ fn grant(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<Grant, GrantError> {
         None => None,
     };
     Ok(Grant {
-        rule: rule.name.clone(),
+        rule: rule.name.to_string(),
         audience,
         subject,
         lifetime: issue.lifetime,

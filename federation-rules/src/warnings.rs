@@ -137,8 +137,8 @@ fn cloud_limit(rule: &Rule) -> Option<PolicyWarning> {
         kind: CLOUD_LIMIT,
         target: target.to_owned(),
         rules: vec![WarnedRule {
-            rule: rule.name.clone(),
-            issuer: rule.issuer.clone(),
+            rule: rule.name.to_string(),
+            issuer: rule.issuer.to_string(),
         }],
         message,
     })
@@ -165,7 +165,11 @@ fn reach(rule: &Rule) -> Vec<Reach<'_>> {
         return Vec::new();
     }
     match &issue.audience {
-        None => rule.audiences.iter().cloned().map(Reach::Exact).collect(),
+        None => rule
+            .audiences
+            .iter()
+            .map(|a| Reach::Exact(a.to_string()))
+            .collect(),
         Some(template) => {
             let parts = template.parts();
             if parts.iter().all(Option::is_some) {
@@ -241,8 +245,8 @@ fn warning(rules: &[Rule], target: String, reached_by: &[usize]) -> Option<Polic
         .iter()
         .filter_map(|&i| rules.get(i))
         .map(|rule| WarnedRule {
-            rule: rule.name.clone(),
-            issuer: rule.issuer.clone(),
+            rule: rule.name.to_string(),
+            issuer: rule.issuer.to_string(),
         })
         .collect();
     let first = named.first()?;

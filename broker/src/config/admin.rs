@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::error::{ConfigError, Errors};
 use super::model::{ReplayBackend, ReplayConfig};
-use super::parse::{Draft, SourcedRule};
+use super::parse::{Draft, ItemNode, Reparsed, SourcedRule};
 use super::raw::{RawAdmin, RawIssuer};
 use super::yaml::{child, from_node, line_of, node_at, parse_yaml};
 
@@ -218,7 +218,7 @@ pub(super) fn build_admin(
 pub(super) fn refuse_name_clashes(
     draft: &Draft,
     rule_files: &[SourcedRule],
-    admin_issuers: &mut Vec<(PathBuf, Node, RawIssuer)>,
+    admin_issuers: &mut Vec<(PathBuf, ItemNode, RawIssuer)>,
     admin_rules: &mut Vec<SourcedRule>,
     errors: &mut Vec<ConfigError>,
 ) {
@@ -247,6 +247,7 @@ pub(super) fn refuse_name_clashes(
             None => true,
         },
     );
+    let mut reparsed = Reparsed::default();
     let owned: std::collections::HashMap<&str, &SourcedRule> = draft
         .rules
         .iter()
@@ -256,7 +257,8 @@ pub(super) fn refuse_name_clashes(
         .collect();
     admin_rules.retain(|admin| match owned.get(admin.rule.name.as_str()) {
         Some(own) => {
-            errors.push(clash("rules", &admin.rule.name, &own.file, line_of(&own.node)));
+            let line = own.at.line(&own.file, "", &mut reparsed);
+            errors.push(clash("rules", &admin.rule.name, &own.file, line));
             false
         }
         None => true,
@@ -270,7 +272,7 @@ pub(super) fn parse_admin_items(
     state: &AdminState,
     settings: &AdminConfig,
 ) -> (
-    Vec<(PathBuf, Node, RawIssuer)>,
+    Vec<(PathBuf, ItemNode, RawIssuer)>,
     Vec<SourcedRule>,
     Vec<ConfigError>,
 ) {
@@ -311,7 +313,7 @@ pub(super) fn parse_admin_items(
                     let field = format!("issuer `{}`.{}", raw.name, problem.field);
                     errors.at(child(&node, problem.field), field, problem.error.to_string());
                 }
-                issuers.push((file, node, raw));
+                issuers.push((file, ItemNode::own(node), raw));
             }
             problems.extend(errors.list);
         }
@@ -327,7 +329,7 @@ pub(super) fn parse_admin_items(
                         message,
                     );
                 }
-                rules.push(SourcedRule { file, node, rule });
+                rules.push(SourcedRule::new(file.into(), node, rule));
             }
             problems.extend(errors.list);
         }

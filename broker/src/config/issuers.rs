@@ -45,7 +45,7 @@ pub enum IssuerFileError {
 /// Validate raw issuers into [`IssuerConfig`]s. `read_file` reads `jwks_file`s and
 /// `tls_ca_file`s (relative to `base`).
 pub(super) fn build_issuers(
-    raw: &[(PathBuf, Node, RawIssuer)],
+    raw: &[(PathBuf, super::parse::ItemNode, RawIssuer)],
     base: &Path,
     errors: &mut Errors,
     read_file: ReadFile<'_>,

@@ -56,14 +56,25 @@ pub fn load_with_admin(path: &Path, admin: Option<&AdminState>) -> Result<Config
         errors.extend(problems);
     }
     let rules = read_rule_files(path, &draft.rules_files, &mut errors);
-    // The configuration file's own items, before the admin API's join them.
-    let file_items = file_items(&draft, &rules);
+    // The configuration file's own items, before the admin API's join them. Only the
+    // admin API reads them: without it, a JSON copy of every rule would be kept for nothing.
+    let file_items = match &draft.admin {
+        Some(_) => file_items(&draft, &rules),
+        None => FileItems::default(),
+    };
     // A name both define is one error, under the admin item: the file's item wins
     // nothing either, the load fails and the previous set keeps serving.
     refuse_name_clashes(&draft, &rules, &mut admin_issuers, &mut admin_rules, &mut errors);
     draft.issuers.extend(admin_issuers);
-    admin_rules.extend(rules);
-    let rules = admin_rules;
+    // The admin API's rules come first. (Without any, the files' rules are taken as
+    // they are: a raw rule is about a kilobyte, and a second vector of a hundred
+    // thousand of them would double the load's peak.)
+    let rules = if admin_rules.is_empty() {
+        rules
+    } else {
+        admin_rules.extend(rules);
+        admin_rules
+    };
     match assemble(draft, rules, &read_file) {
         Ok(mut config) if errors.is_empty() => {
             config.admin_state = admin_state;
@@ -128,7 +139,9 @@ fn read_admin_state(settings: &AdminConfig, errors: &mut Vec<ConfigError>) -> Ad
 /// Every file the `rules_files` globs match (relative to the config file), in sorted
 /// order per glob, parsed.
 fn read_rule_files(path: &Path, globs: &[String], errors: &mut Vec<ConfigError>) -> Vec<SourcedRule> {
-    let mut rules = Vec::new();
+    // Each file's rules, then one vector of the exact size: growing one vector file by
+    // file would copy every raw rule (about a kilobyte each) again and again.
+    let mut per_file: Vec<Vec<SourcedRule>> = Vec::new();
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     for pattern in globs {
         // The same normalisation as the watcher's (reload.rs): `./` dropped, `..` resolved.
@@ -143,7 +156,7 @@ fn read_rule_files(path: &Path, globs: &[String], errors: &mut Vec<ConfigError>)
                     match read_text(&p) {
                         Ok(t) => {
                             let (parsed, problems) = parse_rules_file(&p, &t);
-                            rules.extend(parsed);
+                            per_file.push(parsed);
                             errors.extend(problems);
                         }
                         Err(e) => errors.push(e),
@@ -157,6 +170,10 @@ fn read_rule_files(path: &Path, globs: &[String], errors: &mut Vec<ConfigError>)
                 message: format!("invalid glob `{pattern}`: {e}"),
             }),
         }
+    }
+    let mut rules = Vec::with_capacity(per_file.iter().map(Vec::len).sum());
+    for file in per_file {
+        rules.extend(file);
     }
     rules
 }

@@ -22,11 +22,112 @@ use super::server::build_server;
 use super::signing::build_signing;
 use super::yaml::{child, from_node, is_null, line_of, node_at, parse_yaml_all};
 
-/// A rule as parsed, with the YAML node it came from (to turn field paths into lines).
+/// A rule as parsed, with where it came from (to turn field paths into lines).
 pub struct SourcedRule {
-    pub file: PathBuf,
-    pub node: Node,
+    pub file: Arc<Path>,
+    pub(super) at: RuleAt,
     pub rule: RawRule,
+}
+
+impl SourcedRule {
+    /// A rule parsed from its own node.
+    pub fn new(file: Arc<Path>, node: Node, rule: RawRule) -> SourcedRule {
+        SourcedRule {
+            file,
+            at: RuleAt {
+                source: RuleSource::Node(Arc::new(node)),
+                item: None,
+            },
+            rule,
+        }
+    }
+}
+
+/// Where in its file a rule is: the rule's node (`item: None`), or the `item`th entry of
+/// a list of rules.
+pub(super) struct RuleAt {
+    pub(super) source: RuleSource,
+    pub(super) item: Option<usize>,
+}
+
+/// What a rule's line is found in. The rules of one file share it: none holds a copy.
+#[derive(Clone)]
+pub(super) enum RuleSource {
+    /// The YAML node (kept for the few rules of the configuration file and the admin API).
+    Node(Arc<Node>),
+    /// A rule file's text: its YAML tree, several times the text's size, is dropped once
+    /// the rules are read, and parsed again only when an error needs a line.
+    Text(Arc<str>),
+}
+
+/// An item's YAML node: its own, or an entry of a list that the list's items share.
+pub struct ItemNode {
+    list: Arc<Node>,
+    item: Option<usize>,
+}
+
+impl ItemNode {
+    pub(super) fn own(node: Node) -> ItemNode {
+        ItemNode {
+            list: Arc::new(node),
+            item: None,
+        }
+    }
+
+    /// The `item`th entry of `list` (`None` only when the list is absent, which never
+    /// happens: then the node is a null scalar).
+    fn entry(list: Option<Arc<Node>>, item: usize) -> ItemNode {
+        ItemNode {
+            list: list.unwrap_or_else(|| Arc::new(Node::Scalar("".into()))),
+            item: Some(item),
+        }
+    }
+}
+
+impl std::ops::Deref for ItemNode {
+    type Target = Node;
+    fn deref(&self) -> &Node {
+        let entry = self
+            .item
+            .and_then(|i| self.list.as_sequence().and_then(|seq| seq.get(i)));
+        entry.unwrap_or(&self.list)
+    }
+}
+
+/// Rule files parsed again for the lines of their errors, each once.
+#[derive(Default)]
+pub(super) struct Reparsed(std::collections::HashMap<usize, Option<Node>>);
+
+impl Reparsed {
+    /// The list of rules in a rule file's text, as `parse_rules_file` read it.
+    fn rule_list(&mut self, file: &Path, text: &Arc<str>) -> Option<&Node> {
+        let key = Arc::as_ptr(text).cast::<u8>() as usize;
+        self.0
+            .entry(key)
+            .or_insert_with(|| {
+                let root = parse_yaml_all(file, text, &mut Vec::new())?;
+                match root {
+                    Node::Mapping(_) => child(&root, "rules").cloned(),
+                    other => Some(other),
+                }
+            })
+            .as_ref()
+    }
+}
+
+impl RuleAt {
+    /// The line of `field` (a dotted path from the rule's root; `""` for the rule itself).
+    pub(super) fn line(&self, file: &Path, field: &str, reparsed: &mut Reparsed) -> Option<usize> {
+        let list: &Node = match &self.source {
+            RuleSource::Node(node) => node,
+            RuleSource::Text(text) => reparsed.rule_list(file, text)?,
+        };
+        let node = match self.item {
+            Some(i) => list.as_sequence()?.get(i)?,
+            None => list,
+        };
+        line_of(node_at(node, field))
+    }
 }
 
 /// The config file parsed, before rule files are read and rules compiled.
@@ -38,7 +139,7 @@ pub struct Draft {
     /// The `replay:` mapping, for the line of errors found once issuers are known.
     pub(super) replay_node: Option<Node>,
     /// Each with the file it came from (the config file, or the admin API's state).
-    pub(super) issuers: Vec<(PathBuf, Node, RawIssuer)>,
+    pub(super) issuers: Vec<(PathBuf, ItemNode, RawIssuer)>,
     pub rules_files: Vec<String>,
     pub(super) admin: Option<AdminConfig>,
     pub(super) rules: Vec<SourcedRule>,
@@ -59,6 +160,13 @@ pub fn parse_config(
         return Err(ConfigErrors(errors.list));
     };
     substitute_env(&mut root, "", &mut errors, env);
+    // The issuers' list is taken out of the tree, not copied: each issuer keeps a share
+    // of it for the lines of its errors (ten thousand issuers with inline keys make a
+    // large tree).
+    let issuers_list: Option<Arc<Node>> = root
+        .as_mapping_mut()
+        .and_then(|m| m.iter_mut().find(|(k, _)| k.as_str() == "issuers"))
+        .map(|(_, v)| Arc::new(std::mem::replace(v, Node::Scalar("".into()))));
     let Some(map) = root.as_mapping() else {
         errors.at(Some(&root), "", "the configuration must be a mapping");
         return Err(ConfigErrors(errors.list));
@@ -88,19 +196,24 @@ pub fn parse_config(
             "audit" => audit = from_node(value, "audit", &mut errors).unwrap_or_default(),
             "admin" => raw_admin = from_node(value, "admin", &mut errors),
             "rules_files" => rules_files = from_node(value, "rules_files", &mut errors).unwrap_or_default(),
-            "issuers" => match value.as_sequence() {
-                Some(seq) => {
+            "issuers" => match issuers_list.as_deref().map(|list| (list, list.as_sequence())) {
+                Some((_, Some(seq))) => {
                     for (i, item) in seq.iter().enumerate() {
                         if let Some(raw) = from_node::<RawIssuer>(item, &format!("issuers[{i}]"), &mut errors)
                         {
-                            raw_issuers.push((file.to_path_buf(), item.clone(), raw));
+                            let node = ItemNode::entry(issuers_list.clone(), i);
+                            raw_issuers.push((file.to_path_buf(), node, raw));
                         }
                     }
                 }
-                None if value.as_scalar().is_some_and(is_null) => {}
-                None => errors.at(Some(value), "issuers", "expected a list of issuers"),
+                Some((list, None)) if list.as_scalar().is_some_and(is_null) => {}
+                Some((list, None)) => errors.at(Some(list), "issuers", "expected a list of issuers"),
+                None => {}
             },
-            "rules" => rules.extend(parse_rule_list(file, value, "rules", &mut errors)),
+            "rules" => {
+                let source = RuleSource::Node(Arc::new(value.clone()));
+                rules.extend(parse_rule_list(file, value, source, "rules", &mut errors));
+            }
             other => {
                 let k = Node::Scalar(key.clone());
                 let message = format!(
@@ -163,21 +276,31 @@ pub fn assemble(
         i.policy.clock_skew = draft.server.clock_skew;
     }
     let known: BTreeSet<String> = draft.issuers.iter().map(|(_, _, r)| r.name.clone()).collect();
-    let mut sourced = draft.rules;
-    sourced.extend(rule_files);
-    let raws: Vec<RawRule> = sourced.iter().map(|s| s.rule.clone()).collect();
+    let count = draft.rules.len() + rule_files.len();
+    // The config file's rules, then the rule files': chained, not copied into one vector.
+    let sourced = draft.rules.into_iter().chain(rule_files);
+    let mut reparsed = Reparsed::default();
     let is_known = |name: &str| known.contains(name);
     let ctx = CompileContext {
         issuers: &is_known,
         max_lifetime: draft.server.max_issued_lifetime,
     };
     let mut list = errors.list;
-    let rules = match RuleSet::compile(raws, &ctx) {
+    // The raw rules move into compilation one by one (no second copy of them); their
+    // sources stay for the lines of errors.
+    let mut sources: Vec<(Arc<Path>, RuleAt)> = Vec::with_capacity(count);
+    let raws = sourced.map(|s| {
+        sources.push((s.file, s.at));
+        s.rule
+    });
+    let compiled = RuleSet::compile_each(raws, &ctx);
+    let sourced = sources;
+    let rules = match compiled {
         Ok(set) => Some(set),
         Err(rule_errors) => {
             for e in rule_errors {
                 let (file, line) = match sourced.get(e.index) {
-                    Some(s) => (s.file.clone(), line_of(node_at(&s.node, &e.field))),
+                    Some((file, at)) => (file.to_path_buf(), at.line(file, &e.field, &mut reparsed)),
                     None => (draft.file.clone(), None),
                 };
                 let who = e

@@ -2,30 +2,34 @@
 //! nodes, so that compile errors point at a line.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use federation_rules::RawRule;
 use marked_yaml::Node;
 
 use super::error::{ConfigError, Errors};
-use super::parse::SourcedRule;
+use super::parse::{RuleAt, RuleSource, SourcedRule};
 use super::yaml::{child, from_node, is_null, parse_yaml_all};
 
-/// Parse a YAML list of rules (a rule file's top level, or the config's `rules:`).
+/// Parse a YAML list of rules (a rule file's top level, or the config's `rules:`). The
+/// rules keep `source` (shared) for the lines of their errors.
 pub(super) fn parse_rule_list(
     file: &Path,
     value: &Node,
+    source: RuleSource,
     section: &str,
     errors: &mut Errors,
 ) -> Vec<SourcedRule> {
     let seq = match value {
         Node::Sequence(seq) => seq,
         Node::Scalar(s) if is_null(s) => return Vec::new(),
-        _ => {
+        value => {
             errors.at(Some(value), section, "expected a list of rules");
             return Vec::new();
         }
     };
     let mut out = Vec::new();
+    let file: Arc<Path> = Arc::from(file);
     for (i, item) in seq.iter().enumerate() {
         let label = match child(item, "name").and_then(Node::as_scalar) {
             Some(name) => format!("rule `{}`", name.as_str()),
@@ -33,8 +37,11 @@ pub(super) fn parse_rule_list(
         };
         if let Some(rule) = from_node::<RawRule>(item, &label, errors) {
             out.push(SourcedRule {
-                file: file.to_path_buf(),
-                node: item.clone(),
+                file: file.clone(),
+                at: RuleAt {
+                    source: source.clone(),
+                    item: Some(i),
+                },
                 rule,
             });
         }
@@ -52,12 +59,14 @@ pub fn parse_rules_file(file: &Path, text: &str) -> (Vec<SourcedRule>, Vec<Confi
     let Some(root) = parse_yaml_all(file, text, &mut errors.list) else {
         return (Vec::new(), errors.list);
     };
+    // The rules keep the text, not the tree (dropped on return): see `RuleSource`.
+    let source = RuleSource::Text(Arc::from(text));
     let rules = match &root {
         Node::Mapping(m) => {
             let mut rules = Vec::new();
             for (k, v) in m.iter() {
                 if k.as_str() == "rules" {
-                    rules = parse_rule_list(file, v, "rules", &mut errors);
+                    rules = parse_rule_list(file, v, source.clone(), "rules", &mut errors);
                 } else {
                     let key = Node::Scalar(k.clone());
                     errors.at(
@@ -69,7 +78,7 @@ pub fn parse_rules_file(file: &Path, text: &str) -> (Vec<SourcedRule>, Vec<Confi
             }
             rules
         }
-        other => parse_rule_list(file, other, "rules", &mut errors),
+        other => parse_rule_list(file, other, source, "rules", &mut errors),
     };
     (rules, errors.list)
 }

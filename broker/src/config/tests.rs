@@ -291,6 +291,39 @@ fn rule_errors_point_at_the_rule_file_line() {
     assert_eq!(e.0[0].line, Some(3), "{e}");
 }
 
+/// Rule files keep their text, not their YAML tree: the lines of compile errors come
+/// from parsing the text again, once per file, in both of a rule file's shapes.
+#[test]
+fn rule_errors_in_several_files_point_at_their_lines() {
+    let (mut rules, problems) = parse_rules_file(
+        Path::new("/r/a.yaml"),
+        "rules:\n  - name: r1\n    match: {issuer: nope, audiences: [x]}\n  - name: r2\n    match:\n      issuer: gha\n      allow_any_subject: true\n      audiences: [x]\n    issue:\n      lifetime: 0s\n",
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    let (more, problems) = parse_rules_file(
+        Path::new("/r/b.yaml"),
+        "# first\n- name: r3\n  match:\n    issuer: gha\n    allow_any_subject: true\n    audiences: [x]\n- name: r1\n  match: {issuer: gha, allow_any_subject: true, audiences: [x]}\n",
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    rules.extend(more);
+    let draft = parse_config(Path::new("/c.yaml"), MINIMAL, &no_env).expect("ok");
+    let e = assemble(draft, rules, &|_| Err(std::io::Error::other("x"))).expect_err("four errors");
+    let at: Vec<(String, Option<usize>)> =
+        e.0.iter()
+            .map(|x| (x.file.display().to_string(), x.line))
+            .collect();
+    assert_eq!(
+        at,
+        [
+            ("/r/a.yaml".to_string(), Some(3)),
+            ("/r/a.yaml".to_string(), Some(3)),
+            ("/r/a.yaml".to_string(), Some(10)),
+            ("/r/b.yaml".to_string(), Some(7)),
+        ],
+        "{e}"
+    );
+}
+
 #[test]
 fn rule_file_unknown_field_has_line() {
     let (rules, e) = parse_rules_file(
