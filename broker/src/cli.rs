@@ -153,7 +153,6 @@ const QUIET_TARGETS: [&str; 9] = [
 /// further lines are dropped until it drains; every decision is still in the audit log,
 /// which never drops. The guard writes what is queued when dropped: keep it for the
 /// command's life.
-#[must_use]
 fn init_logging(format: Option<LogFormat>) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let mut filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
