@@ -55,7 +55,7 @@ fn subject_claims(i: usize) -> Value {
 /// signer) and its public key set.
 fn issuer(alg: Algorithm) -> (Signer, KeySet) {
     let signer = Signer::ephemeral(alg).expect("key");
-    let keys = KeySet::from_jwks_value(signer.jwks()).expect("jwks");
+    let keys = KeySet::from_jwks_value(&signer.jwks()).expect("jwks");
     (signer, keys)
 }
 
@@ -210,7 +210,7 @@ fn exchange(c: &mut Criterion) {
                 "name": "k8s",
                 "issuer": ISSUER,
                 "audiences": [AUDIENCE],
-                "jwks": subject_signer.jwks(),
+                "jwks": *subject_signer.jwks(),
                 "algorithms": ["ES256"],
             }],
             "rules": [{

@@ -128,12 +128,20 @@ pub async fn serve(
                 admin_listener,
                 router,
                 limits,
+                state.admin_tls.clone(),
                 stopped(rx.clone()),
             ))
         }
         None => None,
     };
-    let main = crate::listener::run(listener, app(state), limits, stopped(rx));
+    // TLS files are also compared every few seconds: not every change sends an event.
+    for tls in state.tls.iter().chain(state.admin_tls.iter()) {
+        tls.spawn_poll();
+    }
+    // With signing.rotation, keys follow their schedule.
+    state.signer.spawn_rotation();
+    let tls = state.tls.clone();
+    let main = crate::listener::run(listener, app(state), limits, tls, stopped(rx));
     let servers = async move {
         match admin {
             Some(admin) => {
@@ -190,7 +198,7 @@ async fn discovery(State(st): State<Metadata>) -> Response {
 }
 
 async fn jwks(State(st): State<Metadata>) -> Response {
-    cacheable_json(st.signer.jwks().clone(), 300)
+    cacheable_json((*st.signer.jwks()).clone(), 300)
 }
 
 async fn healthz() -> Response {

@@ -133,6 +133,26 @@ pub enum KeysCommand {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Show the signing keys of a configuration's `signing.key_dir`: which signs now,
+    /// which are published, and with `signing.rotation` when each signs, until when each
+    /// stays published and when the next key is made. Changes nothing.
+    /// Exit 0, 1 on an invalid configuration or an unreadable key directory.
+    List {
+        #[arg(long)]
+        config: PathBuf,
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the next signing key now, ahead of the schedule (under the key directory's
+    /// lock) and print its path. With `signing.rotation` it is published at once and
+    /// signs after `signing.rotation.prepublish`, on every running replica, without a
+    /// restart; the schedule continues from it. Without rotation it signs after a
+    /// restart, like `keys generate`. Exit 0, 1 on an invalid configuration or I/O error.
+    Rotate {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 /// Crates whose debug and trace output can hold a token or a credential.
@@ -252,6 +272,12 @@ pub fn main() -> ExitCode {
                     config,
                 },
         } => keys_generate(dir, algorithm.as_deref(), config.as_deref()),
+        Command::Keys {
+            command: KeysCommand::List { config, json },
+        } => keys_list(&config, json),
+        Command::Keys {
+            command: KeysCommand::Rotate { config },
+        } => keys_rotate(&config),
         Command::Serve { config, dev, listen } => {
             let _log = init_logging(cli.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -331,6 +357,117 @@ fn check(path: &std::path::Path, format: CheckFormat) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// `keys list`: exit 0, 1 on an invalid configuration or an unreadable key directory.
+fn keys_list(config_path: &std::path::Path, json: bool) -> ExitCode {
+    let config = match config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fedbroker: invalid configuration:\n{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let listing = match crate::signing::list_keys(&config.signing, crate::signing::unix_now()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("fedbroker: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(&listing) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("fedbroker: {e}");
+                return ExitCode::from(1);
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    println!("key_dir: {}", listing.key_dir.display());
+    println!("algorithm: {}", listing.algorithm);
+    match &listing.rotation {
+        Some(r) => println!(
+            "rotation: every {}, prepublish {}; next key made at {}",
+            humantime::format_duration(std::time::Duration::from_secs(r.every)),
+            humantime::format_duration(std::time::Duration::from_secs(r.prepublish)),
+            r.next_key_at.as_deref().unwrap_or("-"),
+        ),
+        None => println!("rotation: none (keys change by hand: `fedbroker keys rotate`, then a restart)"),
+    }
+    println!(
+        "signing: {}",
+        listing
+            .active_kid
+            .as_deref()
+            .unwrap_or("(no key yet: serve makes one)")
+    );
+    println!(
+        "{:<43}  {:<9}  {:<7}  {:<20}  {:<20}  {:<20}  {:<20}",
+        "KID", "STATE", "TYPE", "CREATED", "SIGNS FROM", "SIGNS UNTIL", "PUBLISHED UNTIL"
+    );
+    for k in &listing.keys {
+        let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        println!(
+            "{:<43}  {:<9}  {:<7}  {:<20}  {:<20}  {:<20}  {:<20}",
+            k.kid,
+            k.state,
+            k.key_type,
+            k.created,
+            or_dash(&k.signs_from),
+            or_dash(&k.signs_until),
+            or_dash(&k.published_until),
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// `keys rotate`: exit 0 written, 1 an invalid configuration or I/O error.
+fn keys_rotate(config_path: &std::path::Path) -> ExitCode {
+    let config = match config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fedbroker: invalid configuration:\n{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let signing = &config.signing;
+    let Some(dir) = &signing.key_dir else {
+        eprintln!("fedbroker: the configuration has no signing.key_dir");
+        return ExitCode::from(1);
+    };
+    match write_new_key(dir, signing.algorithm) {
+        Ok(path) => {
+            println!("{}", path.display());
+            let kid = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match (&signing.rotation, &signing.active_kid) {
+                (Some(r), _) => eprintln!(
+                    "fedbroker: made {} key {kid}: published now by every running replica (within 30s), it signs in {}; \
+                     the schedule continues from it",
+                    signing.algorithm,
+                    humantime::format_duration(std::time::Duration::from_secs(r.prepublish)),
+                ),
+                (None, Some(active)) => eprintln!(
+                    "fedbroker: made {} key {kid}. signing.active_kid pins {active}: set signing.active_kid: {kid} \
+                     and restart once every replica publishes it",
+                    signing.algorithm
+                ),
+                (None, None) => eprintln!(
+                    "fedbroker: made {} key {kid}; it signs after a restart (no signing.rotation: keys are read at start)",
+                    signing.algorithm
+                ),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fedbroker: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -91,7 +91,7 @@ pub fn config(listen: SocketAddr) -> Result<(Config, Signer, Arc<DevIssuer>), De
     }
     let public_url = format!("http://{listen}");
     let dev_signer = Signer::ephemeral(Algorithm::ES256)?;
-    let dev_keys = KeySet::from_jwks_value(dev_signer.jwks()).map_err(DevError::Keys)?;
+    let dev_keys = KeySet::from_jwks_value(&dev_signer.jwks()).map_err(DevError::Keys)?;
     let dev = Arc::new(DevIssuer {
         iss: format!("{public_url}/dev/issuer"),
         default_audience: public_url.clone(),
@@ -137,11 +137,13 @@ pub fn config(listen: SocketAddr) -> Result<(Config, Signer, Arc<DevIssuer>), De
         max_issued_lifetime: DEFAULT_MAX_ISSUED_LIFETIME,
         cloud_timeout: DEFAULT_CLOUD_TIMEOUT,
         limits: Default::default(),
+        tls: None,
     };
     let signing = SigningConfig {
         algorithm: Algorithm::RS256,
         key_dir: None,
         active_kid: None,
+        rotation: None,
     };
     let config = config::from_parts(server, signing, vec![issuer], vec![rule])
         .map_err(|e| DevError::Config(e.to_string()))?;
@@ -182,7 +184,7 @@ async fn discovery(State(dev): State<Arc<DevIssuer>>) -> Response {
 }
 
 async fn jwks(State(dev): State<Arc<DevIssuer>>) -> Response {
-    Json(dev.signer.jwks().clone()).into_response()
+    Json((*dev.signer.jwks()).clone()).into_response()
 }
 
 #[cfg(test)]

@@ -10,6 +10,11 @@
 //!   connection is not accepted until one closes: it waits in the kernel's accept
 //!   backlog (the timeouts above bound how long any connection holds its slot).
 //!
+//! - With TLS ([`crate::tls`]), the handshake must also finish within
+//!   `server.header_timeout`; it runs on the connection's own task, never in the accept
+//!   loop. A verified client certificate is put in each request's extensions as an
+//!   `Arc<ClientCert>`.
+//!
 //! Shutdown: the listener closes at once, idle connections close, requests in flight
 //! finish (the caller bounds how long that may take).
 
@@ -29,14 +34,18 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::client_cert::ClientCert;
 use crate::config::ConnectionLimits;
+use crate::tls::TlsServer;
 
-/// Serve `router` on `listener` under `limits` until `shutdown` resolves; then stop
-/// accepting, close idle connections and return once every request in flight is done.
+/// Serve `router` on `listener` under `limits` (over TLS when `tls` is given) until
+/// `shutdown` resolves; then stop accepting, close idle connections and return once
+/// every request in flight is done.
 pub async fn run(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    tls: Option<Arc<TlsServer>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -89,13 +98,50 @@ pub async fn run(
             full_logged = false;
         }
         let _ = stream.set_nodelay(true);
-        let service = RequestService {
-            router: router.clone(),
-            body_timeout: limits.body_timeout,
-        };
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let router = router.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let service = |client_cert| RequestService {
+                router,
+                body_timeout: limits.body_timeout,
+                client_cert,
+            };
+            let result = match tls {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), service(None));
+                    watcher.watch(conn).await
+                }
+                Some(tls) => {
+                    let accept = tls.acceptor().accept(stream);
+                    let stream = match tokio::time::timeout(limits.header_timeout, accept).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            // No certificate when one is required, one that does not
+                            // verify, a plain-HTTP client: the client's problem.
+                            tracing::debug!(error = %e, "TLS handshake failed");
+                            drop(slot);
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake did not finish within server.header_timeout");
+                            drop(slot);
+                            return;
+                        }
+                    };
+                    let client_cert = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .and_then(|der| crate::tls::client_cert(der))
+                        .map(Arc::new);
+                    let conn = builder.serve_connection(TokioIo::new(stream), service(client_cert));
+                    watcher.watch(conn).await
+                }
+            };
+            if let Err(e) = result {
                 // Header timeouts, resets, malformed requests: the client's problem.
                 tracing::debug!(error = %e, "connection closed with an error");
             }
@@ -118,6 +164,8 @@ fn is_connection_error(e: &std::io::Error) -> bool {
 struct RequestService {
     router: Router,
     body_timeout: Duration,
+    /// The connection's verified client certificate (mutual TLS).
+    client_cert: Option<Arc<ClientCert>>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for RequestService {
@@ -128,9 +176,13 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let mut router = self.router.clone();
         let body_timeout = self.body_timeout;
+        let client_cert = self.client_cert.clone();
         Box::pin(async move {
             let timed_out = Arc::new(AtomicBool::new(false));
-            let req = req.map(|body| DeadlineBody::new(body, body_timeout, timed_out.clone()));
+            let mut req = req.map(|body| DeadlineBody::new(body, body_timeout, timed_out.clone()));
+            if let Some(cert) = client_cert {
+                req.extensions_mut().insert(cert);
+            }
             let response = tower_service::Service::call(&mut router, req).await?;
             if timed_out.load(Ordering::Acquire) {
                 return Ok(body_timeout_response(body_timeout));

@@ -1,4 +1,5 @@
-//! Hot reload: the config file, rule files, `jwks_file`s and `admin.tokens_file` are watched (and SIGHUP asks
+//! Hot reload: the config file, rule files, `jwks_file`s, `admin.tokens_file` and the
+//! listeners' TLS files are watched (and SIGHUP asks
 //! for a reload). A reload builds a whole new policy and swaps it in atomically; one that
 //! fails keeps the old policy serving (see [`AppState::reload`]).
 
@@ -136,7 +137,11 @@ pub fn spawn(state: Arc<AppState>) {
             // Debounce: wait until events stop for DEBOUNCE.
             while let Ok(Some(_)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
             let st = state.clone();
-            let _ = tokio::task::spawn_blocking(move || st.reload()).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                st.reload_tls();
+                st.reload()
+            })
+            .await;
             // The config may name other rule files or key files now.
             let now_wanted = state.watched();
             watches.sync(&now_wanted);

@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::policy::{LivePolicy, LoadError, Policy, PolicyError, ReloadStatus};
 use crate::replay::{MemoryReplayStore, RedisReplayStore, ReplayStore};
 use crate::signing::Signer;
+use crate::tls::TlsServer;
 use crate::watched::Watched;
 
 /// Everything a request needs; shared, immutable apart from caches and the policy.
@@ -42,6 +43,11 @@ pub struct AppState {
     pub admin: Option<Arc<Admin>>,
     /// The broker's one clock.
     pub clock: SharedClock,
+    /// `server.tls`: the public listener's TLS; `None`: plain HTTP.
+    pub tls: Option<Arc<TlsServer>>,
+    /// The admin listener's TLS (`admin.tls`, else `server.tls`), when it has a
+    /// listener of its own.
+    pub admin_tls: Option<Arc<TlsServer>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +67,8 @@ pub enum StartError {
     Policy(#[from] PolicyError),
     #[error("replay store: {0}")]
     Replay(#[from] crate::replay::ReplayError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl AppState {
@@ -84,6 +92,17 @@ impl AppState {
         clock: SharedClock,
     ) -> Result<Arc<AppState>, StartError> {
         let metrics = Arc::new(Metrics::new());
+        let tls = match &config.server.tls {
+            Some(t) => Some(Arc::new(TlsServer::load(t, "public")?)),
+            None => None,
+        };
+        let admin_tls = match config.admin.as_ref().filter(|a| a.listen.is_some()) {
+            Some(a) => match a.tls.as_ref().or(config.server.tls.as_ref()) {
+                Some(t) => Some(Arc::new(TlsServer::load(t, "admin")?)),
+                None => None,
+            },
+            None => None,
+        };
         let clients = FetchClients::new()?;
         let policy = Policy::build(1, &config, None, &clients, &metrics, true)?;
         let audit = match &config.audit.path {
@@ -136,6 +155,8 @@ impl AppState {
             dev,
             admin,
             clock,
+            tls,
+            admin_tls,
         }))
     }
 
@@ -154,7 +175,20 @@ impl AppState {
 
     /// Paths whose change should trigger a reload (see [`LivePolicy::watched`]).
     pub fn watched(&self) -> Watched {
-        self.live.watched()
+        let mut watched = self.live.watched();
+        for tls in self.tls.iter().chain(self.admin_tls.iter()) {
+            for file in tls.files() {
+                watched.add_file(file);
+            }
+        }
+        watched
+    }
+
+    /// Read the listeners' TLS files again (see [`crate::tls`]).
+    pub fn reload_tls(&self) {
+        for tls in self.tls.iter().chain(self.admin_tls.iter()) {
+            tls.reload();
+        }
     }
 
     /// Read the config and rule files again and swap in the new issuers and rules whole.
@@ -198,6 +232,7 @@ impl AppState {
             // replay marks follow the skew each request was verified with.)
             || old.server.max_issued_lifetime != new.server.max_issued_lifetime
             || old.server.limits != new.server.limits
+            || old.server.tls != new.server.tls
             || old.signing.algorithm != new.signing.algorithm
             || old.signing.key_dir != new.signing.key_dir
             || old.signing.active_kid != new.signing.active_kid

@@ -55,7 +55,8 @@ impl Watched {
         w
     }
 
-    fn add_file(&mut self, path: PathBuf) {
+    /// Watch one more file.
+    pub fn add_file(&mut self, path: PathBuf) {
         let path = normalize_lexically(&absolute(&path));
         if let Some(dir) = path.parent() {
             self.add_dir(dir.to_path_buf(), false);

@@ -99,6 +99,17 @@ pub fn build_workspace_bin(bin: &str) -> PathBuf {
     }
 }
 
+/// How the tests' HTTP clients are set up: a 30 s timeout, short-lived idle
+/// connections, no redirects. Add roots or an identity for a broker serving TLS.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        // The broker closes keep-alive connections idle for `server.header_timeout`
+        // (10 s): never reuse one idle that long, or a request races the close.
+        .pool_idle_timeout(Duration::from_secs(2))
+        .redirect(reqwest::redirect::Policy::none())
+}
+
 /// Bind port 0 on loopback, read the port, let it go.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -113,6 +124,7 @@ pub struct BrokerBuilder {
     files: Vec<(String, String)>,
     env: Vec<(String, String)>,
     dir: Option<tempfile::TempDir>,
+    client: Option<reqwest::Client>,
 }
 
 impl BrokerBuilder {
@@ -125,6 +137,13 @@ impl BrokerBuilder {
     /// Set an environment variable for the broker process.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Talk to the broker with this client (e.g. one that trusts a test CA, for a broker
+    /// serving TLS) instead of a plain one.
+    pub fn client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
         self
     }
 
@@ -163,7 +182,7 @@ impl BrokerBuilder {
                 context: format!("--- config ---\n{config}\n"),
             }
         };
-        Broker::spawn_on_a_free_port(dir, &self.env, "fedbroker", prepare).await
+        Broker::spawn_on_a_free_port(dir, &self.env, self.client, "fedbroker", prepare).await
     }
 }
 
@@ -227,7 +246,7 @@ impl Broker {
                 context: String::new(),
             }
         };
-        Broker::spawn_on_a_free_port(dir, &[], "fedbroker serve --dev", prepare).await
+        Broker::spawn_on_a_free_port(dir, &[], None, "fedbroker serve --dev", prepare).await
     }
 
     /// [`Self::spawn`] on a free port, what `prepare` sets up for it: up to three
@@ -236,6 +255,7 @@ impl Broker {
     async fn spawn_on_a_free_port(
         mut dir: tempfile::TempDir,
         env: &[(String, String)],
+        client: Option<reqwest::Client>,
         what: &str,
         mut prepare: impl FnMut(u16) -> Attempt,
     ) -> Broker {
@@ -249,7 +269,7 @@ impl Broker {
                 context,
             } = prepare(port);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            match Broker::spawn(dir, port, public_url, &args, env).await {
+            match Broker::spawn(dir, port, public_url, &args, env, client.clone()).await {
                 Ok(broker) => return broker,
                 Err((returned, stderr)) => {
                     if attempt < 3 && stderr.to_lowercase().contains("in use") {
@@ -270,6 +290,7 @@ impl Broker {
         public_url: String,
         args: &[&str],
         env: &[(String, String)],
+        client: Option<reqwest::Client>,
     ) -> Result<Broker, (tempfile::TempDir, String)> {
         let stdout = fs::File::create(dir.path().join("stdout.log")).expect("stdout file");
         let stderr = fs::File::create(dir.path().join("stderr.log")).expect("stderr file");
@@ -282,14 +303,7 @@ impl Broker {
             .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", fedbroker_bin().display()));
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            // The broker closes keep-alive connections idle for `server.header_timeout`
-            // (10 s): never reuse one idle that long, or a request races the close.
-            .pool_idle_timeout(Duration::from_secs(2))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("HTTP client");
+        let client = client.unwrap_or_else(|| client_builder().build().expect("HTTP client"));
         let http = Http::network(public_url, client.clone(), dir.path().to_path_buf());
         let mut broker = Broker {
             child,

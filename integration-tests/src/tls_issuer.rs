@@ -115,6 +115,48 @@ pub fn make_server_certificate(dir: &Path, subject_alt_names: &str) {
     );
 }
 
+/// A certificate signed by the CA in `dir` (`ca.pem`, `ca.key`), with subject
+/// `subject` (`/CN=...`) and the X.509v3 `extensions` lines (e.g.
+/// `subjectAltName=URI:spiffe://example.org/ns/a/sa/b`): `{name}.pem` and
+/// `{name}.key` (PKCS#8) in `dir`. Returns the PEM certificate's path.
+pub fn make_certificate(dir: &Path, name: &str, subject: &str, extensions: &[&str]) -> PathBuf {
+    let ext = format!("{name}.ext");
+    fs::write(dir.join(&ext), extensions.join("\n") + "\n").expect("write ext");
+    let (key, csr, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
+    let request = [
+        &["req"][..],
+        &EC_KEY,
+        &["-keyout", &key, "-out", &csr, "-subj", subject],
+    ]
+    .concat();
+    openssl(dir, &request);
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ],
+    );
+    dir.join(pem)
+}
+
 /// A running HTTPS issuer (`openssl s_server`). Dropping it kills the server.
 pub struct TlsIssuer {
     child: Child,

@@ -115,6 +115,7 @@ mod tests {
             allow_insecure_issuers: false,
             allow_file_paths: false,
             state_hmac_key: None,
+            tls: None,
         })
     }
 

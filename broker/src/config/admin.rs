@@ -10,7 +10,7 @@ use marked_yaml::Node;
 use serde::Deserialize;
 
 use super::error::{ConfigError, Errors};
-use super::model::{ReplayBackend, ReplayConfig};
+use super::model::{ReplayBackend, ReplayConfig, TlsConfig};
 use super::parse::{Draft, ItemNode, Reparsed, SourcedRule};
 use super::raw::{RawAdmin, RawIssuer};
 use super::yaml::{child, from_node, line_of, node_at, parse_yaml};
@@ -37,6 +37,9 @@ pub struct AdminConfig {
     /// `admin.state_hmac_key`: authenticates the admin state kept in Redis (HMAC-SHA256);
     /// required with `replay.backend: redis`.
     pub state_hmac_key: Option<String>,
+    /// `admin.tls`: the admin listener's own TLS settings; `None`: those of
+    /// `server.tls` (see [`AdminConfig::listener_tls`]).
+    pub tls: Option<TlsConfig>,
 }
 
 /// The shortest `admin.state_hmac_key` accepted.
@@ -190,6 +193,9 @@ pub(super) fn build_admin(
             allow_insecure_issuers: a.allow_insecure_issuers.unwrap_or(false),
             allow_file_paths: a.allow_file_paths.unwrap_or(false),
             state_hmac_key: a.state_hmac_key,
+            tls: a
+                .tls
+                .and_then(|t| super::server::build_tls(t, at("tls"), "admin.tls", base_dir, errors)),
         }
     });
     if let Some(a) = &admin {

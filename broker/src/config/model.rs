@@ -26,6 +26,43 @@ pub struct ServerConfig {
     pub cloud_timeout: u64,
     /// Read timeouts and the connection cap of every listener.
     pub limits: ConnectionLimits,
+    /// `server.tls`: `None` serves plain HTTP.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `server.tls` (and `admin.tls`): the listener's certificate and, optionally, the CA
+/// its clients' certificates must chain to. Paths are resolved against the config
+/// file's directory; the files are read again when they change (see `crate::tls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM: the certificate first, then its chain.
+    pub cert_file: PathBuf,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM: the CA certificates client certificates must chain to.
+    pub client_ca_file: Option<PathBuf>,
+    pub client_auth: ClientAuth,
+}
+
+/// `client_auth`: whether the listener asks for client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// No client certificate is asked for (the default without `client_ca_file`).
+    None,
+    /// A client may present one; it must then verify (the default with `client_ca_file`).
+    Optional,
+    /// Every client must present one that verifies.
+    Required,
+}
+
+impl ClientAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuth::None => "none",
+            ClientAuth::Optional => "optional",
+            ClientAuth::Required => "required",
+        }
+    }
 }
 
 /// `server.header_timeout`, `server.body_timeout`, `server.max_connections`: what one
@@ -73,6 +110,9 @@ pub struct SigningConfig {
     pub key_dir: Option<PathBuf>,
     /// The `kid` that signs; `None`: the newest fitting key (see `signing.rs`).
     pub active_kid: Option<String>,
+    /// `signing.rotation`: keys made, activated and retired on a schedule
+    /// ([`crate::signing::schedule`]); `None`: keys change only by hand.
+    pub rotation: Option<crate::signing::schedule::Rotation>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

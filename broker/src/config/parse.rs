@@ -229,9 +229,13 @@ pub fn parse_config(
     }
 
     let server_node = child(&root, "server");
-    let server = build_server(server, server_node, &mut errors);
     let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-    let signing = build_signing(signing, child(&root, "signing"), &base_dir, &mut errors);
+    let server = build_server(server, server_node, &base_dir, &mut errors);
+    let mut signing = build_signing(signing, child(&root, "signing"), &base_dir, &mut errors);
+    // A retired key stays published until every token it signed has expired.
+    if let Some(rotation) = signing.rotation.as_mut() {
+        rotation.max_lifetime = server.max_issued_lifetime;
+    }
     let replay = build_replay(replay, child(&root, "replay"), &mut errors);
     let audit = AuditConfig {
         path: audit.path.map(|p| base_dir.join(p)),

@@ -18,6 +18,17 @@ pub(super) struct RawServer {
     pub(super) header_timeout: Option<String>,
     pub(super) body_timeout: Option<String>,
     pub(super) max_connections: Option<usize>,
+    pub(super) tls: Option<RawTls>,
+}
+
+/// `server.tls` and `admin.tls`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) cert_file: Option<String>,
+    pub(super) key_file: Option<String>,
+    pub(super) client_ca_file: Option<String>,
+    pub(super) client_auth: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -26,6 +37,15 @@ pub(super) struct RawSigning {
     pub(super) algorithm: Option<String>,
     pub(super) key_dir: Option<String>,
     pub(super) active_kid: Option<String>,
+    pub(super) rotation: Option<RawRotation>,
+}
+
+/// `signing.rotation`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRotation {
+    pub(super) every: Option<String>,
+    pub(super) prepublish: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -56,6 +76,7 @@ pub(super) struct RawAdmin {
     pub(super) allow_insecure_issuers: Option<bool>,
     pub(super) allow_file_paths: Option<bool>,
     pub(super) state_hmac_key: Option<String>,
+    pub(super) tls: Option<RawTls>,
 }
 
 pub(super) const TOP_LEVEL_KEYS: &[&str] = &[

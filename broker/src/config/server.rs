@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
+use std::path::Path;
 
 use federation_rules::duration::parse_duration;
 use marked_yaml::Node;
@@ -9,7 +10,7 @@ use reqwest::Url;
 
 use super::error::Errors;
 use super::model::*;
-use super::raw::RawServer;
+use super::raw::{RawServer, RawTls};
 use super::yaml::child;
 
 /// Why `server.public_url` is refused.
@@ -68,9 +69,17 @@ fn bounded_duration(
     }
 }
 
-pub(super) fn build_server(raw: RawServer, node: Option<&Node>, errors: &mut Errors) -> ServerConfig {
+pub(super) fn build_server(
+    raw: RawServer,
+    node: Option<&Node>,
+    base_dir: &Path,
+    errors: &mut Errors,
+) -> ServerConfig {
     let field_node = |k: &str| node.and_then(|n| child(n, k));
     let limits = build_limits(&raw, node, errors);
+    let tls = raw
+        .tls
+        .and_then(|t| build_tls(t, field_node("tls"), "server.tls", base_dir, errors));
     let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
     let listen = match listen_text.parse::<SocketAddr>() {
         Ok(a) => a,
@@ -85,13 +94,14 @@ pub(super) fn build_server(raw: RawServer, node: Option<&Node>, errors: &mut Err
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
         }
     };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let public_url = match raw.public_url {
-        None => format!("http://{listen}"),
+        None => format!("{scheme}://{listen}"),
         Some(text) => match validate_public_url(&text) {
             Ok(u) => u,
             Err(e) => {
                 errors.at(field_node("public_url"), "server.public_url", e.to_string());
-                format!("http://{listen}")
+                format!("{scheme}://{listen}")
             }
         },
     };
@@ -143,7 +153,79 @@ pub(super) fn build_server(raw: RawServer, node: Option<&Node>, errors: &mut Err
         max_issued_lifetime,
         cloud_timeout,
         limits,
+        tls,
     }
+}
+
+/// `server.tls` or `admin.tls` (`field`): the paths resolved against `base_dir`, the
+/// files read and checked now, so that `check` reports a missing file, a key that does
+/// not match its certificate or an empty CA file, and `serve` never starts without them.
+pub(super) fn build_tls(
+    raw: RawTls,
+    node: Option<&Node>,
+    field: &str,
+    base_dir: &Path,
+    errors: &mut Errors,
+) -> Option<TlsConfig> {
+    let at = |k: &str| node.and_then(|n| child(n, k).or(Some(n)));
+    let before = errors.list.len();
+    let mut file = |value: Option<String>, key: &str| match value {
+        Some(p) if !p.is_empty() => Some(base_dir.join(p)),
+        _ => {
+            errors.at(at(key), format!("{field}.{key}"), "required: a PEM file's path");
+            None
+        }
+    };
+    let cert_file = file(raw.cert_file, "cert_file");
+    let key_file = file(raw.key_file, "key_file");
+    let client_ca_file = raw.client_ca_file.map(|p| base_dir.join(p));
+    let client_auth = match (raw.client_auth.as_deref(), &client_ca_file) {
+        (None, None) => ClientAuth::None,
+        (None, Some(_)) => ClientAuth::Optional,
+        (Some("none"), _) => ClientAuth::None,
+        (Some("optional"), _) => ClientAuth::Optional,
+        (Some("required"), _) => ClientAuth::Required,
+        (Some(other), _) => {
+            errors.at(
+                at("client_auth"),
+                format!("{field}.client_auth"),
+                format!("unknown value `{other}`, expected one of: none, optional, required"),
+            );
+            ClientAuth::None
+        }
+    };
+    if client_auth != ClientAuth::None && client_ca_file.is_none() {
+        errors.at(
+            at("client_auth"),
+            format!("{field}.client_auth"),
+            format!(
+                "`{}` needs `client_ca_file`: the CA client certificates must chain to",
+                client_auth.as_str()
+            ),
+        );
+    }
+    if client_auth == ClientAuth::None && client_ca_file.is_some() {
+        errors.at(
+            at("client_ca_file"),
+            format!("{field}.client_ca_file"),
+            "is set but `client_auth` is `none`: no client certificate would be asked for; \
+             remove one of the two",
+        );
+    }
+    if errors.list.len() != before {
+        return None;
+    }
+    let tls = TlsConfig {
+        cert_file: cert_file?,
+        key_file: key_file?,
+        client_ca_file,
+        client_auth,
+    };
+    if let Err(e) = crate::tls::check(&tls) {
+        errors.at(at(e.field()), format!("{field}.{}", e.field()), e.to_string());
+        return None;
+    }
+    Some(tls)
 }
 
 pub(super) fn build_limits(raw: &RawServer, node: Option<&Node>, errors: &mut Errors) -> ConnectionLimits {

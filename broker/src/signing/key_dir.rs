@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use issuers::Algorithm;
 
+use super::schedule::{self, KeyTimes, Plan, Rotation};
 use super::{LOCK_FILE, MAX_PUBLISHED_KEYS, SigningError, SigningKey};
 
 /// Create `dir` (and missing parents) with mode 0700; warn when an existing one is
@@ -53,7 +54,7 @@ pub(super) struct KeyFile {
     pub(super) path: PathBuf,
     /// The file's modification time (symbolic links followed), in whole seconds since
     /// the epoch: copies made by tools that keep only seconds (tar, some `cp`s) agree.
-    modified: u64,
+    pub(super) modified: u64,
     pub(super) key: SigningKey,
 }
 
@@ -190,6 +191,38 @@ pub(super) fn generate_under_lock(dir: &Path, algorithm: Algorithm) -> Result<Ve
     read_keys(dir)
 }
 
+/// The rotation schedule of the keys found, at `now`; `plan.keys[i]` is `found[i]`'s.
+pub(super) fn plan_of(found: &[KeyFile], algorithm: Algorithm, rotation: Rotation, now: u64) -> Plan {
+    let times: Vec<KeyTimes> = found
+        .iter()
+        .map(|f| KeyTimes {
+            kid: f.key.kid().to_owned(),
+            created: f.modified,
+            fits: f.key.fits(algorithm),
+        })
+        .collect();
+    schedule::plan(&times, rotation, now)
+}
+
+/// A key is due on the schedule: under the lock, read `dir` again (another replica, or
+/// `keys rotate`, may have made it meanwhile) and make one only when `still_due` says
+/// so. Returns the directory's keys.
+pub(super) fn rotate_under_lock(
+    dir: &Path,
+    algorithm: Algorithm,
+    still_due: impl Fn(&[KeyFile]) -> bool,
+) -> Result<Vec<KeyFile>, SigningError> {
+    let lock = lock_key_dir(dir)?;
+    let found = read_keys(dir)?;
+    if !still_due(&found) {
+        return Ok(found);
+    }
+    let path = write_key_file(dir, algorithm)?;
+    tracing::info!(path = %path.display(), algorithm = %algorithm, "made the next signing key (signing.rotation): published now, it signs after signing.rotation.prepublish");
+    lock.release_after_writing();
+    read_keys(dir)
+}
+
 pub(super) fn read_keys(dir: &Path) -> Result<Vec<KeyFile>, SigningError> {
     let io = |source| SigningError::Io {
         path: dir.to_path_buf(),
@@ -241,6 +274,18 @@ pub fn write_new_key(dir: &Path, alg: Algorithm) -> Result<PathBuf, SigningError
     Ok(path)
 }
 
+/// The latest modification time (whole seconds) of the `*.pem` files in `dir`.
+fn newest_key_time(dir: &Path) -> Option<u64> {
+    fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().and_then(|x| x.to_str()) == Some("pem"))
+        .filter_map(|e| fs::metadata(e.path()).ok()?.modified().ok())
+        .filter_map(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .max()
+}
+
 /// Write a new key file; the caller holds the lock.
 fn write_key_file(dir: &Path, alg: Algorithm) -> Result<PathBuf, SigningError> {
     use std::io::Write;
@@ -261,6 +306,14 @@ fn write_key_file(dir: &Path, alg: Algorithm) -> Result<PathBuf, SigningError> {
         .open(&tmp)
         .map_err(io)?;
     f.write_all(pem_text.as_bytes()).map_err(io)?;
+    // A new key is always the newest in whole seconds, even when another was written in
+    // the same second: which key is older decides which signs (see `schedule`).
+    if let Some(newest) = newest_key_time(dir)
+        && newest >= crate::signing::unix_now()
+    {
+        let later = std::time::UNIX_EPOCH + std::time::Duration::from_secs(newest + 1);
+        f.set_modified(later).map_err(io)?;
+    }
     f.sync_all().map_err(io)?;
     fs::rename(&tmp, &path).map_err(io)?;
     Ok(path)

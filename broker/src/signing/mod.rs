@@ -20,10 +20,15 @@
 //! key between them. `keys generate` takes the same lock. The lock file is removed once
 //! the key is written (see [`key_dir::KeyDirLock::release_after_writing`]).
 //!
+//! With `signing.rotation` the above is replaced by a schedule ([`schedule`]): keys are
+//! made, published, activated and removed on their own, and [`Signer::spawn_rotation`]
+//! swaps the key set in while the broker runs.
+//!
 //! Here: the [`Signer`] and its errors; in `key`, one key's material, JWK and kid; in
 //! `key_dir`, the key directory (permissions, reading, choosing, the generation lock).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -32,10 +37,12 @@ use serde_json::{Value, json};
 
 mod key;
 mod key_dir;
+pub mod schedule;
 
 pub use key::SigningKey;
 pub use key_dir::write_new_key;
-use key_dir::{choose, ensure_key_dir, generate_under_lock, read_keys};
+use key_dir::{choose, ensure_key_dir, generate_under_lock, read_keys, rotate_under_lock};
+use schedule::{KeyState, Rotation};
 
 pub const MAX_PUBLISHED_KEYS: usize = 100;
 
@@ -79,29 +86,31 @@ pub enum SigningError {
     Sign,
 }
 
-/// The keys the broker signs with and publishes.
+/// The keys the broker signs with and publishes. Without `signing.rotation` they are
+/// read once, at start; with it, [`Signer::refresh`] follows the schedule
+/// ([`schedule`]) and swaps in a new key set, which the next token is signed with.
 pub struct Signer {
     algorithm: Algorithm,
+    current: RwLock<Arc<KeySet>>,
+    /// `key_dir` and the schedule, when keys rotate on their own.
+    rotation: Option<(PathBuf, Rotation)>,
+}
+
+/// One set of keys: which signs, which are published.
+struct KeySet {
     active: usize,
     keys: Vec<SigningKey>,
-    jwks: Value,
+    jwks: Arc<Value>,
     /// The active key's JWS headers, base64url, for `typ` `JWT` and `at+jwt`: the same
     /// for every token, so encoded once.
     headers: [String; 2],
 }
 
-/// The `typ` values the broker issues, in the order of [`Signer::headers`].
+/// The `typ` values the broker issues, in the order of [`KeySet::headers`].
 const TYPS: [&str; 2] = ["JWT", "at+jwt"];
 
-impl Signer {
-    /// A signer with one key generated in memory (development mode).
-    pub fn ephemeral(algorithm: Algorithm) -> Result<Signer, SigningError> {
-        let der = SigningKey::generate_pkcs8(algorithm)?;
-        let key = SigningKey::from_pkcs8(&der).ok_or(SigningError::Generate("in-memory"))?;
-        Ok(Signer::from_keys(algorithm, vec![key], 0))
-    }
-
-    fn from_keys(algorithm: Algorithm, keys: Vec<SigningKey>, active: usize) -> Signer {
+impl KeySet {
+    fn new(algorithm: Algorithm, keys: Vec<SigningKey>, active: usize) -> KeySet {
         let jwks_keys: Vec<Value> = keys
             .iter()
             .map(|k| {
@@ -118,21 +127,47 @@ impl Signer {
             let header = json!({"alg": algorithm.as_str(), "kid": kid, "typ": typ});
             B64.encode(header.to_string())
         });
-        Signer {
-            algorithm,
+        KeySet {
             active,
             keys,
-            jwks: json!({ "keys": jwks_keys }),
+            jwks: Arc::new(json!({ "keys": jwks_keys })),
             headers,
         }
     }
 
-    /// The signer `signing:` configures: the keys of `key_dir`, or one in memory
-    /// (development mode, no `key_dir`).
+    fn kids(&self) -> Vec<&str> {
+        self.keys.iter().map(SigningKey::kid).collect()
+    }
+}
+
+impl Signer {
+    /// A signer with one key generated in memory (development mode).
+    pub fn ephemeral(algorithm: Algorithm) -> Result<Signer, SigningError> {
+        let der = SigningKey::generate_pkcs8(algorithm)?;
+        let key = SigningKey::from_pkcs8(&der).ok_or(SigningError::Generate("in-memory"))?;
+        Ok(Signer::from_keys(algorithm, vec![key], 0, None))
+    }
+
+    fn from_keys(
+        algorithm: Algorithm,
+        keys: Vec<SigningKey>,
+        active: usize,
+        rotation: Option<(PathBuf, Rotation)>,
+    ) -> Signer {
+        Signer {
+            algorithm,
+            current: RwLock::new(Arc::new(KeySet::new(algorithm, keys, active))),
+            rotation,
+        }
+    }
+
+    /// The signer `signing:` configures: the keys of `key_dir` (on a schedule with
+    /// `signing.rotation`), or one in memory (development mode, no `key_dir`).
     pub fn from_config(signing: &crate::config::SigningConfig) -> Result<Signer, SigningError> {
-        match &signing.key_dir {
-            Some(dir) => Signer::load(dir, signing.algorithm, signing.active_kid.as_deref()),
-            None => Signer::ephemeral(signing.algorithm),
+        match (&signing.key_dir, signing.rotation) {
+            (Some(dir), Some(rotation)) => Signer::scheduled(dir, signing.algorithm, rotation, unix_now()),
+            (Some(dir), None) => Signer::load(dir, signing.algorithm, signing.active_kid.as_deref()),
+            (None, _) => Signer::ephemeral(signing.algorithm),
         }
     }
 
@@ -151,40 +186,104 @@ impl Signer {
         if active_kid.is_none() && !found.iter().any(|f| f.key.fits(algorithm)) {
             found = generate_under_lock(dir, algorithm)?;
         }
-        for f in found.iter().filter(|f| !f.key.fits(algorithm)) {
-            tracing::warn!(
-                path = %f.path.display(),
-                kid = f.key.kid(),
-                key_type = f.key.key_type(),
-                algorithm = %algorithm,
-                "this {} key does not fit signing.algorithm {algorithm}: it is published (as {}) but never signs; \
-                 remove it, or create a fitting key with `fedbroker keys generate --config FILE`",
-                f.key.key_type(),
-                f.key.default_alg(),
-            );
-        }
+        warn_unfit(&found, algorithm);
         let (keys, active) = choose(dir, found, algorithm, active_kid)?;
-        Ok(Signer::from_keys(algorithm, keys, active))
+        Ok(Signer::from_keys(algorithm, keys, active, None))
+    }
+
+    /// Keys on `rotation`'s schedule at `now`: a key is made when one is due.
+    pub fn scheduled(
+        dir: &Path,
+        algorithm: Algorithm,
+        rotation: Rotation,
+        now: u64,
+    ) -> Result<Signer, SigningError> {
+        ensure_key_dir(dir)?;
+        let found = read_keys(dir)?;
+        warn_unfit(&found, algorithm);
+        let (set, _) = scheduled_set(dir, found, algorithm, rotation, now)?;
+        Ok(Signer {
+            algorithm,
+            current: RwLock::new(Arc::new(set)),
+            rotation: Some((dir.to_path_buf(), rotation)),
+        })
+    }
+
+    /// With `signing.rotation`: read `key_dir` again and follow the schedule at `now`
+    /// (make the key that is due, remove expired ones, sign with the one whose turn it
+    /// is). Returns when the schedule next changes; `None` without rotation.
+    pub fn refresh(&self, now: u64) -> Result<Option<u64>, SigningError> {
+        let Some((dir, rotation)) = &self.rotation else {
+            return Ok(None);
+        };
+        let found = read_keys(dir)?;
+        let (set, next) = scheduled_set(dir, found, self.algorithm, *rotation, now)?;
+        let old = self.current();
+        if old.kids() != set.kids() || old.active != set.active {
+            let new_kid = set.keys[set.active].kid().to_owned();
+            if old.keys[old.active].kid() != new_kid {
+                tracing::info!(kid = %new_kid, previous = old.keys[old.active].kid(), "signing key rotated: the new key signs from now on");
+            }
+            tracing::info!(published = set.keys.len(), "published signing keys changed");
+            *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+        }
+        Ok(next)
+    }
+
+    /// With `signing.rotation`, follow the schedule until the process ends: at each
+    /// change it announces, and every 30 s (to see keys other replicas or `keys rotate`
+    /// made). Errors are logged and tried again.
+    pub fn spawn_rotation(self: &Arc<Self>) {
+        if self.rotation.is_none() {
+            return;
+        }
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(signer) = this.upgrade() else { return };
+                let now = unix_now();
+                let next = tokio::task::spawn_blocking(move || signer.refresh(now))
+                    .await
+                    .unwrap_or(Ok(None));
+                let wait = match next {
+                    Ok(Some(at)) => at.saturating_sub(unix_now()).clamp(1, RESCAN_SECS),
+                    Ok(None) => RESCAN_SECS,
+                    Err(e) => {
+                        tracing::error!(error = %e, "signing keys not refreshed; the current keys keep signing");
+                        RESCAN_SECS
+                    }
+                };
+                tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            }
+        });
+    }
+
+    fn current(&self) -> Arc<KeySet> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
     }
 
-    pub fn kid(&self) -> &str {
-        self.keys[self.active].kid()
+    /// The kid that signs now.
+    pub fn kid(&self) -> String {
+        let set = self.current();
+        set.keys[set.active].kid().to_owned()
     }
 
-    pub fn jwks(&self) -> &Value {
-        &self.jwks
+    /// The published keys (`/jwks.json`).
+    pub fn jwks(&self) -> Arc<Value> {
+        self.current().jwks.clone()
     }
 
     /// Sign a JWT: `typ` is `JWT` or `at+jwt`.
     pub fn sign_jwt(&self, typ: &str, claims: &Value) -> Result<String, SigningError> {
-        let key = &self.keys[self.active];
+        let set = self.current();
+        let key = &set.keys[set.active];
         let mut out = String::with_capacity(1024);
         match TYPS.iter().position(|t| *t == typ) {
-            Some(i) => out.push_str(&self.headers[i]),
+            Some(i) => out.push_str(&set.headers[i]),
             None => {
                 let header = json!({"alg": self.algorithm.as_str(), "kid": key.kid(), "typ": typ});
                 B64.encode_string(header.to_string(), &mut out);
@@ -202,6 +301,216 @@ impl Signer {
     }
 }
 
+/// `keys list`: the keys of a configuration's `key_dir` and their place in the schedule.
+#[derive(Debug, serde::Serialize)]
+pub struct KeyListing {
+    pub key_dir: PathBuf,
+    pub algorithm: String,
+    /// `signing.rotation`, in seconds; `None`: keys change by hand.
+    pub rotation: Option<RotationListing>,
+    /// The kid that signs now.
+    pub active_kid: Option<String>,
+    pub keys: Vec<ListedKey>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct RotationListing {
+    pub every: u64,
+    pub prepublish: u64,
+    /// When the next key is made (RFC 3339).
+    pub next_key_at: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct ListedKey {
+    pub kid: String,
+    pub key_type: &'static str,
+    pub file: PathBuf,
+    /// When its file was written (RFC 3339).
+    pub created: String,
+    /// `active`, `next`, `previous`, `expired` or `unfit` (and `published` without
+    /// rotation: in `/jwks.json`, not signing).
+    pub state: &'static str,
+    pub signs_from: Option<String>,
+    pub signs_until: Option<String>,
+    pub published_until: Option<String>,
+}
+
+fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .to_string()
+}
+
+/// The keys `signing` names and their schedule at `now`, without changing anything.
+pub fn list_keys(signing: &crate::config::SigningConfig, now: u64) -> Result<KeyListing, SigningError> {
+    let Some(dir) = signing.key_dir.clone() else {
+        return Ok(KeyListing {
+            key_dir: PathBuf::new(),
+            algorithm: signing.algorithm.as_str().to_owned(),
+            rotation: None,
+            active_kid: None,
+            keys: Vec::new(),
+        });
+    };
+    let found = if dir.exists() {
+        read_keys(&dir)?
+    } else {
+        Vec::new()
+    };
+    let algorithm = signing.algorithm;
+    let mut keys: Vec<ListedKey> = found
+        .iter()
+        .map(|f| ListedKey {
+            kid: f.key.kid().to_owned(),
+            key_type: f.key.key_type(),
+            file: f.path.clone(),
+            created: rfc3339(f.modified),
+            state: if f.key.fits(algorithm) {
+                "published"
+            } else {
+                "unfit"
+            },
+            signs_from: None,
+            signs_until: None,
+            published_until: None,
+        })
+        .collect();
+    let (active_kid, rotation) = match signing.rotation {
+        Some(rotation) => {
+            let plan = key_dir::plan_of(&found, algorithm, rotation, now);
+            for (k, p) in keys.iter_mut().zip(&plan.keys) {
+                k.state = match p.state {
+                    KeyState::Active => "active",
+                    KeyState::Next => "next",
+                    KeyState::Previous => "previous",
+                    KeyState::Expired => "expired",
+                    KeyState::Unfit => "unfit",
+                };
+                k.signs_from = p.signs_from.map(rfc3339);
+                k.signs_until = p.signs_until.map(rfc3339);
+                k.published_until = p.published_until.map(rfc3339);
+            }
+            let listing = RotationListing {
+                every: rotation.every,
+                prepublish: rotation.prepublish,
+                next_key_at: plan.next_key_at.map(|t| rfc3339(t.max(now))),
+            };
+            (plan.active, Some(listing))
+        }
+        None => {
+            let active = if found.iter().any(|f| f.key.fits(algorithm)) || signing.active_kid.is_some() {
+                let (chosen, at) = choose(&dir, read_keys(&dir)?, algorithm, signing.active_kid.as_deref())?;
+                Some(chosen[at].kid().to_owned())
+            } else {
+                None
+            };
+            for k in keys.iter_mut().filter(|k| Some(&k.kid) == active.as_ref()) {
+                k.state = "active";
+            }
+            (active, None)
+        }
+    };
+    // Newest first, as /jwks.json lists them.
+    keys.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.kid.cmp(&b.kid)));
+    Ok(KeyListing {
+        key_dir: dir,
+        algorithm: algorithm.as_str().to_owned(),
+        rotation,
+        active_kid,
+        keys,
+    })
+}
+
+/// How often a rotating signer reads `key_dir` again when no change is due sooner.
+const RESCAN_SECS: u64 = 30;
+
+/// Seconds since the epoch, now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn warn_unfit(found: &[key_dir::KeyFile], algorithm: Algorithm) {
+    for f in found.iter().filter(|f| !f.key.fits(algorithm)) {
+        tracing::warn!(
+            path = %f.path.display(),
+            kid = f.key.kid(),
+            key_type = f.key.key_type(),
+            algorithm = %algorithm,
+            "this {} key does not fit signing.algorithm {algorithm}: it is published (as {}) but never signs; \
+             remove it, or create a fitting key with `fedbroker keys generate --config FILE`",
+            f.key.key_type(),
+            f.key.default_alg(),
+        );
+    }
+}
+
+/// The key set `rotation` calls for at `now`, after making the key that is due (under
+/// the directory's lock) and removing expired key files; and when the schedule next
+/// changes.
+fn scheduled_set(
+    dir: &Path,
+    mut found: Vec<key_dir::KeyFile>,
+    algorithm: Algorithm,
+    rotation: Rotation,
+    now: u64,
+) -> Result<(KeySet, Option<u64>), SigningError> {
+    let mut plan = key_dir::plan_of(&found, algorithm, rotation, now);
+    if plan.key_due(now) {
+        found = rotate_under_lock(dir, algorithm, |found| {
+            key_dir::plan_of(found, algorithm, rotation, now).key_due(now)
+        })?;
+        plan = key_dir::plan_of(&found, algorithm, rotation, now);
+    }
+    let mut keys = Vec::new();
+    let mut active = 0;
+    // Newest first, as without rotation.
+    let mut order: Vec<usize> = (0..found.len()).collect();
+    order.sort_by(|&a, &b| {
+        found[b]
+            .modified
+            .cmp(&found[a].modified)
+            .then_with(|| found[a].key.kid().cmp(found[b].key.kid()))
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    let mut found: Vec<Option<key_dir::KeyFile>> = found.into_iter().map(Some).collect();
+    for i in order {
+        let (Some(f), p) = (found[i].take(), &plan.keys[i]) else {
+            continue;
+        };
+        if !seen.insert(f.key.kid().to_owned()) {
+            continue;
+        }
+        match p.state {
+            KeyState::Expired => {
+                match std::fs::remove_file(&f.path) {
+                    Ok(()) => {
+                        tracing::info!(path = %f.path.display(), kid = f.key.kid(), "removed a retired signing key: every token it signed has expired")
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(path = %f.path.display(), error = %e, "could not remove a retired signing key; it is no longer published")
+                    }
+                }
+                continue;
+            }
+            KeyState::Active => active = keys.len(),
+            _ => {}
+        }
+        keys.push(f.key);
+    }
+    if keys.len() > MAX_PUBLISHED_KEYS {
+        let signing = keys.remove(active);
+        keys.truncate(MAX_PUBLISHED_KEYS - 1);
+        keys.insert(0, signing);
+        active = 0;
+    }
+    if plan.active.is_none() {
+        return Err(SigningError::Generate("fitting"));
+    }
+    Ok((KeySet::new(algorithm, keys, active), plan.next_change))
+}
 /// Whether a key made for `a` can sign `b` (RS256 and PS256 share RSA keys).
 pub fn same_key_type(a: Algorithm, b: Algorithm) -> bool {
     let family = |alg| match alg {

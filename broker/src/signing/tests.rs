@@ -67,12 +67,7 @@ fn rotation_keeps_the_old_key_published() {
     write_new_key(dir.path(), Algorithm::ES256).expect("rotate");
     let second = Signer::load_or_generate(dir.path(), Algorithm::ES256).expect("reload");
     assert_ne!(first.kid(), second.kid());
-    let kids: Vec<&str> = second.jwks()["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .filter_map(|k| k["kid"].as_str())
-        .collect();
+    let kids = kids(&second);
     assert!(kids.contains(&first.kid()) && kids.contains(&second.kid()));
 }
 
@@ -221,4 +216,38 @@ fn concurrent_loads_on_an_empty_dir_generate_one_key() {
     assert_eq!(kids.len(), 1, "{kids:?}");
     let pems = count_pems(dir.path());
     assert_eq!(pems, 1);
+}
+
+#[test]
+fn a_rotating_signer_makes_the_due_key_and_removes_expired_ones() {
+    use schedule::Rotation;
+    let rotation = Rotation {
+        every: 1000,
+        prepublish: 100,
+        max_lifetime: 50,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = 1_700_000_000;
+    // An old key, whose successor took over long ago, and that successor.
+    let old = write_new_key(dir.path(), Algorithm::ES256).expect("old");
+    set_mtime(&old, now - 5000);
+    let current = write_new_key(dir.path(), Algorithm::ES256).expect("current");
+    set_mtime(&current, now - 500);
+    let kid = |p: &Path| p.file_stem().and_then(|s| s.to_str()).expect("kid").to_owned();
+
+    let signer = Signer::scheduled(dir.path(), Algorithm::ES256, rotation, now).expect("scheduled");
+    // The current key signs; the old one signed until now - 400, plus 50 s of tokens
+    // and the margin: expired, so removed from the directory and from /jwks.json.
+    assert_eq!(signer.kid(), kid(&current));
+    assert!(!old.exists(), "the expired key file is removed");
+    assert_eq!(kids(&signer), [kid(&current)]);
+
+    // The current key activated at now - 400 and signs for 1000: its successor is due at
+    // now + 500 (prepublish before its turn).
+    assert_eq!(signer.refresh(now + 499).expect("refresh"), Some(now + 500));
+    assert_eq!(kids(&signer).len(), 1);
+    signer.refresh(now + 500).expect("refresh");
+    let published = kids(&signer);
+    assert_eq!(published.len(), 2, "the next key is published: {published:?}");
+    assert_eq!(signer.kid(), kid(&current), "and does not sign yet");
 }
