@@ -8,11 +8,14 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use integration_tests::broker::fedbroker_bin;
 use integration_tests::deploy_tools::{PyTools, run_tool, system_tool, workspace};
-use integration_tests::run_cli_in;
+use integration_tests::redis_server::{RedisServer, redis_available};
+use integration_tests::{Broker, eventually, run_cli_in};
 use serde_json::{Value, json};
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -879,7 +882,6 @@ fn sysusers_and_tmpfiles_snippets_make_the_user_and_the_config_directory() {
         .and_then(|l| l.split(':').nth(2)?.parse().ok())
         .expect("a fedbroker group");
 
-    use std::os::unix::fs::MetadataExt;
     if fs::metadata(root.path()).expect("tempdir").uid() != 0 {
         eprintln!(
             "not root: systemd-tmpfiles cannot give /etc/fedbroker its owner; its check runs as root only (as in CI)"
@@ -903,4 +905,133 @@ fn sysusers_and_tmpfiles_snippets_make_the_user_and_the_config_directory() {
         (0, gid),
         "/etc/fedbroker is root:fedbroker"
     );
+}
+
+/// `config` with `from` replaced by `to`; panics when `from` is not in it.
+fn replaced(config: &str, from: &str, to: &str) -> String {
+    assert!(config.contains(from), "{from:?} is not in:\n{config}");
+    config.replace(from, to)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chart_config_serves_with_the_keys_its_init_container_copies() {
+    let Some(tools) = PyTools::find() else { return };
+    if !redis_available() {
+        return;
+    }
+    let rendered = render_or_panic(&tools, &variants()[0]);
+    let docs = all_docs(&rendered);
+    let config = broker_config(&docs);
+    let deployment = find(&docs, "Deployment", "fedbroker").expect("Deployment fedbroker");
+    let init = &deployment["spec"]["template"]["spec"]["initContainers"][0];
+    let command: Vec<&str> = init["command"]
+        .as_vec()
+        .expect("command")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert_eq!(
+        command[..2],
+        ["sh", "-c"],
+        "the init container runs a shell command: {command:?}"
+    );
+    let mount_of = |volume: &str| {
+        init["volumeMounts"]
+            .as_vec()
+            .into_iter()
+            .flatten()
+            .find(|m| m["name"].as_str() == Some(volume))
+            .and_then(|m| m["mountPath"].as_str())
+            .unwrap_or_else(|| panic!("the init container mounts {volume}"))
+            .to_string()
+    };
+    let (source_mount, keys_mount) = (mount_of("signing-source"), mount_of("keys"));
+
+    // The Secret volume as the kubelet leaves it with fsGroup: key files mode 0440.
+    let root = tempfile::tempdir().expect("tempdir");
+    let source = root.path().join("signing-source");
+    let keys = root.path().join("keys");
+    let scratch = root.path().join("scratch");
+    for dir in [&source, &keys, &scratch] {
+        fs::create_dir(dir).expect("mkdir");
+    }
+    // An emptyDir is world-writable (the broker only warns about that).
+    fs::set_permissions(&keys, fs::Permissions::from_mode(0o777)).expect("chmod");
+    let out = run_cli_in(
+        root.path(),
+        &[
+            "keys",
+            "generate",
+            "--dir",
+            &scratch.to_string_lossy(),
+            "--algorithm",
+            "ES256",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let generated = PathBuf::from(out.stdout.trim());
+    let kid = generated
+        .file_stem()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let secret_file = source.join(generated.file_name().expect("name"));
+    fs::copy(&generated, &secret_file).expect("copy");
+    fs::set_permissions(&secret_file, fs::Permissions::from_mode(0o440)).expect("chmod");
+
+    // Served from the Secret volume directly, the key is refused.
+    let local = |key_dir: &Path, redis_url: &str| {
+        let text = replaced(&config, "0.0.0.0:8080", "127.0.0.1:@PORT@");
+        let text = replaced(&text, "https://broker.example.com", "http://127.0.0.1:@PORT@");
+        let text = replaced(&text, "redis://fedbroker-redis:6379/0", redis_url);
+        replaced(&text, "/var/lib/fedbroker/keys", &key_dir.to_string_lossy())
+    };
+    let direct = root.path().join("direct.yaml");
+    fs::write(
+        &direct,
+        local(&source, "redis://127.0.0.1:1").replace("@PORT@", "0"),
+    )
+    .expect("write");
+    let out = run_cli_in(
+        root.path(),
+        &["serve", "--config", &direct.to_string_lossy()],
+        &[],
+    );
+    assert!(
+        out.code.is_some_and(|c| c != 0) && out.stderr.contains("too open"),
+        "the broker served keys mode 0440:\n{}",
+        out.all()
+    );
+
+    // The init container's own command, with the pod's paths mapped into the tempdir.
+    let script = command[2]
+        .replace(&source_mount, &source.to_string_lossy())
+        .replace(&keys_mount, &keys.to_string_lossy());
+    let out = run_tool(Path::new("sh"), &["-c", &script]);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "the init container's command: {script}\n{}",
+        out.all()
+    );
+    let copied = keys.join(generated.file_name().expect("name"));
+    assert_eq!(fs::metadata(&copied).expect("copied key").mode() & 0o777, 0o600);
+
+    // The chart's configuration, its cluster addresses made local, serves with them.
+    let redis = RedisServer::start();
+    let broker = Broker::builder().start(&local(&keys, &redis.url())).await;
+    let ready = eventually(Duration::from_secs(15), "/readyz 200", || async {
+        let reply = broker.get("/readyz").await;
+        (reply.status == 200).then_some(reply)
+    })
+    .await;
+    assert_eq!(
+        ready.json["signing_key"].as_str(),
+        Some(kid.as_str()),
+        "{}",
+        ready.text
+    );
+    let jwks = broker.get("/jwks.json").await;
+    assert!(jwks.text.contains(&kid), "{}", jwks.text);
 }
