@@ -2,7 +2,8 @@
 //! Helm's own engine and linted by Helm's linter, its default rendering kept as the plain
 //! manifests in `deploy/kubernetes/`, every manifest validated against the Kubernetes
 //! schemas, the broker configuration the chart writes accepted by the real `fedbroker
-//! check`, the pods' hardening, the Dockerfile (hadolint, and agreement with the chart),
+//! check` and served by the real broker (against a real `redis-server`, with a key the
+//! init container's own command copied), the pods' hardening, the Dockerfile (hadolint, and agreement with the chart),
 //! and the systemd unit (`systemd-analyze verify` and `security`, the sysusers and
 //! tmpfiles snippets applied to a scratch root). Tools: `integration_tests::deploy_tools`.
 
