@@ -10,6 +10,8 @@
 //! - [`in_process`]: the broker's router in this test process, built from the same
 //!   config YAML, for protocol-level cases that need no process.
 //! - [`python`]: the test tools' Python, to drive the real cloud SDKs as a workload.
+//! - [`deploy_tools`]: Helm's engine and linter (PyPI helm-python-sdk), kubernetes-validate,
+//!   hadolint and systemd-analyze, for the files under `deploy/`.
 //! - [`poll`]: [`eventually`], waiting for what a broker does in the background.
 //! - [`config`]: composes broker configuration YAML from issuer and rule blocks.
 //! - [`redis_server`]: real `redis-server` processes (one server, or a cluster with
@@ -30,6 +32,7 @@ pub mod attack_support;
 pub mod broker;
 pub mod cloud_fakes;
 pub mod config;
+pub mod deploy_tools;
 pub mod fake_issuer;
 pub mod http;
 pub mod in_process;

@@ -16,6 +16,7 @@ mod cli;
 mod cloud_conformance;
 mod cloud_fakes;
 mod credentials;
+mod deploy;
 mod dev_mode;
 mod errors;
 mod exchange;
