@@ -37,8 +37,7 @@ const MANIFEST_HEADER: &str = "\
 struct Variant {
     name: &'static str,
     values: Value,
-    /// Whether this working tree's `fedbroker check` knows every key the chart writes
-    /// for it (`server.tls` arrives with the broker's TLS serving, issue 15 part 1).
+    /// Whether `fedbroker check` runs on the configuration the chart writes for it.
     checked_by_broker: bool,
 }
 
@@ -111,7 +110,7 @@ fn variants() -> Vec<Variant> {
         Variant {
             name: "TLS on the broker",
             values: json!({"tls": {"enabled": true}}),
-            checked_by_broker: false,
+            checked_by_broker: true,
         },
     ]
 }
@@ -311,7 +310,21 @@ fn every_chart_variant_renders_manifests_kubernetes_and_the_broker_accept() {
 
         if variant.checked_by_broker {
             let config_dir = tempfile::tempdir().expect("tempdir");
-            fs::write(config_dir.path().join("config.yaml"), broker_config(&docs)).expect("write config");
+            // `check` reads the TLS files: a certificate and key made here stand for the
+            // Secret the chart mounts at /etc/fedbroker-tls.
+            let tls_dir = config_dir.path().join("tls");
+            fs::create_dir_all(&tls_dir).expect("tls dir");
+            integration_tests::tls_issuer::make_ca(&tls_dir);
+            integration_tests::tls_issuer::make_certificate(
+                &tls_dir,
+                "tls",
+                "/CN=fedbroker",
+                &["subjectAltName=DNS:fedbroker"],
+            );
+            fs::rename(tls_dir.join("tls.pem"), tls_dir.join("tls.crt")).expect("rename");
+            let config =
+                broker_config(&docs).replace("/etc/fedbroker-tls/", &format!("{}/", tls_dir.display()));
+            fs::write(config_dir.path().join("config.yaml"), config).expect("write config");
             let out = run_cli_in(
                 config_dir.path(),
                 &["check", "--config", "config.yaml"],
