@@ -151,7 +151,7 @@ async fn verify_arg(
     let token = read_token(value)?;
     let now = SystemClock.unix();
     let verified = match subject_type {
-        Some((ty, sts_timeout)) => verify_subject(policy, &token, ty, now, sts_timeout).await,
+        Some((ty, sts_timeout)) => verify_subject(policy, &token, ty, role, now, sts_timeout).await,
         None => verify_token(policy, &token, role, now).await,
     };
     match verified {
@@ -282,6 +282,8 @@ async fn explain(args: &ExplainArgs) -> Result<u8, ExplainError> {
         } else {
             TokenType::Jwt
         },
+        dpop: false,
+        client_cert: None,
     };
     let explanation = policy.rules.explain(&input.request());
     let mut out_subject = subject;
@@ -324,6 +326,7 @@ fn report(
                         subject.map(|s| s.issuer_name.as_str()).unwrap_or_default(),
                         subject_claims,
                         actor.map(|(s, i)| (s.as_str(), i.as_str())),
+                        None,
                         "(generated when issued)",
                         SystemClock.unix(),
                     );

@@ -269,7 +269,9 @@ mod test_support;
 pub use compile::{CompileContext, DEFAULT_LIFETIME, RuleError, RuleSet};
 pub use credentials::{Cloud, Credentials};
 pub use duration::{DurationError, DurationProblem, format_duration, parse_duration};
-pub use eval::{Actor, Claims, Decision, Denial, DenialKind, Explanation, Grant, Request, RuleOutcome};
+pub use eval::{
+    Actor, CallerCert, Claims, Decision, Denial, DenialKind, Explanation, Grant, Request, RuleOutcome,
+};
 pub use expr::{
     MAX_EVALUATION_COST, MAX_EXPRESSION_CHARS, MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_NODES, MAX_ITERATIONS,
     MAX_LIST_ITEMS, MAX_REGEX_BYTES, MAX_STRING_BYTES,
