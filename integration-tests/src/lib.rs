@@ -9,6 +9,8 @@
 //!   `admin_request`, ...) and the [`Reply`] it reads, the same for both kinds of broker.
 //! - [`in_process`]: the broker's router in this test process, built from the same
 //!   config YAML, for protocol-level cases that need no process.
+//! - [`dpop`]: a DPoP client with a real P-256 key: its JWK, its RFC 7638 thumbprint
+//!   and proofs, correct or broken on purpose.
 //! - [`python`]: the test tools' Python, to drive the real cloud SDKs as a workload.
 //! - [`poll`]: [`eventually`], waiting for what a broker does in the background.
 //! - [`config`]: composes broker configuration YAML from issuer and rule blocks.
@@ -30,6 +32,7 @@ pub mod attack_support;
 pub mod broker;
 pub mod cloud_fakes;
 pub mod config;
+pub mod dpop;
 pub mod fake_issuer;
 pub mod http;
 pub mod in_process;
