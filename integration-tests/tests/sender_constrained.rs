@@ -346,3 +346,44 @@ async fn a_client_certificate_binds_the_token_and_rules_see_it() {
         "{reasons:#?}"
     );
 }
+
+/// One proof sent in parallel with ten home tokens: its `jti` is marked in one atomic
+/// step, so exactly one request is answered with a token, and the other nine home
+/// tokens are not used up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proof_sent_in_parallel_is_accepted_once() {
+    let fake = FakeIssuer::start();
+    let broker = default_broker(&fake).await;
+    let key = DpopKey::generate();
+    let proof = key.proof(&broker.endpoint("/token"));
+    let tokens: Vec<String> = (0..10).map(|_| fake.mint(json!({}))).collect();
+    let replies = futures_join_all(&broker, &tokens, &proof).await;
+    let ok: Vec<usize> = (0..replies.len()).filter(|i| replies[*i].status == 200).collect();
+    assert_eq!(ok.len(), 1, "{replies:#?}");
+    for (i, reply) in replies.iter().enumerate() {
+        if i != ok[0] {
+            assert_invalid_proof(reply, &tokens[i], "a parallel copy");
+            assert_eq!(
+                broker.exchange(&tokens[i], TARGET).await.status,
+                200,
+                "home token {i} used up"
+            );
+        }
+    }
+}
+
+async fn futures_join_all(broker: &Broker, tokens: &[String], proof: &str) -> Vec<Reply> {
+    let mut tasks = Vec::new();
+    for token in tokens {
+        let (http, token, proof) = ((**broker).clone(), token.clone(), proof.to_owned());
+        tasks.push(tokio::spawn(async move {
+            http.token_request_with(&exchange_form(&token, TARGET), &[("DPoP", &proof)], None)
+                .await
+        }));
+    }
+    let mut replies = Vec::new();
+    for task in tasks {
+        replies.push(task.await.expect("request task"));
+    }
+    replies
+}
