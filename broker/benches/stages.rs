@@ -127,6 +127,7 @@ fn stages(c: &mut Criterion) {
                 "k8s",
                 &claims,
                 None,
+                None,
                 "jti",
                 1_800_000_000,
             )
@@ -138,6 +139,7 @@ fn stages(c: &mut Criterion) {
         &grant,
         "k8s",
         &claims,
+        None,
         None,
         "jti",
         1_800_000_000,

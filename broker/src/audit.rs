@@ -66,6 +66,19 @@ pub struct AuditRecord<'a> {
     /// answer is never recorded, its refusal is in `reason`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cloud: Option<&'a str>,
+    /// The request's `grant_type` (the token exchange, `client_credentials` or
+    /// `jwt-bearer`), once its form parsed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant: Option<&'a str>,
+    /// The RFC 7638 thumbprint of the request's DPoP proof key, once it verified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<&'a str>,
+    /// What became of the proof's `jti` in the replay store (as `replay`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dpop_replay: Option<&'a str>,
+    /// SHA-256 (hex) of the mutual-TLS client certificate the request came with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert_sha256: Option<&'a str>,
 }
 
 /// At most this many records wait for the writer; beyond, requests wait for room.

@@ -95,6 +95,19 @@ pub enum Command {
         /// Explain a request for an access token (requested_token_type access_token).
         #[arg(long)]
         access_token: bool,
+        /// Explain a request that carries a valid DPoP proof (match.require_dpop).
+        #[arg(long)]
+        dpop: bool,
+        /// Explain a request over mutual TLS whose client certificate has this URI SAN
+        /// (request.client_cert.uri_sans); may repeat.
+        #[arg(long, value_name = "URI")]
+        client_cert_uri: Vec<String>,
+        /// The client certificate's subject DN, RFC 4514 form (request.client_cert.subject).
+        #[arg(long, value_name = "DN")]
+        client_cert_subject: Option<String>,
+        /// The client certificate's SHA-256, hex (request.client_cert.sha256).
+        #[arg(long, value_name = "HEX")]
+        client_cert_sha256: Option<String>,
         /// Print a JSON document instead of text.
         #[arg(long)]
         json: bool,
@@ -239,6 +252,10 @@ pub fn main() -> ExitCode {
             resource,
             scope,
             access_token,
+            dpop,
+            client_cert_uri,
+            client_cert_subject,
+            client_cert_sha256,
             json,
         } => {
             let _log = init_logging(cli.log_format.or(Some(LogFormat::Text)));
@@ -253,6 +270,12 @@ pub fn main() -> ExitCode {
                 resources: resource,
                 scope,
                 access_token,
+                dpop,
+                client_cert: crate::explain::client_cert_arg(
+                    client_cert_uri,
+                    client_cert_subject,
+                    client_cert_sha256,
+                ),
                 json,
             };
             match tokio::runtime::Builder::new_current_thread().enable_all().build() {

@@ -14,7 +14,7 @@ use crate::admin::AdminError;
 use crate::admin_store::StoreError;
 use crate::credentials::CloudError;
 use crate::dev::MintError;
-use crate::exchange::TokenError;
+use crate::exchange::{TokenError, TokenRole};
 
 /// An error answer: `{"error": .., "error_description": .., ..extra}` with its status
 /// and headers.
@@ -135,6 +135,15 @@ impl TokenError {
     fn parts(&self) -> (StatusCode, &'static str, String) {
         use TokenError as E;
         let bad = |description: String| (StatusCode::BAD_REQUEST, "invalid_request", description);
+        // A presented token refused: by the parameter that carried it (RFC 8693 for
+        // the exchange's tokens, RFC 7521 §4.1.1 and §4.2.1 for the assertions).
+        let refused = |role: TokenRole, description: String| match role {
+            TokenRole::Subject | TokenRole::Actor => {
+                (StatusCode::BAD_REQUEST, "invalid_request", description)
+            }
+            TokenRole::Assertion => (StatusCode::BAD_REQUEST, "invalid_grant", description),
+            TokenRole::ClientAssertion => (StatusCode::UNAUTHORIZED, "invalid_client", description),
+        };
         let unavailable = (
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
@@ -153,6 +162,21 @@ impl TokenError {
                 "unsupported_grant_type",
                 self.to_string(),
             ),
+            E::ClientAuthentication(_) | E::ClientIdMismatch => {
+                (StatusCode::UNAUTHORIZED, "invalid_client", self.to_string())
+            }
+            E::InvalidDpopProof(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_dpop_proof",
+                "the DPoP proof is invalid".to_string(),
+            ),
+            E::NoIssuer(role) | E::UnknownIssuer(role) | E::Replayed(role) => {
+                refused(*role, self.to_string())
+            }
+            E::Malformed(role, _) => refused(*role, format!("{role} is malformed")),
+            E::Rejected(role, e) => refused(*role, format!("{role} {}", rejected(e))),
+            E::WrongKind { role, kind, .. } => refused(*role, format!("{role} is not a {kind} token")),
+            E::ExpiredWhileDeciding(role) => refused(*role, format!("{role} is expired")),
             E::NotForm
             | E::Repeated(_)
             | E::Missing(_)
@@ -163,13 +187,7 @@ impl TokenError {
             | E::NoTarget
             | E::ActorTokenWithoutType
             | E::ActorTypeWithoutToken
-            | E::NoIssuer(_)
-            | E::UnknownIssuer(_)
-            | E::Replayed => bad(self.to_string()),
-            E::Malformed(role, _) => bad(format!("{role} is malformed")),
-            E::Rejected(role, e) => bad(format!("{role} {}", rejected(e))),
-            E::WrongKind { role, kind, .. } => bad(format!("{role} is not a {kind} token")),
-            E::ExpiredWhileDeciding => bad("subject_token is expired".into()),
+            | E::NotForGrant(_) => bad(self.to_string()),
             E::Denied { kind, .. } => {
                 let (status, code, description) = denial(*kind);
                 (status, code, description.into())

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use federation_rules::{Claims, Decision, Explanation, RuleOutcome};
 use serde_json::{Map, Value, json};
 
+use crate::client_cert::ClientCert;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config};
 use crate::exchange::{
@@ -45,7 +46,45 @@ pub struct ExplainArgs {
     pub resources: Vec<String>,
     pub scope: Option<String>,
     pub access_token: bool,
+    /// As if the request carried a valid DPoP proof.
+    pub dpop: bool,
+    /// As if the request came with this client certificate.
+    pub client_cert: Option<Arc<ClientCert>>,
     pub json: bool,
+}
+
+/// The client certificate `--client-cert-uri/-subject/-sha256` describe; `None` when no
+/// flag is given. `x5t#S256` follows from the SHA-256 when it is hex of 32 bytes.
+pub fn client_cert_arg(
+    uri_sans: Vec<String>,
+    subject: Option<String>,
+    sha256: Option<String>,
+) -> Option<Arc<ClientCert>> {
+    if uri_sans.is_empty() && subject.is_none() && sha256.is_none() {
+        return None;
+    }
+    let sha256 = sha256.unwrap_or_default().to_ascii_lowercase();
+    let bytes: Option<Vec<u8>> = (sha256.len() == 64)
+        .then(|| {
+            (0..32)
+                .map(|i| {
+                    sha256
+                        .get(2 * i..2 * i + 2)
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                })
+                .collect()
+        })
+        .flatten();
+    let x5t_s256 = match bytes {
+        Some(bytes) => base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes),
+        None => "(the certificate's SHA-256, base64url)".to_owned(),
+    };
+    Some(Arc::new(ClientCert {
+        uri_sans,
+        subject: subject.unwrap_or_default(),
+        sha256,
+        x5t_s256,
+    }))
 }
 
 /// The subject as explain sees it: verified from a token, or taken from a document.
@@ -151,7 +190,7 @@ async fn verify_arg(
     let token = read_token(value)?;
     let now = SystemClock.unix();
     let verified = match subject_type {
-        Some((ty, sts_timeout)) => verify_subject(policy, &token, ty, now, sts_timeout).await,
+        Some((ty, sts_timeout)) => verify_subject(policy, &token, ty, role, now, sts_timeout).await,
         None => verify_token(policy, &token, role, now).await,
     };
     match verified {
@@ -282,6 +321,8 @@ async fn explain(args: &ExplainArgs) -> Result<u8, ExplainError> {
         } else {
             TokenType::Jwt
         },
+        dpop: args.dpop,
+        client_cert: args.client_cert.clone(),
     };
     let explanation = policy.rules.explain(&input.request());
     let mut out_subject = subject;
@@ -295,6 +336,18 @@ async fn explain(args: &ExplainArgs) -> Result<u8, ExplainError> {
         Some(&out_subject),
         Outcome::Evaluated(Box::new(explanation)),
     ))
+}
+
+/// The `cnf` the issued token would carry for the sender the arguments describe.
+fn confirmation(args: &ExplainArgs) -> Option<Value> {
+    let mut cnf = Map::new();
+    if args.dpop {
+        cnf.insert("jkt".into(), json!("(the DPoP proof key's thumbprint)"));
+    }
+    if let Some(cert) = &args.client_cert {
+        cnf.insert("x5t#S256".into(), json!(cert.x5t_s256));
+    }
+    (!cnf.is_empty()).then_some(Value::Object(cnf))
 }
 
 fn report(
@@ -324,6 +377,7 @@ fn report(
                         subject.map(|s| s.issuer_name.as_str()).unwrap_or_default(),
                         subject_claims,
                         actor.map(|(s, i)| (s.as_str(), i.as_str())),
+                        confirmation(args).as_ref(),
                         "(generated when issued)",
                         SystemClock.unix(),
                     );

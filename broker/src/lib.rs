@@ -23,6 +23,7 @@
 //! - [`audit`], [`metrics`]: the audit stream and Prometheus metrics.
 //! - [`dev`]: `serve --dev`'s development issuer and example rule.
 //! - [`cli`]: the `fedbroker` command line.
+//! - [`client_cert`]: a mutual-TLS client certificate, as requests and rules see it.
 
 // `expect` and `panic!` only in tests: nothing network input reaches may abort a request.
 #![cfg_attr(not(test), warn(clippy::expect_used, clippy::panic))]

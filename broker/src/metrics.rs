@@ -33,7 +33,7 @@ pub struct Metrics {
 
 /// Every (outcome, error) pair an exchange can be counted under; an error code missing
 /// here still counts, through the labelled family.
-const EXCHANGE_OUTCOMES: [(&str, &str); 9] = [
+const EXCHANGE_OUTCOMES: [(&str, &str); 10] = [
     ("allow", ""),
     ("deny", "invalid_request"),
     ("deny", "invalid_grant"),
@@ -43,6 +43,7 @@ const EXCHANGE_OUTCOMES: [(&str, &str); 9] = [
     ("deny", "temporarily_unavailable"),
     ("deny", "server_error"),
     ("deny", "invalid_client"),
+    ("deny", "invalid_dpop_proof"),
 ];
 
 impl Default for Metrics {

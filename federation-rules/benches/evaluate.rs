@@ -91,6 +91,8 @@ fn request(owned: &Owned) -> Request<'_> {
         scopes: &[],
         requested_token_type: "urn:ietf:params:oauth:token-type:jwt",
         actor: None::<Actor<'_>>,
+        dpop: false,
+        client_cert: None,
     }
 }
 

@@ -39,6 +39,10 @@ const RESERVED_CLAIMS: &[(&str, &str)] = &[
     ("scope", "is set from the requested scopes"),
     ("may_act", "is reserved for delegation (RFC 8693)"),
     (
+        "cnf",
+        "is set by the broker from the request's DPoP proof or client certificate",
+    ),
+    (
         "source_issuer",
         "is set by the broker to the registered name of the subject token's issuer",
     ),
@@ -158,6 +162,11 @@ pub(crate) struct Rule {
     pub(crate) audiences: Arc<[Arc<str>]>,
     pub(crate) scopes: Box<[String]>,
     pub(crate) actor: Option<Box<ActorConditions>>,
+    /// `match.require_dpop`: the request must carry a valid DPoP proof.
+    pub(crate) require_dpop: bool,
+    /// `match.require_client_cert`: the request must come with a verified client
+    /// certificate.
+    pub(crate) require_client_cert: bool,
     /// Always present on allow rules, never on deny rules. Allow rules without `issue`
     /// share one.
     pub(crate) issue: Option<Arc<Issue>>,
@@ -413,6 +422,8 @@ fn compile_rule(
         scopes,
         actor,
         allow_any_subject,
+        require_dpop,
+        require_client_cert,
     } = raw.matcher;
 
     check_issuer(&issuer, "match.issuer", ctx, errs);
@@ -429,6 +440,19 @@ fn compile_rule(
                     "a rule that would admit every token of issuer `{issuer}` must say `allow_any_subject: true` (or constrain `subject`, `subject_pattern`, `claims`, `claim_patterns` or `condition`)"
                 ),
             );
+        }
+    }
+    if raw.effect == Effect::Deny {
+        for (set, field) in [
+            (require_dpop, "match.require_dpop"),
+            (require_client_cert, "match.require_client_cert"),
+        ] {
+            if set {
+                errs.push(
+                    field,
+                    "applies to allow rules only (a deny rule that required it would deny only the requests that have it)",
+                );
+            }
         }
     }
     let token = compile_token_conditions(
@@ -499,6 +523,8 @@ fn compile_rule(
         audiences: shared.audiences(unique_audiences),
         scopes: unique_scopes.into_boxed_slice(),
         actor,
+        require_dpop,
+        require_client_cert,
         issue,
     })
 }
@@ -1215,6 +1241,28 @@ mod tests {
         compile(json!([rule(
             json!({"issue": {"claims": {"tags": {"sub": "x", "aud": ["y"]}}}})
         )]));
+    }
+
+    #[test]
+    fn sender_constraints_are_for_allow_rules() {
+        compile(json!([rule(
+            json!({"match": {"require_dpop": true, "require_client_cert": "true"}})
+        )]));
+        let errors = errors_of(json!([rule(
+            json!({"effect": "deny", "issue": null, "match": {"require_dpop": true, "require_client_cert": true}})
+        )]));
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["match.require_dpop", "match.require_client_cert"],
+            "{errors:#?}"
+        );
+        assert!(errors[0].message.contains("allow rules only"));
+        let errors = errors_of(json!([rule(json!({"issue": {"claims": {"cnf": {"jkt": "x"}}}}))]));
+        assert!(
+            errors.iter().any(|e| e.field == "issue.claims.cnf"),
+            "{errors:#?}"
+        );
     }
 
     #[test]

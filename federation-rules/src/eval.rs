@@ -39,6 +39,22 @@ pub struct Request<'a> {
     pub scopes: &'a [String],
     pub requested_token_type: &'a str,
     pub actor: Option<Actor<'a>>,
+    /// Whether the request carried a valid DPoP proof (`match.require_dpop`).
+    pub dpop: bool,
+    /// The verified client certificate of a mutual-TLS request (CEL:
+    /// `request.client_cert`; `match.require_client_cert`).
+    pub client_cert: Option<CallerCert<'a>>,
+}
+
+/// The verified client certificate a request came with, as rules see it.
+#[derive(Debug, Clone, Copy)]
+pub struct CallerCert<'a> {
+    /// URI subject alternative names (a SPIFFE ID is one), in certificate order.
+    pub uri_sans: &'a [String],
+    /// The subject distinguished name, RFC 4514 form (`CN=api,O=Example`).
+    pub subject: &'a str,
+    /// SHA-256 of the certificate's DER, lowercase hex.
+    pub sha256: &'a str,
 }
 
 /// The verified actor token of a delegated exchange.
@@ -202,6 +218,11 @@ impl<'s> Inputs<'s, '_> {
                 "scope": req.scopes.join(" "),
                 "scopes": req.scopes,
                 "requested_token_type": req.requested_token_type,
+                "client_cert": req.client_cert.map(|c| json!({
+                    "uri_sans": c.uri_sans,
+                    "subject": c.subject,
+                    "sha256": c.sha256,
+                })),
             });
             self.cel
                 .scope(&req.claims.0, request, req.actor.as_ref().map(|a| &a.claims.0))
@@ -557,6 +578,12 @@ enum Miss {
     UngrantedActor,
     #[error("actor: the rule requires an actor token; the request has none")]
     NoActorToken,
+    #[error("dpop: the rule requires a DPoP proof (match.require_dpop); the request has none")]
+    NoDpopProof,
+    #[error(
+        "client_cert: the rule requires a client certificate (match.require_client_cert); the request has none"
+    )]
+    NoClientCert,
     #[error("actor.issuer: expected `{expected}`, got `{got}`")]
     ActorIssuer { expected: String, got: String },
     /// A deny rule limited to scopes the request does not ask for.
@@ -631,6 +658,12 @@ fn count_check() {
 fn check_allow(rule: &Rule, inputs: &Inputs<'_, '_>) -> Result<(), Miss> {
     count_check();
     let req = inputs.req;
+    if rule.require_dpop && !req.dpop {
+        return Err(Miss::NoDpopProof);
+    }
+    if rule.require_client_cert && req.client_cert.is_none() {
+        return Err(Miss::NoClientCert);
+    }
     check_token(&rule.token, &req.claims.0, "", inputs, &mut None)?;
     match (&rule.actor, &req.actor) {
         (None, None) => Ok(()),
@@ -1678,6 +1711,46 @@ mod tests {
                 "actor": {"issuer": "agents", "subject_pattern": "agent:*", "claims": {"tier": "trusted"}}}},
             {"name": "no-evil", "effect": "deny", "match": {"issuer": "github-actions", "subject": "evil"}},
         ]))
+    }
+
+    #[test]
+    fn sender_constraints_require_a_proof_or_a_certificate() {
+        let req = || Req::new("github-actions", gha_claims(), &[TARGET]);
+        let set = allow_with(json!({"require_dpop": true}));
+        assert_eq!(
+            deny_of(&set.evaluate(&req().request())).reason,
+            "no allow rule matched: rule `r`: dpop: the rule requires a DPoP proof (match.require_dpop); the request has none"
+        );
+        assert!(set.evaluate(&req().dpop().request()).is_allow());
+
+        let set = allow_with(json!({"require_client_cert": true}));
+        let reason = deny_of(&set.evaluate(&req().dpop().request())).reason.clone();
+        assert!(
+            reason.contains("client_cert: the rule requires a client certificate"),
+            "{reason}"
+        );
+        assert!(
+            set.evaluate(&req().client_cert(&[], "CN=a", "00").request())
+                .is_allow()
+        );
+
+        // A certificate that must match the home token: the SPIFFE ID in both.
+        let set = allow_with(json!({
+            "require_client_cert": true,
+            "condition": "request.client_cert.uri_sans.exists(u, u == 'spiffe://acme/' + claims.repository)",
+        }));
+        let with = |uri: &str| req().client_cert(&[uri], "CN=api,O=Acme", "ab12");
+        assert!(set.evaluate(&with("spiffe://acme/acme/api").request()).is_allow());
+        assert!(!set.evaluate(&with("spiffe://acme/other").request()).is_allow());
+        let set = allow_with(json!({
+            "condition": "request.client_cert == null || request.client_cert.subject == 'CN=api,O=Acme' && request.client_cert.sha256 == 'ab12'",
+        }));
+        assert!(set.evaluate(&req().request()).is_allow());
+        assert!(set.evaluate(&with("spiffe://x").request()).is_allow());
+        assert!(
+            !set.evaluate(&req().client_cert(&[], "CN=other", "ab12").request())
+                .is_allow()
+        );
     }
 
     #[test]

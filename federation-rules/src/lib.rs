@@ -45,6 +45,12 @@
 //!   **deny** rule without `actor` applies with or without an actor token, so delegation
 //!   can never be used to slip past a deny.
 //!
+//! **Sender constraints.** `require_dpop: true` (the request carried a valid DPoP
+//! proof, [`Request::dpop`]) and `require_client_cert: true` (it came with a verified
+//! client certificate, [`Request::client_cert`]) are checked first, before `subject`;
+//! allow rules only (on a deny rule they are a compile error). Neither counts as a
+//! constraint on the subject for `allow_any_subject`.
+//!
 //! **Rules that admit everyone.** An allow rule with none of `subject`, `subject_pattern`,
 //! `claims`, `claim_patterns` and `condition` would exchange every token its issuer
 //! signs: it does not compile unless it says `allow_any_subject: true`. A
@@ -124,7 +130,8 @@
 //! - `request`: a map: `audiences` (list of the `audience` values), `resources` (list of
 //!   the `resource` values), `targets` (both, deduplicated: what rules are selected
 //!   by), `scope` (the requested scopes joined by spaces, `""` if none), `scopes`
-//!   (list), `requested_token_type` (string).
+//!   (list), `requested_token_type` (string), `client_cert` (the verified mutual-TLS
+//!   client certificate, `{uri_sans, subject, sha256}`, or `null`).
 //! - `actor`: the actor token's verified claims, or `null` without an actor token. In
 //!   `match.actor.condition` too, `claims` is the subject token and `actor` the actor.
 //!
@@ -245,7 +252,7 @@
 //! above the cap; template syntax in `issue.audience`, `issue.subject` and every string
 //! in `issue.claims`, including placeholders that name nothing; empty `issue.audience`
 //! / `issue.subject`; reserved claims (`iss`, `sub`, `aud`, `exp`, `nbf`, `iat`, `jti`,
-//! `act`, `scope`, `may_act`, `source_issuer`) in `issue.claims`, whether the value is a
+//! `act`, `scope`, `may_act`, `cnf`, `source_issuer`) in `issue.claims`, whether the value is a
 //! template, a literal or an `{expr: ...}` mapping.
 
 // Nothing network input reaches may panic (architecture.md): no `expect`, no `panic!`
@@ -269,7 +276,9 @@ mod test_support;
 pub use compile::{CompileContext, DEFAULT_LIFETIME, RuleError, RuleSet};
 pub use credentials::{Cloud, Credentials};
 pub use duration::{DurationError, DurationProblem, format_duration, parse_duration};
-pub use eval::{Actor, Claims, Decision, Denial, DenialKind, Explanation, Grant, Request, RuleOutcome};
+pub use eval::{
+    Actor, CallerCert, Claims, Decision, Denial, DenialKind, Explanation, Grant, Request, RuleOutcome,
+};
 pub use expr::{
     MAX_EVALUATION_COST, MAX_EXPRESSION_CHARS, MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_NODES, MAX_ITERATIONS,
     MAX_LIST_ITEMS, MAX_REGEX_BYTES, MAX_STRING_BYTES,

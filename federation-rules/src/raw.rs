@@ -106,6 +106,23 @@ pub struct RawMatch {
         skip_serializing_if = "std::ops::Not::not"
     )]
     pub allow_any_subject: bool,
+    /// The request must carry a valid DPoP proof (RFC 9449), so the issued token is
+    /// bound to the caller's key (`cnf.jkt`). Allow rules only.
+    #[serde(
+        default,
+        deserialize_with = "scalar_bool",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub require_dpop: bool,
+    /// The request must come over a mutual-TLS connection with a verified client
+    /// certificate (`request.client_cert`), so the issued token is bound to it
+    /// (`cnf["x5t#S256"]`). Allow rules only.
+    #[serde(
+        default,
+        deserialize_with = "scalar_bool",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub require_client_cert: bool,
 }
 
 /// `match.actor`: conditions on the actor token of a delegated exchange.

@@ -48,6 +48,9 @@ pub(crate) struct Req {
     pub(crate) targets: Vec<String>,
     pub(crate) scopes: Vec<String>,
     pub(crate) actor: Option<(String, Claims)>,
+    pub(crate) dpop: bool,
+    /// (uri_sans, subject, sha256)
+    pub(crate) client_cert: Option<(Vec<String>, String, String)>,
 }
 
 impl Req {
@@ -60,7 +63,22 @@ impl Req {
             targets: targets.iter().map(|t| (*t).to_owned()).collect(),
             scopes: Vec::new(),
             actor: None,
+            dpop: false,
+            client_cert: None,
         }
+    }
+
+    /// The request carries a valid DPoP proof.
+    pub(crate) fn dpop(mut self) -> Req {
+        self.dpop = true;
+        self
+    }
+
+    /// The request comes with a client certificate.
+    pub(crate) fn client_cert(mut self, uri_sans: &[&str], subject: &str, sha256: &str) -> Req {
+        let sans = uri_sans.iter().map(|u| (*u).to_owned()).collect();
+        self.client_cert = Some((sans, subject.to_owned(), sha256.to_owned()));
+        self
     }
 
     /// Adds `resource` values (targets too).
@@ -97,6 +115,15 @@ impl Req {
                 .actor
                 .as_ref()
                 .map(|(issuer, claims)| Actor { issuer, claims }),
+            dpop: self.dpop,
+            client_cert: self
+                .client_cert
+                .as_ref()
+                .map(|(uri_sans, subject, sha256)| crate::CallerCert {
+                    uri_sans,
+                    subject,
+                    sha256,
+                }),
         }
     }
 }

@@ -79,6 +79,8 @@ impl Req {
                 .actor
                 .as_ref()
                 .map(|(issuer, claims)| Actor { issuer, claims }),
+            dpop: false,
+            client_cert: None,
         };
         let decision = set.evaluate(&request);
         assert_eq!(set.explain(&request).decision, decision, "explain must agree");

@@ -4,9 +4,11 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
+use broker::client_cert::ClientCert;
 use jsonwebtoken::jwk::JwkSet;
 use reqwest::Method;
 use reqwest::header::HeaderMap;
@@ -193,8 +195,40 @@ impl Http {
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> Reply {
+        self.send_inner(method, path, headers, body, None).await
+    }
+
+    /// POST form `pairs` to `/token` with extra `headers` (repeats allowed) and, for a
+    /// broker in process only, `client_cert` in the request's extensions, as the TLS
+    /// listener hands a verified client certificate to requests.
+    pub async fn token_request_with(
+        &self,
+        pairs: &[(&str, &str)],
+        headers: &[(&str, &str)],
+        client_cert: Option<Arc<ClientCert>>,
+    ) -> Reply {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish();
+        let mut all = vec![("content-type", "application/x-www-form-urlencoded")];
+        all.extend_from_slice(headers);
+        self.send_inner(Method::POST, "/token", &all, Some(body.into_bytes()), client_cert)
+            .await
+    }
+
+    async fn send_inner(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+        client_cert: Option<Arc<ClientCert>>,
+    ) -> Reply {
         let url = self.endpoint(path);
         match &self.transport {
+            Transport::Network(_) if client_cert.is_some() => {
+                panic!("a client certificate can be handed to a broker in process only")
+            }
             Transport::Network(client) => {
                 let mut request = client.request(method.clone(), &url);
                 for (name, value) in headers {
@@ -219,9 +253,12 @@ impl Http {
                 for (name, value) in headers {
                     request = request.header(*name, *value);
                 }
-                let request = request
+                let mut request = request
                     .body(Body::from(body.unwrap_or_default()))
                     .expect("request");
+                if let Some(cert) = client_cert {
+                    request.extensions_mut().insert(cert);
+                }
                 let response = router
                     .clone()
                     .oneshot(request)

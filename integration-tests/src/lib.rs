@@ -9,6 +9,8 @@
 //!   `admin_request`, ...) and the [`Reply`] it reads, the same for both kinds of broker.
 //! - [`in_process`]: the broker's router in this test process, built from the same
 //!   config YAML, for protocol-level cases that need no process.
+//! - [`dpop`]: a DPoP client with a real P-256 key: its JWK, its RFC 7638 thumbprint
+//!   and proofs, correct or broken on purpose.
 //! - [`python`]: the test tools' Python, to drive the real cloud SDKs as a workload.
 //! - [`deploy_tools`]: Helm's engine and linter (PyPI helm-python-sdk), kubernetes-validate,
 //!   hadolint and systemd-analyze, for the files under `deploy/`.
@@ -33,6 +35,7 @@ pub mod broker;
 pub mod cloud_fakes;
 pub mod config;
 pub mod deploy_tools;
+pub mod dpop;
 pub mod fake_issuer;
 pub mod http;
 pub mod in_process;

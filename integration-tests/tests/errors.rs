@@ -118,9 +118,12 @@ async fn rejects_missing_or_repeated_parameters_with_invalid_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejects_unknown_grant_type_and_unsupported_subject_token_type() {
+    // client_credentials and jwt-bearer are RFC 7523's grants (assertion_grants.rs).
     let grants = [
-        "client_credentials",
-        "urn:ietf:params:oauth:grant-type:jwt-bearer",
+        "password",
+        "refresh_token",
+        "urn:ietf:params:oauth:grant-type:saml2-bearer",
+        "urn:ietf:params:oauth:grant-type:token-exchange ",
     ];
     assert_each_value_rejected("grant_type", &grants, "unsupported_grant_type").await;
     let token_types = [

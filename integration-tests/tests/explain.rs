@@ -483,3 +483,73 @@ fn check_format_json_on_a_valid_config() {
     assert!(doc["errors"].as_array().is_none_or(Vec::is_empty), "{doc}");
     assert_eq!(fake.key_fetches(), (0, 0), "check used the network");
 }
+
+/// `--dpop` and `--client-cert-*` explain a sender-constrained request: rules that
+/// require a proof or a certificate, `request.client_cert` in conditions, and the `cnf`
+/// the issued token would carry.
+#[test]
+fn explain_takes_a_dpop_proof_and_a_client_certificate() {
+    let fake = FakeIssuer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = format!(
+        "{}{}",
+        crate::support::subject_rule("dpop-only", "audiences: [target-a]\nrequire_dpop: true", ""),
+        crate::support::subject_rule(
+            "svid-only",
+            "audiences: [target-b]\nrequire_client_cert: true\ncondition: \"'spiffe://acme/api' in request.client_cert.uri_sans\"",
+            ""
+        )
+    );
+    let config = config_with_rules(&fake, &rules).write_to(dir.path());
+    let token = fake.mint(json!({}));
+    let sha = "ab".repeat(32);
+
+    let (out, doc) = explain_json(
+        dir.path(),
+        &config,
+        &["--subject-token", &token, "--audience", TARGET],
+    );
+    assert_eq!(out.code, Some(2), "{}", out.all());
+    let reason = rule_entry(&doc, "dpop-only")["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        reason.contains("dpop: the rule requires a DPoP proof"),
+        "{reason}"
+    );
+
+    let (out, doc) = explain_json(
+        dir.path(),
+        &config,
+        &["--subject-token", &token, "--audience", TARGET, "--dpop"],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(doc["issued_claims"]["cnf"]["jkt"].is_string(), "{doc}");
+
+    let cert_args = |uri: &'static str| -> Vec<&str> {
+        vec![
+            "--client-cert-uri",
+            uri,
+            "--client-cert-subject",
+            "CN=api",
+            "--client-cert-sha256",
+        ]
+    };
+    let mut args = vec!["--subject-token", token.as_str(), "--audience", "target-b"];
+    args.extend(cert_args("spiffe://acme/other"));
+    args.push(&sha);
+    let (out, _) = explain_json(dir.path(), &config, &args);
+    assert_eq!(out.code, Some(2), "the wrong SPIFFE ID: {}", out.all());
+    let mut args = vec!["--subject-token", token.as_str(), "--audience", "target-b"];
+    args.extend(cert_args("spiffe://acme/api"));
+    args.push(&sha);
+    let (out, doc) = explain_json(dir.path(), &config, &args);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    // x5t#S256 is the base64url of the SHA-256's bytes.
+    assert_eq!(
+        doc["issued_claims"]["cnf"],
+        json!({"x5t#S256": "q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s"}),
+        "{doc}"
+    );
+}

@@ -156,6 +156,50 @@ impl VerifyingKey {
     }
 }
 
+impl VerifyingKey {
+    /// Parses one public JWK (as a DPoP proof's `jwk` header carries it): the same
+    /// checks as a key of a JWKS, so private members, unsupported types and curves,
+    /// small RSA moduli and points off the curve are refused. The error is the reason.
+    pub fn from_public_jwk(jwk: &Map<String, Value>) -> Result<VerifyingKey, String> {
+        parse_jwk_members(jwk, None).map_err(|problem| problem.to_string())
+    }
+
+    /// Whether the JWK holds members only a private or symmetric key has (`d`, `k`, ...).
+    pub fn has_private_members(jwk: &Map<String, Value>) -> bool {
+        PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m))
+    }
+
+    /// The RFC 7638 JWK thumbprint: base64url (no padding) of the SHA-256 of the
+    /// required members in lexicographic order, without whitespace. Computed from the
+    /// parsed key (RSA integers without leading zero bytes), so two encodings of one
+    /// key have one thumbprint.
+    pub fn thumbprint_sha256(&self) -> String {
+        let b64 = |bytes: &[u8]| BASE64URL.encode(bytes);
+        let canonical = match &self.material {
+            KeyMaterial::Rsa { n, e, .. } => {
+                format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, b64(e), b64(n))
+            }
+            KeyMaterial::Ec { curve, point } => {
+                let crv = match curve {
+                    Curve::P256 => "P-256",
+                    Curve::P384 => "P-384",
+                };
+                // `0x04 || x || y`, both coordinates of the curve's length.
+                let coordinates = point.get(1..).unwrap_or_default();
+                let (x, y) = coordinates.split_at(coordinates.len() / 2);
+                format!(
+                    r#"{{"crv":"{crv}","kty":"EC","x":"{}","y":"{}"}}"#,
+                    b64(x),
+                    b64(y)
+                )
+            }
+            KeyMaterial::Ed25519(x) => format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, b64(x)),
+        };
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
+        b64(digest.as_ref())
+    }
+}
+
 /// A key from the document that is not in the set, and why (for logs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SkippedKey {
@@ -491,6 +535,27 @@ mod tests {
         assert!(set.is_empty(), "key should have been skipped");
         assert_eq!(set.skipped().len(), 1);
         set.skipped()[0].reason.clone()
+    }
+
+    /// RFC 7638 §3.1's example key and thumbprint.
+    #[test]
+    fn thumbprint_matches_rfc_7638_example() {
+        let jwk = json!({
+            "kty": "RSA",
+            "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+            "e": "AQAB",
+            "alg": "RS256",
+            "kid": "2011-04-29"
+        });
+        let key = VerifyingKey::from_public_jwk(jwk.as_object().expect("object")).expect("key");
+        assert_eq!(
+            key.thumbprint_sha256(),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+        let mut private = jwk.as_object().expect("object").clone();
+        private.insert("d".into(), json!("AQAB"));
+        assert!(VerifyingKey::has_private_members(&private));
+        assert!(VerifyingKey::from_public_jwk(&private).is_err());
     }
 
     #[test]

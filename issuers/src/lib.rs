@@ -12,6 +12,8 @@
 //!   algorithms, the platform's claim shape, accepted `typ`, claims worth auditing.
 //! - [`aws_iam`]: the pure half of `kind: aws-iam`: a signed GetCallerIdentity request
 //!   as a subject token, and STS's answer as claims.
+//! - [`dpop`]: DPoP proofs (RFC 9449): [`dpop::verify_proof`], every check that needs
+//!   no store, and the RFC 7638 thumbprint of the proof's key.
 //! - [`registry`]: [`IssuerRegistry`], configured issuers indexed by exact `iss`.
 //!
 //! Nothing here does I/O or reads the clock: fetching keys is the broker's job, and
@@ -23,6 +25,7 @@
 
 pub mod alg;
 pub mod aws_iam;
+pub mod dpop;
 pub mod jose;
 pub mod keys;
 pub mod kinds;

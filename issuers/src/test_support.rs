@@ -151,6 +151,7 @@ macro_rules! shared_key {
 shared_key!(rsa_2048, new_rsa("rsa-2048"));
 shared_key!(rsa_2048_other, new_rsa("rsa-2048-other"));
 shared_key!(ec_p256, new_ec("ec-p256", false));
+shared_key!(ec_p256_other, new_ec("ec-p256-other", false));
 shared_key!(ec_p384, new_ec("ec-p384", true));
 shared_key!(ed25519, new_ed("ed25519"));
 

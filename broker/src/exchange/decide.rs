@@ -1,11 +1,14 @@
 //! What the rules are asked: one [`RulesInput`] built the same way for `/token` and
 //! `fedbroker explain`, so the two cannot ask differently.
 
-use federation_rules::{Actor, Claims, Decision, Grant, RuleSet};
+use std::sync::Arc;
+
+use federation_rules::{Actor, CallerCert, Claims, Decision, Grant, RuleSet};
 
 use super::TokenError;
 use super::form::{Targets, TokenType};
 use super::verify::Verified;
+use crate::client_cert::ClientCert;
 
 /// Everything a rule evaluation reads, owned.
 pub struct RulesInput {
@@ -17,6 +20,10 @@ pub struct RulesInput {
     pub targets: Targets,
     pub scopes: Vec<String>,
     pub requested: TokenType,
+    /// Whether the request carried a valid DPoP proof.
+    pub dpop: bool,
+    /// The request's verified mutual-TLS client certificate.
+    pub client_cert: Option<Arc<ClientCert>>,
 }
 
 impl RulesInput {
@@ -35,7 +42,16 @@ impl RulesInput {
             targets: targets.clone(),
             scopes: scopes.to_vec(),
             requested,
+            dpop: false,
+            client_cert: None,
         }
+    }
+
+    /// What the request proves of its sender: a valid DPoP proof, a client certificate.
+    pub fn with_sender(mut self, dpop: bool, client_cert: Option<Arc<ClientCert>>) -> RulesInput {
+        self.dpop = dpop;
+        self.client_cert = client_cert;
+        self
     }
 
     /// The request the rule engine evaluates.
@@ -52,6 +68,12 @@ impl RulesInput {
                 .actor
                 .as_ref()
                 .map(|(issuer, claims)| Actor { issuer, claims }),
+            dpop: self.dpop,
+            client_cert: self.client_cert.as_deref().map(|c| CallerCert {
+                uri_sans: &c.uri_sans,
+                subject: &c.subject,
+                sha256: &c.sha256,
+            }),
         }
     }
 }

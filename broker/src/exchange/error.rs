@@ -5,7 +5,9 @@
 use federation_rules::{Cloud, DenialKind};
 use issuers::{IssuerKind, KindError, PeekError, VerifyError};
 
-use super::{GRANT_TYPE, MAX_TARGET_BYTES, MAX_TARGET_VALUES};
+use super::{
+    GRANT_TYPE, GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_JWT_BEARER, MAX_TARGET_BYTES, MAX_TARGET_VALUES,
+};
 use crate::credentials::CloudError;
 use crate::replay::ReplayError;
 use crate::signing::SigningError;
@@ -15,6 +17,10 @@ use crate::signing::SigningError;
 pub enum TokenRole {
     Subject,
     Actor,
+    /// The home token of the RFC 7523 `jwt-bearer` grant: refused as `invalid_grant`.
+    Assertion,
+    /// The home token as RFC 7523 client authentication: refused as `invalid_client`.
+    ClientAssertion,
 }
 
 impl TokenRole {
@@ -23,6 +29,8 @@ impl TokenRole {
         match self {
             TokenRole::Subject => "subject_token",
             TokenRole::Actor => "actor_token",
+            TokenRole::Assertion => "assertion",
+            TokenRole::ClientAssertion => "client_assertion",
         }
     }
 }
@@ -49,8 +57,20 @@ pub enum TokenError {
     Repeated(&'static str),
     #[error("missing parameter `{0}`")]
     Missing(&'static str),
-    #[error("only {GRANT_TYPE} is supported")]
+    #[error("grant_type must be {GRANT_TYPE}, {GRANT_TYPE_CLIENT_CREDENTIALS} or {GRANT_TYPE_JWT_BEARER}")]
     UnsupportedGrantType,
+    /// A parameter of another grant than the request's.
+    #[error("parameter `{0}` is not accepted with this grant_type")]
+    NotForGrant(&'static str),
+    /// `client_credentials` without a usable RFC 7523 client assertion.
+    #[error("client authentication failed: {0}")]
+    ClientAuthentication(&'static str),
+    /// `client_id` differs from the client assertion's `sub` (RFC 7523 §3).
+    #[error("client_id does not match the client assertion's sub")]
+    ClientIdMismatch,
+    /// The `DPoP` header was refused; the reason is for the audit log only.
+    #[error("{0}")]
+    InvalidDpopProof(super::dpop::DpopRefusal),
     /// `subject_token_type`, `actor_token_type` or `requested_token_type`.
     #[error("unsupported `{0}`")]
     UnsupportedTokenType(&'static str),
@@ -90,11 +110,11 @@ pub enum TokenError {
         rule: Option<String>,
         reason: String,
     },
-    /// The subject token's acceptance window closed while the request was decided.
-    #[error("subject_token: token expired while the request was being decided")]
-    ExpiredWhileDeciding,
-    #[error("subject_token has already been used")]
-    Replayed,
+    /// The home token's acceptance window closed while the request was decided.
+    #[error("{0}: token expired while the request was being decided")]
+    ExpiredWhileDeciding(TokenRole),
+    #[error("{0} has already been used")]
+    Replayed(TokenRole),
     #[error("replay store: {0}")]
     ReplayStore(ReplayError),
     #[error("signing: {0}")]

@@ -8,15 +8,16 @@ use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::{HeaderMap, header};
 
-use super::TokenError;
+use super::{TokenError, TokenRole};
 use federation_rules::Cloud;
 
 use super::{
-    GRANT_TYPE, MAX_TARGET_BYTES, MAX_TARGET_VALUES, TT_ACCESS_TOKEN, TT_AWS_CREDENTIALS,
-    TT_AZURE_ACCESS_TOKEN, TT_GCP_ACCESS_TOKEN, TT_ID_TOKEN, TT_JWT,
+    CLIENT_ASSERTION_TYPE, GRANT_TYPE, GRANT_TYPE_CLIENT_CREDENTIALS, GRANT_TYPE_JWT_BEARER,
+    MAX_TARGET_BYTES, MAX_TARGET_VALUES, TT_ACCESS_TOKEN, TT_AWS_CREDENTIALS, TT_AZURE_ACCESS_TOKEN,
+    TT_GCP_ACCESS_TOKEN, TT_ID_TOKEN, TT_JWT,
 };
 
-const SINGLETONS: [&str; 7] = [
+const SINGLETONS: [&str; 11] = [
     "grant_type",
     "subject_token",
     "subject_token_type",
@@ -24,7 +25,66 @@ const SINGLETONS: [&str; 7] = [
     "requested_token_type",
     "actor_token",
     "actor_token_type",
+    "assertion",
+    "client_assertion",
+    "client_assertion_type",
+    "client_id",
 ];
+
+/// The grant a token request uses (`grant_type`). All three go through one pipeline;
+/// they differ in where the home token is and what a bad one is answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GrantType {
+    /// RFC 8693: the home token is `subject_token`.
+    #[default]
+    TokenExchange,
+    /// RFC 6749 §4.4 with RFC 7523 §2.2 client authentication: the home token is
+    /// `client_assertion`; a bad one is `invalid_client` (401).
+    ClientCredentials,
+    /// RFC 7523 §2.1: the home token is `assertion`; a bad one is `invalid_grant`.
+    JwtBearer,
+}
+
+impl GrantType {
+    /// Every grant, as the metadata's `grant_types_supported` lists them.
+    pub const ALL: [GrantType; 3] = [
+        GrantType::TokenExchange,
+        GrantType::ClientCredentials,
+        GrantType::JwtBearer,
+    ];
+
+    /// Its `grant_type` value (what the audit line's `grant` says).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantType::TokenExchange => GRANT_TYPE,
+            GrantType::ClientCredentials => GRANT_TYPE_CLIENT_CREDENTIALS,
+            GrantType::JwtBearer => GRANT_TYPE_JWT_BEARER,
+        }
+    }
+
+    fn from_str(value: &str) -> Option<GrantType> {
+        GrantType::ALL.into_iter().find(|g| g.as_str() == value)
+    }
+
+    /// Which parameter carries the home token, for errors about it.
+    pub fn role(self) -> TokenRole {
+        match self {
+            GrantType::TokenExchange => TokenRole::Subject,
+            GrantType::ClientCredentials => TokenRole::ClientAssertion,
+            GrantType::JwtBearer => TokenRole::Assertion,
+        }
+    }
+
+    /// What is issued when `requested_token_type` is absent: a JWT for the exchange
+    /// (as before), an access token (`at+jwt`, `token_type` Bearer or DPoP) for the
+    /// RFC 6749 grants, whose answer is an access token response.
+    fn default_token_type(self) -> TokenType {
+        match self {
+            GrantType::TokenExchange => TokenType::Jwt,
+            GrantType::ClientCredentials | GrantType::JwtBearer => TokenType::AccessToken,
+        }
+    }
+}
 
 /// The token type a request asks for (`requested_token_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -149,6 +209,8 @@ impl SubjectTokenType {
 
 /// A parsed, well-formed token request.
 pub struct TokenRequest {
+    pub grant: GrantType,
+    /// The home token: `subject_token`, `assertion` or `client_assertion` by grant.
     pub subject_token: String,
     pub subject_token_type: SubjectTokenType,
     pub targets: Targets,
@@ -157,7 +219,18 @@ pub struct TokenRequest {
     pub requested: TokenType,
     /// The actor token, for delegation.
     pub actor_token: Option<String>,
+    /// `client_id` of a `client_credentials` request: when sent, it must equal the
+    /// client assertion's `sub` (RFC 7523 §3).
+    pub client_id: Option<String>,
 }
+
+/// Parameters of the token exchange only.
+const EXCHANGE_ONLY: [&str; 4] = [
+    "subject_token",
+    "subject_token_type",
+    "actor_token",
+    "actor_token_type",
+];
 
 /// The values in order, each kept at its first occurrence: linear time (a hash set,
 /// randomly keyed, so crafted values cannot make it quadratic).
@@ -256,15 +329,62 @@ pub fn parse_form(body: &[u8]) -> Result<TokenRequest, TokenError> {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
     };
-    match one("grant_type") {
+    let grant = match one("grant_type") {
         None => return Err(TokenError::Missing("grant_type")),
-        Some(g) if g != GRANT_TYPE => return Err(TokenError::UnsupportedGrantType),
-        Some(_) => {}
-    }
-    let subject_token = one("subject_token").ok_or(TokenError::Missing("subject_token"))?;
-    let subject_token_type = one("subject_token_type").ok_or(TokenError::Missing("subject_token_type"))?;
-    let subject_token_type = SubjectTokenType::from_urn(&subject_token_type)
-        .ok_or(TokenError::UnsupportedTokenType("subject_token_type"))?;
+        Some(g) => GrantType::from_str(&g).ok_or(TokenError::UnsupportedGrantType)?,
+    };
+    let present = |name: &str| one(name).is_some();
+    // The home token: one parameter per grant. The others' parameters are refused
+    // rather than ignored, so that no one believes a delegation or a second token
+    // was checked when it was not.
+    let (subject_token, subject_token_type) = match grant {
+        GrantType::TokenExchange => {
+            let token = one("subject_token").ok_or(TokenError::Missing("subject_token"))?;
+            let ty = one("subject_token_type").ok_or(TokenError::Missing("subject_token_type"))?;
+            let ty = SubjectTokenType::from_urn(&ty)
+                .ok_or(TokenError::UnsupportedTokenType("subject_token_type"))?;
+            (token, ty)
+        }
+        GrantType::JwtBearer => {
+            for name in EXCHANGE_ONLY
+                .into_iter()
+                .chain(["client_assertion", "client_assertion_type"])
+            {
+                if present(name) {
+                    return Err(TokenError::NotForGrant(name));
+                }
+            }
+            let token = one("assertion").ok_or(TokenError::Missing("assertion"))?;
+            (token, SubjectTokenType::Jwt)
+        }
+        GrantType::ClientCredentials => {
+            for name in EXCHANGE_ONLY.into_iter().chain(["assertion"]) {
+                if present(name) {
+                    return Err(TokenError::NotForGrant(name));
+                }
+            }
+            match one("client_assertion_type") {
+                None => {
+                    return Err(TokenError::ClientAuthentication(
+                        "client_assertion_type is missing",
+                    ));
+                }
+                Some(t) if t != CLIENT_ASSERTION_TYPE => {
+                    return Err(TokenError::ClientAuthentication(
+                        "unsupported client_assertion_type",
+                    ));
+                }
+                Some(_) => {}
+            }
+            let token = one("client_assertion")
+                .ok_or(TokenError::ClientAuthentication("client_assertion is missing"))?;
+            (token, SubjectTokenType::Jwt)
+        }
+    };
+    let client_id = match grant {
+        GrantType::ClientCredentials => one("client_id"),
+        _ => None,
+    };
     for (name, values) in ["audience", "resource"].into_iter().zip(&lists) {
         if values.len() > MAX_TARGET_VALUES {
             return Err(TokenError::TooManyTargetValues(name));
@@ -283,7 +403,7 @@ pub fn parse_form(body: &[u8]) -> Result<TokenRequest, TokenError> {
         return Err(TokenError::NoTarget);
     }
     let requested = match one("requested_token_type") {
-        None => TokenType::Jwt,
+        None => grant.default_token_type(),
         Some(urn) => {
             TokenType::from_urn(&urn).ok_or(TokenError::UnsupportedTokenType("requested_token_type"))?
         }
@@ -300,6 +420,8 @@ pub fn parse_form(body: &[u8]) -> Result<TokenRequest, TokenError> {
     let scope = one("scope");
     let scopes = split_scopes(scope.as_deref());
     Ok(TokenRequest {
+        grant,
+        client_id,
         subject_token,
         subject_token_type,
         targets,
@@ -346,10 +468,7 @@ mod tests {
     fn maps_request_errors_to_rfc_codes() {
         let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
             (BASE[1..].to_vec(), "invalid_request"),
-            (
-                vec![("grant_type", "client_credentials")],
-                "unsupported_grant_type",
-            ),
+            (vec![("grant_type", "password")], "unsupported_grant_type"),
             (
                 [BASE.to_vec(), vec![("grant_type", GRANT_TYPE)]].concat(),
                 "invalid_request",
@@ -385,6 +504,72 @@ mod tests {
             assert_eq!(err.code(), code, "{pairs:?}");
             assert!(!err.description().contains("a.b.c"));
         }
+    }
+
+    #[test]
+    fn parses_the_rfc_7523_grants() {
+        let r = parse_form(&form(&[
+            ("grant_type", GRANT_TYPE_JWT_BEARER),
+            ("assertion", "a.b.c"),
+            ("audience", "x"),
+        ]))
+        .expect("jwt-bearer");
+        assert_eq!(
+            (r.grant, r.subject_token.as_str()),
+            (GrantType::JwtBearer, "a.b.c")
+        );
+        assert_eq!(r.requested, TokenType::AccessToken, "an access token by default");
+        let r = parse_form(&form(&[
+            ("grant_type", GRANT_TYPE_CLIENT_CREDENTIALS),
+            ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+            ("client_assertion", "a.b.c"),
+            ("client_id", "me"),
+            ("resource", "x"),
+            ("requested_token_type", TT_JWT),
+        ]))
+        .expect("client_credentials");
+        assert_eq!(r.grant, GrantType::ClientCredentials);
+        assert_eq!(
+            (r.subject_token.as_str(), r.client_id.as_deref()),
+            ("a.b.c", Some("me"))
+        );
+        assert_eq!(r.requested, TokenType::Jwt);
+        assert_eq!(r.grant.role(), TokenRole::ClientAssertion);
+
+        let cc = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = vec![("grant_type", GRANT_TYPE_CLIENT_CREDENTIALS), ("audience", "x")];
+            pairs.extend_from_slice(extra);
+            parse_form(&form(&pairs)).err().map(|e| e.code())
+        };
+        assert_eq!(cc(&[]), Some("invalid_client"));
+        assert_eq!(cc(&[("client_assertion", "a.b.c")]), Some("invalid_client"));
+        assert_eq!(
+            cc(&[("client_assertion", "a.b.c"), ("client_assertion_type", "urn:x")]),
+            Some("invalid_client")
+        );
+        assert_eq!(
+            cc(&[
+                ("client_assertion", "a.b.c"),
+                ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+                ("actor_token", "t")
+            ]),
+            Some("invalid_request")
+        );
+        let jb = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = vec![("grant_type", GRANT_TYPE_JWT_BEARER), ("audience", "x")];
+            pairs.extend_from_slice(extra);
+            parse_form(&form(&pairs)).err().map(|e| e.code())
+        };
+        assert_eq!(jb(&[]), Some("invalid_request"));
+        assert_eq!(
+            jb(&[("assertion", "a.b.c"), ("subject_token", "a.b.c")]),
+            Some("invalid_request")
+        );
+        assert_eq!(
+            jb(&[("assertion", "a.b.c"), ("client_assertion", "a.b.c")]),
+            Some("invalid_request")
+        );
+        assert_eq!(jb(&[("assertion", "a.b.c")]), None);
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub const SOURCE_ISSUER_CLAIM: &str = "source_issuer";
 
 /// The issued token's claims (contract §4). Pure: `explain` shows the same claims.
 ///
+/// `cnf` is the sender constraint (RFC 7800: `jkt` for DPoP, `x5t#S256` for mTLS), or
+/// `None` for a bearer token.
+///
 /// `source_issuer` is the registered `name` of the issuer that verified the subject
 /// token; it is set before the rule's claims, which can never replace it (nor any other
 /// claim set here), so tokens from different issuers stay distinguishable downstream.
@@ -48,6 +51,7 @@ pub fn issued_claims(
     source_issuer: &str,
     subject: &Map<String, Value>,
     actor: Option<(&str, &str)>,
+    cnf: Option<&Value>,
     jti: &str,
     now: u64,
 ) -> Value {
@@ -71,6 +75,10 @@ pub fn issued_claims(
         SOURCE_ISSUER_CLAIM.into(),
         Value::String(source_issuer.to_string()),
     );
+    // RFC 7800 confirmation: set before the rule's claims, which cannot name it.
+    if let Some(cnf) = cnf {
+        c.insert("cnf".into(), cnf.clone());
+    }
     for (k, v) in &grant.claims {
         c.entry(k.clone()).or_insert_with(|| v.clone());
     }
@@ -112,11 +120,13 @@ mod tests {
             "prod-cluster",
             &Map::new(),
             None,
+            Some(&json!({"jkt": "t"})),
             "j",
             10,
         );
         assert_eq!(c[SOURCE_ISSUER_CLAIM], "prod-cluster");
         assert_eq!(c["team"], "x");
         assert_eq!(c["exp"], 70);
+        assert_eq!(c["cnf"], json!({"jkt": "t"}));
     }
 }

@@ -1,5 +1,6 @@
 //! `POST /token`: RFC 8693 token exchange, one pipeline, cheapest checks first:
-//! form → peek → issuer → keys → verify → rules → replay mark → mint → audit.
+//! form → DPoP proof → peek → issuer → keys → verify → rules → replay marks (the proof's
+//! `jti`, then the home token) → mint → audit.
 //! The replay mark is taken only once the rules allow, and before signing: a refused
 //! request stores nothing, and a token is still issued for at most once.
 //!
@@ -7,7 +8,11 @@
 //! (mapped in [`crate::error`], the one place errors become RFC answers), the full
 //! reason to the audit log. Tokens never appear in either.
 //!
-//! - `form`: the body and the form, parsed into a [`TokenRequest`](form::TokenRequest).
+//! - `form`: the body and the form, parsed into a [`TokenRequest`](form::TokenRequest);
+//!   the grant ([`GrantType`]): the RFC 8693 exchange, or RFC 7523's `client_credentials`
+//!   with a client assertion and `jwt-bearer`, which take their home token from another
+//!   parameter and answer its refusal with another code, and share everything else.
+//! - `dpop`: the `DPoP` header's proof (RFC 9449), verified and its `jti` marked once.
 //! - `verify`: a presented token verified by its issuer.
 //! - `decide`: the rules' input ([`RulesInput`], shared with `explain`) and decision.
 //! - `mint`: the issued token's claims, signed.
@@ -15,6 +20,7 @@
 
 mod aws_iam;
 mod decide;
+mod dpop;
 mod error;
 mod form;
 mod mint;
@@ -31,14 +37,16 @@ use serde_json::{Map, Value, json};
 
 pub use aws_iam::AwsIamError;
 pub use decide::RulesInput;
+pub use dpop::{DPOP_HEADER, DpopRefusal};
 pub use error::{TokenError, TokenRole};
 pub(crate) use form::split_scopes;
-pub use form::{SubjectTokenType, Targets, TokenRequest, TokenType, check_token_form, parse_form};
+pub use form::{GrantType, SubjectTokenType, Targets, TokenRequest, TokenType, check_token_form, parse_form};
 pub use mint::{SOURCE_ISSUER_CLAIM, issued_claims};
 pub use verify::Verified;
 pub(crate) use verify::{verify_subject, verify_token};
 
 use crate::audit::{AuditLog, AuditRecord, rfc3339};
+use crate::client_cert::ClientCert;
 use crate::clock::SharedClock;
 use crate::config::{OnUnavailable, ReplayMode, ServerConfig};
 use crate::credentials::{CloudToken, Clouds};
@@ -48,6 +56,12 @@ use crate::replay::{ReplayStore, effective_jti, mark_expiry, replay_key, signing
 use crate::signing::Signer;
 
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// RFC 6749 §4.4, with the client authenticated by an RFC 7523 assertion.
+pub const GRANT_TYPE_CLIENT_CREDENTIALS: &str = "client_credentials";
+/// RFC 7523 §2.1.
+pub const GRANT_TYPE_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// RFC 7523 §2.2: the only `client_assertion_type` accepted.
+pub const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 pub const TT_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 pub const TT_ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
 pub const TT_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -119,19 +133,42 @@ async fn token(State(st): State<TokenState>, req: Request) -> Response {
 
 /// The pipeline, as named steps; `trail` learns what the audit line says as it goes.
 async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Response, TokenError> {
+    // Read before the body consumes the request; judged after the form, so a malformed
+    // request is answered as such first.
+    let proof_header = dpop::proof_header(req.headers());
+    let client_cert = req.extensions().get::<Arc<ClientCert>>().cloned();
     let body = form::read_body(req, st.server.max_body_bytes).await?;
     let request = form::parse_form(&body)?;
     trail.requested(&request);
+    trail.client_cert = client_cert.as_ref().map(|c| c.sha256.clone());
+    let proof = match proof_header.map_err(TokenError::InvalidDpopProof)? {
+        Some(proof) => Some(
+            dpop::verify(&proof, &st.server.public_url, st.clock.unix())
+                .map_err(TokenError::InvalidDpopProof)?,
+        ),
+        None => None,
+    };
+    trail.dpop_jkt = proof.as_ref().map(|p| p.jkt.clone());
+    let role = request.grant.role();
     let policy = st.live.current();
     let subject = verify_subject(
         &policy,
         &request.subject_token,
         request.subject_token_type,
+        role,
         st.clock.unix(),
         std::time::Duration::from_secs(st.server.cloud_timeout),
     )
     .await?;
     trail.verified(&request, &subject);
+    // RFC 7523 §3: a client assertion's `sub` is the client's id.
+    if request
+        .client_id
+        .as_ref()
+        .is_some_and(|id| *id != subject.token.subject)
+    {
+        return Err(TokenError::ClientIdMismatch);
+    }
     let actor = match &request.actor_token {
         Some(token) => Some(verify_token(&policy, token, TokenRole::Actor, st.clock.unix()).await?),
         None => None,
@@ -143,18 +180,46 @@ async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Re
         &request.targets,
         &request.scopes,
         request.requested,
-    );
+    )
+    .with_sender(proof.is_some(), client_cert.clone());
     let grant = decide::decide(&policy.rules, &input);
     trail.decided(&grant);
     let grant = grant?;
     let cloud = cloud_credentials(&request, &grant)?;
     trail.cloud = cloud.map(|c| c.cloud().as_str());
     // Replay: only once the rules allow (a refusal stores nothing) and before signing
-    // (nothing is issued unmarked, unless fail_open says so).
-    if subject.issuer.config.replay == ReplayMode::OneTime {
-        trail.replay = Some(mark_used(st, &subject, &request.subject_token).await?);
+    // (nothing is issued unmarked, unless fail_open says so). The proof first: a
+    // replayed proof must not use up the home token.
+    if let Some(proof) = &proof {
+        let now = st.clock.unix();
+        if now > proof.expires_at() {
+            return Err(TokenError::InvalidDpopProof(DpopRefusal::Proof(
+                issuers::dpop::DpopError::Stale,
+            )));
+        }
+        trail.dpop_replay = Some(
+            mark_once(
+                st,
+                &dpop::replay_key(proof),
+                dpop::mark_expiry(proof),
+                TokenError::InvalidDpopProof(DpopRefusal::Replayed),
+            )
+            .await?,
+        );
     }
-    let (token, jti) = mint(st, &grant, &subject, actor.as_ref(), request.requested).await?;
+    if subject.issuer.config.replay == ReplayMode::OneTime {
+        trail.replay = Some(mark_used(st, &subject, &request.subject_token, role).await?);
+    }
+    let cnf = confirmation(proof.as_ref(), client_cert.as_deref());
+    let (token, jti) = mint(
+        st,
+        &grant,
+        &subject,
+        actor.as_ref(),
+        request.requested,
+        cnf.as_ref(),
+    )
+    .await?;
     trail.issued_jti = Some(jti);
     let issued = match cloud {
         // The minted token is the broker's half of the trade, not the answer.
@@ -165,7 +230,12 @@ async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Re
             .map_err(TokenError::Cloud)?,
         None => CloudToken {
             access_token: token,
-            token_type: request.requested.token_type(),
+            // RFC 9449 §5: a token bound to a DPoP key is of type DPoP.
+            token_type: if proof.is_some() {
+                "DPoP"
+            } else {
+                request.requested.token_type()
+            },
             expires_in: grant.lifetime.min(st.server.max_issued_lifetime),
             extra: None,
         },
@@ -197,20 +267,39 @@ fn cloud_credentials<'g>(
 /// (the issuer's, from the policy this request took, whatever reloads happen) plus
 /// [`crate::replay::MARK_MARGIN_SECS`]. A token whose window closed while the request
 /// was being decided is refused here: a mark made after it would be no mark at all.
-async fn mark_used(st: &TokenState, subject: &Verified, token: &str) -> Result<&'static str, TokenError> {
+async fn mark_used(
+    st: &TokenState,
+    subject: &Verified,
+    token: &str,
+    role: TokenRole,
+) -> Result<&'static str, TokenError> {
     let skew = subject.issuer.config.policy.clock_skew;
     let (verified, now) = (&subject.token, st.clock.unix());
     if now > verified.expires_at.saturating_add(skew) {
-        return Err(TokenError::ExpiredWhileDeciding);
+        return Err(TokenError::ExpiredWhileDeciding(role));
     }
     let key = replay_key(&verified.issuer, verified.jti.as_deref(), signing_input(token));
-    match st
-        .replay
-        .mark(&key, mark_expiry(verified.expires_at, skew), now)
-        .await
-    {
+    mark_once(
+        st,
+        &key,
+        mark_expiry(verified.expires_at, skew),
+        TokenError::Replayed(role),
+    )
+    .await
+}
+
+/// Record `key` until `expires_at`, or refuse with `replayed` when it was recorded
+/// before; a store that does not answer refuses (fail_closed) or lets the request
+/// through unrecorded (fail_open). Answers what the audit line says.
+async fn mark_once(
+    st: &TokenState,
+    key: &str,
+    expires_at: u64,
+    replayed: TokenError,
+) -> Result<&'static str, TokenError> {
+    match st.replay.mark(key, expires_at, st.clock.unix()).await {
         Ok(true) => Ok("recorded"),
-        Ok(false) => Err(TokenError::Replayed),
+        Ok(false) => Err(replayed),
         Err(e) => {
             st.metrics.replay_error();
             match st.on_unavailable {
@@ -224,6 +313,19 @@ async fn mark_used(st: &TokenState, subject: &Verified, token: &str) -> Result<&
     }
 }
 
+/// The issued token's `cnf` (RFC 7800): the DPoP key's thumbprint (RFC 9449 §6.1) and
+/// the client certificate's (RFC 8705 §3.1), in one object; `None` for a bearer token.
+fn confirmation(proof: Option<&issuers::dpop::DpopProof>, cert: Option<&ClientCert>) -> Option<Value> {
+    let mut cnf = Map::new();
+    if let Some(proof) = proof {
+        cnf.insert("jkt".into(), Value::String(proof.jkt.clone()));
+    }
+    if let Some(cert) = cert.filter(|c| !c.x5t_s256.is_empty()) {
+        cnf.insert("x5t#S256".into(), Value::String(cert.x5t_s256.clone()));
+    }
+    (!cnf.is_empty()).then_some(Value::Object(cnf))
+}
+
 /// The issued token, signed, and its `jti`.
 async fn mint(
     st: &TokenState,
@@ -231,6 +333,7 @@ async fn mint(
     subject: &Verified,
     actor: Option<&Verified>,
     requested: TokenType,
+    cnf: Option<&Value>,
 ) -> Result<(String, String), TokenError> {
     let now = st.clock.unix();
     let jti = mint::random_jti(now);
@@ -241,6 +344,7 @@ async fn mint(
         &subject.issuer.config.name,
         &subject.token.claims,
         actor.map(|a| (a.token.subject.as_str(), a.token.issuer.as_str())),
+        cnf,
         &jti,
         now,
     );
@@ -296,12 +400,21 @@ struct Trail {
     kind: Option<&'static str>,
     claims: Option<Map<String, Value>>,
     cloud: Option<&'static str>,
+    /// The request's `grant_type`, once the form parsed.
+    grant: Option<&'static str>,
+    /// The DPoP proof key's thumbprint, once the proof verified.
+    dpop_jkt: Option<String>,
+    /// What became of the proof's `jti` in the replay store.
+    dpop_replay: Option<&'static str>,
+    /// The client certificate's SHA-256 (hex), when the request came with one.
+    client_cert: Option<String>,
 }
 
 impl Trail {
     /// Until the subject token verifies, the caller is anonymous: the audit line names
     /// the targets by digest only.
     fn requested(&mut self, request: &TokenRequest) {
+        self.grant = Some(request.grant.as_str());
         self.target_digest = Some(target_digest(&request.targets.all));
     }
 
@@ -369,6 +482,10 @@ impl Trail {
             kind: self.kind,
             claims: self.claims.as_ref(),
             cloud: self.cloud,
+            grant: self.grant,
+            dpop_jkt: self.dpop_jkt.as_deref(),
+            dpop_replay: self.dpop_replay,
+            client_cert_sha256: self.client_cert.as_deref(),
         }
     }
 }
@@ -395,7 +512,11 @@ mod tests {
             "2026-11-28T21:06:40.123Z"
         );
         clock.advance(Duration::from_secs(60));
-        let record = trail.record(clock.now(), Some(&TokenError::Replayed), Some("r"));
+        let record = trail.record(
+            clock.now(),
+            Some(&TokenError::Replayed(TokenRole::Subject)),
+            Some("r"),
+        );
         assert_eq!(record.time, "2026-11-28T21:07:40.123Z");
         assert_eq!((record.outcome, record.error), ("deny", Some("invalid_request")));
     }

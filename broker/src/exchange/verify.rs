@@ -14,18 +14,19 @@ pub struct Verified {
     pub token: VerifiedToken,
 }
 
-/// Verify the subject token by its type: a JWT through [`verify_token`], a signed AWS
+/// Verify the home token (`role`: which parameter carried it) by its type: a JWT through [`verify_token`], a signed AWS
 /// request through [`super::aws_iam::verify_aws_request`] (which calls STS, waiting at
 /// most `sts_timeout`).
 pub(crate) async fn verify_subject(
     policy: &Policy,
     token: &str,
     token_type: SubjectTokenType,
+    role: TokenRole,
     now: u64,
     sts_timeout: std::time::Duration,
 ) -> Result<Verified, TokenError> {
     match token_type {
-        SubjectTokenType::Jwt => verify_token(policy, token, TokenRole::Subject, now).await,
+        SubjectTokenType::Jwt => verify_token(policy, token, role, now).await,
         SubjectTokenType::Aws4Request => {
             super::aws_iam::verify_aws_request(policy, token, now, sts_timeout).await
         }

@@ -52,6 +52,8 @@ pub struct MatchBlock {
     pub audiences: StrList,
     pub scopes: StrList,
     pub allow_any_subject: Bool,
+    pub require_dpop: Bool,
+    pub require_client_cert: Bool,
     #[serde(with = "optional_block")]
     pub actor: Value<ActorBlock>,
 }
@@ -177,6 +179,8 @@ pub fn convert(state: &RuleState) -> Result<Converted, NotReady> {
         scopes: string_list(&m.scopes)?.unwrap_or_default(),
         actor,
         allow_any_subject: known(&m.allow_any_subject)?.unwrap_or(false),
+        require_dpop: known(&m.require_dpop)?.unwrap_or(false),
+        require_client_cert: known(&m.require_client_cert)?.unwrap_or(false),
     };
     let issue = match known(&state.issue)? {
         None => None,
@@ -295,6 +299,8 @@ pub fn from_raw(raw: &RawRule) -> RuleState {
             audiences: list_value(&m.audiences),
             scopes: list_value(&m.scopes),
             allow_any_subject: Value::Value(m.allow_any_subject),
+            require_dpop: Value::Value(m.require_dpop),
+            require_client_cert: Value::Value(m.require_client_cert),
             actor,
         }),
         issue,
@@ -348,7 +354,8 @@ impl Item for RuleState {
     fn name(&self) -> &Str {
         &self.name
     }
-    /// The defaults of `effect` and `match.allow_any_subject`.
+    /// The defaults of `effect`, `match.allow_any_subject`, `match.require_dpop` and
+    /// `match.require_client_cert`.
     fn id_mut(&mut self) -> &mut Str {
         &mut self.id
     }
@@ -356,10 +363,16 @@ impl Item for RuleState {
         if self.effect.is_null() {
             self.effect = Value::Value("allow".into());
         }
-        if let Value::Value(m) = &mut self.matcher
-            && m.allow_any_subject.is_null()
-        {
-            m.allow_any_subject = Value::Value(false);
+        if let Value::Value(m) = &mut self.matcher {
+            for flag in [
+                &mut m.allow_any_subject,
+                &mut m.require_dpop,
+                &mut m.require_client_cert,
+            ] {
+                if flag.is_null() {
+                    *flag = Value::Value(false);
+                }
+            }
         }
     }
     fn body(&self) -> Result<Json, NotReady> {
@@ -503,6 +516,22 @@ pub fn rule_schema() -> Schema {
                 AttributeType::Bool,
                 OptionalComputed,
                 "Acknowledge that an allow rule without any condition on the subject token admits every token of its issuer. Default `false`.",
+            ),
+        ),
+        (
+            "require_dpop",
+            attribute(
+                AttributeType::Bool,
+                OptionalComputed,
+                "Allow rules only: the request must carry a valid DPoP proof (RFC 9449), so the issued token is bound to the caller's key. Default `false`.",
+            ),
+        ),
+        (
+            "require_client_cert",
+            attribute(
+                AttributeType::Bool,
+                OptionalComputed,
+                "Allow rules only: the request must come with a verified mutual-TLS client certificate, so the issued token is bound to it. Default `false`.",
             ),
         ),
     ];
