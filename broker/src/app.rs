@@ -180,6 +180,12 @@ fn cacheable_json(value: serde_json::Value, max_age: u32) -> Response {
 async fn discovery(State(st): State<Metadata>) -> Response {
     let alg = st.signer.algorithm().as_str();
     let url = |path: &str| format!("{}{path}", st.server.public_url);
+    // Certificate-bound tokens (RFC 8705) only where clients can present a certificate.
+    let mtls = st
+        .server
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_auth != crate::config::ClientAuth::None);
     cacheable_json(
         json!({
             "issuer": st.server.public_url,
@@ -194,7 +200,7 @@ async fn discovery(State(st): State<Metadata>) -> Response {
             "token_endpoint_auth_methods_supported": ["none", "private_key_jwt"],
             "token_endpoint_auth_signing_alg_values_supported": issuers::Algorithm::ALL.map(issuers::Algorithm::as_str),
             "dpop_signing_alg_values_supported": issuers::dpop::PROOF_ALGORITHMS.map(issuers::Algorithm::as_str),
-            "tls_client_certificate_bound_access_tokens": true,
+            "tls_client_certificate_bound_access_tokens": mtls,
             "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "act", "scope", "cnf", exchange::SOURCE_ISSUER_CLAIM],
             "fedbroker_token_types_supported": exchange::REQUESTED_TOKEN_TYPES,
         }),

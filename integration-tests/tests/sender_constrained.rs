@@ -241,7 +241,8 @@ async fn discovery_lists_sender_constraints_and_grants() {
         doc["dpop_signing_alg_values_supported"],
         json!(["ES256", "RS256", "PS256", "EdDSA"])
     );
-    assert_eq!(doc["tls_client_certificate_bound_access_tokens"], true);
+    // No client certificates without server.tls.client_ca_file (see tls_serving).
+    assert_eq!(doc["tls_client_certificate_bound_access_tokens"], false);
     assert_eq!(
         doc["token_endpoint_auth_methods_supported"],
         json!(["none", "private_key_jwt"])

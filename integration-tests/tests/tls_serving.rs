@@ -7,12 +7,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use integration_tests::broker::client_builder;
 use integration_tests::tls_issuer::{make_ca, make_certificate};
-use integration_tests::{Broker, BrokerConfig, FakeIssuer, eventually_explained, run_cli_in};
+use integration_tests::tokens::verify_issued;
+use integration_tests::{Broker, BrokerConfig, FakeIssuer, Http, eventually_explained, run_cli_in};
 use serde_json::json;
 
-use crate::support::{ISSUER_NAME, TARGET, default_rule};
+use crate::support::{ISSUER_NAME, TARGET, assert_denied_by_policy, default_rule, subject_rule};
 
 const SPIFFE_ID: &str = "spiffe://example.org/ns/payments/sa/api";
 
@@ -86,9 +89,14 @@ impl Pki {
 
 /// The fake as `k8s` with the default rule, served over TLS with `tls_extra`.
 fn tls_config(fake: &FakeIssuer, pki: &Pki, tls_extra: &[String]) -> String {
+    tls_config_with_rules(fake, pki, tls_extra, &default_rule())
+}
+
+/// [`tls_config`] with `rules`.
+fn tls_config_with_rules(fake: &FakeIssuer, pki: &Pki, tls_extra: &[String], rules: &str) -> String {
     let mut config = BrokerConfig::new()
         .issuer(fake.issuer_yaml(ISSUER_NAME))
-        .rules(default_rule());
+        .rules(rules);
     for line in pki.server_tls(tls_extra) {
         config = config.server(&line);
     }
@@ -388,4 +396,72 @@ fn check_reports_unusable_tls_settings() {
             out.all()
         );
     }
+}
+
+/// RFC 8705's `x5t#S256` of the PEM certificate at `path`, computed here from the file.
+fn x5t_s256(path: &Path) -> String {
+    let pem = std::fs::read_to_string(path).expect("read certificate");
+    let body: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    let der = STANDARD.decode(body).expect("PEM base64");
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
+    URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_binds_the_issued_token_and_rules_match_its_spiffe_id() {
+    let fake = FakeIssuer::start();
+    let pki = Pki::new();
+    // target-b: only for a caller whose certificate names the SPIFFE ID its home token
+    // names (a workload presenting its X.509-SVID and its JWT-SVID).
+    let rules = format!(
+        "{}{}",
+        subject_rule("open", &format!("audiences: [{TARGET}]"), ""),
+        subject_rule(
+            "svid-match",
+            "audiences: [target-b]\nrequire_client_cert: true\ncondition: \"claims.spiffe_id in request.client_cert.uri_sans\"",
+            ""
+        )
+    );
+    let extra = [format!("client_ca_file: {}", pki.text("ca.pem"))];
+    let broker = Broker::builder()
+        .client(pki.https_client(None))
+        .start(&tls_config_with_rules(&fake, &pki, &extra, &rules))
+        .await;
+    let discovery = broker.get("/.well-known/openid-configuration").await;
+    assert_eq!(discovery.json["tls_client_certificate_bound_access_tokens"], true);
+
+    let identity = pki.client("workload");
+    let with_cert = Http::network(
+        broker.url().to_owned(),
+        pki.https_client(Some(identity)),
+        broker.dir().to_path_buf(),
+    );
+    let thumbprint = x5t_s256(&pki.path("workload.pem"));
+
+    // Over mutual TLS, the issued token is bound to the certificate.
+    let reply = with_cert.exchange(&fake.mint(json!({})), TARGET).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let (_, claims) = verify_issued(&broker, reply.access_token(), &[TARGET]).await;
+    assert_eq!(claims["cnf"], json!({"x5t#S256": thumbprint}));
+    // Without a certificate, a bearer token.
+    let reply = broker.exchange(&fake.mint(json!({})), TARGET).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let (_, claims) = verify_issued(&broker, reply.access_token(), &[TARGET]).await;
+    assert!(claims.get("cnf").is_none(), "{claims}");
+
+    // The SPIFFE rule: the certificate's URI SAN must be the token's spiffe_id.
+    let token = fake.mint(json!({"spiffe_id": SPIFFE_ID}));
+    let reply = with_cert.exchange(&token, "target-b").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let token = fake.mint(json!({"spiffe_id": "spiffe://example.org/ns/billing/sa/api"}));
+    let reply = with_cert.exchange(&token, "target-b").await;
+    assert_denied_by_policy(&reply, &token);
+    let token = fake.mint(json!({"spiffe_id": SPIFFE_ID}));
+    let reply = broker.exchange(&token, "target-b").await;
+    assert_denied_by_policy(&reply, &token);
 }
