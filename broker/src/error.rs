@@ -165,6 +165,12 @@ impl TokenError {
             E::ClientAuthentication(_) | E::ClientIdMismatch => {
                 (StatusCode::UNAUTHORIZED, "invalid_client", self.to_string())
             }
+            // RFC 6749's code for an overloaded server, with HTTP's status for "slow down".
+            E::RateLimited(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "temporarily_unavailable",
+                self.to_string(),
+            ),
             E::InvalidDpopProof(_) => (
                 StatusCode::BAD_REQUEST,
                 "invalid_dpop_proof",
@@ -234,6 +240,12 @@ impl IntoResponse for TokenError {
             .header(header::PRAGMA, HeaderValue::from_static("no-cache"));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             answer = answer.header(header::RETRY_AFTER, HeaderValue::from(5));
+        }
+        if let TokenError::RateLimited(exceeded) = &self {
+            answer = answer.header(
+                header::RETRY_AFTER,
+                HeaderValue::from(exceeded.retry_after_secs()),
+            );
         }
         if status == StatusCode::METHOD_NOT_ALLOWED {
             answer = answer.header(header::ALLOW, HeaderValue::from_static("POST"));

@@ -43,6 +43,7 @@ pub mod exchange;
 pub mod explain;
 pub mod files;
 pub mod issuer_keys;
+pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod netguard;

@@ -78,7 +78,7 @@ pub async fn run(
                 }
             }
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             biased;
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -107,6 +107,7 @@ pub async fn run(
                 router,
                 body_timeout: limits.body_timeout,
                 client_cert,
+                peer: PeerAddr(peer),
             };
             let result = match tls {
                 None => {
@@ -166,7 +167,13 @@ struct RequestService {
     body_timeout: Duration,
     /// The connection's verified client certificate (mutual TLS).
     client_cert: Option<Arc<ClientCert>>,
+    peer: PeerAddr,
 }
+
+/// The address a connection came from, in each request's extensions (rate limits per
+/// client address). Behind a proxy, it is the proxy's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::SocketAddr);
 
 impl hyper::service::Service<Request<Incoming>> for RequestService {
     type Response = Response<axum::body::Body>;
@@ -177,12 +184,14 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
         let mut router = self.router.clone();
         let body_timeout = self.body_timeout;
         let client_cert = self.client_cert.clone();
+        let peer = self.peer;
         Box::pin(async move {
             let timed_out = Arc::new(AtomicBool::new(false));
             let mut req = req.map(|body| DeadlineBody::new(body, body_timeout, timed_out.clone()));
             if let Some(cert) = client_cert {
                 req.extensions_mut().insert(cert);
             }
+            req.extensions_mut().insert(peer);
             let response = tower_service::Service::call(&mut router, req).await?;
             if timed_out.load(Ordering::Acquire) {
                 return Ok(body_timeout_response(body_timeout));

@@ -26,6 +26,8 @@ pub struct Metrics {
     cloud_latency: Family<Labels, Histogram, fn() -> Histogram>,
     audit_queue_full: Counter,
     audit_write_errors: Counter,
+    rate_limited: Family<Labels, Counter>,
+    rate_limit_untracked: Family<Labels, Counter>,
     /// `token_exchanges` of the outcomes requests have, resolved once: counting an
     /// exchange is one atomic add, no label allocation and no lock.
     exchange_counters: Vec<(&'static str, &'static str, Counter)>,
@@ -117,6 +119,16 @@ impl Metrics {
             "audit_write_errors",
             "Writes of queued audit lines to the audit sink that failed",
         );
+        let rate_limited = registered(
+            &mut registry,
+            "rate_limited",
+            "Requests to /token refused with 429 by limit (per_issuer, per_subject, per_client_address)",
+        );
+        let rate_limit_untracked = registered(
+            &mut registry,
+            "rate_limit_untracked",
+            "Requests let through uncounted because a limit's table of keys was full",
+        );
         let exchange_counters = EXCHANGE_OUTCOMES
             .iter()
             .map(|&(outcome, error)| {
@@ -126,6 +138,8 @@ impl Metrics {
             .collect();
         Metrics {
             registry,
+            rate_limited,
+            rate_limit_untracked,
             audit_queue_full,
             audit_write_errors,
             exchange_counters,
@@ -140,6 +154,18 @@ impl Metrics {
             issuer_keys,
             rules_loaded,
         }
+    }
+
+    pub fn rate_limited(&self, limit: &'static str) {
+        self.rate_limited
+            .get_or_create(&vec![("limit", limit.to_string())])
+            .inc();
+    }
+
+    pub fn rate_limit_untracked(&self, limit: &'static str) {
+        self.rate_limit_untracked
+            .get_or_create(&vec![("limit", limit.to_string())])
+            .inc();
     }
 
     pub fn exchange(&self, outcome: &'static str, error: &'static str) {

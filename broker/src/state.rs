@@ -48,6 +48,8 @@ pub struct AppState {
     /// The admin listener's TLS (`admin.tls`, else `server.tls`), when it has a
     /// listener of its own.
     pub admin_tls: Option<Arc<TlsServer>>,
+    /// `limits:`, counted in Redis with `replay.backend: redis`.
+    pub limiter: Arc<crate::limits::Limiter>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +142,17 @@ impl AppState {
         if let Some(admin) = &admin {
             admin.spawn_sync();
         }
+        let limiter = Arc::new(match &config.replay.backend {
+            ReplayBackend::Redis(redis) if config.limits != Default::default() => {
+                crate::limits::Limiter::shared(
+                    config.limits,
+                    crate::replay::redis_conn::RedisConn::new(redis, None)?,
+                    redis.key_prefix.clone(),
+                    metrics.clone(),
+                )
+            }
+            _ => crate::limits::Limiter::local(config.limits, metrics.clone()),
+        });
         let config_cloud_timeout = config.server.cloud_timeout;
         Ok(Arc::new(AppState {
             server: Arc::new(config.server.clone()),
@@ -157,6 +170,7 @@ impl AppState {
             clock,
             tls,
             admin_tls,
+            limiter,
         }))
     }
 
@@ -237,10 +251,11 @@ impl AppState {
             || old.signing.key_dir != new.signing.key_dir
             || old.signing.active_kid != new.signing.active_kid
             || old.audit.path != new.audit.path
+            || old.limits != new.limits
             || old.replay != new.replay;
         if changed {
             tracing::warn!(
-                "server, signing, replay or audit settings changed: they take effect only after a restart"
+                "server, signing, replay, audit or limits settings changed: they take effect only after a restart"
             );
         }
     }
@@ -252,6 +267,7 @@ struct RestartOnly {
     signing: crate::config::SigningConfig,
     audit: crate::config::AuditConfig,
     replay: crate::config::ReplayConfig,
+    limits: crate::limits::LimitsConfig,
 }
 
 impl RestartOnly {
@@ -261,6 +277,7 @@ impl RestartOnly {
             signing: config.signing.clone(),
             audit: config.audit.clone(),
             replay: config.replay.clone(),
+            limits: config.limits,
         }
     }
 }
@@ -278,6 +295,7 @@ impl FromRef<Arc<AppState>> for TokenState {
             metrics: st.metrics.clone(),
             clouds: st.clouds.clone(),
             clock: st.clock.clone(),
+            limiter: st.limiter.clone(),
         }
     }
 }

@@ -230,6 +230,8 @@ pub struct Config {
     /// The `rules_files` globs as written (relative to the config file).
     pub rules_files: Vec<String>,
     pub audit: AuditConfig,
+    /// `limits:`: rate limits at `/token`.
+    pub limits: crate::limits::LimitsConfig,
     pub admin: Option<AdminConfig>,
     /// The admin API's issuers and rules included in this config.
     pub admin_state: AdminState,

@@ -144,6 +144,7 @@ pub struct Draft {
     pub(super) admin: Option<AdminConfig>,
     pub(super) rules: Vec<SourcedRule>,
     pub(super) audit: AuditConfig,
+    pub(super) limits: crate::limits::LimitsConfig,
     pub(super) base_dir: PathBuf,
     /// Problems found in the config file itself.
     pub(super) errors: Vec<ConfigError>,
@@ -181,6 +182,7 @@ pub fn parse_config(
     let mut rules = Vec::new();
     let mut audit = RawAudit::default();
     let mut raw_admin: Option<RawAdmin> = None;
+    let mut raw_limits = super::raw::RawLimits::default();
 
     for (key, value) in map.iter() {
         match key.as_str() {
@@ -195,6 +197,7 @@ pub fn parse_config(
             "replay" => replay = from_node(value, "replay", &mut errors).unwrap_or_default(),
             "audit" => audit = from_node(value, "audit", &mut errors).unwrap_or_default(),
             "admin" => raw_admin = from_node(value, "admin", &mut errors),
+            "limits" => raw_limits = from_node(value, "limits", &mut errors).unwrap_or_default(),
             "rules_files" => rules_files = from_node(value, "rules_files", &mut errors).unwrap_or_default(),
             "issuers" => match issuers_list.as_deref().map(|list| (list, list.as_sequence())) {
                 Some((_, Some(seq))) => {
@@ -241,6 +244,26 @@ pub fn parse_config(
         path: audit.path.map(|p| base_dir.join(p)),
     };
     let admin = build_admin(raw_admin, child(&root, "admin"), &base_dir, &replay, &mut errors);
+    let limits_node = child(&root, "limits");
+    let mut rate = |value: Option<String>, key: &str| {
+        let text = value?;
+        match crate::limits::Rate::parse(&text) {
+            Ok(rate) => Some(rate),
+            Err(e) => {
+                errors.at(
+                    limits_node.and_then(|n| child(n, key)),
+                    format!("limits.{key}"),
+                    e,
+                );
+                None
+            }
+        }
+    };
+    let limits = crate::limits::LimitsConfig {
+        per_issuer: rate(raw_limits.per_issuer, "per_issuer"),
+        per_subject: rate(raw_limits.per_subject, "per_subject"),
+        per_client_address: rate(raw_limits.per_client_address, "per_client_address"),
+    };
 
     // Errors so far are kept in the draft, so that rule files and issuers are still
     // checked and `check` reports every problem at once.
@@ -254,6 +277,7 @@ pub fn parse_config(
         rules_files,
         rules,
         audit,
+        limits,
         base_dir,
         admin,
         errors: errors.list,
@@ -334,6 +358,7 @@ pub fn assemble(
             rules: Arc::new(rules),
             rules_files: draft.rules_files,
             audit: draft.audit,
+            limits: draft.limits,
             admin: draft.admin,
             admin_state: AdminState::default(),
             file_items: Arc::default(),
@@ -402,6 +427,7 @@ pub fn from_parts(
         rules: Arc::new(rules),
         rules_files: Vec::new(),
         audit: AuditConfig::default(),
+        limits: Default::default(),
         admin: None,
         admin_state: AdminState::default(),
         file_items: Arc::default(),

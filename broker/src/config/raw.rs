@@ -79,6 +79,15 @@ pub(super) struct RawAdmin {
     pub(super) tls: Option<RawTls>,
 }
 
+/// `limits:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) per_issuer: Option<String>,
+    pub(super) per_subject: Option<String>,
+    pub(super) per_client_address: Option<String>,
+}
+
 pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
     "version",
     "server",
@@ -89,4 +98,5 @@ pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
     "rules",
     "audit",
     "admin",
+    "limits",
 ];

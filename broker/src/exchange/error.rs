@@ -68,6 +68,9 @@ pub enum TokenError {
     /// `client_id` differs from the client assertion's `sub` (RFC 7523 §3).
     #[error("client_id does not match the client assertion's sub")]
     ClientIdMismatch,
+    /// Over a rate limit (`limits:`): 429 with `Retry-After`.
+    #[error("rate limit {} reached; retry after {}s", .0.limit.as_str(), .0.retry_after_secs())]
+    RateLimited(crate::limits::Exceeded),
     /// The `DPoP` header was refused; the reason is for the audit log only.
     #[error("{0}")]
     InvalidDpopProof(super::dpop::DpopRefusal),

@@ -50,6 +50,7 @@ use crate::client_cert::ClientCert;
 use crate::clock::SharedClock;
 use crate::config::{OnUnavailable, ReplayMode, ServerConfig};
 use crate::credentials::{CloudToken, Clouds};
+use crate::limits::Limit;
 use crate::metrics::Metrics;
 use crate::policy::LivePolicy;
 use crate::replay::{ReplayStore, effective_jti, mark_expiry, replay_key, signing_input, token_digest};
@@ -96,6 +97,8 @@ pub struct TokenState {
     pub metrics: Arc<Metrics>,
     pub clouds: Arc<Clouds>,
     pub clock: SharedClock,
+    /// `limits:`: per client address, issuer and subject.
+    pub limiter: Arc<crate::limits::Limiter>,
 }
 
 pub fn routes<S>() -> MethodRouter<S>
@@ -111,6 +114,18 @@ async fn method_not_allowed() -> TokenError {
 }
 
 async fn token(State(st): State<TokenState>, req: Request) -> Response {
+    // Per client address first, before the body is read: an unauthenticated flood costs
+    // a table lookup (and writes no audit line).
+    if st.limiter.configured(Limit::PerClientAddress)
+        && let Some(peer) = req.extensions().get::<crate::listener::PeerAddr>()
+        && let Err(exceeded) = st
+            .limiter
+            .check(Limit::PerClientAddress, &crate::limits::address_key(peer.0.ip()))
+            .await
+    {
+        st.metrics.exchange("deny", "temporarily_unavailable");
+        return TokenError::RateLimited(exceeded).into_response();
+    }
     let mut trail = Trail::default();
     let result = exchange(&st, req, &mut trail).await;
     let error = result.as_ref().err();
@@ -161,6 +176,20 @@ async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Re
     )
     .await?;
     trail.verified(&request, &subject);
+    // Per issuer and per subject: counted once the token verified, so that forged tokens
+    // cannot spend another issuer's or subject's budget.
+    let issuer_name = &subject.issuer.config.name;
+    st.limiter
+        .check(Limit::PerIssuer, issuer_name)
+        .await
+        .map_err(TokenError::RateLimited)?;
+    if st.limiter.configured(Limit::PerSubject) {
+        let key = format!("{issuer_name}\n{}", subject.token.subject);
+        st.limiter
+            .check(Limit::PerSubject, &key)
+            .await
+            .map_err(TokenError::RateLimited)?;
+    }
     // RFC 7523 §3: a client assertion's `sub` is the client's id.
     if request
         .client_id

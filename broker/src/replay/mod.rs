@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 mod memory;
-mod redis_conn;
+pub(crate) mod redis_conn;
 mod redis_store;
 
 pub use memory::MemoryReplayStore;

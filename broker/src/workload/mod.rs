@@ -227,12 +227,9 @@ async fn exchange(
     form.extend(args.audience.iter().map(|a| ("audience", a.as_str())));
     form.extend(args.resource.iter().map(|r| ("resource", r.as_str())));
     let url = format!("{}/token", args.broker.trim_end_matches('/'));
-    let resp = client
-        .post(&url)
-        .form(&form)
-        .send()
-        .await
-        .map_err(|e| WorkloadError::Broker(format!("{url}: {}", e.without_url())))?;
+    let resp = client.post(&url).form(&form).send().await.map_err(|e| {
+        WorkloadError::Broker(format!("{url}: {}", crate::error::with_sources(&e.without_url())))
+    })?;
     let status = resp.status();
     let body: Value = resp.json().await.map_err(|e| {
         WorkloadError::Broker(format!("{url}: answered {status}, not JSON: {}", e.without_url()))
