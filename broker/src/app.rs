@@ -81,11 +81,12 @@ pub fn app(state: Arc<AppState>) -> Router {
     }
     let inner = inner.with_state(state.clone());
     let prefix = state.server.path_prefix();
-    if prefix.is_empty() {
+    let router = if prefix.is_empty() {
         inner
     } else {
         Router::new().nest(&prefix, inner)
-    }
+    };
+    router.layer(axum::middleware::from_fn(crate::request_id::layer))
 }
 
 /// The router of `admin.listen`, the admin API's own listener: the admin API, plus the
@@ -101,6 +102,7 @@ pub fn admin_app(state: Arc<AppState>) -> Router {
         .route("/.well-known/oauth-authorization-server", get(discovery))
         .route("/jwks.json", get(jwks))
         .with_state(state)
+        .layer(axum::middleware::from_fn(crate::request_id::layer))
 }
 
 /// Serve until `shutdown` resolves, then stop accepting and give in-flight requests up

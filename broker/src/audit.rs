@@ -79,6 +79,12 @@ pub struct AuditRecord<'a> {
     /// SHA-256 (hex) of the mutual-TLS client certificate the request came with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_cert_sha256: Option<&'a str>,
+    /// The request's `X-Request-Id` ([`crate::request_id`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<&'a str>,
+    /// The replica that answered (`FEDBROKER_REPLICA`, else the host name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<&'a str>,
 }
 
 /// At most this many records wait for the writer; beyond, requests wait for room.

@@ -300,7 +300,10 @@ impl IssuerKeys {
                 state.last_on_demand = Some(now);
             }
         }
-        match self.fetch().await {
+        let started = Instant::now();
+        let fetched = self.fetch().await;
+        self.metrics.jwks_fetch_duration(&self.name, started.elapsed());
+        match fetched {
             Ok(set) => {
                 let set = Arc::new(set);
                 for skipped in set.skipped() {

@@ -50,6 +50,7 @@ pub mod netguard;
 pub mod policy;
 pub mod reload;
 pub mod replay;
+pub mod request_id;
 pub mod signing;
 pub mod state;
 pub mod tls;

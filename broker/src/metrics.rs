@@ -9,6 +9,14 @@ use prometheus_client::registry::{Metric, Registry};
 
 type Labels = Vec<(&'static str, String)>;
 
+/// Buckets of the `/token` and stage latency histograms, in seconds (100 µs to 10 s).
+const TOKEN_LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0,
+];
+
+/// Buckets of the JWKS fetch latency histogram, in seconds.
+const FETCH_LATENCY_BUCKETS: [f64; 9] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
 /// Buckets of the cloud latency histogram, in seconds.
 const CLOUD_LATENCY_BUCKETS: [f64; 10] = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
@@ -28,6 +36,11 @@ pub struct Metrics {
     audit_write_errors: Counter,
     rate_limited: Family<Labels, Counter>,
     rate_limit_untracked: Family<Labels, Counter>,
+    /// The `/token` and stage histograms of each label, resolved once (no allocation
+    /// or lock per request, as for `exchange_counters`).
+    token_latency: Vec<(&'static str, Histogram)>,
+    stage_latency: Vec<(&'static str, Histogram)>,
+    fetch_latency: Family<Labels, Histogram, fn() -> Histogram>,
     /// `token_exchanges` of the outcomes requests have, resolved once: counting an
     /// exchange is one atomic add, no label allocation and no lock.
     exchange_counters: Vec<(&'static str, &'static str, Counter)>,
@@ -129,6 +142,37 @@ impl Metrics {
             "rate_limit_untracked",
             "Requests let through uncounted because a limit's table of keys was full",
         );
+        let token_latency: Family<Labels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(TOKEN_LATENCY_BUCKETS));
+        registry.register(
+            "token_request_duration_seconds",
+            "Time /token took to answer, by outcome (allow, deny), audit line included",
+            token_latency.clone(),
+        );
+        let stage_latency: Family<Labels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(TOKEN_LATENCY_BUCKETS));
+        registry.register(
+            "token_stage_duration_seconds",
+            "Time each stage of /token took: verify (issuer keys, a fetch when needed, and the signature), replay (the store), sign",
+            stage_latency.clone(),
+        );
+        let fetch_latency: Family<Labels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(|| Histogram::new(FETCH_LATENCY_BUCKETS));
+        registry.register(
+            "jwks_fetch_duration_seconds",
+            "Time an issuer's discovery and JWKS fetch took, by issuer",
+            fetch_latency.clone(),
+        );
+        let resolve = |family: &Family<Labels, Histogram, fn() -> Histogram>,
+                       label: &'static str,
+                       values: &[&'static str]| {
+            values
+                .iter()
+                .map(|&v| (v, family.get_or_create(&vec![(label, v.to_string())]).clone()))
+                .collect::<Vec<_>>()
+        };
+        let token_latency = resolve(&token_latency, "outcome", &["allow", "deny"]);
+        let stage_latency = resolve(&stage_latency, "stage", &["verify", "replay", "sign"]);
         let exchange_counters = EXCHANGE_OUTCOMES
             .iter()
             .map(|&(outcome, error)| {
@@ -140,6 +184,9 @@ impl Metrics {
             registry,
             rate_limited,
             rate_limit_untracked,
+            token_latency,
+            stage_latency,
+            fetch_latency,
             audit_queue_full,
             audit_write_errors,
             exchange_counters,
@@ -154,6 +201,26 @@ impl Metrics {
             issuer_keys,
             rules_loaded,
         }
+    }
+
+    /// `outcome`: `allow` or `deny`.
+    pub fn token_request_duration(&self, outcome: &'static str, took: std::time::Duration) {
+        if let Some((_, h)) = self.token_latency.iter().find(|(o, _)| *o == outcome) {
+            h.observe(took.as_secs_f64());
+        }
+    }
+
+    /// `stage`: `verify`, `replay` or `sign`.
+    pub fn stage_duration(&self, stage: &'static str, took: std::time::Duration) {
+        if let Some((_, h)) = self.stage_latency.iter().find(|(s, _)| *s == stage) {
+            h.observe(took.as_secs_f64());
+        }
+    }
+
+    pub fn jwks_fetch_duration(&self, issuer: &str, took: std::time::Duration) {
+        self.fetch_latency
+            .get_or_create(&vec![("issuer", issuer.to_string())])
+            .observe(took.as_secs_f64());
     }
 
     pub fn rate_limited(&self, limit: &'static str) {

@@ -28,6 +28,7 @@ mod key_rotation;
 mod keys_fetch;
 mod moto_server;
 mod new_user;
+mod observability;
 mod rate_limits;
 mod redis;
 mod reload;

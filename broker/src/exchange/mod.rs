@@ -126,9 +126,18 @@ async fn token(State(st): State<TokenState>, req: Request) -> Response {
         st.metrics.exchange("deny", "temporarily_unavailable");
         return TokenError::RateLimited(exceeded).into_response();
     }
-    let mut trail = Trail::default();
+    let started = std::time::Instant::now();
+    let mut trail = Trail {
+        request_id: req
+            .extensions()
+            .get::<crate::request_id::RequestId>()
+            .map(|id| id.0.clone()),
+        ..Trail::default()
+    };
     let result = exchange(&st, req, &mut trail).await;
     let error = result.as_ref().err();
+    st.metrics
+        .token_request_duration(if error.is_some() { "deny" } else { "allow" }, started.elapsed());
     st.metrics.exchange(
         if error.is_some() { "deny" } else { "allow" },
         error.map(TokenError::code).unwrap_or_default(),
@@ -166,6 +175,7 @@ async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Re
     trail.dpop_jkt = proof.as_ref().map(|p| p.jkt.clone());
     let role = request.grant.role();
     let policy = st.live.current();
+    let stage = std::time::Instant::now();
     let subject = verify_subject(
         &policy,
         &request.subject_token,
@@ -175,6 +185,7 @@ async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Re
         std::time::Duration::from_secs(st.server.cloud_timeout),
     )
     .await?;
+    st.metrics.stage_duration("verify", stage.elapsed());
     trail.verified(&request, &subject);
     // Per issuer and per subject: counted once the token verified, so that forged tokens
     // cannot spend another issuer's or subject's budget.
@@ -237,9 +248,12 @@ async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Re
         );
     }
     if subject.issuer.config.replay == ReplayMode::OneTime {
+        let stage = std::time::Instant::now();
         trail.replay = Some(mark_used(st, &subject, &request.subject_token, role).await?);
+        st.metrics.stage_duration("replay", stage.elapsed());
     }
     let cnf = confirmation(proof.as_ref(), client_cert.as_deref());
+    let stage = std::time::Instant::now();
     let (token, jti) = mint(
         st,
         &grant,
@@ -249,6 +263,7 @@ async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Re
         cnf.as_ref(),
     )
     .await?;
+    st.metrics.stage_duration("sign", stage.elapsed());
     trail.issued_jti = Some(jti);
     let issued = match cloud {
         // The minted token is the broker's half of the trade, not the answer.
@@ -413,6 +428,7 @@ fn target_digest(targets: &[String]) -> String {
 /// What the audit line says, learnt step by step; [`Trail::record`] builds the line.
 #[derive(Default)]
 struct Trail {
+    request_id: Option<String>,
     issuer: Option<String>,
     iss: Option<String>,
     subject: Option<String>,
@@ -515,6 +531,8 @@ impl Trail {
             dpop_jkt: self.dpop_jkt.as_deref(),
             dpop_replay: self.dpop_replay,
             client_cert_sha256: self.client_cert.as_deref(),
+            request_id: self.request_id.as_deref(),
+            replica: Some(crate::request_id::replica()),
         }
     }
 }
