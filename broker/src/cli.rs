@@ -392,7 +392,19 @@ fn keys_list(config_path: &std::path::Path, json: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let listing = match crate::signing::list_keys(&config.signing, crate::signing::unix_now()) {
+    let listing = if config.signing.kms.is_some() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(crate::signing::list_kms_keys(&config.signing)),
+            Err(e) => {
+                eprintln!("fedbroker: cannot start the runtime: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        crate::signing::list_keys(&config.signing, crate::signing::unix_now())
+    };
+    let listing = match listing {
         Ok(l) => l,
         Err(e) => {
             eprintln!("fedbroker: {e}");
@@ -409,7 +421,10 @@ fn keys_list(config_path: &std::path::Path, json: bool) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    println!("key_dir: {}", listing.key_dir.display());
+    match &config.signing.kms {
+        Some(kms) => println!("kms: aws, {} key(s); the first signs", kms.keys.len()),
+        None => println!("key_dir: {}", listing.key_dir.display()),
+    }
     println!("algorithm: {}", listing.algorithm);
     match &listing.rotation {
         Some(r) => println!(
@@ -418,6 +433,9 @@ fn keys_list(config_path: &std::path::Path, json: bool) -> ExitCode {
             humantime::format_duration(std::time::Duration::from_secs(r.prepublish)),
             r.next_key_at.as_deref().unwrap_or("-"),
         ),
+        None if config.signing.kms.is_some() => {
+            println!("rotation: by hand, in signing.kms.keys (docs/operations.md, \"External signers\")")
+        }
         None => println!("rotation: none (keys change by hand: `fedbroker keys rotate`, then a restart)"),
     }
     println!(
@@ -447,6 +465,11 @@ fn keys_list(config_path: &std::path::Path, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Why `keys rotate` and `keys generate` write nothing with `signing.kms`.
+const KMS_KEYS_BY_HAND: &str = "fedbroker: signing.kms: the keys are made in the key management service: create the new key \
+     there, add it to signing.kms.keys after the others (published, not signing) and restart; once the clouds have \
+     read it (a day), move it first (it signs) and restart again";
+
 /// `keys rotate`: exit 0 written, 1 an invalid configuration or I/O error.
 fn keys_rotate(config_path: &std::path::Path) -> ExitCode {
     let config = match config::load(config_path) {
@@ -457,6 +480,10 @@ fn keys_rotate(config_path: &std::path::Path) -> ExitCode {
         }
     };
     let signing = &config.signing;
+    if signing.kms.is_some() {
+        eprintln!("{KMS_KEYS_BY_HAND}");
+        return ExitCode::from(1);
+    }
     let Some(dir) = &signing.key_dir else {
         eprintln!("fedbroker: the configuration has no signing.key_dir");
         return ExitCode::from(1);
@@ -519,6 +546,10 @@ fn keys_generate(
             }
         },
     };
+    if dir.is_none() && signing.as_ref().is_some_and(|s| s.kms.is_some()) {
+        eprintln!("{KMS_KEYS_BY_HAND}");
+        return ExitCode::from(2);
+    }
     let alg = match (&signing, explicit) {
         (Some(s), Some(a)) if !crate::signing::same_key_type(a, s.algorithm) => {
             eprintln!(
@@ -597,7 +628,7 @@ async fn run_serve(
         if let Some(addr) = listen {
             config.server.listen = addr;
         }
-        let signer = Signer::from_config(&config.signing)?;
+        let signer = Signer::open(&config.signing).await?;
         (config, signer, None)
     };
     let addr = config.server.listen;

@@ -144,6 +144,7 @@ pub fn config(listen: SocketAddr) -> Result<(Config, Signer, Arc<DevIssuer>), De
         key_dir: None,
         active_kid: None,
         rotation: None,
+        kms: None,
     };
     let config = config::from_parts(server, signing, vec![issuer], vec![rule])
         .map_err(|e| DevError::Config(e.to_string()))?;

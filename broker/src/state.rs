@@ -250,6 +250,7 @@ impl AppState {
             || old.signing.algorithm != new.signing.algorithm
             || old.signing.key_dir != new.signing.key_dir
             || old.signing.active_kid != new.signing.active_kid
+            || old.signing.kms != new.signing.kms
             || old.audit.path != new.audit.path
             || old.limits != new.limits
             || old.replay != new.replay;

@@ -337,6 +337,70 @@ impl Moto {
         xml_text(&role, "Arn").expect("CreateRole's Arn").to_owned()
     }
 
+    /// A KMS key (`KeySpec` `spec`, e.g. `RSA_2048` or `ECC_NIST_P256`; `KeyUsage`
+    /// `usage`, e.g. `SIGN_VERIFY`): its ARN.
+    pub async fn kms_create_key(&self, spec: &str, usage: &str) -> String {
+        let answer = self
+            .kms_call(
+                "CreateKey",
+                serde_json::json!({"KeySpec": spec, "KeyUsage": usage, "Description": "fedbroker test"}),
+            )
+            .await;
+        answer["KeyMetadata"]["Arn"]
+            .as_str()
+            .expect("CreateKey's Arn")
+            .to_owned()
+    }
+
+    /// A KMS alias (`alias/NAME`) for `key`.
+    pub async fn kms_create_alias(&self, alias: &str, key: &str) {
+        self.kms_call(
+            "CreateAlias",
+            serde_json::json!({"AliasName": alias, "TargetKeyId": key}),
+        )
+        .await;
+    }
+
+    /// A KMS key's public key: DER SubjectPublicKeyInfo.
+    pub async fn kms_public_key(&self, key: &str) -> Vec<u8> {
+        let answer = self
+            .kms_call("GetPublicKey", serde_json::json!({"KeyId": key}))
+            .await;
+        let b64 = answer["PublicKey"].as_str().expect("GetPublicKey's PublicKey");
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("base64 public key")
+    }
+
+    /// One KMS call (JSON protocol, `TrentService.ACTION`) for setup, routed to KMS by a
+    /// placeholder `Authorization` header: the answer's JSON. Panics unless 200.
+    async fn kms_call(&self, action: &str, body: serde_json::Value) -> serde_json::Value {
+        if self.enforcing {
+            self.set_no_auth_allowance("inf");
+        }
+        let result = reqwest::Client::new()
+            .post(self.url())
+            .header(
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20240101/us-east-1/kms/aws4_request, \
+                 SignedHeaders=host, Signature=0",
+            )
+            .header("X-Amz-Target", format!("TrentService.{action}"))
+            .header("Content-Type", "application/x-amz-json-1.1")
+            .body(body.to_string())
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await;
+        if self.enforcing {
+            self.set_no_auth_allowance("0");
+        }
+        let response = result.unwrap_or_else(|e| panic!("moto kms {action}: {e}"));
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "moto kms {action} answered {status}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("moto kms {action}: {e}: {text}"))
+    }
+
     /// One Query API call for setup, routed to `service` by the credential scope of a
     /// placeholder `Authorization` header, with the signature checks lifted around it on
     /// an enforcing server. Returns the body of a 200 answer; panics otherwise.

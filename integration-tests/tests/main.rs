@@ -26,6 +26,7 @@ mod harness;
 mod issuer_schema;
 mod key_rotation;
 mod keys_fetch;
+mod kms_signing;
 mod moto_server;
 mod new_user;
 mod observability;

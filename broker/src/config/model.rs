@@ -113,6 +113,29 @@ pub struct SigningConfig {
     /// `signing.rotation`: keys made, activated and retired on a schedule
     /// ([`crate::signing::schedule`]); `None`: keys change only by hand.
     pub rotation: Option<crate::signing::schedule::Rotation>,
+    /// `signing.kms`: keys held by a key management service; `key_dir`, `active_kid`
+    /// and `rotation` are then unused.
+    pub kms: Option<KmsConfig>,
+}
+
+/// `signing.kms`: tokens signed by keys a key management service holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsConfig {
+    pub provider: KmsProvider,
+    /// The keys, as the service names them (AWS: key ID, key ARN, alias name or alias
+    /// ARN). The first signs; all are published.
+    pub keys: Vec<String>,
+    /// AWS: the region (default: the SDK's, from the environment; else us-east-1).
+    pub region: Option<String>,
+    /// The service's endpoint (a VPC endpoint, a FIPS endpoint, a test server).
+    pub endpoint: Option<String>,
+    /// Bound on one signature, retries included (`signing.kms.timeout`, default 2s).
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KmsProvider {
+    Aws,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

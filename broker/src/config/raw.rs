@@ -38,6 +38,21 @@ pub(super) struct RawSigning {
     pub(super) key_dir: Option<String>,
     pub(super) active_kid: Option<String>,
     pub(super) rotation: Option<RawRotation>,
+    pub(super) kms: Option<RawKms>,
+}
+
+/// `signing.kms`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKms {
+    pub(super) provider: Option<String>,
+    #[serde(default)]
+    pub(super) keys: Vec<String>,
+    pub(super) region: Option<String>,
+    pub(super) endpoint: Option<String>,
+    #[serde(default)]
+    pub(super) danger_allow_insecure_endpoint: bool,
+    pub(super) timeout: Option<String>,
 }
 
 /// `signing.rotation`.

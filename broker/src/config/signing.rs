@@ -6,8 +6,8 @@ use issuers::Algorithm;
 use marked_yaml::Node;
 
 use super::error::Errors;
-use super::model::SigningConfig;
-use super::raw::{RawRotation, RawSigning};
+use super::model::{KmsConfig, KmsProvider, SigningConfig};
+use super::raw::{RawKms, RawRotation, RawSigning};
 use super::server::duration_field;
 use super::yaml::child;
 use crate::signing::schedule::Rotation;
@@ -75,12 +75,148 @@ pub(super) fn build_signing(
             "cannot be set with signing.rotation: the schedule chooses the signing key (remove one of the two)",
         );
     }
+    let kms_present = raw.kms.is_some();
+    let kms = raw.kms.and_then(|k| {
+        let kms_node = node.and_then(|n| child(n, "kms"));
+        let at = |key: &str| kms_node.and_then(|n| child(n, key).or(Some(n)));
+        build_kms(k, algorithm, &at, errors)
+    });
+    if kms_present {
+        for (set, field) in [
+            (raw.key_dir.is_some(), "key_dir"),
+            (active_kid.is_some(), "active_kid"),
+            (rotation.is_some(), "rotation"),
+        ] {
+            if set {
+                errors.at(
+                    node.and_then(|n| child(n, field)),
+                    format!("signing.{field}"),
+                    "cannot be set with signing.kms: the keys are in the key management service (remove one of the two)",
+                );
+            }
+        }
+    }
     SigningConfig {
         algorithm,
-        key_dir,
+        // With signing.kms no key is read from or written to a directory.
+        key_dir: if kms.is_some() { None } else { key_dir },
         active_kid,
         rotation,
+        kms,
     }
+}
+
+/// `signing.kms.timeout` when absent, and its bounds (seconds).
+pub const DEFAULT_KMS_TIMEOUT: u64 = 2;
+const KMS_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 1..=30;
+/// At most this many keys in `signing.kms.keys` (each is read at start).
+pub const MAX_KMS_KEYS: usize = 10;
+
+/// `signing.kms`: `provider: aws`, one to ten `keys` (the first signs), optional
+/// `region` and `endpoint` (https://, or http:// with `danger_allow_insecure_endpoint`),
+/// `timeout` 1s to 30s. RS256, PS256 or ES256 only: AWS KMS has no Ed25519 JWS keys here.
+fn build_kms<'n>(
+    raw: RawKms,
+    algorithm: Algorithm,
+    at: &dyn Fn(&str) -> Option<&'n Node>,
+    errors: &mut Errors,
+) -> Option<KmsConfig> {
+    let before = errors.list.len();
+    let provider = match raw.provider.as_deref() {
+        Some("aws") => KmsProvider::Aws,
+        Some(other) => {
+            errors.at(
+                at("provider"),
+                "signing.kms.provider",
+                format!(
+                    "`{other}` is not supported: use aws (docs/operations.md shows the shape for others)"
+                ),
+            );
+            KmsProvider::Aws
+        }
+        None => {
+            errors.at(at("provider"), "signing.kms.provider", "required: aws");
+            KmsProvider::Aws
+        }
+    };
+    if raw.keys.is_empty() || raw.keys.len() > MAX_KMS_KEYS {
+        errors.at(
+            at("keys"),
+            "signing.kms.keys",
+            format!(
+                "one to {MAX_KMS_KEYS} keys are needed (key IDs, ARNs or alias names): the first signs, all are published"
+            ),
+        );
+    }
+    for key in &raw.keys {
+        let ok = !key.is_empty()
+            && key.len() <= 2048
+            && key.bytes().all(|b| b.is_ascii_graphic())
+            && raw.keys.iter().filter(|k| *k == key).count() == 1;
+        if !ok {
+            errors.at(
+                at("keys"),
+                "signing.kms.keys",
+                format!("`{key}` is not a key ID, ARN or alias name, or is listed twice"),
+            );
+        }
+    }
+    if let Some(region) = &raw.region {
+        let ok = !region.is_empty()
+            && region.len() <= 64
+            && region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            errors.at(
+                at("region"),
+                "signing.kms.region",
+                format!("`{region}` is not an AWS region name"),
+            );
+        }
+    }
+    if let Some(endpoint) = &raw.endpoint {
+        match url::Url::parse(endpoint) {
+            Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && raw.danger_allow_insecure_endpoint) => {}
+            _ => errors.at(
+                at("endpoint"),
+                "signing.kms.endpoint",
+                format!(
+                    "`{endpoint}` must be an https:// URL (http:// only with danger_allow_insecure_endpoint: true)"
+                ),
+            ),
+        }
+    }
+    let timeout = duration_field(
+        raw.timeout.as_deref(),
+        DEFAULT_KMS_TIMEOUT,
+        at("timeout"),
+        "signing.kms.timeout",
+        errors,
+    );
+    if !KMS_TIMEOUT_RANGE.contains(&timeout) {
+        errors.at(at("timeout"), "signing.kms.timeout", "must be from 1s to 30s");
+    }
+    if !matches!(algorithm, Algorithm::RS256 | Algorithm::PS256 | Algorithm::ES256) {
+        errors.at(
+            at("provider"),
+            "signing.kms",
+            format!(
+                "signs RS256, PS256 or ES256, not {} (signing.algorithm)",
+                algorithm.as_str()
+            ),
+        );
+    }
+    if errors.list.len() != before {
+        return None;
+    }
+    Some(KmsConfig {
+        provider,
+        keys: raw.keys,
+        region: raw.region,
+        endpoint: raw.endpoint,
+        timeout: std::time::Duration::from_secs(timeout),
+    })
 }
 
 /// The shortest `signing.rotation.every` accepted.

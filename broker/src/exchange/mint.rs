@@ -11,10 +11,16 @@ use crate::signing::Signer;
 
 /// Sign `claims`, on the request's own task: one signature (RS256 about 0.4 ms, ES256
 /// and EdDSA far less) is shorter than what a hand-off to the blocking pool costs in
-/// wake-ups under load (docs/performance.md).
-pub(super) fn sign(signer: &Signer, requested: TokenType, claims: &Value) -> Result<String, TokenError> {
+/// wake-ups under load (docs/performance.md). With `signing.kms` the task waits for the
+/// key management service instead.
+pub(super) async fn sign(
+    signer: &Signer,
+    requested: TokenType,
+    claims: &Value,
+) -> Result<String, TokenError> {
     signer
-        .sign_jwt(requested.typ(), claims)
+        .sign(requested.typ(), claims)
+        .await
         .map_err(TokenError::Signing)
 }
 

@@ -392,7 +392,7 @@ async fn mint(
         &jti,
         now,
     );
-    let token = mint::sign(&st.signer, requested, &claims)?;
+    let token = mint::sign(&st.signer, requested, &claims).await?;
     Ok((token, jti))
 }
 

@@ -1,5 +1,6 @@
 //! One signing key: its material (RSA, EC P-256 or Ed25519), parsed from or generated as
-//! PKCS#8, its public JWK and its RFC 7638 thumbprint (the `kid`).
+//! PKCS#8, or a key in a key management service ([`super::external`]); its public JWK and
+//! its RFC 7638 thumbprint (the `kid`).
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
@@ -11,11 +12,17 @@ use issuers::Algorithm;
 use serde_json::{Map, Value};
 
 use super::SigningError;
+use super::external::{PublicJwk, SharedSigner};
 
 enum Material {
     Rsa(RsaKeyPair),
     P256(EcdsaKeyPair),
     Ed25519(Ed25519KeyPair),
+    /// Held by a key management service: `rsa` tells the key type (else EC P-256).
+    External {
+        rsa: bool,
+        signer: SharedSigner,
+    },
 }
 
 /// One parsed private key.
@@ -37,22 +44,27 @@ impl SigningKey {
             (Material::Rsa(_), Algorithm::RS256 | Algorithm::PS256)
                 | (Material::P256(_), Algorithm::ES256)
                 | (Material::Ed25519(_), Algorithm::EdDSA)
+                | (
+                    Material::External { rsa: true, .. },
+                    Algorithm::RS256 | Algorithm::PS256
+                )
+                | (Material::External { rsa: false, .. }, Algorithm::ES256)
         )
     }
 
     /// `RSA`, `EC P-256` or `Ed25519`.
     pub fn key_type(&self) -> &'static str {
         match self.material {
-            Material::Rsa(_) => "RSA",
-            Material::P256(_) => "EC P-256",
+            Material::Rsa(_) | Material::External { rsa: true, .. } => "RSA",
+            Material::P256(_) | Material::External { rsa: false, .. } => "EC P-256",
             Material::Ed25519(_) => "Ed25519",
         }
     }
 
     pub(super) fn default_alg(&self) -> Algorithm {
         match self.material {
-            Material::Rsa(_) => Algorithm::RS256,
-            Material::P256(_) => Algorithm::ES256,
+            Material::Rsa(_) | Material::External { rsa: true, .. } => Algorithm::RS256,
+            Material::P256(_) | Material::External { rsa: false, .. } => Algorithm::ES256,
             Material::Ed25519(_) => Algorithm::EdDSA,
         }
     }
@@ -75,6 +87,27 @@ impl SigningKey {
             material,
             jwk_base,
         })
+    }
+
+    /// A key a key management service holds, from its public JWK members.
+    pub fn external(public: PublicJwk, signer: SharedSigner) -> SigningKey {
+        let kid = thumbprint(&public.members);
+        SigningKey {
+            kid,
+            material: Material::External {
+                rsa: public.key_type == "RSA",
+                signer,
+            },
+            jwk_base: public.members,
+        }
+    }
+
+    /// The service that holds this key, when it is not in memory.
+    pub(super) fn external_signer(&self) -> Option<&SharedSigner> {
+        match &self.material {
+            Material::External { signer, .. } => Some(signer),
+            _ => None,
+        }
     }
 
     /// A fresh key for `alg`, as PKCS#8 DER.
@@ -126,6 +159,7 @@ impl SigningKey {
                 .map(|s| s.as_ref().to_vec())
                 .map_err(|_| SigningError::Sign),
             (Material::Ed25519(k), Algorithm::EdDSA) => Ok(k.sign(message).as_ref().to_vec()),
+            // Signed by its service, asynchronously (`Signer::sign`).
             _ => Err(SigningError::Sign),
         }
     }
@@ -157,6 +191,8 @@ fn public_jwk(material: &Material) -> Map<String, Value> {
             m.insert("kty".into(), Value::String("OKP".into()));
             m.insert("x".into(), Value::String(B64.encode(k.public_key().as_ref())));
         }
+        // Made by `SigningKey::external` from the service's public key.
+        Material::External { .. } => {}
     }
     m
 }

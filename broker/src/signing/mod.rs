@@ -24,6 +24,10 @@
 //! made, published, activated and removed on their own, and [`Signer::spawn_rotation`]
 //! swaps the key set in while the broker runs.
 //!
+//! With `signing.kms` the keys are in a key management service instead ([`external`],
+//! [`aws_kms`]): the first of `signing.kms.keys` signs, all are published, and each token
+//! is signed by the service ([`Signer::sign`]).
+//!
 //! Here: the [`Signer`] and its errors; in `key`, one key's material, JWK and kid; in
 //! `key_dir`, the key directory (permissions, reading, choosing, the generation lock).
 
@@ -35,10 +39,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use issuers::Algorithm;
 use serde_json::{Value, json};
 
+pub mod aws_kms;
+pub mod external;
 mod key;
 mod key_dir;
 pub mod schedule;
 
+use external::ExternalSigner as _;
 pub use key::SigningKey;
 pub use key_dir::write_new_key;
 use key_dir::{choose, ensure_key_dir, generate_under_lock, read_keys, rotate_under_lock};
@@ -84,6 +91,12 @@ pub enum SigningError {
     },
     #[error("signing failed")]
     Sign,
+    /// A key management service's key that cannot be used (at start).
+    #[error("signing.kms key {key}: {reason}")]
+    External { key: String, reason: String },
+    /// The key management service did not sign (a request is then a 503).
+    #[error("signing.kms key {key} did not sign: {reason}")]
+    Unavailable { key: String, reason: String },
 }
 
 /// The keys the broker signs with and publishes. Without `signing.rotation` they are
@@ -169,6 +182,29 @@ impl Signer {
             (Some(dir), None) => Signer::load(dir, signing.algorithm, signing.active_kid.as_deref()),
             (None, _) => Signer::ephemeral(signing.algorithm),
         }
+    }
+
+    /// The signer `signing:` configures, as [`Signer::from_config`], or with
+    /// `signing.kms` the service's keys (each read once, now).
+    pub async fn open(signing: &crate::config::SigningConfig) -> Result<Signer, SigningError> {
+        let Some(kms) = &signing.kms else {
+            return Signer::from_config(signing);
+        };
+        let client = aws_kms::client(kms).await;
+        let mut keys = Vec::with_capacity(kms.keys.len());
+        for key_id in &kms.keys {
+            let (key, public) = aws_kms::KmsKey::open(&client, key_id, signing.algorithm).await?;
+            tracing::info!(key = key.key_name(), "signing.kms key read");
+            let key = SigningKey::external(public, std::sync::Arc::new(key));
+            if keys.iter().any(|k: &SigningKey| k.kid() == key.kid()) {
+                return Err(SigningError::External {
+                    key: key_id.clone(),
+                    reason: "the same key as another of signing.kms.keys".into(),
+                });
+            }
+            keys.push(key);
+        }
+        Ok(Signer::from_keys(signing.algorithm, keys, 0, None))
     }
 
     /// [`Signer::load`] without an `active_kid`.
@@ -277,9 +313,38 @@ impl Signer {
         self.current().jwks.clone()
     }
 
-    /// Sign a JWT: `typ` is `JWT` or `at+jwt`.
-    pub fn sign_jwt(&self, typ: &str, claims: &Value) -> Result<String, SigningError> {
+    /// Sign a JWT with a key in memory or in a key management service: `typ` is `JWT`
+    /// or `at+jwt`.
+    pub async fn sign(&self, typ: &str, claims: &Value) -> Result<String, SigningError> {
         let set = self.current();
+        let key = &set.keys[set.active];
+        let Some(external) = key.external_signer() else {
+            return self.sign_with(&set, typ, claims);
+        };
+        let mut out = self.signing_input(&set, typ, claims)?;
+        let sig = external.sign(self.algorithm, out.as_bytes()).await?;
+        out.push('.');
+        B64.encode_string(sig, &mut out);
+        Ok(out)
+    }
+
+    /// Sign a JWT with a key in memory (`signing.kms` keys: [`Signer::sign`]): `typ` is
+    /// `JWT` or `at+jwt`.
+    pub fn sign_jwt(&self, typ: &str, claims: &Value) -> Result<String, SigningError> {
+        self.sign_with(&self.current(), typ, claims)
+    }
+
+    fn sign_with(&self, set: &KeySet, typ: &str, claims: &Value) -> Result<String, SigningError> {
+        let key = &set.keys[set.active];
+        let mut out = self.signing_input(set, typ, claims)?;
+        let sig = key.sign(self.algorithm, out.as_bytes())?;
+        out.push('.');
+        B64.encode_string(sig, &mut out);
+        Ok(out)
+    }
+
+    /// `header.payload`, base64url.
+    fn signing_input(&self, set: &KeySet, typ: &str, claims: &Value) -> Result<String, SigningError> {
         let key = &set.keys[set.active];
         let mut out = String::with_capacity(1024);
         match TYPS.iter().position(|t| *t == typ) {
@@ -294,9 +359,6 @@ impl Signer {
             serde_json::to_vec(claims).map_err(|_| SigningError::Sign)?,
             &mut out,
         );
-        let sig = key.sign(self.algorithm, out.as_bytes())?;
-        out.push('.');
-        B64.encode_string(sig, &mut out);
         Ok(out)
     }
 }
@@ -325,7 +387,12 @@ pub struct RotationListing {
 pub struct ListedKey {
     pub kid: String,
     pub key_type: &'static str,
-    pub file: PathBuf,
+    /// The key's file in `key_dir`; `None` for a `signing.kms` key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// A `signing.kms` key: its ARN.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kms_key: Option<String>,
     /// When its file was written (RFC 3339).
     pub created: String,
     /// `active`, `next`, `previous`, `expired` or `unfit` (and `published` without
@@ -363,7 +430,8 @@ pub fn list_keys(signing: &crate::config::SigningConfig, now: u64) -> Result<Key
         .map(|f| ListedKey {
             kid: f.key.kid().to_owned(),
             key_type: f.key.key_type(),
-            file: f.path.clone(),
+            file: Some(f.path.clone()),
+            kms_key: None,
             created: rfc3339(f.modified),
             state: if f.key.fits(algorithm) {
                 "published"
@@ -417,6 +485,36 @@ pub fn list_keys(signing: &crate::config::SigningConfig, now: u64) -> Result<Key
         algorithm: algorithm.as_str().to_owned(),
         rotation,
         active_kid,
+        keys,
+    })
+}
+
+/// `keys list` with `signing.kms`: the service's keys, read now (the first signs, the
+/// others are published).
+pub async fn list_kms_keys(signing: &crate::config::SigningConfig) -> Result<KeyListing, SigningError> {
+    let signer = Signer::open(signing).await?;
+    let set = signer.current();
+    let keys = set
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| ListedKey {
+            kid: k.kid().to_owned(),
+            key_type: k.key_type(),
+            file: None,
+            kms_key: k.external_signer().map(|e| e.key_name().to_owned()),
+            created: "-".into(),
+            state: if i == set.active { "active" } else { "published" },
+            signs_from: None,
+            signs_until: None,
+            published_until: None,
+        })
+        .collect();
+    Ok(KeyListing {
+        key_dir: PathBuf::new(),
+        algorithm: signing.algorithm.as_str().to_owned(),
+        rotation: None,
+        active_kid: Some(set.keys[set.active].kid().to_owned()),
         keys,
     })
 }
