@@ -372,63 +372,55 @@ impl Moto {
             .expect("base64 public key")
     }
 
-    /// One KMS call (JSON protocol, `TrentService.ACTION`) for setup, routed to KMS by a
-    /// placeholder `Authorization` header: the answer's JSON. Panics unless 200.
+    /// One KMS call (JSON protocol, `TrentService.ACTION`) for setup: the answer's JSON.
     async fn kms_call(&self, action: &str, body: serde_json::Value) -> serde_json::Value {
-        if self.enforcing {
-            self.set_no_auth_allowance("inf");
-        }
-        let result = reqwest::Client::new()
-            .post(self.url())
-            .header(
-                "Authorization",
-                "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20240101/us-east-1/kms/aws4_request, \
-                 SignedHeaders=host, Signature=0",
-            )
-            .header("X-Amz-Target", format!("TrentService.{action}"))
-            .header("Content-Type", "application/x-amz-json-1.1")
-            .body(body.to_string())
-            .timeout(CALL_TIMEOUT)
-            .send()
+        let text = self
+            .unchecked_call("kms", action, |request| {
+                request
+                    .header("X-Amz-Target", format!("TrentService.{action}"))
+                    .header("Content-Type", "application/x-amz-json-1.1")
+                    .body(body.to_string())
+            })
             .await;
-        if self.enforcing {
-            self.set_no_auth_allowance("0");
-        }
-        let response = result.unwrap_or_else(|e| panic!("moto kms {action}: {e}"));
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        assert!(status.is_success(), "moto kms {action} answered {status}: {text}");
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("moto kms {action}: {e}: {text}"))
     }
 
-    /// One Query API call for setup, routed to `service` by the credential scope of a
-    /// placeholder `Authorization` header, with the signature checks lifted around it on
-    /// an enforcing server. Returns the body of a 200 answer; panics otherwise.
+    /// One Query API call for setup, to `service`.
     async fn setup_call(&self, service: &str, form: &[(&str, &str)]) -> String {
+        let action = form.iter().find(|(k, _)| *k == "Action").map_or("?", |(_, v)| v);
+        self.unchecked_call(service, action, |request| request.form(form))
+            .await
+    }
+
+    /// One call for setup (`fill` adds its body), routed to `service` by the credential
+    /// scope of a placeholder `Authorization` header, with the signature checks lifted
+    /// around it on an enforcing server. Returns the body of a 200 answer; panics
+    /// otherwise.
+    async fn unchecked_call(
+        &self,
+        service: &str,
+        action: &str,
+        fill: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> String {
         if self.enforcing {
             self.set_no_auth_allowance("inf");
         }
-        let result = reqwest::Client::new()
-            .post(self.url())
-            .header(
-                "Authorization",
-                format!(
-                    "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20240101/us-east-1/{service}/aws4_request, \
-                     SignedHeaders=host, Signature=0"
-                ),
-            )
-            .form(form)
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await;
+        let request = reqwest::Client::new().post(self.url()).header(
+            "Authorization",
+            format!(
+                "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20240101/us-east-1/{service}/aws4_request, \
+                 SignedHeaders=host, Signature=0"
+            ),
+        );
+        let result = fill(request).timeout(CALL_TIMEOUT).send().await;
         if self.enforcing {
             self.set_no_auth_allowance("0");
         }
-        let action = form.iter().find(|(k, _)| *k == "Action").map_or("?", |(_, v)| v);
         let response = result.unwrap_or_else(|e| panic!("moto {action}: {e}"));
         let status = response.status();
         let body = response.text().await.unwrap_or_default();
-        // Failure bodies are moto's error XML (no key material); success bodies are not printed.
+        // Failure bodies are moto's error XML or JSON (no key material); success bodies
+        // are not printed.
         assert!(status.is_success(), "moto {action} answered {status}: {body}");
         body
     }
