@@ -196,6 +196,29 @@ fn build_dpop_nonce(
     }
 }
 
+/// With more than one replica, DPoP nonces need a secret every replica has: with a
+/// random one each, a client sent to another replica than the one that handed out its
+/// nonce is refused again, possibly over and over.
+pub(super) fn check_nonce_replicas(
+    server: &ServerConfig,
+    replicas: u32,
+    node: Option<&Node>,
+    errors: &mut Errors,
+) {
+    if replicas > 1
+        && let Some(nonce) = &server.dpop_nonce
+        && nonce.secret_file.is_none()
+    {
+        errors.at(
+            node.and_then(|n| child(n, "dpop")).and_then(|d| child(d, "nonce")),
+            "server.dpop.nonce.secret_file",
+            format!(
+                "required with replay.replicas: {replicas}: without a shared secret each replica refuses the others' nonces"
+            ),
+        );
+    }
+}
+
 /// A nonce secret file: a regular file of [`MIN_DPOP_NONCE_SECRET_BYTES`] to
 /// [`MAX_DPOP_NONCE_SECRET_BYTES`] bytes, taken as they are (a trailing newline
 /// included), neither readable nor writable by group or others (as a signing key).

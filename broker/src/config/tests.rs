@@ -298,6 +298,28 @@ fn dpop_nonces_are_off_by_default_and_their_secret_file_is_checked() {
         let e = with(&nonce).expect_err("invalid");
         assert_eq!(reported_at(&e.0, field, words), vec![Some(3)], "{nonce}: {e}");
     }
+    // Replicas must share a secret.
+    let replicas = |nonce: &str| {
+        parse(&format!(
+            "{}replay:\n  backend: memory\n  replicas: 2\n",
+            MINIMAL.replace("server:\n", &format!("server:\n  dpop: {{nonce: {nonce}}}\n"))
+        ))
+    };
+    let e = replicas("{}").expect_err("no shared secret");
+    assert_eq!(
+        reported_at(
+            &e.0,
+            "server.dpop.nonce.secret_file",
+            "required with replay.replicas: 2"
+        ),
+        vec![Some(3)],
+        "{e}"
+    );
+    let e = replicas(&format!("{{secret_file: {}}}", good.display())).expect_err("memory replay");
+    assert!(
+        reported_at(&e.0, "server.dpop.nonce.secret_file", "").is_empty(),
+        "{e}"
+    );
     let e = with("{ttl: 5m}").expect_err("unknown key");
     assert!(e.to_string().contains("ttl"), "{e}");
 }
