@@ -138,6 +138,7 @@ pub fn config(listen: SocketAddr) -> Result<(Config, Signer, Arc<DevIssuer>), De
         cloud_timeout: DEFAULT_CLOUD_TIMEOUT,
         limits: Default::default(),
         tls: None,
+        dpop_nonce: None,
     };
     let signing = SigningConfig {
         algorithm: Algorithm::RS256,

@@ -14,7 +14,7 @@ use crate::admin::AdminError;
 use crate::admin_store::StoreError;
 use crate::credentials::CloudError;
 use crate::dev::MintError;
-use crate::exchange::{TokenError, TokenRole};
+use crate::exchange::{DpopRefusal, TokenError, TokenRole};
 
 /// An error answer: `{"error": .., "error_description": .., ..extra}` with its status
 /// and headers.
@@ -170,6 +170,13 @@ impl TokenError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "temporarily_unavailable",
                 self.to_string(),
+            ),
+            // RFC 9449 §8: the fresh nonce goes in the `DPoP-Nonce` header (added by
+            // the route, which holds the secret).
+            E::InvalidDpopProof(DpopRefusal::Nonce(_)) => (
+                StatusCode::BAD_REQUEST,
+                "use_dpop_nonce",
+                "the DPoP proof must carry the nonce of the DPoP-Nonce response header".to_string(),
             ),
             E::InvalidDpopProof(_) => (
                 StatusCode::BAD_REQUEST,

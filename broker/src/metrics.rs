@@ -48,7 +48,7 @@ pub struct Metrics {
 
 /// Every (outcome, error) pair an exchange can be counted under; an error code missing
 /// here still counts, through the labelled family.
-const EXCHANGE_OUTCOMES: [(&str, &str); 10] = [
+const EXCHANGE_OUTCOMES: [(&str, &str); 11] = [
     ("allow", ""),
     ("deny", "invalid_request"),
     ("deny", "invalid_grant"),
@@ -59,6 +59,7 @@ const EXCHANGE_OUTCOMES: [(&str, &str); 10] = [
     ("deny", "server_error"),
     ("deny", "invalid_client"),
     ("deny", "invalid_dpop_proof"),
+    ("deny", "use_dpop_nonce"),
 ];
 
 impl Default for Metrics {

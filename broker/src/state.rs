@@ -13,7 +13,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::{AdminState, Config, OnUnavailable, ReplayBackend, ServerConfig};
 use crate::credentials::Clouds;
 use crate::dev::DevIssuer;
-use crate::exchange::TokenState;
+use crate::exchange::{DpopNonces, TokenState};
 use crate::issuer_keys::FetchClients;
 use crate::metrics::Metrics;
 use crate::policy::{LivePolicy, LoadError, Policy, PolicyError, ReloadStatus};
@@ -50,6 +50,8 @@ pub struct AppState {
     pub admin_tls: Option<Arc<TlsServer>>,
     /// `limits:`, counted in Redis with `replay.backend: redis`.
     pub limiter: Arc<crate::limits::Limiter>,
+    /// `server.dpop.nonce`: the secret DPoP nonces are made with.
+    pub dpop_nonces: Option<Arc<DpopNonces>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +73,8 @@ pub enum StartError {
     Replay(#[from] crate::replay::ReplayError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("DPoP nonces: no random secret could be made")]
+    NonceSecret,
 }
 
 impl AppState {
@@ -153,6 +157,21 @@ impl AppState {
             }
             _ => crate::limits::Limiter::local(config.limits, metrics.clone()),
         });
+        let dpop_nonces = match &config.server.dpop_nonce {
+            Some(n) => {
+                tracing::info!(
+                    lifetime_secs = n.lifetime,
+                    secret = if n.secret.is_some() {
+                        "server.dpop.nonce.secret_file"
+                    } else {
+                        "random, this process only"
+                    },
+                    "DPoP proofs at /token must carry a server nonce"
+                );
+                Some(Arc::new(DpopNonces::of(n).map_err(|_| StartError::NonceSecret)?))
+            }
+            None => None,
+        };
         let config_cloud_timeout = config.server.cloud_timeout;
         Ok(Arc::new(AppState {
             server: Arc::new(config.server.clone()),
@@ -171,6 +190,7 @@ impl AppState {
             tls,
             admin_tls,
             limiter,
+            dpop_nonces,
         }))
     }
 
@@ -247,6 +267,7 @@ impl AppState {
             || old.server.max_issued_lifetime != new.server.max_issued_lifetime
             || old.server.limits != new.server.limits
             || old.server.tls != new.server.tls
+            || old.server.dpop_nonce != new.server.dpop_nonce
             || old.signing.algorithm != new.signing.algorithm
             || old.signing.key_dir != new.signing.key_dir
             || old.signing.active_kid != new.signing.active_kid
@@ -297,6 +318,7 @@ impl FromRef<Arc<AppState>> for TokenState {
             clouds: st.clouds.clone(),
             clock: st.clock.clone(),
             limiter: st.limiter.clone(),
+            dpop_nonces: st.dpop_nonces.clone(),
         }
     }
 }

@@ -19,6 +19,7 @@ mod cloud_fakes;
 mod credentials;
 mod deploy;
 mod dev_mode;
+mod dpop_nonce;
 mod errors;
 mod exchange;
 mod explain;

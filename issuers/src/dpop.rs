@@ -6,7 +6,9 @@
 //! no `crit`), the signature by that key, `htm`, `htu` (the caller decides how URLs
 //! compare), `iat` within [`IAT_WINDOW_SECS`] of `now`, and a `jti` of at most
 //! [`MAX_JTI_BYTES`]. That a `jti` is used once is the caller's check (it needs a
-//! store); [`DpopProof::jti`] and [`DpopProof::expires_at`] say what to record.
+//! store); [`DpopProof::jti`] and [`DpopProof::expires_at`] say what to record. A
+//! server nonce (§8) is the caller's check too: [`DpopProof::nonce`] is the claim as
+//! sent, unchecked.
 //! Pure: `now` is a parameter.
 
 use serde_json::{Map, Value};
@@ -47,6 +49,9 @@ pub struct DpopProof {
     pub jti: String,
     pub iat: u64,
     pub alg: Algorithm,
+    /// The `nonce` claim (RFC 9449 §8) when it is a string; not checked here (it is
+    /// within [`MAX_PROOF_BYTES`], as the whole proof is).
+    pub nonce: Option<String>,
 }
 
 impl DpopProof {
@@ -146,6 +151,7 @@ pub fn verify_proof(proof: &str, ctx: &ProofContext<'_>) -> Result<DpopProof, Dp
         jti: jti.to_owned(),
         iat,
         alg,
+        nonce: string_claim(claims, "nonce").map(str::to_owned),
     })
 }
 
@@ -217,7 +223,23 @@ mod tests {
             assert_eq!(p.jkt, expected, "{alg}");
             assert_eq!((p.jti.as_str(), p.iat, p.alg), ("j-1", NOW, alg));
             assert_eq!(p.expires_at(), NOW + IAT_WINDOW_SECS);
+            assert_eq!(p.nonce, None);
         }
+    }
+
+    /// The `nonce` claim is handed over as sent, when a string; judging it is the
+    /// caller's business.
+    #[test]
+    fn the_nonce_claim_is_passed_on_unchecked() {
+        let key = test_support::ec_p256();
+        let nonce_of = |claims: Value| {
+            verify_proof(&proof(key, Algorithm::ES256, json!({}), claims), &ctx())
+                .expect("valid")
+                .nonce
+        };
+        assert_eq!(nonce_of(json!({"nonce": "n-1"})).as_deref(), Some("n-1"));
+        assert_eq!(nonce_of(json!({"nonce": ""})).as_deref(), Some(""));
+        assert_eq!(nonce_of(json!({"nonce": 7})), None);
     }
 
     #[test]

@@ -28,7 +28,58 @@ pub struct ServerConfig {
     pub limits: ConnectionLimits,
     /// `server.tls`: `None` serves plain HTTP.
     pub tls: Option<TlsConfig>,
+    /// `server.dpop.nonce`: `None` (the default) asks no DPoP proof for a server nonce.
+    pub dpop_nonce: Option<DpopNonceConfig>,
 }
+
+/// `server.dpop.nonce`: DPoP proofs at `/token` must carry a nonce this broker (or a
+/// replica sharing its secret) made (RFC 9449 §8; see `crate::exchange`'s `nonce`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpopNonceConfig {
+    /// Seconds a nonce is accepted after it was made.
+    pub lifetime: u64,
+    /// `secret_file`, resolved against the config file's directory.
+    pub secret_file: Option<PathBuf>,
+    /// Its contents, read and checked at load; `None`: a random secret per process.
+    pub secret: Option<NonceSecret>,
+}
+
+pub const DEFAULT_DPOP_NONCE_LIFETIME: u64 = 300;
+/// `server.dpop.nonce.lifetime`'s bounds, in seconds.
+pub const DPOP_NONCE_LIFETIMES: std::ops::RangeInclusive<u64> = 10..=3600;
+/// The shortest `secret_file` accepted, in bytes.
+pub const MIN_DPOP_NONCE_SECRET_BYTES: usize = 32;
+/// The longest `secret_file` read, in bytes.
+pub const MAX_DPOP_NONCE_SECRET_BYTES: u64 = 4096;
+
+/// The HMAC key DPoP nonces are made with. Never shown: `Debug` says how long it is.
+#[derive(Clone)]
+pub struct NonceSecret(Arc<[u8]>);
+
+impl NonceSecret {
+    pub fn new(bytes: &[u8]) -> NonceSecret {
+        NonceSecret(bytes.into())
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for NonceSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NonceSecret({} bytes)", self.0.len())
+    }
+}
+
+/// (Whether a reload changed the secret: compared in constant time all the same.)
+impl PartialEq for NonceSecret {
+    fn eq(&self, other: &NonceSecret) -> bool {
+        aws_lc_rs::constant_time::verify_slices_are_equal(&self.0, &other.0).is_ok()
+    }
+}
+
+impl Eq for NonceSecret {}
 
 /// `server.tls` (and `admin.tls`): the listener's certificate and, optionally, the CA
 /// its clients' certificates must chain to. Paths are resolved against the config

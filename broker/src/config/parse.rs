@@ -18,7 +18,7 @@ use super::model::*;
 use super::raw::*;
 use super::replay::{build_replay, check_replicas};
 use super::rules::parse_rule_list;
-use super::server::build_server;
+use super::server::{build_server, check_nonce_replicas};
 use super::signing::build_signing;
 use super::yaml::{child, from_node, is_null, line_of, node_at, parse_yaml_all};
 
@@ -240,6 +240,7 @@ pub fn parse_config(
         rotation.max_lifetime = server.max_issued_lifetime;
     }
     let replay = build_replay(replay, child(&root, "replay"), &mut errors);
+    check_nonce_replicas(&server, replay.replicas, server_node, &mut errors);
     let audit = AuditConfig {
         path: audit.path.map(|p| base_dir.join(p)),
     };

@@ -19,6 +19,22 @@ pub(super) struct RawServer {
     pub(super) body_timeout: Option<String>,
     pub(super) max_connections: Option<usize>,
     pub(super) tls: Option<RawTls>,
+    pub(super) dpop: Option<RawServerDpop>,
+}
+
+/// `server.dpop`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServerDpop {
+    pub(super) nonce: Option<RawDpopNonce>,
+}
+
+/// `server.dpop.nonce`: present (even `{}`), server nonces are required.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDpopNonce {
+    pub(super) lifetime: Option<String>,
+    pub(super) secret_file: Option<String>,
 }
 
 /// `server.tls` and `admin.tls`.

@@ -10,7 +10,7 @@ use reqwest::Url;
 
 use super::error::Errors;
 use super::model::*;
-use super::raw::{RawServer, RawTls};
+use super::raw::{RawDpopNonce, RawServer, RawTls};
 use super::yaml::child;
 
 /// Why `server.public_url` is refused.
@@ -80,6 +80,10 @@ pub(super) fn build_server(
     let tls = raw
         .tls
         .and_then(|t| build_tls(t, field_node("tls"), "server.tls", base_dir, errors));
+    let dpop_nonce = raw.dpop.and_then(|d| d.nonce).map(|n| {
+        let nonce_node = field_node("dpop").and_then(|d| child(d, "nonce"));
+        build_dpop_nonce(n, nonce_node, base_dir, errors)
+    });
     let listen_text = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
     let listen = match listen_text.parse::<SocketAddr>() {
         Ok(a) => a,
@@ -154,7 +158,89 @@ pub(super) fn build_server(
         cloud_timeout,
         limits,
         tls,
+        dpop_nonce,
     }
+}
+
+/// `server.dpop.nonce` (`node` is its mapping): the lifetime within
+/// [`DPOP_NONCE_LIFETIMES`], and the secret file read now, so that `check` reports a
+/// missing, short or too open file and `serve` never starts with one.
+fn build_dpop_nonce(
+    raw: RawDpopNonce,
+    node: Option<&Node>,
+    base_dir: &Path,
+    errors: &mut Errors,
+) -> DpopNonceConfig {
+    let at = |k: &str| node.and_then(|n| child(n, k).or(Some(n)));
+    let field = "server.dpop.nonce.lifetime";
+    let lifetime = duration_field(
+        raw.lifetime.as_deref(),
+        DEFAULT_DPOP_NONCE_LIFETIME,
+        at("lifetime"),
+        field,
+        errors,
+    );
+    if !DPOP_NONCE_LIFETIMES.contains(&lifetime) {
+        errors.at(at("lifetime"), field, "must be between 10s and 1h");
+    }
+    let secret_file = raw.secret_file.map(|p| base_dir.join(p));
+    let secret = secret_file.as_deref().and_then(|path| {
+        read_nonce_secret(path)
+            .map_err(|message| errors.at(at("secret_file"), "server.dpop.nonce.secret_file", message))
+            .ok()
+    });
+    DpopNonceConfig {
+        lifetime,
+        secret_file,
+        secret,
+    }
+}
+
+/// With more than one replica, DPoP nonces need a secret every replica has: with a
+/// random one each, a client sent to another replica than the one that handed out its
+/// nonce is refused again, possibly over and over.
+pub(super) fn check_nonce_replicas(
+    server: &ServerConfig,
+    replicas: u32,
+    node: Option<&Node>,
+    errors: &mut Errors,
+) {
+    if replicas > 1
+        && let Some(nonce) = &server.dpop_nonce
+        && nonce.secret_file.is_none()
+    {
+        errors.at(
+            node.and_then(|n| child(n, "dpop")).and_then(|d| child(d, "nonce")),
+            "server.dpop.nonce.secret_file",
+            format!(
+                "required with replay.replicas: {replicas}: without a shared secret each replica refuses the others' nonces"
+            ),
+        );
+    }
+}
+
+/// A nonce secret file: a regular file of [`MIN_DPOP_NONCE_SECRET_BYTES`] to
+/// [`MAX_DPOP_NONCE_SECRET_BYTES`] bytes, taken as they are (a trailing newline
+/// included), neither readable nor writable by group or others (as a signing key).
+fn read_nonce_secret(path: &Path) -> Result<NonceSecret, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: cannot read: {e}"))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if meta.is_file() && mode & 0o066 != 0 {
+        return Err(format!(
+            "{shown}: permissions {mode:04o} are too open: the secret must not be accessible by group or others (chmod 600 {shown})"
+        ));
+    }
+    let bytes = crate::files::read_regular_file(path, MAX_DPOP_NONCE_SECRET_BYTES)
+        .map_err(|e| format!("{shown}: cannot read: {e}"))?;
+    if bytes.len() < MIN_DPOP_NONCE_SECRET_BYTES {
+        return Err(format!(
+            "{shown}: holds {} bytes; at least {MIN_DPOP_NONCE_SECRET_BYTES} are needed (e.g. head -c 32 /dev/urandom > FILE)",
+            bytes.len()
+        ));
+    }
+    Ok(NonceSecret::new(&bytes))
 }
 
 /// `server.tls` or `admin.tls` (`field`): the paths resolved against `base_dir`, the

@@ -225,6 +225,106 @@ fn server_connection_limits_have_defaults_and_bounds() {
 }
 
 #[test]
+fn dpop_nonces_are_off_by_default_and_their_secret_file_is_checked() {
+    use std::os::unix::fs::PermissionsExt;
+    let with =
+        |nonce: &str| parse(&MINIMAL.replace("server:\n", &format!("server:\n  dpop: {{nonce: {nonce}}}\n")));
+    assert_eq!(parse(MINIMAL).expect("valid").server.dpop_nonce, None);
+    // Present is on, even without a value.
+    let bare = parse(&MINIMAL.replace("server:\n", "server:\n  dpop:\n    nonce:\n"));
+    assert_eq!(
+        bare.expect("valid").server.dpop_nonce.map(|n| n.lifetime),
+        Some(300)
+    );
+    assert_eq!(
+        parse(&MINIMAL.replace("server:\n", "server:\n  dpop: {}\n"))
+            .expect("valid")
+            .server
+            .dpop_nonce,
+        None
+    );
+    let on = with("{}").expect("valid").server.dpop_nonce.expect("on");
+    assert_eq!((on.lifetime, on.secret_file, on.secret), (300, None, None));
+    assert_eq!(
+        with("{lifetime: 10s}")
+            .expect("valid")
+            .server
+            .dpop_nonce
+            .map(|n| n.lifetime),
+        Some(10)
+    );
+
+    let (_dir, good) = crate::files::temp_file("nonce.key", [7u8; 32]);
+    std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+    let c = with(&format!("{{secret_file: {}, lifetime: 1h}}", good.display())).expect("valid");
+    let n = c.server.dpop_nonce.expect("on");
+    assert_eq!(n.lifetime, 3600);
+    assert_eq!(n.secret.as_ref().map(NonceSecret::bytes), Some(&[7u8; 32][..]));
+    // The secret never shows.
+    assert_eq!(format!("{:?}", n.secret), "Some(NonceSecret(32 bytes))");
+
+    let (_dir, short) = crate::files::temp_file("short.key", [7u8; 31]);
+    std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let (_dir, open) = crate::files::temp_file("open.key", [7u8; 64]);
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    for (nonce, field, words) in [
+        (
+            format!("{{secret_file: {}}}", short.display()),
+            "server.dpop.nonce.secret_file",
+            "holds 31 bytes; at least 32",
+        ),
+        (
+            format!("{{secret_file: {}}}", open.display()),
+            "server.dpop.nonce.secret_file",
+            "permissions 0640 are too open",
+        ),
+        (
+            "{secret_file: /nonexistent/nonce.key}".into(),
+            "server.dpop.nonce.secret_file",
+            "cannot read",
+        ),
+        (
+            "{lifetime: 9s}".into(),
+            "server.dpop.nonce.lifetime",
+            "must be between 10s and 1h",
+        ),
+        (
+            "{lifetime: 61m}".into(),
+            "server.dpop.nonce.lifetime",
+            "must be between 10s and 1h",
+        ),
+        ("{lifetime: later}".into(), "server.dpop.nonce.lifetime", ""),
+    ] {
+        let e = with(&nonce).expect_err("invalid");
+        assert_eq!(reported_at(&e.0, field, words), vec![Some(3)], "{nonce}: {e}");
+    }
+    // Replicas must share a secret.
+    let replicas = |nonce: &str| {
+        parse(&format!(
+            "{}replay:\n  backend: memory\n  replicas: 2\n",
+            MINIMAL.replace("server:\n", &format!("server:\n  dpop: {{nonce: {nonce}}}\n"))
+        ))
+    };
+    let e = replicas("{}").expect_err("no shared secret");
+    assert_eq!(
+        reported_at(
+            &e.0,
+            "server.dpop.nonce.secret_file",
+            "required with replay.replicas: 2"
+        ),
+        vec![Some(3)],
+        "{e}"
+    );
+    let e = replicas(&format!("{{secret_file: {}}}", good.display())).expect_err("memory replay");
+    assert!(
+        reported_at(&e.0, "server.dpop.nonce.secret_file", "").is_empty(),
+        "{e}"
+    );
+    let e = with("{ttl: 5m}").expect_err("unknown key");
+    assert!(e.to_string().contains("ttl"), "{e}");
+}
+
+#[test]
 fn every_error_is_reported() {
     let text = "version: 2\nserver:\n  clock_skew: soon\n  max_issued_lifetime: 48h\nsigning:\n  algorithm: HS256\nissuers:\n  - name: a\n    issuer: http://example.com\n    audiences: []\nbogus: 1\n";
     let e = parse(text).expect_err("invalid");

@@ -7,10 +7,13 @@
 //! both are parsed as URLs (so scheme and host case, a default port and an empty path
 //! do not matter) and the proof's query and fragment are dropped (§4.3); the replay key
 //! is a SHA-256 of (thumbprint, `jti`), both fixed by the signature, never of the
-//! signature itself. Server nonces (§8) are not implemented.
+//! signature itself. Server nonces (§8), when `server.dpop.nonce` asks for them, are
+//! checked last, once everything else about the proof holds ([`super::nonce`]).
 
 use axum::http::HeaderMap;
 use issuers::dpop::{DpopError, DpopProof, MAX_PROOF_BYTES, ProofContext, verify_proof};
+
+use super::nonce::{DpopNonces, NonceRefusal};
 
 /// The request header that carries the proof.
 pub const DPOP_HEADER: &str = "dpop";
@@ -30,6 +33,9 @@ pub enum DpopRefusal {
     Proof(DpopError),
     #[error("DPoP proof: jti has already been used")]
     Replayed,
+    /// The proof holds, but not its server nonce: answered `use_dpop_nonce`.
+    #[error("{0}")]
+    Nonce(NonceRefusal),
 }
 
 /// The `DPoP` header's value: `None` when absent; refused when repeated, too long or not
@@ -49,8 +55,16 @@ pub(super) fn proof_header(headers: &HeaderMap) -> Result<Option<String>, DpopRe
     Ok(Some(text.to_owned()))
 }
 
-/// Verifies `proof` for a `POST` to `public_url` + `/token` at `now`.
-pub(super) fn verify(proof: &str, public_url: &str, now: u64) -> Result<DpopProof, DpopRefusal> {
+/// Verifies `proof` for a `POST` to `public_url` + `/token` at `now`, and its nonce
+/// when `nonces` requires one. The nonce is judged after every other check, so that a
+/// proof refused for another reason is answered `invalid_dpop_proof`, not with a nonce
+/// it could not use.
+pub(super) fn verify(
+    proof: &str,
+    public_url: &str,
+    now: u64,
+    nonces: Option<&DpopNonces>,
+) -> Result<DpopProof, DpopRefusal> {
     let endpoint = token_endpoint(public_url);
     let htu_matches = |htu: &str| endpoint.as_ref().is_some_and(|e| same_endpoint(e, htu));
     let ctx = ProofContext {
@@ -58,7 +72,13 @@ pub(super) fn verify(proof: &str, public_url: &str, now: u64) -> Result<DpopProo
         htu_matches: &htu_matches,
         now,
     };
-    verify_proof(proof, &ctx).map_err(DpopRefusal::Proof)
+    let proof = verify_proof(proof, &ctx).map_err(DpopRefusal::Proof)?;
+    if let Some(nonces) = nonces {
+        nonces
+            .check(proof.nonce.as_deref(), now)
+            .map_err(DpopRefusal::Nonce)?;
+    }
+    Ok(proof)
 }
 
 /// The token endpoint's URL.
@@ -146,6 +166,7 @@ mod tests {
             jti: jti.into(),
             iat,
             alg: issuers::Algorithm::ES256,
+            nonce: None,
         };
         assert_eq!(replay_key(&proof("k", "j", 1)), replay_key(&proof("k", "j", 2)));
         assert_ne!(replay_key(&proof("k", "j", 1)), replay_key(&proof("k2", "j", 1)));

@@ -13,6 +13,9 @@
 //!   with a client assertion and `jwt-bearer`, which take their home token from another
 //!   parameter and answer its refusal with another code, and share everything else.
 //! - `dpop`: the `DPoP` header's proof (RFC 9449), verified and its `jti` marked once.
+//! - `nonce`: DPoP server nonces (RFC 9449 §8), made and checked without state; with
+//!   `server.dpop.nonce`, every answer to a request with a `DPoP` header carries a fresh
+//!   one (`DPoP-Nonce`), and a proof without a good one is answered `use_dpop_nonce`.
 //! - `verify`: a presented token verified by its issuer.
 //! - `decide`: the rules' input ([`RulesInput`], shared with `explain`) and decision.
 //! - `mint`: the issued token's claims, signed.
@@ -24,6 +27,7 @@ mod dpop;
 mod error;
 mod form;
 mod mint;
+mod nonce;
 mod verify;
 
 use std::sync::Arc;
@@ -42,6 +46,7 @@ pub use error::{TokenError, TokenRole};
 pub(crate) use form::split_scopes;
 pub use form::{GrantType, SubjectTokenType, Targets, TokenRequest, TokenType, check_token_form, parse_form};
 pub use mint::{SOURCE_ISSUER_CLAIM, issued_claims};
+pub use nonce::{DpopNonces, NONCE_HEADER, NonceRefusal};
 pub use verify::Verified;
 pub(crate) use verify::{verify_subject, verify_token};
 
@@ -99,6 +104,8 @@ pub struct TokenState {
     pub clock: SharedClock,
     /// `limits:`: per client address, issuer and subject.
     pub limiter: Arc<crate::limits::Limiter>,
+    /// `server.dpop.nonce`: `None` asks proofs for no nonce.
+    pub dpop_nonces: Option<Arc<DpopNonces>>,
 }
 
 pub fn routes<S>() -> MethodRouter<S>
@@ -114,6 +121,20 @@ async fn method_not_allowed() -> TokenError {
 }
 
 async fn token(State(st): State<TokenState>, req: Request) -> Response {
+    // RFC 9449 §8.2: a server that wants nonces may hand a new one with any answer; this
+    // one does with every answer to a request that came with a DPoP header.
+    let with_proof = req.headers().contains_key(DPOP_HEADER);
+    let mut resp = answer_token_request(&st, req).await;
+    if with_proof
+        && let Some(nonces) = &st.dpop_nonces
+        && let Ok(value) = HeaderValue::from_str(&nonces.make(st.clock.unix()))
+    {
+        resp.headers_mut().insert(NONCE_HEADER, value);
+    }
+    resp
+}
+
+async fn answer_token_request(st: &TokenState, req: Request) -> Response {
     // Per client address first, before the body is read: an unauthenticated flood costs
     // a table lookup (and writes no audit line).
     if st.limiter.configured(Limit::PerClientAddress)
@@ -134,7 +155,7 @@ async fn token(State(st): State<TokenState>, req: Request) -> Response {
             .map(|id| id.0.clone()),
         ..Trail::default()
     };
-    let result = exchange(&st, req, &mut trail).await;
+    let result = exchange(st, req, &mut trail).await;
     let error = result.as_ref().err();
     st.metrics
         .token_request_duration(if error.is_some() { "deny" } else { "allow" }, started.elapsed());
@@ -167,8 +188,13 @@ async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Re
     trail.client_cert = client_cert.as_ref().map(|c| c.sha256.clone());
     let proof = match proof_header.map_err(TokenError::InvalidDpopProof)? {
         Some(proof) => Some(
-            dpop::verify(&proof, &st.server.public_url, st.clock.unix())
-                .map_err(TokenError::InvalidDpopProof)?,
+            dpop::verify(
+                &proof,
+                &st.server.public_url,
+                st.clock.unix(),
+                st.dpop_nonces.as_deref(),
+            )
+            .map_err(TokenError::InvalidDpopProof)?,
         ),
         None => None,
     };
