@@ -212,6 +212,30 @@ async fn obtain(
     Ok(issued)
 }
 
+/// Connection attempts to the broker before giving up.
+const CONNECT_ATTEMPTS: u32 = 3;
+
+/// `send()`, tried again (after 200 ms, then 400 ms) when the connection could not be made:
+/// the request never left, so the one-time home token was not presented. Any other
+/// failure, once the request may have been sent, is final (a second try would be
+/// refused as a replay).
+async fn send_with_connect_retries<F, Fut>(send: F) -> Result<reqwest::Response, reqwest::Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<reqwest::Response, reqwest::Error>>,
+{
+    let mut attempt = 1;
+    loop {
+        match send().await {
+            Err(e) if e.is_connect() && attempt < CONNECT_ATTEMPTS => {
+                tokio::time::sleep(Duration::from_millis(200 << (attempt - 1))).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 async fn exchange(
     client: &reqwest::Client,
     args: &CredentialsArgs,
@@ -227,9 +251,11 @@ async fn exchange(
     form.extend(args.audience.iter().map(|a| ("audience", a.as_str())));
     form.extend(args.resource.iter().map(|r| ("resource", r.as_str())));
     let url = format!("{}/token", args.broker.trim_end_matches('/'));
-    let resp = client.post(&url).form(&form).send().await.map_err(|e| {
-        WorkloadError::Broker(format!("{url}: {}", crate::error::with_sources(&e.without_url())))
-    })?;
+    let resp = send_with_connect_retries(|| client.post(&url).form(&form).send())
+        .await
+        .map_err(|e| {
+            WorkloadError::Broker(format!("{url}: {}", crate::error::with_sources(&e.without_url())))
+        })?;
     let status = resp.status();
     let body: Value = resp.json().await.map_err(|e| {
         WorkloadError::Broker(format!("{url}: answered {status}, not JSON: {}", e.without_url()))
@@ -245,4 +271,56 @@ async fn exchange(
         .map_err(|e| WorkloadError::Broker(format!("answered an unexpected document: {e}")))?;
     issued.expires_at = cache::now().saturating_add(issued.expires_in);
     Ok(issued)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// A loopback port nothing listens on (bound, then released).
+    fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_tried_three_times() {
+        let client = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{}/token", closed_port());
+        let calls = AtomicU32::new(0);
+        let result = send_with_connect_retries(|| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            client.post(&url).send()
+        })
+        .await;
+        assert!(
+            result.as_ref().is_err_and(reqwest::Error::is_connect),
+            "{result:?}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), CONNECT_ATTEMPTS);
+    }
+
+    #[tokio::test]
+    async fn an_answer_or_a_failure_after_connecting_is_not_tried_again() {
+        // A server that accepts and closes at once: the request may have been read.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                drop(stream);
+            }
+        });
+        let client = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{port}/token");
+        let calls = AtomicU32::new(0);
+        let result = send_with_connect_retries(|| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            client.post(&url).send()
+        })
+        .await;
+        assert!(result.as_ref().is_err_and(|e| !e.is_connect()), "{result:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
 }
