@@ -252,10 +252,11 @@ impl AppState {
             || old.signing.active_kid != new.signing.active_kid
             || old.audit.path != new.audit.path
             || old.limits != new.limits
+            || old.telemetry != new.telemetry
             || old.replay != new.replay;
         if changed {
             tracing::warn!(
-                "server, signing, replay, audit or limits settings changed: they take effect only after a restart"
+                "server, signing, replay, audit, limits or telemetry settings changed: they take effect only after a restart"
             );
         }
     }
@@ -268,6 +269,7 @@ struct RestartOnly {
     audit: crate::config::AuditConfig,
     replay: crate::config::ReplayConfig,
     limits: crate::limits::LimitsConfig,
+    telemetry: crate::config::TelemetryConfig,
 }
 
 impl RestartOnly {
@@ -278,6 +280,7 @@ impl RestartOnly {
             audit: config.audit.clone(),
             replay: config.replay.clone(),
             limits: config.limits,
+            telemetry: config.telemetry.clone(),
         }
     }
 }
