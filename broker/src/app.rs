@@ -86,7 +86,9 @@ pub fn app(state: Arc<AppState>) -> Router {
     } else {
         Router::new().nest(&prefix, inner)
     };
-    router.layer(axum::middleware::from_fn(crate::request_id::layer))
+    router
+        .layer(axum::middleware::from_fn(crate::telemetry::layer))
+        .layer(axum::middleware::from_fn(crate::request_id::layer))
 }
 
 /// The router of `admin.listen`, the admin API's own listener: the admin API, plus the
@@ -102,6 +104,7 @@ pub fn admin_app(state: Arc<AppState>) -> Router {
         .route("/.well-known/oauth-authorization-server", get(discovery))
         .route("/jwks.json", get(jwks))
         .with_state(state)
+        .layer(axum::middleware::from_fn(crate::telemetry::layer))
         .layer(axum::middleware::from_fn(crate::request_id::layer))
 }
 

@@ -186,8 +186,16 @@ const QUIET_TARGETS: [&str; 9] = [
 /// further lines are dropped until it drains; every decision is still in the audit log,
 /// which never drops. The guard writes what is queued when dropped: keep it for the
 /// command's life.
-fn init_logging(format: Option<LogFormat>) -> tracing_appender::non_blocking::WorkerGuard {
-    use tracing_subscriber::EnvFilter;
+///
+/// With `tracer` (`telemetry.traces`), the spans of [`crate::telemetry::TARGET`] go to it,
+/// whatever RUST_LOG says, and nothing else does; log lines never show those spans.
+fn init_logging(
+    format: Option<LogFormat>,
+    tracer: Option<opentelemetry_sdk::trace::Tracer>,
+) -> tracing_appender::non_blocking::WorkerGuard {
+    use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, filter};
     let mut filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // The HTTP stacks that carry tokens and cloud credentials log request and response
     // contents at debug and trace: never below info, whatever RUST_LOG asks.
@@ -208,14 +216,26 @@ fn init_logging(format: Option<LogFormat>) -> tracing_appender::non_blocking::Wo
         // Buffered: the writer thread flushes once the queue is empty, so a burst of
         // lines costs one write.
         .finish(std::io::BufWriter::with_capacity(64 * 1024, WholeStderr));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    if json {
-        builder.json().flatten_event(true).init();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
+    let fmt = if json {
+        fmt.json().flatten_event(true).boxed()
     } else {
-        builder.init();
-    }
+        fmt.boxed()
+    };
+    let logged = filter::filter_fn(|meta| meta.target() != crate::telemetry::TARGET);
+    let traces = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            .with_filter(filter::filter_fn(crate::telemetry::exported))
+    });
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter::FilterExt::and(filter, logged)))
+        .with(traces)
+        .init();
     guard
 }
 
@@ -258,7 +278,7 @@ pub fn main() -> ExitCode {
             client_cert_sha256,
             json,
         } => {
-            let _log = init_logging(cli.log_format.or(Some(LogFormat::Text)));
+            let _log = init_logging(cli.log_format.or(Some(LogFormat::Text)), None);
             let args = crate::explain::ExplainArgs {
                 config,
                 subject_token,
@@ -301,24 +321,7 @@ pub fn main() -> ExitCode {
         Command::Keys {
             command: KeysCommand::Rotate { config },
         } => keys_rotate(&config),
-        Command::Serve { config, dev, listen } => {
-            let _log = init_logging(cli.log_format);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("fedbroker: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(run_serve(config, dev, listen)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("fedbroker: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Command::Serve { config, dev, listen } => serve_command(cli.log_format, config, dev, listen),
     }
 }
 
@@ -609,8 +612,84 @@ async fn shutdown_signal() {
     }
 }
 
-async fn run_serve(
+/// `serve`. The configuration is read before logging starts: whether spans are exported
+/// is decided there (`telemetry.traces`), and the logging layers are set once.
+fn serve_command(
+    log_format: Option<LogFormat>,
     config_path: Option<PathBuf>,
+    dev: bool,
+    listen: Option<SocketAddr>,
+) -> ExitCode {
+    // reqwest/rustls: one crypto provider for the whole process (the traces' exporter
+    // has a client too).
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fedbroker: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let loaded = match (config_path, dev) {
+        (Some(path), false) => Some(config::load(&path).map(|c| (path, c))),
+        _ => None,
+    };
+    let traces = match &loaded {
+        Some(Ok((_, c))) => Ok(c.telemetry.traces.clone()),
+        Some(Err(_)) => Ok(None),
+        // `--dev` has no file: the standard variable alone.
+        None => config::traces_from_env(&|n| std::env::var(n).ok()),
+    };
+    // The batch task is spawned on the serve runtime.
+    let started = match &traces {
+        Ok(Some(t)) => {
+            let _in_runtime = runtime.enter();
+            Some(crate::telemetry::start(t))
+        }
+        _ => None,
+    };
+    let (pipeline, tracer) = match started {
+        Some(Ok((pipeline, tracer))) => (Some(pipeline), Some(tracer)),
+        Some(Err(e)) => {
+            let _log = init_logging(log_format, None);
+            tracing::error!("cannot export traces: {e}");
+            eprintln!("fedbroker: cannot export traces: {e}");
+            return ExitCode::FAILURE;
+        }
+        None => (None, None),
+    };
+    let _log = init_logging(log_format, tracer);
+    let result = match traces {
+        Err(e) => Err(anyhow::anyhow!("{e}")),
+        Ok(traces) => {
+            if let Some(t) = &traces {
+                tracing::info!(
+                    endpoint = %t.endpoint,
+                    from = if t.endpoint_from_env { config::TRACES_ENDPOINT_ENV } else { "telemetry.traces.endpoint" },
+                    sample_ratio = t.sample_ratio,
+                    "exporting traces over OTLP/HTTP"
+                );
+            }
+            runtime.block_on(run_serve(loaded, dev, listen))
+        }
+    };
+    // What is queued leaves before the runtime stops: the batch task runs on it.
+    if let Some(pipeline) = pipeline {
+        pipeline.shutdown();
+    }
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("fedbroker: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `loaded`: the configuration file's path and what loading it gave; `None` with `--dev`.
+async fn run_serve(
+    loaded: Option<Result<(PathBuf, config::Config), config::ConfigErrors>>,
     dev: bool,
     listen: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
@@ -622,8 +701,9 @@ async fn run_serve(
         let (config, signer, dev_issuer) = crate::dev::config(addr)?;
         (config, signer, Some(dev_issuer))
     } else {
-        let path = config_path.ok_or_else(|| anyhow::anyhow!("--config FILE or --dev is required"))?;
-        let mut config = config::load(&path).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
+        let (path, mut config) = loaded
+            .ok_or_else(|| anyhow::anyhow!("--config FILE or --dev is required"))?
+            .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))?;
         config_file = Some(path);
         if let Some(addr) = listen {
             config.server.listen = addr;

@@ -21,6 +21,7 @@
 //! - [`signing`]: signing keys on disk, the published JWKS, minting.
 //! - [`replay`]: the `ReplayStore` seam: in memory (one process) or Redis (replicas).
 //! - [`audit`], [`metrics`]: the audit stream and Prometheus metrics.
+//! - [`telemetry`]: OpenTelemetry traces over OTLP/HTTP (`telemetry.traces`), off by default.
 //! - [`dev`]: `serve --dev`'s development issuer and example rule.
 //! - [`cli`]: the `fedbroker` command line.
 //! - [`client_cert`]: a mutual-TLS client certificate, as requests and rules see it.
@@ -53,6 +54,7 @@ pub mod replay;
 pub mod request_id;
 pub mod signing;
 pub mod state;
+pub mod telemetry;
 pub mod tls;
 pub mod watched;
 pub mod workload;

@@ -274,10 +274,11 @@ impl AppState {
             || old.signing.kms != new.signing.kms
             || old.audit.path != new.audit.path
             || old.limits != new.limits
+            || old.telemetry != new.telemetry
             || old.replay != new.replay;
         if changed {
             tracing::warn!(
-                "server, signing, replay, audit or limits settings changed: they take effect only after a restart"
+                "server, signing, replay, audit, limits or telemetry settings changed: they take effect only after a restart"
             );
         }
     }
@@ -290,6 +291,7 @@ struct RestartOnly {
     audit: crate::config::AuditConfig,
     replay: crate::config::ReplayConfig,
     limits: crate::limits::LimitsConfig,
+    telemetry: crate::config::TelemetryConfig,
 }
 
 impl RestartOnly {
@@ -300,6 +302,7 @@ impl RestartOnly {
             audit: config.audit.clone(),
             replay: config.replay.clone(),
             limits: config.limits,
+            telemetry: config.telemetry.clone(),
         }
     }
 }

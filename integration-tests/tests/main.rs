@@ -45,6 +45,7 @@ mod rules_e2e;
 mod rules_fail_closed;
 mod sender_constrained;
 mod server_limits;
+mod telemetry;
 mod terraform;
 mod tls_ca;
 mod tls_serving;

@@ -9,7 +9,8 @@
 //!   [`issuer_schema::RawIssuer`], shared with the admin API and the Terraform provider);
 //! - `yaml`: YAML parsing, duplicate keys, lines and field paths; `error`: how problems
 //!   are collected and shown; `env`: `${NAME}` substitution;
-//! - `server`, `signing`, `replay`, `issuers`, `rules`, `admin`: one builder per section;
+//! - `server`, `signing`, `replay`, `issuers`, `rules`, `admin`, `telemetry`: one builder
+//!   per section;
 //! - `parse`: the file's text into a [`Draft`], a draft and its rules into a [`Config`].
 
 mod admin;
@@ -24,6 +25,7 @@ mod replay;
 mod rules;
 mod server;
 mod signing;
+mod telemetry;
 mod yaml;
 
 #[cfg(test)]
@@ -45,3 +47,7 @@ pub use replay::{MillisError, RedisUrlError};
 pub use rules::parse_rules_file;
 pub use server::PublicUrlError;
 pub use signing::{SIGNING_ALGORITHMS, UnsupportedSigningAlgorithm, parse_signing_algorithm};
+pub use telemetry::{
+    DEFAULT_SERVICE_NAME, DEFAULT_TRACES_TIMEOUT, TRACES_ENDPOINT_ENV, TelemetryConfig, TracesConfig,
+    check_endpoint, traces_from_env,
+};

@@ -306,6 +306,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `limits:`: rate limits at `/token`.
     pub limits: crate::limits::LimitsConfig,
+    /// `telemetry:`: OpenTelemetry traces, off without an endpoint.
+    pub telemetry: super::telemetry::TelemetryConfig,
     pub admin: Option<AdminConfig>,
     /// The admin API's issuers and rules included in this config.
     pub admin_state: AdminState,

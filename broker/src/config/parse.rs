@@ -145,6 +145,7 @@ pub struct Draft {
     pub(super) rules: Vec<SourcedRule>,
     pub(super) audit: AuditConfig,
     pub(super) limits: crate::limits::LimitsConfig,
+    pub(super) telemetry: super::telemetry::TelemetryConfig,
     pub(super) base_dir: PathBuf,
     /// Problems found in the config file itself.
     pub(super) errors: Vec<ConfigError>,
@@ -183,6 +184,7 @@ pub fn parse_config(
     let mut audit = RawAudit::default();
     let mut raw_admin: Option<RawAdmin> = None;
     let mut raw_limits = super::raw::RawLimits::default();
+    let mut raw_telemetry = super::raw::RawTelemetry::default();
 
     for (key, value) in map.iter() {
         match key.as_str() {
@@ -198,6 +200,7 @@ pub fn parse_config(
             "audit" => audit = from_node(value, "audit", &mut errors).unwrap_or_default(),
             "admin" => raw_admin = from_node(value, "admin", &mut errors),
             "limits" => raw_limits = from_node(value, "limits", &mut errors).unwrap_or_default(),
+            "telemetry" => raw_telemetry = from_node(value, "telemetry", &mut errors).unwrap_or_default(),
             "rules_files" => rules_files = from_node(value, "rules_files", &mut errors).unwrap_or_default(),
             "issuers" => match issuers_list.as_deref().map(|list| (list, list.as_sequence())) {
                 Some((_, Some(seq))) => {
@@ -265,6 +268,8 @@ pub fn parse_config(
         per_subject: rate(raw_limits.per_subject, "per_subject"),
         per_client_address: rate(raw_limits.per_client_address, "per_client_address"),
     };
+    let telemetry =
+        super::telemetry::build_telemetry(raw_telemetry, child(&root, "telemetry"), env, &mut errors);
 
     // Errors so far are kept in the draft, so that rule files and issuers are still
     // checked and `check` reports every problem at once.
@@ -279,6 +284,7 @@ pub fn parse_config(
         rules,
         audit,
         limits,
+        telemetry,
         base_dir,
         admin,
         errors: errors.list,
@@ -360,6 +366,7 @@ pub fn assemble(
             rules_files: draft.rules_files,
             audit: draft.audit,
             limits: draft.limits,
+            telemetry: draft.telemetry,
             admin: draft.admin,
             admin_state: AdminState::default(),
             file_items: Arc::default(),
@@ -429,6 +436,7 @@ pub fn from_parts(
         rules_files: Vec::new(),
         audit: AuditConfig::default(),
         limits: Default::default(),
+        telemetry: Default::default(),
         admin: None,
         admin_state: AdminState::default(),
         file_items: Arc::default(),

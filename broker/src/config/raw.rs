@@ -119,6 +119,24 @@ pub(super) struct RawLimits {
     pub(super) per_client_address: Option<String>,
 }
 
+/// `telemetry:`. No `Debug`: header values are often keys.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTelemetry {
+    pub(super) traces: Option<RawTraces>,
+}
+
+/// `telemetry.traces`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTraces {
+    pub(super) endpoint: Option<String>,
+    pub(super) sample_ratio: Option<f64>,
+    pub(super) service_name: Option<String>,
+    pub(super) headers: Option<std::collections::BTreeMap<String, String>>,
+    pub(super) timeout: Option<String>,
+}
+
 pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
     "version",
     "server",
@@ -130,4 +148,5 @@ pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
     "audit",
     "admin",
     "limits",
+    "telemetry",
 ];

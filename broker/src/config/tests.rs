@@ -726,3 +726,107 @@ fn aws_iam_problems_name_their_field_and_server_ids_are_unique() {
     );
     assert_eq!(errors.len(), 5, "{e}");
 }
+
+#[test]
+fn telemetry_traces_are_off_without_an_endpoint_and_checked_field_by_field() {
+    assert_eq!(parse(MINIMAL).expect("valid").telemetry.traces, None);
+    let with = |block: &str| MINIMAL.to_string() + "telemetry:\n  traces:\n" + block;
+    // A block without an endpoint is off too.
+    let c = parse(&with("    sample_ratio: 0.25\n")).expect("valid");
+    assert_eq!(c.telemetry.traces, None);
+
+    let c = parse(&with(
+        "    endpoint: https://otel.example.com:4318/v1/traces\n    sample_ratio: 0.25\n    service_name: sts-eu\n    headers:\n      x-api-key: ${SECRET}\n    timeout: 750ms\n",
+    ))
+    .expect("valid");
+    let t = c.telemetry.traces.expect("traces on");
+    assert_eq!(t.endpoint.as_str(), "https://otel.example.com:4318/v1/traces");
+    assert!(!t.endpoint_from_env);
+    assert_eq!(t.sample_ratio, 0.25);
+    assert_eq!(t.service_name.as_deref(), Some("sts-eu"));
+    assert_eq!(t.headers.get("x-api-key").map(String::as_str), Some("s3cret"));
+    assert_eq!(t.timeout, Duration::from_millis(750));
+    // Header values (often keys) are not shown.
+    let debug = format!("{t:?}");
+    assert_says(&debug, &["x-api-key", "otel.example.com"], &["s3cret"]);
+
+    let c = parse(&with("    endpoint: http://collector:4318/v1/traces\n")).expect("valid");
+    let t = c.telemetry.traces.expect("traces on");
+    assert_eq!(
+        (t.sample_ratio, t.timeout, t.service_name),
+        (1.0, DEFAULT_TRACES_TIMEOUT, None)
+    );
+
+    let text = with(
+        "    endpoint: grpc://collector:4317\n    sample_ratio: 1.5\n    service_name: \"\"\n    headers:\n      \"bad header\": x\n    timeout: 2m\n",
+    );
+    let e = parse(&text).expect_err("invalid");
+    let errors = &e.0;
+    assert_eq!(
+        reported_at(errors, "telemetry.traces.endpoint", "http:// or https://"),
+        vec![Some(10)],
+        "{e}"
+    );
+    assert_eq!(
+        reported_at(errors, "telemetry.traces.sample_ratio", "from 0 to 1"),
+        vec![Some(11)],
+        "{e}"
+    );
+    assert_fields(
+        &e,
+        &[
+            "telemetry.traces.service_name",
+            "telemetry.traces.headers.bad header",
+            "telemetry.traces.timeout",
+        ],
+    );
+    for (endpoint, words) in [
+        ("not a url", "not a URL"),
+        ("http://user:pw@collector:4318/v1/traces", "credentials"),
+        ("http://collector:4318/v1/traces#x", "fragment"),
+    ] {
+        let e = parse(&with(&format!("    endpoint: \"{endpoint}\"\n"))).expect_err(endpoint);
+        assert_eq!(
+            reported_at(&e.0, "telemetry.traces.endpoint", words).len(),
+            1,
+            "{e}"
+        );
+        assert_says(&e.to_string(), &[], &["pw@"]);
+    }
+    let e = parse(&with("    endpoint: http://c:4318\n    protocol: grpc\n")).expect_err("unknown key");
+    assert!(e.to_string().contains("protocol"), "{e}");
+}
+
+#[test]
+fn the_standard_variable_gives_the_endpoint_the_file_does_not() {
+    let file = Path::new("/etc/fedbroker/config.yaml");
+    let env = |value: &'static str| move |n: &str| (n == TRACES_ENDPOINT_ENV).then(|| value.to_string());
+    let build = |text: &str, value: &'static str| {
+        let draft = parse_config(file, text, &env(value))?;
+        assemble(draft, Vec::new(), &|_| Err(std::io::Error::other("no files")))
+    };
+    let c = build(MINIMAL, "http://collector:4318/v1/traces").expect("valid");
+    let t = c.telemetry.traces.expect("on from the variable");
+    assert!(t.endpoint_from_env);
+    assert_eq!(t.endpoint.as_str(), "http://collector:4318/v1/traces");
+    // The file wins; an empty variable is unset; a bad one is an error that names it.
+    let text = MINIMAL.to_string() + "telemetry:\n  traces:\n    endpoint: http://file:4318/v1/traces\n";
+    let t = build(&text, "http://env:4318/v1/traces")
+        .expect("valid")
+        .telemetry
+        .traces
+        .expect("on");
+    assert_eq!(
+        (t.endpoint.host_str(), t.endpoint_from_env),
+        (Some("file"), false)
+    );
+    assert_eq!(build(MINIMAL, "").expect("valid").telemetry.traces, None);
+    let e = build(MINIMAL, "collector:4317").expect_err("invalid");
+    assert!(e.to_string().contains(TRACES_ENDPOINT_ENV), "{e}");
+    assert_eq!(
+        traces_from_env(&env("ftp://x")).expect_err("invalid"),
+        format!(
+            "{TRACES_ENDPOINT_ENV}: must be an http:// or https:// URL (OTLP over HTTP; gRPC is not supported)"
+        )
+    );
+}

@@ -38,6 +38,8 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{MethodRouter, post};
 use federation_rules::{Credentials, Grant};
 use serde_json::{Map, Value, json};
+use tracing::Instrument;
+use tracing::field::Empty;
 
 pub use aws_iam::AwsIamError;
 pub use decide::RulesInput;
@@ -60,6 +62,7 @@ use crate::metrics::Metrics;
 use crate::policy::LivePolicy;
 use crate::replay::{ReplayStore, effective_jti, mark_expiry, replay_key, signing_input, token_digest};
 use crate::signing::Signer;
+use crate::telemetry::TARGET as TRACE;
 
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 /// RFC 6749 §4.4, with the client authenticated by an RFC 7523 assertion.
@@ -145,6 +148,9 @@ async fn answer_token_request(st: &TokenState, req: Request) -> Response {
             .await
     {
         st.metrics.exchange("deny", "temporarily_unavailable");
+        let span = tracing::Span::current();
+        span.record("fedbroker.outcome", "deny");
+        span.record("fedbroker.error", "temporarily_unavailable");
         return TokenError::RateLimited(exceeded).into_response();
     }
     let started = std::time::Instant::now();
@@ -163,6 +169,21 @@ async fn answer_token_request(st: &TokenState, req: Request) -> Response {
         if error.is_some() { "deny" } else { "allow" },
         error.map(TokenError::code).unwrap_or_default(),
     );
+    // The request's span (`crate::telemetry`): names and codes only.
+    let span = tracing::Span::current();
+    span.record(
+        "fedbroker.outcome",
+        if error.is_some() { "deny" } else { "allow" },
+    );
+    if let Some(e) = error {
+        span.record("fedbroker.error", e.code());
+    }
+    if let Some(issuer) = &trail.issuer {
+        span.record("fedbroker.issuer", issuer.as_str());
+    }
+    if let Some(rule) = &trail.rule {
+        span.record("fedbroker.rule", rule.as_str());
+    }
     let reason = error.map(ToString::to_string);
     st.audit
         .record(&trail.record(st.clock.now(), error, reason.as_deref()))
@@ -202,6 +223,10 @@ async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Re
     let role = request.grant.role();
     let policy = st.live.current();
     let stage = std::time::Instant::now();
+    // The stages' spans (`crate::telemetry`) say which issuer, never what the token holds.
+    // Disabled, and nearly free, without `telemetry.traces`.
+    let span =
+        tracing::info_span!(target: TRACE, "verify", otel.status_code = Empty, fedbroker.issuer = Empty);
     let subject = verify_subject(
         &policy,
         &request.subject_token,
@@ -210,7 +235,10 @@ async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Re
         st.clock.unix(),
         std::time::Duration::from_secs(st.server.cloud_timeout),
     )
-    .await?;
+    .instrument(span.clone())
+    .await
+    .inspect_err(|_| crate::telemetry::failed(&span))?;
+    span.record("fedbroker.issuer", subject.issuer.config.name.as_str());
     st.metrics.stage_duration("verify", stage.elapsed());
     trail.verified(&request, &subject);
     // Per issuer and per subject: counted once the token verified, so that forged tokens
@@ -275,11 +303,18 @@ async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Re
     }
     if subject.issuer.config.replay == ReplayMode::OneTime {
         let stage = std::time::Instant::now();
-        trail.replay = Some(mark_used(st, &subject, &request.subject_token, role).await?);
+        let span = tracing::info_span!(target: TRACE, "replay", otel.status_code = Empty);
+        trail.replay = Some(
+            mark_used(st, &subject, &request.subject_token, role)
+                .instrument(span.clone())
+                .await
+                .inspect_err(|_| crate::telemetry::failed(&span))?,
+        );
         st.metrics.stage_duration("replay", stage.elapsed());
     }
     let cnf = confirmation(proof.as_ref(), client_cert.as_deref());
     let stage = std::time::Instant::now();
+    let span = tracing::info_span!(target: TRACE, "sign", otel.status_code = Empty);
     let (token, jti) = mint(
         st,
         &grant,
@@ -288,16 +323,27 @@ async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Re
         request.requested,
         cnf.as_ref(),
     )
-    .await?;
+    .instrument(span.clone())
+    .await
+    .inspect_err(|_| crate::telemetry::failed(&span))?;
     st.metrics.stage_duration("sign", stage.elapsed());
     trail.issued_jti = Some(jti);
     let issued = match cloud {
         // The minted token is the broker's half of the trade, not the answer.
-        Some(credentials) => st
-            .clouds
-            .obtain(credentials, &token)
-            .await
-            .map_err(TokenError::Cloud)?,
+        Some(credentials) => {
+            let span = tracing::info_span!(
+                target: TRACE,
+                "cloud",
+                otel.status_code = Empty,
+                fedbroker.cloud = credentials.cloud().as_str(),
+            );
+            st.clouds
+                .obtain(credentials, &token)
+                .instrument(span.clone())
+                .await
+                .inspect_err(|_| crate::telemetry::failed(&span))
+                .map_err(TokenError::Cloud)?
+        }
         None => CloudToken {
             access_token: token,
             // RFC 9449 §5: a token bound to a DPoP key is of type DPoP.
