@@ -112,6 +112,19 @@ fn variants() -> Vec<Variant> {
             values: json!({"tls": {"enabled": true}}),
             checked_by_broker: true,
         },
+        Variant {
+            name: "keys in AWS KMS",
+            values: json!({
+                "keys": {"source": "kms"},
+                "config": {"signing": {"algorithm": "ES256", "kms": {
+                    "provider": "aws",
+                    "keys": ["alias/fedbroker-signing"],
+                    "region": "eu-west-1",
+                }}},
+                "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/fedbroker"}},
+            }),
+            checked_by_broker: true,
+        },
     ]
 }
 
@@ -352,7 +365,15 @@ fn the_chart_refuses_values_it_cannot_serve() {
         ),
         (
             json!({"keys": {"source": "vault"}}),
-            "keys.source must be secret or csi",
+            "keys.source must be secret, csi or kms",
+        ),
+        (
+            json!({"keys": {"source": "kms"}}),
+            "keys.source kms needs config.signing.kms",
+        ),
+        (
+            json!({"config": {"signing": {"kms": {"provider": "aws", "keys": ["alias/k"]}}}}),
+            "config.signing.kms needs keys.source kms",
         ),
         (
             json!({"redis": {"bundled": false, "url": "redis://r:6379"}}),
@@ -508,15 +529,42 @@ fn assert_objects_agree(docs: &[Yaml], variant: &Variant) {
     }
 
     let mounts: Vec<&Yaml> = broker["volumeMounts"].as_vec().into_iter().flatten().collect();
-    let key_dir = config["signing"]["key_dir"].as_str().expect("signing.key_dir");
-    let keys = mounts
-        .iter()
-        .find(|m| m["mountPath"].as_str() == Some(key_dir))
-        .unwrap_or_else(|| panic!("{what}: nothing mounted at signing.key_dir {key_dir}"));
-    assert!(
-        is_true(&keys["readOnly"]),
-        "{what}: the key directory must be mounted read-only"
-    );
+    let kms = variant.values["keys"]["source"] == json!("kms");
+    if kms {
+        // No key anywhere in the pod: no key directory, no key volume, no copy.
+        assert!(
+            config["signing"]["key_dir"].is_badvalue(),
+            "{what}: signing.key_dir with KMS"
+        );
+        assert!(
+            config["signing"]["kms"]["keys"].as_vec().is_some(),
+            "{what}: signing.kms"
+        );
+        assert!(
+            pod["initContainers"].is_badvalue(),
+            "{what}: an init container with KMS"
+        );
+        let volumes: Vec<&str> = pod["volumes"]
+            .as_vec()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["name"].as_str())
+            .collect();
+        assert!(
+            !volumes.contains(&"keys") && !volumes.contains(&"signing-source"),
+            "{what}: key volumes with KMS: {volumes:?}"
+        );
+    } else {
+        let key_dir = config["signing"]["key_dir"].as_str().expect("signing.key_dir");
+        let keys = mounts
+            .iter()
+            .find(|m| m["mountPath"].as_str() == Some(key_dir))
+            .unwrap_or_else(|| panic!("{what}: nothing mounted at signing.key_dir {key_dir}"));
+        assert!(
+            is_true(&keys["readOnly"]),
+            "{what}: the key directory must be mounted read-only"
+        );
+    }
     for mount in &mounts {
         assert!(
             is_true(&mount["readOnly"]),
@@ -547,9 +595,11 @@ fn assert_objects_agree(docs: &[Yaml], variant: &Variant) {
     let sources: Vec<&Yaml> = pod["volumes"].as_vec().into_iter().flatten().collect();
     let source = sources
         .iter()
-        .find(|v| v["name"].as_str() == Some("signing-source"))
-        .expect("volume signing-source");
-    if variant.values["keys"]["source"] == json!("csi") {
+        .find(|v| v["name"].as_str() == Some("signing-source"));
+    if kms {
+        assert!(source.is_none(), "{what}");
+    } else if variant.values["keys"]["source"] == json!("csi") {
+        let source = source.expect("volume signing-source");
         assert_eq!(
             source["csi"]["driver"].as_str(),
             Some("secrets-store.csi.k8s.io"),
@@ -560,6 +610,7 @@ fn assert_objects_agree(docs: &[Yaml], variant: &Variant) {
             "{what}: CSI volume read-only"
         );
     } else {
+        let source = source.expect("volume signing-source");
         assert!(
             source["secret"]["secretName"].as_str().is_some(),
             "{what}: keys from a Secret"
