@@ -86,9 +86,18 @@ pub fn app(state: Arc<AppState>) -> Router {
     } else {
         Router::new().nest(&prefix, inner)
     };
-    router
-        .layer(axum::middleware::from_fn(crate::telemetry::layer))
-        .layer(axum::middleware::from_fn(crate::request_id::layer))
+    with_request_layers(router)
+}
+
+/// The middleware of both listeners: the request ID, and with traces on, the request's
+/// span (inside it: the span reads the ID).
+fn with_request_layers(router: Router) -> Router {
+    let router = if crate::telemetry::is_on() {
+        router.layer(axum::middleware::from_fn(crate::telemetry::layer))
+    } else {
+        router
+    };
+    router.layer(axum::middleware::from_fn(crate::request_id::layer))
 }
 
 /// The router of `admin.listen`, the admin API's own listener: the admin API, plus the
@@ -99,13 +108,12 @@ pub fn admin_app(state: Arc<AppState>) -> Router {
         Some(admin) => crate::admin::routes().with_state(admin.clone()),
         None => Router::new(),
     };
-    admin
+    let router = admin
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/.well-known/oauth-authorization-server", get(discovery))
         .route("/jwks.json", get(jwks))
-        .with_state(state)
-        .layer(axum::middleware::from_fn(crate::telemetry::layer))
-        .layer(axum::middleware::from_fn(crate::request_id::layer))
+        .with_state(state);
+    with_request_layers(router)
 }
 
 /// Serve until `shutdown` resolves, then stop accepting and give in-flight requests up

@@ -48,6 +48,15 @@ const MAX_QUEUE: usize = 8192;
 /// How often a batch leaves, at the latest.
 const EXPORT_DELAY: Duration = Duration::from_secs(2);
 
+/// Whether [`start`] succeeded in this process: the routers install [`layer`] only then,
+/// so that without traces a request pays nothing for them.
+static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether traces are exported by this process.
+pub fn is_on() -> bool {
+    STARTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The exporting pipeline; [`Traces::shutdown`] sends what is queued.
 pub struct Traces {
     provider: SdkTracerProvider,
@@ -103,6 +112,7 @@ pub fn start(config: &TracesConfig) -> Result<(Traces, opentelemetry_sdk::trace:
         .with_resource(resource.build())
         .build();
     let tracer = provider.tracer("fedbroker");
+    STARTED.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok((Traces { provider }, tracer))
 }
 
@@ -122,8 +132,9 @@ pub fn exported(meta: &tracing::Metadata<'_>) -> bool {
     meta.is_span() && meta.target() == TARGET
 }
 
-/// The middleware of both listeners: one span per request, in the caller's trace when
-/// it sent a `traceparent`. Inside the request id's middleware (it reads the id).
+/// The middleware of both listeners when traces are on ([`is_on`]): one span per
+/// request, in the caller's trace when it sent a `traceparent`. Inside the request id's
+/// middleware (it reads the id).
 pub async fn layer(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
