@@ -494,10 +494,7 @@ fn keys_rotate(config_path: &std::path::Path) -> ExitCode {
     match write_new_key(dir, signing.algorithm) {
         Ok(path) => {
             println!("{}", path.display());
-            let kid = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let kid = kid_of_key_file(&path);
             match (&signing.rotation, &signing.active_kid) {
                 (Some(r), _) => eprintln!(
                     "fedbroker: made {} key {kid}: published now by every running replica (within 30s), it signs in {}; \
@@ -522,6 +519,13 @@ fn keys_rotate(config_path: &std::path::Path) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The kid of a key file `write_new_key` wrote (`<kid>.pem`).
+fn kid_of_key_file(path: &std::path::Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// `keys generate`: exit 0 written, 1 the configuration is invalid or the key cannot be
@@ -573,10 +577,7 @@ fn keys_generate(
     match write_new_key(&dir, alg) {
         Ok(path) => {
             println!("{}", path.display());
-            let kid = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let kid = kid_of_key_file(&path);
             match signing.as_ref().and_then(|s| s.active_kid.as_deref()) {
                 Some(active) => eprintln!(
                     "fedbroker: wrote {alg} key {kid}. signing.active_kid pins {active}: after a restart every \

@@ -74,44 +74,11 @@ pub fn make_ca(dir: &Path) -> PathBuf {
 /// A server certificate for `subject_alt_names` (e.g. `IP:127.0.0.1`) signed by the CA
 /// in `dir` (`ca.pem`, `ca.key`): `server.pem`, `server.key`.
 pub fn make_server_certificate(dir: &Path, subject_alt_names: &str) {
-    fs::write(
-        dir.join("san.ext"),
-        format!("subjectAltName={subject_alt_names}\n"),
-    )
-    .expect("write ext");
-    let request = [
-        &["req"][..],
-        &EC_KEY,
-        &[
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    ]
-    .concat();
-    openssl(dir, &request);
-    openssl(
+    make_certificate(
         dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-        ],
+        "server",
+        "/CN=127.0.0.1",
+        &[&format!("subjectAltName={subject_alt_names}")],
     );
 }
 
