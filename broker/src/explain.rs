@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use federation_rules::{Claims, Decision, Explanation, RuleOutcome};
+use federation_rules::{Claims, Decision, Explanation};
 use serde_json::{Map, Value, json};
 
 use crate::client_cert::ClientCert;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{self, Config};
+use crate::config;
 use crate::exchange::{
     RulesInput, SubjectTokenType, Targets, TokenError, TokenRole, TokenType, Verified, issued_claims,
     split_scopes, verify_subject, verify_token,
@@ -93,7 +93,8 @@ struct Subject {
     /// The issuer's kind and the claims it calls out.
     kind: issuers::IssuerKind,
     claims: Map<String, Value>,
-    verified: bool,
+    /// How the token verified: `None` for a claims document.
+    verification: Option<Value>,
     /// The verified actor's (sub, iss), for delegation.
     actor: Option<(String, String)>,
 }
@@ -178,20 +179,54 @@ fn read_claims(path: &Path) -> Result<Map<String, Value>, ExplainError> {
     }
 }
 
-/// Read `value` (a token or `@PATH`) and verify it as `role`, as `/token` would. A token
-/// `/token` would refuse is `Ok(Err(outcome))`, a decision to report; keys that cannot be
-/// had for now are an error, not a decision.
+/// One exchange to explain, read and ready: what the CLI's arguments, the admin API's
+/// `POST /admin/v1/explain` and the console's form all come down to. Tokens are held
+/// here only for the call: never stored, logged or echoed.
+#[derive(Default)]
+pub struct ExplainInput {
+    /// The subject token (a JWT, or a signed AWS request with `subject_token_type`).
+    pub subject_token: Option<String>,
+    pub subject_token_type: Option<String>,
+    /// A claims document instead of a token.
+    pub claims: Option<Map<String, Value>>,
+    /// With `claims`: the issuer name, when the document has no `iss`.
+    pub issuer: Option<String>,
+    pub actor_token: Option<String>,
+    pub audiences: Vec<String>,
+    pub resources: Vec<String>,
+    pub scope: Option<String>,
+    pub access_token: bool,
+    pub dpop: bool,
+    pub client_cert: Option<Arc<ClientCert>>,
+}
+
+/// What the explanation needs of the server's settings.
+pub struct ExplainContext<'a> {
+    pub policy: &'a Policy,
+    pub public_url: &'a str,
+    pub max_issued_lifetime: u64,
+    pub cloud_timeout: std::time::Duration,
+    pub now: u64,
+}
+
+/// An explanation: the document `explain --json` prints, and the exit code it means.
+pub struct Explained {
+    pub exit: u8,
+    pub doc: Value,
+}
+
+/// Verify `token` as `role`, as `/token` would. A token `/token` would refuse is
+/// `Ok(Err(outcome))`, a decision to report; keys that cannot be had for now are an
+/// error, not a decision.
 async fn verify_arg(
-    policy: &Policy,
-    value: &str,
+    ctx: &ExplainContext<'_>,
+    token: &str,
     role: TokenRole,
-    subject_type: Option<(SubjectTokenType, std::time::Duration)>,
+    subject_type: Option<SubjectTokenType>,
 ) -> Result<Result<Verified, Outcome>, ExplainError> {
-    let token = read_token(value)?;
-    let now = SystemClock.unix();
     let verified = match subject_type {
-        Some((ty, sts_timeout)) => verify_subject(policy, &token, ty, role, now, sts_timeout).await,
-        None => verify_token(policy, &token, role, now).await,
+        Some(ty) => verify_subject(ctx.policy, token, ty, role, ctx.now, ctx.cloud_timeout).await,
+        None => verify_token(ctx.policy, token, role, ctx.now).await,
     };
     match verified {
         Ok(verified) => Ok(Ok(verified)),
@@ -201,6 +236,24 @@ async fn verify_arg(
             reason: e.to_string(),
         })),
     }
+}
+
+/// How a verified token verified: the issuer, the key and algorithm, the times and the
+/// clock skew allowed (the console's verification steps).
+fn verification(verified: &Verified, policy_skew: u64) -> Value {
+    let t = &verified.token;
+    json!({
+        "issuer": verified.issuer.config.name,
+        "iss": t.issuer,
+        "kid": t.header.kid,
+        "alg": t.header.alg,
+        "audiences": t.audiences,
+        "issued_at": t.issued_at,
+        "not_before": t.not_before,
+        "expires_at": t.expires_at,
+        "clock_skew": policy_skew,
+        "jti": t.jti.is_some(),
+    })
 }
 
 pub async fn run(args: ExplainArgs) -> ExitCode {
@@ -213,64 +266,102 @@ pub async fn run(args: ExplainArgs) -> ExitCode {
     }
 }
 
+/// The CLI: read the configuration and the arguments, explain, print.
 async fn explain(args: &ExplainArgs) -> Result<u8, ExplainError> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let config = config::load(&args.config).map_err(ExplainError::InvalidConfig)?;
-    let targets = Targets::new(&args.audiences, &args.resources);
+    let input = ExplainInput {
+        subject_token: args.subject_token.as_deref().map(read_token).transpose()?,
+        subject_token_type: args.subject_token_type.clone(),
+        claims: args.claims.as_deref().map(read_claims).transpose()?,
+        issuer: args.issuer.clone(),
+        actor_token: args.actor_token.as_deref().map(read_token).transpose()?,
+        audiences: args.audiences.clone(),
+        resources: args.resources.clone(),
+        scope: args.scope.clone(),
+        access_token: args.access_token,
+        dpop: args.dpop,
+        client_cert: args.client_cert.clone(),
+    };
+    let clients = FetchClients::new()?;
+    let policy = Policy::build(1, &config, None, &clients, &Arc::new(Metrics::new()), false)?;
+    let ctx = ExplainContext {
+        policy: &policy,
+        public_url: &config.server.public_url,
+        max_issued_lifetime: config.server.max_issued_lifetime,
+        cloud_timeout: std::time::Duration::from_secs(config.server.cloud_timeout),
+        now: SystemClock.unix(),
+    };
+    let explained = explain_input(&ctx, &input).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&explained.doc).unwrap_or_default()
+        );
+    } else {
+        print_text(&explained.doc);
+    }
+    Ok(explained.exit)
+}
+
+/// Explain `input` against `ctx.policy`: verify the token (or take the claims
+/// document), evaluate every rule of its issuer for the targets, and describe the
+/// decision. Issues nothing, records no replay.
+pub async fn explain_input(
+    ctx: &ExplainContext<'_>,
+    input: &ExplainInput,
+) -> Result<Explained, ExplainError> {
+    let targets = Targets::new(&input.audiences, &input.resources);
     if targets.all.is_empty() {
         return Err(ExplainError::NoTarget);
     }
-    let scopes = split_scopes(args.scope.as_deref());
-    let clients = FetchClients::new()?;
-    let policy = Policy::build(1, &config, None, &clients, &Arc::new(Metrics::new()), false)?;
+    let scopes = split_scopes(input.scope.as_deref());
+    let policy = ctx.policy;
+    let by_name = |name: &str| {
+        policy
+            .issuers
+            .iter()
+            .map(|(_, i)| i)
+            .find(|i| i.config.name == name)
+            .cloned()
+    };
 
-    let subject = match (&args.subject_token, &args.claims) {
+    let subject = match (&input.subject_token, &input.claims) {
         (Some(_), Some(_)) => return Err(ExplainError::BothSubjects),
         (None, None) => return Err(ExplainError::NoSubject),
         (Some(token), None) => {
-            let ty = match args.subject_token_type.as_deref() {
+            let ty = match input.subject_token_type.as_deref() {
                 None => SubjectTokenType::Jwt,
                 Some(urn) => SubjectTokenType::from_urn(urn)
                     .ok_or_else(|| ExplainError::UnsupportedTokenType(urn.to_string()))?,
             };
-            let sts_timeout = std::time::Duration::from_secs(config.server.cloud_timeout);
-            match verify_arg(&policy, token, TokenRole::Subject, Some((ty, sts_timeout))).await? {
+            match verify_arg(ctx, token, TokenRole::Subject, Some(ty)).await? {
                 Ok(verified) => Subject {
                     issuer_name: verified.issuer.config.name.clone(),
                     kind: verified.issuer.config.kind,
+                    verification: Some(verification(&verified, verified.issuer.config.policy.clock_skew)),
                     claims: verified.token.claims,
-                    verified: true,
                     actor: None,
                 },
-                Err(refused) => return Ok(report(args, &config, &targets.all, None, refused)),
+                Err(refused) => return Ok(report(ctx, input, &targets.all, None, refused)),
             }
         }
-        (None, Some(path)) => {
-            let claims = read_claims(path)?;
-            let issuer_name = match (&args.issuer, claims.get("iss").and_then(Value::as_str)) {
-                (Some(name), _) => {
-                    if !config.issuers.iter().any(|i| &i.name == name) {
-                        return Err(ExplainError::NoIssuerNamed(name.clone()));
-                    }
-                    name.clone()
-                }
+        (None, Some(claims)) => {
+            let issuer = match (&input.issuer, claims.get("iss").and_then(Value::as_str)) {
+                (Some(name), _) => by_name(name).ok_or_else(|| ExplainError::NoIssuerNamed(name.clone()))?,
                 (None, Some(iss)) => policy
                     .issuers
                     .get(iss)
-                    .map(|i| i.config.name.clone())
+                    .cloned()
                     .ok_or_else(|| ExplainError::NoIssuerWithIss(iss.to_string()))?,
                 (None, None) => return Err(ExplainError::NoIss),
             };
-            let issuer = config
-                .issuers
-                .iter()
-                .find(|i| i.name == issuer_name)
-                .ok_or_else(|| ExplainError::NoIssuerNamed(issuer_name.clone()))?;
+            let issuer = &issuer.config;
             let subject = Subject {
-                issuer_name: issuer_name.clone(),
+                issuer_name: issuer.name.clone(),
                 kind: issuer.kind,
-                claims,
-                verified: false,
+                claims: claims.clone(),
+                verification: None,
                 actor: None,
             };
             // `/token` refuses a token without a usable `sub` before any rule runs, and
@@ -287,8 +378,8 @@ async fn explain(args: &ExplainArgs) -> Result<u8, ExplainError> {
             };
             if let Some(reason) = refusal {
                 return Ok(report(
-                    args,
-                    &config,
+                    ctx,
+                    input,
                     &targets.all,
                     Some(&subject),
                     Outcome::Rejected {
@@ -301,14 +392,14 @@ async fn explain(args: &ExplainArgs) -> Result<u8, ExplainError> {
         }
     };
 
-    let actor = match &args.actor_token {
+    let actor = match &input.actor_token {
         None => None,
-        Some(token) => match verify_arg(&policy, token, TokenRole::Actor, None).await? {
+        Some(token) => match verify_arg(ctx, token, TokenRole::Actor, None).await? {
             Ok(verified) => Some(verified),
-            Err(refused) => return Ok(report(args, &config, &targets.all, Some(&subject), refused)),
+            Err(refused) => return Ok(report(ctx, input, &targets.all, Some(&subject), refused)),
         },
     };
-    let input = RulesInput {
+    let request = RulesInput {
         issuer: subject.issuer_name.clone(),
         claims: Claims(subject.claims.clone()),
         actor: actor
@@ -316,22 +407,22 @@ async fn explain(args: &ExplainArgs) -> Result<u8, ExplainError> {
             .map(|a| (a.issuer.config.name.clone(), Claims(a.token.claims.clone()))),
         targets: targets.clone(),
         scopes,
-        requested: if args.access_token {
+        requested: if input.access_token {
             TokenType::AccessToken
         } else {
             TokenType::Jwt
         },
-        dpop: args.dpop,
-        client_cert: args.client_cert.clone(),
+        dpop: input.dpop,
+        client_cert: input.client_cert.clone(),
     };
-    let explanation = policy.rules.explain(&input.request());
+    let explanation = policy.rules.explain(&request.request());
     let mut out_subject = subject;
     out_subject.actor = actor
         .as_ref()
         .map(|a| (a.token.subject.clone(), a.token.issuer.clone()));
     Ok(report(
-        args,
-        &config,
+        ctx,
+        input,
         &targets.all,
         Some(&out_subject),
         Outcome::Evaluated(Box::new(explanation)),
@@ -339,7 +430,7 @@ async fn explain(args: &ExplainArgs) -> Result<u8, ExplainError> {
 }
 
 /// The `cnf` the issued token would carry for the sender the arguments describe.
-fn confirmation(args: &ExplainArgs) -> Option<Value> {
+fn confirmation(args: &ExplainInput) -> Option<Value> {
     let mut cnf = Map::new();
     if args.dpop {
         cnf.insert("jkt".into(), json!("(the DPoP proof key's thumbprint)"));
@@ -351,12 +442,12 @@ fn confirmation(args: &ExplainArgs) -> Option<Value> {
 }
 
 fn report(
-    args: &ExplainArgs,
-    config: &Config,
+    ctx: &ExplainContext<'_>,
+    input: &ExplainInput,
     targets: &[String],
     subject: Option<&Subject>,
     outcome: Outcome,
-) -> u8 {
+) -> Explained {
     let (exit, decision_json, rules, issued) = match &outcome {
         Outcome::Rejected { code, reason } => (
             EXIT_DENY,
@@ -371,15 +462,15 @@ fn report(
                     let subject_claims = subject.map(|s| &s.claims).unwrap_or(&empty);
                     let actor = subject.and_then(|s| s.actor.as_ref());
                     let issued = issued_claims(
-                        &config.server.public_url,
-                        config.server.max_issued_lifetime,
+                        ctx.public_url,
+                        ctx.max_issued_lifetime,
                         grant,
                         subject.map(|s| s.issuer_name.as_str()).unwrap_or_default(),
                         subject_claims,
                         actor.map(|(s, i)| (s.as_str(), i.as_str())),
-                        confirmation(args).as_ref(),
+                        confirmation(input).as_ref(),
                         "(generated when issued)",
-                        SystemClock.unix(),
+                        ctx.now,
                     );
                     (EXIT_ALLOW, issued)
                 }
@@ -395,85 +486,103 @@ fn report(
             (exit, d, expl.rules.clone(), issued)
         }
     };
-    if args.json {
-        let doc = json!({
-            "decision": decision_json,
-            "subject": subject.map(|s| json!({
-                "issuer": s.issuer_name,
-                "kind": s.kind.as_str(),
-                "kind_claims": s.kind.audit_fields(&s.claims),
-                "iss": s.claims.get("iss"),
-                "sub": s.claims.get("sub"),
-                "verified": s.verified,
-            })),
-            "targets": targets,
-            "rules": rules,
-            "issued_claims": issued,
-        });
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-    } else {
-        print_text(targets, subject, &decision_json, &rules, &issued);
+    let mut subject_json = subject.map(|s| {
+        json!({
+            "issuer": s.issuer_name,
+            "kind": s.kind.as_str(),
+            "kind_claims": s.kind.audit_fields(&s.claims),
+            "iss": s.claims.get("iss"),
+            "sub": s.claims.get("sub"),
+            "verified": s.verification.is_some(),
+        })
+    });
+    if let (Some(obj), Some(v)) = (
+        subject_json.as_mut().and_then(Value::as_object_mut),
+        subject.and_then(|s| s.verification.clone()),
+    ) {
+        obj.insert("verification".into(), v);
     }
-    exit
+    let doc = json!({
+        "decision": decision_json,
+        "subject": subject_json,
+        "targets": targets,
+        "rules": rules,
+        "issued_claims": issued,
+    });
+    Explained { exit, doc }
 }
 
-fn print_text(
-    targets: &[String],
-    subject: Option<&Subject>,
-    decision: &Value,
-    rules: &[RuleOutcome],
-    issued: &Value,
-) {
+fn print_text(doc: &Value) {
+    let str_at = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let subject = doc.get("subject").filter(|s| !s.is_null());
     if let Some(s) = subject {
-        let str_of = |k: &str| s.claims.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+        let or_q = |k: &str| s.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
         println!(
             "subject:   {} (issuer `{}`, iss {}){}",
-            str_of("sub"),
-            s.issuer_name,
-            str_of("iss"),
-            if s.verified {
+            or_q("sub"),
+            str_at(s, "issuer"),
+            or_q("iss"),
+            if s.get("verified") == Some(&Value::Bool(true)) {
                 ", token verified"
             } else {
                 ", from a claims document (not verified)"
             }
         );
-    }
-    if let Some(s) = subject {
-        let fields = s.kind.audit_fields(&s.claims);
-        if !fields.is_empty() {
+        if let Some(fields) = s
+            .get("kind_claims")
+            .and_then(Value::as_object)
+            .filter(|f| !f.is_empty())
+        {
             let shown: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            println!("{:<10} {}", format!("{}:", s.kind), shown.join(" "));
+            println!("{:<10} {}", format!("{}:", str_at(s, "kind")), shown.join(" "));
         }
     }
+    let targets: Vec<&str> = doc
+        .get("targets")
+        .and_then(Value::as_array)
+        .map(|t| t.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
     println!("targets:   {}", targets.join(", "));
-    let field = |k: &str| decision.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-    match field("outcome").as_str() {
-        "allow" => println!("decision:  ALLOW by rule `{}`", field("rule")),
+    let decision = &doc["decision"];
+    match str_at(decision, "outcome").as_str() {
+        "allow" => println!("decision:  ALLOW by rule `{}`", str_at(decision, "rule")),
         _ => {
             let rule = decision.get("rule").and_then(Value::as_str);
             println!(
                 "decision:  DENY ({}){}",
-                field("error"),
+                str_at(decision, "error"),
                 rule.map(|r| format!(" by rule `{r}`")).unwrap_or_default()
             );
-            println!("reason:    {}", field("reason"));
+            println!("reason:    {}", str_at(decision, "reason"));
         }
     }
+    let rules = doc
+        .get("rules")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if !rules.is_empty() {
         println!("rules:");
-        for r in rules {
-            let status = if r.matched {
+        for r in &rules {
+            let matched = r.get("matched") == Some(&Value::Bool(true));
+            let reason = r.get("reason").and_then(Value::as_str);
+            let status = if matched {
                 "matched".to_string()
             } else {
-                r.reason.clone().unwrap_or_default()
+                reason.unwrap_or_default().to_string()
             };
-            let note = match (&r.reason, r.matched) {
+            let note = match (reason, matched) {
                 (Some(n), true) => format!(" ({n})"),
                 _ => String::new(),
             };
-            println!("  {:<5} {:<32} {status}{note}", r.effect.to_string(), r.rule);
+            println!(
+                "  {:<5} {:<32} {status}{note}",
+                str_at(r, "effect"),
+                str_at(r, "rule")
+            );
         }
     }
+    let issued = &doc["issued_claims"];
     if !issued.is_null() {
         println!("issued token claims:");
         println!("{}", serde_json::to_string_pretty(issued).unwrap_or_default());
