@@ -76,11 +76,20 @@ pub fn app(state: Arc<AppState>) -> Router {
     if let Some(dev) = &state.dev {
         inner = inner.merge(crate::dev::routes().with_state(dev.clone()));
     }
-    if let Some(admin) = state.admin.as_ref().filter(|a| a.listen.is_none()) {
-        inner = inner.merge(crate::admin::routes().with_state(admin.clone()));
+    let admin_here = state.admin.as_ref().filter(|a| a.listen.is_none());
+    if let Some(admin) = admin_here {
+        inner = inner
+            .merge(crate::admin::routes().with_state(admin.clone()))
+            .merge(crate::admin::inspect::routes());
     }
-    let inner = inner.with_state(state.clone());
+    let mut inner = inner.with_state(state.clone());
     let prefix = state.server.path_prefix();
+    // The console goes with the admin API (contract §13).
+    if admin_here.is_some()
+        && let Some(console) = crate::console::routes(&state, &prefix, state.tls.is_some())
+    {
+        inner = inner.merge(console);
+    }
     let router = if prefix.is_empty() {
         inner
     } else {
@@ -105,14 +114,19 @@ fn with_request_layers(router: Router) -> Router {
 /// sources read from its `endpoint`. Not under `public_url`'s path, like the admin API.
 pub fn admin_app(state: Arc<AppState>) -> Router {
     let admin = match &state.admin {
-        Some(admin) => crate::admin::routes().with_state(admin.clone()),
+        Some(admin) => crate::admin::routes()
+            .with_state(admin.clone())
+            .merge(crate::admin::inspect::routes()),
         None => Router::new(),
     };
-    let router = admin
+    let mut router = admin
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/.well-known/oauth-authorization-server", get(discovery))
         .route("/jwks.json", get(jwks))
-        .with_state(state);
+        .with_state(state.clone());
+    if let Some(console) = crate::console::routes(&state, "", state.admin_tls.is_some()) {
+        router = router.merge(console);
+    }
     with_request_layers(router)
 }
 
@@ -125,6 +139,7 @@ pub async fn serve(
     drain: Duration,
 ) -> std::io::Result<()> {
     let audit = state.audit.clone();
+    let console = state.console.clone();
     let (tx, rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.changed().await;
@@ -168,6 +183,10 @@ pub async fn serve(
         shutdown.await;
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         let _ = tx.send(true);
+        // Live tails would hold their connections open through the drain.
+        if let Some(console) = &console {
+            console.close_streams();
+        }
         tokio::time::sleep(drain).await;
     };
     let result = tokio::select! {

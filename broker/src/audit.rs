@@ -140,6 +140,55 @@ impl Waiter {
 pub struct AuditLog {
     queue: mpsc::Sender<Message>,
     queue_full: Counter,
+    /// With the console on: decisions shown live once written ([`AuditLog::tap`]).
+    tap: std::sync::OnceLock<DecisionTap>,
+}
+
+/// How many recent decisions the tap keeps for a page that opens.
+pub const TAP_RECENT: usize = 200;
+
+/// Decisions' audit lines as they are written, for the console's live tail: the last
+/// [`TAP_RECENT`] kept, and each sent to whoever listens. A listener that falls behind
+/// loses lines (and is told), never slows a request.
+pub struct DecisionTap {
+    sender: tokio::sync::broadcast::Sender<std::sync::Arc<str>>,
+    recent: std::sync::Mutex<std::collections::VecDeque<std::sync::Arc<str>>>,
+}
+
+impl DecisionTap {
+    fn new() -> DecisionTap {
+        DecisionTap {
+            sender: tokio::sync::broadcast::channel(1024).0,
+            recent: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(TAP_RECENT)),
+        }
+    }
+
+    fn push(&self, line: &[u8]) {
+        let Ok(text) = std::str::from_utf8(line) else {
+            return;
+        };
+        let text: std::sync::Arc<str> = std::sync::Arc::from(text.trim_end());
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if recent.len() == TAP_RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(text.clone());
+        }
+        let _ = self.sender.send(text);
+    }
+
+    /// The recent decisions (oldest first) and a receiver of those to come; taken under
+    /// one lock, so none is missed or shown twice.
+    pub fn subscribe(
+        &self,
+    ) -> (
+        Vec<std::sync::Arc<str>>,
+        tokio::sync::broadcast::Receiver<std::sync::Arc<str>>,
+    ) {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        (recent.iter().cloned().collect(), self.sender.subscribe())
+    }
 }
 
 impl AuditLog {
@@ -166,15 +215,30 @@ impl AuditLog {
         Ok(AuditLog {
             queue,
             queue_full: metrics.audit_queue_full(),
+            tap: std::sync::OnceLock::new(),
         })
     }
 
     /// Queue a decision's line and wait until it is written.
     pub async fn record(&self, rec: &AuditRecord<'_>) {
         let Ok(line) = line(rec) else { return };
+        let tapped = self.tap.get().map(|tap| (tap, line.clone()));
         let (done, written) = oneshot::channel();
         self.send(Message::Line(line, Waiter::Task(done))).await;
         let _ = written.await;
+        if let Some((tap, line)) = tapped {
+            tap.push(&line);
+        }
+    }
+
+    /// Start keeping decisions for the console (once; later calls change nothing).
+    pub fn enable_tap(&self) {
+        let _ = self.tap.set(DecisionTap::new());
+    }
+
+    /// The decision tap, when enabled.
+    pub fn tap(&self) -> Option<&DecisionTap> {
+        self.tap.get()
     }
 
     /// Any other audited event (admin changes, rare), as one JSON line, written before

@@ -289,7 +289,10 @@ impl AdminError {
                 };
                 ErrorAnswer::new(StatusCode::NOT_FOUND, "not_found", format!("{self}{why}"))
             }
-            E::NothingToDelete(_) => ErrorAnswer::new(StatusCode::NOT_FOUND, "not_found", self.to_string()),
+            E::NothingToDelete(_) | E::NoIssuer(_) => {
+                ErrorAnswer::new(StatusCode::NOT_FOUND, "not_found", self.to_string())
+            }
+            E::Unavailable(_) => unavailable(self.to_string()),
             E::OwnedByFile { .. } => ErrorAnswer::new(
                 StatusCode::CONFLICT,
                 "conflict",

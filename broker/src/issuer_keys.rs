@@ -346,6 +346,65 @@ impl IssuerKeys {
         }
     }
 
+    /// Everything the console and `GET /admin/v1/status/issuers` show of this cache:
+    /// where the keys come from, the cached keys (kid and algorithms, also when stale),
+    /// the last fetch and its outcome, and when the next background refresh is due.
+    pub fn detail(&self) -> serde_json::Value {
+        use serde_json::json;
+        let now = std::time::SystemTime::now();
+        let ago = |t: Instant| crate::audit::rfc3339(now - t.elapsed());
+        let describe_keys = |set: &KeySet| -> Vec<serde_json::Value> {
+            set.iter()
+                .map(|k| {
+                    let algs: Vec<&str> = match k.alg() {
+                        Some(a) => vec![a.as_str()],
+                        None => issuers::Algorithm::ALL
+                            .iter()
+                            .filter(|a| k.supports(**a))
+                            .map(|a| a.as_str())
+                            .collect(),
+                    };
+                    json!({"kid": k.kid(), "algorithms": algs})
+                })
+                .collect()
+        };
+        match &self.source {
+            Source::Static(set) => json!({
+                "source": "static",
+                "keys": describe_keys(set),
+            }),
+            Source::Remote { jwks_uri, discovery } => {
+                let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+                let next = *self.next_refresh.read().unwrap_or_else(|e| e.into_inner());
+                let (source, url) = match (jwks_uri, discovery) {
+                    (Some(u), _) => ("jwks_uri", shown_url(u)),
+                    (None, Some(d)) => ("discovery", shown_url(d)),
+                    (None, None) => ("discovery", String::new()),
+                };
+                let next_refresh = match (&state.last_error, state.last_attempt) {
+                    // A failing issuer is retried with backoff (1 s doubling to 60 s).
+                    (Some(_), _) | (None, None) => None,
+                    (None, Some(at)) => Some(crate::audit::rfc3339(now + next.saturating_sub(at.elapsed()))),
+                };
+                json!({
+                    "source": source,
+                    "url": url,
+                    "keys": state.keys.as_deref().map(describe_keys).unwrap_or_default(),
+                    "fresh": self.current().is_some(),
+                    "last_fetch": state.fetched_at.map(ago),
+                    "last_attempt": state.last_attempt.map(ago),
+                    "last_result": match (&state.last_error, state.last_attempt) {
+                        (_, None) => "not fetched yet",
+                        (Some(_), _) => "error",
+                        (None, Some(_)) => "ok",
+                    },
+                    "last_error": state.last_error,
+                    "next_refresh": next_refresh,
+                })
+            }
+        }
+    }
+
     async fn fetch(&self) -> Result<KeySet, FetchError> {
         let Source::Remote { jwks_uri, discovery } = &self.source else {
             return Err(FetchError::Static);

@@ -26,6 +26,8 @@ pub struct Policy {
     pub generation: u64,
     pub issuers: IssuerRegistry<Arc<Issuer>>,
     pub rules: Arc<RuleSet>,
+    /// Each rule's file and line, in the rules' order.
+    pub rule_origins: Arc<[crate::config::RuleOrigin]>,
     /// The admin API's issuers and rules included in this policy.
     pub admin_state: crate::config::AdminState,
     /// The configuration file's issuers and rules (the admin API lists them read-only).
@@ -93,6 +95,7 @@ impl Policy {
             generation,
             issuers: registry,
             rules: config.rules.clone(),
+            rule_origins: config.rule_origins.clone(),
             admin_state: config.admin_state.clone(),
             file_items: config.file_items.clone(),
         })

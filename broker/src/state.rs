@@ -52,6 +52,10 @@ pub struct AppState {
     pub limiter: Arc<crate::limits::Limiter>,
     /// `server.dpop.nonce`: the secret DPoP nonces are made with.
     pub dpop_nonces: Option<Arc<DpopNonces>>,
+    /// How often each rule decided since start.
+    pub hits: Arc<crate::hits::RuleHits>,
+    /// `console:`, when enabled: its sessions' key and settings.
+    pub console: Option<Arc<crate::console::Console>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +77,7 @@ pub enum StartError {
     Replay(#[from] crate::replay::ReplayError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
-    #[error("DPoP nonces: no random secret could be made")]
+    #[error("no random secret could be made (DPoP nonces, console sessions)")]
     NonceSecret,
 }
 
@@ -172,6 +176,15 @@ impl AppState {
             }
             None => None,
         };
+        let console = match (&config.console, &config.admin) {
+            (Some(c), Some(a)) => {
+                audit.enable_tap();
+                Some(Arc::new(
+                    crate::console::Console::new(c, a).map_err(|_| StartError::NonceSecret)?,
+                ))
+            }
+            _ => None,
+        };
         let config_cloud_timeout = config.server.cloud_timeout;
         Ok(Arc::new(AppState {
             server: Arc::new(config.server.clone()),
@@ -191,7 +204,14 @@ impl AppState {
             admin_tls,
             limiter,
             dpop_nonces,
+            hits: Arc::default(),
+            console,
         }))
+    }
+
+    /// `signing:` as the broker started with it (the keys page lists its key directory).
+    pub fn signing(&self) -> &crate::config::SigningConfig {
+        &self.startup.signing
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -275,10 +295,11 @@ impl AppState {
             || old.audit.path != new.audit.path
             || old.limits != new.limits
             || old.telemetry != new.telemetry
+            || old.console != new.console
             || old.replay != new.replay;
         if changed {
             tracing::warn!(
-                "server, signing, replay, audit, limits or telemetry settings changed: they take effect only after a restart"
+                "server, signing, replay, audit, limits, telemetry or console settings changed: they take effect only after a restart"
             );
         }
     }
@@ -292,6 +313,7 @@ struct RestartOnly {
     replay: crate::config::ReplayConfig,
     limits: crate::limits::LimitsConfig,
     telemetry: crate::config::TelemetryConfig,
+    console: Option<crate::config::ConsoleConfig>,
 }
 
 impl RestartOnly {
@@ -303,6 +325,7 @@ impl RestartOnly {
             replay: config.replay.clone(),
             limits: config.limits,
             telemetry: config.telemetry.clone(),
+            console: config.console.clone(),
         }
     }
 }
@@ -322,6 +345,7 @@ impl FromRef<Arc<AppState>> for TokenState {
             clock: st.clock.clone(),
             limiter: st.limiter.clone(),
             dpop_nonces: st.dpop_nonces.clone(),
+            hits: st.hits.clone(),
         }
     }
 }

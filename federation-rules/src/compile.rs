@@ -231,6 +231,17 @@ pub(crate) enum IssueValue {
     Object(Vec<(String, IssueValue)>),
 }
 
+/// What [`RuleSet::summaries`] tells of one rule.
+#[derive(Debug, Clone, Copy)]
+pub struct RuleSummary<'a> {
+    pub name: &'a str,
+    pub effect: Effect,
+    pub issuer: &'a str,
+    /// `match.audiences` (the targets it is for).
+    pub audiences: &'a [Arc<str>],
+    pub description: Option<&'a str>,
+}
+
 /// Collects the errors of one rule.
 struct Errors<'a> {
     index: usize,
@@ -323,6 +334,18 @@ impl RuleSet {
     /// Rule names in input order.
     pub fn rule_names(&self) -> impl Iterator<Item = &str> {
         self.rules.iter().map(|r| &*r.name)
+    }
+
+    /// Each rule's name, effect, issuer and targets, in input order (for a console or a
+    /// listing; the index is the rule's position in the input).
+    pub fn summaries(&self) -> impl Iterator<Item = RuleSummary<'_>> {
+        self.rules.iter().map(|r| RuleSummary {
+            name: &r.name,
+            effect: r.effect,
+            issuer: &r.issuer,
+            audiences: &r.audiences,
+            description: r.description.as_deref(),
+        })
     }
 
     /// Whether any rule names `issuer` in `match.issuer` or `match.actor.issuer` (the

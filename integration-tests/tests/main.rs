@@ -16,6 +16,7 @@ mod aws_iam;
 mod cli;
 mod cloud_conformance;
 mod cloud_fakes;
+mod console;
 mod credentials;
 mod deploy;
 mod dev_mode;

@@ -50,4 +50,9 @@ pub enum AdminError {
     OutcomeUnknown,
     #[error("the admin state kept changing under this request")]
     KeptChanging,
+    #[error("no issuer named `{0}` is in force")]
+    NoIssuer(String),
+    /// Something the answer needs cannot be had for now (issuer keys, a key service).
+    #[error("{0}")]
+    Unavailable(String),
 }

@@ -22,6 +22,7 @@
 mod change;
 mod error;
 mod etag;
+pub mod inspect;
 mod openapi;
 mod routes;
 mod sync;
@@ -98,6 +99,16 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// The console's login: the id of the admin token `presented`, if it is one.
+    pub fn token_id(&self, presented: &str) -> Option<String> {
+        self.tokens.token_id(presented)
+    }
+
+    /// Whether the admin token with this id still opens the admin API.
+    pub fn holds_token_id(&self, id: &str) -> bool {
+        self.tokens.holds_id(id)
+    }
+
     /// The admin API with its store: Redis when the replay marks are there, else the
     /// state file. Connects nothing.
     /// `live` is the policy its changes install into, `config_path` the configuration

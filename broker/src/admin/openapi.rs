@@ -81,7 +81,32 @@ pub fn openapi_document() -> Value {
             "/admin/v1/issuers/{name}": item_ops("issuer", "#/components/schemas/Issuer"),
             "/admin/v1/rules": list_op("rule", "#/components/schemas/Rule"),
             "/admin/v1/rules/{name}": item_ops("rule", "#/components/schemas/Rule"),
-            "/admin/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI"}}}}
+            "/admin/v1/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI"}}}},
+            "/admin/v1/explain": {"post": {
+                "summary": "Explain one exchange against the policy in force, as `fedbroker explain --json` does: nothing is issued, no replay is recorded, the token is not kept",
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExplainRequest"}}}},
+                "responses": responses(
+                    json!({"200": {"description": "The explanation (the document `fedbroker explain --json` prints)", "content": {"application/json": {"schema": {"type": "object", "required": ["decision", "rules", "targets"]}}}}}),
+                    &[("401", "Unauthorized"), ("413", "Error"), ("422", "Invalid"), ("503", "Error")],
+                )
+            }},
+            "/admin/v1/status/issuers": {"get": {
+                "summary": "Every issuer in force with its key cache: source, cached kids and algorithms, last fetch and result, next refresh",
+                "responses": responses(json!({"200": {"description": "The issuers", "content": {"application/json": {"schema": {"type": "object", "properties": {"issuers": {"type": "array", "items": {"type": "object"}}}}}}}}), &[("401", "Unauthorized")])
+            }},
+            "/admin/v1/status/issuers/{name}/refetch": {"post": {
+                "summary": "Fetch an issuer's keys now; answers its state after the fetch",
+                "parameters": [{"name": "name", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": responses(json!({"200": {"description": "The issuer after the fetch", "content": {"application/json": {"schema": {"type": "object"}}}}}), &[("401", "Unauthorized"), ("404", "Error")])
+            }},
+            "/admin/v1/status/rules": {"get": {
+                "summary": "The rules in force, in order, with file, line and allow/deny hit counts since start; the reload generation and last reload error",
+                "responses": responses(json!({"200": {"description": "The rules", "content": {"application/json": {"schema": {"type": "object"}}}}}), &[("401", "Unauthorized")])
+            }},
+            "/admin/v1/status/keys": {"get": {
+                "summary": "The signing keys and their state in the rotation schedule",
+                "responses": responses(json!({"200": {"description": "The keys", "content": {"application/json": {"schema": {"type": "object"}}}}}), &[("401", "Unauthorized"), ("503", "Error")])
+            }}
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
@@ -95,6 +120,18 @@ pub fn openapi_document() -> Value {
                         "match": {"type": "object"}, "issue": {"type": "object"}
                     },
                     "additionalProperties": false
+                },
+                "ExplainRequest": {
+                    "type": "object",
+                    "description": "A subject token (or a claims document and an issuer) and the targets",
+                    "properties": {
+                        "subject_token": {"type": "string"}, "subject_token_type": {"type": "string"},
+                        "claims": {"type": "object"}, "issuer": {"type": "string", "description": "The issuer's name, for claims without iss"},
+                        "actor_token": {"type": "string"},
+                        "audience": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                        "resource": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                        "scope": {"type": "string"}, "requested_token_type": {"type": "string"}, "dpop": {"type": "boolean"}
+                    }
                 },
                 "Error": {"type": "object", "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}}},
                 "Problem": {"type": "object", "properties": {"source": {"type": "string"}, "line": {"type": ["integer", "null"]}, "field": {"type": "string"}, "message": {"type": "string"}}}

@@ -58,6 +58,30 @@ impl AdminTokens {
     }
 
     /// Take the tokens of a configuration just installed (a reload or an admin change).
+    /// The console's login: whether `presented` is an admin token (compared in constant
+    /// time, as [`AdminTokens::authenticate`] does), answered as the first 16 hex digits
+    /// of its SHA-256, the session's reference to it.
+    pub(super) fn token_id(&self, presented: &str) -> Option<String> {
+        let digest = sha256(presented.trim().as_bytes());
+        let mut found = false;
+        let tokens = self.0.read().unwrap_or_else(|e| e.into_inner());
+        for known in tokens.inline.iter().chain(&tokens.from_file) {
+            found |= aws_lc_rs::constant_time::verify_slices_are_equal(known, &digest).is_ok();
+        }
+        found.then(|| hex(&digest)[..16].to_owned())
+    }
+
+    /// Whether a token whose id ([`AdminTokens::token_id`]) is `id` still opens the
+    /// admin API: a console session ends with its token.
+    pub(super) fn holds_id(&self, id: &str) -> bool {
+        let tokens = self.0.read().unwrap_or_else(|e| e.into_inner());
+        tokens
+            .inline
+            .iter()
+            .chain(&tokens.from_file)
+            .any(|d| hex(&d[..8]) == id)
+    }
+
     pub(super) fn set(&self, config: &AdminConfig) {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = Tokens::from_config(config);
     }

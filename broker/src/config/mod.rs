@@ -14,6 +14,7 @@
 //! - `parse`: the file's text into a [`Draft`], a draft and its rules into a [`Config`].
 
 mod admin;
+mod console;
 mod env;
 mod error;
 mod issuers;
@@ -35,13 +36,14 @@ pub use admin::{
     AdminConfig, AdminState, AdminStateError, FileItems, MIN_ADMIN_TOKEN_CHARS, MIN_STATE_HMAC_KEY_CHARS,
     NAME_CLASH, admin_source, is_name_clash,
 };
+pub use console::ConsoleConfig;
 pub use env::{UnsetVariable, expand_env};
 pub use error::{ConfigError, ConfigErrors};
 pub use issuer_schema::{IssuerError, check_fetch_url};
 pub use issuers::{IssuerFileError, ReadFile};
 pub use load::{load, load_with_admin};
 pub use model::*;
-pub use parse::{Draft, RuleErrors, SourcedRule, assemble, from_parts, parse_config};
+pub use parse::{Draft, RuleErrors, RuleOrigin, SourcedRule, assemble, from_parts, parse_config};
 pub use raw::RawIssuer;
 pub use replay::{MillisError, RedisUrlError};
 pub use rules::parse_rules_file;

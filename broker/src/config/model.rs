@@ -301,6 +301,8 @@ pub struct Config {
     pub replay: ReplayConfig,
     pub issuers: Vec<IssuerConfig>,
     pub rules: Arc<RuleSet>,
+    /// Each rule's file and line, in the rules' order (empty when not known).
+    pub rule_origins: Arc<[super::parse::RuleOrigin]>,
     /// The `rules_files` globs as written (relative to the config file).
     pub rules_files: Vec<String>,
     pub audit: AuditConfig,
@@ -308,6 +310,8 @@ pub struct Config {
     pub limits: crate::limits::LimitsConfig,
     /// `telemetry:`: OpenTelemetry traces, off without an endpoint.
     pub telemetry: super::telemetry::TelemetryConfig,
+    /// `console:`: the web console, when enabled (contract §13).
+    pub console: Option<super::console::ConsoleConfig>,
     pub admin: Option<AdminConfig>,
     /// The admin API's issuers and rules included in this config.
     pub admin_state: AdminState,

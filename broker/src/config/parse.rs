@@ -26,7 +26,16 @@ use super::yaml::{child, from_node, is_null, line_of, node_at, parse_yaml_all};
 pub struct SourcedRule {
     pub file: Arc<Path>,
     pub(super) at: RuleAt,
+    /// The rule's own line (where its entry starts), for listings.
+    pub(super) line: Option<u32>,
     pub rule: RawRule,
+}
+
+/// Where a loaded rule came from: its file and line (the console's rules page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleOrigin {
+    pub file: Arc<Path>,
+    pub line: Option<u32>,
 }
 
 impl SourcedRule {
@@ -34,6 +43,7 @@ impl SourcedRule {
     pub fn new(file: Arc<Path>, node: Node, rule: RawRule) -> SourcedRule {
         SourcedRule {
             file,
+            line: line_of(&node).and_then(|l| u32::try_from(l).ok()),
             at: RuleAt {
                 source: RuleSource::Node(Arc::new(node)),
                 item: None,
@@ -146,6 +156,7 @@ pub struct Draft {
     pub(super) audit: AuditConfig,
     pub(super) limits: crate::limits::LimitsConfig,
     pub(super) telemetry: super::telemetry::TelemetryConfig,
+    pub(super) console: Option<super::console::ConsoleConfig>,
     pub(super) base_dir: PathBuf,
     /// Problems found in the config file itself.
     pub(super) errors: Vec<ConfigError>,
@@ -185,6 +196,7 @@ pub fn parse_config(
     let mut raw_admin: Option<RawAdmin> = None;
     let mut raw_limits = super::raw::RawLimits::default();
     let mut raw_telemetry = super::raw::RawTelemetry::default();
+    let mut raw_console: Option<super::console::RawConsole> = None;
 
     for (key, value) in map.iter() {
         match key.as_str() {
@@ -200,6 +212,7 @@ pub fn parse_config(
             "audit" => audit = from_node(value, "audit", &mut errors).unwrap_or_default(),
             "admin" => raw_admin = from_node(value, "admin", &mut errors),
             "limits" => raw_limits = from_node(value, "limits", &mut errors).unwrap_or_default(),
+            "console" => raw_console = from_node(value, "console", &mut errors),
             "telemetry" => raw_telemetry = from_node(value, "telemetry", &mut errors).unwrap_or_default(),
             "rules_files" => rules_files = from_node(value, "rules_files", &mut errors).unwrap_or_default(),
             "issuers" => match issuers_list.as_deref().map(|list| (list, list.as_sequence())) {
@@ -270,6 +283,8 @@ pub fn parse_config(
     };
     let telemetry =
         super::telemetry::build_telemetry(raw_telemetry, child(&root, "telemetry"), env, &mut errors);
+    let console =
+        super::console::build_console(raw_console, child(&root, "console"), admin.as_ref(), &mut errors);
 
     // Errors so far are kept in the draft, so that rule files and issuers are still
     // checked and `check` reports every problem at once.
@@ -285,6 +300,7 @@ pub fn parse_config(
         audit,
         limits,
         telemetry,
+        console,
         base_dir,
         admin,
         errors: errors.list,
@@ -324,7 +340,12 @@ pub fn assemble(
     // The raw rules move into compilation one by one (no second copy of them); their
     // sources stay for the lines of errors.
     let mut sources: Vec<(Arc<Path>, RuleAt)> = Vec::with_capacity(count);
+    let mut origins: Vec<RuleOrigin> = Vec::with_capacity(count);
     let raws = sourced.map(|s| {
+        origins.push(RuleOrigin {
+            file: s.file.clone(),
+            line: s.line,
+        });
         sources.push((s.file, s.at));
         s.rule
     });
@@ -363,10 +384,12 @@ pub fn assemble(
             replay: draft.replay,
             issuers,
             rules: Arc::new(rules),
+            rule_origins: origins.into(),
             rules_files: draft.rules_files,
             audit: draft.audit,
             limits: draft.limits,
             telemetry: draft.telemetry,
+            console: draft.console,
             admin: draft.admin,
             admin_state: AdminState::default(),
             file_items: Arc::default(),
@@ -433,10 +456,12 @@ pub fn from_parts(
         },
         issuers,
         rules: Arc::new(rules),
+        rule_origins: Arc::from([]),
         rules_files: Vec::new(),
         audit: AuditConfig::default(),
         limits: Default::default(),
         telemetry: Default::default(),
+        console: None,
         admin: None,
         admin_state: AdminState::default(),
         file_items: Arc::default(),

@@ -149,4 +149,5 @@ pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
     "admin",
     "limits",
     "telemetry",
+    "console",
 ];

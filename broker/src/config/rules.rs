@@ -38,6 +38,7 @@ pub(super) fn parse_rule_list(
         if let Some(rule) = from_node::<RawRule>(item, &label, errors) {
             out.push(SourcedRule {
                 file: file.clone(),
+                line: super::yaml::line_of(item).and_then(|l| u32::try_from(l).ok()),
                 at: RuleAt {
                     source: source.clone(),
                     item: Some(i),

@@ -83,8 +83,13 @@ impl RulesInput {
 /// size limits (rules.md), so a request's share of a worker is short. Measured
 /// (docs/performance.md): handing it to the blocking pool cost more, in thread
 /// hand-offs and wake-ups, than the evaluation itself.
-pub(super) fn decide(rules: &RuleSet, input: &RulesInput) -> Result<Grant, TokenError> {
+pub(super) fn decide(
+    rules: &RuleSet,
+    input: &RulesInput,
+    hits: &crate::hits::RuleHits,
+) -> Result<Grant, TokenError> {
     let decision = rules.evaluate(&input.request());
+    hits.record(decision.rule(), decision.is_allow());
     match decision {
         Decision::Allow(grant) => Ok(grant),
         Decision::Deny(denial) => Err(denial.into()),

@@ -109,6 +109,8 @@ pub struct TokenState {
     pub limiter: Arc<crate::limits::Limiter>,
     /// `server.dpop.nonce`: `None` asks proofs for no nonce.
     pub dpop_nonces: Option<Arc<DpopNonces>>,
+    /// How often each rule decided (the console's rules page).
+    pub hits: Arc<crate::hits::RuleHits>,
 }
 
 pub fn routes<S>() -> MethodRouter<S>
@@ -276,7 +278,7 @@ async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Re
         request.requested,
     )
     .with_sender(proof.is_some(), client_cert.clone());
-    let grant = decide::decide(&policy.rules, &input);
+    let grant = decide::decide(&policy.rules, &input, &st.hits);
     trail.decided(&grant);
     let grant = grant?;
     let cloud = cloud_credentials(&request, &grant)?;

@@ -492,31 +492,38 @@ pub fn list_keys(signing: &crate::config::SigningConfig, now: u64) -> Result<Key
 /// `keys list` with `signing.kms`: the service's keys, read now (the first signs, the
 /// others are published).
 pub async fn list_kms_keys(signing: &crate::config::SigningConfig) -> Result<KeyListing, SigningError> {
-    let signer = Signer::open(signing).await?;
-    let set = signer.current();
-    let keys = set
-        .keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| ListedKey {
-            kid: k.kid().to_owned(),
-            key_type: k.key_type(),
-            file: None,
-            kms_key: k.external_signer().map(|e| e.key_name().to_owned()),
-            created: "-".into(),
-            state: if i == set.active { "active" } else { "published" },
-            signs_from: None,
-            signs_until: None,
-            published_until: None,
-        })
-        .collect();
-    Ok(KeyListing {
-        key_dir: PathBuf::new(),
-        algorithm: signing.algorithm.as_str().to_owned(),
-        rotation: None,
-        active_kid: Some(set.keys[set.active].kid().to_owned()),
-        keys,
-    })
+    Ok(Signer::open(signing).await?.listing())
+}
+
+impl Signer {
+    /// The keys this signer holds now: the one that signs (`active`) and the others it
+    /// publishes. For keys without files (`signing.kms`, `serve --dev`).
+    pub fn listing(&self) -> KeyListing {
+        let set = self.current();
+        let keys = set
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| ListedKey {
+                kid: k.kid().to_owned(),
+                key_type: k.key_type(),
+                file: None,
+                kms_key: k.external_signer().map(|e| e.key_name().to_owned()),
+                created: "-".into(),
+                state: if i == set.active { "active" } else { "published" },
+                signs_from: None,
+                signs_until: None,
+                published_until: None,
+            })
+            .collect();
+        KeyListing {
+            key_dir: PathBuf::new(),
+            algorithm: self.algorithm.as_str().to_owned(),
+            rotation: None,
+            active_kid: Some(set.keys[set.active].kid().to_owned()),
+            keys,
+        }
+    }
 }
 
 /// How often a rotating signer reads `key_dir` again when no change is due sooner.
