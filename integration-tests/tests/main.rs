@@ -17,6 +17,7 @@ mod cli;
 mod cloud_conformance;
 mod cloud_fakes;
 mod console;
+mod console_browser;
 mod credentials;
 mod deploy;
 mod dev_mode;

@@ -465,3 +465,68 @@ async fn a_client_certificate_binds_the_issued_token_and_rules_match_its_spiffe_
     let reply = broker.exchange(&token, "target-b").await;
     assert_denied_by_policy(&reply, &token);
 }
+
+/// The console (served with the admin API, here on `admin.listen` over TLS) marks its
+/// cookies `Secure`, and logs in there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_over_tls_sets_secure_cookies() {
+    let fake = FakeIssuer::start();
+    let pki = Pki::new();
+    let admin_port = integration_tests::broker::free_port();
+    let token = "0123456789abcdef-admin-token";
+    let config = tls_config(&fake, &pki, &[]).to_string()
+        + &format!(
+            "admin:\n  listen: 127.0.0.1:{admin_port}\n  tokens: [\"{token}\"]\n  state_file: @DIR@/admin-state.json\nconsole:\n  enabled: true\n"
+        );
+    let _broker = Broker::builder()
+        .client(pki.https_client(None))
+        .start(&config)
+        .await;
+    let client = pki.https_client(None);
+    let console = format!("https://127.0.0.1:{admin_port}/console");
+    let first = client.get(format!("{console}/")).send().await.expect("console");
+    assert_eq!(first.status(), 303);
+    assert_eq!(
+        first.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some("/console/login")
+    );
+    let form = client
+        .get(format!("{console}/login"))
+        .send()
+        .await
+        .expect("login form");
+    let cookie_of = |resp: &reqwest::Response, name: &str| -> String {
+        resp.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} cookie"))
+            .to_owned()
+    };
+    let nonce = cookie_of(&form, "fedbroker_console_login");
+    assert!(nonce.contains("; Secure"), "{nonce}");
+    let page = form.text().await.expect("page");
+    let marker = "name=\"csrf\" value=\"";
+    let at = page.find(marker).expect("csrf field") + marker.len();
+    let csrf = page[at..].split('"').next().unwrap_or("").to_owned();
+    let login = client
+        .post(format!("{console}/login"))
+        .header("cookie", nonce.split(';').next().unwrap_or(""))
+        .form(&[("csrf", csrf.as_str()), ("token", token)])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), 303);
+    let session = cookie_of(&login, "fedbroker_console");
+    for attribute in ["; Secure", "; HttpOnly", "; SameSite=Strict", "; Path=/console/"] {
+        assert!(session.contains(attribute), "{attribute} in {session}");
+    }
+    // The main listener does not serve the console when the admin API has its own.
+    let main = client
+        .get(format!("https://127.0.0.1:{}/console/", _broker.port()))
+        .send()
+        .await
+        .expect("main listener");
+    assert_eq!(main.status(), 404);
+}
