@@ -3,7 +3,8 @@
 //! `repository`?). The claim lists are the `issuers` crate's
 //! ([`issuers::IssuerKind::known_claims`]), the references the `federation-rules`
 //! crate's ([`RuleSet::unknown_claims`]); the broker (`check`, reloads, the admin API)
-//! and the Terraform provider (at plan time) join them here, so they cannot disagree.
+//! joins them here, where the Terraform provider (which has both crates) can too, so
+//! they cannot disagree.
 
 use federation_rules::{ClaimCheck, PolicyWarning, RuleSet};
 use issuers::IssuerKind;

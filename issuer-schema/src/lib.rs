@@ -8,8 +8,7 @@
 //!   config adds its file reads between these steps, the provider runs [`check`] at plan
 //!   time;
 //! - [`claims`]: rules against their issuers' kinds: warnings about claims a kind's
-//!   tokens never carry ([`unknown_claims`]), for `check`, reloads, the admin API and
-//!   the provider;
+//!   tokens never carry ([`unknown_claims`]), for `check`, reloads and the admin API;
 //! - [`host_access`]: what an issuer made through the admin API may not do without the
 //!   configuration file's opt-ins;
 //! - [`address`]: which IP addresses are public (fetches to others are refused);

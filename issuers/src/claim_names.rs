@@ -1,7 +1,7 @@
 //! The top-level claim names each issuer kind's tokens can carry, in one place, so that
-//! `fedbroker check` (and a reload, the admin API and the Terraform provider) can warn
-//! when a rule refers to a claim its issuer's kind never carries, with the nearest
-//! known name (`claims.repositry`: did you mean `repository`?).
+//! `fedbroker check` (and a reload and the admin API) can warn when a rule refers to a
+//! claim its issuer's kind never carries, with the nearest known name
+//! (`claims.repositry`: did you mean `repository`?).
 //!
 //! The lists follow each platform's public documentation:
 //! - GitHub Actions: "OpenID Connect reference", OIDC token claims (the standard claims,
