@@ -50,13 +50,19 @@ pub enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
-    /// Validate the configuration and every rule file without network access; print every error.
+    /// Validate the configuration and every rule file without network access; print every
+    /// error, then every warning (`--strict`: warnings are errors).
     Check {
         #[arg(long)]
         config: PathBuf,
         /// `text` (file:line: field: message, one a line) or `json` (for CI bots).
         #[arg(long, value_enum, default_value = "text")]
         format: CheckFormat,
+        /// Treat warnings as errors (exit 1 when there is one): rules whose subjects
+        /// are indistinguishable across issuers, credentials that can exceed a cloud's
+        /// limits, claims a rule refers to that its issuer's kind never carries.
+        #[arg(long)]
+        strict: bool,
     },
     /// Dry run: verify a token as the server would, evaluate every rule, print the decision,
     /// why each other rule did not match, and the claims the issued token would carry.
@@ -260,7 +266,11 @@ impl std::io::Write for WholeStderr {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config, format } => check(&config, format),
+        Command::Check {
+            config,
+            format,
+            strict,
+        } => check(&config, format, strict),
         Command::Explain {
             config,
             subject_token,
@@ -328,22 +338,46 @@ pub fn main() -> ExitCode {
 /// `check`'s report (the errors found in the files, or `ok`) goes to stdout, in either
 /// format. An error of running check itself (the config file cannot be read) goes to
 /// stderr in the text format; the JSON format keeps stdout a JSON document. Exit codes:
-/// 0 valid, 1 invalid or unreadable.
-fn check(path: &std::path::Path, format: CheckFormat) -> ExitCode {
+/// 0 valid, 1 invalid or unreadable. Warnings (`warning: ...`) leave the exit code
+/// alone; with `strict` they are errors (`error: ...`, exit 1; in JSON, `valid` is
+/// false and they are listed under `errors`, with the config file and no line).
+fn check(path: &std::path::Path, format: CheckFormat, strict: bool) -> ExitCode {
     if let (CheckFormat::Text, Err(e)) = (format, std::fs::metadata(path)) {
         eprintln!("fedbroker check: cannot read {}: {e}", path.display());
         return ExitCode::from(1);
     }
     let result = config::load(path);
+    let warnings = result.as_ref().map(|c| c.warnings()).unwrap_or_default();
+    let valid = result.is_ok() && (!strict || warnings.is_empty());
     match format {
         CheckFormat::Json => {
+            let warning_errors = || {
+                warnings
+                    .iter()
+                    .map(|w| {
+                        serde_json::json!({
+                            "file": path.display().to_string(),
+                            "line": null,
+                            "field": "",
+                            "message": w.message,
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            };
             let doc = match &result {
+                Ok(c) if strict => serde_json::json!({
+                    "valid": valid,
+                    "issuers": c.issuers.len(),
+                    "rules": c.rules.len(),
+                    "errors": warning_errors(),
+                    "warnings": [],
+                }),
                 Ok(c) => serde_json::json!({
                     "valid": true,
                     "issuers": c.issuers.len(),
                     "rules": c.rules.len(),
                     "errors": [],
-                    "warnings": c.rules.warnings(),
+                    "warnings": warnings,
                 }),
                 Err(errors) => serde_json::json!({
                     "valid": false,
@@ -359,6 +393,12 @@ fn check(path: &std::path::Path, format: CheckFormat) -> ExitCode {
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         }
         CheckFormat::Text => match &result {
+            Ok(_) if !valid => {
+                for warning in &warnings {
+                    println!("error: {warning}");
+                }
+                println!("{} error(s) (warnings, with --strict)", warnings.len());
+            }
             Ok(c) => {
                 println!(
                     "{}: ok ({} issuer(s), {} rule(s))",
@@ -366,8 +406,8 @@ fn check(path: &std::path::Path, format: CheckFormat) -> ExitCode {
                     c.issuers.len(),
                     c.rules.len()
                 );
-                // Warnings never change the exit code.
-                for warning in c.rules.warnings() {
+                // Warnings never change the exit code, unless --strict.
+                for warning in &warnings {
                     println!("warning: {warning}");
                 }
             }
@@ -379,7 +419,7 @@ fn check(path: &std::path::Path, format: CheckFormat) -> ExitCode {
             }
         },
     }
-    if result.is_ok() {
+    if valid {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -716,13 +756,14 @@ async fn run_serve(
     let public_url = config.server.public_url.clone();
     let issuers = config.issuers.len();
     let rules = config.rules.len();
+    let warnings = config.warnings();
     let state = AppState::build(config, config_file, signer, dev_issuer)?;
     crate::reload::spawn(state.clone());
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     tracing::info!(%addr, %public_url, issuers, rules, kid = state.signer.kid(), dev, "fedbroker listening");
-    for warning in state.policy().rules.warnings() {
+    for warning in warnings {
         tracing::warn!(kind = warning.kind, target = %warning.target, "{warning}");
     }
     if dev {

@@ -208,7 +208,7 @@ impl LivePolicy {
         drop(previous);
         drop(installing);
         // Installed anyway: a warning is not an error (`fedbroker check` prints the same).
-        for warning in config.rules.warnings() {
+        for warning in config.warnings() {
             tracing::warn!(generation, kind = warning.kind, target = %warning.target, "{warning}");
         }
         if let Some(path) = &self.config_path {

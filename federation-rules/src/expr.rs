@@ -339,6 +339,111 @@ impl Expression {
     }
 }
 
+/// The variable a claim reference in an expression reads: `claims` (the subject token)
+/// or `actor` (the actor token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClaimRoot {
+    Claims,
+    Actor,
+}
+
+impl Expression {
+    /// The top-level claims the expression reads by name, in order (repeats kept):
+    /// `claims.x`, `has(claims.x)`, `claims["x"]` and `"x" in claims` (and the same of
+    /// `actor`). Keys computed at run time, and `claims` or `actor` shadowed by a
+    /// comprehension's variable, are not references.
+    pub(crate) fn claim_references(&self) -> Vec<(ClaimRoot, String)> {
+        let mut out = Vec::new();
+        references(&self.ast, &mut Vec::new(), &mut out);
+        out
+    }
+}
+
+/// The expression inside the run-time guards [`guard`] wrapped around it.
+fn unguarded(e: &IdedExpr) -> &IdedExpr {
+    match &e.expr {
+        Expr::Call(call)
+            if call.target.is_none()
+                && (call.func_name == COST_GUARD || call.func_name == SIZE_GUARD)
+                && call.args.len() == 1 =>
+        {
+            call.args.first().map_or(e, unguarded)
+        }
+        _ => e,
+    }
+}
+
+/// `claims` or `actor` as a variable (not shadowed).
+fn claim_root(e: &IdedExpr, bound: &[&str]) -> Option<ClaimRoot> {
+    match &unguarded(e).expr {
+        Expr::Ident(name) if !bound.contains(&name.as_str()) => match name.as_str() {
+            "claims" => Some(ClaimRoot::Claims),
+            "actor" => Some(ClaimRoot::Actor),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn string_literal(e: &IdedExpr) -> Option<&str> {
+    match &unguarded(e).expr {
+        Expr::Literal(LiteralValue::String(s)) => Some(s.inner()),
+        _ => None,
+    }
+}
+
+fn references<'a>(e: &'a IdedExpr, bound: &mut Vec<&'a str>, out: &mut Vec<(ClaimRoot, String)>) {
+    match &e.expr {
+        Expr::Select(select) => match claim_root(&select.operand, bound) {
+            Some(root) => out.push((root, select.field.clone())),
+            None => references(&select.operand, bound, out),
+        },
+        Expr::Call(call) => {
+            // `claims["x"]` and `"x" in claims`.
+            let keyed = match (call.func_name.as_str(), call.args.as_slice()) {
+                (operators::INDEX, [operand, key]) => Some((operand, key)),
+                (operators::IN, [key, operand]) => Some((operand, key)),
+                _ => None,
+            };
+            if let Some((operand, key)) = keyed
+                && let (Some(root), Some(key)) = (claim_root(operand, bound), string_literal(key))
+            {
+                out.push((root, key.to_owned()));
+            }
+            if let Some(target) = &call.target {
+                references(target, bound, out);
+            }
+            for arg in &call.args {
+                references(arg, bound, out);
+            }
+        }
+        Expr::List(list) => list.elements.iter().for_each(|item| references(item, bound, out)),
+        Expr::Map(map) => {
+            for entry in &map.entries {
+                if let EntryExpr::MapEntry(entry) = &entry.expr {
+                    references(&entry.key, bound, out);
+                    references(&entry.value, bound, out);
+                }
+            }
+        }
+        Expr::Comprehension(c) => {
+            references(&c.iter_range, bound, out);
+            references(&c.accu_init, bound, out);
+            let before = bound.len();
+            bound.push(&c.accu_var);
+            bound.push(&c.iter_var);
+            if let Some(var) = &c.iter_var2 {
+                bound.push(var);
+            }
+            references(&c.loop_cond, bound, out);
+            references(&c.loop_step, bound, out);
+            references(&c.result, bound, out);
+            bound.truncate(before);
+        }
+        Expr::Unspecified | Expr::Literal(_) | Expr::Ident(_) | Expr::Struct(_) => {}
+    }
+}
+
 /// The functions every expression can call: built once per rule set.
 pub(crate) struct Runtime {
     root: Context<'static, 'static>,

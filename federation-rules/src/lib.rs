@@ -11,6 +11,9 @@
 //! - [`warnings`]: what a rule set that compiles may still get wrong
 //!   ([`RuleSet::warnings`] → [`PolicyWarning`]): issuers whose subjects become
 //!   indistinguishable downstream.
+//! - [`claim_refs`]: the claims rules refer to by name, and warnings about those an
+//!   issuer's tokens never carry ([`RuleSet::unknown_claims`], with a [`ClaimCheck`]
+//!   from the caller, who knows the issuers).
 //! - `path`, `pattern`, `template`, `expr` (private): claim paths, anchored globs,
 //!   issuance templates and CEL expressions, parsed and checked at compile time.
 //!
@@ -259,6 +262,7 @@
 // outside tests; `clippy.toml` forbids reading the clock and the environment.
 #![cfg_attr(not(test), deny(clippy::expect_used, clippy::panic))]
 
+pub mod claim_refs;
 pub mod compile;
 pub mod credentials;
 pub mod duration;
@@ -273,6 +277,7 @@ pub mod warnings;
 #[cfg(test)]
 mod test_support;
 
+pub use claim_refs::{ClaimCheck, UNKNOWN_CLAIM};
 pub use compile::{CompileContext, DEFAULT_LIFETIME, RuleError, RuleSet};
 pub use credentials::{Cloud, Credentials};
 pub use duration::{DurationError, DurationProblem, format_duration, parse_duration};

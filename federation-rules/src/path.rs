@@ -60,6 +60,12 @@ impl ClaimPath {
         }
     }
 
+    /// The top-level claim the path starts at (`kubernetes.io` of
+    /// `["kubernetes.io"].namespace`).
+    pub(crate) fn first(&self) -> &str {
+        self.0.first().map_or("", String::as_str)
+    }
+
     /// Parses a whole string as a path relative to the claims root.
     pub(crate) fn parse(text: &str) -> Result<ClaimPath, PathError> {
         let mut cursor = Cursor::new(text);

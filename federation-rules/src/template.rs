@@ -167,6 +167,15 @@ impl Template {
             .collect()
     }
 
+    /// Every placeholder's path (relative to the claims; `sub` for `{sub}`) and how it
+    /// is written (`claims.repository`), in order.
+    pub(crate) fn claim_paths(&self) -> impl Iterator<Item = (&str, &ClaimPath)> {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::Placeholder(p) => Some((p.display.as_str(), &p.path)),
+            Segment::Literal(_) => None,
+        })
+    }
+
     /// Whether the template is the one placeholder `{name}`, nothing else.
     pub(crate) fn is_claim(&self, name: &str) -> bool {
         matches!(self.segments.as_slice(), [Segment::Placeholder(p)] if p.display == name)

@@ -1,6 +1,8 @@
 //! Warnings about rule sets that compile but probably do not do what was meant
-//! ([`RuleSet::warnings`]). A warning never stops a load: `fedbroker check` prints them,
-//! a reload logs them and the admin API returns them with a successful change.
+//! ([`RuleSet::warnings`]). A warning never stops a load: `fedbroker check` prints them
+//! (`--strict` makes them errors), a reload logs them and the admin API returns them
+//! with a successful change. Warnings about claims an issuer's tokens never carry need
+//! the issuers' kinds, which this crate does not know: see [`crate::claim_refs`].
 //!
 //! **Indistinguishable subjects** (`kind: indistinguishable_subjects`). An allow rule
 //! without `issue.subject` (or with `issue.subject: "{sub}"`) issues the incoming `sub`

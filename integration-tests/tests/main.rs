@@ -13,6 +13,7 @@ mod assertion_grants;
 mod attacks;
 mod audit;
 mod aws_iam;
+mod claim_names;
 mod cli;
 mod cloud_conformance;
 mod cloud_fakes;

@@ -7,6 +7,8 @@
 //!   [`algorithms`], …) and [`check`], all of them in the broker's order; the broker's
 //!   config adds its file reads between these steps, the provider runs [`check`] at plan
 //!   time;
+//! - [`claims`]: rules against their issuers' kinds: warnings about claims a kind's
+//!   tokens never carry ([`unknown_claims`]), for `check`, reloads and the admin API;
 //! - [`host_access`]: what an issuer made through the admin API may not do without the
 //!   configuration file's opt-ins;
 //! - [`address`]: which IP addresses are public (fetches to others are refused);
@@ -18,6 +20,7 @@
 
 pub mod address;
 pub mod checks;
+pub mod claims;
 pub mod host_access;
 pub mod raw;
 pub mod schema;
@@ -28,6 +31,7 @@ pub use checks::{
     kind, kind_config, kind_params, max_token_lifetime, name, one_key_source, replay, static_jwks,
     sts_endpoint_key,
 };
+pub use claims::{claim_check, unknown_claims};
 pub use host_access::{HostAccess, refuse_host_access};
 pub use raw::RawIssuer;
 pub use schema::{FIELDS, FieldType, IssuerField, json_schema};

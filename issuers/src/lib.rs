@@ -10,6 +10,8 @@
 //!   [`IssuerPolicy`], producing a [`VerifiedToken`].
 //! - [`kinds`]: [`IssuerKind`], what `kind:` on an issuer brings: default issuer URL and
 //!   algorithms, the platform's claim shape, accepted `typ`, claims worth auditing.
+//! - [`claim_names`]: the claim names each kind's tokens can carry
+//!   ([`IssuerKind::known_claims`]), for warnings about rules that refer to others.
 //! - [`aws_iam`]: the pure half of `kind: aws-iam`: a signed GetCallerIdentity request
 //!   as a subject token, and STS's answer as claims.
 //! - [`dpop`]: DPoP proofs (RFC 9449): [`dpop::verify_proof`], every check that needs
@@ -25,6 +27,7 @@
 
 pub mod alg;
 pub mod aws_iam;
+pub mod claim_names;
 pub mod dpop;
 pub mod jose;
 pub mod keys;
@@ -36,6 +39,7 @@ pub mod verify;
 mod test_support;
 
 pub use alg::{Algorithm, UnsupportedAlgorithm};
+pub use claim_names::{KnownClaims, STANDARD_CLAIMS};
 pub use jose::{DEFAULT_MAX_TOKEN_BYTES, Header, PeekError, Peeked, peek, peek_with_limit};
 pub use keys::{JwksError, KeySet, MAX_KEYS, SkippedKey, VerifyingKey};
 pub use kinds::{IssuerKind, KindConfigError, KindError, KindParams};

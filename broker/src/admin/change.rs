@@ -128,7 +128,7 @@ impl Admin {
             Ok(Err(r)) => return Err(r),
             Err(_) => return Err(AdminError::NotApplied),
         };
-        let warnings = config.rules.warnings();
+        let warnings = config.warnings();
         let written = match &self.store {
             AdminStore::File(_) => None,
             AdminStore::Redis(store) => {

@@ -320,6 +320,22 @@ pub struct Config {
     pub file_items: Arc<FileItems>,
 }
 
+impl Config {
+    /// Every warning about this configuration's policy, as `check` prints them, a reload
+    /// logs them and the admin API answers them: the rule set's own
+    /// ([`RuleSet::warnings`]), then claims rules refer to that their issuers' kinds
+    /// never carry ([`issuer_schema::unknown_claims`]; none for generic issuers).
+    pub fn warnings(&self) -> Vec<federation_rules::PolicyWarning> {
+        let kinds: std::collections::HashMap<&str, IssuerKind> =
+            self.issuers.iter().map(|i| (i.name.as_str(), i.kind)).collect();
+        let mut all = self.rules.warnings();
+        all.extend(issuer_schema::unknown_claims(&self.rules, &|name| {
+            kinds.get(name).copied()
+        }));
+        all
+    }
+}
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 65536;
 pub const DEFAULT_CLOCK_SKEW: u64 = 60;
