@@ -454,6 +454,72 @@ resource "fedbroker_rule" "orphan" {{
     );
 }
 
+/// A rule naming a claim its issuer's kind never carries: `terraform plan` warns (the
+/// issuer is on the broker already), and `terraform apply` passes the broker's own
+/// warning on; both succeed, since a warning is not an error.
+#[tokio::test]
+async fn plan_and_apply_warn_about_a_claim_the_issuers_kind_never_carries() {
+    if !require_tools() {
+        return;
+    }
+    let fake = FakeIssuer::start();
+    let config = BrokerConfig::new()
+        .issuer(fake.issuer_yaml_with("gha", "kind: github-actions"))
+        .top_level(format!(
+            "admin:\n  tokens: [\"{ADMIN_TOKEN}\"]\n  state_file: @DIR@/admin-state.json\n"
+        ))
+        .render();
+    let broker = Broker::start(&config).await;
+    let tf = Terraform::new().env("FEDBROKER_ADMIN_TOKEN", ADMIN_TOKEN);
+    tf.write(
+        "main.tf",
+        &format!(
+            r#"{provider}
+resource "fedbroker_rule" "deploy" {{
+  name = "deploy"
+
+  match {{
+    issuer    = "gha"
+    subject   = "repo:acme/api:ref:refs/heads/main"
+    audiences = ["sts.amazonaws.com"]
+  }}
+
+  issue {{
+    subject = "gha:{{claims.repositry}}"
+  }}
+}}
+"#,
+            provider = provider_block(&broker)
+        ),
+    );
+    tf.init();
+    let expected = "`claims.repositry`: did you mean `repository`?";
+    let plan = tf.run(&["plan", "-no-color", "-input=false"]);
+    assert_eq!(plan.code, Some(0), "{}", plan.all());
+    assert!(
+        plan.all().contains("Warning") && plan.all().contains(expected),
+        "plan does not warn:\n{}\nissuers: {}",
+        plan.all(),
+        admin(&broker, reqwest::Method::GET, "issuers", None).await.json
+    );
+    let apply = apply_expecting(&tf, "1 added, 0 changed, 0 destroyed");
+    assert!(
+        apply.all().contains(expected),
+        "apply does not pass the broker's warning on:\n{}",
+        apply.all()
+    );
+    // Spelt right: no warning.
+    tf.write(
+        "main.tf",
+        &std::fs::read_to_string(tf.dir().join("main.tf"))
+            .expect("main.tf")
+            .replace("repositry", "repository"),
+    );
+    let plan = tf.run(&["plan", "-no-color", "-input=false"]);
+    assert_eq!(plan.code, Some(0), "{}", plan.all());
+    assert!(!plan.all().contains("did you mean"), "{}", plan.all());
+}
+
 /// `terraform test` of the fedbroker-only module `fedbroker-github-actions` against a
 /// real broker, then the module applied for real: a GitHub-shaped token is exchanged
 /// for an AWS-STS token with session tags.

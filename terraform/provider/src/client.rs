@@ -41,6 +41,9 @@ impl Kind {
 pub struct Item {
     pub value: Json,
     pub etag: Option<String>,
+    /// The texts of the answer's `Warning: 299 fedbroker "..."` headers (the broker's
+    /// warnings about the policy after a change).
+    pub warnings: Vec<String>,
 }
 
 /// A precondition for a write (RFC 9110 §13).
@@ -162,6 +165,29 @@ impl Client {
         }
     }
 
+    /// Every issuer in force (the configuration file's and the admin API's): name and
+    /// `kind` of each, for the plan-time claim checks.
+    pub async fn issuer_kinds(&self) -> Result<Vec<(String, Option<String>)>, ApiError> {
+        let url = Self::url(&self.endpoint, &["admin", "v1", "issuers"]);
+        let response = send(self.admin(self.http.get(url))).await?;
+        if response.status() != StatusCode::OK {
+            return Err(failure(response).await);
+        }
+        let list = item(response).await?.value;
+        Ok(list
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| {
+                        let name = i["name"].as_str()?.to_owned();
+                        Some((name, i["kind"].as_str().map(str::to_owned)))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// Delete; `false` when there was nothing to delete.
     pub async fn delete(&self, kind: Kind, name: &str) -> Result<bool, ApiError> {
         let response = send(self.admin(self.http.delete(self.item_url(kind, name)))).await?;
@@ -221,12 +247,45 @@ async fn item(response: reqwest::Response) -> Result<Item, ApiError> {
         .get(ETAG)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let warnings = response
+        .headers()
+        .get_all(reqwest::header::WARNING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(warning_text)
+        .collect();
     let url = response.url().clone();
     let value = response
         .json::<Json>()
         .await
         .map_err(|e| ApiError::Transport(format!("{url} did not answer JSON: {e}")))?;
-    Ok(Item { value, etag })
+    Ok(Item {
+        value,
+        etag,
+        warnings,
+    })
+}
+
+/// The text of a `Warning: 299 fedbroker "<text>"` header (RFC 7234 §5.5), its `\"` and
+/// `\\` unescaped (the broker writes other characters as `\u{..}`, kept as they are).
+pub fn warning_text(header: &str) -> Option<String> {
+    let quoted = header.strip_prefix("299 fedbroker \"")?.strip_suffix('"')?;
+    let mut out = String::with_capacity(quoted.len());
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(next @ ('"' | '\\')) => out.push(next),
+                Some(other) => {
+                    out.push('\\');
+                    out.push(other);
+                }
+                None => out.push('\\'),
+            },
+            c => out.push(c),
+        }
+    }
+    Some(out)
 }
 
 async fn failure(response: reqwest::Response) -> ApiError {
@@ -399,5 +458,19 @@ mod tests {
         assert_eq!(field_in_item("issuer `gha`.audiences"), "audiences");
         assert_eq!(field_in_item("issuers[0].kind"), "kind");
         assert_eq!(field_in_item("match.subject"), "match.subject");
+    }
+
+    #[test]
+    fn warning_headers_are_read_back_as_the_broker_wrote_them() {
+        assert_eq!(
+            warning_text(r#"299 fedbroker "rule `a`: `claims.x`: did you mean \"y\"? C:\\dir""#).as_deref(),
+            Some(r#"rule `a`: `claims.x`: did you mean "y"? C:\dir"#)
+        );
+        assert_eq!(warning_text(r#"299 other "x""#), None);
+        assert_eq!(warning_text("299 fedbroker unquoted"), None);
+        assert_eq!(
+            warning_text(r#"299 fedbroker "\u{e9}""#).as_deref(),
+            Some(r"\u{e9}")
+        );
     }
 }

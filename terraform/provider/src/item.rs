@@ -57,6 +57,16 @@ pub trait Item: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
     fn fill_defaults(&mut self);
     /// The JSON the broker is sent for this state.
     fn body(&self) -> Result<Json, NotReady>;
+    /// Whether [`Item::claim_warnings`] can say anything (the issuers are read for it).
+    const REFERS_TO_CLAIMS: bool = false;
+
+    /// Warnings about the claims the item refers to that tokens of its issuer's kind
+    /// never carry (`kind_of`: the kind of each issuer by name, `None` when not known);
+    /// only rules refer to claims.
+    fn claim_warnings(&self, _kind_of: &dyn Fn(&str) -> Option<issuers::IssuerKind>) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The state for an item read from the broker, or why the item is not one.
     fn from_item(item: &Json) -> Result<Self, ProviderError>;
     /// The state after reading `item` from the broker: `None` when it means what
@@ -85,6 +95,32 @@ impl<T: Item> ItemResource<T> {
         Some((client, name))
     }
 
+    /// At plan time, the claim checks `fedbroker check` makes, against the kinds of the
+    /// issuers the broker has now (an issuer made in the same apply is not there yet:
+    /// the broker's own warning then comes with the apply). Best effort: a broker that
+    /// cannot be asked gives no warning, never an error.
+    async fn plan_claim_warnings(&self, diags: &mut Diagnostics, planned: &T) {
+        if !T::REFERS_TO_CLAIMS {
+            return;
+        }
+        let Some(client) = self.shared.configured() else {
+            return;
+        };
+        let Ok(kinds) = client.issuer_kinds().await else {
+            return;
+        };
+        let kind_of = |issuer: &str| {
+            kinds
+                .iter()
+                .find(|(name, _)| name == issuer)
+                .and_then(|(_, kind)| kind.as_deref())
+                .and_then(|k| k.parse::<issuers::IssuerKind>().ok())
+        };
+        for warning in planned.claim_warnings(&kind_of) {
+            diags.root_warning(format!("fedbroker {}: {warning}", noun::<T>()), warning);
+        }
+    }
+
     /// Create or update: PUT the planned state under `precondition`.
     async fn put(
         &self,
@@ -96,7 +132,14 @@ impl<T: Item> ItemResource<T> {
         let (client, name) = self.client_and_name(diags, &planned_state)?;
         let body = body_of(diags, &planned_state)?;
         match client.put(T::KIND, &name, &body, &precondition).await {
-            Ok(item) => Some((planned_state, private_with(item.etag))),
+            Ok(item) => {
+                // The broker's warnings about the policy after the change (the claim
+                // checks among them, now that every issuer of this apply exists).
+                for warning in &item.warnings {
+                    diags.root_warning(format!("fedbroker {}: {warning}", noun::<T>()), warning.clone());
+                }
+                Some((planned_state, private_with(item.etag)))
+            }
             Err(e) => {
                 report(diags, &client, T::KIND, &name, doing, e, &T::PATH_OF);
                 None
@@ -222,7 +265,9 @@ impl<T: Item> Resource for ItemResource<T> {
         _config_state: Self::State<'a>,
         _meta: Self::ProviderMetaState<'a>,
     ) -> Option<(Self::State<'a>, Self::PrivateState<'a>)> {
-        Some((planned(diags, proposed_state), Value::Null))
+        let planned = planned(diags, proposed_state);
+        self.plan_claim_warnings(diags, &planned).await;
+        Some((planned, Value::Null))
     }
 
     async fn plan_update<'a>(
@@ -238,7 +283,9 @@ impl<T: Item> Resource for ItemResource<T> {
         if proposed_state.name() != prior_state.name() {
             replace.push(AttributePath::new("name"));
         }
-        Some((planned(diags, proposed_state), prior_private_state, replace))
+        let planned = planned(diags, proposed_state);
+        self.plan_claim_warnings(diags, &planned).await;
+        Some((planned, prior_private_state, replace))
     }
 
     async fn plan_destroy<'a>(

@@ -38,6 +38,11 @@ impl Shared {
         client
     }
 
+    /// The client if the provider is configured, without reporting anything.
+    pub fn configured(&self) -> Option<Arc<Client>> {
+        self.client.read().ok().and_then(|c| c.clone())
+    }
+
     fn set(&self, client: Client) {
         if let Ok(mut slot) = self.client.write() {
             *slot = Some(Arc::new(client));

@@ -350,6 +350,25 @@ impl Item for RuleState {
     const SCHEMA: fn() -> Schema = rule_schema;
     const PATH_OF: fn(&str) -> AttributePath = path_of;
     const CHECK: fn(&mut Diagnostics, &Self) -> bool = check;
+    const REFERS_TO_CLAIMS: bool = true;
+
+    fn claim_warnings(&self, kind_of: &dyn Fn(&str) -> Option<issuers::IssuerKind>) -> Vec<String> {
+        let Ok(Converted { raw, .. }) = convert(self) else {
+            return Vec::new();
+        };
+        let accept_any = |_: &str| true;
+        let ctx = CompileContext {
+            issuers: &accept_any,
+            max_lifetime: u64::MAX,
+        };
+        match RuleSet::compile(vec![raw], &ctx) {
+            Ok(rules) => issuer_schema::unknown_claims(&rules, kind_of)
+                .into_iter()
+                .map(|w| w.message)
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
 
     fn name(&self) -> &Str {
         &self.name
