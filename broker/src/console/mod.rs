@@ -33,8 +33,12 @@ use crate::explain::ExplainInput;
 use crate::state::AppState;
 use session::{LOGIN_COOKIE, LOGIN_FORM_LIFETIME, SESSION_COOKIE, Session, SessionKey};
 
-/// The most a console form's body may be (the explain form carries a token and claims).
+/// The most a console form's body may be (the explain form carries a token and claims);
+/// read only once the session is checked.
 const MAX_FORM_BYTES: usize = 256 * 1024;
+
+/// The most the login form's body may be: it is read before anyone is authenticated.
+const MAX_LOGIN_BYTES: usize = 8 * 1024;
 
 /// The console's run-time part: its settings and session key.
 pub struct Console {
@@ -213,7 +217,7 @@ impl Ctx {
                 "You are not logged in, or your session has ended. Log in again.",
             ));
         };
-        let fields = read_form(body).await.map_err(|status| {
+        let fields = read_form(body, MAX_FORM_BYTES).await.map_err(|status| {
             self.refused(status, "The form could not be read (too large or not a form).")
         })?;
         let given = fields.get("csrf").map(String::as_str).unwrap_or("");
@@ -251,8 +255,8 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-async fn read_form(body: Body) -> Result<HashMap<String, String>, StatusCode> {
-    let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
+async fn read_form(body: Body, limit: usize) -> Result<HashMap<String, String>, StatusCode> {
+    let bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| StatusCode::PAYLOAD_TOO_LARGE)?;
     Ok(form_urlencoded::parse(&bytes).into_owned().collect())
@@ -305,7 +309,7 @@ fn login_page(ctx: &Ctx, status: StatusCode, error: Option<&str>) -> Response {
 }
 
 async fn login(State(ctx): State<Ctx>, headers: HeaderMap, body: Body) -> Response {
-    let Ok(fields) = read_form(body).await else {
+    let Ok(fields) = read_form(body, MAX_LOGIN_BYTES).await else {
         return ctx.refused(StatusCode::PAYLOAD_TOO_LARGE, "The form could not be read.");
     };
     let nonce = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
@@ -718,4 +722,46 @@ pub fn verification_rows(doc: &Value) -> Vec<(String, String)> {
         format!("{} s", obj.get("clock_skew").and_then(Value::as_u64).unwrap_or(0)),
     ));
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALLOW: &str = r#"{"time":"t1","event":"token_exchange","outcome":"allow","rule":"deploy","issuer":"gha","subject":"repo:acme/api","target":["a","b"],"jti":"j1","replica":"r"}"#;
+    const DENY: &str = r#"{"time":"t2","event":"token_exchange","outcome":"deny","issuer":"gha","subject":"repo:evil/fork","target":"a","error":"invalid_request","reason":"no allow rule matched"}"#;
+
+    #[test]
+    fn only_decisions_are_shown_with_the_fields_the_console_shows() {
+        let d = decision_fields(ALLOW).expect("a decision");
+        assert_eq!(d["target"], "a b", "lists joined");
+        assert!(!d.contains_key("jti") && !d.contains_key("replica"));
+        assert!(decision_fields(r#"{"event":"admin_change","outcome":"applied"}"#).is_none());
+        assert!(decision_fields(r#"{"event":"console_login","outcome":"allow"}"#).is_none());
+        assert!(decision_fields("not json").is_none());
+    }
+
+    #[test]
+    fn the_filter_takes_an_outcome_and_text_found_in_any_field() {
+        let allow = decision_fields(ALLOW).expect("decision");
+        let deny = decision_fields(DENY).expect("decision");
+        let f = |outcome: &str, q: &str| Filter {
+            outcome: outcome.into(),
+            q: q.into(),
+        };
+        assert!(f("", "").matches(&allow) && f("", "").matches(&deny));
+        assert!(f("deny", "").matches(&deny) && !f("deny", "").matches(&allow));
+        assert!(f("", "FORK").matches(&deny) && !f("", "fork").matches(&allow));
+        assert!(f("allow", "acme").matches(&allow) && !f("deny", "acme").matches(&deny));
+        assert!(
+            f("anything-else", "").matches(&allow),
+            "an unknown outcome filters nothing"
+        );
+    }
+
+    #[test]
+    fn targets_are_split_on_spaces_commas_and_lines() {
+        assert_eq!(split_list(" a, b\nc ,,d "), ["a", "b", "c", "d"]);
+        assert!(split_list("  ").is_empty());
+    }
 }
