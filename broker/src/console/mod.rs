@@ -459,13 +459,17 @@ async fn issuers(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
     let Some(session) = ctx.session(&headers) else {
         return see_other(&ctx.url("/login"));
     };
+    issuers_page(&ctx, &session, None)
+}
+
+fn issuers_page(ctx: &Ctx, session: &Session, note: Option<&str>) -> Response {
     let list = inspect::issuers_view(&ctx.st);
-    let csrf = ctx.console.key.csrf(&session);
+    let csrf = ctx.console.key.csrf(session);
     ctx.page(
-        &session,
+        session,
         "/issuers",
         "Issuers",
-        pages::issuers(&ctx.base, &list, &csrf, None),
+        pages::issuers(&ctx.base, &list, &csrf, note),
     )
 }
 
@@ -491,14 +495,7 @@ async fn refetch(
         },
         Err(e) => e.to_string(),
     };
-    let list = inspect::issuers_view(&ctx.st);
-    let csrf = ctx.console.key.csrf(&session);
-    ctx.page(
-        &session,
-        "/issuers",
-        "Issuers",
-        pages::issuers(&ctx.base, &list, &csrf, Some(&note)),
-    )
+    issuers_page(&ctx, &session, Some(&note))
 }
 
 async fn rules(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {

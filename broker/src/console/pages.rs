@@ -246,7 +246,7 @@ fn explanation(doc: &Value) -> Markup {
             div.scroll {
                 table #rules {
                     caption.visually-hidden { "Each rule, whether it matched, and the first condition that failed" }
-                    thead { tr { th scope="col" { "Rule" } th scope="col" { "Effect" } th scope="col" { "Outcome" } } }
+                    (head(&["Rule", "Effect", "Outcome"]))
                     tbody {
                         @for r in list {
                             @let matched = r["matched"] == Value::Bool(true);
@@ -295,7 +295,7 @@ pub fn issuers(base: &str, list: &[Value], csrf: &str, note: Option<&str>) -> Ma
                     div.scroll {
                         table {
                             caption { "Cached keys" }
-                            thead { tr { th scope="col" { "kid" } th scope="col" { "Algorithms" } } }
+                            (head(&["kid", "Algorithms"]))
                             tbody {
                                 @for k in &keys {
                                     tr {
@@ -316,6 +316,11 @@ pub fn issuers(base: &str, list: &[Value], csrf: &str, note: Option<&str>) -> Ma
             }
         }
     }
+}
+
+/// A table's header row: one column header cell per name.
+fn head(columns: &[&str]) -> Markup {
+    html! { thead { tr { @for c in columns { th scope="col" { (c) } } } } }
 }
 
 /// A path segment, percent-encoded.
@@ -362,10 +367,7 @@ pub fn rules(view: &Value) -> Markup {
                     h3 { "Target " code { (target) } }
                     div.scroll {
                         table.rules {
-                            thead { tr {
-                                th scope="col" { "Rule" } th scope="col" { "Effect" }
-                                th scope="col" { "Allowed" } th scope="col" { "Denied" } th scope="col" { "From" }
-                            } }
+                            (head(&["Rule", "Effect", "Allowed", "Denied", "From"]))
                             tbody {
                                 @for r in rules {
                                     tr data-rule=(str_of(r, "name")) {
@@ -403,11 +405,7 @@ pub fn decisions(base: &str, filter: &Filter, recent: &[Map<String, Value>]) -> 
         div.scroll {
             table #decisions data-stream={ (base) "/decisions/stream" } {
                 caption.visually-hidden { "Decisions, newest first" }
-                thead { tr {
-                    th scope="col" { "Time" } th scope="col" { "Outcome" } th scope="col" { "Rule" }
-                    th scope="col" { "Issuer" } th scope="col" { "Subject" } th scope="col" { "Target" }
-                    th scope="col" { "Reason" }
-                } }
+                (head(&["Time", "Outcome", "Rule", "Issuer", "Subject", "Target", "Reason"]))
                 tbody {
                     @for d in recent { (decision_row(d)) }
                 }
@@ -453,11 +451,7 @@ pub fn keys(view: &Value) -> Markup {
         div.scroll {
             table #keys {
                 caption.visually-hidden { "Signing keys" }
-                thead { tr {
-                    th scope="col" { "kid" } th scope="col" { "Type" } th scope="col" { "State" }
-                    th scope="col" { "Signs from" } th scope="col" { "Signs until" } th scope="col" { "Published until" }
-                    th scope="col" { "Where" }
-                } }
+                (head(&["kid", "Type", "State", "Signs from", "Signs until", "Published until", "Where"]))
                 tbody {
                     @for k in keys {
                         tr {
