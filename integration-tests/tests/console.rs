@@ -452,6 +452,15 @@ async fn status_views_count_hits_and_name_each_rules_file_and_line() {
     let (status, page) = get_page(&broker, "/console/rules", Some(&s.cookie)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains(&format!("fedbroker.yaml:{line}")), "{page}");
+    assert!(page.contains("2 rules."), "{page}");
+    // A search narrows the list.
+    let (status, page) = get_page(&broker, "/console/rules?q=BAN", Some(&s.cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("1 of 2 rules match."), "{page}");
+    assert!(
+        page.contains(DENY_RULE) && !page.contains(&format!("data-rule=\"{ALLOW_RULE}\"")),
+        "{page}"
+    );
     for path in [
         "/admin/v1/status/rules",
         "/admin/v1/status/issuers",

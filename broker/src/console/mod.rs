@@ -498,12 +498,53 @@ async fn refetch(
     issuers_page(&ctx, &session, Some(&note))
 }
 
-async fn rules(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
+/// The most rules one rules page lists (a large rule set is searched, not scrolled).
+pub const MAX_RULES_SHOWN: usize = 500;
+
+/// The rules page's search: text found in a rule's name, issuer, targets or file.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+pub struct RuleSearch {
+    #[serde(default)]
+    pub q: String,
+}
+
+impl RuleSearch {
+    fn matches(&self, rule: &Value) -> bool {
+        let q = self.q.trim().to_lowercase();
+        q.is_empty()
+            || ["name", "issuer", "file", "description"]
+                .iter()
+                .filter_map(|k| rule.get(*k).and_then(Value::as_str))
+                .chain(
+                    rule["targets"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str),
+                )
+                .any(|text| text.to_lowercase().contains(&q))
+    }
+}
+
+async fn rules(State(ctx): State<Ctx>, headers: HeaderMap, Query(search): Query<RuleSearch>) -> Response {
     let Some(session) = ctx.session(&headers) else {
         return see_other(&ctx.url("/login"));
     };
-    let view = inspect::rules_view(&ctx.st);
-    ctx.page(&session, "/rules", "Rules", pages::rules(&view))
+    let mut view = inspect::rules_view(&ctx.st);
+    let total = view["rules"].as_array().map_or(0, Vec::len);
+    let mut matched = 0;
+    if let Some(list) = view["rules"].as_array_mut() {
+        list.retain(|r| search.matches(r));
+        matched = list.len();
+        list.truncate(MAX_RULES_SHOWN);
+    }
+    let counts = pages::RuleCounts { total, matched };
+    ctx.page(
+        &session,
+        "/rules",
+        "Rules",
+        pages::rules(&ctx.base, &view, &search, counts),
+    )
 }
 
 async fn keys(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {

@@ -336,7 +336,15 @@ fn percent(segment: &str) -> String {
     out
 }
 
-pub fn rules(view: &Value) -> Markup {
+/// How many rules are loaded, and how many the search matched (at most
+/// [`super::MAX_RULES_SHOWN`] of them are listed).
+#[derive(Debug, Clone, Copy)]
+pub struct RuleCounts {
+    pub total: usize,
+    pub matched: usize,
+}
+
+pub fn rules(base: &str, view: &Value, search: &super::RuleSearch, counts: RuleCounts) -> Markup {
     // Grouped by issuer, then by target: a rule for several targets is under each.
     let mut groups: BTreeMap<&str, BTreeMap<&str, Vec<&Value>>> = BTreeMap::new();
     let empty = Vec::new();
@@ -360,6 +368,20 @@ pub fn rules(view: &Value) -> Markup {
             dt { "Refused without a deciding rule" } dd { (shown(&view["denied_without_rule"])) }
         }
         p.help { "Hit counts are since this broker started: an allow when the rule granted an exchange, a deny when it refused one." }
+        form.filters method="get" action={ (base) "/rules" } role="search" {
+            label for="rule-q" { "Find rules" }
+            input #rule-q type="search" name="q" value=(search.q) aria-describedby="rule-count";
+            button type="submit" { "Find" }
+        }
+        p #rule-count role="status" {
+            @if counts.matched > super::MAX_RULES_SHOWN {
+                "Showing " (super::MAX_RULES_SHOWN) " of " (counts.matched) " matching rules (" (counts.total) " loaded): narrow the search."
+            } @else if counts.matched < counts.total {
+                (counts.matched) " of " (counts.total) " rules match."
+            } @else {
+                (counts.total) " rules."
+            }
+        }
         @for (issuer, by_target) in &groups {
             section aria-labelledby={ "rules-" (issuer) } {
                 h2 #{ "rules-" (issuer) } { "Issuer " (issuer) }
