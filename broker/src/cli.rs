@@ -118,6 +118,28 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run rule tests: each case of the test files (YAML: a claims document, the targets,
+    /// the decision expected, optionally the deciding rule and claims the issued token
+    /// must carry) is decided against the configuration's rules as `explain --claims`
+    /// decides it: no network, no replay marks. Files named *.test.yaml are never loaded
+    /// as rules, so they can sit beside the rules they test. Exit 0 every case passed,
+    /// 1 a case failed (each failure: the case's file:line, what was expected, what was
+    /// decided, the deciding rule or the first condition that failed), 2 a configuration
+    /// or test-file error (nothing is run). See docs/rules.md, "Testing rules".
+    Test {
+        /// The configuration file: its issuers and rules (and rule files) are tested.
+        #[arg(long)]
+        config: PathBuf,
+        /// `text` (a line per case, failures in full, a summary) or `junit` (JUnit XML on
+        /// stdout, for CI systems).
+        #[arg(long, value_enum, default_value = "text")]
+        format: crate::rule_tests::TestFormat,
+        /// Test files, or directories whose *.test.yaml files to run. Default: every
+        /// *.test.yaml in the directories of the files the `rules_files` globs match (the
+        /// config file's directory when it has no `rules_files`).
+        #[arg(value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
     /// The workload's side: read the home token where the platform puts it, trade it at
     /// a broker, and print what a cloud SDK's credential hook consumes (AWS
     /// credential_process, Google's executable-sourced credentials), or keep a token file
@@ -315,6 +337,18 @@ pub fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+        Command::Test {
+            config,
+            format,
+            paths,
+        } => {
+            let _log = init_logging(cli.log_format.or(Some(LogFormat::Text)), None);
+            crate::rule_tests::run(crate::rule_tests::TestArgs {
+                config,
+                format,
+                paths,
+            })
         }
         Command::Credentials(args) => crate::workload::main(args),
         Command::Keys {

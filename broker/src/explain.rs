@@ -6,7 +6,9 @@
 //! document without any token (for reviewing rule changes before a token exists): no
 //! signature, time or audience checks, but the issuer kind's claim checks run through
 //! `IssuerKind::check_claims`, the function `/token` applies to a verified token, so the
-//! two decide the same claims alike. With `--subject-token-type` aws4_request the subject
+//! two decide the same claims alike. A document without `iss` gets its issuer's (every
+//! token of the issuer carries it). An actor may come as a claims document too
+//! ([`ActorClaims`], `fedbroker test`'s `actor:`), checked the same way. With `--subject-token-type` aws4_request the subject
 //! is a signed AWS GetCallerIdentity request, verified by sending it to its aws-iam
 //! issuer's STS endpoint (as `/token` does); it is not marked used.
 
@@ -135,6 +137,8 @@ pub enum ExplainError {
     Policy(#[from] PolicyError),
     #[error("give --subject-token or --claims, not both")]
     BothSubjects,
+    #[error("give an actor token or an actor claims document, not both")]
+    BothActors,
     #[error("give --subject-token TOKEN|@PATH or --claims FILE")]
     NoSubject,
     /// The token could not be verified for now (keys unavailable): not a decision.
@@ -311,20 +315,33 @@ pub async fn explain_input(
     ctx: &ExplainContext<'_>,
     input: &ExplainInput,
 ) -> Result<Explained, ExplainError> {
+    explain_with_actor_claims(ctx, input, None).await
+}
+
+/// An actor given as a claims document instead of a token (`fedbroker test`'s
+/// `actor: {issuer, claims}`): not verified, but refused as `/token` would refuse an
+/// actor token carrying these claims (no usable `sub`, the issuer kind's claim checks).
+#[derive(Debug, Clone, Default)]
+pub struct ActorClaims {
+    /// The issuer name; `None`: the registered issuer whose `iss` the document carries.
+    pub issuer: Option<String>,
+    pub claims: Map<String, Value>,
+}
+
+/// [`explain_input`] with the actor as a claims document (`actor`) rather than
+/// `input.actor_token`; giving both is an error. One evaluation for both: the rules see
+/// an actor's claims the same way whichever way they came.
+pub async fn explain_with_actor_claims(
+    ctx: &ExplainContext<'_>,
+    input: &ExplainInput,
+    actor_claims: Option<&ActorClaims>,
+) -> Result<Explained, ExplainError> {
     let targets = Targets::new(&input.audiences, &input.resources);
     if targets.all.is_empty() {
         return Err(ExplainError::NoTarget);
     }
     let scopes = split_scopes(input.scope.as_deref());
     let policy = ctx.policy;
-    let by_name = |name: &str| {
-        policy
-            .issuers
-            .iter()
-            .map(|(_, i)| i)
-            .find(|i| i.config.name == name)
-            .cloned()
-    };
 
     let subject = match (&input.subject_token, &input.claims) {
         (Some(_), Some(_)) => return Err(ExplainError::BothSubjects),
@@ -347,36 +364,19 @@ pub async fn explain_input(
             }
         }
         (None, Some(claims)) => {
-            let issuer = match (&input.issuer, claims.get("iss").and_then(Value::as_str)) {
-                (Some(name), _) => by_name(name).ok_or_else(|| ExplainError::NoIssuerNamed(name.clone()))?,
-                (None, Some(iss)) => policy
-                    .issuers
-                    .get(iss)
-                    .cloned()
-                    .ok_or_else(|| ExplainError::NoIssuerWithIss(iss.to_string()))?,
-                (None, None) => return Err(ExplainError::NoIss),
-            };
+            let issuer = document_issuer(policy, input.issuer.as_deref(), claims)?;
             let issuer = &issuer.config;
             let subject = Subject {
                 issuer_name: issuer.name.clone(),
                 kind: issuer.kind,
-                claims: claims.clone(),
+                claims: with_iss(claims, issuer),
                 verification: None,
                 actor: None,
             };
             // `/token` refuses a token without a usable `sub` before any rule runs, and
             // applies the issuer kind's claim checks after the signature verified (the
             // same function): a document `/token` would refuse is refused here too.
-            let refusal = if !matches!(subject.claims.get("sub"), Some(Value::String(s)) if !s.is_empty()) {
-                Some("subject_token: claim `sub` is missing, empty or not a string".to_string())
-            } else {
-                issuer
-                    .kind
-                    .check_claims(&subject.claims, &issuer.kind_params)
-                    .err()
-                    .map(|e| format!("subject_token: {e}"))
-            };
-            if let Some(reason) = refusal {
+            if let Some(reason) = document_refusal(TokenRole::Subject, issuer, &subject.claims) {
                 return Ok(report(
                     ctx,
                     input,
@@ -392,19 +392,54 @@ pub async fn explain_input(
         }
     };
 
-    let actor = match &input.actor_token {
-        None => None,
-        Some(token) => match verify_arg(ctx, token, TokenRole::Actor, None).await? {
-            Ok(verified) => Some(verified),
+    // The actor: (issuer name, claims, sub, iss).
+    let actor: Option<(String, Map<String, Value>, String, String)> = match (&input.actor_token, actor_claims)
+    {
+        (Some(_), Some(_)) => return Err(ExplainError::BothActors),
+        (None, None) => None,
+        (Some(token), None) => match verify_arg(ctx, token, TokenRole::Actor, None).await? {
+            Ok(verified) => Some((
+                verified.issuer.config.name.clone(),
+                verified.token.claims,
+                verified.token.subject,
+                verified.token.issuer,
+            )),
             Err(refused) => return Ok(report(ctx, input, &targets.all, Some(&subject), refused)),
         },
+        (None, Some(doc)) => {
+            let issuer = document_issuer(policy, doc.issuer.as_deref(), &doc.claims)?;
+            let issuer = &issuer.config;
+            // An aws-iam issuer takes signed AWS requests only: never an actor token.
+            let refusal = if issuer.kind == issuers::IssuerKind::AwsIam {
+                let e = TokenError::UnknownIssuer(TokenRole::Actor);
+                Some((e.code(), e.to_string()))
+            } else {
+                document_refusal(TokenRole::Actor, issuer, &doc.claims).map(|r| ("invalid_request", r))
+            };
+            if let Some((code, reason)) = refusal {
+                let refused = Outcome::Rejected { code, reason };
+                return Ok(report(ctx, input, &targets.all, Some(&subject), refused));
+            }
+            let claims = with_iss(&doc.claims, issuer);
+            let sub = claims
+                .get("sub")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let iss = claims
+                .get("iss")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            Some((issuer.name.clone(), claims, sub, iss))
+        }
     };
     let request = RulesInput {
         issuer: subject.issuer_name.clone(),
         claims: Claims(subject.claims.clone()),
         actor: actor
             .as_ref()
-            .map(|a| (a.issuer.config.name.clone(), Claims(a.token.claims.clone()))),
+            .map(|(name, claims, _, _)| (name.clone(), Claims(claims.clone()))),
         targets: targets.clone(),
         scopes,
         requested: if input.access_token {
@@ -417,9 +452,7 @@ pub async fn explain_input(
     };
     let explanation = policy.rules.explain(&request.request());
     let mut out_subject = subject;
-    out_subject.actor = actor
-        .as_ref()
-        .map(|a| (a.token.subject.clone(), a.token.issuer.clone()));
+    out_subject.actor = actor.map(|(_, _, sub, iss)| (sub, iss));
     Ok(report(
         ctx,
         input,
@@ -427,6 +460,59 @@ pub async fn explain_input(
         Some(&out_subject),
         Outcome::Evaluated(Box::new(explanation)),
     ))
+}
+
+/// The registered issuer of a claims document: the one named `name`, else the one whose
+/// `iss` the document carries.
+fn document_issuer(
+    policy: &Policy,
+    name: Option<&str>,
+    claims: &Map<String, Value>,
+) -> Result<Arc<crate::policy::Issuer>, ExplainError> {
+    match (name, claims.get("iss").and_then(Value::as_str)) {
+        (Some(name), _) => policy
+            .issuers
+            .iter()
+            .map(|(_, i)| i)
+            .find(|i| i.config.name == name)
+            .cloned()
+            .ok_or_else(|| ExplainError::NoIssuerNamed(name.to_owned())),
+        (None, Some(iss)) => policy
+            .issuers
+            .get(iss)
+            .cloned()
+            .ok_or_else(|| ExplainError::NoIssuerWithIss(iss.to_string())),
+        (None, None) => Err(ExplainError::NoIss),
+    }
+}
+
+/// A claims document of `issuer` as its tokens carry it: with the issuer's `iss` when
+/// the document has none (every token of the issuer carries it, and rules may use it).
+fn with_iss(claims: &Map<String, Value>, issuer: &crate::config::IssuerConfig) -> Map<String, Value> {
+    let mut claims = claims.clone();
+    if !claims.contains_key("iss") {
+        claims.insert("iss".into(), Value::String(issuer.policy.issuer.clone()));
+    }
+    claims
+}
+
+/// Why `/token` would refuse a token of `issuer` carrying `claims` as its `role` token
+/// before any rule runs: no usable `sub`, or the issuer kind's claim checks (the same
+/// function `/token` applies after the signature verified). `None`: it would not.
+fn document_refusal(
+    role: TokenRole,
+    issuer: &crate::config::IssuerConfig,
+    claims: &Map<String, Value>,
+) -> Option<String> {
+    let param = role.parameter();
+    if !matches!(claims.get("sub"), Some(Value::String(s)) if !s.is_empty()) {
+        return Some(format!("{param}: claim `sub` is missing, empty or not a string"));
+    }
+    issuer
+        .kind
+        .check_claims(claims, &issuer.kind_params)
+        .err()
+        .map(|e| format!("{param}: {e}"))
 }
 
 /// The `cnf` the issued token would carry for the sender the arguments describe.

@@ -11,6 +11,7 @@
 //! - [`policy`]: the issuers and rules in force, and the one way to swap them.
 //! - [`exchange`]: `POST /token`, the one pipeline, and the RFC error mapping.
 //! - [`explain`]: `fedbroker explain`, a dry run of one exchange.
+//! - [`rule_tests`]: `fedbroker test`, rule test files (`*.test.yaml`) run through explain.
 //! - [`issuer_keys`]: discovery and JWKS fetching, caching, coalesced refetch.
 //! - [`files`]: reading configured files: regular files only, with a size cap.
 //! - [`listener`]: the HTTP listeners: read timeouts, a connection cap, graceful shutdown.
@@ -54,6 +55,7 @@ pub mod policy;
 pub mod reload;
 pub mod replay;
 pub mod request_id;
+pub mod rule_tests;
 pub mod signing;
 pub mod state;
 pub mod telemetry;

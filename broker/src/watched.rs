@@ -82,10 +82,12 @@ impl Watched {
             .any(|(d, recursive)| *d == dir || (*recursive && dir.starts_with(d)) || d.starts_with(&dir))
     }
 
-    /// Whether a change at `path` should trigger a reload.
+    /// Whether a change at `path` should trigger a reload. Test files (`*.test.yaml`)
+    /// never do: rule-file globs do not load them.
     pub fn matters(&self, path: &Path) -> bool {
         let path = normalize_lexically(path);
-        self.files.contains(&path) || self.patterns.iter().any(|p| p.matches_path(&path))
+        self.files.contains(&path)
+            || (!crate::config::is_test_file(&path) && self.patterns.iter().any(|p| p.matches_path(&path)))
     }
 }
 
@@ -136,6 +138,8 @@ mod tests {
         assert!(w.matters(&root.join("rules/a.yaml")));
         assert!(!w.matters(&root.join("audit.jsonl")));
         assert!(!w.matters(&root.join("rules/a.yaml.swp")));
+        // Tests beside the rules are never loaded as rules: no reload for them.
+        assert!(!w.matters(&root.join("rules/a.test.yaml")));
         assert!(w.dirs.contains(&(root.join("rules"), false)));
     }
 

@@ -44,6 +44,7 @@ mod replicas_lost_write;
 mod replicas_names;
 mod replicas_policy;
 mod replicas_state;
+mod rule_tests;
 mod rules_e2e;
 mod rules_fail_closed;
 mod sender_constrained;

@@ -136,23 +136,67 @@ fn read_admin_state(settings: &AdminConfig, errors: &mut Vec<ConfigError>) -> Ad
     })
 }
 
+/// The files one `rules_files` glob matches (relative to the config file at `path`),
+/// sorted, test files (`*.test.yaml`) included.
+fn glob_files(path: &Path, pattern: &str) -> Result<Vec<PathBuf>, glob::PatternError> {
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    // The same normalisation as the watcher's (reload.rs): `./` dropped, `..` resolved.
+    let full = crate::reload::normalize_lexically(&base.join(pattern));
+    let mut matched: Vec<PathBuf> = glob::glob(&full.to_string_lossy())?
+        .filter_map(Result::ok)
+        .filter(|p| !p.is_dir())
+        .collect();
+    matched.sort();
+    Ok(matched)
+}
+
+/// `fedbroker test`'s default files: every `*.test.yaml` in the directories that hold
+/// the files the `rules_files` globs match (the config file's own directory when it
+/// has no `rules_files`), sorted per directory. Globs that do not parse are skipped:
+/// loading the configuration reports them.
+pub fn test_files_beside_rules(path: &Path, globs: &[String]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if globs.is_empty() {
+        dirs.push(path.parent().map(Path::to_path_buf).unwrap_or_default());
+    }
+    for pattern in globs {
+        for file in glob_files(path, pattern).unwrap_or_default() {
+            let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for dir in dirs {
+        let listing = std::fs::read_dir(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &dir
+        });
+        let mut found: Vec<PathBuf> = listing
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|e| dir.join(e.file_name()))
+            .filter(|p| super::is_test_file(p) && !p.is_dir())
+            .collect();
+        found.sort();
+        out.extend(found);
+    }
+    out
+}
+
 /// Every file the `rules_files` globs match (relative to the config file), in sorted
-/// order per glob, parsed.
+/// order per glob, parsed. Test files (`*.test.yaml`) are skipped, whatever the glob.
 fn read_rule_files(path: &Path, globs: &[String], errors: &mut Vec<ConfigError>) -> Vec<SourcedRule> {
     // Each file's rules, then one vector of the exact size: growing one vector file by
     // file would copy every raw rule (about a kilobyte each) again and again.
     let mut per_file: Vec<Vec<SourcedRule>> = Vec::new();
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     for pattern in globs {
-        // The same normalisation as the watcher's (reload.rs): `./` dropped, `..` resolved.
-        let full = crate::reload::normalize_lexically(&base.join(pattern));
-        let full_text = full.to_string_lossy().to_string();
-        match glob::glob(&full_text) {
-            Ok(paths) => {
-                let mut matched: Vec<PathBuf> =
-                    paths.filter_map(Result::ok).filter(|p| !p.is_dir()).collect();
-                matched.sort();
-                for p in matched {
+        match glob_files(path, pattern) {
+            Ok(matched) => {
+                for p in matched.into_iter().filter(|p| !super::is_test_file(p)) {
                     match read_text(&p) {
                         Ok(t) => {
                             let (parsed, problems) = parse_rules_file(&p, &t);

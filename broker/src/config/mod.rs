@@ -11,7 +11,8 @@
 //!   are collected and shown; `env`: `${NAME}` substitution;
 //! - `server`, `signing`, `replay`, `issuers`, `rules`, `admin`, `telemetry`: one builder
 //!   per section;
-//! - `parse`: the file's text into a [`Draft`], a draft and its rules into a [`Config`].
+//! - `parse`: the file's text into a [`Draft`], a draft and its rules into a [`Config`];
+//! - `test_cases`: rule test files (`*.test.yaml`), which rule-file globs skip.
 
 mod admin;
 mod console;
@@ -27,6 +28,7 @@ mod rules;
 mod server;
 mod signing;
 mod telemetry;
+mod test_cases;
 mod yaml;
 
 #[cfg(test)]
@@ -41,7 +43,7 @@ pub use env::{UnsetVariable, expand_env};
 pub use error::{ConfigError, ConfigErrors};
 pub use issuer_schema::{IssuerError, check_fetch_url};
 pub use issuers::{IssuerFileError, ReadFile};
-pub use load::{load, load_with_admin};
+pub use load::{load, load_with_admin, test_files_beside_rules};
 pub use model::*;
 pub use parse::{Draft, RuleErrors, RuleOrigin, SourcedRule, assemble, from_parts, parse_config};
 pub use raw::RawIssuer;
@@ -53,3 +55,4 @@ pub use telemetry::{
     DEFAULT_SERVICE_NAME, DEFAULT_TRACES_TIMEOUT, TRACES_ENDPOINT_ENV, TelemetryConfig, TracesConfig,
     check_endpoint, traces_from_env,
 };
+pub use test_cases::{Expect, TEST_FILE_SUFFIX, TestActor, TestCase, is_test_file, parse_test_file};

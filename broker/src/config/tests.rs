@@ -153,6 +153,32 @@ fn a_rules_file_that_is_a_fifo_is_an_error_not_a_hang() {
 }
 
 #[test]
+fn rules_globs_skip_test_files_and_tests_are_found_beside_the_rules() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("rules")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("rules/x.yaml"),
+        "- name: r\n  match: {issuer: gha, subject: s, audiences: [a]}\n",
+    )
+    .expect("write");
+    // Not a rule file: loaded as rules, it would be an error.
+    std::fs::write(
+        dir.path().join("rules/x.test.yaml"),
+        "tests:\n  - {name: t, issuer: gha, claims: {sub: s}, audience: a, expect: allow}\n",
+    )
+    .expect("write");
+    let cfg = dir.path().join("config.yaml");
+    let text = format!("{MINIMAL}rules_files: [rules/*.yaml]\n");
+    std::fs::write(&cfg, text).expect("write");
+    let c = load(&cfg).unwrap_or_else(|e| panic!("the test file is skipped:\n{e}"));
+    assert_eq!(c.rules.len(), 1);
+    assert_eq!(
+        test_files_beside_rules(&cfg, &c.rules_files),
+        vec![dir.path().join("rules/x.test.yaml")]
+    );
+}
+
+#[test]
 fn minimal_config_parses_with_defaults() {
     let c = parse(MINIMAL).expect("valid");
     assert_eq!(c.server.public_url, "https://broker.example.com");
