@@ -196,6 +196,8 @@ pub struct ExplainInput {
     /// With `claims`: the issuer name, when the document has no `iss`.
     pub issuer: Option<String>,
     pub actor_token: Option<String>,
+    /// An actor as a claims document instead of a token ([`ActorClaims`]).
+    pub actor_claims: Option<ActorClaims>,
     pub audiences: Vec<String>,
     pub resources: Vec<String>,
     pub scope: Option<String>,
@@ -280,6 +282,7 @@ async fn explain(args: &ExplainArgs) -> Result<u8, ExplainError> {
         claims: args.claims.as_deref().map(read_claims).transpose()?,
         issuer: args.issuer.clone(),
         actor_token: args.actor_token.as_deref().map(read_token).transpose()?,
+        actor_claims: None,
         audiences: args.audiences.clone(),
         resources: args.resources.clone(),
         scope: args.scope.clone(),
@@ -311,13 +314,6 @@ async fn explain(args: &ExplainArgs) -> Result<u8, ExplainError> {
 /// Explain `input` against `ctx.policy`: verify the token (or take the claims
 /// document), evaluate every rule of its issuer for the targets, and describe the
 /// decision. Issues nothing, records no replay.
-pub async fn explain_input(
-    ctx: &ExplainContext<'_>,
-    input: &ExplainInput,
-) -> Result<Explained, ExplainError> {
-    explain_with_actor_claims(ctx, input, None).await
-}
-
 /// An actor given as a claims document instead of a token (`fedbroker test`'s
 /// `actor: {issuer, claims}`): not verified, but refused as `/token` would refuse an
 /// actor token carrying these claims (no usable `sub`, the issuer kind's claim checks).
@@ -328,14 +324,14 @@ pub struct ActorClaims {
     pub claims: Map<String, Value>,
 }
 
-/// [`explain_input`] with the actor as a claims document (`actor`) rather than
-/// `input.actor_token`; giving both is an error. One evaluation for both: the rules see
-/// an actor's claims the same way whichever way they came.
-pub async fn explain_with_actor_claims(
+/// The actor may come as a token (`input.actor_token`) or as a claims document
+/// (`input.actor_claims`); giving both is an error. One evaluation for both: the rules
+/// see an actor's claims the same way whichever way they came.
+pub async fn explain_input(
     ctx: &ExplainContext<'_>,
     input: &ExplainInput,
-    actor_claims: Option<&ActorClaims>,
 ) -> Result<Explained, ExplainError> {
+    let actor_claims = input.actor_claims.as_ref();
     let targets = Targets::new(&input.audiences, &input.resources);
     if targets.all.is_empty() {
         return Err(ExplainError::NoTarget);

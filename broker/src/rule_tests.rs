@@ -1,6 +1,6 @@
 //! `fedbroker test` (contract §14): run the cases of rule test files (`*.test.yaml`)
 //! against the configuration's rules, without network and without replay marks. Each
-//! case is a claims document decided by [`crate::explain::explain_with_actor_claims`],
+//! case is a claims document decided by [`crate::explain::explain_input`],
 //! the code behind `explain --claims` and the admin API's explain, which evaluates the
 //! rules `/token` evaluates: there is no second implementation of a decision here, only
 //! the comparison of the explanation with what the case expects.
@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config, ConfigError, Expect, TestCase};
-use crate::explain::{ActorClaims, ExplainContext, ExplainInput, explain_with_actor_claims};
+use crate::explain::{ActorClaims, ExplainContext, ExplainInput, explain_input};
 use crate::issuer_keys::FetchClients;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -252,13 +252,13 @@ async fn run_case(ctx: &ExplainContext<'_>, case: &TestCase) -> Verdict {
         audiences: case.audiences.clone(),
         resources: case.resources.clone(),
         scope: case.scope.clone(),
+        actor_claims: case.actor.as_ref().map(|a| ActorClaims {
+            issuer: a.issuer.clone(),
+            claims: a.claims.clone(),
+        }),
         ..Default::default()
     };
-    let actor = case.actor.as_ref().map(|a| ActorClaims {
-        issuer: a.issuer.clone(),
-        claims: a.claims.clone(),
-    });
-    let doc = match explain_with_actor_claims(ctx, &input, actor.as_ref()).await {
+    let doc = match explain_input(ctx, &input).await {
         Ok(explained) => explained.doc,
         Err(e) => return Verdict::Error(e.to_string()),
     };

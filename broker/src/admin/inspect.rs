@@ -250,12 +250,32 @@ pub fn explain_input(body: &Map<String, Value>) -> Result<ExplainInput, AdminErr
         }
     };
     let requested = string("requested_token_type")?;
+    let actor_claims = match body.get("actor") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(actor)) => match actor.get("claims") {
+            Some(Value::Object(claims)) => Some(crate::explain::ActorClaims {
+                issuer: actor.get("issuer").and_then(Value::as_str).map(str::to_owned),
+                claims: claims.clone(),
+            }),
+            _ => {
+                return Err(AdminError::Invalid(vec![
+                    json!({"field": "actor.claims", "message": "must be a JSON object"}),
+                ]));
+            }
+        },
+        Some(_) => {
+            return Err(AdminError::Invalid(vec![
+                json!({"field": "actor", "message": "must be an object {issuer, claims}"}),
+            ]));
+        }
+    };
     Ok(ExplainInput {
         subject_token: string("subject_token")?,
         subject_token_type: string("subject_token_type")?,
         claims,
         issuer: string("issuer")?,
         actor_token: string("actor_token")?,
+        actor_claims,
         audiences: strings(body, "audience")?,
         resources: strings(body, "resource")?,
         scope: string("scope")?,

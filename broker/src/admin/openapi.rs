@@ -128,6 +128,7 @@ pub fn openapi_document() -> Value {
                         "subject_token": {"type": "string"}, "subject_token_type": {"type": "string"},
                         "claims": {"type": "object"}, "issuer": {"type": "string", "description": "The issuer's name, for claims without iss"},
                         "actor_token": {"type": "string"},
+                        "actor": {"type": "object", "description": "An actor as a claims document instead of actor_token", "properties": {"issuer": {"type": "string"}, "claims": {"type": "object"}}, "required": ["claims"]},
                         "audience": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
                         "resource": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
                         "scope": {"type": "string"}, "requested_token_type": {"type": "string"}, "dpop": {"type": "boolean"}
