@@ -103,6 +103,7 @@ pub fn config(listen: SocketAddr) -> Result<(Config, Signer, Arc<DevIssuer>), De
         kind: issuers::IssuerKind::Generic,
         kind_params: Default::default(),
         allow_access_tokens: false,
+        extra_claims: Vec::new(),
         tls_ca_pem: None,
         policy: IssuerPolicy {
             issuer: dev.iss.clone(),

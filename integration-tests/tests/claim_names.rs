@@ -230,3 +230,35 @@ async fn the_admin_api_answers_a_rule_with_a_misspelt_claim_with_a_warning() {
     // The install logs it too.
     wait_for_log(&broker, HINT).await;
 }
+
+/// An issuer's `extra_claims` names claims its tokens carry beyond the kind's list: no
+/// warning for them, even with `--strict`; a name that is not a top-level claim name is
+/// an error.
+#[test]
+fn an_issuers_extra_claims_silence_the_warning_and_are_checked() {
+    let fake = FakeIssuer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = config(
+        &fake,
+        "kind: github-actions\nextra_claims: [repositry]",
+        &misspelt_rule(),
+    )
+    .write_to(dir.path());
+    let out = check(dir.path(), &path, &["--strict"]);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(!out.stdout.contains("did you mean"), "{}", out.all());
+
+    let path = config(
+        &fake,
+        "kind: github-actions\nextra_claims: [\"kubernetes.io.namespace\"]",
+        &misspelt_rule(),
+    )
+    .write_to(dir.path());
+    let out = check(dir.path(), &path, &[]);
+    assert_ne!(out.code, Some(0), "{}", out.all());
+    assert!(
+        out.all().contains("extra_claims") && out.all().contains("not a top-level claim name"),
+        "{}",
+        out.all()
+    );
+}

@@ -40,6 +40,12 @@ pub enum IssuerError {
     NonPublicHost,
     #[error("required: a non-empty list of accepted `aud` values")]
     NoAudiences,
+    /// `extra_claims`: the offending name (escaped), or `None` when there are too many.
+    #[error("{}", match .0 {
+        Some(name) => format!("`{}` is not a top-level claim name (1 to {MAX_CLAIM_NAME_CHARS} characters, no `.`)", name.escape_debug()),
+        None => format!("at most {MAX_EXTRA_CLAIMS} names"),
+    })]
+    BadExtraClaim(Option<String>),
     #[error("give at most one of jwks_uri, jwks and jwks_file")]
     SeveralKeySources,
     #[error("no usable key in this key set")]
@@ -177,6 +183,27 @@ pub fn check_fetch_url(text: &str, danger_allow_insecure: bool) -> Result<Url, I
 }
 
 /// `audiences`: a non-empty list of non-empty values.
+/// The most names `extra_claims` may list.
+pub const MAX_EXTRA_CLAIMS: usize = 1000;
+/// The longest name in `extra_claims`.
+pub const MAX_CLAIM_NAME_CHARS: usize = 256;
+
+/// `extra_claims`: at most [`MAX_EXTRA_CLAIMS`] top-level claim names, each 1 to
+/// [`MAX_CLAIM_NAME_CHARS`] characters without a `.` (the checks look at top-level names).
+pub fn extra_claims(raw: &RawIssuer) -> Result<(), IssuerError> {
+    let names = raw.extra_claims.as_deref().unwrap_or_default();
+    if names.len() > MAX_EXTRA_CLAIMS {
+        return Err(IssuerError::BadExtraClaim(None));
+    }
+    match names
+        .iter()
+        .find(|n| n.is_empty() || n.chars().count() > MAX_CLAIM_NAME_CHARS || n.contains('.'))
+    {
+        Some(bad) => Err(IssuerError::BadExtraClaim(Some(bad.chars().take(64).collect()))),
+        None => Ok(()),
+    }
+}
+
 pub fn audiences(raw: &RawIssuer) -> Result<(), IssuerError> {
     if raw.audiences.is_empty() || raw.audiences.iter().any(String::is_empty) {
         return Err(IssuerError::NoAudiences);
@@ -326,6 +353,7 @@ pub fn check(raw: &RawIssuer) -> Vec<Problem> {
     });
     report("kind", kind_config(kind, &issuer, &params));
     report("name", name(raw));
+    report("extra_claims", extra_claims(raw));
     if kind == IssuerKind::AwsIam {
         for (field, e) in aws_iam(raw) {
             report(field, Err(e));
@@ -522,6 +550,28 @@ mod tests {
                 "replay",
                 "max_token_lifetime"
             ]
+        );
+    }
+
+    #[test]
+    fn extra_claims_are_top_level_names_and_bounded() {
+        let with = |names: Vec<String>| RawIssuer {
+            extra_claims: Some(names),
+            ..RawIssuer::default()
+        };
+        assert_eq!(extra_claims(&RawIssuer::default()), Ok(()));
+        assert_eq!(
+            extra_claims(&with(vec!["department".into(), "xms_pdl".into()])),
+            Ok(())
+        );
+        for bad in ["", "a.b", &"x".repeat(MAX_CLAIM_NAME_CHARS + 1)] {
+            let e = extra_claims(&with(vec![bad.to_owned()])).expect_err(bad);
+            assert!(e.to_string().contains("top-level claim name"), "{e}");
+        }
+        let many = (0..=MAX_EXTRA_CLAIMS).map(|i| format!("c{i}")).collect();
+        assert_eq!(
+            extra_claims(&with(many)).expect_err("too many").to_string(),
+            format!("at most {MAX_EXTRA_CLAIMS} names")
         );
     }
 }

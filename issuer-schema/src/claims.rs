@@ -12,11 +12,19 @@ use issuers::IssuerKind;
 /// What tokens of `kind` say about the top-level claim `claim`: unknown kinds and
 /// `generic` issuers know nothing, so every claim is [`ClaimCheck::Known`] for them.
 pub fn claim_check(kind: Option<IssuerKind>, claim: &str) -> ClaimCheck {
+    claim_check_with(kind, &[], claim)
+}
+
+/// [`claim_check`] for an issuer that also names `extra` claims its tokens carry
+/// (`extra_claims`): those are known too.
+pub fn claim_check_with(kind: Option<IssuerKind>, extra: &[String], claim: &str) -> ClaimCheck {
     match kind.and_then(|k| k.known_claims().map(|known| (k, known))) {
-        Some((kind, known)) if !known.contains(claim) => ClaimCheck::Never {
-            kind: kind.to_string(),
-            nearest: known.nearest(claim),
-        },
+        Some((kind, known)) if !known.contains(claim) && !extra.iter().any(|e| e == claim) => {
+            ClaimCheck::Never {
+                kind: kind.to_string(),
+                nearest: known.nearest(claim),
+            }
+        }
         _ => ClaimCheck::Known,
     }
 }
@@ -26,6 +34,18 @@ pub fn claim_check(kind: Option<IssuerKind>, claim: &str) -> ClaimCheck {
 /// (`None`: not known, nothing is checked for it).
 pub fn unknown_claims(rules: &RuleSet, kind_of: &dyn Fn(&str) -> Option<IssuerKind>) -> Vec<PolicyWarning> {
     rules.unknown_claims(&|issuer, claim| claim_check(kind_of(issuer), claim))
+}
+
+/// [`unknown_claims`] where each issuer may name extra claims (`extra_claims`):
+/// `issuer_of` gives an issuer's kind and its extra claim names by issuer name.
+pub fn unknown_claims_with<'a>(
+    rules: &RuleSet,
+    issuer_of: &dyn Fn(&str) -> Option<(IssuerKind, &'a [String])>,
+) -> Vec<PolicyWarning> {
+    rules.unknown_claims(&|issuer, claim| match issuer_of(issuer) {
+        Some((kind, extra)) => claim_check_with(Some(kind), extra, claim),
+        None => ClaimCheck::Known,
+    })
 }
 
 #[cfg(test)]
@@ -61,5 +81,19 @@ mod tests {
             warnings[0].message,
             "rule `gha`, issue.subject: `claims.repositry`: did you mean `repository`? tokens of issuer `gha` (kind github-actions) never carry a claim `repositry`"
         );
+    }
+
+    #[test]
+    fn an_issuers_extra_claims_are_known() {
+        let extra = vec!["department".to_owned()];
+        assert_eq!(
+            claim_check_with(Some(IssuerKind::AzureEntra), &extra, "department"),
+            ClaimCheck::Known
+        );
+        assert!(matches!(
+            claim_check_with(Some(IssuerKind::AzureEntra), &extra, "departmnt"),
+            ClaimCheck::Never { .. }
+        ));
+        assert_eq!(claim_check_with(None, &[], "anything"), ClaimCheck::Known);
     }
 }

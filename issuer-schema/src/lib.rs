@@ -27,11 +27,11 @@ pub mod schema;
 
 pub use address::is_public;
 pub use checks::{
-    IssuerError, Problem, ReplayMode, algorithms, audiences, aws_iam, check, check_fetch_url, issuer_url,
-    kind, kind_config, kind_params, max_token_lifetime, name, one_key_source, replay, static_jwks,
-    sts_endpoint_key,
+    IssuerError, Problem, ReplayMode, algorithms, audiences, aws_iam, check, check_fetch_url, extra_claims,
+    issuer_url, kind, kind_config, kind_params, max_token_lifetime, name, one_key_source, replay,
+    static_jwks, sts_endpoint_key,
 };
-pub use claims::{claim_check, unknown_claims};
+pub use claims::{claim_check, claim_check_with, unknown_claims, unknown_claims_with};
 pub use host_access::{HostAccess, refuse_host_access};
 pub use raw::RawIssuer;
 pub use schema::{FIELDS, FieldType, IssuerField, json_schema};

@@ -36,4 +36,8 @@ pub struct RawIssuer {
     pub max_token_lifetime: Option<String>,
     #[serde(default)]
     pub danger_allow_insecure: bool,
+    /// Top-level claim names this issuer's tokens carry beyond its kind's documented list
+    /// (an Entra claims-mapping policy, a SPIRE credential composer): the claim-name
+    /// checks do not warn about them.
+    pub extra_claims: Option<Vec<String>>,
 }

@@ -49,6 +49,7 @@ pub const FIELDS: &[IssuerField] = &[
     field("accounts", FieldType::StringList, false),
     field("server_id", FieldType::String, false),
     field("sts_endpoints", FieldType::StringList, false),
+    field("extra_claims", FieldType::StringList, false),
 ];
 
 fn type_schema(ty: FieldType) -> Value {
@@ -92,6 +93,7 @@ mod tests {
             accounts: Some(Vec::new()),
             server_id: Some(String::new()),
             sts_endpoints: Some(Vec::new()),
+            extra_claims: Some(Vec::new()),
             jwks_uri: Some(String::new()),
             jwks: Some(json!({})),
             jwks_file: Some(String::new()),

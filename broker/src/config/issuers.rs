@@ -134,6 +134,9 @@ fn build_issuer(
             .ok()
     });
     check_unique(r, &issuer_text, seen, report);
+    if let Err(e) = schema::extra_claims(r) {
+        report.at("extra_claims", e);
+    }
     if kind == IssuerKind::AwsIam {
         return build_aws_iam(r, kind, kind_params, issuer_text, seen, report, before);
     }
@@ -168,6 +171,7 @@ fn build_issuer(
         kind,
         kind_params,
         allow_access_tokens: r.allow_access_tokens,
+        extra_claims: r.extra_claims.clone().unwrap_or_default(),
         tls_ca_pem,
         policy: IssuerPolicy {
             issuer: issuer_text,
@@ -214,6 +218,7 @@ fn build_aws_iam(
         kind,
         kind_params,
         allow_access_tokens: false,
+        extra_claims: r.extra_claims.clone().unwrap_or_default(),
         tls_ca_pem: None,
         policy: IssuerPolicy {
             issuer: issuer_text,

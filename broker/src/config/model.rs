@@ -280,6 +280,8 @@ pub struct IssuerConfig {
     pub kind_params: KindParams,
     /// Accept `typ: at+jwt` access tokens (refused by default where ID tokens are expected).
     pub allow_access_tokens: bool,
+    /// `extra_claims`: claim names beyond the kind's list (not warned about).
+    pub extra_claims: Vec<String>,
     pub policy: IssuerPolicy,
     pub keys: KeySource,
     pub replay: ReplayMode,
@@ -326,11 +328,14 @@ impl Config {
     /// ([`RuleSet::warnings`]), then claims rules refer to that their issuers' kinds
     /// never carry ([`issuer_schema::unknown_claims`]; none for generic issuers).
     pub fn warnings(&self) -> Vec<federation_rules::PolicyWarning> {
-        let kinds: std::collections::HashMap<&str, IssuerKind> =
-            self.issuers.iter().map(|i| (i.name.as_str(), i.kind)).collect();
+        let issuers: std::collections::HashMap<&str, (IssuerKind, &[String])> = self
+            .issuers
+            .iter()
+            .map(|i| (i.name.as_str(), (i.kind, i.extra_claims.as_slice())))
+            .collect();
         let mut all = self.rules.warnings();
-        all.extend(issuer_schema::unknown_claims(&self.rules, &|name| {
-            kinds.get(name).copied()
+        all.extend(issuer_schema::unknown_claims_with(&self.rules, &|name| {
+            issuers.get(name).copied()
         }));
         all
     }

@@ -165,9 +165,9 @@ impl Client {
         }
     }
 
-    /// Every issuer in force (the configuration file's and the admin API's): name and
-    /// `kind` of each, for the plan-time claim checks.
-    pub async fn issuer_kinds(&self) -> Result<Vec<(String, Option<String>)>, ApiError> {
+    /// Every issuer in force (the configuration file's and the admin API's): name,
+    /// `kind` and `extra_claims` of each, for the plan-time claim checks.
+    pub async fn issuer_kinds(&self) -> Result<Vec<(String, Option<String>, Vec<String>)>, ApiError> {
         let url = Self::url(&self.endpoint, &["admin", "v1", "issuers"]);
         let response = send(self.admin(self.http.get(url))).await?;
         if response.status() != StatusCode::OK {
@@ -181,7 +181,11 @@ impl Client {
                     .iter()
                     .filter_map(|i| {
                         let name = i["name"].as_str()?.to_owned();
-                        Some((name, i["kind"].as_str().map(str::to_owned)))
+                        let extra = i["extra_claims"]
+                            .as_array()
+                            .map(|l| l.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect())
+                            .unwrap_or_default();
+                        Some((name, i["kind"].as_str().map(str::to_owned), extra))
                     })
                     .collect()
             })

@@ -35,6 +35,7 @@ pub struct IssuerState {
     pub accounts: StrList,
     pub server_id: Str,
     pub sts_endpoints: StrList,
+    pub extra_claims: StrList,
 }
 
 /// Plain string fields, in the order they are written.
@@ -51,7 +52,13 @@ const STRING_FIELDS: &[&str] = &[
     "max_token_lifetime",
     "server_id",
 ];
-const LIST_FIELDS: &[&str] = &["audiences", "algorithms", "accounts", "sts_endpoints"];
+const LIST_FIELDS: &[&str] = &[
+    "audiences",
+    "algorithms",
+    "accounts",
+    "sts_endpoints",
+    "extra_claims",
+];
 const BOOL_FIELDS: &[&str] = &["allow_access_tokens", "danger_allow_insecure"];
 
 pub fn path_of(field: &str) -> AttributePath {
@@ -101,6 +108,7 @@ impl IssuerState {
             "algorithms" => &self.algorithms,
             "accounts" => &self.accounts,
             "sts_endpoints" => &self.sts_endpoints,
+            "extra_claims" => &self.extra_claims,
             _ => &self.audiences,
         }
     }
@@ -223,6 +231,7 @@ pub fn from_json(item: &Json) -> IssuerState {
     state.algorithms = list("algorithms");
     state.accounts = list("accounts");
     state.sts_endpoints = list("sts_endpoints");
+    state.extra_claims = list("extra_claims");
     state.allow_access_tokens = Value::Value(item.get("allow_access_tokens") == Some(&Json::Bool(true)));
     state.danger_allow_insecure = Value::Value(item.get("danger_allow_insecure") == Some(&Json::Bool(true)));
     state.jwks_json = match item.get("jwks") {
@@ -440,6 +449,14 @@ pub fn issuer_schema() -> Schema {
                         string_list_type(),
                         Optional,
                         "aws-iam: the STS endpoints signed GetCallerIdentity requests are forwarded to (https).",
+                    ),
+                ),
+                (
+                    "extra_claims",
+                    attribute(
+                        string_list_type(),
+                        Optional,
+                        "Top-level claim names this issuer's tokens carry beyond its kind's documented list (a claims-mapping policy, a credential composer): rules may refer to them without a claim-name warning.",
                     ),
                 ),
                 (

@@ -61,9 +61,12 @@ pub trait Item: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
     const REFERS_TO_CLAIMS: bool = false;
 
     /// Warnings about the claims the item refers to that tokens of its issuer's kind
-    /// never carry (`kind_of`: the kind of each issuer by name, `None` when not known);
-    /// only rules refer to claims.
-    fn claim_warnings(&self, _kind_of: &dyn Fn(&str) -> Option<issuers::IssuerKind>) -> Vec<String> {
+    /// never carry (`issuer_of`: the kind and `extra_claims` of each issuer by name,
+    /// `None` when not known); only rules refer to claims.
+    fn claim_warnings<'k>(
+        &self,
+        _issuer_of: &dyn Fn(&str) -> Option<(issuers::IssuerKind, &'k [String])>,
+    ) -> Vec<String> {
         Vec::new()
     }
 
@@ -109,14 +112,12 @@ impl<T: Item> ItemResource<T> {
         let Ok(kinds) = client.issuer_kinds().await else {
             return;
         };
-        let kind_of = |issuer: &str| {
-            kinds
-                .iter()
-                .find(|(name, _)| name == issuer)
-                .and_then(|(_, kind)| kind.as_deref())
-                .and_then(|k| k.parse::<issuers::IssuerKind>().ok())
+        let issuer_of = |issuer: &str| {
+            let (_, kind, extra) = kinds.iter().find(|(name, _, _)| name == issuer)?;
+            let kind = kind.as_deref()?.parse::<issuers::IssuerKind>().ok()?;
+            Some((kind, extra.as_slice()))
         };
-        for warning in planned.claim_warnings(&kind_of) {
+        for warning in planned.claim_warnings(&issuer_of) {
             diags.root_warning(format!("fedbroker {}: {warning}", noun::<T>()), warning);
         }
     }

@@ -352,7 +352,10 @@ impl Item for RuleState {
     const CHECK: fn(&mut Diagnostics, &Self) -> bool = check;
     const REFERS_TO_CLAIMS: bool = true;
 
-    fn claim_warnings(&self, kind_of: &dyn Fn(&str) -> Option<issuers::IssuerKind>) -> Vec<String> {
+    fn claim_warnings<'k>(
+        &self,
+        issuer_of: &dyn Fn(&str) -> Option<(issuers::IssuerKind, &'k [String])>,
+    ) -> Vec<String> {
         let Ok(Converted { raw, .. }) = convert(self) else {
             return Vec::new();
         };
@@ -362,7 +365,7 @@ impl Item for RuleState {
             max_lifetime: u64::MAX,
         };
         match RuleSet::compile(vec![raw], &ctx) {
-            Ok(rules) => issuer_schema::unknown_claims(&rules, kind_of)
+            Ok(rules) => issuer_schema::unknown_claims_with(&rules, issuer_of)
                 .into_iter()
                 .map(|w| w.message)
                 .collect(),
