@@ -36,11 +36,15 @@ pub fn unknown_claims(rules: &RuleSet, kind_of: &dyn Fn(&str) -> Option<IssuerKi
     rules.unknown_claims(&|issuer, claim| claim_check(kind_of(issuer), claim))
 }
 
+/// An issuer's kind and its `extra_claims`, as [`unknown_claims_with`] asks for them
+/// (`None`: the issuer is not known, nothing is checked for it).
+pub type IssuerClaims<'a> = Option<(IssuerKind, &'a [String])>;
+
 /// [`unknown_claims`] where each issuer may name extra claims (`extra_claims`):
 /// `issuer_of` gives an issuer's kind and its extra claim names by issuer name.
 pub fn unknown_claims_with<'a>(
     rules: &RuleSet,
-    issuer_of: &dyn Fn(&str) -> Option<(IssuerKind, &'a [String])>,
+    issuer_of: &dyn Fn(&str) -> IssuerClaims<'a>,
 ) -> Vec<PolicyWarning> {
     rules.unknown_claims(&|issuer, claim| match issuer_of(issuer) {
         Some((kind, extra)) => claim_check_with(Some(kind), extra, claim),

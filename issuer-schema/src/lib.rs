@@ -31,7 +31,7 @@ pub use checks::{
     issuer_url, kind, kind_config, kind_params, max_token_lifetime, name, one_key_source, replay,
     static_jwks, sts_endpoint_key,
 };
-pub use claims::{claim_check, claim_check_with, unknown_claims, unknown_claims_with};
+pub use claims::{IssuerClaims, claim_check, claim_check_with, unknown_claims, unknown_claims_with};
 pub use host_access::{HostAccess, refuse_host_access};
 pub use raw::RawIssuer;
 pub use schema::{FIELDS, FieldType, IssuerField, json_schema};

@@ -65,7 +65,7 @@ pub trait Item: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
     /// `None` when not known); only rules refer to claims.
     fn claim_warnings<'k>(
         &self,
-        _issuer_of: &dyn Fn(&str) -> Option<(issuers::IssuerKind, &'k [String])>,
+        _issuer_of: &dyn Fn(&str) -> issuer_schema::IssuerClaims<'k>,
     ) -> Vec<String> {
         Vec::new()
     }

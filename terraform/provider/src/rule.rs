@@ -352,10 +352,7 @@ impl Item for RuleState {
     const CHECK: fn(&mut Diagnostics, &Self) -> bool = check;
     const REFERS_TO_CLAIMS: bool = true;
 
-    fn claim_warnings<'k>(
-        &self,
-        issuer_of: &dyn Fn(&str) -> Option<(issuers::IssuerKind, &'k [String])>,
-    ) -> Vec<String> {
+    fn claim_warnings<'k>(&self, issuer_of: &dyn Fn(&str) -> issuer_schema::IssuerClaims<'k>) -> Vec<String> {
         let Ok(Converted { raw, .. }) = convert(self) else {
             return Vec::new();
         };
