@@ -86,7 +86,12 @@ pub fn app(state: Arc<AppState>) -> Router {
     let prefix = state.server.path_prefix();
     // The console goes with the admin API (contract §13).
     if admin_here.is_some()
-        && let Some(console) = crate::console::routes(&state, &prefix, state.tls.is_some())
+        && let Some(console) = crate::console::routes(
+            &state,
+            &prefix,
+            // TLS here, or in front (an ingress terminating it for an https public_url).
+            state.tls.is_some() || state.server.public_url.starts_with("https://"),
+        )
     {
         inner = inner.merge(console);
     }

@@ -222,7 +222,13 @@ impl AuditLog {
     /// Queue a decision's line and wait until it is written.
     pub async fn record(&self, rec: &AuditRecord<'_>) {
         let Ok(line) = line(rec) else { return };
-        let tapped = self.tap.get().map(|tap| (tap, line.clone()));
+        // Only decisions reach the console's tail: logins and the like never push
+        // them out of its recent ones.
+        let tapped = self
+            .tap
+            .get()
+            .filter(|_| rec.event == "token_exchange")
+            .map(|tap| (tap, line.clone()));
         let (done, written) = oneshot::channel();
         self.send(Message::Line(line, Waiter::Task(done))).await;
         let _ = written.await;

@@ -1,8 +1,9 @@
 //! How often each rule decided, since the broker started (the console's rules page and
 //! `GET /admin/v1/status/rules`). Keyed by rule name, so counts outlive reloads that keep
-//! the name. A rule counts an allow when it granted an exchange, a deny when it was the
-//! deny rule that refused one; refusals no rule decided (no rule matched) count under
-//! no rule. At most [`MAX_RULES`] names are kept: a rule set that churns through more
+//! the name. A rule counts an allow when it granted an exchange that was answered (not
+//! one refused after the rules, as a replay), a deny when it decided a refusal (a deny
+//! rule, or a matching allow rule that could not grant the scope or render the token);
+//! refusals no rule decided (no rule matched) count under no rule. At most [`MAX_RULES`] names are kept: a rule set that churns through more
 //! names (admin changes) stops adding new ones rather than growing without bound.
 
 use std::collections::HashMap;

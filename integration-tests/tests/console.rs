@@ -371,6 +371,10 @@ async fn status_views_count_hits_and_name_each_rules_file_and_line() {
     for _ in 0..2 {
         assert_eq!(broker.exchange(&fake.mint(json!({})), TARGET).await.status, 200);
     }
+    // A replay is refused after the rules allowed it: no allow is counted for it.
+    let once = fake.mint(json!({}));
+    assert_eq!(broker.exchange(&once, TARGET).await.status, 200);
+    assert_eq!(broker.exchange(&once, TARGET).await.status, 400);
     let banned = fake.mint(json!({"sub": "banned"}));
     assert_eq!(broker.exchange(&banned, TARGET).await.status, 400);
     let other = fake.mint(json!({"sub": "nobody"}));
@@ -384,7 +388,7 @@ async fn status_views_count_hits_and_name_each_rules_file_and_line() {
             .cloned()
             .unwrap_or_else(|| panic!("{name} in {rules}"))
     };
-    assert_eq!(rule(ALLOW_RULE)["hits"], json!({"allow": 2, "deny": 0}));
+    assert_eq!(rule(ALLOW_RULE)["hits"], json!({"allow": 3, "deny": 0}));
     assert_eq!(rule(DENY_RULE)["hits"], json!({"allow": 0, "deny": 1}));
     assert_eq!(rules["denied_without_rule"], 1);
     assert_eq!(rules["generation"], 1);
@@ -469,4 +473,86 @@ async fn status_views_count_hits_and_name_each_rules_file_and_line() {
         let anonymous = client().get(broker.endpoint(path)).send().await.expect("get");
         assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED, "{path}");
     }
+}
+
+/// A session ends with its admin token: pages go back to the login, and a live tail
+/// that is open ends within seconds, once the token is gone from `admin.tokens_file`.
+#[tokio::test]
+async fn a_session_and_its_live_tail_end_when_the_admin_token_is_revoked() {
+    let fake = FakeIssuer::start();
+    let config = BrokerConfig::new()
+        .issuer(fake.issuer_yaml(ISSUER_NAME))
+        .rules(crate::support::default_rule())
+        .top_level("admin:\n  tokens_file: ./admin-tokens\nconsole:\n  enabled: true\n")
+        .render();
+    let broker = Broker::builder()
+        .file("admin-tokens", &format!("{ADMIN_TOKEN}\n"))
+        .start(&config)
+        .await;
+    let s = session(&broker).await;
+    let mut tail = client()
+        .get(broker.endpoint("/console/decisions/stream"))
+        .header("cookie", &s.cookie)
+        .send()
+        .await
+        .expect("tail");
+    assert_eq!(tail.status(), StatusCode::OK);
+    assert!(
+        tail.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("text/event-stream"))
+    );
+    // A decision reaches the tail.
+    assert_eq!(broker.exchange(&fake.mint(json!({})), TARGET).await.status, 200);
+    let mut seen = String::new();
+    while !seen.contains("event: decision") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), tail.chunk())
+            .await
+            .expect("a decision within 10 s")
+            .expect("stream")
+            .expect("open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains(TARGET), "{seen}");
+
+    std::fs::write(
+        broker.dir().join("admin-tokens"),
+        "another-admin-token-0123456789abcdef\n",
+    )
+    .expect("rewrite tokens");
+    broker.signal("HUP");
+    // The tail ends (checked every 5 s), and pages go back to the login.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            match tail.chunk().await {
+                Ok(Some(_)) => continue,
+                _ => break,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the live tail outlived its admin token");
+    let (status, _) = get_page(&broker, "/console/rules", Some(&s.cookie)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+}
+
+/// `limits.per_client_address` holds for logins as for `/token`.
+#[tokio::test]
+async fn logins_count_against_the_per_client_address_limit() {
+    let fake = FakeIssuer::start();
+    let config = console_config(&fake).top_level("limits:\n  per_client_address: 2/m\n");
+    let broker = Broker::start(&config.render()).await;
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(log_in(&broker, "not-the-admin-token-0123456789").await.status());
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
 }

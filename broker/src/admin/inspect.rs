@@ -94,11 +94,19 @@ pub fn rules_view(st: &AppState) -> Value {
 
 /// The signing keys and their state: from `key_dir` with its rotation schedule, or the
 /// keys the running signer holds (KMS keys, `serve --dev`'s key).
-pub fn keys_view(st: &AppState) -> Result<Value, AdminError> {
+pub async fn keys_view(st: &Arc<AppState>) -> Result<Value, AdminError> {
     let signing = st.signing();
     let listing = match (&signing.key_dir, &signing.kms) {
-        (Some(_), None) => crate::signing::list_keys(signing, crate::signing::unix_now())
-            .map_err(|e| AdminError::Unavailable(format!("signing keys: {e}")))?,
+        // Reading the key directory is file I/O: off the request's worker.
+        (Some(_), None) => {
+            let st = st.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::signing::list_keys(st.signing(), crate::signing::unix_now())
+            })
+            .await
+            .map_err(|e| AdminError::Unavailable(format!("signing keys: {e}")))?
+            .map_err(|e| AdminError::Unavailable(format!("signing keys: {e}")))?
+        }
         _ => st.signer.listing(),
     };
     serde_json::to_value(&listing).map_err(|e| AdminError::Unavailable(e.to_string()))
@@ -182,7 +190,7 @@ async fn get_rules(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Resul
 
 async fn get_keys(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, AdminError> {
     guard(&st, &headers)?;
-    Ok(Json(keys_view(&st)?).into_response())
+    Ok(Json(keys_view(&st).await?).into_response())
 }
 
 /// A string member, or a list of strings (`audience` and `resource` take either).

@@ -272,15 +272,21 @@ async fn overview(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
     let Some(session) = ctx.session(&headers) else {
         return see_other(&ctx.url("/login"));
     };
-    let rules = inspect::rules_view(&ctx.st);
-    let issuers = inspect::issuers_view(&ctx.st);
-    let keys = inspect::keys_view(&ctx.st).unwrap_or(Value::Null);
-    ctx.page(
-        &session,
-        "/",
-        "Overview",
-        pages::overview(&ctx.base, &rules, &issuers, &keys),
-    )
+    let policy = ctx.st.policy();
+    let status = ctx.st.reload_status();
+    let summary = pages::Summary {
+        issuers: policy.issuers.len(),
+        failing_issuers: policy
+            .issuers
+            .iter()
+            .filter(|(_, i)| i.keys.status().last_error.is_some())
+            .count(),
+        rules: policy.rules.len(),
+        generation: status.generation,
+        last_reload_error: status.last_error,
+        active_kid: ctx.st.signer.kid(),
+    };
+    ctx.page(&session, "/", "Overview", pages::overview(&ctx.base, &summary))
 }
 
 async fn login_form(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
@@ -291,7 +297,7 @@ async fn login_form(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
 }
 
 fn login_page(ctx: &Ctx, status: StatusCode, error: Option<&str>) -> Response {
-    let Ok(nonce) = session::random_id() else {
+    let Ok(nonce) = SessionKey::login_nonce(ctx.now()) else {
         return ctx.refused(StatusCode::SERVICE_UNAVAILABLE, "No random number could be had.");
     };
     let csrf = ctx.console.key.login_csrf(&nonce);
@@ -308,13 +314,38 @@ fn login_page(ctx: &Ctx, status: StatusCode, error: Option<&str>) -> Response {
     with_cookie(resp, ctx.cookie(LOGIN_COOKIE, &nonce, LOGIN_FORM_LIFETIME))
 }
 
-async fn login(State(ctx): State<Ctx>, headers: HeaderMap, body: Body) -> Response {
+async fn login(
+    State(ctx): State<Ctx>,
+    peer: Option<axum::Extension<crate::listener::PeerAddr>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    // `limits.per_client_address`, as at /token: before the body is read.
+    let limiter = &ctx.st.limiter;
+    if limiter.configured(crate::limits::Limit::PerClientAddress)
+        && let Some(axum::Extension(peer)) = peer
+        && let Err(exceeded) = limiter
+            .check(
+                crate::limits::Limit::PerClientAddress,
+                &crate::limits::address_key(peer.0.ip()),
+            )
+            .await
+    {
+        let mut resp = ctx.refused(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many attempts from this address: wait a moment.",
+        );
+        if let Ok(v) = HeaderValue::from_str(&exceeded.retry_after_secs().to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
     let Ok(fields) = read_form(body, MAX_LOGIN_BYTES).await else {
         return ctx.refused(StatusCode::PAYLOAD_TOO_LARGE, "The form could not be read.");
     };
     let nonce = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
     let given = fields.get("csrf").map(String::as_str).unwrap_or("");
-    if !ctx.console.key.login_csrf_ok(&nonce, given) {
+    if !ctx.console.key.login_csrf_ok(&nonce, given, ctx.now()) {
         return ctx.refused(
             StatusCode::FORBIDDEN,
             "The login form's CSRF token is missing or wrong (or the form is too old). Load the login page again.",
@@ -343,8 +374,14 @@ async fn login(State(ctx): State<Ctx>, headers: HeaderMap, body: Body) -> Respon
     with_cookie(resp, ctx.cookie(LOGIN_COOKIE, "", 0))
 }
 
+/// Log out: the cookie is cleared (sessions are kept nowhere else; a copy of the cookie
+/// stays valid until it expires or its admin token goes). With a valid session the form
+/// needs its CSRF token; without one there is nothing to protect, and the cookie is
+/// cleared all the same.
 async fn logout(State(ctx): State<Ctx>, headers: HeaderMap, body: Body) -> Response {
-    if let Err(resp) = ctx.form(&headers, body).await {
+    if ctx.session(&headers).is_some()
+        && let Err(resp) = ctx.form(&headers, body).await
+    {
         return resp;
     }
     with_cookie(see_other(&ctx.url("/login")), ctx.cookie(SESSION_COOKIE, "", 0))
@@ -498,6 +535,9 @@ async fn refetch(
     issuers_page(&ctx, &session, Some(&note))
 }
 
+/// How often a live tail checks that its session's admin token still opens the API.
+const SESSION_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The most rules one rules page lists (a large rule set is searched, not scrolled).
 pub const MAX_RULES_SHOWN: usize = 500;
 
@@ -551,7 +591,7 @@ async fn keys(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
     let Some(session) = ctx.session(&headers) else {
         return see_other(&ctx.url("/login"));
     };
-    let body = match inspect::keys_view(&ctx.st) {
+    let body = match inspect::keys_view(&ctx.st).await {
         Ok(view) => pages::keys(&view),
         Err(e) => pages::problem(&e.to_string()),
     };
@@ -664,31 +704,46 @@ async fn decisions_stream(
     let remaining = session.expires.saturating_sub(ctx.now());
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(remaining);
     let closing = ctx.console.closing.subscribe();
+    // The session's admin token is checked again every few seconds: a tail ends soon
+    // after its token is revoked.
+    let recheck = tokio::time::interval(SESSION_RECHECK);
+    let st = ctx.st.clone();
+    let token_id = session.token_id.clone();
     let stream = futures_util::stream::unfold(
-        (rx, filter, closing),
-        move |(mut rx, filter, mut closing)| async move {
-            loop {
-                if *closing.borrow() {
-                    return None;
-                }
-                let next = tokio::select! {
-                    r = rx.recv() => r,
-                    _ = tokio::time::sleep_until(deadline) => return None,
-                    _ = closing.changed() => return None,
-                };
-                let event = match next {
-                    Ok(line) => match decision_fields(&line).filter(|d| filter.matches(d)) {
-                        Some(d) => Event::default()
-                            .event("decision")
-                            .data(Value::Object(d).to_string()),
-                        None => continue,
-                    },
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        Event::default().event("lagged").data(n.to_string())
+        (rx, filter, closing, recheck),
+        move |(mut rx, filter, mut closing, mut recheck)| {
+            let st = st.clone();
+            let token_id = token_id.clone();
+            async move {
+                loop {
+                    if *closing.borrow() {
+                        return None;
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                };
-                return Some((Ok::<_, Infallible>(event), (rx, filter, closing)));
+                    let next = tokio::select! {
+                        r = rx.recv() => r,
+                        _ = tokio::time::sleep_until(deadline) => return None,
+                        _ = closing.changed() => return None,
+                        _ = recheck.tick() => {
+                            if st.admin.as_ref().is_some_and(|a| a.holds_token_id(&token_id)) {
+                                continue;
+                            }
+                            return None;
+                        }
+                    };
+                    let event = match next {
+                        Ok(line) => match decision_fields(&line).filter(|d| filter.matches(d)) {
+                            Some(d) => Event::default()
+                                .event("decision")
+                                .data(Value::Object(d).to_string()),
+                            None => continue,
+                        },
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            Event::default().event("lagged").data(n.to_string())
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    };
+                    return Some((Ok::<_, Infallible>(event), (rx, filter, closing, recheck)));
+                }
             }
         },
     );
@@ -720,10 +775,16 @@ pub fn verification_rows(doc: &Value) -> Vec<(String, String)> {
     let Some(obj) = v.as_object() else {
         return Vec::new();
     };
+    // RFC 3339 up to the end of year 9999; a time beyond (a token may say anything) as
+    // its number.
     let time = |k: &str| {
-        obj.get(k)
-            .and_then(Value::as_u64)
-            .map(|t| crate::audit::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t)))
+        obj.get(k).and_then(Value::as_u64).map(|t| {
+            if t <= 253_402_300_799 {
+                crate::audit::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t))
+            } else {
+                format!("{t} (seconds since 1970)")
+            }
+        })
     };
     let mut rows = vec![
         (
@@ -794,6 +855,21 @@ mod tests {
         assert!(
             f("anything-else", "").matches(&allow),
             "an unknown outcome filters nothing"
+        );
+    }
+
+    #[test]
+    fn times_beyond_year_9999_are_shown_as_numbers() {
+        let doc = serde_json::json!({"subject": {"verification": {
+            "issuer": "k8s", "iss": "https://k8s", "kid": "k1", "alg": "RS256",
+            "issued_at": 0u64, "expires_at": u64::MAX, "clock_skew": 60,
+        }}});
+        let rows = verification_rows(&doc);
+        let get = |k: &str| rows.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(get("Issued at").as_deref(), Some("1970-01-01T00:00:00.000Z"));
+        assert_eq!(
+            get("Expires at"),
+            Some(format!("{} (seconds since 1970)", u64::MAX))
         );
     }
 

@@ -109,22 +109,27 @@ fn shown(v: &Value) -> String {
     }
 }
 
-pub fn overview(base: &str, rules: &Value, issuers: &[Value], keys: &Value) -> Markup {
-    let rule_count = rules["rules"].as_array().map_or(0, Vec::len);
-    let failing = issuers
-        .iter()
-        .filter(|i| str_of(i, "last_result") == "error")
-        .count();
+/// What the overview counts (cheap to have: no rule or key file is listed for it).
+pub struct Summary {
+    pub issuers: usize,
+    pub failing_issuers: usize,
+    pub rules: usize,
+    pub generation: u64,
+    pub last_reload_error: Option<String>,
+    pub active_kid: String,
+}
+
+pub fn overview(base: &str, s: &Summary) -> Markup {
     html! {
         ul.cards {
-            li { a href={ (base) "/issuers" } { strong { (issuers.len()) } " issuers" }
-                 @if failing > 0 { " · " span.bad { (failing) " failing" } } }
-            li { a href={ (base) "/rules" } { strong { (rule_count) } " rules" }
-                 " · generation " (shown(&rules["generation"])) }
-            li { a href={ (base) "/keys" } { "signing with " strong { (shown(&keys["active_kid"])) } } }
+            li { a href={ (base) "/issuers" } { strong { (s.issuers) } " issuers" }
+                 @if s.failing_issuers > 0 { " · " span.bad { (s.failing_issuers) " failing" } } }
+            li { a href={ (base) "/rules" } { strong { (s.rules) } " rules" }
+                 " · generation " (s.generation) }
+            li { a href={ (base) "/keys" } { "signing with " strong { (s.active_kid) } } }
             li { a href={ (base) "/decisions" } { "live decisions" } }
         }
-        @if let Some(e) = rules["last_reload_error"].as_str() {
+        @if let Some(e) = &s.last_reload_error {
             p.alert role="alert" { "The last reload failed: " (e) }
         }
         p { "Start at " a href={ (base) "/explain" } { "Explain" } " to see why a token would be accepted or refused." }
@@ -389,6 +394,7 @@ pub fn rules(base: &str, view: &Value, search: &super::RuleSearch, counts: RuleC
                     h3 { "Target " code { (target) } }
                     div.scroll {
                         table.rules {
+                            caption.visually-hidden { "Rules of issuer " (issuer) " for target " (target) }
                             (head(&["Rule", "Effect", "Allowed", "Denied", "From"]))
                             tbody {
                                 @for r in rules {

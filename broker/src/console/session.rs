@@ -134,13 +134,23 @@ impl SessionKey {
         self.verify("csrf", &[&session.session_id], given)
     }
 
+    /// A login form's nonce (for its cookie): its expiry and random bytes.
+    pub fn login_nonce(now: u64) -> Result<String, aws_lc_rs::error::Unspecified> {
+        Ok(format!("{}.{}", now + LOGIN_FORM_LIFETIME, random_id()?))
+    }
+
     /// The login form's CSRF token for the nonce in its cookie.
     pub fn login_csrf(&self, nonce: &str) -> String {
         self.mac("login", &[nonce])
     }
 
-    pub fn login_csrf_ok(&self, nonce: &str, given: &str) -> bool {
-        !nonce.is_empty() && self.verify("login", &[nonce], given)
+    /// Whether `given` is the CSRF token of `nonce` and the form has not expired.
+    pub fn login_csrf_ok(&self, nonce: &str, given: &str, now: u64) -> bool {
+        let unexpired = nonce
+            .split_once('.')
+            .and_then(|(exp, _)| exp.parse::<u64>().ok())
+            .is_some_and(|exp| exp > now);
+        unexpired && self.verify("login", &[nonce], given)
     }
 }
 
@@ -189,8 +199,18 @@ mod tests {
         assert!(key.csrf_ok(&one, &key.csrf(&one)));
         assert!(!key.csrf_ok(&one, &key.csrf(&two)));
         assert!(!key.csrf_ok(&one, ""));
-        assert!(key.login_csrf_ok("nonce", &key.login_csrf("nonce")));
-        assert!(!key.login_csrf_ok("other", &key.login_csrf("nonce")));
-        assert!(!key.login_csrf_ok("", &key.login_csrf("")));
+        let nonce = SessionKey::login_nonce(100).expect("nonce");
+        let other = SessionKey::login_nonce(100).expect("nonce");
+        assert!(key.login_csrf_ok(&nonce, &key.login_csrf(&nonce), 100));
+        assert!(
+            !key.login_csrf_ok(&nonce, &key.login_csrf(&nonce), 100 + LOGIN_FORM_LIFETIME),
+            "an old form is refused"
+        );
+        assert!(!key.login_csrf_ok(&other, &key.login_csrf(&nonce), 100));
+        assert!(!key.login_csrf_ok("", &key.login_csrf(""), 0));
+        assert!(
+            !key.login_csrf_ok("nonce", &key.login_csrf("nonce"), 0),
+            "no expiry, no form"
+        );
     }
 }

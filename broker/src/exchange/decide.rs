@@ -89,7 +89,10 @@ pub(super) fn decide(
     hits: &crate::hits::RuleHits,
 ) -> Result<Grant, TokenError> {
     let decision = rules.evaluate(&input.request());
-    hits.record(decision.rule(), decision.is_allow());
+    // Refusals count here; an allow once its token is issued (`exchange::exchange`).
+    if !decision.is_allow() {
+        hits.record(decision.rule(), false);
+    }
     match decision {
         Decision::Allow(grant) => Ok(grant),
         Decision::Deny(denial) => Err(denial.into()),

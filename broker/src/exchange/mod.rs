@@ -358,6 +358,9 @@ async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Re
             extra: None,
         },
     };
+    // The rule granted an exchange that was answered (not one refused later on, as a
+    // replay or a cloud's refusal).
+    st.hits.record(Some(&grant.rule), true);
     Ok(answer(&request, &grant, issued))
 }
 
