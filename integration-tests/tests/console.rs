@@ -524,12 +524,7 @@ async fn a_session_and_its_live_tail_end_when_the_admin_token_is_revoked() {
     broker.signal("HUP");
     // The tail ends (checked every 5 s), and pages go back to the login.
     let ended = tokio::time::timeout(std::time::Duration::from_secs(30), async {
-        loop {
-            match tail.chunk().await {
-                Ok(Some(_)) => continue,
-                _ => break,
-            }
-        }
+        while let Ok(Some(_)) = tail.chunk().await {}
     })
     .await;
     assert!(ended.is_ok(), "the live tail outlived its admin token");
