@@ -215,6 +215,19 @@ pub struct ExplainContext<'a> {
     pub now: u64,
 }
 
+impl<'a> ExplainContext<'a> {
+    /// For the CLI (`explain`, `test`): `policy` built from `config`, the time now.
+    pub fn of_config(policy: &'a Policy, config: &'a config::Config) -> ExplainContext<'a> {
+        ExplainContext {
+            policy,
+            public_url: &config.server.public_url,
+            max_issued_lifetime: config.server.max_issued_lifetime,
+            cloud_timeout: std::time::Duration::from_secs(config.server.cloud_timeout),
+            now: SystemClock.unix(),
+        }
+    }
+}
+
 /// An explanation: the document `explain --json` prints, and the exit code it means.
 pub struct Explained {
     pub exit: u8,
@@ -292,13 +305,7 @@ async fn explain(args: &ExplainArgs) -> Result<u8, ExplainError> {
     };
     let clients = FetchClients::new()?;
     let policy = Policy::build(1, &config, None, &clients, &Arc::new(Metrics::new()), false)?;
-    let ctx = ExplainContext {
-        policy: &policy,
-        public_url: &config.server.public_url,
-        max_issued_lifetime: config.server.max_issued_lifetime,
-        cloud_timeout: std::time::Duration::from_secs(config.server.cloud_timeout),
-        now: SystemClock.unix(),
-    };
+    let ctx = ExplainContext::of_config(&policy, &config);
     let explained = explain_input(&ctx, &input).await?;
     if args.json {
         println!(

@@ -16,7 +16,6 @@ use std::time::Instant;
 
 use serde_json::{Map, Value};
 
-use crate::clock::{Clock, SystemClock};
 use crate::config::{self, Config, ConfigError, Expect, TestCase};
 use crate::explain::{ActorClaims, ExplainContext, ExplainInput, explain_input};
 use crate::issuer_keys::FetchClients;
@@ -111,13 +110,7 @@ async fn run_tests(args: &TestArgs) -> u8 {
             return EXIT_ERROR;
         }
     };
-    let ctx = ExplainContext {
-        policy: &policy,
-        public_url: &config.server.public_url,
-        max_issued_lifetime: config.server.max_issued_lifetime,
-        cloud_timeout: std::time::Duration::from_secs(config.server.cloud_timeout),
-        now: SystemClock.unix(),
-    };
+    let ctx = ExplainContext::of_config(&policy, &config);
     let mut results: Vec<Vec<CaseResult<'_>>> = Vec::new();
     for file in &files {
         let mut out = Vec::new();

@@ -5,7 +5,6 @@
 //! answers such a rule with a `Warning` header, and the reload that installs it logs it.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use integration_tests::{Broker, BrokerConfig, CliOutput, FakeIssuer, run_cli_in};
 use serde_json::{Value, json};
@@ -173,20 +172,6 @@ fn check_help_documents_strict() {
     assert!(out.stdout.contains("warnings as errors"), "{}", out.stdout);
 }
 
-/// Poll the broker's stderr until it contains `needle`.
-async fn wait_for_log(broker: &Broker, needle: &str) {
-    let timeout = Duration::from_secs(10);
-    let deadline = Instant::now() + timeout;
-    while !broker.stderr().contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "`{needle}` not logged within {timeout:?}:\n{}",
-            broker.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_answers_a_rule_with_a_misspelt_claim_with_a_warning() {
     let fake = FakeIssuer::start();
@@ -228,7 +213,8 @@ async fn the_admin_api_answers_a_rule_with_a_misspelt_claim_with_a_warning() {
         "{warnings:?}"
     );
     // The install logs it too.
-    wait_for_log(&broker, HINT).await;
+    let log = broker.wait_for_stderr(HINT).await;
+    assert!(log.contains(HINT), "`{}` not logged within 10 s:\n{log}", HINT);
 }
 
 /// An issuer's `extra_claims` names claims its tokens carry beyond the kind's list: no
