@@ -178,16 +178,15 @@ impl DecisionTap {
         let _ = self.sender.send(text);
     }
 
-    /// The recent decisions (oldest first) and a receiver of those to come; taken under
-    /// one lock, so none is missed or shown twice.
-    pub fn subscribe(
-        &self,
-    ) -> (
-        Vec<std::sync::Arc<str>>,
-        tokio::sync::broadcast::Receiver<std::sync::Arc<str>>,
-    ) {
+    /// The recent decisions, oldest first.
+    pub fn recent(&self) -> Vec<std::sync::Arc<str>> {
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        (recent.iter().cloned().collect(), self.sender.subscribe())
+        recent.iter().cloned().collect()
+    }
+
+    /// A receiver of the decisions to come.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<str>> {
+        self.sender.subscribe()
     }
 }
 

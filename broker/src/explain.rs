@@ -338,7 +338,6 @@ pub async fn explain_input(
     ctx: &ExplainContext<'_>,
     input: &ExplainInput,
 ) -> Result<Explained, ExplainError> {
-    let actor_claims = input.actor_claims.as_ref();
     let targets = Targets::new(&input.audiences, &input.resources);
     if targets.all.is_empty() {
         return Err(ExplainError::NoTarget);
@@ -396,47 +395,47 @@ pub async fn explain_input(
     };
 
     // The actor: (issuer name, claims, sub, iss).
-    let actor: Option<(String, Map<String, Value>, String, String)> = match (&input.actor_token, actor_claims)
-    {
-        (Some(_), Some(_)) => return Err(ExplainError::BothActors),
-        (None, None) => None,
-        (Some(token), None) => match verify_arg(ctx, token, TokenRole::Actor, None).await? {
-            Ok(verified) => Some((
-                verified.issuer.config.name.clone(),
-                verified.token.claims,
-                verified.token.subject,
-                verified.token.issuer,
-            )),
-            Err(refused) => return Ok(report(ctx, input, &targets.all, Some(&subject), refused)),
-        },
-        (None, Some(doc)) => {
-            let issuer = document_issuer(policy, doc.issuer.as_deref(), &doc.claims)?;
-            let issuer = &issuer.config;
-            // An aws-iam issuer takes signed AWS requests only: never an actor token.
-            let refusal = if issuer.kind == issuers::IssuerKind::AwsIam {
-                let e = TokenError::UnknownIssuer(TokenRole::Actor);
-                Some((e.code(), e.to_string()))
-            } else {
-                document_refusal(TokenRole::Actor, issuer, &doc.claims).map(|r| ("invalid_request", r))
-            };
-            if let Some((code, reason)) = refusal {
-                let refused = Outcome::Rejected { code, reason };
-                return Ok(report(ctx, input, &targets.all, Some(&subject), refused));
+    let actor: Option<(String, Map<String, Value>, String, String)> =
+        match (&input.actor_token, &input.actor_claims) {
+            (Some(_), Some(_)) => return Err(ExplainError::BothActors),
+            (None, None) => None,
+            (Some(token), None) => match verify_arg(ctx, token, TokenRole::Actor, None).await? {
+                Ok(verified) => Some((
+                    verified.issuer.config.name.clone(),
+                    verified.token.claims,
+                    verified.token.subject,
+                    verified.token.issuer,
+                )),
+                Err(refused) => return Ok(report(ctx, input, &targets.all, Some(&subject), refused)),
+            },
+            (None, Some(doc)) => {
+                let issuer = document_issuer(policy, doc.issuer.as_deref(), &doc.claims)?;
+                let issuer = &issuer.config;
+                // An aws-iam issuer takes signed AWS requests only: never an actor token.
+                let refusal = if issuer.kind == issuers::IssuerKind::AwsIam {
+                    let e = TokenError::UnknownIssuer(TokenRole::Actor);
+                    Some((e.code(), e.to_string()))
+                } else {
+                    document_refusal(TokenRole::Actor, issuer, &doc.claims).map(|r| ("invalid_request", r))
+                };
+                if let Some((code, reason)) = refusal {
+                    let refused = Outcome::Rejected { code, reason };
+                    return Ok(report(ctx, input, &targets.all, Some(&subject), refused));
+                }
+                let claims = with_iss(&doc.claims, issuer);
+                let sub = claims
+                    .get("sub")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                let iss = claims
+                    .get("iss")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                Some((issuer.name.clone(), claims, sub, iss))
             }
-            let claims = with_iss(&doc.claims, issuer);
-            let sub = claims
-                .get("sub")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            let iss = claims
-                .get("iss")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            Some((issuer.name.clone(), claims, sub, iss))
-        }
-    };
+        };
     let request = RulesInput {
         issuer: subject.issuer_name.clone(),
         claims: Claims(subject.claims.clone()),
@@ -474,10 +473,7 @@ fn document_issuer(
 ) -> Result<Arc<crate::policy::Issuer>, ExplainError> {
     match (name, claims.get("iss").and_then(Value::as_str)) {
         (Some(name), _) => policy
-            .issuers
-            .iter()
-            .map(|(_, i)| i)
-            .find(|i| i.config.name == name)
+            .issuer_named(name)
             .cloned()
             .ok_or_else(|| ExplainError::NoIssuerNamed(name.to_owned())),
         (None, Some(iss)) => policy

@@ -171,6 +171,19 @@ impl Limiter {
         self.config.rate(limit).is_some()
     }
 
+    /// `limits.per_client_address` for a request from `peer` (none: a request that did
+    /// not come over a listener, never limited); `Ok` when that limit is not configured.
+    /// Checked before a body is read, at `/token` and at the console's login alike.
+    pub async fn check_client(&self, peer: Option<&crate::listener::PeerAddr>) -> Result<(), Exceeded> {
+        match peer {
+            Some(peer) if self.configured(Limit::PerClientAddress) => {
+                self.check(Limit::PerClientAddress, &address_key(peer.0.ip()))
+                    .await
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Count one request under `limit` for `key`; `Err` when it is over the limit.
     pub async fn check(&self, limit: Limit, key: &str) -> Result<(), Exceeded> {
         let Some(rate) = self.config.rate(limit) else {

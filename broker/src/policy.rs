@@ -57,6 +57,15 @@ pub enum LoadError {
 }
 
 impl Policy {
+    /// The issuer registered under `name` (issuers are keyed by `iss`; names are unique
+    /// too, a configuration that repeats one does not load).
+    pub fn issuer_named(&self, name: &str) -> Option<&Arc<Issuer>> {
+        self.issuers
+            .iter()
+            .map(|(_, i)| i)
+            .find(|i| i.config.name == name)
+    }
+
     /// Issuers from config, reusing the key caches of `previous` issuers whose key
     /// source did not change (so a reload does not refetch every JWKS).
     pub fn build(

@@ -168,14 +168,7 @@ fn read_test_files(args: &TestArgs, config: &Config) -> Result<Vec<TestFile>, Ve
     }
     for path in &args.paths {
         if path.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-                .into_iter()
-                .flatten()
-                .filter_map(Result::ok)
-                .map(|e| path.join(e.file_name()))
-                .filter(|p| config::is_test_file(p) && !p.is_dir())
-                .collect();
-            found.sort();
+            let found = config::test_files_in(path);
             if found.is_empty() {
                 errors.push(problem(
                     path,

@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 
 use super::AdminError;
 use crate::explain::{ExplainContext, ExplainError, ExplainInput, Explained};
+use crate::policy::{Issuer, Policy};
 use crate::state::AppState;
 
 /// The routes, on the application's state (they read more than the admin API holds).
@@ -42,21 +43,24 @@ pub fn issuers_view(st: &AppState) -> Vec<Value> {
     let mut list: Vec<Value> = policy
         .issuers
         .iter()
-        .map(|(iss, issuer)| {
-            let mut item = json!({
-                "name": issuer.config.name,
-                "kind": issuer.config.kind.as_str(),
-                "iss": iss,
-                "read_only": policy.file_items.owns("issuers", &issuer.config.name),
-            });
-            if let (Some(obj), Value::Object(detail)) = (item.as_object_mut(), issuer.keys.detail()) {
-                obj.extend(detail);
-            }
-            item
-        })
+        .map(|(_, issuer)| issuer_view(&policy, issuer))
         .collect();
     list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     list
+}
+
+/// One issuer of [`issuers_view`].
+fn issuer_view(policy: &Policy, issuer: &Issuer) -> Value {
+    let mut item = json!({
+        "name": issuer.config.name,
+        "kind": issuer.config.kind.as_str(),
+        "iss": issuer.config.policy.issuer,
+        "read_only": policy.file_items.owns("issuers", &issuer.config.name),
+    });
+    if let (Some(obj), Value::Object(detail)) = (item.as_object_mut(), issuer.keys.detail()) {
+        obj.extend(detail);
+    }
+    item
 }
 
 /// The rules in force, in order, with where each came from and how often it decided;
@@ -116,17 +120,10 @@ pub async fn keys_view(st: &Arc<AppState>) -> Result<Value, AdminError> {
 pub async fn refetch(st: &AppState, name: &str) -> Result<Value, AdminError> {
     let policy = st.policy();
     let issuer = policy
-        .issuers
-        .iter()
-        .map(|(_, i)| i)
-        .find(|i| i.config.name == name)
-        .cloned()
+        .issuer_named(name)
         .ok_or_else(|| AdminError::NoIssuer(name.to_owned()))?;
     issuer.keys.refresh(true).await;
-    Ok(issuers_view(st)
-        .into_iter()
-        .find(|i| i["name"] == name)
-        .unwrap_or(Value::Null))
+    Ok(issuer_view(&policy, issuer))
 }
 
 /// Explain one exchange against the policy in force, with its key caches: nothing is

@@ -46,6 +46,7 @@ pub use openapi::openapi_document;
 pub use routes::routes;
 use sync::Synced;
 use tokens::AdminTokens;
+pub use tokens::caller_name;
 
 /// How often every replica reads the version in Redis (besides pub/sub messages).
 pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);

@@ -30,6 +30,12 @@ impl Tokens {
 }
 
 /// The tokens that open the admin API now: replaced at every load that succeeds.
+/// How the audit log names the caller holding an admin token: `token:` and the first 8
+/// hex digits of the token's SHA-256 (`digest_hex`, or a longer prefix of it).
+pub fn caller_name(digest_hex: &str) -> String {
+    format!("token:{}", &digest_hex[..8.min(digest_hex.len())])
+}
+
 pub(super) struct AdminTokens(RwLock<Tokens>);
 
 impl AdminTokens {
@@ -54,7 +60,7 @@ impl AdminTokens {
         for known in tokens.inline.iter().chain(&tokens.from_file) {
             found |= aws_lc_rs::constant_time::verify_slices_are_equal(known, &digest).is_ok();
         }
-        found.then(|| format!("token:{}", &hex(&digest)[..8]))
+        found.then(|| caller_name(&hex(&digest)))
     }
 
     /// Take the tokens of a configuration just installed (a reload or an admin change).

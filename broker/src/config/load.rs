@@ -167,24 +167,26 @@ pub fn test_files_beside_rules(path: &Path, globs: &[String]) -> Vec<PathBuf> {
             }
         }
     }
-    let mut out = Vec::new();
-    for dir in dirs {
-        let listing = std::fs::read_dir(if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            &dir
-        });
-        let mut found: Vec<PathBuf> = listing
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .map(|e| dir.join(e.file_name()))
-            .filter(|p| super::is_test_file(p) && !p.is_dir())
-            .collect();
-        found.sort();
-        out.extend(found);
-    }
-    out
+    dirs.iter().flat_map(|dir| test_files_in(dir)).collect()
+}
+
+/// The test files (`*.test.yaml`) directly in `dir` (`""`: the working directory),
+/// sorted; an unreadable directory has none.
+pub fn test_files_in(dir: &Path) -> Vec<PathBuf> {
+    let listing = std::fs::read_dir(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    });
+    let mut found: Vec<PathBuf> = listing
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| dir.join(e.file_name()))
+        .filter(|p| super::is_test_file(p) && !p.is_dir())
+        .collect();
+    found.sort();
+    found
 }
 
 /// Every file the `rules_files` globs match (relative to the config file), in sorted

@@ -43,7 +43,7 @@ pub use env::{UnsetVariable, expand_env};
 pub use error::{ConfigError, ConfigErrors};
 pub use issuer_schema::{IssuerError, check_fetch_url};
 pub use issuers::{IssuerFileError, ReadFile};
-pub use load::{load, load_with_admin, test_files_beside_rules};
+pub use load::{load, load_with_admin, test_files_beside_rules, test_files_in};
 pub use model::*;
 pub use parse::{Draft, RuleErrors, RuleOrigin, SourcedRule, assemble, from_parts, parse_config};
 pub use raw::RawIssuer;

@@ -181,11 +181,21 @@ impl Ctx {
         admin.holds_token_id(&session.token_id).then_some(session)
     }
 
-    fn page(&self, session: &Session, current: &str, title: &str, body: maud::Markup) -> Response {
+    /// A page of a session: `body` is drawn with the session's CSRF token (for its forms;
+    /// the logout form in the frame carries it too).
+    fn page(
+        &self,
+        session: &Session,
+        current: &str,
+        title: &str,
+        body: impl FnOnce(&str) -> maud::Markup,
+    ) -> Response {
+        let csrf = self.console.key.csrf(session);
+        let body = body(&csrf);
         let chrome = pages::Chrome {
             base: &self.base,
             current,
-            csrf: Some(self.console.key.csrf(session)),
+            csrf: Some(csrf),
             who: Some(session.who()),
         };
         html(StatusCode::OK, pages::layout(&chrome, title, body))
@@ -286,7 +296,9 @@ async fn overview(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
         last_reload_error: status.last_error,
         active_kid: ctx.st.signer.kid(),
     };
-    ctx.page(&session, "/", "Overview", pages::overview(&ctx.base, &summary))
+    ctx.page(&session, "/", "Overview", |_| {
+        pages::overview(&ctx.base, &summary)
+    })
 }
 
 async fn login_form(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
@@ -321,16 +333,7 @@ async fn login(
     body: Body,
 ) -> Response {
     // `limits.per_client_address`, as at /token: before the body is read.
-    let limiter = &ctx.st.limiter;
-    if limiter.configured(crate::limits::Limit::PerClientAddress)
-        && let Some(axum::Extension(peer)) = peer
-        && let Err(exceeded) = limiter
-            .check(
-                crate::limits::Limit::PerClientAddress,
-                &crate::limits::address_key(peer.0.ip()),
-            )
-            .await
-    {
+    if let Err(exceeded) = ctx.st.limiter.check_client(peer.as_ref().map(|p| &p.0)).await {
         let mut resp = ctx.refused(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many attempts from this address: wait a moment.",
@@ -367,7 +370,7 @@ async fn login(
     let Ok(value) = ctx.console.key.issue(&token_id, expires) else {
         return ctx.refused(StatusCode::SERVICE_UNAVAILABLE, "No random number could be had.");
     };
-    let who = format!("token:{}", &token_id[..8]);
+    let who = crate::admin::caller_name(&token_id);
     ctx.audit_login("allow", Some(&who), None).await;
     let resp = see_other(&ctx.url("/"));
     let resp = with_cookie(resp, ctx.cookie(SESSION_COOKIE, &value, ctx.console.lifetime));
@@ -391,27 +394,27 @@ async fn explain_form(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
     let Some(session) = ctx.session(&headers) else {
         return see_other(&ctx.url("/login"));
     };
-    let issuers = issuer_names(&ctx);
-    let form = pages::ExplainForm::default();
-    let csrf = ctx.console.key.csrf(&session);
-    ctx.page(
-        &session,
-        "/explain",
-        "Explain",
-        pages::explain(&ctx.base, &csrf, &issuers, &form, None),
-    )
+    explain_page(&ctx, &session, &pages::ExplainForm::default(), None)
 }
 
-fn issuer_names(ctx: &Ctx) -> Vec<String> {
-    let mut names: Vec<String> = ctx
+/// The explain page: its form (as last sent, without the token) and the outcome.
+fn explain_page(
+    ctx: &Ctx,
+    session: &Session,
+    form: &pages::ExplainForm,
+    outcome: Option<&pages::ExplainOutcome>,
+) -> Response {
+    let mut issuers: Vec<String> = ctx
         .st
         .policy()
         .issuers
         .iter()
         .map(|(_, i)| i.config.name.clone())
         .collect();
-    names.sort();
-    names
+    issuers.sort();
+    ctx.page(session, "/explain", "Explain", |csrf| {
+        pages::explain(&ctx.base, csrf, &issuers, form, outcome)
+    })
 }
 
 /// Targets typed into a field: separated by spaces, commas or new lines.
@@ -446,14 +449,7 @@ async fn explain(State(ctx): State<Ctx>, headers: HeaderMap, body: Body) -> Resp
             Err(e) => pages::ExplainOutcome::Error(explain_message(e)),
         },
     };
-    let issuers = issuer_names(&ctx);
-    let csrf = ctx.console.key.csrf(&session);
-    ctx.page(
-        &session,
-        "/explain",
-        "Explain",
-        pages::explain(&ctx.base, &csrf, &issuers, &form, Some(&outcome)),
-    )
+    explain_page(&ctx, &session, &form, Some(&outcome))
 }
 
 /// The form as explain's input; a problem with the form itself as a sentence.
@@ -501,13 +497,9 @@ async fn issuers(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
 
 fn issuers_page(ctx: &Ctx, session: &Session, note: Option<&str>) -> Response {
     let list = inspect::issuers_view(&ctx.st);
-    let csrf = ctx.console.key.csrf(session);
-    ctx.page(
-        session,
-        "/issuers",
-        "Issuers",
-        pages::issuers(&ctx.base, &list, &csrf, note),
-    )
+    ctx.page(session, "/issuers", "Issuers", |csrf| {
+        pages::issuers(&ctx.base, &list, csrf, note)
+    })
 }
 
 async fn refetch(
@@ -548,22 +540,34 @@ pub struct RuleSearch {
     pub q: String,
 }
 
-impl RuleSearch {
-    fn matches(&self, rule: &Value) -> bool {
-        let q = self.q.trim().to_lowercase();
-        q.is_empty()
-            || ["name", "issuer", "file", "description"]
-                .iter()
-                .filter_map(|k| rule.get(*k).and_then(Value::as_str))
-                .chain(
-                    rule["targets"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str),
-                )
-                .any(|text| text.to_lowercase().contains(&q))
+/// Text searched for, case-insensitively: lowercased once per request, not per item.
+struct Needle(String);
+
+impl Needle {
+    fn new(q: &str) -> Needle {
+        Needle(q.trim().to_lowercase())
     }
+
+    /// Whether one of `texts` contains it (an empty needle is in everything).
+    fn in_any<'t>(&self, mut texts: impl Iterator<Item = &'t str>) -> bool {
+        self.0.is_empty() || texts.any(|text| text.to_lowercase().contains(&self.0))
+    }
+}
+
+/// Whether `rule` (an entry of the rules view) holds the search's text.
+fn rule_matches(rule: &Value, needle: &Needle) -> bool {
+    needle.in_any(
+        ["name", "issuer", "file", "description"]
+            .iter()
+            .filter_map(|k| rule.get(*k).and_then(Value::as_str))
+            .chain(
+                rule["targets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str),
+            ),
+    )
 }
 
 async fn rules(State(ctx): State<Ctx>, headers: HeaderMap, Query(search): Query<RuleSearch>) -> Response {
@@ -574,17 +578,15 @@ async fn rules(State(ctx): State<Ctx>, headers: HeaderMap, Query(search): Query<
     let total = view["rules"].as_array().map_or(0, Vec::len);
     let mut matched = 0;
     if let Some(list) = view["rules"].as_array_mut() {
-        list.retain(|r| search.matches(r));
+        let needle = Needle::new(&search.q);
+        list.retain(|r| rule_matches(r, &needle));
         matched = list.len();
         list.truncate(MAX_RULES_SHOWN);
     }
     let counts = pages::RuleCounts { total, matched };
-    ctx.page(
-        &session,
-        "/rules",
-        "Rules",
-        pages::rules(&ctx.base, &view, &search, counts),
-    )
+    ctx.page(&session, "/rules", "Rules", |_| {
+        pages::rules(&ctx.base, &view, &search, counts)
+    })
 }
 
 async fn keys(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
@@ -595,7 +597,7 @@ async fn keys(State(ctx): State<Ctx>, headers: HeaderMap) -> Response {
         Ok(view) => pages::keys(&view),
         Err(e) => pages::problem(&e.to_string()),
     };
-    ctx.page(&session, "/keys", "Signing keys", body)
+    ctx.page(&session, "/keys", "Signing keys", |_| body)
 }
 
 /// The decisions page's filter: an outcome and text every shown field is searched for.
@@ -608,17 +610,17 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn matches(&self, d: &Map<String, Value>) -> bool {
+    /// Whether decision `d` passes: its outcome, and `needle` (of `self.q`) in a field.
+    fn matches(&self, d: &Map<String, Value>, needle: &Needle) -> bool {
         let outcome_ok = match self.outcome.as_str() {
             "allow" | "deny" => d.get("outcome").and_then(Value::as_str) == Some(self.outcome.as_str()),
             _ => true,
         };
-        let q = self.q.trim().to_lowercase();
         outcome_ok
-            && (q.is_empty()
+            && (needle.0.is_empty()
                 || d.values().any(|v| match v {
-                    Value::String(s) => s.to_lowercase().contains(&q),
-                    other => other.to_string().to_lowercase().contains(&q),
+                    Value::String(s) => needle.in_any(std::iter::once(s.as_str())),
+                    other => needle.in_any(std::iter::once(other.to_string().as_str())),
                 }))
     }
 }
@@ -665,23 +667,20 @@ async fn decisions(State(ctx): State<Ctx>, headers: HeaderMap, Query(filter): Qu
     let Some(session) = ctx.session(&headers) else {
         return see_other(&ctx.url("/login"));
     };
+    let needle = Needle::new(&filter.q);
     let recent: Vec<Map<String, Value>> = match ctx.st.audit.tap() {
         Some(tap) => tap
-            .subscribe()
-            .0
+            .recent()
             .iter()
             .rev()
             .filter_map(|line| decision_fields(line))
-            .filter(|d| filter.matches(d))
+            .filter(|d| filter.matches(d, &needle))
             .collect(),
         None => Vec::new(),
     };
-    ctx.page(
-        &session,
-        "/decisions",
-        "Decisions",
-        pages::decisions(&ctx.base, &filter, &recent),
-    )
+    ctx.page(&session, "/decisions", "Decisions", |_| {
+        pages::decisions(&ctx.base, &filter, &recent)
+    })
 }
 
 /// The live tail: server-sent events, one `decision` event (a JSON object of
@@ -700,7 +699,7 @@ async fn decisions_stream(
     let Some(tap) = ctx.st.audit.tap() else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let (_, rx) = tap.subscribe();
+    let rx = tap.subscribe();
     let remaining = session.expires.saturating_sub(ctx.now());
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(remaining);
     let closing = ctx.console.closing.subscribe();
@@ -709,11 +708,13 @@ async fn decisions_stream(
     let recheck = tokio::time::interval(SESSION_RECHECK);
     let st = ctx.st.clone();
     let token_id = session.token_id.clone();
+    let needle = Arc::new(Needle::new(&filter.q));
     let stream = futures_util::stream::unfold(
         (rx, filter, closing, recheck),
         move |(mut rx, filter, mut closing, mut recheck)| {
             let st = st.clone();
             let token_id = token_id.clone();
+            let needle = needle.clone();
             async move {
                 loop {
                     if *closing.borrow() {
@@ -731,7 +732,7 @@ async fn decisions_stream(
                         }
                     };
                     let event = match next {
-                        Ok(line) => match decision_fields(&line).filter(|d| filter.matches(d)) {
+                        Ok(line) => match decision_fields(&line).filter(|d| filter.matches(d, &needle)) {
                             Some(d) => Event::default()
                                 .event("decision")
                                 .data(Value::Object(d).to_string()),
@@ -844,16 +845,21 @@ mod tests {
     fn the_filter_takes_an_outcome_and_text_found_in_any_field() {
         let allow = decision_fields(ALLOW).expect("decision");
         let deny = decision_fields(DENY).expect("decision");
-        let f = |outcome: &str, q: &str| Filter {
-            outcome: outcome.into(),
-            q: q.into(),
+        // The filter of the query `outcome` and `q`, as a request applies it.
+        let f = |outcome: &str, q: &str| {
+            let filter = Filter {
+                outcome: outcome.into(),
+                q: q.into(),
+            };
+            let needle = Needle::new(&filter.q);
+            move |d: &Map<String, Value>| filter.matches(d, &needle)
         };
-        assert!(f("", "").matches(&allow) && f("", "").matches(&deny));
-        assert!(f("deny", "").matches(&deny) && !f("deny", "").matches(&allow));
-        assert!(f("", "FORK").matches(&deny) && !f("", "fork").matches(&allow));
-        assert!(f("allow", "acme").matches(&allow) && !f("deny", "acme").matches(&deny));
+        assert!(f("", "")(&allow) && f("", "")(&deny));
+        assert!(f("deny", "")(&deny) && !f("deny", "")(&allow));
+        assert!(f("", "FORK")(&deny) && !f("", "fork")(&allow));
+        assert!(f("allow", "acme")(&allow) && !f("deny", "acme")(&deny));
         assert!(
-            f("anything-else", "").matches(&allow),
+            f("anything-else", "")(&allow),
             "an unknown outcome filters nothing"
         );
     }

@@ -74,7 +74,7 @@ pub fn layout(chrome: &Chrome<'_>, title: &str, body: Markup) -> Markup {
 
 pub fn refused(base: &str, message: &str) -> Markup {
     html! {
-        p.alert role="alert" { (message) }
+        (problem(message))
         p { a href={ (base) "/login" } { "Log in" } }
     }
 }

@@ -37,7 +37,7 @@ impl Session {
     /// Who is logged in, as the admin API's audit names callers (`token:` and 8 hex
     /// digits of the token's SHA-256).
     pub fn who(&self) -> String {
-        format!("token:{}", &self.token_id[..8.min(self.token_id.len())])
+        crate::admin::caller_name(&self.token_id)
     }
 }
 

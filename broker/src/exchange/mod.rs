@@ -142,12 +142,10 @@ async fn token(State(st): State<TokenState>, req: Request) -> Response {
 async fn answer_token_request(st: &TokenState, req: Request) -> Response {
     // Per client address first, before the body is read: an unauthenticated flood costs
     // a table lookup (and writes no audit line).
-    if st.limiter.configured(Limit::PerClientAddress)
-        && let Some(peer) = req.extensions().get::<crate::listener::PeerAddr>()
-        && let Err(exceeded) = st
-            .limiter
-            .check(Limit::PerClientAddress, &crate::limits::address_key(peer.0.ip()))
-            .await
+    if let Err(exceeded) = st
+        .limiter
+        .check_client(req.extensions().get::<crate::listener::PeerAddr>())
+        .await
     {
         st.metrics.exchange("deny", "temporarily_unavailable");
         let span = tracing::Span::current();
