@@ -422,6 +422,14 @@ pub struct CliOutput {
 }
 
 impl CliOutput {
+    /// The `warning: ...` lines `check` printed on stdout.
+    pub fn warnings(&self) -> Vec<&str> {
+        self.stdout
+            .lines()
+            .filter(|l| l.starts_with("warning: "))
+            .collect()
+    }
+
     /// stdout and stderr together, each under a heading.
     pub fn all(&self) -> String {
         format!("--- stdout ---\n{}\n--- stderr ---\n{}", self.stdout, self.stderr)

@@ -60,11 +60,7 @@ fn check_warns_about_a_claim_the_kind_never_carries_and_strict_makes_it_an_error
 
     let out = check(dir.path(), &path, &[]);
     assert_eq!(out.code, Some(0), "a warning is not an error: {}", out.all());
-    let warnings: Vec<&str> = out
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with("warning: "))
-        .collect();
+    let warnings = out.warnings();
     assert_eq!(warnings.len(), 1, "{}", out.all());
     assert!(
         warnings[0].contains(HINT) && warnings[0].contains("deploy") && warnings[0].contains("issue.subject"),
@@ -141,8 +137,7 @@ fn claims_in_conditions_and_of_kubernetes_kinds_are_checked_too() {
     let out = check(dir.path(), &path, &[]);
     assert_eq!(out.code, Some(0), "{}", out.all());
     assert!(
-        out.stdout.lines().any(|l| l.starts_with("warning: ")
-            && l.contains("match.condition")
+        out.warnings().iter().any(|l| l.contains("match.condition")
             && l.contains("`claims.namespace`: did you mean `[\"kubernetes.io\"].namespace`?")),
         "{}",
         out.all()

@@ -241,11 +241,7 @@ fn check_warns_when_two_issuers_share_a_target_with_the_default_subject() {
 
     let out = check_in(dir.path(), &config, false);
     assert_eq!(out.code, Some(0), "a warning is not an error: {}", out.all());
-    let warnings: Vec<&str> = out
-        .stdout
-        .lines()
-        .filter(|l| l.starts_with("warning: "))
-        .collect();
+    let warnings = out.warnings();
     assert_eq!(warnings.len(), 1, "{}", out.all());
     assert!(
         warnings[0].starts_with(&format!("warning: {WARNING}")),
