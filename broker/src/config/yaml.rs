@@ -52,20 +52,36 @@ pub(super) fn load_error(file: &Path, e: &LoadError) -> ConfigError {
 /// Parse YAML whose top level is a mapping or (for rule files) a list.
 pub(super) fn parse_yaml(file: &Path, text: &str) -> Result<Node, ConfigError> {
     if text.trim().is_empty() {
-        return Err(ConfigError {
-            file: file.to_path_buf(),
-            line: None,
-            field: String::new(),
-            message: "the file is empty".into(),
-        });
+        return Err(empty_file(file));
     }
-    let options = || LoaderOptions::default().error_on_duplicate_keys(true);
-    match marked_yaml::parse_yaml_with_options(0, text, options()) {
-        Err(LoadError::TopLevelMustBeMapping(_)) => {
-            marked_yaml::parse_yaml_with_options(0, text, options().toplevel_sequence())
-                .map_err(|e| load_error(file, &e))
+    load(text, true).map_err(|e| load_error(file, &e))
+}
+
+/// The loader itself: a mapping at the top, else a list. `strict`: stop at the first
+/// duplicate key; otherwise the last occurrence of each repeated key wins.
+fn load(text: &str, strict: bool) -> Result<Node, LoadError> {
+    let options = LoaderOptions::default().error_on_duplicate_keys(strict);
+    // The loader is told which to expect: asked for a mapping, it reads a whole list to
+    // the end before it says so, and a rule file (most often a list) would be read twice.
+    let options = match top_level_is_list(text) {
+        true => options.toplevel_sequence(),
+        false => options,
+    };
+    marked_yaml::parse_yaml_with_options(0, text, options)
+}
+
+/// Whether the document's top-level node is a list: the parser's first events, no
+/// further (a line or so of scanning). Anything else, including YAML that does not
+/// parse, counts as a mapping; the loader then reports what it finds.
+fn top_level_is_list(text: &str) -> bool {
+    use yaml_rust2::parser::{Event, Parser};
+    let mut parser = Parser::new(text.chars());
+    loop {
+        match parser.next_token() {
+            Ok((Event::StreamStart | Event::DocumentStart | Event::Nothing, _)) => continue,
+            Ok((Event::SequenceStart(..), _)) => return true,
+            _ => return false,
         }
-        other => other.map_err(|e| load_error(file, &e)),
     }
 }
 
@@ -73,24 +89,36 @@ pub(super) fn parse_yaml(file: &Path, text: &str) -> Result<Node, ConfigError> {
 /// on: the document is loaded with the last occurrence of each repeated key, so the
 /// file's other errors are reported too. Errors go to `errors`; `None` when the YAML
 /// cannot be loaded at all.
+///
+/// The loader stops at the first duplicate key, so a file without one is read once; the
+/// pass over the parser's events that finds every duplicate runs only for a file with one.
 pub(super) fn parse_yaml_all(file: &Path, text: &str, errors: &mut Vec<ConfigError>) -> Option<Node> {
     if text.trim().is_empty() {
-        return parse_yaml(file, text).map_err(|e| errors.push(e)).ok();
+        errors.push(empty_file(file));
+        return None;
     }
-    let duplicates = duplicate_keys(file, text);
-    if duplicates.is_empty() {
-        return parse_yaml(file, text).map_err(|e| errors.push(e)).ok();
-    }
-    errors.extend(duplicates);
-    // Duplicates are reported above; the loader keeps the last occurrence of each.
-    let options = LoaderOptions::default;
-    let parsed = match marked_yaml::parse_yaml_with_options(0, text, options()) {
-        Err(LoadError::TopLevelMustBeMapping(_)) => {
-            marked_yaml::parse_yaml_with_options(0, text, options().toplevel_sequence())
+    match load(text, true) {
+        Ok(node) => Some(node),
+        Err(LoadError::DuplicateKey(_)) => {
+            errors.extend(duplicate_keys(file, text));
+            load(text, false)
+                .map_err(|e| errors.push(load_error(file, &e)))
+                .ok()
         }
-        other => other,
-    };
-    parsed.map_err(|e| errors.push(load_error(file, &e))).ok()
+        Err(e) => {
+            errors.push(load_error(file, &e));
+            None
+        }
+    }
+}
+
+fn empty_file(file: &Path) -> ConfigError {
+    ConfigError {
+        file: file.to_path_buf(),
+        line: None,
+        field: String::new(),
+        message: "the file is empty".into(),
+    }
 }
 
 /// Every repeated key of every mapping in `text`, with the line of the repetition, the
@@ -281,4 +309,53 @@ pub(super) fn node_at<'n>(node: &'n Node, path: &str) -> &'n Node {
         }
     }
     current
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_top_level_kind_is_read_from_the_first_events() {
+        for list in [
+            "- a\n- b\n",
+            "---\n- a\n",
+            "# rules\n\n[{name: a}]\n",
+            "[\n{\"name\": \"a\"}\n]",
+        ] {
+            assert!(top_level_is_list(list), "{list:?}");
+        }
+        for other in ["rules: []\n", "{\"rules\": []}", "a", "", "key: [1]\n", ": :"] {
+            assert!(!top_level_is_list(other), "{other:?}");
+        }
+        // Whichever it is taken for, broken YAML is the loader's to report.
+        let mut errors = Vec::new();
+        assert!(parse_yaml_all(Path::new("r.yaml"), "[unclosed", &mut errors).is_none());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+    }
+
+    #[test]
+    fn lists_and_mappings_load_and_every_duplicate_is_reported_once() {
+        let file = Path::new("r.yaml");
+        let mut errors = Vec::new();
+        let list = parse_yaml_all(file, "- {name: a}\n- {name: b}\n", &mut errors).unwrap();
+        assert_eq!(list.as_sequence().map(|s| s.len()), Some(2));
+        let map = parse_yaml_all(file, "rules:\n  - {name: a}\n", &mut errors).unwrap();
+        assert!(map.as_mapping().is_some());
+        assert!(errors.is_empty(), "{errors:?}");
+
+        let text = "- name: a\n  name: b\n- match: {x: 1, x: 2}\n";
+        let loaded = parse_yaml_all(file, text, &mut errors).expect("loaded with the last of each key");
+        let lines: Vec<_> = errors.iter().map(|e| (e.line, e.field.as_str())).collect();
+        assert_eq!(lines, [(Some(2), "[0].name"), (Some(3), "[1].match.x")]);
+        let first = loaded.as_sequence().unwrap().iter().next().unwrap();
+        assert_eq!(
+            child(first, "name").and_then(Node::as_scalar).map(|s| s.as_str()),
+            Some("b")
+        );
+
+        let mut errors = Vec::new();
+        assert!(parse_yaml_all(file, "- a\nb: c\n", &mut errors).is_none());
+        assert_eq!(errors.len(), 1, "{errors:?}");
+    }
 }
