@@ -12,7 +12,6 @@ use super::admin::{
 use super::error::{ConfigError, ConfigErrors};
 use super::model::{Config, ReplayBackend};
 use super::parse::{Draft, SourcedRule, assemble, parse_config};
-use super::rules::parse_rules_file;
 
 fn read_text(path: &Path) -> Result<String, ConfigError> {
     crate::files::read_regular_text(path, crate::files::MAX_CONFIG_BYTES).map_err(|e| ConfigError {
@@ -192,23 +191,10 @@ pub fn test_files_in(dir: &Path) -> Vec<PathBuf> {
 /// Every file the `rules_files` globs match (relative to the config file), in sorted
 /// order per glob, parsed. Test files (`*.test.yaml`) are skipped, whatever the glob.
 fn read_rule_files(path: &Path, globs: &[String], errors: &mut Vec<ConfigError>) -> Vec<SourcedRule> {
-    // Each file's rules, then one vector of the exact size: growing one vector file by
-    // file would copy every raw rule (about a kilobyte each) again and again.
-    let mut per_file: Vec<Vec<SourcedRule>> = Vec::new();
+    let mut files = Vec::new();
     for pattern in globs {
         match glob_files(path, pattern) {
-            Ok(matched) => {
-                for p in matched.into_iter().filter(|p| !super::is_test_file(p)) {
-                    match read_text(&p) {
-                        Ok(t) => {
-                            let (parsed, problems) = parse_rules_file(&p, &t);
-                            per_file.push(parsed);
-                            errors.extend(problems);
-                        }
-                        Err(e) => errors.push(e),
-                    }
-                }
-            }
+            Ok(matched) => files.extend(matched.into_iter().filter(|p| !super::is_test_file(p))),
             Err(e) => errors.push(ConfigError {
                 file: path.to_path_buf(),
                 line: None,
@@ -217,11 +203,91 @@ fn read_rule_files(path: &Path, globs: &[String], errors: &mut Vec<ConfigError>)
             }),
         }
     }
-    let mut rules = Vec::with_capacity(per_file.iter().map(Vec::len).sum());
-    for file in per_file {
-        rules.extend(file);
+    // Each file's rules, then one vector of the exact size: growing one vector file by
+    // file would copy every raw rule (about a kilobyte each) again and again.
+    let per_file = parse_rule_files(&files);
+    let mut rules = Vec::with_capacity(per_file.iter().map(|(parsed, _)| parsed.len()).sum());
+    for (parsed, problems) in per_file {
+        rules.extend(parsed);
+        errors.extend(problems);
     }
     rules
+}
+
+/// A rule file read and loaded into a YAML tree by a worker thread.
+struct LoadedFile {
+    text: String,
+    tree: Option<marked_yaml::Node>,
+    errors: Vec<ConfigError>,
+}
+
+/// Read and parse rule files, in order. Loading the YAML trees is most of a large rule
+/// set's load time, so with more than one file and more than one core, worker threads
+/// (one a core) read and load the files, each taking every n-th file, while this thread
+/// turns each tree into rules in the files' order. A tree goes back to the worker that
+/// made it to be freed there: the trees' memory then stays in the workers' allocator
+/// arenas and goes back to the system with them, instead of leaving holes between the
+/// rules that live on.
+fn parse_rule_files(files: &[PathBuf]) -> Vec<(Vec<SourcedRule>, Vec<ConfigError>)> {
+    use std::sync::mpsc;
+    let load = |file: &PathBuf| match read_text(file) {
+        Ok(text) => {
+            let (tree, errors) = super::rules::load_rules_tree(file, &text);
+            LoadedFile { text, tree, errors }
+        }
+        Err(e) => LoadedFile {
+            text: String::new(),
+            tree: None,
+            errors: vec![e],
+        },
+    };
+    let to_rules = |file: &PathBuf, loaded: &mut LoadedFile| {
+        let found = std::mem::take(&mut loaded.errors);
+        match &loaded.tree {
+            Some(tree) => super::rules::rules_from_tree(file, &loaded.text, tree, found),
+            None => (Vec::new(), found),
+        }
+    };
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(files.len());
+    if workers <= 1 {
+        return files.iter().map(|f| to_rules(f, &mut load(f))).collect();
+    }
+    std::thread::scope(|scope| {
+        let lanes: Vec<_> = (0..workers)
+            .map(|w| {
+                // One file ahead at most, so that trees do not pile up.
+                let (loaded_tx, loaded_rx) = mpsc::sync_channel::<LoadedFile>(1);
+                let (spent_tx, spent_rx) = mpsc::channel::<LoadedFile>();
+                scope.spawn(move || {
+                    for file in files.iter().skip(w).step_by(workers) {
+                        if loaded_tx.send(load(file)).is_err() {
+                            break;
+                        }
+                        // Free the trees handed back so far.
+                        while spent_rx.try_recv().is_ok() {}
+                    }
+                    drop(loaded_tx);
+                    // And the rest, until this thread's lane is closed.
+                    for spent in spent_rx {
+                        drop(spent);
+                    }
+                });
+                (loaded_rx, spent_tx)
+            })
+            .collect();
+        let mut out = Vec::with_capacity(files.len());
+        for (i, file) in files.iter().enumerate() {
+            let (loaded_rx, spent_tx) = &lanes[i % workers];
+            // An error here means the worker panicked: the scope carries the panic on.
+            let Ok(mut loaded) = loaded_rx.recv() else { break };
+            out.push(to_rules(file, &mut loaded));
+            let _ = spent_tx.send(loaded);
+        }
+        drop(lanes);
+        out
+    })
 }
 
 /// The configuration file's (and its rule files') issuers and rules, as JSON.

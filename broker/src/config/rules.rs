@@ -53,16 +53,36 @@ pub(super) fn parse_rule_list(
 /// Parse a rule file: a list of rules, or `{rules: [...]}`. Returns the rules that
 /// parsed and the errors of those that did not, so the good ones are still checked.
 pub fn parse_rules_file(file: &Path, text: &str) -> (Vec<SourcedRule>, Vec<ConfigError>) {
-    let mut errors = Errors::new(file);
-    if text.trim().is_empty() {
-        return (Vec::new(), Vec::new());
+    let (root, errors) = load_rules_tree(file, text);
+    match root {
+        Some(root) => rules_from_tree(file, text, &root, errors),
+        None => (Vec::new(), errors),
     }
-    let Some(root) = parse_yaml_all(file, text, &mut errors.list) else {
-        return (Vec::new(), errors.list);
-    };
-    // The rules keep the text, not the tree (dropped on return): see `RuleSource`.
+}
+
+/// The first half of [`parse_rules_file`]: a rule file's YAML tree (`None` for an empty
+/// file or YAML that does not load) and the errors found so far.
+pub(super) fn load_rules_tree(file: &Path, text: &str) -> (Option<Node>, Vec<ConfigError>) {
+    let mut errors = Vec::new();
+    if text.trim().is_empty() {
+        return (None, errors);
+    }
+    let root = parse_yaml_all(file, text, &mut errors);
+    (root, errors)
+}
+
+/// The second half of [`parse_rules_file`]: the rules of a rule file's tree.
+pub(super) fn rules_from_tree(
+    file: &Path,
+    text: &str,
+    root: &Node,
+    found: Vec<ConfigError>,
+) -> (Vec<SourcedRule>, Vec<ConfigError>) {
+    let mut errors = Errors::new(file);
+    errors.list = found;
+    // The rules keep the text, not the tree: see `RuleSource`.
     let source = RuleSource::Text(Arc::from(text));
-    let rules = match &root {
+    let rules = match root {
         Node::Mapping(m) => {
             let mut rules = Vec::new();
             for (k, v) in m.iter() {

@@ -856,3 +856,60 @@ fn the_standard_variable_gives_the_endpoint_the_file_does_not() {
         )
     );
 }
+
+#[test]
+fn many_rule_files_load_in_order_with_every_error_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).expect("mkdir");
+    // More files than cores, so each worker thread takes several, out of step.
+    for f in 0..9 {
+        let text: String = (0..3)
+            .map(|r| format!("- name: f{f}r{r}\n  match: {{issuer: gha, subject: s{f}, audiences: [a]}}\n"))
+            .collect();
+        std::fs::write(rules.join(format!("{f}.yaml")), text).expect("write");
+    }
+    std::fs::write(rules.join("3.yaml"), "- name: dup\n  name: again\n").expect("write");
+    std::fs::write(rules.join("5.yaml"), "").expect("write");
+    std::fs::write(rules.join("7.yaml"), "- [unclosed\n").expect("write");
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, format!("{MINIMAL}rules_files: [rules/*.yaml]\n")).expect("write");
+    let errors = load(&cfg).expect_err("two bad files").0;
+    let mut files: Vec<_> = errors
+        .iter()
+        .map(|e| e.file.strip_prefix(&rules).expect("a rule file"))
+        .collect();
+    files.dedup();
+    assert_eq!(files, [Path::new("3.yaml"), Path::new("7.yaml")], "{errors:#?}");
+    assert!(errors[0].message.contains("duplicate key `name`"), "{errors:#?}");
+
+    std::fs::write(
+        rules.join("3.yaml"),
+        "- {name: three, match: {issuer: gha, subject: s, audiences: [a]}}\n",
+    )
+    .expect("write");
+    std::fs::remove_file(rules.join("7.yaml")).expect("rm");
+    let c = load(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = c.rules.rule_names().collect();
+    let expected: Vec<String> = [0, 1, 2, 3, 4, 6, 8]
+        .iter()
+        .flat_map(|f| match f {
+            3 => vec!["three".to_string()],
+            f => (0..3).map(|r| format!("f{f}r{r}")).collect(),
+        })
+        .collect();
+    assert_eq!(names, expected);
+    let origins: Vec<(String, Option<u32>)> = c
+        .rule_origins
+        .iter()
+        .map(|o| {
+            (
+                o.file.file_name().expect("a name").to_string_lossy().into_owned(),
+                o.line,
+            )
+        })
+        .collect();
+    assert_eq!(origins[4], ("1.yaml".to_string(), Some(3)));
+    assert_eq!(origins[9], ("3.yaml".to_string(), Some(1)));
+    assert_eq!(origins.len(), names.len());
+}

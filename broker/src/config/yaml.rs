@@ -338,9 +338,9 @@ mod tests {
     fn lists_and_mappings_load_and_every_duplicate_is_reported_once() {
         let file = Path::new("r.yaml");
         let mut errors = Vec::new();
-        let list = parse_yaml_all(file, "- {name: a}\n- {name: b}\n", &mut errors).unwrap();
+        let list = parse_yaml_all(file, "- {name: a}\n- {name: b}\n", &mut errors).expect("a list");
         assert_eq!(list.as_sequence().map(|s| s.len()), Some(2));
-        let map = parse_yaml_all(file, "rules:\n  - {name: a}\n", &mut errors).unwrap();
+        let map = parse_yaml_all(file, "rules:\n  - {name: a}\n", &mut errors).expect("a mapping");
         assert!(map.as_mapping().is_some());
         assert!(errors.is_empty(), "{errors:?}");
 
@@ -348,7 +348,7 @@ mod tests {
         let loaded = parse_yaml_all(file, text, &mut errors).expect("loaded with the last of each key");
         let lines: Vec<_> = errors.iter().map(|e| (e.line, e.field.as_str())).collect();
         assert_eq!(lines, [(Some(2), "[0].name"), (Some(3), "[1].match.x")]);
-        let first = loaded.as_sequence().unwrap().iter().next().unwrap();
+        let first = loaded.as_sequence().and_then(|s| s.first()).expect("an item");
         assert_eq!(
             child(first, "name").and_then(Node::as_scalar).map(|s| s.as_str()),
             Some("b")
