@@ -531,7 +531,7 @@ fn compile_rule(
                 .get_or_insert_with(|| Arc::new(default_issue(ctx)))
                 .clone(),
         ),
-        (Effect::Allow, Some(raw_issue)) => Some(Arc::new(compile_issue(raw_issue, ctx, errs))),
+        (Effect::Allow, Some(raw_issue)) => Some(Arc::new(compile_issue(*raw_issue, ctx, errs))),
     };
 
     if errs.out.len() != before {

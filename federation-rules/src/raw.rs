@@ -28,8 +28,10 @@ pub struct RawRule {
     pub description: Option<String>,
     #[serde(rename = "match")]
     pub matcher: RawMatch,
+    /// Boxed: most rules have none, and a raw rule set of a hundred thousand is held
+    /// whole while it compiles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub issue: Option<RawIssue>,
+    pub issue: Option<Box<RawIssue>>,
 }
 
 /// Whether a matching rule grants or refuses the exchange.

@@ -233,7 +233,7 @@ pub fn convert(state: &RuleState) -> Result<Converted, NotReady> {
             effect,
             description,
             matcher,
-            issue,
+            issue: issue.map(Box::new),
         },
         problems,
     })
