@@ -384,6 +384,8 @@ fn measure(
     let redis_pid = redis.as_ref().map(setup::Guard::pid);
     let result = rt.block_on(async {
         if scale {
+            tokio::time::sleep(report::SETTLE).await;
+            report.rss_settled = Some(setup::rss(pid)?);
             report.reload = Some(reload(pid, port).await?);
         } else {
             let load = drive::Load {
@@ -509,10 +511,12 @@ async fn reload(pid: u32, port: u16) -> Result<ReloadFigures> {
     }
     let reload_ms = start.elapsed().as_secs_f64() * 1000.0;
     let rss_after = setup::rss(pid)?;
+    tokio::time::sleep(report::SETTLE).await;
     Ok(ReloadFigures {
         reload_ms,
         peak_rss_kib: peak.max(rss_after.rss_kib),
         rss_after,
+        rss_settled: setup::rss(pid)?,
     })
 }
 

@@ -36,6 +36,9 @@ pub struct Report {
     pub loadavg_after: Option<f64>,
     pub startup_ms: f64,
     pub rss_after_startup: Rss,
+    /// The scale run: [`SETTLE`] after startup, once the allocator has given back what
+    /// the load freed (the broker's jemalloc returns memory unused for about a second).
+    pub rss_settled: Option<Rss>,
     pub rss_after_run: Option<Rss>,
     pub load: Option<LoadFigures>,
     pub reload: Option<ReloadFigures>,
@@ -85,7 +88,12 @@ pub struct ReloadFigures {
     /// Highest VmRSS seen, sampling every 10 ms from SIGHUP to the reload's end.
     pub peak_rss_kib: u64,
     pub rss_after: Rss,
+    /// [`SETTLE`] after the reload.
+    pub rss_settled: Rss,
 }
+
+/// How long the scale run waits before reading the settled RSS.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
@@ -125,6 +133,12 @@ pub fn render(r: &Report) -> String {
             mib(r.rss_after_startup.hwm_kib)
         ),
     );
+    if let Some(settled) = &r.rss_settled {
+        row(
+            &format!("RSS {} s after startup", SETTLE.as_secs()),
+            mib(settled.rss_kib),
+        );
+    }
     if let Some(l) = &r.load {
         row(
             "load",
@@ -246,6 +260,10 @@ pub fn render(r: &Report) -> String {
                 mib(rl.rss_after.rss_kib),
                 mib(rl.rss_after.hwm_kib)
             ),
+        );
+        row(
+            &format!("RSS {} s after reload", SETTLE.as_secs()),
+            mib(rl.rss_settled.rss_kib),
         );
     }
     if let Some(a) = &r.rss_after_run {
