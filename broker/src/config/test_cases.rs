@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::error::{ConfigError, Errors};
-use super::yaml::{child, duplicate_keys, from_node, is_null, line_of, load_error};
+use super::yaml::{child, duplicate_keys, empty_file, from_node, is_null, line_of, load_error};
 
 /// The suffix of rule test files' names.
 pub const TEST_FILE_SUFFIX: &str = ".test.yaml";
@@ -253,12 +253,7 @@ pub fn parse_test_file(file: &Path, text: &str) -> (Vec<TestCase>, Vec<ConfigErr
 /// from plain ones (`"true"` is a string, `true` a boolean: see [`json_of`]).
 fn parse_typed_yaml(file: &Path, text: &str, errors: &mut Vec<ConfigError>) -> Option<Node> {
     if text.trim().is_empty() {
-        errors.push(ConfigError {
-            file: file.to_path_buf(),
-            line: None,
-            field: String::new(),
-            message: "the file is empty".into(),
-        });
+        errors.push(empty_file(file));
         return None;
     }
     errors.extend(duplicate_keys(file, text));

@@ -60,29 +60,51 @@ pub(super) fn parse_yaml(file: &Path, text: &str) -> Result<Node, ConfigError> {
 /// The loader itself: a mapping at the top, else a list. `strict`: stop at the first
 /// duplicate key; otherwise the last occurrence of each repeated key wins.
 fn load(text: &str, strict: bool) -> Result<Node, LoadError> {
-    let options = LoaderOptions::default().error_on_duplicate_keys(strict);
-    // The loader is told which to expect: asked for a mapping, it reads a whole list to
-    // the end before it says so, and a rule file (most often a list) would be read twice.
-    let options = match top_level_is_list(text) {
-        true => options.toplevel_sequence(),
-        false => options,
+    let options = || LoaderOptions::default().error_on_duplicate_keys(strict);
+    // The loader must be told which to expect, and one told wrong reads the whole file
+    // before it says so: guess from the first characters, and ask again when it was wrong.
+    let list = looks_like_a_list(text);
+    let first = match list {
+        true => marked_yaml::parse_yaml_with_options(0, text, options().toplevel_sequence()),
+        false => marked_yaml::parse_yaml_with_options(0, text, options()),
     };
-    marked_yaml::parse_yaml_with_options(0, text, options)
+    match first {
+        Err(LoadError::TopLevelMustBeMapping(_)) if !list => {
+            marked_yaml::parse_yaml_with_options(0, text, options().toplevel_sequence())
+        }
+        Err(LoadError::TopLevelMustBeSequence(_)) if list => {
+            marked_yaml::parse_yaml_with_options(0, text, options())
+        }
+        other => other,
+    }
 }
 
-/// Whether the document's top-level node is a list: the parser's first events, no
-/// further (a line or so of scanning). Anything else, including YAML that does not
-/// parse, counts as a mapping; the loader then reports what it finds.
-fn top_level_is_list(text: &str) -> bool {
-    use yaml_rust2::parser::{Event, Parser};
-    let mut parser = Parser::new(text.chars());
-    loop {
-        match parser.next_token() {
-            Ok((Event::StreamStart | Event::DocumentStart | Event::Nothing, _)) => continue,
-            Ok((Event::SequenceStart(..), _)) => return true,
-            _ => return false,
+/// Whether the document's top level looks like a list: after blank lines, comments,
+/// directives and a `---` marker, a `[` or a block entry (`-` and a space, a tab or the
+/// line's end). Only a guess for [`load`], which asks again when it was wrong. (Not the
+/// parser's first event: inside a flow collection the scanner cannot tell where a key
+/// ends, so for a `[...]` or `{...}` document it reads the whole text first.)
+fn looks_like_a_list(text: &str) -> bool {
+    let is_break = |c: char| matches!(c, ' ' | '\t' | '\r' | '\n');
+    for line in text.trim_start_matches('\u{feff}').lines() {
+        let mut node = line.trim_start();
+        if node.is_empty() || node.starts_with('#') || line.starts_with('%') {
+            continue;
         }
+        if let Some(after) = node.strip_prefix("---")
+            && after.chars().next().is_none_or(is_break)
+        {
+            node = after.trim_start();
+            if node.is_empty() || node.starts_with('#') {
+                continue;
+            }
+        }
+        return node.starts_with('[')
+            || node
+                .strip_prefix('-')
+                .is_some_and(|r| r.chars().next().is_none_or(is_break));
     }
+    false
 }
 
 /// Parse YAML like [`parse_yaml`], but report every duplicate key (at any depth) and go
@@ -106,13 +128,15 @@ pub(super) fn parse_yaml_all(file: &Path, text: &str, errors: &mut Vec<ConfigErr
                 .ok()
         }
         Err(e) => {
+            // The loader stops at its first error, which may not be the first duplicate.
+            errors.extend(duplicate_keys(file, text));
             errors.push(load_error(file, &e));
             None
         }
     }
 }
 
-fn empty_file(file: &Path) -> ConfigError {
+pub(super) fn empty_file(file: &Path) -> ConfigError {
     ConfigError {
         file: file.to_path_buf(),
         line: None,
@@ -316,18 +340,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_top_level_kind_is_read_from_the_first_events() {
-        for list in [
+    fn the_top_level_kind_is_guessed_from_the_first_characters() {
+        let lists = [
             "- a\n- b\n",
             "---\n- a\n",
+            "--- [a]\n",
+            "%YAML 1.2\n---\n-\n",
             "# rules\n\n[{name: a}]\n",
             "[\n{\"name\": \"a\"}\n]",
+            "\u{feff}  - a\n",
+            "-",
+        ];
+        for list in lists {
+            assert!(looks_like_a_list(list), "{list:?}");
+        }
+        for other in [
+            "rules: []\n",
+            "{\"rules\": []}",
+            "a",
+            "",
+            "-a: 1\n",
+            "---x: 1\n",
+            "key: [1]\n",
+            ": :",
         ] {
-            assert!(top_level_is_list(list), "{list:?}");
+            assert!(!looks_like_a_list(other), "{other:?}");
         }
-        for other in ["rules: []\n", "{\"rules\": []}", "a", "", "key: [1]\n", ": :"] {
-            assert!(!top_level_is_list(other), "{other:?}");
-        }
+        // A wrong guess costs a second read, not a wrong answer.
+        let file = Path::new("r.yaml");
+        let mut errors = Vec::new();
+        assert!(parse_yaml_all(file, "[a]: b\n", &mut errors).is_none());
+        assert!(
+            errors[0].message.contains("mapping keys must be plain strings"),
+            "{errors:?}"
+        );
+        let map = parse_yaml_all(file, "--- # a mapping\n-x: 1\n", &mut Vec::new()).expect("a mapping");
+        assert!(map.as_mapping().is_some());
         // Whichever it is taken for, broken YAML is the loader's to report.
         let mut errors = Vec::new();
         assert!(parse_yaml_all(Path::new("r.yaml"), "[unclosed", &mut errors).is_none());
@@ -357,5 +405,11 @@ mod tests {
         let mut errors = Vec::new();
         assert!(parse_yaml_all(file, "- a\nb: c\n", &mut errors).is_none());
         assert_eq!(errors.len(), 1, "{errors:?}");
+
+        // A duplicate before YAML that does not scan: both are reported.
+        let mut errors = Vec::new();
+        assert!(parse_yaml_all(file, "- name: a\n  name: b\n- [unclosed\n", &mut errors).is_none());
+        assert!(errors[0].message.contains("duplicate key `name`"), "{errors:?}");
+        assert!(errors[1].message.contains("invalid YAML"), "{errors:?}");
     }
 }
