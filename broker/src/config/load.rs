@@ -191,102 +191,110 @@ pub fn test_files_in(dir: &Path) -> Vec<PathBuf> {
 /// Every file the `rules_files` globs match (relative to the config file), in sorted
 /// order per glob, parsed. Test files (`*.test.yaml`) are skipped, whatever the glob.
 fn read_rule_files(path: &Path, globs: &[String], errors: &mut Vec<ConfigError>) -> Vec<SourcedRule> {
-    let mut files = Vec::new();
+    // A glob that does not parse is reported in its place among the files' errors.
+    let mut files: Vec<Result<PathBuf, ConfigError>> = Vec::new();
     for pattern in globs {
         match glob_files(path, pattern) {
-            Ok(matched) => files.extend(matched.into_iter().filter(|p| !super::is_test_file(p))),
-            Err(e) => errors.push(ConfigError {
+            Ok(matched) => files.extend(matched.into_iter().filter(|p| !super::is_test_file(p)).map(Ok)),
+            Err(e) => files.push(Err(ConfigError {
                 file: path.to_path_buf(),
                 line: None,
                 field: "rules_files".into(),
                 message: format!("invalid glob `{pattern}`: {e}"),
-            }),
+            })),
         }
     }
+    let paths: Vec<&PathBuf> = files.iter().filter_map(|f| f.as_ref().ok()).collect();
+    let mut parsed = parse_rule_files(&paths).into_iter();
     // Each file's rules, then one vector of the exact size: growing one vector file by
-    // file would copy every raw rule (about a kilobyte each) again and again.
-    let per_file = parse_rule_files(&files);
-    let mut rules = Vec::with_capacity(per_file.iter().map(|(parsed, _)| parsed.len()).sum());
-    for (parsed, problems) in per_file {
-        rules.extend(parsed);
-        errors.extend(problems);
+    // file would copy every raw rule again and again.
+    let mut per_file = Vec::with_capacity(paths.len());
+    for file in files {
+        match file {
+            Ok(_) => {
+                let (rules, problems) = parsed.next().unwrap_or_default();
+                per_file.push(rules);
+                errors.extend(problems);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    let mut rules = Vec::with_capacity(per_file.iter().map(Vec::len).sum());
+    for file in per_file {
+        rules.extend(file);
     }
     rules
 }
 
-/// A rule file read and loaded into a YAML tree by a worker thread.
-struct LoadedFile {
-    text: String,
-    tree: Option<marked_yaml::Node>,
-    errors: Vec<ConfigError>,
-}
+/// At most this many threads load rule files: past a few, the one thread that turns
+/// trees into rules is the bottleneck, and each more holds another tree in memory.
+const MAX_LOADERS: usize = 4;
+
+/// A rule file read and loaded into a YAML tree (by [`super::rules::load_rules_tree`]).
+type LoadedFile = (String, Option<marked_yaml::Node>, Vec<ConfigError>);
 
 /// Read and parse rule files, in order. Loading the YAML trees is most of a large rule
-/// set's load time, so with more than one file and more than one core, worker threads
-/// (one a core) read and load the files, each taking every n-th file, while this thread
-/// turns each tree into rules in the files' order. A tree goes back to the worker that
-/// made it to be freed there: the trees' memory then stays in the workers' allocator
-/// arenas and goes back to the system with them, instead of leaving holes between the
-/// rules that live on.
-fn parse_rule_files(files: &[PathBuf]) -> Vec<(Vec<SourcedRule>, Vec<ConfigError>)> {
+/// set's load time, so with more than one file and more than one core, loader threads
+/// (one a core, at most [`MAX_LOADERS`]) each take every n-th file and load its tree,
+/// while this thread turns the trees into rules in the files' order. A loader hands over
+/// one tree at a time (a rendezvous), so at most one tree a loader and the one being
+/// turned into rules are in memory. A loader that cannot be started leaves its files to
+/// this thread.
+fn parse_rule_files(files: &[&PathBuf]) -> Vec<(Vec<SourcedRule>, Vec<ConfigError>)> {
     use std::sync::mpsc;
-    let load = |file: &PathBuf| match read_text(file) {
-        Ok(text) => {
-            let (tree, errors) = super::rules::load_rules_tree(file, &text);
-            LoadedFile { text, tree, errors }
-        }
-        Err(e) => LoadedFile {
-            text: String::new(),
-            tree: None,
-            errors: vec![e],
-        },
-    };
-    let to_rules = |file: &PathBuf, loaded: &mut LoadedFile| {
-        let found = std::mem::take(&mut loaded.errors);
-        match &loaded.tree {
-            Some(tree) => super::rules::rules_from_tree(file, &loaded.text, tree, found),
-            None => (Vec::new(), found),
+    let load = |file: &Path| -> LoadedFile {
+        match read_text(file) {
+            Ok(text) => {
+                let (tree, errors) = super::rules::load_rules_tree(file, &text);
+                (text, tree, errors)
+            }
+            Err(e) => (String::new(), None, vec![e]),
         }
     };
-    let workers = std::thread::available_parallelism()
+    let to_rules = |file: &Path, (text, tree, found): LoadedFile| match tree {
+        Some(tree) => super::rules::rules_from_tree(file, &text, &tree, found),
+        None => (Vec::new(), found),
+    };
+    let loaders = std::thread::available_parallelism()
         .map_or(1, usize::from)
+        .min(MAX_LOADERS)
         .min(files.len());
-    if workers <= 1 {
-        return files.iter().map(|f| to_rules(f, &mut load(f))).collect();
+    if loaders <= 1 {
+        return files.iter().map(|f| to_rules(f, load(f))).collect();
     }
     std::thread::scope(|scope| {
-        let lanes: Vec<_> = (0..workers)
+        let lanes: Vec<Option<mpsc::Receiver<LoadedFile>>> = (0..loaders)
             .map(|w| {
-                // One file ahead at most, so that trees do not pile up.
-                let (loaded_tx, loaded_rx) = mpsc::sync_channel::<LoadedFile>(1);
-                let (spent_tx, spent_rx) = mpsc::channel::<LoadedFile>();
-                scope.spawn(move || {
-                    for file in files.iter().skip(w).step_by(workers) {
-                        if loaded_tx.send(load(file)).is_err() {
-                            break;
+                let (tx, rx) = mpsc::sync_channel::<LoadedFile>(0);
+                std::thread::Builder::new()
+                    .name("fedbroker-load-rules".into())
+                    // The YAML parser recurses once a level of nesting: the main thread's
+                    // stack size, as before these threads.
+                    .stack_size(8 << 20)
+                    .spawn_scoped(scope, move || {
+                        for file in files.iter().skip(w).step_by(loaders) {
+                            if tx.send(load(file)).is_err() {
+                                break;
+                            }
                         }
-                        // Free the trees handed back so far.
-                        while spent_rx.try_recv().is_ok() {}
-                    }
-                    drop(loaded_tx);
-                    // And the rest, until this thread's lane is closed.
-                    for spent in spent_rx {
-                        drop(spent);
-                    }
-                });
-                (loaded_rx, spent_tx)
+                    })
+                    .ok()
+                    .map(|_| rx)
             })
             .collect();
-        let mut out = Vec::with_capacity(files.len());
-        for (i, file) in files.iter().enumerate() {
-            let (loaded_rx, spent_tx) = &lanes[i % workers];
-            // An error here means the worker panicked: the scope carries the panic on.
-            let Ok(mut loaded) = loaded_rx.recv() else { break };
-            out.push(to_rules(file, &mut loaded));
-            let _ = spent_tx.send(loaded);
-        }
-        drop(lanes);
-        out
+        files
+            .iter()
+            .enumerate()
+            .map(|(i, file)| {
+                // No message: the loader panicked (the scope carries the panic on once
+                // every thread is joined) or was never started; this thread loads it.
+                let loaded = lanes[i % loaders]
+                    .as_ref()
+                    .and_then(|rx| rx.recv().ok())
+                    .unwrap_or_else(|| load(file));
+                to_rules(file, loaded)
+            })
+            .collect()
     })
 }
 
