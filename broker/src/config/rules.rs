@@ -9,7 +9,7 @@ use marked_yaml::Node;
 
 use super::error::{ConfigError, Errors};
 use super::parse::{RuleAt, RuleSource, SourcedRule};
-use super::yaml::{child, from_node, is_null, parse_yaml_all};
+use super::yaml::{child, from_node, is_null, parse_yaml_all, with_sole_key};
 
 /// Parse a YAML list of rules (a rule file's top level, or the config's `rules:`). The
 /// rules keep `source` (shared) for the lines of their errors.
@@ -85,18 +85,9 @@ pub(super) fn rules_from_tree(
     let rules = match root {
         Node::Mapping(m) => {
             let mut rules = Vec::new();
-            for (k, v) in m.iter() {
-                if k.as_str() == "rules" {
-                    rules = parse_rule_list(file, v, source.clone(), "rules", &mut errors);
-                } else {
-                    let key = Node::Scalar(k.clone());
-                    errors.at(
-                        Some(&key),
-                        k.as_str(),
-                        format!("unknown field `{}`, expected `rules`", k.as_str()),
-                    );
-                }
-            }
+            with_sole_key(m, "rules", &mut errors, |v, errors| {
+                rules = parse_rule_list(file, v, source.clone(), "rules", errors);
+            });
             rules
         }
         other => parse_rule_list(file, other, source, "rules", &mut errors),

@@ -13,7 +13,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::error::{ConfigError, Errors};
-use super::yaml::{child, duplicate_keys, empty_file, from_node, is_null, line_of, load_error};
+use super::yaml::{
+    child, duplicate_keys, empty_file, from_node, is_null, line_of, load_error, with_sole_key,
+};
 
 /// The suffix of rule test files' names.
 pub const TEST_FILE_SUFFIX: &str = ".test.yaml";
@@ -147,20 +149,7 @@ pub fn parse_test_file(file: &Path, text: &str) -> (Vec<TestCase>, Vec<ConfigErr
     };
     let mut list = None;
     match &root {
-        Node::Mapping(m) => {
-            for (k, v) in m.iter() {
-                if k.as_str() == "tests" {
-                    list = Some(v);
-                } else {
-                    let key = Node::Scalar(k.clone());
-                    errors.at(
-                        Some(&key),
-                        k.as_str(),
-                        format!("unknown field `{}`, expected `tests`", k.as_str()),
-                    );
-                }
-            }
-        }
+        Node::Mapping(m) => with_sole_key(m, "tests", &mut errors, |v, _| list = Some(v)),
         other => errors.at(
             Some(other),
             "",

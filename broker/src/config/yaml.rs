@@ -112,8 +112,9 @@ fn looks_like_a_list(text: &str) -> bool {
 /// file's other errors are reported too. Errors go to `errors`; `None` when the YAML
 /// cannot be loaded at all.
 ///
-/// The loader stops at the first duplicate key, so a file without one is read once; the
-/// pass over the parser's events that finds every duplicate runs only for a file with one.
+/// The loader stops at the first duplicate key, so a file it loads is read once; the
+/// pass over the parser's events that finds every duplicate runs only for a file it
+/// refuses.
 pub(super) fn parse_yaml_all(file: &Path, text: &str, errors: &mut Vec<ConfigError>) -> Option<Node> {
     if text.trim().is_empty() {
         errors.push(empty_file(file));
@@ -301,6 +302,28 @@ pub(super) fn join_path(parent: &str, key: &str) -> String {
         key.to_string()
     } else {
         format!("{parent}.{key}")
+    }
+}
+
+/// Walk a mapping that may hold only `key`: `value` gets that key's value in its place
+/// among the keys, and every other key is reported as an unknown field.
+pub(super) fn with_sole_key<'n>(
+    map: &'n marked_yaml::types::MarkedMappingNode,
+    key: &str,
+    errors: &mut Errors,
+    mut value: impl FnMut(&'n Node, &mut Errors),
+) {
+    for (k, v) in map.iter() {
+        if k.as_str() == key {
+            value(v, errors);
+        } else {
+            let unknown = Node::Scalar(k.clone());
+            errors.at(
+                Some(&unknown),
+                k.as_str(),
+                format!("unknown field `{}`, expected `{key}`", k.as_str()),
+            );
+        }
     }
 }
 
