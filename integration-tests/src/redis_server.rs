@@ -384,13 +384,39 @@ impl RedisCluster {
 
     /// `CLUSTER FAILOVER` on `replica` (a coordinated, no-data-loss failover) and wait
     /// until it is a master and the cluster is ok again.
+    ///
+    /// A manual failover gives up without a word when the replica cannot catch up with
+    /// its paused master within Redis's manual-failover timeout (5 s), which happens on
+    /// a loaded machine, or when the replica's link to its master is not up yet. So
+    /// each attempt starts once the link is up, waits 10 s for the promotion and is
+    /// repeated until a 60 s deadline.
     pub fn failover(&self, replica: usize) {
-        let answer = self.nodes[replica].cli(&["CLUSTER", "FAILOVER"]);
-        assert_eq!(answer.trim(), "OK", "CLUSTER FAILOVER: {answer}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.nodes[replica].cli(&["ROLE"]).starts_with("master") {
-            assert!(Instant::now() < deadline, "the replica did not take over");
-            std::thread::sleep(Duration::from_millis(50));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let node = &self.nodes[replica];
+        let mut attempts = 0;
+        while !node.cli(&["ROLE"]).starts_with("master") {
+            assert!(
+                Instant::now() < deadline,
+                "the replica did not take over after {attempts} CLUSTER FAILOVER attempts; its log:\n{}",
+                node.log()
+            );
+            if !node
+                .cli(&["INFO", "replication"])
+                .contains("master_link_status:up")
+            {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            if attempts > 0 {
+                eprintln!("CLUSTER FAILOVER attempt {attempts} did not finish in 10 s; asking again");
+            }
+            let answer = node.cli(&["CLUSTER", "FAILOVER"]);
+            assert_eq!(answer.trim(), "OK", "CLUSTER FAILOVER: {answer}");
+            attempts += 1;
+            let attempt_ends = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < attempt_ends && !node.cli(&["ROLE"]).starts_with("master") {
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         self.wait_until_ok();
     }
