@@ -185,8 +185,9 @@ async fn answer_token_request(st: &TokenState, req: Request) -> Response {
         span.record("fedbroker.rule", rule.as_str());
     }
     let reason = error.map(ToString::to_string);
+    let expected = trail.expected.take();
     st.audit
-        .record(&trail.record(st.clock.now(), error, reason.as_deref()))
+        .record_expected(expected, &trail.record(st.clock.now(), error, reason.as_deref()))
         .await;
     match result {
         Ok(resp) => resp,
@@ -204,6 +205,8 @@ async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Re
     let proof_header = dpop::proof_header(req.headers());
     let client_cert = req.extensions().get::<Arc<ClientCert>>().cloned();
     let body = form::read_body(req, st.server.max_body_bytes).await?;
+    // From here on the request works towards its audit line: the writer may wait for it.
+    trail.expected = Some(st.audit.expect_record());
     let request = form::parse_form(&body)?;
     trail.requested(&request);
     trail.client_cert = client_cert.as_ref().map(|c| c.sha256.clone());
@@ -528,6 +531,8 @@ struct Trail {
     dpop_replay: Option<&'static str>,
     /// The client certificate's SHA-256 (hex), when the request came with one.
     client_cert: Option<String>,
+    /// From when the body is read: the audit writer expects this request's line.
+    expected: Option<crate::audit::Expected>,
 }
 
 impl Trail {
