@@ -2,7 +2,8 @@
 //! Never a whole token: incoming tokens are named by `jti` or SHA-256.
 //!
 //! Requests never write: a record is serialised by the request and queued (bounded, at
-//! most [`QUEUE_RECORDS`] lines; only a record from outside the runtime goes in over it)
+//! most [`QUEUE_RECORDS`] lines; only an event recorded from outside the runtime goes in
+//! over it)
 //! to one writer thread, which writes whatever has queued up with one `write` call
 //! (group commit). A request is answered only once its record is written: like Vault's
 //! audit devices, no token leaves the broker before the line that records it, and under
@@ -12,13 +13,15 @@
 //! dropped. [`AuditLog::flush`] waits until everything queued before it is written; the
 //! server calls it when it stops.
 //!
-//! A token request says when it has read its body ([`AuditLog::expect_record`]); its
-//! line is then on its way. While such a line is still to come, the writer waits for
-//! it before writing, at most [`LINGER`] after the batch's first line (PostgreSQL's
-//! `commit_delay`, ended as soon as the last awaited line is queued or its request goes
-//! away). A request alone is written at once, as before. Under load the writer wakes
-//! once for many lines instead of once for one or two: on a machine with few cores each
-//! of those wakes took a core from a request (docs/performance.md).
+//! A token request says when it starts minting ([`AuditLog::expect_record`]): from
+//! there its line is a few tens of microseconds of work away (unless its signer is
+//! remote; a request asking a cloud for credentials stops being awaited while it
+//! does). While such a line is still to come, the writer waits for it before writing,
+//! at most [`LINGER`] after the batch's first line (PostgreSQL's `commit_delay`, ended as
+//! soon as the last awaited line is queued or its request goes away). A request alone is
+//! written at once, as before. Under load the writer wakes once for many lines instead
+//! of once for one or two: on a machine with few cores each of those wakes took a core
+//! from a request (docs/performance.md).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -194,9 +197,9 @@ impl Shared {
         }
     }
 
-    /// Whether the writer should wait for more lines: a token request that has read its
-    /// body has yet to queue its line (it is being worked on, most likely on a core
-    /// that waking the writer would take from it). Never while the queue is full.
+    /// Whether the writer should wait for more lines: a token request that is minting
+    /// has yet to queue its line (it is being worked on, most likely on a core that
+    /// waking the writer would take from it). Never while the queue is full.
     fn worth_waiting(&self, queue: &Queue) -> bool {
         queue.expected > 0 && self.room.available_permits() > 0
     }
@@ -370,9 +373,9 @@ impl AuditLog {
         })
     }
 
-    /// A token request has read its body and will write a line: until that line is
-    /// queued ([`AuditLog::record_expected`]) or the guard dropped, the writer may wait
-    /// for it, up to [`LINGER`] after a batch's first line.
+    /// A token request is about to write its line (it starts minting): until that line
+    /// is queued ([`AuditLog::record_expected`]) or the guard dropped, the writer may
+    /// wait for it, up to [`LINGER`] after a batch's first line.
     pub fn expect_record(&self) -> Expected {
         self.shared.lock().expected += 1;
         Expected {
@@ -425,13 +428,18 @@ impl AuditLog {
     /// the runtime (nothing to wait in), it goes in over the bound rather than be lost.
     pub fn record_value(&self, value: &serde_json::Value) {
         let Ok(line) = line(value) else { return };
-        if let Ok(permit) = self.shared.room.try_acquire() {
-            permit.forget();
-            let (done, written) = std::sync::mpsc::sync_channel(1);
-            self.shared
-                .push(Message::Line(line, Waiter::Thread(done), true), None);
-            let _ = written.recv();
-            return;
+        match self.shared.room.try_acquire() {
+            Ok(permit) => {
+                permit.forget();
+                let (done, written) = std::sync::mpsc::sync_channel(1);
+                self.shared
+                    .push(Message::Line(line, Waiter::Thread(done), true), None);
+                let _ = written.recv();
+                return;
+            }
+            Err(TryAcquireError::NoPermits) => {}
+            // The writer has ended: nothing is written any more.
+            Err(TryAcquireError::Closed) => return,
         }
         self.queue_full.inc();
         match tokio::runtime::Handle::try_current() {
@@ -476,8 +484,8 @@ fn line<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
 /// first line; not at all for a flush or a waiting thread), take what has queued up and
 /// write it (at most [`BATCH_BYTES`] a call), then tell whoever waits on those lines
 /// (or on a flush) and give their places back. It ends once the log is dropped, nothing
-/// else holds a share of it (a task still waiting for room) and everything queued is
-/// written. A failed write is logged and counted, and its waiters are answered all the
+/// else holds a share of it (a task still waiting for room, a request's [`Expected`]:
+/// it looks again every 10 ms) and everything queued is written. A failed write is logged and counted, and its waiters are answered all the
 /// same (as before the queue: the request's answer does not depend on the audit sink).
 fn writer(mut sink: Sink, shared: Arc<Shared>, write_errors: &Counter) {
     /// However the writer ends, nobody waits for it afterwards.

@@ -205,8 +205,6 @@ async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Re
     let proof_header = dpop::proof_header(req.headers());
     let client_cert = req.extensions().get::<Arc<ClientCert>>().cloned();
     let body = form::read_body(req, st.server.max_body_bytes).await?;
-    // From here on the request works towards its audit line: the writer may wait for it.
-    trail.expected = Some(st.audit.expect_record());
     let request = form::parse_form(&body)?;
     trail.requested(&request);
     trail.client_cert = client_cert.as_ref().map(|c| c.sha256.clone());
@@ -315,6 +313,9 @@ async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Re
         );
         st.metrics.stage_duration("replay", stage.elapsed());
     }
+    // From here to its audit line the request works on a core (unless its signer is
+    // remote, or it asks a cloud, below): the audit writer may wait for its line.
+    trail.expected = Some(st.audit.expect_record());
     let cnf = confirmation(proof.as_ref(), client_cert.as_deref());
     let stage = std::time::Instant::now();
     let span = tracing::info_span!(target: TRACE, "sign", otel.status_code = Empty);
@@ -334,6 +335,8 @@ async fn exchange(st: &TokenState, req: Request, trail: &mut Trail) -> Result<Re
     let issued = match cloud {
         // The minted token is the broker's half of the trade, not the answer.
         Some(credentials) => {
+            // A cloud's answer takes a round trip: no line waits for this one meanwhile.
+            trail.expected = None;
             let span = tracing::info_span!(
                 target: TRACE,
                 "cloud",
@@ -531,7 +534,7 @@ struct Trail {
     dpop_replay: Option<&'static str>,
     /// The client certificate's SHA-256 (hex), when the request came with one.
     client_cert: Option<String>,
-    /// From when the body is read: the audit writer expects this request's line.
+    /// From minting on: the audit writer expects this request's line.
     expected: Option<crate::audit::Expected>,
 }
 
