@@ -3,9 +3,8 @@
 //!
 //! Requests never write: a record is serialised by the request and queued (bounded, at
 //! most [`QUEUE_RECORDS`] lines; only an event recorded from outside the runtime goes in
-//! over it)
-//! to one writer thread, which writes whatever has queued up with one `write` call
-//! (group commit). A request is answered only once its record is written: like Vault's
+//! over it) to one writer thread, which writes whatever has queued up with one `write`
+//! call (group commit). A request is answered only once its record is written: like Vault's
 //! audit devices, no token leaves the broker before the line that records it, and under
 //! load one `write` carries the lines of many requests. The request's task waits without
 //! holding a worker thread. When the queue is full, new records wait for room
@@ -485,8 +484,9 @@ fn line<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
 /// write it (at most [`BATCH_BYTES`] a call), then tell whoever waits on those lines
 /// (or on a flush) and give their places back. It ends once the log is dropped, nothing
 /// else holds a share of it (a task still waiting for room, a request's [`Expected`]:
-/// it looks again every 10 ms) and everything queued is written. A failed write is logged and counted, and its waiters are answered all the
-/// same (as before the queue: the request's answer does not depend on the audit sink).
+/// it looks again every 10 ms) and everything queued is written. A failed write is
+/// logged and counted, and its waiters are answered all the same (as before the queue:
+/// the request's answer does not depend on the audit sink).
 fn writer(mut sink: Sink, shared: Arc<Shared>, write_errors: &Counter) {
     /// However the writer ends, nobody waits for it afterwards.
     struct Ending<'a>(&'a Shared);
