@@ -11,9 +11,9 @@ use serde::Deserialize;
 
 use super::error::{ConfigError, Errors};
 use super::model::{ReplayBackend, ReplayConfig, TlsConfig};
-use super::parse::{Draft, ItemNode, Reparsed, SourcedRule};
+use super::parse::{Draft, ItemLines, Reparsed, SourcedRule};
 use super::raw::{RawAdmin, RawIssuer};
-use super::yaml::{child, from_node, line_of, node_at, parse_yaml};
+use super::yaml::{child, from_node, node_at, parse_yaml};
 
 /// The admin API (contract §8): off unless `admin:` is configured.
 #[derive(Debug, Clone)]
@@ -224,7 +224,7 @@ pub(super) fn build_admin(
 pub(super) fn refuse_name_clashes(
     draft: &Draft,
     rule_files: &[SourcedRule],
-    admin_issuers: &mut Vec<(PathBuf, ItemNode, RawIssuer)>,
+    admin_issuers: &mut Vec<(PathBuf, ItemLines, RawIssuer)>,
     admin_rules: &mut Vec<SourcedRule>,
     errors: &mut Vec<ConfigError>,
 ) {
@@ -247,7 +247,7 @@ pub(super) fn refuse_name_clashes(
     admin_issuers.retain(
         |(_, _, raw)| match draft.issuers.iter().find(|(_, _, own)| own.name == raw.name) {
             Some((file, node, _)) => {
-                errors.push(clash("issuers", &raw.name, file, line_of(node)));
+                errors.push(clash("issuers", &raw.name, file, node.line()));
                 false
             }
             None => true,
@@ -278,7 +278,7 @@ pub(super) fn parse_admin_items(
     state: &AdminState,
     settings: &AdminConfig,
 ) -> (
-    Vec<(PathBuf, ItemNode, RawIssuer)>,
+    Vec<(PathBuf, ItemLines, RawIssuer)>,
     Vec<SourcedRule>,
     Vec<ConfigError>,
 ) {
@@ -319,7 +319,7 @@ pub(super) fn parse_admin_items(
                     let field = format!("issuer `{}`.{}", raw.name, problem.field);
                     errors.at(child(&node, problem.field), field, problem.error.to_string());
                 }
-                issuers.push((file, ItemNode::own(node), raw));
+                issuers.push((file, ItemLines::of(&node), raw));
             }
             problems.extend(errors.list);
         }

@@ -64,9 +64,17 @@ impl Errors {
         }
     }
     pub(super) fn at(&mut self, node: Option<&Node>, field: impl Into<String>, message: impl Into<String>) {
+        self.at_line(node.and_then(line_of), field, message);
+    }
+    pub(super) fn at_line(
+        &mut self,
+        line: Option<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         self.list.push(ConfigError {
             file: self.file.to_path_buf(),
-            line: node.and_then(line_of),
+            line,
             field: field.into(),
             message: message.into(),
         });

@@ -11,12 +11,10 @@ use std::sync::Arc;
 
 use issuer_schema as schema;
 use issuers::{IssuerKind, IssuerPolicy, JwksError, KeySet};
-use marked_yaml::Node;
 
 use super::error::Errors;
 use super::model::*;
 use super::raw::RawIssuer;
-use super::yaml::child;
 
 /// How the configuration reads the files an issuer names (a function, so that parsing
 /// stays testable without files).
@@ -45,7 +43,7 @@ pub enum IssuerFileError {
 /// Validate raw issuers into [`IssuerConfig`]s. `read_file` reads `jwks_file`s and
 /// `tls_ca_file`s (relative to `base`).
 pub(super) fn build_issuers(
-    raw: &[(PathBuf, super::parse::ItemNode, RawIssuer)],
+    raw: &[(PathBuf, super::parse::ItemLines, RawIssuer)],
     base: &Path,
     errors: &mut Errors,
     read_file: ReadFile<'_>,
@@ -53,15 +51,19 @@ pub(super) fn build_issuers(
     let mut seen = Seen::default();
     let mut out = Vec::new();
     let outer_file = errors.file.clone();
-    for (i, (file, node, r)) in raw.iter().enumerate() {
+    for (file, node, r) in raw {
         errors.file = file.clone();
-        // The config file's issuers by position, the admin API's by name.
-        let label = if *file == outer_file {
-            format!("issuers[{i}]")
-        } else {
-            format!("issuer `{}`", r.name)
+        // The config file's issuers by position in its list (an issuer that did not
+        // parse keeps its place), the admin API's by name.
+        let label = match node.index() {
+            Some(i) if *file == outer_file => format!("issuers[{i}]"),
+            _ => format!("issuer `{}`", r.name),
         };
-        let mut report = Report { errors, node, label };
+        let mut report = Report {
+            errors,
+            lines: node,
+            label,
+        };
         if let Some(issuer) = build_issuer(r, base, &mut seen, &mut report, read_file) {
             out.push(issuer);
         }
@@ -83,23 +85,21 @@ struct Seen {
 /// not written).
 struct Report<'a> {
     errors: &'a mut Errors,
-    node: &'a Node,
+    lines: &'a super::parse::ItemLines,
     label: String,
 }
 
 impl Report<'_> {
     fn at(&mut self, key: &str, message: impl Display) {
-        let node = child(self.node, key).or(Some(self.node));
+        let line = self.lines.key_line(key);
         self.errors
-            .at(node, format!("{}.{key}", self.label), message.to_string());
+            .at_line(line, format!("{}.{key}", self.label), message.to_string());
     }
     /// At the issuer's own line: for what is missing or spans several fields.
     fn at_issuer(&mut self, key: &str, message: impl Display) {
-        self.errors.at(
-            Some(self.node),
-            format!("{}.{key}", self.label),
-            message.to_string(),
-        );
+        let line = self.lines.line();
+        self.errors
+            .at_line(line, format!("{}.{key}", self.label), message.to_string());
     }
     fn count(&self) -> usize {
         self.errors.list.len()

@@ -54,27 +54,31 @@ pub fn load_with_admin(path: &Path, admin: Option<&AdminState>) -> Result<Config
         admin_rules = rules_made;
         errors.extend(problems);
     }
-    let rules = read_rule_files(path, &draft.rules_files, &mut errors);
-    // The configuration file's own items, before the admin API's join them. Only the
-    // admin API reads them: without it, a JSON copy of every rule would be kept for nothing.
-    let file_items = match &draft.admin {
-        Some(_) => file_items(&draft, &rules),
-        None => FileItems::default(),
-    };
-    // A name both define is one error, under the admin item: the file's item wins
-    // nothing either, the load fails and the previous set keeps serving.
-    refuse_name_clashes(&draft, &rules, &mut admin_issuers, &mut admin_rules, &mut errors);
-    draft.issuers.extend(admin_issuers);
-    // The admin API's rules come first. (Without any, the files' rules are taken as
-    // they are: a raw rule is about a kilobyte, and a second vector of a hundred
-    // thousand of them would double the load's peak.)
-    let rules = if admin_rules.is_empty() {
-        rules
-    } else {
-        admin_rules.extend(rules);
-        admin_rules
-    };
-    match assemble(draft, rules, &read_file) {
+    let files = rule_file_list(path, &draft.rules_files);
+    let (assembled, file_items) = with_rule_files(&files, |per_file| {
+        let rules = per_file.flat_map(|(rules, problems)| {
+            errors.extend(problems);
+            rules
+        });
+        if draft.admin.is_none() {
+            // Each file's raw rules are compiled, and dropped, before the next file's
+            // are read: a large set never has all its raw rules (about half a kilobyte
+            // each) in memory at once.
+            return (assemble(draft, rules, &read_file), FileItems::default());
+        }
+        let rules: Vec<SourcedRule> = rules.collect();
+        // The configuration file's own items, before the admin API's join them. Only
+        // the admin API reads them (a JSON copy of every rule).
+        let file_items = file_items(&draft, &rules);
+        // A name both define is one error, under the admin item: the file's item wins
+        // nothing either, the load fails and the previous set keeps serving.
+        refuse_name_clashes(&draft, &rules, &mut admin_issuers, &mut admin_rules, &mut errors);
+        draft.issuers.extend(admin_issuers);
+        // The admin API's rules come first.
+        let rules = admin_rules.into_iter().chain(rules);
+        (assemble(draft, rules, &read_file), file_items)
+    });
+    match assembled {
         Ok(mut config) if errors.is_empty() => {
             config.admin_state = admin_state;
             config.file_items = Arc::new(file_items);
@@ -189,10 +193,10 @@ pub fn test_files_in(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Every file the `rules_files` globs match (relative to the config file), in sorted
-/// order per glob, parsed. Test files (`*.test.yaml`) are skipped, whatever the glob.
-fn read_rule_files(path: &Path, globs: &[String], errors: &mut Vec<ConfigError>) -> Vec<SourcedRule> {
-    // A glob that does not parse is reported in its place among the files' errors.
-    let mut files: Vec<Result<PathBuf, ConfigError>> = Vec::new();
+/// order per glob; a glob that does not parse is an error in its place. Test files
+/// (`*.test.yaml`) are skipped, whatever the glob.
+fn rule_file_list(path: &Path, globs: &[String]) -> Vec<Result<PathBuf, ConfigError>> {
+    let mut files = Vec::new();
     for pattern in globs {
         match glob_files(path, pattern) {
             Ok(matched) => files.extend(matched.into_iter().filter(|p| !super::is_test_file(p)).map(Ok)),
@@ -204,97 +208,96 @@ fn read_rule_files(path: &Path, globs: &[String], errors: &mut Vec<ConfigError>)
             })),
         }
     }
-    let paths: Vec<&PathBuf> = files.iter().filter_map(|f| f.as_ref().ok()).collect();
-    let mut parsed = parse_rule_files(&paths).into_iter();
-    // Each file's rules, then one vector of the exact size: growing one vector file by
-    // file would copy every raw rule again and again.
-    let mut per_file = Vec::with_capacity(paths.len());
-    for file in files {
-        match file {
-            Ok(_) => {
-                let (rules, problems) = parsed.next().unwrap_or_default();
-                per_file.push(rules);
-                errors.extend(problems);
-            }
-            Err(e) => errors.push(e),
-        }
-    }
-    let mut rules = Vec::with_capacity(per_file.iter().map(Vec::len).sum());
-    for file in per_file {
-        rules.extend(file);
-    }
-    rules
+    files
 }
 
-/// At most this many threads load rule files: past a few, the one thread that turns
-/// trees into rules is the bottleneck, and each more holds another tree in memory.
+/// At most this many threads read rule files: past a few, the one thread that compiles
+/// the rules is the bottleneck, and each more holds another file's rules in memory.
 const MAX_LOADERS: usize = 4;
 
-/// A rule file read and loaded into a YAML tree (by [`super::rules::load_rules_tree`]).
-type LoadedFile = (String, Option<marked_yaml::Node>, Vec<ConfigError>);
+/// A rule file's rules, and its errors.
+type LoadedFile = (Vec<SourcedRule>, Vec<ConfigError>);
 
-/// Read and parse rule files, in order. Loading the YAML trees is most of a large rule
-/// set's load time, so with more than one file and more than one core, loader threads
-/// (one a core, at most [`MAX_LOADERS`]) each take every n-th file and load its tree,
-/// while this thread turns the trees into rules in the files' order. A loader hands over
-/// one tree at a time (a rendezvous), so at most one tree a loader and the one being
-/// turned into rules are in memory. A loader that cannot be started leaves its files to
-/// this thread.
-fn parse_rule_files(files: &[&PathBuf]) -> Vec<(Vec<SourcedRule>, Vec<ConfigError>)> {
+/// Each rule file's rules and errors, in order.
+type PerFile<'a> = &'a mut dyn Iterator<Item = (Vec<SourcedRule>, Vec<ConfigError>)>;
+
+/// Read and parse rule files, in order: `use_them` pulls each file's rules and errors
+/// (a glob's error is a file without rules) as it goes. Reading the YAML is most of a
+/// large rule set's load time, so with more than one file and more than one core,
+/// loader threads (one a core, at most [`MAX_LOADERS`]) each take every n-th file and
+/// parse its rules, while this thread hands them to `use_them` (which compiles them) in
+/// the files' order. They start when `use_them` first asks for a file. A loader hands
+/// over one file at a time (a rendezvous), so at most one file's raw rules a loader and
+/// the file being compiled are in memory. A loader that cannot be started leaves its
+/// files to this thread.
+fn with_rule_files<R>(files: &[Result<PathBuf, ConfigError>], use_them: impl FnOnce(PerFile<'_>) -> R) -> R {
     use std::sync::mpsc;
+    let glob_error = |e: &ConfigError| (Vec::new(), vec![e.clone()]);
+    let paths: Vec<&PathBuf> = files.iter().filter_map(|f| f.as_ref().ok()).collect();
     let load = |file: &Path| -> LoadedFile {
         match read_text(file) {
-            Ok(text) => {
-                let (tree, errors) = super::rules::load_rules_tree(file, &text);
-                (text, tree, errors)
-            }
-            Err(e) => (String::new(), None, vec![e]),
+            Ok(text) => super::rules::parse_rules_file(file, &text),
+            Err(e) => (Vec::new(), vec![e]),
         }
-    };
-    let to_rules = |file: &Path, (text, tree, found): LoadedFile| match tree {
-        Some(tree) => super::rules::rules_from_tree(file, &text, &tree, found),
-        None => (Vec::new(), found),
     };
     let loaders = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .min(MAX_LOADERS)
-        .min(files.len());
+        .min(paths.len());
     if loaders <= 1 {
-        return files.iter().map(|f| to_rules(f, load(f))).collect();
+        return use_them(&mut files.iter().map(|f| match f {
+            Ok(file) => load(file),
+            Err(e) => glob_error(e),
+        }));
     }
+    let paths = &paths;
     std::thread::scope(|scope| {
-        let lanes: Vec<Option<mpsc::Receiver<LoadedFile>>> = (0..loaders)
-            .map(|w| {
-                let (tx, rx) = mpsc::sync_channel::<LoadedFile>(0);
-                std::thread::Builder::new()
-                    .name("fedbroker-load-rules".into())
-                    // The YAML parser recurses once a level of nesting: the main thread's
-                    // stack size, as before these threads.
-                    .stack_size(8 << 20)
-                    .spawn_scoped(scope, move || {
-                        for file in files.iter().skip(w).step_by(loaders) {
-                            if tx.send(load(file)).is_err() {
-                                break;
+        let start = || -> Vec<Option<mpsc::Receiver<LoadedFile>>> {
+            (0..loaders)
+                .map(|w| {
+                    let (tx, rx) = mpsc::sync_channel::<LoadedFile>(0);
+                    std::thread::Builder::new()
+                        .name("fedbroker-load-rules".into())
+                        // The YAML parser recurses once a level of nesting: the main thread's
+                        // stack size, as before these threads.
+                        .stack_size(8 << 20)
+                        .spawn_scoped(scope, move || {
+                            for file in paths.iter().skip(w).step_by(loaders) {
+                                if tx.send(load(file)).is_err() {
+                                    break;
+                                }
                             }
-                        }
-                    })
-                    .ok()
-                    .map(|_| rx)
-            })
-            .collect();
-        files
-            .iter()
-            .enumerate()
-            .map(|(i, file)| {
+                        })
+                        .ok()
+                        .map(|_| rx)
+                })
+                .collect()
+        };
+        // The loaders start when the first file is asked for: what `use_them` does
+        // before (the issuers are built and their YAML dropped) is not in memory beside
+        // the first trees.
+        let mut lanes = Vec::new();
+        let mut next = 0;
+        let result = use_them(&mut files.iter().map(|f| match f {
+            Ok(file) => {
+                if lanes.is_empty() {
+                    lanes = start();
+                }
                 // No message: the loader panicked (the scope carries the panic on once
                 // every thread is joined) or was never started; this thread loads it.
-                let loaded = lanes[i % loaders]
+                let loaded = lanes[next % loaders]
                     .as_ref()
                     .and_then(|rx| rx.recv().ok())
                     .unwrap_or_else(|| load(file));
-                to_rules(file, loaded)
-            })
-            .collect()
+                next += 1;
+                loaded
+            }
+            Err(e) => glob_error(e),
+        }));
+        // The loaders end when their lanes close (`use_them` may not have taken every
+        // file when the load already failed).
+        drop(lanes);
+        result
     })
 }
 

@@ -20,7 +20,9 @@ use super::replay::{build_replay, check_replicas};
 use super::rules::parse_rule_list;
 use super::server::{build_server, check_nonce_replicas};
 use super::signing::build_signing;
-use super::yaml::{child, from_node, is_null, line_of, node_at, parse_yaml_all};
+use super::yaml::{
+    Streamed, child, from_node, is_null, join_path, line_of, load_streaming, node_at, parse_yaml_all,
+};
 
 /// A rule as parsed, with where it came from (to turn field paths into lines).
 pub struct SourcedRule {
@@ -70,37 +72,49 @@ pub(super) enum RuleSource {
     Text(Arc<str>),
 }
 
-/// An item's YAML node: its own, or an entry of a list that the list's items share.
-pub struct ItemNode {
-    list: Arc<Node>,
-    item: Option<usize>,
+/// Where an item (an issuer) and each of its keys are written: the lines of its errors,
+/// without its YAML tree (ten thousand issuers with inline keys make a large tree).
+pub struct ItemLines {
+    line: Option<usize>,
+    keys: Box<[(Box<str>, Option<usize>)]>,
+    /// Its position in the configuration file's list (`None` for the admin API's).
+    index: Option<usize>,
 }
 
-impl ItemNode {
-    pub(super) fn own(node: Node) -> ItemNode {
-        ItemNode {
-            list: Arc::new(node),
-            item: None,
+impl ItemLines {
+    pub(super) fn of(node: &Node) -> ItemLines {
+        let keys = node.as_mapping().map(|m| {
+            m.iter()
+                .map(|(k, v)| (Box::from(k.as_str()), line_of(v)))
+                .collect()
+        });
+        ItemLines {
+            line: line_of(node),
+            keys: keys.unwrap_or_default(),
+            index: None,
         }
     }
 
-    /// The `item`th entry of `list` (`None` only when the list is absent, which never
-    /// happens: then the node is a null scalar).
-    fn entry(list: Option<Arc<Node>>, item: usize) -> ItemNode {
-        ItemNode {
-            list: list.unwrap_or_else(|| Arc::new(Node::Scalar("".into()))),
-            item: Some(item),
+    /// The `index`th item of the configuration file's list.
+    fn item(node: &Node, index: usize) -> ItemLines {
+        ItemLines {
+            index: Some(index),
+            ..ItemLines::of(node)
         }
     }
-}
 
-impl std::ops::Deref for ItemNode {
-    type Target = Node;
-    fn deref(&self) -> &Node {
-        let entry = self
-            .item
-            .and_then(|i| self.list.as_sequence().and_then(|seq| seq.get(i)));
-        entry.unwrap_or(&self.list)
+    pub(super) fn index(&self) -> Option<usize> {
+        self.index
+    }
+
+    pub(super) fn line(&self) -> Option<usize> {
+        self.line
+    }
+
+    /// The line of `key`'s value, or the item's own when the key is not written.
+    pub(super) fn key_line(&self, key: &str) -> Option<usize> {
+        let written = self.keys.iter().find(|(k, _)| &**k == key);
+        written.map_or(self.line, |(_, line)| *line)
     }
 }
 
@@ -149,7 +163,7 @@ pub struct Draft {
     /// The `replay:` mapping, for the line of errors found once issuers are known.
     pub(super) replay_node: Option<Node>,
     /// Each with the file it came from (the config file, or the admin API's state).
-    pub(super) issuers: Vec<(PathBuf, ItemNode, RawIssuer)>,
+    pub(super) issuers: Vec<(PathBuf, ItemLines, RawIssuer)>,
     pub rules_files: Vec<String>,
     pub(super) admin: Option<AdminConfig>,
     pub(super) rules: Vec<SourcedRule>,
@@ -169,17 +183,32 @@ pub fn parse_config(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Draft, ConfigErrors> {
     let mut errors = Errors::new(file);
-    let Some(mut root) = parse_yaml_all(file, text, &mut errors.list) else {
-        return Err(ConfigErrors(errors.list));
+    // The issuers are read one at a time when the file loads that way; otherwise (and
+    // for its errors) from the whole tree.
+    let (mut root, streamed) = match issuers_one_by_one(file, text, env) {
+        Some((root, streamed)) => (root, Some(streamed)),
+        None => match parse_yaml_all(file, text, &mut errors.list) {
+            Some(root) => (root, None),
+            None => return Err(ConfigErrors(errors.list)),
+        },
     };
-    substitute_env(&mut root, "", &mut errors, env);
-    // The issuers' list is taken out of the tree, not copied: each issuer keeps a share
-    // of it for the lines of its errors (ten thousand issuers with inline keys make a
-    // large tree).
-    let issuers_list: Option<Arc<Node>> = root
-        .as_mapping_mut()
-        .and_then(|m| m.iter_mut().find(|(k, _)| k.as_str() == "issuers"))
-        .map(|(_, v)| Arc::new(std::mem::replace(v, Node::Scalar("".into()))));
+    // The issuers' `${NAME}` errors in their place among the others'.
+    let (mut streamed_issuers, mut issuer_env_errors, mut issuer_errors) = match streamed {
+        Some(s) => (Some(s.issuers), s.env_errors, s.errors),
+        None => (None, Vec::new(), Vec::new()),
+    };
+    match root.as_mapping_mut() {
+        Some(map) if streamed_issuers.is_some() => {
+            for (key, value) in map.iter_mut() {
+                // The streamed issuers' list is empty in the tree: their errors in its place.
+                substitute_env(value, &join_path("", key.as_str()), &mut errors, env);
+                if key.as_str() == "issuers" {
+                    errors.list.append(&mut issuer_env_errors);
+                }
+            }
+        }
+        _ => substitute_env(&mut root, "", &mut errors, env),
+    }
     let Some(map) = root.as_mapping() else {
         errors.at(Some(&root), "", "the configuration must be a mapping");
         return Err(ConfigErrors(errors.list));
@@ -215,19 +244,22 @@ pub fn parse_config(
             "console" => raw_console = from_node(value, "console", &mut errors),
             "telemetry" => raw_telemetry = from_node(value, "telemetry", &mut errors).unwrap_or_default(),
             "rules_files" => rules_files = from_node(value, "rules_files", &mut errors).unwrap_or_default(),
-            "issuers" => match issuers_list.as_deref().map(|list| (list, list.as_sequence())) {
-                Some((_, Some(seq))) => {
+            // A list was read item by item (it is empty in the tree); anything else, not.
+            "issuers" => match (streamed_issuers.take(), value.as_sequence()) {
+                (Some(streamed), Some(_)) => {
+                    raw_issuers = streamed;
+                    errors.list.append(&mut issuer_errors);
+                }
+                (_, Some(seq)) => {
                     for (i, item) in seq.iter().enumerate() {
                         if let Some(raw) = from_node::<RawIssuer>(item, &format!("issuers[{i}]"), &mut errors)
                         {
-                            let node = ItemNode::entry(issuers_list.clone(), i);
-                            raw_issuers.push((file.to_path_buf(), node, raw));
+                            raw_issuers.push((file.to_path_buf(), ItemLines::item(item, i), raw));
                         }
                     }
                 }
-                Some((list, None)) if list.as_scalar().is_some_and(is_null) => {}
-                Some((list, None)) => errors.at(Some(list), "issuers", "expected a list of issuers"),
-                None => {}
+                (_, None) if value.as_scalar().is_some_and(is_null) => {}
+                (_, None) => errors.at(Some(value), "issuers", "expected a list of issuers"),
             },
             "rules" => {
                 let source = RuleSource::Node(Arc::new(value.clone()));
@@ -307,6 +339,45 @@ pub fn parse_config(
     })
 }
 
+/// The issuers of a configuration file read one at a time ([`load_streaming`]).
+pub(super) struct StreamedIssuers {
+    issuers: Vec<(PathBuf, ItemLines, RawIssuer)>,
+    /// Their `${NAME}` substitutions' errors, then their other errors.
+    env_errors: Vec<ConfigError>,
+    errors: Vec<ConfigError>,
+}
+
+/// The configuration file's tree without its issuers (an empty list in their place),
+/// and the issuers read one at a time: each item's `${NAME}`s substituted, parsed and
+/// its tree dropped before the next. `None` when the file does not load that way (see
+/// [`load_streaming`]).
+pub(super) fn issuers_one_by_one(
+    file: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<(Node, StreamedIssuers)> {
+    let mut env_errors = Errors::new(file);
+    let mut errors = Errors::new(file);
+    let mut issuers = Vec::new();
+    let mut index = 0;
+    let root = load_streaming(text, Streamed::Under("issuers"), &mut |mut item| {
+        let at = format!("issuers[{index}]");
+        substitute_env(&mut item, &at, &mut env_errors, env);
+        if let Some(raw) = from_node::<RawIssuer>(&item, &at, &mut errors) {
+            issuers.push((file.to_path_buf(), ItemLines::item(&item, index), raw));
+        }
+        index += 1;
+    })?;
+    Some((
+        root,
+        StreamedIssuers {
+            issuers,
+            env_errors: env_errors.list,
+            errors: errors.list,
+        },
+    ))
+}
+
 impl Draft {
     pub fn base_dir(&self) -> &Path {
         &self.base_dir
@@ -316,7 +387,7 @@ impl Draft {
 /// Put a config file and its rule files together: issuers validated, rules compiled.
 pub fn assemble(
     draft: Draft,
-    rule_files: Vec<SourcedRule>,
+    rule_files: impl IntoIterator<Item = SourcedRule>,
     read_file: ReadFile<'_>,
 ) -> Result<Config, ConfigErrors> {
     let mut errors = Errors::new(&draft.file);
@@ -327,9 +398,13 @@ pub fn assemble(
         i.policy.clock_skew = draft.server.clock_skew;
     }
     let known: BTreeSet<String> = draft.issuers.iter().map(|(_, _, r)| r.name.clone()).collect();
-    let count = draft.rules.len() + rule_files.len();
+    // The issuers' YAML nodes are done with: gone before the rule files are read (a
+    // large configuration file's tree is tens of megabytes).
+    drop(draft.issuers);
     // The config file's rules, then the rule files': chained, not copied into one vector.
+    // The rule files' may be read as they are compiled (`load::with_rule_files`).
     let sourced = draft.rules.into_iter().chain(rule_files);
+    let count = sourced.size_hint().0;
     let mut reparsed = Reparsed::default();
     let is_known = |name: &str| known.contains(name);
     let ctx = CompileContext {

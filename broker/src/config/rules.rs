@@ -9,7 +9,7 @@ use marked_yaml::Node;
 
 use super::error::{ConfigError, Errors};
 use super::parse::{RuleAt, RuleSource, SourcedRule};
-use super::yaml::{child, from_node, is_null, parse_yaml_all, with_sole_key};
+use super::yaml::{Streamed, child, from_node, is_null, load_streaming, parse_yaml_all, with_sole_key};
 
 /// Parse a YAML list of rules (a rule file's top level, or the config's `rules:`). The
 /// rules keep `source` (shared) for the lines of their errors.
@@ -28,60 +28,87 @@ pub(super) fn parse_rule_list(
             return Vec::new();
         }
     };
-    let mut out = Vec::new();
     let file: Arc<Path> = Arc::from(file);
-    for (i, item) in seq.iter().enumerate() {
-        let label = match child(item, "name").and_then(Node::as_scalar) {
-            Some(name) => format!("rule `{}`", name.as_str()),
-            None => format!("{section}[{i}]"),
-        };
-        if let Some(rule) = from_node::<RawRule>(item, &label, errors) {
-            out.push(SourcedRule {
-                file: file.clone(),
-                line: super::yaml::line_of(item).and_then(|l| u32::try_from(l).ok()),
-                at: RuleAt {
-                    source: source.clone(),
-                    item: Some(i),
-                },
-                rule,
-            });
-        }
-    }
-    out
+    let rules = seq.iter().enumerate();
+    rules
+        .filter_map(|(i, item)| rule_item(&file, i, item, &source, section, errors))
+        .collect()
+}
+
+/// The `i`th item of a list of rules, parsed (`None` when it does not parse: the error
+/// is in `errors`).
+fn rule_item(
+    file: &Arc<Path>,
+    i: usize,
+    item: &Node,
+    source: &RuleSource,
+    section: &str,
+    errors: &mut Errors,
+) -> Option<SourcedRule> {
+    let label = match child(item, "name").and_then(Node::as_scalar) {
+        Some(name) => format!("rule `{}`", name.as_str()),
+        None => format!("{section}[{i}]"),
+    };
+    let rule = from_node::<RawRule>(item, &label, errors)?;
+    Some(SourcedRule {
+        file: file.clone(),
+        line: super::yaml::line_of(item).and_then(|l| u32::try_from(l).ok()),
+        at: RuleAt {
+            source: source.clone(),
+            item: Some(i),
+        },
+        rule,
+    })
 }
 
 /// Parse a rule file: a list of rules, or `{rules: [...]}`. Returns the rules that
 /// parsed and the errors of those that did not, so the good ones are still checked.
+/// A list is read one rule at a time ([`load_streaming`]); the rest, and YAML that does
+/// not load, through the file's tree.
 pub fn parse_rules_file(file: &Path, text: &str) -> (Vec<SourcedRule>, Vec<ConfigError>) {
-    let (root, errors) = load_rules_tree(file, text);
-    match root {
-        Some(root) => rules_from_tree(file, text, &root, errors),
-        None => (Vec::new(), errors),
-    }
-}
-
-/// The first half of [`parse_rules_file`]: a rule file's YAML tree (`None` for an empty
-/// file or YAML that does not load) and the errors found so far.
-pub(super) fn load_rules_tree(file: &Path, text: &str) -> (Option<Node>, Vec<ConfigError>) {
-    let mut errors = Vec::new();
     if text.trim().is_empty() {
-        return (None, errors);
+        return (Vec::new(), Vec::new());
     }
-    let root = parse_yaml_all(file, text, &mut errors);
-    (root, errors)
+    // The rules keep the text, not the tree: see `RuleSource`.
+    let source = RuleSource::Text(Arc::from(text));
+    if let Some(read) = rules_one_by_one(file, text, &source) {
+        return read;
+    }
+    let mut found = Vec::new();
+    match parse_yaml_all(file, text, &mut found) {
+        Some(root) => rules_from_tree(file, source, &root, found),
+        None => (Vec::new(), found),
+    }
 }
 
-/// The second half of [`parse_rules_file`]: the rules of a rule file's tree.
-pub(super) fn rules_from_tree(
+/// A rule file whose top level is a list, read one rule at a time; `None` when it is
+/// not such a list or does not load (see [`load_streaming`]).
+fn rules_one_by_one(
     file: &Path,
     text: &str,
+    source: &RuleSource,
+) -> Option<(Vec<SourcedRule>, Vec<ConfigError>)> {
+    let mut errors = Errors::new(file);
+    let shared: Arc<Path> = Arc::from(file);
+    let mut rules = Vec::new();
+    let mut index = 0;
+    load_streaming(text, Streamed::TopList, &mut |item| {
+        rules.extend(rule_item(&shared, index, &item, source, "rules", &mut errors));
+        index += 1;
+    })?;
+    rules.shrink_to_fit();
+    Some((rules, errors.list))
+}
+
+/// The rules of a rule file's tree.
+fn rules_from_tree(
+    file: &Path,
+    source: RuleSource,
     root: &Node,
     found: Vec<ConfigError>,
 ) -> (Vec<SourcedRule>, Vec<ConfigError>) {
     let mut errors = Errors::new(file);
     errors.list = found;
-    // The rules keep the text, not the tree: see `RuleSource`.
-    let source = RuleSource::Text(Arc::from(text));
     let rules = match root {
         Node::Mapping(m) => {
             let mut rules = Vec::new();

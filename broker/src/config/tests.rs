@@ -913,3 +913,82 @@ fn many_rule_files_load_in_order_with_every_error_in_order() {
     assert_eq!(origins[9], ("3.yaml".to_string(), Some(1)));
     assert_eq!(origins.len(), names.len());
 }
+
+/// A configuration's issuers are read one at a time when the file loads that way, and
+/// from the whole tree when it does not (here, for a repeated key elsewhere): the same
+/// issuers, the same errors at the same lines, in the same order.
+#[test]
+fn issuers_read_one_at_a_time_are_those_of_the_tree() {
+    let text = "version: 1\nserver:\n  public_url: ${NOPE_A}\nissuers:\n  - name: gha\n    issuer: https://token.actions.githubusercontent.com\n    audiences: [\"${NOPE_B}\"]\n  - {name: other, issuer: https://x.example.com, audiences: [a], algoritms: [RS256]}\n  - name: third\n    issuer: https://y.example.com\n    audiences: [b]\n    kind: nonsense\n  - name: fourth\n    issuer: https://z.example.com\n    audiences: [c]\ntelemetry:\n  traces: ${NOPE_C}\n";
+    let file = Path::new("/c.yaml");
+    assert!(super::parse::issuers_one_by_one(file, text, &no_env).is_some());
+    let errors = |text: &str| {
+        let draft = parse_config(file, text, &no_env).expect("a draft");
+        let names: Vec<String> = draft.issuers.iter().map(|(_, _, raw)| raw.name.clone()).collect();
+        let e = assemble(draft, Vec::new(), &|_| Err(std::io::Error::other("no files"))).expect_err("errors");
+        let at: Vec<String> =
+            e.0.iter()
+                .map(|e| format!("{:?} {}: {}", e.line, e.field, e.message))
+                .collect();
+        (names, at)
+    };
+    let (names, streamed) = errors(text);
+    assert_eq!(names, ["gha", "third", "fourth"]);
+    let lines: Vec<&str> = streamed.iter().map(|e| &e[..e.find(':').unwrap_or(0)]).collect();
+    assert_eq!(
+        lines,
+        [
+            "Some(3) server.public_url",
+            "Some(7) issuers[0].audiences[0]",
+            "Some(17) telemetry.traces",
+            "Some(8) issuers[1].algoritms",
+            "Some(17) telemetry.traces",
+            "Some(3) server.public_url",
+            "Some(12) issuers[2].kind",
+        ],
+        "{streamed:#?}"
+    );
+    let repeated = format!("{text}rules_files: []\nrules_files: []\n");
+    assert!(super::parse::issuers_one_by_one(file, &repeated, &no_env).is_none());
+    let (tree_names, from_tree) = errors(&repeated);
+    assert_eq!(tree_names, names);
+    assert!(
+        from_tree[0].contains("duplicate key `rules_files`"),
+        "{from_tree:#?}"
+    );
+    assert_eq!(from_tree[1..], streamed[..]);
+}
+
+/// `issuers:` that is not a list is read from the tree as before: a number is an error,
+/// nothing is no issuers, and a `${NAME}` is substituted (and reported when unset).
+#[test]
+fn issuers_that_are_not_a_list_are_reported() {
+    let file = Path::new("/c.yaml");
+    for (value, error) in [
+        ("3", Some("Some(2) issuers: expected a list of issuers")),
+        ("", None),
+        ("~", None),
+        (
+            "${NOPE}",
+            Some("Some(2) issuers: environment variable `NOPE` is not set"),
+        ),
+    ] {
+        let text = format!("version: 1\nissuers: {value}\n");
+        assert!(super::parse::issuers_one_by_one(file, &text, &no_env).is_some());
+        let draft = parse_config(file, &text, &no_env).expect("a draft");
+        assert!(draft.issuers.is_empty());
+        let found: Vec<String> = draft
+            .errors
+            .iter()
+            .map(|e| format!("{:?} {}: {}", e.line, e.field, e.message))
+            .collect();
+        match error {
+            Some(error) => assert_eq!(
+                found.first().map(String::as_str),
+                Some(error),
+                "{value}: {found:?}"
+            ),
+            None => assert!(found.is_empty(), "{value}: {found:?}"),
+        }
+    }
+}

@@ -137,6 +137,148 @@ pub(super) fn parse_yaml_all(file: &Path, text: &str, errors: &mut Vec<ConfigErr
     }
 }
 
+/// Which list [`load_streaming`] hands over item by item.
+#[derive(Clone, Copy)]
+pub(super) enum Streamed<'k> {
+    /// The top level, which must be a list.
+    TopList,
+    /// The value of this key of the top-level mapping, when it is a list (the top
+    /// level must be a mapping).
+    Under(&'k str),
+}
+
+/// Load a document as [`load`] would with `strict`, except that the items of one list
+/// (`streamed`) go to `each` as soon as each is complete and are not kept: that list is
+/// an empty list in the tree returned (with its own position). A large rule file, or the
+/// issuers of a large configuration, never exist as one tree (about twenty times their
+/// text). The nodes, their positions and what is refused are the loader's. `None` when
+/// the top level is not what `streamed` needs or the YAML does not load (a scan error, a
+/// duplicate key, an anchor, an alias, a tag, a key that is not a scalar): the caller
+/// drops what it was handed and loads the tree, which reports the errors as for any
+/// other file.
+pub(super) fn load_streaming(text: &str, streamed: Streamed<'_>, each: &mut dyn FnMut(Node)) -> Option<Node> {
+    use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode, MarkedSequenceNode, Marker, Span};
+    use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+
+    /// A mapping or list being filled.
+    enum Open {
+        /// Its span is set once it ends.
+        Mapping {
+            map: MarkedMappingNode,
+            key: Option<MarkedScalarNode>,
+        },
+        List {
+            start: Marker,
+            items: Vec<Node>,
+            /// Its items go to `each`.
+            streamed: bool,
+        },
+    }
+    struct Builder<'a, 'k> {
+        each: &'a mut dyn FnMut(Node),
+        streamed: Streamed<'k>,
+        open: Vec<Open>,
+        root: Option<Node>,
+        refused: bool,
+    }
+    impl Builder<'_, '_> {
+        /// Whether a list starting here is the streamed one; `None` when no container
+        /// may start here (at the top when `streamed` wants the other kind, after the
+        /// document's node, or as a mapping's key).
+        fn list_here(&self, is_list: bool) -> Option<bool> {
+            match (self.open.last(), self.streamed) {
+                _ if self.root.is_some() => None,
+                (None, Streamed::TopList) => is_list.then_some(true),
+                (None, Streamed::Under(_)) => (!is_list).then_some(false),
+                (Some(Open::Mapping { key: None, .. }), _) => None,
+                (Some(Open::Mapping { key: Some(k), .. }), Streamed::Under(under)) => {
+                    Some(self.open.len() == 1 && k.as_str() == under)
+                }
+                _ => Some(false),
+            }
+        }
+        /// A node is complete: the document's, an item of the streamed list, or a value
+        /// of the innermost open container.
+        fn complete(&mut self, node: Node) {
+            match self.open.last_mut() {
+                None => self.root = Some(node),
+                Some(Open::List { streamed: true, .. }) => (self.each)(node),
+                Some(Open::List { items, .. }) => items.push(node),
+                Some(Open::Mapping { map, key }) => match key.take() {
+                    Some(k) if !map.contains_key(&k) => {
+                        map.insert(k, node);
+                    }
+                    _ => self.refused = true,
+                },
+            }
+        }
+    }
+    impl MarkedEventReceiver for Builder<'_, '_> {
+        fn on_event(&mut self, ev: Event, mark: yaml_rust2::scanner::Marker) {
+            if self.refused {
+                return;
+            }
+            // The same positions as marked-yaml's loader gives.
+            let mark = Marker::new(0, mark.index(), mark.line(), mark.col() + 1);
+            match ev {
+                Event::SequenceStart(0, None) => match self.list_here(true) {
+                    Some(streamed) => self.open.push(Open::List {
+                        start: mark,
+                        items: Vec::new(),
+                        streamed,
+                    }),
+                    None => self.refused = true,
+                },
+                Event::MappingStart(0, None) => match self.list_here(false) {
+                    Some(_) => self.open.push(Open::Mapping {
+                        map: MarkedMappingNode::new_empty(Span::new_start(mark)),
+                        key: None,
+                    }),
+                    None => self.refused = true,
+                },
+                Event::SequenceEnd => match self.open.pop() {
+                    Some(Open::List { start, items, .. }) => {
+                        let span = Span::new_with_marks(start, mark);
+                        self.complete(MarkedSequenceNode::new(span, items).into());
+                    }
+                    _ => self.refused = true,
+                },
+                Event::MappingEnd => match self.open.pop() {
+                    Some(Open::Mapping { mut map, key: None }) => {
+                        map.span_mut().set_end(Some(mark));
+                        self.complete(map.into());
+                    }
+                    _ => self.refused = true,
+                },
+                Event::Scalar(value, _, 0, None) if !self.open.is_empty() => {
+                    let node = MarkedScalarNode::new(Span::new_start(mark), value);
+                    match self.open.last_mut() {
+                        Some(Open::Mapping { key: key @ None, .. }) => *key = Some(node),
+                        _ => self.complete(node.into()),
+                    }
+                }
+                Event::StreamStart | Event::StreamEnd | Event::DocumentStart | Event::DocumentEnd => {}
+                // A scalar at the top, an anchor, an alias, a tag.
+                _ => self.refused = true,
+            }
+        }
+    }
+
+    let mut builder = Builder {
+        each,
+        streamed,
+        open: Vec::new(),
+        root: None,
+        refused: false,
+    };
+    // One document, as the loader reads.
+    let scanned = Parser::new(text.chars()).load(&mut builder, false);
+    match (scanned, builder.refused) {
+        (Ok(()), false) => builder.root,
+        _ => None,
+    }
+}
+
 pub(super) fn empty_file(file: &Path) -> ConfigError {
     ConfigError {
         file: file.to_path_buf(),
@@ -361,6 +503,82 @@ pub(super) fn node_at<'n>(node: &'n Node, path: &str) -> &'n Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The items [`load_streaming`] hands over from a top-level list, or `None` when it
+    /// refuses the text.
+    fn items(text: &str) -> Option<Vec<Node>> {
+        let mut got = Vec::new();
+        let root = load_streaming(text, Streamed::TopList, &mut |n| got.push(n))?;
+        assert_eq!(root.as_sequence().map(|s| s.len()), Some(0), "{text:?}");
+        Some(got)
+    }
+
+    /// Item by item, a list is the loader's tree: the same nodes, positions included
+    /// (their `Debug` form shows every span), in every shape YAML writes a list.
+    #[test]
+    fn a_list_read_item_by_item_is_the_loaders_tree() {
+        let texts = [
+            "- name: a\n  match:\n    issuer: gha\n    audiences: [x, \"y\"]\n- {name: b, match: {issuer: 'q', claims: {k: [1, {z: ~}]}}}\n",
+            "# comment\n---\n- a\n-\n- - nested\n  - [1, 2]\n- key: |\n    two\n    lines\n  other: >-\n    folded\n...\n",
+            "[{\"name\": \"r0\", \"match\": {\"issuer\": \"iss0\"}}, plain, [], {}]",
+            "- {\"name\":\"r0\",\"match\":{\"issuer\":\"iss0\",\"subject\":\"system:serviceaccount:ns0:sa0\"}}\n- {\"name\":\"r1\"}\n",
+            "[]",
+            "- \"\"\n- null\n- 'quoted: colon'\n- ? complex\n  : key\n",
+        ];
+        for text in texts {
+            let tree = load(text, true).unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            let list = tree.as_sequence().unwrap_or_else(|| panic!("{text:?} is a list"));
+            let streamed = items(text).unwrap_or_else(|| panic!("{text:?} is read item by item"));
+            assert_eq!(format!("{:?}", &**list), format!("{streamed:?}"), "{text:?}");
+        }
+    }
+
+    /// The list under a key of the top-level mapping, item by item: the items are the
+    /// loader's, and the rest of the tree is the loader's with that list emptied (its
+    /// position kept). A list under the same key deeper down is not the one.
+    #[test]
+    fn a_list_under_a_key_read_item_by_item_is_the_loaders() {
+        let text = "version: 1\nissuers:\n  - name: a\n    jwks: {keys: [{kty: EC}]}\n  - {name: b}\nserver:\n  issuers: [x]\nlast: [1]\n";
+        let mut tree = load(text, true).expect("loads");
+        let mut got = Vec::new();
+        let root = load_streaming(text, Streamed::Under("issuers"), &mut |n| got.push(n)).expect("streamed");
+        let list = tree
+            .as_mapping_mut()
+            .and_then(|m| m.get_mut("issuers"))
+            .and_then(Node::as_sequence_mut)
+            .expect("a list");
+        assert_eq!(format!("{:?}", &**list), format!("{got:?}"));
+        list.clear();
+        assert_eq!(format!("{tree:?}"), format!("{root:?}"));
+        assert_eq!(got.len(), 2);
+        // A list at the top is not a mapping's; without the key, nothing is handed over.
+        assert!(load_streaming("- a\n", Streamed::Under("issuers"), &mut |_| {}).is_none());
+        let mut none = 0;
+        assert!(load_streaming("version: 1\n", Streamed::Under("issuers"), &mut |_| none += 1).is_some());
+        assert_eq!(none, 0);
+    }
+
+    /// What the loader refuses, or what is not a list, is left to the tree (which
+    /// reports it): a mapping or a scalar at the top, a duplicate key at any depth, an
+    /// anchor, an alias, a tag, a key that is not a scalar, YAML that does not scan.
+    #[test]
+    fn what_is_not_a_plain_list_is_left_to_the_tree() {
+        for text in [
+            "rules: []\n",
+            "just text\n",
+            "- a: 1\n  a: 2\n",
+            "- {a: {b: 1, b: 2}}\n",
+            "- &x a\n- *x\n",
+            "- !tag a\n",
+            "- !!str a\n",
+            "- [a]: b\n",
+            "- {a: 1}: b\n",
+            "- a: [1, 2\n",
+            "- a\nb: c\n",
+        ] {
+            assert!(items(text).is_none(), "{text:?}");
+        }
+    }
 
     #[test]
     fn the_top_level_kind_is_guessed_from_the_first_characters() {
