@@ -36,6 +36,8 @@ pub fn load_with_admin(path: &Path, admin: Option<&AdminState>) -> Result<Config
     let env = |name: &str| std::env::var(name).ok();
     let read_file = |p: &Path| crate::files::read_regular_file(p, crate::files::MAX_CA_BYTES);
     let mut draft = parse_config(path, &text, &env)?;
+    // Not kept while the rule files load.
+    drop(text);
     let mut errors = Vec::new();
     let mut admin_state = AdminState::default();
     let (mut admin_issuers, mut admin_rules) = (Vec::new(), Vec::new());
@@ -274,8 +276,8 @@ fn with_rule_files<R>(files: &[Result<PathBuf, ConfigError>], use_them: impl FnO
                 .collect()
         };
         // The loaders start when the first file is asked for: what `use_them` does
-        // before (the issuers are built and their YAML dropped) is not in memory beside
-        // the first trees.
+        // before (building the issuers, then dropping their raw form) is not in memory
+        // beside the first files' rules.
         let mut lanes = Vec::new();
         let mut next = 0;
         let result = use_them(&mut files.iter().map(|f| match f {
@@ -294,8 +296,8 @@ fn with_rule_files<R>(files: &[Result<PathBuf, ConfigError>], use_them: impl FnO
             }
             Err(e) => glob_error(e),
         }));
-        // The loaders end when their lanes close (`use_them` may not have taken every
-        // file when the load already failed).
+        // The loaders end when their lanes close. (`use_them` takes every file: one it
+        // left would leave loaders waiting to hand over, and its errors unreported.)
         drop(lanes);
         result
     })

@@ -398,8 +398,8 @@ pub fn assemble(
         i.policy.clock_skew = draft.server.clock_skew;
     }
     let known: BTreeSet<String> = draft.issuers.iter().map(|(_, _, r)| r.name.clone()).collect();
-    // The issuers' YAML nodes are done with: gone before the rule files are read (a
-    // large configuration file's tree is tens of megabytes).
+    // The raw issuers are done with: gone before the rule files are read (ten thousand
+    // issuers with inline key sets are tens of megabytes).
     drop(draft.issuers);
     // The config file's rules, then the rule files': chained, not copied into one vector.
     // The rule files' may be read as they are compiled (`load::with_rule_files`).

@@ -9,7 +9,9 @@ use marked_yaml::Node;
 
 use super::error::{ConfigError, Errors};
 use super::parse::{RuleAt, RuleSource, SourcedRule};
-use super::yaml::{Streamed, child, from_node, is_null, load_streaming, parse_yaml_all, with_sole_key};
+use super::yaml::{
+    Streamed, child, from_node, is_null, load_streaming, looks_like_a_list, parse_yaml_all, with_sole_key,
+};
 
 /// Parse a YAML list of rules (a rule file's top level, or the config's `rules:`). The
 /// rules keep `source` (shared) for the lines of their errors.
@@ -88,6 +90,11 @@ fn rules_one_by_one(
     text: &str,
     source: &RuleSource,
 ) -> Option<(Vec<SourcedRule>, Vec<ConfigError>)> {
+    // A mapping at the top (`rules: [...]`) would be scanned to its end before it is
+    // refused: the tree reads it.
+    if !looks_like_a_list(text) {
+        return None;
+    }
     let mut errors = Errors::new(file);
     let shared: Arc<Path> = Arc::from(file);
     let mut rules = Vec::new();

@@ -84,7 +84,7 @@ fn load(text: &str, strict: bool) -> Result<Node, LoadError> {
 /// line's end). Only a guess for [`load`], which asks again when it was wrong. (Not the
 /// parser's first event: inside a flow collection the scanner cannot tell where a key
 /// ends, so for a `[...]` or `{...}` document it reads the whole text first.)
-fn looks_like_a_list(text: &str) -> bool {
+pub(super) fn looks_like_a_list(text: &str) -> bool {
     let is_break = |c: char| matches!(c, ' ' | '\t' | '\r' | '\n');
     for line in text.trim_start_matches('\u{feff}').lines() {
         let mut node = line.trim_start();
@@ -147,15 +147,17 @@ pub(super) enum Streamed<'k> {
     Under(&'k str),
 }
 
-/// Load a document as [`load`] would with `strict`, except that the items of one list
-/// (`streamed`) go to `each` as soon as each is complete and are not kept: that list is
-/// an empty list in the tree returned (with its own position). A large rule file, or the
-/// issuers of a large configuration, never exist as one tree (about twenty times their
-/// text). The nodes, their positions and what is refused are the loader's. `None` when
-/// the top level is not what `streamed` needs or the YAML does not load (a scan error, a
-/// duplicate key, an anchor, an alias, a tag, a key that is not a scalar): the caller
-/// drops what it was handed and loads the tree, which reports the errors as for any
-/// other file.
+/// Load a document as [`load`] would (strictly: a repeated key is refused), except that
+/// the items of one list (`streamed`) go to `each` as soon as each is complete and are
+/// not kept: that list is an empty list in the tree returned (with its own position). A
+/// large rule file, or the issuers of a large configuration, never exist as one tree
+/// (about twenty times their text). (A document written as one flow collection, `[...]`
+/// or `{...}`, is still scanned whole before its first item: see [`looks_like_a_list`].)
+/// The nodes, their positions and what is refused are the loader's. `None` when the top
+/// level is not what `streamed` needs, the document is empty, or the YAML does not load
+/// (a scan error, a duplicate key, an anchor, an alias, a tag, a key that is not a
+/// scalar): the caller drops what it was handed and loads the tree, which reports the
+/// errors as for any other file.
 pub(super) fn load_streaming(text: &str, streamed: Streamed<'_>, each: &mut dyn FnMut(Node)) -> Option<Node> {
     use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode, MarkedSequenceNode, Marker, Span};
     use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
