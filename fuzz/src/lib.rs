@@ -246,7 +246,8 @@ pub fn check_token_form(data: &[u8]) {
 }
 
 /// Rule loading on arbitrary text: the YAML rule-file parser, then the compiler,
-/// as `fedbroker check` runs them. Never panics; every error carries a message.
+/// as `fedbroker check` runs them. Never panics; every error carries a message; a file
+/// read one rule at a time gives what its whole tree gives (rules, lines, errors).
 pub fn check_rules(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -256,6 +257,18 @@ pub fn check_rules(data: &[u8]) {
     for e in &errors {
         assert!(!e.message.is_empty(), "an error without a message: {e:?}");
     }
+    // Read one rule at a time or through the file's tree: the same rules, at the same
+    // lines, with the same errors.
+    let summary =
+        |rules: &[broker::config::SourcedRule]| -> Vec<(serde_json::Value, (Option<u32>, Option<usize>))> {
+            rules
+                .iter()
+                .map(|r| (serde_json::to_value(&r.rule).unwrap_or_default(), r.position()))
+                .collect()
+        };
+    let (whole, whole_errors) = broker::config::parse_rules_file_whole(path, text);
+    assert_eq!(summary(&rules), summary(&whole), "rules read two ways differ");
+    assert_eq!(errors, whole_errors, "errors read two ways differ");
     let raws: Vec<_> = rules.into_iter().map(|r| r.rule).collect();
     let known = |name: &str| matches!(name, "gha" | "k8s" | "agents");
     let ctx = federation_rules::CompileContext {

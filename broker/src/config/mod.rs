@@ -48,7 +48,7 @@ pub use model::*;
 pub use parse::{Draft, RuleErrors, RuleOrigin, SourcedRule, assemble, from_parts, parse_config};
 pub use raw::RawIssuer;
 pub use replay::{MillisError, RedisUrlError};
-pub use rules::parse_rules_file;
+pub use rules::{parse_rules_file, parse_rules_file_whole};
 pub use server::PublicUrlError;
 pub use signing::{SIGNING_ALGORITHMS, UnsupportedSigningAlgorithm, parse_signing_algorithm};
 pub use telemetry::{

@@ -33,6 +33,14 @@ pub struct SourcedRule {
     pub rule: RawRule,
 }
 
+impl SourcedRule {
+    /// The rule's line and its place in its file's list (for the fuzz target).
+    #[doc(hidden)]
+    pub fn position(&self) -> (Option<u32>, Option<usize>) {
+        (self.line, self.at.item)
+    }
+}
+
 /// Where a loaded rule came from: its file and line (the console's rules page).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleOrigin {

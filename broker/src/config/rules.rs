@@ -76,6 +76,20 @@ pub fn parse_rules_file(file: &Path, text: &str) -> (Vec<SourcedRule>, Vec<Confi
     if let Some(read) = rules_one_by_one(file, text, &source) {
         return read;
     }
+    whole(file, text, source)
+}
+
+/// [`parse_rules_file`] through the file's whole tree, as for a file that cannot be read
+/// one rule at a time. For the fuzz target, which checks that both ways agree.
+#[doc(hidden)]
+pub fn parse_rules_file_whole(file: &Path, text: &str) -> (Vec<SourcedRule>, Vec<ConfigError>) {
+    if text.trim().is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    whole(file, text, RuleSource::Text(Arc::from(text)))
+}
+
+fn whole(file: &Path, text: &str, source: RuleSource) -> (Vec<SourcedRule>, Vec<ConfigError>) {
     let mut found = Vec::new();
     match parse_yaml_all(file, text, &mut found) {
         Some(root) => rules_from_tree(file, source, &root, found),
