@@ -193,25 +193,21 @@ pub fn parse_config(
     let mut errors = Errors::new(file);
     // The issuers are read one at a time when the file loads that way; otherwise (and
     // for its errors) from the whole tree.
-    let (mut root, streamed) = match issuers_one_by_one(file, text, env) {
+    let (mut root, mut streamed) = match issuers_one_by_one(file, text, env) {
         Some((root, streamed)) => (root, Some(streamed)),
         None => match parse_yaml_all(file, text, &mut errors.list) {
             Some(root) => (root, None),
             None => return Err(ConfigErrors(errors.list)),
         },
     };
-    // The issuers' `${NAME}` errors in their place among the others'.
-    let (mut streamed_issuers, mut issuer_env_errors, mut issuer_errors) = match streamed {
-        Some(s) => (Some(s.issuers), s.env_errors, s.errors),
-        None => (None, Vec::new(), Vec::new()),
-    };
-    match root.as_mapping_mut() {
-        Some(map) if streamed_issuers.is_some() => {
+    match (root.as_mapping_mut(), streamed.as_mut()) {
+        (Some(map), Some(streamed)) => {
             for (key, value) in map.iter_mut() {
-                // The streamed issuers' list is empty in the tree: their errors in its place.
+                // The streamed issuers' list is empty in the tree: their `${NAME}`
+                // errors in its place among the others'.
                 substitute_env(value, &join_path("", key.as_str()), &mut errors, env);
                 if key.as_str() == "issuers" {
-                    errors.list.append(&mut issuer_env_errors);
+                    errors.list.append(&mut streamed.env_errors);
                 }
             }
         }
@@ -253,10 +249,10 @@ pub fn parse_config(
             "telemetry" => raw_telemetry = from_node(value, "telemetry", &mut errors).unwrap_or_default(),
             "rules_files" => rules_files = from_node(value, "rules_files", &mut errors).unwrap_or_default(),
             // A list was read item by item (it is empty in the tree); anything else, not.
-            "issuers" => match (streamed_issuers.take(), value.as_sequence()) {
+            "issuers" => match (streamed.take(), value.as_sequence()) {
                 (Some(streamed), Some(_)) => {
-                    raw_issuers = streamed;
-                    errors.list.append(&mut issuer_errors);
+                    raw_issuers = streamed.issuers;
+                    errors.list.extend(streamed.errors);
                 }
                 (_, Some(seq)) => {
                     for (i, item) in seq.iter().enumerate() {

@@ -68,28 +68,25 @@ fn rule_item(
 /// A list is read one rule at a time ([`load_streaming`]); the rest, and YAML that does
 /// not load, through the file's tree.
 pub fn parse_rules_file(file: &Path, text: &str) -> (Vec<SourcedRule>, Vec<ConfigError>) {
-    if text.trim().is_empty() {
-        return (Vec::new(), Vec::new());
-    }
-    // The rules keep the text, not the tree: see `RuleSource`.
-    let source = RuleSource::Text(Arc::from(text));
-    if let Some(read) = rules_one_by_one(file, text, &source) {
-        return read;
-    }
-    whole(file, text, source)
+    read_rules_file(file, text, true)
 }
 
 /// [`parse_rules_file`] through the file's whole tree, as for a file that cannot be read
 /// one rule at a time. For the fuzz target, which checks that both ways agree.
 #[doc(hidden)]
 pub fn parse_rules_file_whole(file: &Path, text: &str) -> (Vec<SourcedRule>, Vec<ConfigError>) {
+    read_rules_file(file, text, false)
+}
+
+fn read_rules_file(file: &Path, text: &str, one_by_one: bool) -> (Vec<SourcedRule>, Vec<ConfigError>) {
     if text.trim().is_empty() {
         return (Vec::new(), Vec::new());
     }
-    whole(file, text, RuleSource::Text(Arc::from(text)))
-}
-
-fn whole(file: &Path, text: &str, source: RuleSource) -> (Vec<SourcedRule>, Vec<ConfigError>) {
+    // The rules keep the text, not the tree: see `RuleSource`.
+    let source = RuleSource::Text(Arc::from(text));
+    if one_by_one && let Some(read) = rules_one_by_one(file, text, &source) {
+        return read;
+    }
     let mut found = Vec::new();
     match parse_yaml_all(file, text, &mut found) {
         Some(root) => rules_from_tree(file, source, &root, found),
